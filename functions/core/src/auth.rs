@@ -1,0 +1,1 @@
+//! Webhook authentication: `X-Gitlab-Token` and GitLab signing tokens.

@@ -1,0 +1,21 @@
+//! fluxrelay core: everything that decides, nothing that does I/O.
+//!
+//! GitLab webhook → [`gitlab`] parse → [`push::Push`] → [`routing`] → [`push::Dispatch`] →
+//! [`matching`] against Flux objects → [`trigger`] request → classified outcome. The
+//! [`handlers`] run that flow against the [`ports`], which the adapters implement.
+
+pub mod auth;
+pub mod flux;
+pub mod gitlab;
+pub mod handlers;
+pub mod ingest;
+pub mod matching;
+pub mod ports;
+pub mod push;
+pub mod registry;
+pub mod routing;
+pub mod secret;
+pub mod trigger;
+
+pub use push::{Dispatch, Push, PushEvent};
+pub use secret::Secret;

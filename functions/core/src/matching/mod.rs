@@ -1,0 +1,5 @@
+//! Does a push concern a GitRepository, and which Receivers would trigger it.
+
+pub mod refs;
+pub mod select;
+pub mod url;

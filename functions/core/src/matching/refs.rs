@@ -1,0 +1,1 @@
+//! GitRepository ref rules.

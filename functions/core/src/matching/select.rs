@@ -1,0 +1,1 @@
+//! GitRepository and Receiver selection.

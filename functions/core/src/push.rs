@@ -1,0 +1,293 @@
+//! The messages that travel between the functions: `Push` v1 (intake queue) and
+//! `Dispatch` v1 (dispatch queue). Small, versioned, never the raw webhook.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub const PUSH_VERSION: u32 = 1;
+pub const DISPATCH_VERSION: u32 = 1;
+
+/// What GitLab reported: a branch push or a tag push (creation, update or deletion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushEvent {
+    Push,
+    TagPush,
+}
+
+impl PushEvent {
+    /// The `X-Gitlab-Event` value GitLab uses for this event on a project hook.
+    pub fn gitlab_event_header(self) -> &'static str {
+        match self {
+            PushEvent::Push => "Push Hook",
+            PushEvent::TagPush => "Tag Push Hook",
+        }
+    }
+
+    pub fn object_kind(self) -> &'static str {
+        match self {
+            PushEvent::Push => "push",
+            PushEvent::TagPush => "tag_push",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    pub id: u64,
+    /// `path_with_namespace`, subgroups included: `group/sub/project`.
+    pub path: String,
+    pub http_url: String,
+    pub ssh_url: String,
+    pub web_url: String,
+    pub default_branch: Option<String>,
+}
+
+/// One changed ref of one project, normalised from any GitLab hook kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Push {
+    pub v: u32,
+    /// `hex(sha256(instance|project_id|ref|after))`: the same push through a project,
+    /// group or system hook has the same key.
+    pub key: String,
+    /// The GitLab instance origin, e.g. `https://gitlab.example.com`.
+    pub instance: String,
+    pub event: PushEvent,
+    pub project: Project,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub before: String,
+    pub after: String,
+    pub checkout_sha: Option<String>,
+    /// `None` when GitLab did not tell us every changed file: "may have changed", never
+    /// "nothing changed".
+    pub changed_paths: Option<Vec<String>>,
+    /// RFC 3339 time at which ingest accepted the webhook.
+    pub received_at: String,
+}
+
+impl Push {
+    pub fn compute_key(instance: &str, project_id: u64, git_ref: &str, after: &str) -> String {
+        let mut digest = Sha256::new();
+        digest.update(instance.as_bytes());
+        digest.update(b"|");
+        digest.update(project_id.to_string().as_bytes());
+        digest.update(b"|");
+        digest.update(git_ref.as_bytes());
+        digest.update(b"|");
+        digest.update(after.as_bytes());
+        hex::encode(digest.finalize())
+    }
+
+    /// The ref was deleted: GitLab sends an all-zero `after`.
+    pub fn is_deletion(&self) -> bool {
+        is_zero_sha(&self.after)
+    }
+
+    pub fn is_branch_deletion(&self) -> bool {
+        self.event == PushEvent::Push && self.is_deletion()
+    }
+
+    /// Branch or tag name without `refs/heads/` or `refs/tags/`; other refs stay whole.
+    pub fn short_ref(&self) -> &str {
+        short_ref(&self.git_ref)
+    }
+}
+
+pub fn short_ref(git_ref: &str) -> &str {
+    git_ref
+        .strip_prefix("refs/heads/")
+        .or_else(|| git_ref.strip_prefix("refs/tags/"))
+        .unwrap_or(git_ref)
+}
+
+pub fn is_zero_sha(sha: &str) -> bool {
+    !sha.is_empty() && sha.bytes().all(|b| b == b'0')
+}
+
+/// One push for one cluster: the unit of the dispatch queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispatch {
+    pub v: u32,
+    pub cluster: String,
+    pub push: Push,
+}
+
+impl Dispatch {
+    pub fn new(cluster: impl Into<String>, push: Push) -> Self {
+        Self {
+            v: DISPATCH_VERSION,
+            cluster: cluster.into(),
+            push,
+        }
+    }
+
+    /// FIFO `MessageGroupId`: one group per cluster keeps a cluster's pushes in order
+    /// without one slow cluster holding back the others.
+    pub fn group_id(&self) -> &str {
+        &self.cluster
+    }
+
+    /// FIFO `MessageDeduplicationId`: `hex(sha256(cluster|push.key))`.
+    pub fn dedup_id(&self) -> String {
+        let mut digest = Sha256::new();
+        digest.update(self.cluster.as_bytes());
+        digest.update(b"|");
+        digest.update(self.push.key.as_bytes());
+        hex::encode(digest.finalize())
+    }
+}
+
+/// A queue message body that is not a message we understand.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("message body is not valid JSON for this message type: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unsupported message version {found} (this build reads version {supported})")]
+    Version { found: u32, supported: u32 },
+}
+
+impl Push {
+    pub fn from_json(body: &str) -> Result<Self, MessageError> {
+        let push: Push = serde_json::from_str(body)?;
+        if push.v != PUSH_VERSION {
+            return Err(MessageError::Version {
+                found: push.v,
+                supported: PUSH_VERSION,
+            });
+        }
+        Ok(push)
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serialising plain strings and numbers into a String cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl Dispatch {
+    pub fn from_json(body: &str) -> Result<Self, MessageError> {
+        let dispatch: Dispatch = serde_json::from_str(body)?;
+        for found in [dispatch.v, dispatch.push.v] {
+            if found != DISPATCH_VERSION {
+                return Err(MessageError::Version {
+                    found,
+                    supported: DISPATCH_VERSION,
+                });
+            }
+        }
+        Ok(dispatch)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample_push() -> Push {
+        let instance = "https://gitlab.example.com".to_string();
+        Push {
+            v: PUSH_VERSION,
+            key: Push::compute_key(&instance, 15, "refs/heads/main", &"a".repeat(40)),
+            instance,
+            event: PushEvent::Push,
+            project: Project {
+                id: 15,
+                path: "mike/diaspora".into(),
+                http_url: "https://gitlab.example.com/mike/diaspora.git".into(),
+                ssh_url: "git@gitlab.example.com:mike/diaspora.git".into(),
+                web_url: "https://gitlab.example.com/mike/diaspora".into(),
+                default_branch: Some("main".into()),
+            },
+            git_ref: "refs/heads/main".into(),
+            before: "b".repeat(40),
+            after: "a".repeat(40),
+            checkout_sha: Some("a".repeat(40)),
+            changed_paths: None,
+            received_at: "2026-11-22T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn key_is_sha256_of_instance_project_ref_after_joined_by_bars() {
+        // printf '%s' 'https://gitlab.example.com|15|refs/heads/main|da1560886d4f094c3e6c9ef40349f7d38b5d27d7' | sha256sum
+        assert_eq!(
+            Push::compute_key(
+                "https://gitlab.example.com",
+                15,
+                "refs/heads/main",
+                "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
+            ),
+            "c47909814f7810d27d7492f93e63266b7ebd61119f2487a254959a5bcfe4f1f9"
+        );
+    }
+
+    #[test]
+    fn key_changes_with_each_component() {
+        let base = Push::compute_key("i", 1, "r", "a");
+        assert_ne!(base, Push::compute_key("j", 1, "r", "a"));
+        assert_ne!(base, Push::compute_key("i", 2, "r", "a"));
+        assert_ne!(base, Push::compute_key("i", 1, "s", "a"));
+        assert_ne!(base, Push::compute_key("i", 1, "r", "b"));
+        // The separator keeps "i|11|r" and "i1|1|r" apart.
+        assert_ne!(
+            Push::compute_key("i", 11, "r", "a"),
+            Push::compute_key("i1", 1, "r", "a")
+        );
+    }
+
+    #[test]
+    fn deletion_is_an_all_zero_after() {
+        let mut push = sample_push();
+        assert!(!push.is_deletion());
+        push.after = "0".repeat(40);
+        assert!(push.is_deletion());
+        assert!(push.is_branch_deletion());
+        push.event = PushEvent::TagPush;
+        assert!(!push.is_branch_deletion());
+        assert!(!is_zero_sha(""));
+        assert!(is_zero_sha(&"0".repeat(64)));
+    }
+
+    #[test]
+    fn short_ref_strips_only_heads_and_tags() {
+        for (full, short) in [
+            ("refs/heads/main", "main"),
+            ("refs/heads/feature/x", "feature/x"),
+            ("refs/tags/v1.0.0", "v1.0.0"),
+            ("refs/merge-requests/1/head", "refs/merge-requests/1/head"),
+            ("main", "main"),
+            ("", ""),
+        ] {
+            assert_eq!(short_ref(full), short, "{full}");
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_and_reject_other_versions() {
+        let push = sample_push();
+        let json = push.to_json();
+        assert!(json.contains(r#""ref":"refs/heads/main""#));
+        assert!(json.contains(r#""event":"push""#));
+        assert!(json.contains(r#""changed_paths":null"#));
+        assert_eq!(Push::from_json(&json).unwrap(), push);
+
+        let dispatch = Dispatch::new("prod", push.clone());
+        assert_eq!(Dispatch::from_json(&dispatch.to_json()).unwrap(), dispatch);
+        assert_eq!(dispatch.group_id(), "prod");
+        assert_eq!(dispatch.dedup_id().len(), 64);
+        assert_ne!(dispatch.dedup_id(), Dispatch::new("staging", push).dedup_id());
+
+        let newer = json.replacen(r#""v":1"#, r#""v":2"#, 1);
+        assert!(matches!(
+            Push::from_json(&newer),
+            Err(MessageError::Version { found: 2, .. })
+        ));
+        assert!(matches!(Push::from_json("{"), Err(MessageError::Json(_))));
+        assert!(matches!(Push::from_json("[]"), Err(MessageError::Json(_))));
+    }
+}

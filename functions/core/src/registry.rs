@@ -1,0 +1,111 @@
+//! The cluster registry entry: one per cluster, a Secrets Manager secret (or a local file).
+//! Parsing and validation live in `registry/parse.rs`; this file is the validated shape.
+
+mod parse;
+
+use std::collections::BTreeMap;
+
+pub use parse::{FieldError, RegistryError};
+
+use crate::flux::ObjectRef;
+use crate::routing::Subscription;
+use crate::secret::Secret;
+
+pub const DEFAULT_NAMESPACE: &str = "flux-system";
+pub const DEFAULT_RECEIVER_PROXY: &str =
+    "/api/v1/namespaces/flux-system/services/http:webhook-receiver:80/proxy";
+
+#[derive(Debug, Clone)]
+pub struct ClusterEntry {
+    pub name: String,
+    /// The apiserver: always `https`. Cluster credentials go to this origin and nowhere else.
+    pub server: url::Url,
+    /// PEM bundle that signs the apiserver certificate; `None` means the system roots.
+    pub ca: Option<String>,
+    pub credentials: Credentials,
+    /// Namespaces in which GitRepositories and Receivers are discovered.
+    pub namespaces: Vec<String>,
+    /// Alternative Git host names (alias → canonical), e.g. an SSH host that differs from
+    /// the web host. Applied to both sides before URLs are compared.
+    pub host_aliases: BTreeMap<String, String>,
+    /// A push goes to this cluster when any subscription matches.
+    pub subscriptions: Vec<Subscription>,
+    pub trigger: TriggerConfig,
+}
+
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    Token(Secret),
+    ClientCertificate {
+        certificate_pem: String,
+        key_pem: Secret,
+    },
+    /// A `k8s-aws-v1.` token minted from the function's own IAM role: no static secret.
+    Eks { cluster: String, region: String },
+    /// A whole kubeconfig; its context's server must be this entry's `server`.
+    Kubeconfig {
+        kubeconfig: Secret,
+        context: Option<String>,
+    },
+}
+
+impl Credentials {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credentials::Token(_) => "token",
+            Credentials::ClientCertificate { .. } => "client_cert",
+            Credentials::Eks { .. } => "eks",
+            Credentials::Kubeconfig { .. } => "kubeconfig",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TriggerMode {
+    /// POST to the Flux Receivers that select a matched GitRepository.
+    #[default]
+    Receiver,
+    /// Merge-patch `reconcile.fluxcd.io/requestedAt` on the matched GitRepository.
+    Annotate,
+}
+
+/// Where Receiver webhooks are sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiverEndpoint {
+    /// A service-proxy path on the entry's own apiserver, sent with cluster credentials:
+    /// `/api/v1/namespaces/<ns>/services/<id>/proxy`.
+    ServiceProxy(String),
+    /// An absolute `http(s)` URL (e.g. an Ingress), sent without cluster credentials.
+    Absolute(url::Url),
+}
+
+impl ReceiverEndpoint {
+    /// The request target for a webhook path: the base and the path joined with nothing
+    /// added, because the Receiver matches the exact request URI.
+    pub fn target(&self, webhook_path: &str) -> String {
+        match self {
+            ReceiverEndpoint::ServiceProxy(base) => format!("{base}{webhook_path}"),
+            ReceiverEndpoint::Absolute(url) => {
+                format!("{}{webhook_path}", url.as_str().trim_end_matches('/'))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TriggerConfig {
+    pub mode: TriggerMode,
+    pub receiver_endpoint: ReceiverEndpoint,
+    /// Secret tokens of `gitlab`, `generic-hmac` and `github` Receivers, by `namespace/name`.
+    pub receiver_tokens: BTreeMap<ObjectRef, Secret>,
+}
+
+impl Default for TriggerConfig {
+    fn default() -> Self {
+        Self {
+            mode: TriggerMode::Receiver,
+            receiver_endpoint: ReceiverEndpoint::ServiceProxy(DEFAULT_RECEIVER_PROXY.to_string()),
+            receiver_tokens: BTreeMap::new(),
+        }
+    }
+}
