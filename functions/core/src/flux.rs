@@ -147,15 +147,16 @@ fn object_ref(value: &Value) -> ObjectRef {
 
 impl GitRepository {
     pub fn from_json(value: &Value) -> Self {
-        let git_ref = value.pointer("/spec/ref").filter(|r| r.is_object()).map(|r| {
-            GitRepositoryRef {
+        let git_ref = value
+            .pointer("/spec/ref")
+            .filter(|r| r.is_object())
+            .map(|r| GitRepositoryRef {
                 branch: text(r, "/branch"),
                 tag: text(r, "/tag"),
                 semver: text(r, "/semver"),
                 name: text(r, "/name"),
                 commit: text(r, "/commit"),
-            }
-        });
+            });
         Self {
             id: object_ref(value),
             labels: string_map(value.pointer("/metadata/labels")),
@@ -207,9 +208,7 @@ impl Receiver {
             });
         Self {
             id: object_ref(value),
-            receiver_type: ReceiverType::parse(
-                &text(value, "/spec/type").unwrap_or_default(),
-            ),
+            receiver_type: ReceiverType::parse(&text(value, "/spec/type").unwrap_or_default()),
             events,
             resources,
             suspend: flag(value, "/spec/suspend"),
@@ -235,7 +234,10 @@ mod tests {
         }));
         assert_eq!(repo.id, ObjectRef::new("flux-system", "podinfo"));
         assert_eq!(repo.labels.get("team").map(String::as_str), Some("a"));
-        assert_eq!(repo.url.as_deref(), Some("https://gitlab.example.com/mike/diaspora.git"));
+        assert_eq!(
+            repo.url.as_deref(),
+            Some("https://gitlab.example.com/mike/diaspora.git")
+        );
         assert_eq!(repo.git_ref.unwrap().branch.as_deref(), Some("main"));
         assert!(repo.suspend);
         assert_eq!(repo.artifact_revision.as_deref(), Some("main@sha1:abc"));
@@ -243,7 +245,11 @@ mod tests {
 
     #[test]
     fn missing_or_mistyped_fields_are_absent_not_errors() {
-        for value in [json!(null), json!([]), json!({"spec": {"url": 5, "ref": "main", "suspend": "yes"}})] {
+        for value in [
+            json!(null),
+            json!([]),
+            json!({"spec": {"url": 5, "ref": "main", "suspend": "yes"}}),
+        ] {
             let repo = GitRepository::from_json(&value);
             assert_eq!(repo.url, None);
             assert_eq!(repo.git_ref, None);
@@ -272,7 +278,13 @@ mod tests {
         assert!(receiver.ready);
         assert_eq!(receiver.webhook_path.as_deref(), Some("/hook/abc"));
         assert_eq!(receiver.resources.len(), 2);
-        assert_eq!(receiver.resources[0].match_labels.get("app").map(String::as_str), Some("x"));
+        assert_eq!(
+            receiver.resources[0]
+                .match_labels
+                .get("app")
+                .map(String::as_str),
+            Some("x")
+        );
         assert_eq!(receiver.resources[1].namespace.as_deref(), Some("apps"));
     }
 

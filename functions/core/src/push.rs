@@ -280,7 +280,10 @@ pub(crate) mod tests {
         assert_eq!(Dispatch::from_json(&dispatch.to_json()).unwrap(), dispatch);
         assert_eq!(dispatch.group_id(), "prod");
         assert_eq!(dispatch.dedup_id().len(), 64);
-        assert_ne!(dispatch.dedup_id(), Dispatch::new("staging", push).dedup_id());
+        assert_ne!(
+            dispatch.dedup_id(),
+            Dispatch::new("staging", push).dedup_id()
+        );
 
         let newer = json.replacen(r#""v":1"#, r#""v":2"#, 1);
         assert!(matches!(

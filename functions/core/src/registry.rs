@@ -41,7 +41,10 @@ pub enum Credentials {
         key_pem: Secret,
     },
     /// A `k8s-aws-v1.` token minted from the function's own IAM role: no static secret.
-    Eks { cluster: String, region: String },
+    Eks {
+        cluster: String,
+        region: String,
+    },
     /// A whole kubeconfig; its context's server must be this entry's `server`.
     Kubeconfig {
         kubeconfig: Secret,

@@ -138,8 +138,10 @@ pub struct RefPatterns {
 
 impl RefPatterns {
     pub fn new(patterns: &[String]) -> Result<Self, PatternError> {
-        let (full, short): (Vec<String>, Vec<String>) =
-            patterns.iter().cloned().partition(|p| p.starts_with("refs/"));
+        let (full, short): (Vec<String>, Vec<String>) = patterns
+            .iter()
+            .cloned()
+            .partition(|p| p.starts_with("refs/"));
         Ok(Self {
             full: PatternList::new(&full, false)?,
             short: PatternList::new(&short, false)?,
@@ -204,3 +206,7 @@ pub fn subscribed_clusters<'a>(push: &Push, clusters: &'a [ClusterEntry]) -> Vec
         .filter(|cluster| route(push, cluster).is_ok())
         .collect()
 }
+
+#[cfg(test)]
+#[path = "routing_tests.rs"]
+mod tests;

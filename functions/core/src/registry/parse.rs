@@ -1,13 +1,583 @@
-//! Registry entry parsing and validation.
+//! Registry entry parsing: JSON → [`ClusterEntry`], with every problem reported at once,
+//! each with its field path, and no secret value in any message.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use super::{
+    ClusterEntry, Credentials, DEFAULT_NAMESPACE, ReceiverEndpoint, TriggerConfig, TriggerMode,
+};
+use crate::flux::ObjectRef;
+use crate::routing::{PatternList, RefPatterns, Subscription};
+use crate::secret::Secret;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
+    /// Where in the entry, e.g. `auth.token` or `subscriptions[1].refs[0]`.
     pub path: String,
     pub message: String,
 }
 
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid cluster registry entry")]
 pub struct RegistryError {
     pub errors: Vec<FieldError>,
 }
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid cluster registry entry: ")?;
+        for (i, error) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+const TOP_LEVEL_FIELDS: &[&str] = &[
+    "name",
+    "server",
+    "ca",
+    "auth",
+    "kubeconfig",
+    "context",
+    "namespaces",
+    "host_aliases",
+    "subscriptions",
+    "trigger",
+];
+
+impl ClusterEntry {
+    /// Parses one entry (a Secrets Manager secret string or a registry file).
+    pub fn from_json(text: &str) -> Result<Self, RegistryError> {
+        match serde_json::from_str::<Value>(text) {
+            Ok(value) => Self::from_value(&value),
+            // serde_json's message has a position, never the text around it.
+            Err(error) => Err(RegistryError {
+                errors: vec![FieldError {
+                    path: "(entry)".into(),
+                    message: format!("not valid JSON: {error}"),
+                }],
+            }),
+        }
+    }
+
+    pub fn from_value(value: &Value) -> Result<Self, RegistryError> {
+        let mut errors = Errors::default();
+        let Some(object) = value.as_object() else {
+            errors.add("(entry)", "must be a JSON object");
+            return Err(errors.into_error());
+        };
+        for key in object.keys() {
+            if !TOP_LEVEL_FIELDS.contains(&key.as_str()) {
+                errors.add(
+                    key,
+                    format!("unknown field (known: {})", TOP_LEVEL_FIELDS.join(", ")),
+                );
+            }
+        }
+        let name = cluster_name(object, &mut errors);
+        let server = server(object, &mut errors);
+        let ca = optional_string(object, "ca", &mut errors);
+        if ca
+            .as_deref()
+            .is_some_and(|pem| !pem.contains("-----BEGIN CERTIFICATE-----"))
+        {
+            errors.add("ca", "must be a PEM bundle (-----BEGIN CERTIFICATE-----)");
+        }
+        let credentials = credentials(object, &mut errors);
+        let namespaces = namespaces(object, &mut errors);
+        let host_aliases = host_aliases(object, &mut errors);
+        let subscriptions = subscriptions(object.get("subscriptions"), &mut errors);
+        let trigger = trigger(object.get("trigger"), &mut errors);
+
+        match (name, server, credentials, errors.is_empty()) {
+            (Some(name), Some(server), Some(credentials), true) => Ok(ClusterEntry {
+                name,
+                server,
+                ca,
+                credentials,
+                namespaces,
+                host_aliases,
+                subscriptions,
+                trigger,
+            }),
+            _ => Err(errors.into_error()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn into_error(self) -> RegistryError {
+        RegistryError { errors: self.0 }
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A present, non-empty string; anything else is an error at `path`.
+fn string_at(value: Option<&Value>, path: &str, errors: &mut Errors) -> Option<String> {
+    match value {
+        None => None,
+        Some(Value::String(text)) if text.trim().is_empty() => {
+            errors.add(path, "must not be empty");
+            None
+        }
+        Some(Value::String(text)) => Some(text.clone()),
+        Some(other) => {
+            errors.add(
+                path,
+                format!("must be a string, found {}", type_name(other)),
+            );
+            None
+        }
+    }
+}
+
+fn required_string(object: &Map<String, Value>, key: &str, errors: &mut Errors) -> Option<String> {
+    let value = string_at(object.get(key), key, errors);
+    if object.get(key).is_none() {
+        errors.add(key, "is required");
+    }
+    value
+}
+
+fn optional_string(object: &Map<String, Value>, key: &str, errors: &mut Errors) -> Option<String> {
+    string_at(object.get(key), key, errors)
+}
+
+fn cluster_name(object: &Map<String, Value>, errors: &mut Errors) -> Option<String> {
+    let name = required_string(object, "name", errors)?;
+    let valid = name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !valid {
+        errors.add(
+            "name",
+            "must be 1 to 63 characters of A-Z, a-z, 0-9, '-', '_' or '.'",
+        );
+        return None;
+    }
+    Some(name)
+}
+
+fn server(object: &Map<String, Value>, errors: &mut Errors) -> Option<url::Url> {
+    let text = required_string(object, "server", errors)?;
+    let Ok(url) = url::Url::parse(&text) else {
+        errors.add("server", "is not a URL");
+        return None;
+    };
+    let problem = if url.scheme() != "https" {
+        Some("must use https (TLS verification is always on)")
+    } else if url.host_str().is_none_or(str::is_empty) {
+        Some("has no host")
+    } else if !url.username().is_empty() || url.password().is_some() {
+        Some("must not contain user info; put credentials in auth")
+    } else if url.query().is_some() || url.fragment().is_some() {
+        Some("must not have a query or fragment")
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => {
+            errors.add("server", message);
+            None
+        }
+        None => Some(url),
+    }
+}
+
+fn credentials(object: &Map<String, Value>, errors: &mut Errors) -> Option<Credentials> {
+    let auth = object.get("auth");
+    let kubeconfig = optional_string(object, "kubeconfig", errors);
+    let context = optional_string(object, "context", errors);
+    match (auth, kubeconfig) {
+        (Some(_), Some(_)) => {
+            errors.add("auth", "give either auth or kubeconfig, not both");
+            None
+        }
+        (None, None) => {
+            if object.get("kubeconfig").is_none() {
+                errors.add(
+                    "auth",
+                    "is required (token, client_cert + client_key, or eks), or give kubeconfig",
+                );
+            }
+            None
+        }
+        (None, Some(kubeconfig)) => Some(Credentials::Kubeconfig {
+            kubeconfig: Secret::new(kubeconfig),
+            context,
+        }),
+        (Some(auth), None) => {
+            if object.contains_key("context") {
+                errors.add("context", "only applies with kubeconfig");
+            }
+            auth_kind(auth, errors)
+        }
+    }
+}
+
+fn auth_kind(auth: &Value, errors: &mut Errors) -> Option<Credentials> {
+    let Some(auth) = auth.as_object() else {
+        errors.add(
+            "auth",
+            format!("must be an object, found {}", type_name(auth)),
+        );
+        return None;
+    };
+    for key in auth.keys() {
+        if !matches!(key.as_str(), "token" | "client_cert" | "client_key" | "eks") {
+            errors.add(
+                format!("auth.{key}"),
+                "unknown field (known: token, client_cert, client_key, eks)",
+            );
+        }
+    }
+    let kinds: Vec<&str> = [
+        ("token", auth.contains_key("token")),
+        (
+            "client_cert",
+            auth.contains_key("client_cert") || auth.contains_key("client_key"),
+        ),
+        ("eks", auth.contains_key("eks")),
+    ]
+    .into_iter()
+    .filter_map(|(kind, present)| present.then_some(kind))
+    .collect();
+    match kinds.as_slice() {
+        ["token"] => string_at(auth.get("token"), "auth.token", errors)
+            .map(|t| Credentials::Token(Secret::new(t))),
+        ["client_cert"] => {
+            let certificate = string_at(auth.get("client_cert"), "auth.client_cert", errors);
+            let key = string_at(auth.get("client_key"), "auth.client_key", errors);
+            for (field, present) in [
+                ("auth.client_cert", auth.contains_key("client_cert")),
+                ("auth.client_key", auth.contains_key("client_key")),
+            ] {
+                if !present {
+                    errors.add(field, "is required with client certificate auth");
+                }
+            }
+            if certificate
+                .as_deref()
+                .is_some_and(|pem| !pem.contains("-----BEGIN CERTIFICATE-----"))
+            {
+                errors.add("auth.client_cert", "must be a PEM certificate");
+            }
+            if key
+                .as_deref()
+                .is_some_and(|pem| !pem.contains("PRIVATE KEY-----"))
+            {
+                errors.add("auth.client_key", "must be a PEM private key");
+            }
+            Some(Credentials::ClientCertificate {
+                certificate_pem: certificate?,
+                key_pem: Secret::new(key?),
+            })
+        }
+        ["eks"] => eks(auth.get("eks"), errors),
+        [] => {
+            errors.add(
+                "auth",
+                "must have exactly one kind: token, client_cert + client_key, or eks",
+            );
+            None
+        }
+        several => {
+            errors.add(
+                "auth",
+                format!(
+                    "has several kinds ({}); give exactly one",
+                    several.join(", ")
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn eks(value: Option<&Value>, errors: &mut Errors) -> Option<Credentials> {
+    let Some(eks) = value.and_then(Value::as_object) else {
+        errors.add("auth.eks", "must be an object {cluster, region}");
+        return None;
+    };
+    let cluster = string_at(eks.get("cluster"), "auth.eks.cluster", errors);
+    let region = string_at(eks.get("region"), "auth.eks.region", errors);
+    for key in ["cluster", "region"] {
+        if !eks.contains_key(key) {
+            errors.add(format!("auth.eks.{key}"), "is required");
+        }
+    }
+    Some(Credentials::Eks {
+        cluster: cluster?,
+        region: region?,
+    })
+}
+
+fn is_dns_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+fn namespaces(object: &Map<String, Value>, errors: &mut Errors) -> Vec<String> {
+    let Some(value) = object.get("namespaces") else {
+        return vec![DEFAULT_NAMESPACE.to_string()];
+    };
+    let list = string_list(value, "namespaces", errors);
+    for (i, namespace) in list.iter().enumerate() {
+        if !is_dns_label(namespace) {
+            errors.add(
+                format!("namespaces[{i}]"),
+                "is not a Kubernetes namespace name",
+            );
+        }
+    }
+    list
+}
+
+/// A non-empty array of non-empty strings.
+fn string_list(value: &Value, path: &str, errors: &mut Errors) -> Vec<String> {
+    let Some(items) = value.as_array() else {
+        errors.add(
+            path,
+            format!("must be an array of strings, found {}", type_name(value)),
+        );
+        return Vec::new();
+    };
+    if items.is_empty() {
+        errors.add(path, "must not be empty (omit the field for the default)");
+    }
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| string_at(Some(item), &format!("{path}[{i}]"), errors))
+        .collect()
+}
+
+fn host_aliases(object: &Map<String, Value>, errors: &mut Errors) -> BTreeMap<String, String> {
+    let Some(value) = object.get("host_aliases") else {
+        return BTreeMap::new();
+    };
+    let Some(map) = value.as_object() else {
+        errors.add(
+            "host_aliases",
+            "must be an object {alias host: canonical host}",
+        );
+        return BTreeMap::new();
+    };
+    map.iter()
+        .filter_map(|(alias, canonical)| {
+            let path = format!("host_aliases.{alias}");
+            let canonical = string_at(Some(canonical), &path, errors)?;
+            if alias.contains(['/', ':', '@']) || canonical.contains(['/', ':', '@']) {
+                errors.add(path, "must map a bare host name to a bare host name");
+                return None;
+            }
+            Some((alias.to_ascii_lowercase(), canonical.to_ascii_lowercase()))
+        })
+        .collect()
+}
+
+fn subscriptions(value: Option<&Value>, errors: &mut Errors) -> Vec<Subscription> {
+    let Some(value) = value else {
+        return vec![Subscription::default()];
+    };
+    let Some(items) = value.as_array() else {
+        errors.add(
+            "subscriptions",
+            format!("must be an array, found {}", type_name(value)),
+        );
+        return Vec::new();
+    };
+    if items.is_empty() {
+        errors.add(
+            "subscriptions",
+            "matches nothing; omit the field to receive every push",
+        );
+    }
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| subscription(item, &format!("subscriptions[{i}]"), errors))
+        .collect()
+}
+
+fn subscription(value: &Value, path: &str, errors: &mut Errors) -> Option<Subscription> {
+    let Some(object) = value.as_object() else {
+        errors.add(path, "must be an object {projects, refs, instances, paths}");
+        return None;
+    };
+    for key in object.keys() {
+        if !matches!(key.as_str(), "projects" | "refs" | "instances" | "paths") {
+            errors.add(
+                format!("{path}.{key}"),
+                "unknown field (known: projects, refs, instances, paths)",
+            );
+        }
+    }
+    let mut subscription = Subscription::default();
+    let globs = |key: &str, case_insensitive: bool, errors: &mut Errors| -> Option<PatternList> {
+        let field = format!("{path}.{key}");
+        let list = string_list(object.get(key)?, &field, errors);
+        PatternList::new(&list, case_insensitive)
+            .map_err(|e| errors.add(&field, e.to_string()))
+            .ok()
+    };
+    if let Some(projects) = globs("projects", true, errors) {
+        subscription.projects = projects;
+    }
+    subscription.paths = globs("paths", false, errors);
+    if let Some(value) = object.get("refs") {
+        let field = format!("{path}.refs");
+        let list = string_list(value, &field, errors);
+        match RefPatterns::new(&list) {
+            Ok(refs) => subscription.refs = refs,
+            Err(e) => errors.add(field, e.to_string()),
+        }
+    }
+    if let Some(value) = object.get("instances") {
+        subscription.instances = string_list(value, &format!("{path}.instances"), errors);
+    }
+    Some(subscription)
+}
+
+fn trigger(value: Option<&Value>, errors: &mut Errors) -> TriggerConfig {
+    let mut config = TriggerConfig::default();
+    let Some(value) = value else {
+        return config;
+    };
+    let Some(object) = value.as_object() else {
+        errors.add(
+            "trigger",
+            format!("must be an object, found {}", type_name(value)),
+        );
+        return config;
+    };
+    for key in object.keys() {
+        if !matches!(
+            key.as_str(),
+            "mode" | "webhook_receiver_url" | "receiver_tokens"
+        ) {
+            errors.add(
+                format!("trigger.{key}"),
+                "unknown field (known: mode, webhook_receiver_url, receiver_tokens)",
+            );
+        }
+    }
+    match string_at(object.get("mode"), "trigger.mode", errors).as_deref() {
+        None | Some("receiver") => {}
+        Some("annotate") => config.mode = TriggerMode::Annotate,
+        Some(_) => errors.add("trigger.mode", "must be \"receiver\" or \"annotate\""),
+    }
+    if let Some(text) = string_at(
+        object.get("webhook_receiver_url"),
+        "trigger.webhook_receiver_url",
+        errors,
+    ) {
+        match receiver_endpoint(&text) {
+            Some(endpoint) => config.receiver_endpoint = endpoint,
+            None => errors.add(
+                "trigger.webhook_receiver_url",
+                "must be an absolute http(s) URL or a service-proxy path /api/v1/namespaces/<ns>/services/<service>/proxy",
+            ),
+        }
+    }
+    if let Some(value) = object.get("receiver_tokens") {
+        config.receiver_tokens = receiver_tokens(value, errors);
+    }
+    config
+}
+
+/// A service-proxy path (`^/api/v1/namespaces/[^/]+/services/[^/]+/proxy$`) or an
+/// absolute http(s) URL without user info, query or fragment.
+pub fn receiver_endpoint(text: &str) -> Option<ReceiverEndpoint> {
+    if text.starts_with('/') {
+        let parts: Vec<&str> = text.split('/').collect();
+        let is_proxy = matches!(
+            parts.as_slice(),
+            ["", "api", "v1", "namespaces", namespace, "services", service, "proxy"]
+                if !namespace.is_empty() && !service.is_empty()
+        );
+        let clean = !text.contains(['?', '#', '%', '\\']) && !text.chars().any(char::is_whitespace);
+        return (is_proxy && clean).then(|| ReceiverEndpoint::ServiceProxy(text.to_string()));
+    }
+    let url = url::Url::parse(text).ok()?;
+    let acceptable = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some_and(|h| !h.is_empty())
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    acceptable.then_some(ReceiverEndpoint::Absolute(url))
+}
+
+fn receiver_tokens(value: &Value, errors: &mut Errors) -> BTreeMap<ObjectRef, Secret> {
+    let Some(map) = value.as_object() else {
+        errors.add(
+            "trigger.receiver_tokens",
+            "must be an object {\"namespace/name\": token}",
+        );
+        return BTreeMap::new();
+    };
+    map.iter()
+        .filter_map(|(key, token)| {
+            let path = format!("trigger.receiver_tokens[{key:?}]");
+            let token = string_at(Some(token), &path, errors)?;
+            match key.split_once('/') {
+                Some((namespace, name))
+                    if is_dns_label(namespace) && !name.is_empty() && !name.contains('/') =>
+                {
+                    Some((ObjectRef::new(namespace, name), Secret::new(token)))
+                }
+                _ => {
+                    errors.add(path, "key must be \"namespace/name\" of a Receiver");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "parse_tests.rs"]
+mod tests;
