@@ -1,1 +1,144 @@
-//! Ingest outcomes.
+//! The ingest flow and its outcome taxonomy: every answer GitLab can get, with its status.
+//!
+//! Order: size cap (413) → authentication (401) → parse (400, or 202 ignored) → enqueue
+//! (503) → 202 accepted. A 202 is sent only after the enqueue succeeded.
+
+use http::HeaderMap;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::auth::{AuthConfig, AuthFailure, authenticate};
+use crate::gitlab::{MalformedEvent, ParsedEvent, parse_event};
+use crate::ports::{PushPublisher, QueueError};
+
+/// Under the 6 MB Lambda request limit; a GitLab push with 20 commits is far smaller.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+
+#[derive(Debug)]
+pub struct IngestConfig {
+    pub auth: AuthConfig,
+    pub max_body_bytes: usize,
+}
+
+impl IngestConfig {
+    pub fn new(auth: AuthConfig) -> Self {
+        Self {
+            auth,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// 202 answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Every push of the event is on the intake queue.
+    Enqueued { keys: Vec<String> },
+    /// Authentic, but not a push (merge request, note, `project_create`, …).
+    Ignored { reason: String },
+}
+
+/// Every other answer. Messages never contain a header value, token or signature.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("request body is {size} bytes; the limit is {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("{0}")]
+    Unauthenticated(#[from] AuthFailure),
+    #[error("{0}")]
+    Malformed(#[from] MalformedEvent),
+    /// The queue error is kept for the log only; the client gets a generic message.
+    #[error("the push could not be queued; nothing was accepted")]
+    EnqueueFailed(#[source] QueueError),
+}
+
+impl IngestError {
+    pub fn status(&self) -> u16 {
+        match self {
+            IngestError::TooLarge { .. } => 413,
+            IngestError::Unauthenticated(_) => 401,
+            IngestError::Malformed(_) => 400,
+            IngestError::EnqueueFailed(_) => 503,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngestError::TooLarge { .. } => "too_large",
+            IngestError::Unauthenticated(_) => "unauthenticated",
+            IngestError::Malformed(_) => "malformed",
+            IngestError::EnqueueFailed(_) => "enqueue_failed",
+        }
+    }
+}
+
+/// The HTTP answer, built in one place for every entrypoint (Lambda, `fluxrelay serve`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestResponse {
+    pub status: u16,
+    /// `application/json`
+    pub body: String,
+}
+
+impl IngestResponse {
+    pub fn from_result(result: &Result<Accepted, IngestError>) -> Self {
+        let (status, body) = match result {
+            Ok(Accepted::Enqueued { keys }) => (
+                202,
+                json!({"status": "accepted", "pushes": keys.len(), "keys": keys}),
+            ),
+            Ok(Accepted::Ignored { reason }) => {
+                (202, json!({"status": "ignored", "reason": reason}))
+            }
+            Err(error) => (
+                error.status(),
+                json!({"status": "rejected", "error": error.code(), "message": error.to_string()}),
+            ),
+        };
+        Self {
+            status,
+            body: body.to_string(),
+        }
+    }
+}
+
+pub fn rfc3339(now: OffsetDateTime) -> String {
+    now.format(&Rfc3339).unwrap_or_default()
+}
+
+pub async fn ingest(
+    config: &IngestConfig,
+    queue: &impl PushPublisher,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Result<Accepted, IngestError> {
+    if body.len() > config.max_body_bytes {
+        return Err(IngestError::TooLarge {
+            size: body.len(),
+            limit: config.max_body_bytes,
+        });
+    }
+    authenticate(&config.auth, headers, body, now.unix_timestamp())?;
+    let pushes = match parse_event(headers, body, &rfc3339(now))? {
+        ParsedEvent::Ignored { reason } => return Ok(Accepted::Ignored { reason }),
+        ParsedEvent::Pushes(pushes) if pushes.is_empty() => {
+            return Ok(Accepted::Ignored {
+                reason: "event has no ref changes".to_string(),
+            });
+        }
+        ParsedEvent::Pushes(pushes) => pushes,
+    };
+    queue
+        .publish_pushes(&pushes)
+        .await
+        .map_err(IngestError::EnqueueFailed)?;
+    Ok(Accepted::Enqueued {
+        keys: pushes.into_iter().map(|push| push.key).collect(),
+    })
+}
+
+#[cfg(test)]
+#[path = "ingest_tests.rs"]
+mod tests;

@@ -17,5 +17,8 @@ pub mod routing;
 pub mod secret;
 pub mod trigger;
 
+#[cfg(test)]
+mod testing;
+
 pub use push::{Dispatch, Push, PushEvent};
 pub use secret::Secret;

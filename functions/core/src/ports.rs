@@ -1,1 +1,110 @@
-//! Ports.
+//! The capabilities the handlers need, one trait per capability, so each handler asks for
+//! the narrowest set and adapters (SQS, Secrets Manager, kube, the embedded queue) only do I/O.
+//!
+//! Methods return `impl Future + Send` so handlers run on multi-threaded runtimes.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::flux::{GitRepository, ObjectRef, Receiver};
+use crate::push::{Dispatch, Push};
+use crate::registry::{ClusterEntry, RegistryError};
+use crate::trigger::classify::{TriggerFailure, TriggerResponse};
+use crate::trigger::request::TriggerRequest;
+
+/// A queue refused or could not take messages. The message is for logs: it may name
+/// queues or endpoints, so it is never put in an HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct QueueError {
+    pub message: String,
+}
+
+impl QueueError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// Durably enqueue pushes on the intake queue (group = project, dedup = push key).
+/// `Ok` means every push is persisted; anything less is an error.
+pub trait PushPublisher: Sync {
+    fn publish_pushes(
+        &self,
+        pushes: &[Push],
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// Durably enqueue dispatches on the dispatch queue (group = cluster, dedup = cluster+push).
+pub trait DispatchPublisher: Sync {
+    fn publish_dispatches(
+        &self,
+        dispatches: &[Dispatch],
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryReadError {
+    /// The store could not be read now; try again later.
+    #[error("cluster registry unavailable: {0}")]
+    Unavailable(String),
+    /// The entry exists but does not validate; it will not fix itself.
+    #[error("registry entry for cluster {name} is invalid: {error}")]
+    Invalid { name: String, error: RegistryError },
+}
+
+pub trait ClusterRegistry: Sync {
+    /// Every valid entry (invalid ones are reported by the adapter and left out).
+    fn clusters(
+        &self,
+    ) -> impl Future<Output = Result<Arc<Vec<ClusterEntry>>, RegistryReadError>> + Send;
+
+    fn cluster(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Arc<ClusterEntry>>, RegistryReadError>> + Send;
+
+    /// The cluster's credentials were rejected: re-read its entry before the next use.
+    fn invalidate(&self, name: &str);
+}
+
+/// Read the Flux objects of one cluster. `fresh` bypasses any cache (after a Receiver 404,
+/// whose webhook path may have changed with a token rotation).
+pub trait FluxDiscovery: Sync {
+    fn git_repositories(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+        fresh: bool,
+    ) -> impl Future<Output = Result<Vec<GitRepository>, TriggerFailure>> + Send;
+
+    fn receivers(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+        fresh: bool,
+    ) -> impl Future<Output = Result<Vec<Receiver>, TriggerFailure>> + Send;
+}
+
+/// Send one Receiver webhook: to the cluster's own apiserver (service proxy, with the
+/// cluster's credentials) or to an absolute receiver URL (without them). Redirects are
+/// never followed. HTTP answers are `Ok`, whatever their status; `Err` is transport only.
+pub trait TriggerSender: Sync {
+    fn send(
+        &self,
+        cluster: &ClusterEntry,
+        request: &TriggerRequest,
+    ) -> impl Future<Output = Result<TriggerResponse, TriggerFailure>> + Send;
+}
+
+/// JSON-merge-patch one GitRepository (annotate mode).
+pub trait Annotator: Sync {
+    fn annotate(
+        &self,
+        cluster: &ClusterEntry,
+        repository: &ObjectRef,
+        merge_patch: &[u8],
+    ) -> impl Future<Output = Result<TriggerResponse, TriggerFailure>> + Send;
+}

@@ -8,7 +8,7 @@ pub const PUSH_VERSION: u32 = 1;
 pub const DISPATCH_VERSION: u32 = 1;
 
 /// What GitLab reported: a branch push or a tag push (creation, update or deletion).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PushEvent {
     Push,

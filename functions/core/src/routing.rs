@@ -119,10 +119,10 @@ impl Subscription {
         if !self.refs.is_match(&push.git_ref) {
             return Err(SubscriptionMiss::Ref);
         }
-        if let (Some(filter), Some(changed)) = (&self.paths, &push.changed_paths) {
-            if !changed.iter().any(|path| filter.is_match(path)) {
-                return Err(SubscriptionMiss::Paths);
-            }
+        if let (Some(filter), Some(changed)) = (&self.paths, &push.changed_paths)
+            && !changed.iter().any(|path| filter.is_match(path))
+        {
+            return Err(SubscriptionMiss::Paths);
         }
         Ok(())
     }

@@ -253,7 +253,7 @@ fn route_picks_subscribed_clusters_in_registry_order() {
 
 #[test]
 fn deleted_branches_go_nowhere_but_deleted_tags_do() {
-    let clusters = vec![cluster("all", serde_json::Value::Null)];
+    let clusters = [cluster("all", serde_json::Value::Null)];
     let mut push = sample_push();
     push.after = "0".repeat(40);
     assert_eq!(route(&push, &clusters[0]), Err(RouteMiss::BranchDeleted));

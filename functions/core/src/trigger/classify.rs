@@ -30,6 +30,8 @@ pub enum Responder {
     Receiver,
     /// No HTTP answer at all.
     Transport,
+    /// Nothing was sent: the registry entry or the cluster's Flux objects do not allow it.
+    Configuration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,681 @@
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::*;
+use crate::handlers::plan::tests::{entry, receiver, repository};
+use crate::handlers::route::{IntakeMessage, RouteVerdict, handle_route};
+use crate::matching::select::webhook_path;
+use crate::push::tests::sample_push;
+use crate::testing::{FakeCluster, MemoryQueue, StaticRegistry, api_status, status};
+use crate::trigger::classify::{Responder, TransportErrorKind, transport_failure};
+
+const PROXY: &str = "/api/v1/namespaces/flux-system/services/http:webhook-receiver:80/proxy";
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_763_800_000).unwrap()
+}
+
+fn hook(token: &str, name: &str) -> String {
+    format!("{PROXY}{}", webhook_path(token, name, "flux-system"))
+}
+
+fn push_with(after: char) -> Push {
+    let mut push = sample_push();
+    push.after = after.to_string().repeat(40);
+    push.checkout_sha = Some(push.after.clone());
+    push.key = Push::compute_key(&push.instance, push.project.id, &push.git_ref, &push.after);
+    push
+}
+
+fn message(id: &str, cluster: &str, push: Push, receive_count: u32) -> DispatchMessage {
+    DispatchMessage {
+        id: id.into(),
+        body: Dispatch::new(cluster, push).to_json(),
+        receive_count,
+    }
+}
+
+/// Cluster `prod` with one GitRepository `app` (mike/diaspora @ main) and one
+/// generic-hmac Receiver `r` selecting it, whose token is in the registry.
+fn setup() -> (StaticRegistry, FakeCluster) {
+    let registry = StaticRegistry {
+        entries: vec![entry(
+            json!({"trigger": {"receiver_tokens": {"flux-system/r": "tok"}}}),
+        )],
+        ..Default::default()
+    };
+    let cluster = FakeCluster::default();
+    cluster
+        .repositories
+        .lock()
+        .unwrap()
+        .push(repository("app", json!({})));
+    cluster.receivers.lock().unwrap().push(receiver(
+        "r",
+        "generic-hmac",
+        "tok",
+        json!([{"kind": "GitRepository", "name": "app"}]),
+    ));
+    (registry, cluster)
+}
+
+async fn run(
+    registry: &StaticRegistry,
+    cluster: &FakeCluster,
+    messages: &[DispatchMessage],
+) -> DispatchReport {
+    handle_dispatch(registry, cluster, &RetryPolicy::default(), messages, now()).await
+}
+
+fn verdicts(report: &DispatchReport) -> Vec<(&str, &Verdict)> {
+    report
+        .messages
+        .iter()
+        .map(|m| (m.message_id.as_str(), &m.verdict))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_push_hits_the_receiver_once_through_the_service_proxy() {
+    let (registry, cluster) = setup();
+    let report = run(
+        &registry,
+        &cluster,
+        &[message("m1", "prod", sample_push(), 1)],
+    )
+    .await;
+    assert_eq!(
+        verdicts(&report),
+        vec![(
+            "m1",
+            &Verdict::Delivered {
+                targets: vec!["receiver/flux-system/r".into()]
+            }
+        )]
+    );
+    assert_eq!(cluster.sent_paths(), vec![hook("tok", "r")]);
+    let sent = cluster.sent.lock().unwrap();
+    let signature = sent[0]
+        .1
+        .headers
+        .get("x-signature")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(signature.starts_with("sha256="), "{signature}");
+    assert!(report.failed_ids().is_empty());
+    assert_eq!(report.targets[0].result, Ok(()));
+}
+
+#[tokio::test]
+async fn a_burst_of_pushes_is_coalesced_into_one_call_carrying_the_latest_push() {
+    let (registry, cluster) = setup();
+    let messages: Vec<DispatchMessage> = ['a', 'b', 'c']
+        .iter()
+        .enumerate()
+        .map(|(i, c)| message(&format!("m{i}"), "prod", push_with(*c), 1))
+        .collect();
+    let report = run(&registry, &cluster, &messages).await;
+    assert_eq!(cluster.sent_paths().len(), 1);
+    let body: Value = serde_json::from_slice(&cluster.sent.lock().unwrap()[0].1.body).unwrap();
+    assert_eq!(body["after"], "c".repeat(40));
+    assert_eq!(report.targets.len(), 1);
+    assert_eq!(report.targets[0].push_keys.len(), 3);
+    assert!(
+        report
+            .messages
+            .iter()
+            .all(|m| matches!(m.verdict, Verdict::Delivered { .. }))
+    );
+}
+
+#[tokio::test]
+async fn receiver_answers_decide_retry_or_dead_letter() {
+    let cases: Vec<(
+        &str,
+        Result<crate::trigger::classify::TriggerResponse, TriggerFailure>,
+        u32,
+        &str,
+    )> = vec![
+        ("503 is retried", Ok(status(503)), 1, "retry"),
+        ("500 is retried", Ok(status(500)), 3, "retry"),
+        ("429 is retried", Ok(status(429)), 1, "retry"),
+        (
+            "timeouts are retried",
+            Err(transport_failure(
+                TransportErrorKind::Timeout,
+                "read timed out",
+            )),
+            1,
+            "retry",
+        ),
+        (
+            "retries end in the dead-letter queue",
+            Ok(status(503)),
+            8,
+            "gave up after 8 attempts",
+        ),
+        ("400 is permanent", Ok(status(400)), 1, "400"),
+        ("413 is permanent", Ok(status(413)), 1, "413"),
+        (
+            "RBAC denial names the permission",
+            Ok(api_status(
+                403,
+                "services \"http:webhook-receiver:80\" is forbidden: User \"flux-dispatcher\" cannot create resource \"services/proxy\" in API group \"\" in the namespace \"flux-system\"",
+            )),
+            1,
+            "cannot create resource \"services/proxy\"",
+        ),
+        (
+            "a wrong CA is permanent",
+            Err(transport_failure(
+                TransportErrorKind::Tls,
+                "invalid peer certificate",
+            )),
+            1,
+            "certificate",
+        ),
+    ];
+    for (name, answer, receive_count, expected) in cases {
+        let (registry, cluster) = setup();
+        cluster.answer(&hook("tok", "r"), vec![answer]);
+        let report = run(
+            &registry,
+            &cluster,
+            &[message("m1", "prod", sample_push(), receive_count)],
+        )
+        .await;
+        match (&report.messages[0].verdict, expected) {
+            (Verdict::Retry { delay_secs, .. }, "retry") => {
+                assert!(*delay_secs >= 1, "{name}");
+                assert_eq!(report.failed_ids(), vec!["m1"], "{name}");
+            }
+            (Verdict::DeadLetter { reason, .. }, fragment) if fragment != "retry" => {
+                assert!(reason.contains(fragment), "{name}: {reason}");
+                assert!(
+                    report.failed_ids().is_empty(),
+                    "{name}: a dead-lettered message is deleted, not retried"
+                );
+            }
+            (other, _) => panic!("{name}: unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_credential_invalidates_the_cached_registry_entry() {
+    let (registry, cluster) = setup();
+    cluster.answer(&hook("tok", "r"), vec![Ok(api_status(401, "Unauthorized"))]);
+    let report = run(
+        &registry,
+        &cluster,
+        &[message("m1", "prod", sample_push(), 1)],
+    )
+    .await;
+    assert!(matches!(
+        &report.messages[0].verdict,
+        Verdict::DeadLetter {
+            status: Some(401),
+            ..
+        }
+    ));
+    assert_eq!(
+        *registry.invalidated.lock().unwrap(),
+        vec!["prod".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_token_is_checked_against_fresh_receivers_before_sending() {
+    // The registry already has the new token; the cached Receiver still shows the old path.
+    let (_, cluster) = setup();
+    let registry = StaticRegistry {
+        entries: vec![entry(
+            json!({"trigger": {"receiver_tokens": {"flux-system/r": "tok2"}}}),
+        )],
+        ..Default::default()
+    };
+    *cluster.receivers_after_rotation.lock().unwrap() = Some(vec![receiver(
+        "r",
+        "generic-hmac",
+        "tok2",
+        json!([{"kind": "GitRepository", "name": "app"}]),
+    )]);
+    let report = run(
+        &registry,
+        &cluster,
+        &[message("m1", "prod", sample_push(), 1)],
+    )
+    .await;
+    assert!(
+        matches!(report.messages[0].verdict, Verdict::Delivered { .. }),
+        "{report:?}"
+    );
+    assert_eq!(cluster.sent_paths(), vec![hook("tok2", "r")]);
+    assert!(
+        cluster
+            .lists
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, what, fresh)| what == "receivers/flux-system" && *fresh)
+    );
+}
+
+#[tokio::test]
+async fn a_registry_token_that_fresh_receivers_do_not_match_is_permanent() {
+    let (_, cluster) = setup();
+    let registry = StaticRegistry {
+        entries: vec![entry(
+            json!({"trigger": {"receiver_tokens": {"flux-system/r": "stale-token"}}}),
+        )],
+        ..Default::default()
+    };
+    let report = run(
+        &registry,
+        &cluster,
+        &[message("m1", "prod", sample_push(), 1)],
+    )
+    .await;
+    let Verdict::DeadLetter { reason, .. } = &report.messages[0].verdict else {
+        panic!("{report:?}")
+    };
+    assert!(reason.contains("secret token changed"), "{reason}");
+    assert!(cluster.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_receiver_404_is_rediscovered_once_and_resent_to_the_new_path() {
+    // A generic Receiver (no token in the registry) whose secret changed: the cached path
+    // answers 404, the fresh Receiver has a new path.
+    let (_, cluster) = setup();
+    let registry = StaticRegistry {
+        entries: vec![entry(json!({}))],
+        ..Default::default()
+    };
+    let selects = json!([{"kind": "GitRepository", "name": "app"}]);
+    *cluster.receivers.lock().unwrap() = vec![receiver("r", "generic", "old", selects.clone())];
+    *cluster.receivers_after_rotation.lock().unwrap() =
+        Some(vec![receiver("r", "generic", "new", selects)]);
+    cluster.answer(&hook("old", "r"), vec![Ok(status(404))]);
+
+    let report = run(
+        &registry,
+        &cluster,
+        &[message("m1", "prod", sample_push(), 1)],
+    )
+    .await;
+    assert!(
+        matches!(report.messages[0].verdict, Verdict::Delivered { .. }),
+        "{report:?}"
+    );
+    assert_eq!(
+        cluster.sent_paths(),
+        vec![hook("old", "r"), hook("new", "r")]
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_404_that_persists_is_permanent() {
+    let (registry, cluster) = setup();
+    cluster.answer(&hook("tok", "r"), vec![Ok(status(404)), Ok(status(404))]);
+    let report = run(
+        &registry,
+        &cluster,
+        &[message("m1", "prod", sample_push(), 1)],
+    )
+    .await;
+    let Verdict::DeadLetter { reason, status } = &report.messages[0].verdict else {
+        panic!("{report:?}")
+    };
+    assert!(reason.contains("still not found"), "{reason}");
+    assert_eq!(*status, Some(404));
+    assert_eq!(cluster.sent_paths().len(), 2);
+}
+
+#[tokio::test]
+async fn a_failure_holds_back_later_messages_of_its_cluster_but_not_other_clusters() {
+    let (mut registry, cluster) = setup();
+    registry.entries.push(entry(
+        json!({"name": "staging", "trigger": {"receiver_tokens": {"flux-system/r": "tok"}}}),
+    ));
+    cluster
+        .repositories
+        .lock()
+        .unwrap()
+        .push(repository("other", json!({"ref": {"branch": "dev"}})));
+    cluster.receivers.lock().unwrap().push(receiver(
+        "r2",
+        "generic",
+        "",
+        json!([{"kind": "GitRepository", "name": "other"}]),
+    ));
+    let mut dev_push = sample_push();
+    dev_push.git_ref = "refs/heads/dev".into();
+    dev_push.key = "dev".into();
+    // prod: the main push fails once (503); the dev push after it must wait.
+    cluster.answer(&hook("tok", "r"), vec![Ok(status(503))]);
+    let report = run(
+        &registry,
+        &cluster,
+        &[
+            message("p1", "prod", sample_push(), 1),
+            message("p2", "prod", dev_push.clone(), 1),
+            message("s1", "staging", dev_push, 1),
+        ],
+    )
+    .await;
+    let by_id = |id: &str| {
+        report
+            .messages
+            .iter()
+            .find(|m| m.message_id == id)
+            .unwrap()
+            .verdict
+            .clone()
+    };
+    assert!(matches!(by_id("p1"), Verdict::Retry { .. }));
+    let Verdict::Retry { reason, .. } = by_id("p2") else {
+        panic!("{report:?}")
+    };
+    assert!(reason.contains("held behind message p1"), "{reason}");
+    assert!(matches!(by_id("s1"), Verdict::Delivered { .. }));
+    let mut failed = report.failed_ids();
+    failed.sort();
+    assert_eq!(failed, vec!["p1", "p2"]);
+}
+
+#[tokio::test]
+async fn cluster_level_problems_fail_only_that_clusters_messages() {
+    let (registry, cluster) = setup();
+    let report = run(
+        &registry,
+        &cluster,
+        &[
+            message("m1", "gone", sample_push(), 1),
+            message("m2", "prod", sample_push(), 1),
+        ],
+    )
+    .await;
+    let Verdict::DeadLetter { reason, .. } = &report
+        .messages
+        .iter()
+        .find(|m| m.message_id == "m1")
+        .unwrap()
+        .verdict
+    else {
+        panic!()
+    };
+    assert!(reason.contains("not in the registry"), "{reason}");
+    assert!(matches!(
+        report
+            .messages
+            .iter()
+            .find(|m| m.message_id == "m2")
+            .unwrap()
+            .verdict,
+        Verdict::Delivered { .. }
+    ));
+
+    let unavailable = StaticRegistry {
+        unavailable: true,
+        ..Default::default()
+    };
+    let report = run(
+        &unavailable,
+        &cluster,
+        &[message("m1", "prod", sample_push(), 1)],
+    )
+    .await;
+    assert!(matches!(report.messages[0].verdict, Verdict::Retry { .. }));
+
+    for (failure, retried) in [
+        (
+            TriggerFailure {
+                class: FailureClass::Retryable,
+                responder: Responder::ApiServer,
+                status: Some(503),
+                reason: "apiserver 503".into(),
+                credentials_rejected: false,
+            },
+            true,
+        ),
+        (
+            TriggerFailure {
+                class: FailureClass::Permanent,
+                responder: Responder::ApiServer,
+                status: Some(403),
+                reason: "cannot list resource \"gitrepositories\"".into(),
+                credentials_rejected: false,
+            },
+            false,
+        ),
+    ] {
+        let (registry, cluster) = setup();
+        *cluster.list_failure.lock().unwrap() = Some(failure);
+        let report = run(
+            &registry,
+            &cluster,
+            &[
+                message("m1", "prod", sample_push(), 1),
+                message("m2", "prod", sample_push(), 1),
+            ],
+        )
+        .await;
+        assert_eq!(
+            report.failed_ids().len(),
+            if retried { 2 } else { 0 },
+            "{report:?}"
+        );
+        assert!(cluster.sent.lock().unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_message_that_is_not_a_dispatch_is_dead_lettered_alone() {
+    let (registry, cluster) = setup();
+    let bad = DispatchMessage {
+        id: "bad".into(),
+        body: "{\"v\":1}".into(),
+        receive_count: 1,
+    };
+    let report = run(
+        &registry,
+        &cluster,
+        &[bad, message("m1", "prod", sample_push(), 1)],
+    )
+    .await;
+    assert!(
+        matches!(
+            &verdicts(&report)[..],
+            [
+                ("bad", Verdict::DeadLetter { .. }),
+                ("m1", Verdict::Delivered { .. })
+            ]
+        ),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn annotate_mode_patches_the_git_repository() {
+    let registry = StaticRegistry {
+        entries: vec![entry(json!({"trigger": {"mode": "annotate"}}))],
+        ..Default::default()
+    };
+    let cluster = FakeCluster::default();
+    cluster
+        .repositories
+        .lock()
+        .unwrap()
+        .push(repository("app", json!({})));
+    let report = run(
+        &registry,
+        &cluster,
+        &[message("m1", "prod", sample_push(), 1)],
+    )
+    .await;
+    assert!(matches!(
+        report.messages[0].verdict,
+        Verdict::Delivered { .. }
+    ));
+    {
+        let patched = cluster.patched.lock().unwrap();
+        assert_eq!(patched[0].1, ObjectRef::new("flux-system", "app"));
+        let patch: Value = serde_json::from_slice(&patched[0].2).unwrap();
+        assert!(
+            patch["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"]
+                .as_str()
+                .unwrap()
+                .starts_with("2025-11-22T08:26:40")
+        );
+        // Receivers are not even listed in annotate mode.
+        assert!(
+            cluster
+                .lists
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(_, what, _)| what.starts_with("gitrepositories"))
+        );
+    }
+
+    cluster.answer(
+        "patch:flux-system/app",
+        vec![Ok(api_status(
+            403,
+            "cannot patch resource \"gitrepositories\"",
+        ))],
+    );
+    let report = run(
+        &registry,
+        &cluster,
+        &[message("m2", "prod", sample_push(), 1)],
+    )
+    .await;
+    let Verdict::DeadLetter { reason, .. } = &report.messages[0].verdict else {
+        panic!("{report:?}")
+    };
+    assert!(reason.contains("cannot patch resource"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_push_nothing_tracks_is_done_with_the_reasons() {
+    let (registry, cluster) = setup();
+    let mut push = sample_push();
+    push.git_ref = "refs/heads/feature".into();
+    let report = run(&registry, &cluster, &[message("m1", "prod", push, 1)]).await;
+    assert_eq!(report.messages[0].verdict, Verdict::NothingToTrigger);
+    assert!(
+        report.messages[0].skipped[0].reason.contains("feature")
+            || !report.messages[0].skipped.is_empty()
+    );
+    assert!(cluster.sent.lock().unwrap().is_empty());
+}
+
+// ---- route ----
+
+fn intake(id: &str, group: &str, push: &Push) -> IntakeMessage {
+    IntakeMessage {
+        id: id.into(),
+        group: group.into(),
+        body: push.to_json(),
+    }
+}
+
+#[tokio::test]
+async fn route_sends_one_dispatch_per_subscribed_cluster() {
+    let registry = StaticRegistry {
+        entries: vec![
+            entry(json!({"name": "a"})),
+            entry(json!({"name": "b", "subscriptions": [{"projects": ["other/**"]}]})),
+            entry(json!({"name": "c", "subscriptions": [{"refs": ["main"]}]})),
+        ],
+        ..Default::default()
+    };
+    let queue = MemoryQueue::default();
+    let push = sample_push();
+    let report = handle_route(&registry, &queue, &[intake("i1", "15", &push)]).await;
+    assert_eq!(
+        report.messages[0].verdict,
+        RouteVerdict::Routed {
+            clusters: vec!["a".into(), "c".into()]
+        }
+    );
+    let dispatches = queue.dispatches.lock().unwrap();
+    assert_eq!(
+        dispatches.iter().map(|d| d.group_id()).collect::<Vec<_>>(),
+        vec!["a", "c"]
+    );
+    assert_eq!(dispatches[0].push, push);
+    assert_ne!(dispatches[0].dedup_id(), dispatches[1].dedup_id());
+}
+
+#[tokio::test]
+async fn route_failures_hold_back_the_rest_of_the_project() {
+    let registry = StaticRegistry {
+        entries: vec![entry(json!({"name": "a"}))],
+        ..Default::default()
+    };
+    let queue = MemoryQueue {
+        failures_left: std::sync::Mutex::new(1),
+        ..Default::default()
+    };
+    let other_project = {
+        let mut p = push_with('d');
+        p.project.id = 99;
+        p.project.path = "other/x".into();
+        p
+    };
+    let report = handle_route(
+        &registry,
+        &queue,
+        &[
+            intake("i1", "15", &push_with('a')),
+            intake("i2", "15", &push_with('b')),
+            IntakeMessage {
+                id: "i3".into(),
+                group: "7".into(),
+                body: "garbage".into(),
+            },
+            intake("i4", "99", &other_project),
+        ],
+    )
+    .await;
+    assert_eq!(report.failed_ids(), vec!["i1", "i2", "i3"]);
+    assert!(
+        matches!(&report.messages[1].verdict, RouteVerdict::Failed { reason } if reason.contains("held behind"))
+    );
+    assert!(
+        matches!(&report.messages[2].verdict, RouteVerdict::Failed { reason } if reason.contains("not a Push"))
+    );
+    assert_eq!(queue.dispatches.lock().unwrap().len(), 1);
+
+    let unavailable = StaticRegistry {
+        unavailable: true,
+        ..Default::default()
+    };
+    let report = handle_route(
+        &unavailable,
+        &MemoryQueue::default(),
+        &[intake("i1", "15", &push_with('a'))],
+    )
+    .await;
+    assert_eq!(report.failed_ids(), vec!["i1"]);
+}
+
+#[tokio::test]
+async fn route_drops_branch_deletions_without_failing() {
+    let registry = StaticRegistry {
+        entries: vec![entry(json!({"name": "a"}))],
+        ..Default::default()
+    };
+    let queue = MemoryQueue::default();
+    let report = handle_route(&registry, &queue, &[intake("i1", "15", &push_with('0'))]).await;
+    assert_eq!(
+        report.messages[0].verdict,
+        RouteVerdict::Routed { clusters: vec![] }
+    );
+    assert!(queue.dispatches.lock().unwrap().is_empty());
+}

@@ -1,0 +1,308 @@
+use serde_json::{Value, json};
+
+use super::*;
+use crate::matching::select::webhook_path;
+use crate::push::tests::sample_push;
+
+pub(crate) fn entry(extra: Value) -> ClusterEntry {
+    let mut value = json!({"name": "prod", "server": "https://127.0.0.1:6443", "auth": {"token": "kube-token"}});
+    if let (Some(base), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
+        base.extend(extra.clone());
+    }
+    ClusterEntry::from_value(&value).unwrap()
+}
+
+/// A GitRepository tracking `mike/diaspora` on gitlab.example.com at branch `main`.
+pub(crate) fn repository(name: &str, spec: Value) -> Value {
+    let mut full = json!({"url": "https://gitlab.example.com/mike/diaspora.git", "interval": "1m", "ref": {"branch": "main"}});
+    if let (Some(base), Some(spec)) = (full.as_object_mut(), spec.as_object()) {
+        base.extend(spec.clone());
+    }
+    json!({"metadata": {"name": name, "namespace": "flux-system", "labels": {"app": name}}, "spec": full})
+}
+
+pub(crate) fn receiver(name: &str, kind: &str, token: &str, resources: Value) -> Value {
+    json!({
+        "metadata": {"name": name, "namespace": "flux-system"},
+        "spec": {"type": kind, "secretRef": {"name": "t"}, "resources": resources},
+        "status": {"webhookPath": webhook_path(token, name, "flux-system"),
+                   "conditions": [{"type": "Ready", "status": "True"}]}
+    })
+}
+
+fn view(repositories: Vec<Value>, receivers: Vec<Value>) -> ClusterView {
+    ClusterView {
+        repositories: repositories.iter().map(GitRepository::from_json).collect(),
+        receivers: receivers.iter().map(Receiver::from_json).collect(),
+    }
+}
+
+fn selects(name: &str) -> Value {
+    json!([{"kind": "GitRepository", "name": name}])
+}
+
+fn receiver_target(name: &str) -> Target {
+    Target::Receiver {
+        receiver: ObjectRef::new("flux-system", name),
+        event: PushEvent::Push,
+    }
+}
+
+#[test]
+fn a_matched_repository_is_triggered_through_the_receivers_that_select_it() {
+    let plan = plan_push(
+        &entry(json!({})),
+        &view(
+            vec![repository("app", json!({}))],
+            vec![receiver("r", "generic", "", selects("app"))],
+        ),
+        &sample_push(),
+    );
+    assert_eq!(plan.targets, vec![receiver_target("r")]);
+    assert!(
+        plan.problems.is_empty() && plan.skipped.is_empty(),
+        "{plan:?}"
+    );
+}
+
+#[test]
+fn one_receiver_selecting_several_matched_repositories_is_one_target() {
+    let plan = plan_push(
+        &entry(json!({})),
+        &view(
+            vec![repository("a", json!({})), repository("b", json!({}))],
+            vec![receiver(
+                "r",
+                "generic",
+                "",
+                json!([{"kind": "GitRepository", "name": "*"}]),
+            )],
+        ),
+        &sample_push(),
+    );
+    assert_eq!(plan.targets, vec![receiver_target("r")]);
+}
+
+#[test]
+fn planning_table() {
+    let with_tokens = |tokens: Value| entry(json!({"trigger": {"receiver_tokens": tokens}}));
+    let mut not_ready = receiver("r", "generic", "", selects("app"));
+    not_ready["status"]["conditions"][0]["status"] = json!("False");
+    let mut suspended = receiver("r", "generic", "", selects("app"));
+    suspended["spec"]["suspend"] = json!(true);
+    let mut unsafe_path = receiver("r", "generic", "", selects("app"));
+    unsafe_path["status"]["webhookPath"] = json!("/hook/../../api/v1/secrets");
+    let mut tag_events = receiver("r", "gitlab", "tok", selects("app"));
+    tag_events["spec"]["events"] = json!(["Tag Push Hook"]);
+    let mut push_events = receiver("r", "gitlab", "tok", selects("app"));
+    push_events["spec"]["events"] = json!(["push hook"]);
+
+    // (name, entry, receivers, expected targets, skip fragment, problem fragment + class)
+    type Case = (
+        &'static str,
+        ClusterEntry,
+        Vec<Value>,
+        usize,
+        Option<&'static str>,
+        Option<(&'static str, FailureClass)>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "generic needs no token",
+            entry(json!({})),
+            vec![receiver("r", "generic", "", selects("app"))],
+            1,
+            None,
+            None,
+        ),
+        (
+            "generic-hmac with its token",
+            with_tokens(json!({"flux-system/r": "tok"})),
+            vec![receiver("r", "generic-hmac", "tok", selects("app"))],
+            1,
+            None,
+            None,
+        ),
+        (
+            "gitlab with its token",
+            with_tokens(json!({"flux-system/r": "tok"})),
+            vec![receiver("r", "gitlab", "tok", selects("app"))],
+            1,
+            None,
+            None,
+        ),
+        (
+            "github with its token",
+            with_tokens(json!({"flux-system/r": "tok"})),
+            vec![receiver("r", "github", "tok", selects("app"))],
+            1,
+            None,
+            None,
+        ),
+        (
+            "gitlab without a token",
+            entry(json!({})),
+            vec![receiver("r", "gitlab", "tok", selects("app"))],
+            0,
+            None,
+            Some((
+                "add trigger.receiver_tokens[\"flux-system/r\"]",
+                FailureClass::Permanent,
+            )),
+        ),
+        (
+            "a token that does not produce the path asks for fresh objects",
+            with_tokens(json!({"flux-system/r": "old"})),
+            vec![receiver("r", "generic-hmac", "new", selects("app"))],
+            0,
+            None,
+            Some(("secret token changed", FailureClass::Rediscover)),
+        ),
+        (
+            "a Receiver that is not Ready is retried",
+            entry(json!({})),
+            vec![not_ready],
+            0,
+            None,
+            Some(("is not Ready", FailureClass::Retryable)),
+        ),
+        (
+            "an unsafe webhook path is refused",
+            entry(json!({})),
+            vec![unsafe_path],
+            0,
+            None,
+            Some(("refusing to send", FailureClass::Permanent)),
+        ),
+        (
+            "a suspended Receiver is skipped",
+            entry(json!({})),
+            vec![suspended],
+            0,
+            Some("suspended"),
+            None,
+        ),
+        (
+            "a type fluxrelay cannot call is skipped",
+            entry(json!({})),
+            vec![receiver("r", "bitbucket", "", selects("app"))],
+            0,
+            Some("cannot be called"),
+            None,
+        ),
+        (
+            "spec.events without Push Hook is skipped",
+            with_tokens(json!({"flux-system/r": "tok"})),
+            vec![tag_events],
+            0,
+            Some("does not include \"Push Hook\""),
+            None,
+        ),
+        (
+            "spec.events compares without case",
+            with_tokens(json!({"flux-system/r": "tok"})),
+            vec![push_events],
+            1,
+            None,
+            None,
+        ),
+        (
+            "no Receiver selects the repository",
+            entry(json!({})),
+            vec![receiver("r", "generic", "", selects("other"))],
+            0,
+            Some("no Receiver selects it"),
+            None,
+        ),
+        (
+            "a Receiver for a Kustomization does not count",
+            entry(json!({})),
+            vec![receiver(
+                "r",
+                "generic",
+                "",
+                json!([{"kind": "Kustomization", "name": "app"}]),
+            )],
+            0,
+            Some("no Receiver selects it"),
+            None,
+        ),
+        (
+            "annotate mode needs no Receiver",
+            entry(json!({"trigger": {"mode": "annotate"}})),
+            vec![],
+            1,
+            None,
+            None,
+        ),
+    ];
+    for (name, entry, receivers, targets, skip, problem) in cases {
+        let plan = plan_push(
+            &entry,
+            &view(vec![repository("app", json!({}))], receivers),
+            &sample_push(),
+        );
+        assert_eq!(plan.targets.len(), targets, "{name}: {plan:?}");
+        match skip {
+            Some(fragment) => assert!(
+                plan.skipped.iter().any(|s| s.reason.contains(fragment)),
+                "{name}: {plan:?}"
+            ),
+            None => assert!(plan.skipped.is_empty(), "{name}: {plan:?}"),
+        }
+        match problem {
+            Some((fragment, class)) => {
+                assert_eq!(plan.problems.len(), 1, "{name}: {plan:?}");
+                assert!(
+                    plan.problems[0].reason.contains(fragment),
+                    "{name}: {}",
+                    plan.problems[0].reason
+                );
+                assert_eq!(plan.problems[0].class, class, "{name}");
+                assert_eq!(
+                    plan.problems[0].responder,
+                    Responder::Configuration,
+                    "{name}"
+                );
+            }
+            None => assert!(plan.problems.is_empty(), "{name}: {plan:?}"),
+        }
+    }
+}
+
+#[test]
+fn repositories_that_do_not_match_are_skipped_with_their_reason() {
+    let mut suspended = repository("suspended", json!({}));
+    suspended["spec"]["suspend"] = json!(true);
+    let plan = plan_push(
+        &entry(json!({"trigger": {"mode": "annotate"}})),
+        &view(
+            vec![
+                repository(
+                    "other-project",
+                    json!({"url": "https://gitlab.example.com/mike/other.git"}),
+                ),
+                repository("other-branch", json!({"ref": {"branch": "dev"}})),
+                suspended,
+                repository("match", json!({})),
+            ],
+            vec![],
+        ),
+        &sample_push(),
+    );
+    assert_eq!(
+        plan.targets,
+        vec![Target::Annotate {
+            repository: ObjectRef::new("flux-system", "match")
+        }]
+    );
+    let skipped: Vec<&str> = plan.skipped.iter().map(|s| s.object.as_str()).collect();
+    assert_eq!(
+        skipped,
+        vec![
+            "gitrepository/flux-system/other-project",
+            "gitrepository/flux-system/other-branch",
+            "gitrepository/flux-system/suspended"
+        ]
+    );
+}

@@ -1,0 +1,121 @@
+//! Route: each push on the intake queue → one `Dispatch` per subscribed cluster.
+
+use crate::ports::{ClusterRegistry, DispatchPublisher};
+use crate::push::{Dispatch, Push};
+use crate::routing::subscribed_clusters;
+
+/// One intake-queue message. `group` is its FIFO message group (the project).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntakeMessage {
+    pub id: String,
+    pub group: String,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteVerdict {
+    /// Dispatches for these clusters are on the dispatch queue (possibly none subscribe).
+    Routed { clusters: Vec<String> },
+    /// Not done; the message stays on the intake queue and comes back.
+    Failed { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutedMessage {
+    pub message_id: String,
+    pub push: Option<Push>,
+    pub verdict: RouteVerdict,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteReport {
+    pub messages: Vec<RoutedMessage>,
+}
+
+impl RouteReport {
+    /// Ids to report as batch item failures.
+    pub fn failed_ids(&self) -> Vec<&str> {
+        self.messages
+            .iter()
+            .filter(|m| matches!(m.verdict, RouteVerdict::Failed { .. }))
+            .map(|m| m.message_id.as_str())
+            .collect()
+    }
+}
+
+/// Routes messages in order. A failure fails that message and every later message of the
+/// same group, so a project's pushes keep their order. A body that is not a `Push` fails
+/// too: the queue's redrive policy moves it to the intake dead-letter queue.
+pub async fn handle_route(
+    registry: &impl ClusterRegistry,
+    queue: &impl DispatchPublisher,
+    messages: &[IntakeMessage],
+) -> RouteReport {
+    let clusters = match registry.clusters().await {
+        Ok(clusters) => clusters,
+        Err(error) => {
+            let reason = error.to_string();
+            return RouteReport {
+                messages: messages
+                    .iter()
+                    .map(|m| RoutedMessage {
+                        message_id: m.id.clone(),
+                        push: Push::from_json(&m.body).ok(),
+                        verdict: RouteVerdict::Failed {
+                            reason: reason.clone(),
+                        },
+                    })
+                    .collect(),
+            };
+        }
+    };
+    let mut failed_groups: Vec<&str> = Vec::new();
+    let mut report = RouteReport::default();
+    for message in messages {
+        let push = Push::from_json(&message.body);
+        let verdict = if failed_groups.contains(&message.group.as_str()) {
+            RouteVerdict::Failed {
+                reason: "held behind an earlier failed message of the same project".to_string(),
+            }
+        } else {
+            match &push {
+                Err(error) => RouteVerdict::Failed {
+                    reason: format!("not a Push message: {error}"),
+                },
+                Ok(push) => route_one(queue, push, &clusters).await,
+            }
+        };
+        if matches!(verdict, RouteVerdict::Failed { .. })
+            && !failed_groups.contains(&message.group.as_str())
+        {
+            failed_groups.push(&message.group);
+        }
+        report.messages.push(RoutedMessage {
+            message_id: message.id.clone(),
+            push: push.ok(),
+            verdict,
+        });
+    }
+    report
+}
+
+async fn route_one(
+    queue: &impl DispatchPublisher,
+    push: &Push,
+    clusters: &[crate::registry::ClusterEntry],
+) -> RouteVerdict {
+    let dispatches: Vec<Dispatch> = subscribed_clusters(push, clusters)
+        .into_iter()
+        .map(|cluster| Dispatch::new(cluster.name.clone(), push.clone()))
+        .collect();
+    if !dispatches.is_empty()
+        && let Err(error) = queue.publish_dispatches(&dispatches).await
+    {
+        return RouteVerdict::Failed {
+            reason: format!("could not enqueue dispatches: {error}"),
+        };
+    }
+    RouteVerdict::Routed {
+        clusters: dispatches.into_iter().map(|d| d.cluster).collect(),
+    }
+}

@@ -1,0 +1,243 @@
+//! In-memory stand-ins for the external systems behind the ports, for handler unit tests.
+//! They record what they were asked and answer what the test scripted; the real systems
+//! are exercised by the end-to-end tests.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use crate::flux::{GitRepository, ObjectRef, Receiver};
+use crate::ports::*;
+use crate::push::{Dispatch, Push};
+use crate::registry::ClusterEntry;
+use crate::trigger::classify::{TriggerFailure, TriggerResponse};
+use crate::trigger::request::{RequestTarget, TriggerRequest};
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Default)]
+pub struct MemoryQueue {
+    pub pushes: Mutex<Vec<Push>>,
+    pub dispatches: Mutex<Vec<Dispatch>>,
+    /// Calls that fail before the queue works again (`u32::MAX`: down for good).
+    pub failures_left: Mutex<u32>,
+}
+
+impl MemoryQueue {
+    pub fn down() -> Self {
+        Self {
+            failures_left: Mutex::new(u32::MAX),
+            ..Self::default()
+        }
+    }
+
+    fn fails(&self) -> bool {
+        let mut left = lock(&self.failures_left);
+        match *left {
+            0 => false,
+            u32::MAX => true,
+            n => {
+                *left = n - 1;
+                true
+            }
+        }
+    }
+}
+
+impl PushPublisher for MemoryQueue {
+    async fn publish_pushes(&self, pushes: &[Push]) -> Result<(), QueueError> {
+        if self.fails() {
+            return Err(QueueError::new(
+                "queue endpoint https://sqs.internal/123/intake.fifo unreachable",
+            ));
+        }
+        lock(&self.pushes).extend_from_slice(pushes);
+        Ok(())
+    }
+}
+
+impl DispatchPublisher for MemoryQueue {
+    async fn publish_dispatches(&self, dispatches: &[Dispatch]) -> Result<(), QueueError> {
+        if self.fails() {
+            return Err(QueueError::new("dispatch queue unreachable"));
+        }
+        lock(&self.dispatches).extend_from_slice(dispatches);
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct StaticRegistry {
+    pub entries: Vec<ClusterEntry>,
+    pub unavailable: bool,
+    pub invalidated: Mutex<Vec<String>>,
+}
+
+impl ClusterRegistry for StaticRegistry {
+    async fn clusters(&self) -> Result<Arc<Vec<ClusterEntry>>, RegistryReadError> {
+        if self.unavailable {
+            return Err(RegistryReadError::Unavailable(
+                "secrets manager timed out".into(),
+            ));
+        }
+        Ok(Arc::new(self.entries.clone()))
+    }
+
+    async fn cluster(&self, name: &str) -> Result<Option<Arc<ClusterEntry>>, RegistryReadError> {
+        if self.unavailable {
+            return Err(RegistryReadError::Unavailable(
+                "secrets manager timed out".into(),
+            ));
+        }
+        Ok(self
+            .entries
+            .iter()
+            .find(|e| e.name == name)
+            .cloned()
+            .map(Arc::new))
+    }
+
+    fn invalidate(&self, name: &str) {
+        lock(&self.invalidated).push(name.to_string());
+    }
+}
+
+/// A cluster: Flux objects as JSON, and scripted answers per request path.
+#[derive(Default)]
+pub struct FakeCluster {
+    pub repositories: Mutex<Vec<serde_json::Value>>,
+    pub receivers: Mutex<Vec<serde_json::Value>>,
+    /// Receivers after a token rotation: what a fresh list returns.
+    pub receivers_after_rotation: Mutex<Option<Vec<serde_json::Value>>>,
+    pub list_failure: Mutex<Option<TriggerFailure>>,
+    /// Answers by request path (or `patch:ns/name`), consumed in order; default 200.
+    pub answers: Mutex<BTreeMap<String, VecDeque<Result<TriggerResponse, TriggerFailure>>>>,
+    pub sent: Mutex<Vec<(String, TriggerRequest)>>,
+    pub patched: Mutex<Vec<(String, ObjectRef, Vec<u8>)>>,
+    pub lists: Mutex<Vec<(String, String, bool)>>,
+}
+
+pub fn status(code: u16) -> TriggerResponse {
+    TriggerResponse {
+        status: code,
+        content_type: None,
+        body: Vec::new(),
+    }
+}
+
+pub fn api_status(code: u16, message: &str) -> TriggerResponse {
+    TriggerResponse {
+        status: code,
+        content_type: Some("application/json".into()),
+        body: serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "code": code})
+            .to_string()
+            .into_bytes(),
+    }
+}
+
+impl FakeCluster {
+    pub fn answer(&self, key: &str, answers: Vec<Result<TriggerResponse, TriggerFailure>>) {
+        lock(&self.answers)
+            .entry(key.to_string())
+            .or_default()
+            .extend(answers);
+    }
+
+    fn next_answer(&self, key: &str) -> Result<TriggerResponse, TriggerFailure> {
+        lock(&self.answers)
+            .get_mut(key)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or_else(|| Ok(status(200)))
+    }
+
+    pub fn sent_paths(&self) -> Vec<String> {
+        lock(&self.sent)
+            .iter()
+            .map(|(_, r)| match &r.target {
+                RequestTarget::ApiServerPath(p) => p.clone(),
+                RequestTarget::Absolute(u) => u.to_string(),
+            })
+            .collect()
+    }
+}
+
+impl FluxDiscovery for FakeCluster {
+    async fn git_repositories(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+        fresh: bool,
+    ) -> Result<Vec<GitRepository>, TriggerFailure> {
+        lock(&self.lists).push((
+            cluster.name.clone(),
+            format!("gitrepositories/{namespace}"),
+            fresh,
+        ));
+        if let Some(failure) = lock(&self.list_failure).clone() {
+            return Err(failure);
+        }
+        Ok(lock(&self.repositories)
+            .iter()
+            .map(GitRepository::from_json)
+            .filter(|r| r.id.namespace == namespace)
+            .collect())
+    }
+
+    async fn receivers(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+        fresh: bool,
+    ) -> Result<Vec<Receiver>, TriggerFailure> {
+        lock(&self.lists).push((
+            cluster.name.clone(),
+            format!("receivers/{namespace}"),
+            fresh,
+        ));
+        if let Some(failure) = lock(&self.list_failure).clone() {
+            return Err(failure);
+        }
+        let rotated = lock(&self.receivers_after_rotation).clone();
+        let source = match (fresh, rotated) {
+            (true, Some(rotated)) => rotated,
+            _ => lock(&self.receivers).clone(),
+        };
+        Ok(source
+            .iter()
+            .map(Receiver::from_json)
+            .filter(|r| r.id.namespace == namespace)
+            .collect())
+    }
+}
+
+impl TriggerSender for FakeCluster {
+    async fn send(
+        &self,
+        cluster: &ClusterEntry,
+        request: &TriggerRequest,
+    ) -> Result<TriggerResponse, TriggerFailure> {
+        let key = match &request.target {
+            RequestTarget::ApiServerPath(p) => p.clone(),
+            RequestTarget::Absolute(u) => u.to_string(),
+        };
+        lock(&self.sent).push((cluster.name.clone(), request.clone()));
+        self.next_answer(&key)
+    }
+}
+
+impl Annotator for FakeCluster {
+    async fn annotate(
+        &self,
+        cluster: &ClusterEntry,
+        repository: &ObjectRef,
+        merge_patch: &[u8],
+    ) -> Result<TriggerResponse, TriggerFailure> {
+        lock(&self.patched).push((
+            cluster.name.clone(),
+            repository.clone(),
+            merge_patch.to_vec(),
+        ));
+        self.next_answer(&format!("patch:{repository}"))
+    }
+}
