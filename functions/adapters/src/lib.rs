@@ -1,1 +1,6 @@
-//! Adapters: the core ports on real systems. Filled in by the AWS function set and `fluxrelay serve`.
+//! Adapters: the core's ports on real systems. They do I/O and nothing else; every rule
+//! they need (classification, matching) is called from `fluxrelay-core`.
+
+pub mod cluster;
+pub mod secrets;
+pub mod sqs;

@@ -1,0 +1,1 @@
+//! Kubernetes: discovery, service-proxy trigger and annotate, one client per registry entry.

@@ -1,0 +1,1 @@
+//! Secrets Manager: webhook auth secret and the cluster registry, cached per warm container.

@@ -1,0 +1,1 @@
+//! SQS FIFO: intake and dispatch publishers, visibility backoff, dead-letter sends.
