@@ -1,0 +1,8 @@
+//! Test harness shared by the adapter and end-to-end tests. It starts real things (a
+//! `moto_server`, a kube-apiserver with etcd inside a private network namespace) and
+//! stands in for Flux's webhook receiver exactly as notification-controller answers.
+//! A missing component is a test failure that says how to install it, never a skip.
+
+pub mod kube_env;
+pub mod netns;
+pub mod receiver;

@@ -1,0 +1,1 @@
+//! A private network namespace for tests that need the kube-apiserver environment.

@@ -1,0 +1,1 @@
+//! A stand-in for Flux notification-controller's webhook receiver.
