@@ -1,1 +1,586 @@
 //! SQS FIFO: intake and dispatch publishers, visibility backoff, dead-letter sends.
+//!
+//! Publishing sends `SendMessageBatch` calls one after another (≤ 10 entries and ≤ 256 KiB
+//! each), so the messages of one FIFO group reach SQS in the order they were given. Entries
+//! SQS reports as failed without a sender fault are resent, up to [`MAX_ATTEMPTS`] attempts
+//! in all; a batch that still has failures stops the publish (later batches would overtake
+//! the failed messages of the same group) and the publish returns `Err`. Errors name the
+//! queue, the counts and the SQS error code, never a message body.
+//!
+//! Limit: when SQS accepts entry 5 of a batch but fails entry 3 of the same group, the
+//! resent entry 3 lands after entry 5. Delivery stays at-least-once and triggering is
+//! idempotent, so a reordered push only asks Flux to fetch the head once more.
+//!
+//! The 256 KiB batch budget is the pre-2025 SQS limit (now 1 MiB): smaller batches cost a
+//! call more and work on queues whose `MaximumMessageSize` was never raised.
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use fluxrelay_core::ports::{DispatchPublisher, PushPublisher, QueueError};
+use fluxrelay_core::push::{Dispatch, Push};
+
+/// SQS takes at most 10 entries per batch call.
+pub const MAX_BATCH_ENTRIES: usize = 10;
+/// SQS takes at most 256 KiB of message bodies (and attributes) per batch call.
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Attempts per batch entry whose failure SQS did not blame on the sender.
+pub const MAX_ATTEMPTS: u32 = 3;
+/// Pause before the first resend of failed entries; doubled for each later one.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+/// The longest visibility timeout SQS accepts (12 hours).
+pub const MAX_VISIBILITY_SECS: u32 = 43_200;
+/// Longest dead-letter attribute value we send; the rest is cut (at a character boundary).
+pub const MAX_ATTRIBUTE_BYTES: usize = 1024;
+
+pub const ATTRIBUTE_REASON: &str = "fluxrelay.reason";
+pub const ATTRIBUTE_STATUS: &str = "fluxrelay.status";
+pub const ATTRIBUTE_CLUSTER: &str = "fluxrelay.cluster";
+pub const ATTRIBUTE_KEY: &str = "fluxrelay.key";
+
+/// One FIFO queue (intake, dispatch, or either dead-letter queue).
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: Client,
+    queue_url: String,
+}
+
+/// Why a message is dead-lettered; sent as message attributes next to the original body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterReason {
+    pub reason: String,
+    /// HTTP status of the failed trigger, when there was one.
+    pub status: Option<u16>,
+    pub cluster: Option<String>,
+    /// The push key.
+    pub key: Option<String>,
+}
+
+/// A message ready to send: FIFO group, deduplication id and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Outgoing {
+    group_id: String,
+    dedup_id: String,
+    body: String,
+}
+
+impl Outgoing {
+    fn size(&self) -> usize {
+        self.body.len()
+    }
+}
+
+/// One entry SQS did not accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EntryFailure {
+    /// Index of the entry within the batch being sent.
+    index: usize,
+    code: String,
+    sender_fault: bool,
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
+
+    /// Hide a received message for `delay_secs` (capped at 12 hours), after which SQS
+    /// delivers it again: the queue's own backoff for retryable failures.
+    pub async fn retry_later(
+        &self,
+        receipt_handle: &str,
+        delay_secs: u32,
+    ) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(visibility_timeout(delay_secs))
+            .send()
+            .await
+            .map_err(|error| {
+                QueueError::new(format!(
+                    "ChangeMessageVisibility on {} failed: {}",
+                    self.queue_url,
+                    DisplayErrorContext(&error)
+                ))
+            })?;
+        Ok(())
+    }
+
+    /// Put a message on the (FIFO) dead-letter queue `dlq_url`, with the reason as message
+    /// attributes so `fluxrelay dlq list` can show it without parsing the body.
+    pub async fn dead_letter(
+        &self,
+        dlq_url: &str,
+        body: &str,
+        group_id: &str,
+        dedup_id: &str,
+        reason: &DeadLetterReason,
+    ) -> Result<(), QueueError> {
+        let mut request = self
+            .client
+            .send_message()
+            .queue_url(dlq_url)
+            .message_body(body)
+            .message_group_id(group_id)
+            .message_deduplication_id(dedup_id);
+        for (name, value) in dead_letter_attributes(reason) {
+            let attribute = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(|error| {
+                    QueueError::new(format!("dead-letter attribute {name}: {error}"))
+                })?;
+            request = request.message_attributes(name, attribute);
+        }
+        request.send().await.map_err(|error| {
+            QueueError::new(format!(
+                "SendMessage to dead-letter queue {dlq_url} failed: {}",
+                DisplayErrorContext(&error)
+            ))
+        })?;
+        Ok(())
+    }
+
+    /// Send every message, batch after batch, in order. `Ok` only when all are accepted.
+    async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), QueueError> {
+        let total = messages.len();
+        let batches = batches(messages);
+        let mut sent = 0;
+        for batch in batches {
+            let size = batch.len();
+            if let Err(failure) = send_with_retries(batch, |pending| self.send_batch(pending)).await
+            {
+                let not_attempted = total - sent - size;
+                return Err(QueueError::new(format!(
+                    "{} of {total} messages were not accepted by {} ({}){}",
+                    failure.failed + not_attempted,
+                    self.queue_url,
+                    failure.detail,
+                    if not_attempted > 0 {
+                        format!("; {not_attempted} later messages were not sent to keep FIFO order")
+                    } else {
+                        String::new()
+                    }
+                )));
+            }
+            sent += size;
+        }
+        Ok(())
+    }
+
+    /// One `SendMessageBatch` call; entry ids are the indexes in `pending`.
+    async fn send_batch(
+        &self,
+        pending: Vec<(usize, Outgoing)>,
+    ) -> Result<Vec<EntryFailure>, QueueError> {
+        let mut entries = Vec::with_capacity(pending.len());
+        for (index, message) in pending {
+            let entry = SendMessageBatchRequestEntry::builder()
+                .id(index.to_string())
+                .message_body(message.body)
+                .message_group_id(message.group_id)
+                .message_deduplication_id(message.dedup_id)
+                .build()
+                .map_err(|error| QueueError::new(format!("batch entry {index}: {error}")))?;
+            entries.push(entry);
+        }
+        let output = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|error| {
+                QueueError::new(format!(
+                    "SendMessageBatch to {} failed: {}",
+                    self.queue_url,
+                    DisplayErrorContext(&error)
+                ))
+            })?;
+        let mut failures = Vec::new();
+        for failed in output.failed() {
+            let Ok(index) = failed.id().parse::<usize>() else {
+                return Err(QueueError::new(format!(
+                    "SendMessageBatch to {} reported a failure for an unknown entry id",
+                    self.queue_url
+                )));
+            };
+            failures.push(EntryFailure {
+                index,
+                code: failed.code().to_string(),
+                sender_fault: failed.sender_fault(),
+            });
+        }
+        Ok(failures)
+    }
+}
+
+impl PushPublisher for SqsQueue {
+    async fn publish_pushes(&self, pushes: &[Push]) -> Result<(), QueueError> {
+        let messages = pushes
+            .iter()
+            .map(|push| Outgoing {
+                group_id: push.project.id.to_string(),
+                dedup_id: push.key.clone(),
+                body: push.to_json(),
+            })
+            .collect();
+        self.publish(messages).await
+    }
+}
+
+impl DispatchPublisher for SqsQueue {
+    async fn publish_dispatches(&self, dispatches: &[Dispatch]) -> Result<(), QueueError> {
+        let messages = dispatches
+            .iter()
+            .map(|dispatch| Outgoing {
+                group_id: dispatch.group_id().to_string(),
+                dedup_id: dispatch.dedup_id(),
+                body: dispatch.to_json(),
+            })
+            .collect();
+        self.publish(messages).await
+    }
+}
+
+fn visibility_timeout(delay_secs: u32) -> i32 {
+    // 43 200 fits an i32, so the conversion cannot fail after the clamp.
+    i32::try_from(delay_secs.min(MAX_VISIBILITY_SECS)).unwrap_or(i32::MAX)
+}
+
+/// Split messages, in order, into batches of at most 10 entries and 256 KiB. A message
+/// bigger than the byte limit travels alone (SQS then refuses it with a clear error).
+fn batches(messages: Vec<Outgoing>) -> Vec<Vec<Outgoing>> {
+    let mut batches: Vec<Vec<Outgoing>> = Vec::new();
+    let mut current: Vec<Outgoing> = Vec::new();
+    let mut bytes = 0;
+    for message in messages {
+        let full = current.len() == MAX_BATCH_ENTRIES || bytes + message.size() > MAX_BATCH_BYTES;
+        if full && !current.is_empty() {
+            batches.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += message.size();
+        current.push(message);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+/// What is left when a batch could not be delivered completely.
+#[derive(Debug, PartialEq, Eq)]
+struct BatchFailure {
+    failed: usize,
+    detail: String,
+}
+
+/// Send one batch; resend the entries that failed without a sender fault, up to
+/// [`MAX_ATTEMPTS`] attempts. Sender-fault failures are final at once (resending the same
+/// entry cannot succeed). A failed call (transport, throttling after the SDK's own retries)
+/// fails the whole batch.
+async fn send_with_retries<F, Fut>(batch: Vec<Outgoing>, mut send: F) -> Result<(), BatchFailure>
+where
+    F: FnMut(Vec<(usize, Outgoing)>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<EntryFailure>, QueueError>>,
+{
+    let mut pending: Vec<(usize, Outgoing)> = batch.into_iter().enumerate().collect();
+    let mut final_failures: Vec<EntryFailure> = Vec::new();
+    for attempt in 1..=MAX_ATTEMPTS {
+        let failures = send(pending.clone()).await.map_err(|error| BatchFailure {
+            failed: pending.len() + final_failures.len(),
+            detail: error.message,
+        })?;
+        let (retryable, sender_faults): (Vec<_>, Vec<_>) = failures
+            .into_iter()
+            .partition(|failure| !failure.sender_fault);
+        final_failures.extend(sender_faults);
+        if retryable.is_empty() || attempt == MAX_ATTEMPTS {
+            final_failures.extend(retryable);
+            break;
+        }
+        pending.retain(|(index, _)| retryable.iter().any(|failure| failure.index == *index));
+        // A short pause lets a transient SQS fault pass (50 ms, then 100 ms).
+        tokio::time::sleep(RETRY_PAUSE * 2u32.pow(attempt - 1)).await;
+    }
+    match final_failures.first() {
+        None => Ok(()),
+        Some(first) => Err(BatchFailure {
+            failed: final_failures.len(),
+            detail: format!(
+                "first error code {}{}",
+                first.code,
+                if first.sender_fault {
+                    ", sender fault"
+                } else {
+                    ""
+                }
+            ),
+        }),
+    }
+}
+
+/// The dead-letter attributes, in a fixed order, each value cleaned for SQS.
+fn dead_letter_attributes(reason: &DeadLetterReason) -> Vec<(&'static str, String)> {
+    let mut attributes = Vec::with_capacity(4);
+    let reason_text = attribute_value(&reason.reason);
+    attributes.push((
+        ATTRIBUTE_REASON,
+        if reason_text.is_empty() {
+            "(no reason given)".to_string()
+        } else {
+            reason_text
+        },
+    ));
+    let optional = [
+        (
+            ATTRIBUTE_STATUS,
+            reason.status.map(|status| status.to_string()),
+        ),
+        (
+            ATTRIBUTE_CLUSTER,
+            reason.cluster.as_deref().map(attribute_value),
+        ),
+        (ATTRIBUTE_KEY, reason.key.as_deref().map(attribute_value)),
+    ];
+    for (name, value) in optional {
+        // SQS refuses empty attribute values: an absent and an empty value look the same.
+        if let Some(value) = value.filter(|value| !value.is_empty()) {
+            attributes.push((name, value));
+        }
+    }
+    attributes
+}
+
+/// Strip control characters (and the two non-characters SQS refuses), then cut to
+/// [`MAX_ATTRIBUTE_BYTES`] at a character boundary.
+fn attribute_value(text: &str) -> String {
+    let mut value = String::with_capacity(text.len().min(MAX_ATTRIBUTE_BYTES));
+    for c in text
+        .chars()
+        .filter(|c| !c.is_control() && *c != '\u{FFFE}' && *c != '\u{FFFF}')
+    {
+        if value.len() + c.len_utf8() > MAX_ATTRIBUTE_BYTES {
+            break;
+        }
+        value.push(c);
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn message(n: usize, bytes: usize) -> Outgoing {
+        Outgoing {
+            group_id: format!("g{}", n % 3),
+            dedup_id: format!("d{n}"),
+            body: "x".repeat(bytes),
+        }
+    }
+
+    fn failure(index: usize, code: &str, sender_fault: bool) -> EntryFailure {
+        EntryFailure {
+            index,
+            code: code.to_string(),
+            sender_fault,
+        }
+    }
+
+    #[test]
+    fn batches_hold_at_most_ten_entries_in_order() {
+        let sizes: Vec<usize> = batches((0..25).map(|n| message(n, 10)).collect())
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, vec![10, 10, 5]);
+        let all: Vec<String> = batches((0..25).map(|n| message(n, 10)).collect())
+            .into_iter()
+            .flatten()
+            .map(|m| m.dedup_id)
+            .collect();
+        assert_eq!(all, (0..25).map(|n| format!("d{n}")).collect::<Vec<_>>());
+        assert!(batches(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn batches_stay_under_256_kib() {
+        let sizes: Vec<usize> = batches((0..5).map(|n| message(n, 100 * 1024)).collect())
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        // An oversized message travels alone rather than being dropped.
+        let sizes: Vec<usize> =
+            batches(vec![message(0, 10), message(1, 300 * 1024), message(2, 10)])
+                .iter()
+                .map(Vec::len)
+                .collect();
+        assert_eq!(sizes, vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn visibility_is_clamped_to_twelve_hours() {
+        assert_eq!(visibility_timeout(0), 0);
+        assert_eq!(visibility_timeout(30), 30);
+        assert_eq!(visibility_timeout(43_200), 43_200);
+        assert_eq!(visibility_timeout(u32::MAX), 43_200);
+    }
+
+    /// Runs `send_with_retries` against scripted answers, recording which entries each
+    /// call carried.
+    fn run(
+        batch_len: usize,
+        answers: Vec<Result<Vec<EntryFailure>, QueueError>>,
+    ) -> (Result<(), BatchFailure>, Vec<Vec<usize>>) {
+        let calls = Mutex::new(Vec::new());
+        let answers = Mutex::new(answers.into_iter());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let result = runtime.block_on(send_with_retries(
+            (0..batch_len).map(|n| message(n, 1)).collect(),
+            |pending| {
+                calls
+                    .lock()
+                    .unwrap()
+                    .push(pending.iter().map(|(i, _)| *i).collect::<Vec<_>>());
+                let answer = answers.lock().unwrap().next().unwrap_or(Ok(Vec::new()));
+                async move { answer }
+            },
+        ));
+        (result, calls.into_inner().unwrap())
+    }
+
+    #[test]
+    fn a_fully_accepted_batch_is_sent_once() {
+        let (result, calls) = run(3, vec![Ok(Vec::new())]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(calls, vec![vec![0, 1, 2]]);
+    }
+
+    #[test]
+    fn only_the_failed_entries_are_resent() {
+        let (result, calls) = run(
+            4,
+            vec![
+                Ok(vec![
+                    failure(1, "InternalError", false),
+                    failure(3, "InternalError", false),
+                ]),
+                Ok(Vec::new()),
+            ],
+        );
+        assert_eq!(result, Ok(()));
+        assert_eq!(calls, vec![vec![0, 1, 2, 3], vec![1, 3]]);
+    }
+
+    #[test]
+    fn server_failures_are_retried_three_attempts_in_all_then_reported() {
+        let always = || Ok(vec![failure(2, "ServiceUnavailable", false)]);
+        let (result, calls) = run(3, vec![always(), always(), always(), always()]);
+        assert_eq!(calls, vec![vec![0, 1, 2], vec![2], vec![2]]);
+        let failure = result.unwrap_err();
+        assert_eq!(failure.failed, 1);
+        assert!(
+            failure.detail.contains("ServiceUnavailable"),
+            "{}",
+            failure.detail
+        );
+    }
+
+    #[test]
+    fn sender_fault_failures_are_not_retried() {
+        let (result, calls) = run(
+            3,
+            vec![
+                Ok(vec![
+                    failure(0, "InvalidParameterValue", true),
+                    failure(1, "InternalError", false),
+                ]),
+                Ok(Vec::new()),
+            ],
+        );
+        assert_eq!(calls, vec![vec![0, 1, 2], vec![1]]);
+        let failure = result.unwrap_err();
+        assert_eq!(failure.failed, 1);
+        assert!(
+            failure.detail.contains("InvalidParameterValue"),
+            "{}",
+            failure.detail
+        );
+        assert!(
+            failure.detail.contains("sender fault"),
+            "{}",
+            failure.detail
+        );
+    }
+
+    #[test]
+    fn a_failed_call_fails_every_pending_entry() {
+        let (result, calls) = run(
+            3,
+            vec![
+                Ok(vec![
+                    failure(0, "Bad", true),
+                    failure(2, "InternalError", false),
+                ]),
+                Err(QueueError::new("connection refused")),
+            ],
+        );
+        assert_eq!(calls.len(), 2);
+        let failure = result.unwrap_err();
+        assert_eq!(failure.failed, 2);
+        assert_eq!(failure.detail, "connection refused");
+    }
+
+    #[test]
+    fn attribute_values_lose_control_characters_and_stop_at_1024_bytes() {
+        assert_eq!(attribute_value("a\nb\t\u{0}c\u{7f}\u{85}d"), "abcd");
+        assert_eq!(attribute_value(&"x".repeat(2000)).len(), 1024);
+        // A multi-byte character that would straddle the limit is left out whole.
+        let text = format!("{}é", "x".repeat(1023));
+        assert_eq!(attribute_value(&text), "x".repeat(1023));
+    }
+
+    #[test]
+    fn dead_letter_attributes_leave_out_what_is_absent_or_empty() {
+        let attributes = dead_letter_attributes(&DeadLetterReason {
+            reason: "receiver answered 400".into(),
+            status: Some(400),
+            cluster: Some("prod".into()),
+            key: Some("\n".into()),
+        });
+        assert_eq!(
+            attributes,
+            vec![
+                (ATTRIBUTE_REASON, "receiver answered 400".to_string()),
+                (ATTRIBUTE_STATUS, "400".to_string()),
+                (ATTRIBUTE_CLUSTER, "prod".to_string()),
+            ]
+        );
+        let attributes = dead_letter_attributes(&DeadLetterReason::default());
+        assert_eq!(
+            attributes,
+            vec![(ATTRIBUTE_REASON, "(no reason given)".to_string())]
+        );
+    }
+}

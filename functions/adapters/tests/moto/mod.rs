@@ -1,0 +1,124 @@
+//! Test harness: a real `moto_server` on a free loopback port, killed on drop, and AWS SDK
+//! clients that talk to it with static test credentials (nothing read from the process's
+//! AWS environment for region, credentials or endpoint).
+//!
+//! A missing `moto_server` fails the test: a skipped AWS test would pass silently.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_sqs::config::Credentials;
+
+const NOT_FOUND: &str = "moto_server not found: run tests/env/setup.sh (installs moto into ~/.cache/fluxrelay/venv) or set FLUXRELAY_MOTO_SERVER";
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Moto {
+    child: Option<Child>,
+    port: u16,
+}
+
+/// `FLUXRELAY_MOTO_SERVER`, else `${FLUXRELAY_CACHE:-$HOME/.cache/fluxrelay}/venv/bin/moto_server`.
+pub fn moto_server_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("FLUXRELAY_MOTO_SERVER").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let cache = std::env::var_os("FLUXRELAY_CACHE")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect(NOT_FOUND);
+            PathBuf::from(home).join(".cache").join("fluxrelay")
+        });
+    cache.join("venv").join("bin").join("moto_server")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("no free loopback port")
+}
+
+impl Moto {
+    /// Start a fresh server (each test gets its own, so state never leaks between tests).
+    pub fn start() -> Moto {
+        let path = moto_server_path();
+        assert!(path.is_file(), "{NOT_FOUND} (looked at {})", path.display());
+        let mut last_error = String::new();
+        // The port is free when chosen but another process may take it first: try again.
+        for _ in 0..3 {
+            let port = free_port();
+            let mut child = Command::new(&path)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|error| panic!("{NOT_FOUND} ({}: {error})", path.display()));
+            let deadline = Instant::now() + START_TIMEOUT;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    last_error = format!("moto_server exited early with {status}");
+                    break;
+                }
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return Moto {
+                        child: Some(child),
+                        port,
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_error = format!(
+                        "moto_server did not answer on port {port} within {START_TIMEOUT:?}"
+                    );
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("could not start moto_server: {last_error}");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Kill the server; later calls through its clients fail to connect.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn sdk_config(&self) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+            .load()
+            .await
+    }
+
+    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk_config().await)
+    }
+
+    pub async fn secrets(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk_config().await)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
