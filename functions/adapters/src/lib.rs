@@ -2,5 +2,6 @@
 //! they need (classification, matching) is called from `fluxrelay-core`.
 
 pub mod cluster;
+pub mod lambda;
 pub mod secrets;
 pub mod sqs;

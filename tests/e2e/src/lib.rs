@@ -1,0 +1,79 @@
+//! Drives the Lambda functions in-process the way AWS does: an SQS event-source poller
+//! that receives up to 10 messages, hands them to the function as an `SqsEvent`, and
+//! deletes every message the function did not report as a batch item failure.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+
+/// Receives one batch (up to 10) from `queue_url` as Lambda's poller does.
+pub async fn receive_batch(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> SqsEvent {
+    let output = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .wait_time_seconds(0)
+        .send()
+        .await
+        .expect("ReceiveMessage");
+    let mut event = SqsEvent::default();
+    for message in output.messages.unwrap_or_default() {
+        let mut record = SqsMessage::default();
+        record.message_id = message.message_id;
+        record.receipt_handle = message.receipt_handle;
+        record.body = message.body;
+        record.attributes = message
+            .attributes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name.as_str().to_string(), value))
+            .collect::<HashMap<_, _>>();
+        record.event_source = Some("aws:sqs".into());
+        event.records.push(record);
+    }
+    event
+}
+
+/// Deletes what the function acknowledged (everything not in `batch_item_failures`).
+pub async fn acknowledge(sqs: &aws_sdk_sqs::Client, queue_url: &str, event: &SqsEvent, response: &SqsBatchResponse) {
+    let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    let entries: Vec<DeleteMessageBatchRequestEntry> = event
+        .records
+        .iter()
+        .filter(|r| !failed.contains(&r.message_id.as_deref().unwrap_or_default()))
+        .enumerate()
+        .map(|(i, r)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(r.receipt_handle.clone().unwrap_or_default())
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    if !entries.is_empty() {
+        sqs.delete_message_batch().queue_url(queue_url).set_entries(Some(entries)).send().await.expect("DeleteMessageBatch");
+    }
+}
+
+/// How many messages are on a queue, visible or in flight.
+pub async fn depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> usize {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("GetQueueAttributes")
+        .attributes
+        .unwrap_or_default();
+    [QueueAttributeName::ApproximateNumberOfMessages, QueueAttributeName::ApproximateNumberOfMessagesNotVisible]
+        .iter()
+        .map(|name| attributes.get(name).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0))
+        .sum()
+}
