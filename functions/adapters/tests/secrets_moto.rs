@@ -2,7 +2,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod moto;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +13,7 @@ use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, RuntimeComponents};
 use fluxrelay_adapters::secrets::{SecretsRegistry, WebhookAuthError, load_webhook_auth};
 use fluxrelay_core::auth::Requirement;
 use fluxrelay_core::ports::{ClusterRegistry, RegistryReadError};
-use moto::Moto;
+use fluxrelay_testkit::moto::Moto;
 use serde_json::json;
 
 const PREFIX: &str = "fluxrelay/clusters/";

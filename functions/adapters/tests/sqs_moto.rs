@@ -2,7 +2,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod moto;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName
 use fluxrelay_adapters::sqs::{DeadLetterReason, SqsQueue};
 use fluxrelay_core::ports::{DispatchPublisher, PushPublisher};
 use fluxrelay_core::push::{Dispatch, PUSH_VERSION, Project, Push, PushEvent};
-use moto::Moto;
+use fluxrelay_testkit::moto::Moto;
 
 fn push(project_id: u64, after: &str) -> Push {
     let instance = "https://gitlab.example.com".to_string();

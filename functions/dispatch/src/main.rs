@@ -1,1 +1,14 @@
-fn main() {}
+//! dispatch: dispatch queue → coalesced Flux triggers per cluster → delivered, retried
+//! with backoff, or dead-lettered with a reason.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use fluxrelay_adapters::cluster::KubeClusters;
+use fluxrelay_adapters::lambda::{DispatchFunction, init_tracing};
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let function = DispatchFunction::from_env(KubeClusters::default()).await?;
+    run(service_fn(|event: LambdaEvent<SqsEvent>| function.handle(event))).await
+}

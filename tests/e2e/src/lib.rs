@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 
+pub mod pipeline;
+
 /// Receives one batch (up to 10) from `queue_url` as Lambda's poller does.
 pub async fn receive_batch(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> SqsEvent {
     let output = sqs

@@ -3,6 +3,10 @@
 //! stands in for Flux's webhook receiver exactly as notification-controller answers.
 //! A missing component is a test failure that says how to install it, never a skip.
 
+// A harness fails loudly: a panic with a message is how a test says what is missing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 pub mod kube_env;
+pub mod moto;
 pub mod netns;
 pub mod receiver;

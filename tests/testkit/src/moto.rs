@@ -4,8 +4,6 @@
 //!
 //! A missing `moto_server` fails the test: a skipped AWS test would pass silently.
 
-#![allow(dead_code)]
-
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,278 @@
+//! The whole AWS path over real parts: the Lambda handlers in-process, the real AWS SDK
+//! against `moto_server` (SQS FIFO queues, Secrets Manager), the real kube client against a
+//! real kube-apiserver, whose service proxy forwards to the Flux receiver emulator.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use fluxrelay_adapters::cluster::KubeClusters;
+use fluxrelay_adapters::lambda::{DispatchFunction, IngestFunction, RouteFunction, WebhookAuth};
+use fluxrelay_adapters::secrets::SecretsRegistry;
+use fluxrelay_adapters::sqs::SqsQueue;
+use fluxrelay_core::handlers::retry::RetryPolicy;
+use fluxrelay_testkit::kube_env::KubeEnv;
+use fluxrelay_testkit::moto::Moto;
+use fluxrelay_testkit::receiver::{FluxReceiverEmulator, ReceiverSpec};
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{Value, json};
+
+use crate::{acknowledge, depth, receive_batch};
+
+/// The token the files in `events/` carry.
+pub const SAMPLE_WEBHOOK_TOKEN: &str = "sample-webhook-token-change-me";
+pub const RECEIVER_ADDR: &str = "192.0.2.10:9292";
+pub const PROXY: &str = "/api/v1/namespaces/flux-system/services/http:webhook-receiver:80/proxy";
+
+pub struct Queues {
+    pub intake: String,
+    pub intake_dlq: String,
+    pub dispatch: String,
+    pub dispatch_dlq: String,
+}
+
+pub struct Pipeline {
+    pub kube: KubeEnv,
+    pub receiver: FluxReceiverEmulator,
+    pub moto: Moto,
+    pub sqs: aws_sdk_sqs::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+    pub queues: Queues,
+    pub ingest: IngestFunction,
+    pub route: RouteFunction,
+    pub dispatch: DispatchFunction<KubeClusters>,
+}
+
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+async fn fifo_queue(sqs: &aws_sdk_sqs::Client, name: &str, dlq_arn: Option<&str>) -> String {
+    let mut request = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(QueueAttributeName::VisibilityTimeout, "30");
+    if let Some(arn) = dlq_arn {
+        request = request.attributes(
+            QueueAttributeName::RedrivePolicy,
+            json!({"deadLetterTargetArn": arn, "maxReceiveCount": 20}).to_string(),
+        );
+    }
+    request.send().await.expect("CreateQueue").queue_url.expect("queue url")
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("GetQueueAttributes")
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("queue arn")
+}
+
+impl Pipeline {
+    /// A cluster with `infra/rbac.yaml` applied, the receiver emulator on 192.0.2.10:9292,
+    /// queues and the webhook secret on moto. Register clusters with [`Pipeline::register`].
+    pub async fn start() -> Pipeline {
+        let kube = KubeEnv::start().await;
+        kube.apply(&std::fs::read_to_string(repo_root().join("infra/rbac.yaml")).expect("infra/rbac.yaml")).await;
+        let receiver = FluxReceiverEmulator::start(RECEIVER_ADDR.parse().expect("addr")).await.expect("receiver emulator");
+        let moto = Moto::start();
+        let sqs = moto.sqs().await;
+        let secrets = moto.secrets().await;
+
+        let intake_dlq = fifo_queue(&sqs, "fluxrelay-intake-dlq.fifo", None).await;
+        let dispatch_dlq = fifo_queue(&sqs, "fluxrelay-dispatch-dlq.fifo", None).await;
+        let intake = fifo_queue(&sqs, "fluxrelay-intake.fifo", Some(&queue_arn(&sqs, &intake_dlq).await)).await;
+        let dispatch = fifo_queue(&sqs, "fluxrelay-dispatch.fifo", Some(&queue_arn(&sqs, &dispatch_dlq).await)).await;
+        secrets
+            .create_secret()
+            .name("fluxrelay/webhook")
+            .secret_string(json!({"tokens": [SAMPLE_WEBHOOK_TOKEN]}).to_string())
+            .send()
+            .await
+            .expect("CreateSecret webhook");
+
+        let ingest = IngestFunction {
+            auth: WebhookAuth::load(secrets.clone(), "fluxrelay/webhook", Duration::from_secs(300)).await.expect("webhook auth"),
+            queue: SqsQueue::new(sqs.clone(), intake.clone()),
+        };
+        let registry = || SecretsRegistry::with_settings(secrets.clone(), "fluxrelay/clusters/", Duration::from_secs(60));
+        let route = RouteFunction { registry: registry(), queue: SqsQueue::new(sqs.clone(), dispatch.clone()) };
+        let dispatch_fn = DispatchFunction {
+            registry: registry(),
+            clusters: KubeClusters::default(),
+            queue: SqsQueue::new(sqs.clone(), dispatch.clone()),
+            dead_letter_queue_url: dispatch_dlq.clone(),
+            policy: RetryPolicy { max_attempts: 6, base_delay_secs: 1, max_delay_secs: 2 },
+        };
+        Pipeline {
+            kube,
+            receiver,
+            moto,
+            sqs,
+            secrets,
+            queues: Queues { intake, intake_dlq, dispatch, dispatch_dlq },
+            ingest,
+            route,
+            dispatch: dispatch_fn,
+        }
+    }
+
+    /// A registry entry for the test cluster, authenticated with the dispatcher's static token.
+    pub fn entry(&self, name: &str, extra: Value) -> Value {
+        let mut entry = json!({
+            "name": name,
+            "server": self.kube.server(),
+            "ca": self.kube.ca_pem(),
+            "auth": {"token": self.kube.dispatcher_token()},
+        });
+        if let (Some(base), Some(extra)) = (entry.as_object_mut(), extra.as_object()) {
+            base.extend(extra.clone());
+        }
+        entry
+    }
+
+    pub async fn register(&self, entry: Value) {
+        let name = entry["name"].as_str().expect("entry name").to_string();
+        self.secrets
+            .create_secret()
+            .name(format!("fluxrelay/clusters/{name}"))
+            .secret_string(entry.to_string())
+            .send()
+            .await
+            .expect("CreateSecret cluster");
+    }
+
+    /// A GitRepository in flux-system.
+    pub async fn git_repository(&self, name: &str, url: &str, git_ref: Value) {
+        self.kube
+            .apply(&json!({
+                "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+                "metadata": {"name": name, "namespace": "flux-system"},
+                "spec": {"interval": "10m", "url": url, "ref": git_ref}
+            }).to_string())
+            .await;
+    }
+
+    /// A Ready Receiver in flux-system selecting `repository`, in the cluster and in the
+    /// emulator behind the service proxy. Returns its webhook path.
+    pub async fn flux_receiver(&self, name: &str, kind: &str, token: &str, events: &[&str], repository: &str) -> String {
+        let spec = ReceiverSpec {
+            namespace: "flux-system".into(),
+            name: name.into(),
+            receiver_type: kind.into(),
+            token: token.into(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            suspended: false,
+            ready: true,
+        };
+        let path = self.receiver.upsert(spec);
+        self.kube
+            .apply(&json!({
+                "apiVersion": "notification.toolkit.fluxcd.io/v1", "kind": "Receiver",
+                "metadata": {"name": name, "namespace": "flux-system"},
+                "spec": {"type": kind, "events": events, "secretRef": {"name": format!("{name}-token")},
+                         "resources": [{"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "name": repository}]}
+            }).to_string())
+            .await;
+        self.kube
+            .patch_status("notification.toolkit.fluxcd.io/v1", "receivers", "flux-system", name, json!({
+                "webhookPath": path,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded", "message": format!("Receiver initialized for path: {path}"),
+                                "lastTransitionTime": "2026-11-22T00:00:00Z"}]
+            }))
+            .await;
+        path
+    }
+
+    /// POSTs one file of `events/` to the ingest function: (status, JSON body).
+    pub async fn post_event_file(&self, file: &str) -> (u16, Value) {
+        let text = std::fs::read_to_string(repo_root().join("events").join(file)).expect("event file");
+        self.post_event_json(&text).await
+    }
+
+    /// POSTs a Function URL event (payload 2.0 JSON).
+    pub async fn post_event_json(&self, text: &str) -> (u16, Value) {
+        let request = lambda_http::request::from_str(text).expect("a Function URL event");
+        let response = self.ingest.handle(request).await.expect("infallible");
+        let status = response.status().as_u16();
+        let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// An events/ file with its GitLab payload edited.
+    pub fn edited_event(file: &str, edit: impl FnOnce(&mut Value)) -> String {
+        let text = std::fs::read_to_string(repo_root().join("events").join(file)).expect("event file");
+        let mut event: Value = serde_json::from_str(&text).expect("event JSON");
+        let mut payload: Value = serde_json::from_str(event["body"].as_str().expect("body")).expect("payload");
+        edit(&mut payload);
+        event["body"] = Value::String(payload.to_string());
+        event.to_string()
+    }
+
+    pub async fn route_batch(&self, event: SqsEvent) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+        self.route.handle(LambdaEvent::new(event, Context::default())).await.expect("route")
+    }
+
+    pub async fn dispatch_batch(&self, event: SqsEvent) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+        self.dispatch.handle(LambdaEvent::new(event, Context::default())).await.expect("dispatch")
+    }
+
+    /// Runs route and dispatch the way their SQS event sources would, until both queues
+    /// are empty (messages waiting out a visibility backoff included). Bounded.
+    pub async fn drain(&self) {
+        for _ in 0..240 {
+            let intake = receive_batch(&self.sqs, &self.queues.intake).await;
+            if !intake.records.is_empty() {
+                let response = self.route_batch(intake.clone()).await;
+                acknowledge(&self.sqs, &self.queues.intake, &intake, &response).await;
+            }
+            let dispatch = receive_batch(&self.sqs, &self.queues.dispatch).await;
+            if !dispatch.records.is_empty() {
+                let response = self.dispatch_batch(dispatch.clone()).await;
+                acknowledge(&self.sqs, &self.queues.dispatch, &dispatch, &response).await;
+            }
+            if intake.records.is_empty() && dispatch.records.is_empty() {
+                if depth(&self.sqs, &self.queues.intake).await + depth(&self.sqs, &self.queues.dispatch).await == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        panic!("the queues did not drain within a minute");
+    }
+
+    /// Messages on the dispatch dead-letter queue: (body, fluxrelay.* attributes).
+    pub async fn dead_letters(&self) -> Vec<(Value, std::collections::BTreeMap<String, String>)> {
+        let output = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queues.dispatch_dlq)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("ReceiveMessage DLQ");
+        output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                let body = serde_json::from_str(m.body.as_deref().unwrap_or("null")).unwrap_or(Value::Null);
+                let attributes = m
+                    .message_attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
+                    .collect();
+                (body, attributes)
+            })
+            .collect()
+    }
+}
