@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -156,6 +156,8 @@ const HANG: u16 = 0;
 struct Listener {
     seen: Arc<Mutex<Vec<Seen>>>,
     status: Arc<AtomicU16>,
+    /// Bytes of filler in each answer's body.
+    body_len: Arc<AtomicUsize>,
 }
 
 impl Listener {
@@ -200,7 +202,8 @@ async fn record(State(listener): State<Listener>, request: Request) -> Response 
     if status == http::StatusCode::FOUND {
         return (status, [("location", "http://192.0.2.10:9292/elsewhere")]).into_response();
     }
-    status.into_response()
+    let body = "x".repeat(listener.body_len.load(Ordering::SeqCst));
+    (status, [("content-type", "text/plain")], body).into_response()
 }
 
 /// The request reached the receiver exactly as sent, and without the cluster credentials.
@@ -513,6 +516,16 @@ fn transport_failures_are_classed_and_absolute_urls_get_no_credentials_and_no_re
         );
         let failure = classify_receiver_response(&response).unwrap_err();
         assert_eq!(failure.class, FailureClass::Permanent);
+
+        // A large answer: only the first 8 KiB are kept, through the proxy and directly.
+        listener.answer(200);
+        listener.body_len.store(100 * 1024, Ordering::SeqCst);
+        for request in [receiver_post(proxy_target()), request.clone()] {
+            let response = clusters.send(&cluster, &request).await.unwrap();
+            assert_eq!(response.status, 200);
+            assert_eq!(response.content_type.as_deref(), Some("text/plain"));
+            assert_eq!(response.body.len(), 8 * 1024);
+        }
 
         // A receiver that never answers: a Timeout-class failure after the read timeout,
         // through the apiserver proxy and at an absolute URL alike.
