@@ -1,1 +1,727 @@
 //! Kubernetes: discovery, service-proxy trigger and annotate, one client per registry entry.
+//!
+//! Every kube client is built from the registry entry alone (never from the environment),
+//! with `default_retry = false` (retries belong to the queue), explicit timeouts and TLS
+//! verification on. Credentials go only to the entry's `server`; an absolute receiver URL
+//! gets a plain HTTP client without them. No error or log line carries a credential: kube's
+//! and the YAML parser's own messages can quote their input, so those are replaced by ours.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use fluxrelay_core::flux::{
+    GIT_REPOSITORY_GROUP, GitRepository, ObjectRef, RECEIVER_GROUP, Receiver,
+};
+use fluxrelay_core::ports::{Annotator, FluxDiscovery, TriggerSender};
+use fluxrelay_core::registry::{ClusterEntry, Credentials};
+use fluxrelay_core::trigger::classify::{
+    FailureClass, Responder, TransportErrorKind, TriggerFailure, TriggerResponse,
+    classify_apiserver_response, transport_failure,
+};
+use fluxrelay_core::trigger::request::{MERGE_PATCH_CONTENT_TYPE, RequestTarget, TriggerRequest};
+use http::header::CONTENT_TYPE;
+use http_body_util::BodyExt as _;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// The most of a response body kept: enough for any `Status`, never a whole page.
+const MAX_BODY_BYTES: usize = 8 * 1024;
+/// The context name of the in-memory kubeconfig built from token or certificate entries.
+const CONTEXT: &str = "fluxrelay";
+
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
+pub const DEFAULT_LIST_TTL: Duration = Duration::from_secs(30);
+
+/// Time limits for every cluster call; well inside the dispatch function's timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// For the response (kube: each read; absolute receiver URLs: the whole request).
+    pub read: Duration,
+    pub write: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            read: DEFAULT_READ_TIMEOUT,
+            write: DEFAULT_READ_TIMEOUT,
+        }
+    }
+}
+
+/// The two Flux kinds discovery lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FluxKind {
+    GitRepositories,
+    Receivers,
+}
+
+impl FluxKind {
+    fn plural(self) -> &'static str {
+        match self {
+            FluxKind::GitRepositories => "gitrepositories",
+            FluxKind::Receivers => "receivers",
+        }
+    }
+
+    fn resource(self) -> ApiResource {
+        let (group, kind) = match self {
+            FluxKind::GitRepositories => (GIT_REPOSITORY_GROUP, "GitRepository"),
+            FluxKind::Receivers => (RECEIVER_GROUP, "Receiver"),
+        };
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1", kind), self.plural())
+    }
+}
+
+/// sha256 over the entry's server, CA and credentials: tells when a client must be rebuilt
+/// without keeping a second copy of the credentials. Never logged.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Fingerprint([u8; 32]);
+
+fn fingerprint(entry: &ClusterEntry) -> Fingerprint {
+    let mut hash = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_be_bytes());
+        hash.update(bytes);
+    };
+    field(entry.server.as_str().as_bytes());
+    field(entry.ca.as_deref().unwrap_or_default().as_bytes());
+    field(entry.credentials.kind().as_bytes());
+    match &entry.credentials {
+        Credentials::Token(token) => field(token.expose().as_bytes()),
+        Credentials::ClientCertificate {
+            certificate_pem,
+            key_pem,
+        } => {
+            field(certificate_pem.as_bytes());
+            field(key_pem.expose().as_bytes());
+        }
+        Credentials::Eks { cluster, region } => {
+            field(cluster.as_bytes());
+            field(region.as_bytes());
+        }
+        Credentials::Kubeconfig {
+            kubeconfig,
+            context,
+        } => {
+            field(kubeconfig.expose().as_bytes());
+            field(context.as_deref().unwrap_or_default().as_bytes());
+        }
+    }
+    Fingerprint(hash.finalize().into())
+}
+
+struct CachedList {
+    fingerprint: Fingerprint,
+    read_at: Instant,
+    items: Vec<Value>,
+}
+
+/// The kube adapter: [`FluxDiscovery`], [`TriggerSender`] and [`Annotator`] for every
+/// registry entry, with one client per entry name and a short-lived list cache.
+pub struct KubeClusters {
+    timeouts: Timeouts,
+    list_ttl: Duration,
+    clients: Mutex<HashMap<String, (Fingerprint, kube::Client)>>,
+    lists: Mutex<HashMap<(String, FluxKind, String), CachedList>>,
+    /// For absolute receiver URLs: no cluster credentials, no redirects, no proxy.
+    receiver_http: reqwest::Client,
+}
+
+fn configuration_failure(reason: impl Into<String>) -> TriggerFailure {
+    TriggerFailure {
+        class: FailureClass::Permanent,
+        responder: Responder::Configuration,
+        status: None,
+        reason: reason.into(),
+        credentials_rejected: false,
+    }
+}
+
+impl KubeClusters {
+    /// `list_ttl` bounds how long a GitRepository or Receiver list is reused.
+    pub fn new(timeouts: Timeouts, list_ttl: Duration) -> Result<Self, TriggerFailure> {
+        let receiver_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(timeouts.connect)
+            .read_timeout(timeouts.read)
+            .timeout(timeouts.connect + timeouts.read + timeouts.write)
+            .build()
+            .map_err(|error| {
+                configuration_failure(format!(
+                    "could not build the HTTP client for receiver URLs: {}",
+                    error_chain(&error)
+                ))
+            })?;
+        Ok(Self {
+            timeouts,
+            list_ttl,
+            clients: Mutex::new(HashMap::new()),
+            lists: Mutex::new(HashMap::new()),
+            receiver_http,
+        })
+    }
+
+    /// Connect 5 s, read and write 15 s, lists reused for 30 s.
+    pub fn with_defaults() -> Result<Self, TriggerFailure> {
+        Self::new(Timeouts::default(), DEFAULT_LIST_TTL)
+    }
+
+    /// The entry's client, built on first use and rebuilt when its server, CA or
+    /// credentials change.
+    async fn client(&self, entry: &ClusterEntry) -> Result<kube::Client, TriggerFailure> {
+        let print = fingerprint(entry);
+        if let Some((cached, client)) = self
+            .clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&entry.name)
+            && *cached == print
+        {
+            return Ok(client.clone());
+        }
+        let config = client_config(entry, self.timeouts).await?;
+        let client = kube::Client::try_from(config).map_err(|_| {
+            configuration_failure(format!(
+                "cluster {}: could not build a client from the entry's CA and credentials (a certificate or key is not loadable; details withheld)",
+                entry.name
+            ))
+        })?;
+        tracing::debug!(cluster = %entry.name, "built kube client");
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(entry.name.clone(), (print, client.clone()));
+        Ok(client)
+    }
+
+    async fn list(
+        &self,
+        entry: &ClusterEntry,
+        kind: FluxKind,
+        namespace: &str,
+        fresh: bool,
+    ) -> Result<Vec<Value>, TriggerFailure> {
+        let print = fingerprint(entry);
+        let key = (entry.name.clone(), kind, namespace.to_string());
+        if !fresh
+            && let Some(cached) = self
+                .lists
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&key)
+            && cached.fingerprint == print
+            && cached.read_at.elapsed() < self.list_ttl
+        {
+            return Ok(cached.items.clone());
+        }
+        let client = self.client(entry).await?;
+        let api: Api<DynamicObject> = Api::namespaced_with(client, namespace, &kind.resource());
+        let action = format!("list {} in {namespace}", kind.plural());
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|error| kube_failure(&error, &action))?;
+        let items = list
+            .items
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                transport_failure(
+                    TransportErrorKind::Other,
+                    &format!("{action}: the list could not be read as JSON"),
+                )
+            })?;
+        self.lists
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                key,
+                CachedList {
+                    fingerprint: print,
+                    read_at: Instant::now(),
+                    items: items.clone(),
+                },
+            );
+        Ok(items)
+    }
+
+    async fn send_to_apiserver(
+        &self,
+        entry: &ClusterEntry,
+        method: http::Method,
+        path: &str,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<TriggerResponse, TriggerFailure> {
+        // A relative path only: kube joins it to the entry's server, so the request cannot
+        // leave for another host.
+        if !path.starts_with('/') || path.starts_with("//") {
+            return Err(configuration_failure(
+                "an apiserver request path must start with a single '/'",
+            ));
+        }
+        let client = self.client(entry).await?;
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(kube::client::Body::from(body.to_vec()))
+            .map_err(|_| configuration_failure("the apiserver request path is not a valid URI"))?;
+        *request.headers_mut() = headers.clone();
+        let response = client
+            .send(request)
+            .await
+            .map_err(|error| transport_failure(transport_kind(&error), &error_chain(&error)))?;
+        let status = response.status().as_u16();
+        let content_type = content_type(response.headers());
+        let body = read_limited(response.into_body()).await;
+        Ok(TriggerResponse {
+            status,
+            content_type,
+            body,
+        })
+    }
+
+    async fn send_to_url(
+        &self,
+        url: &url::Url,
+        request: &TriggerRequest,
+    ) -> Result<TriggerResponse, TriggerFailure> {
+        let to_failure = |error: reqwest::Error| {
+            let error = error.without_url();
+            let kind = if error.is_timeout() {
+                TransportErrorKind::Timeout
+            } else {
+                match transport_kind(&error) {
+                    TransportErrorKind::Other if error.is_connect() => TransportErrorKind::Connect,
+                    kind => kind,
+                }
+            };
+            transport_failure(kind, &error_chain(&error))
+        };
+        let mut response = self
+            .receiver_http
+            .request(request.method.clone(), url.clone())
+            .headers(request.headers.clone())
+            .body(request.body.clone())
+            .send()
+            .await
+            .map_err(to_failure)?;
+        let status = response.status().as_u16();
+        let content_type = content_type(response.headers());
+        let mut body = Vec::new();
+        // A body that breaks off still leaves the status, which is what matters.
+        while body.len() < MAX_BODY_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        body.truncate(MAX_BODY_BYTES);
+        Ok(TriggerResponse {
+            status,
+            content_type,
+            body,
+        })
+    }
+}
+
+impl FluxDiscovery for KubeClusters {
+    async fn git_repositories(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+        fresh: bool,
+    ) -> Result<Vec<GitRepository>, TriggerFailure> {
+        let items = self
+            .list(cluster, FluxKind::GitRepositories, namespace, fresh)
+            .await?;
+        Ok(items.iter().map(GitRepository::from_json).collect())
+    }
+
+    async fn receivers(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+        fresh: bool,
+    ) -> Result<Vec<Receiver>, TriggerFailure> {
+        let items = self
+            .list(cluster, FluxKind::Receivers, namespace, fresh)
+            .await?;
+        Ok(items.iter().map(Receiver::from_json).collect())
+    }
+}
+
+impl TriggerSender for KubeClusters {
+    async fn send(
+        &self,
+        cluster: &ClusterEntry,
+        request: &TriggerRequest,
+    ) -> Result<TriggerResponse, TriggerFailure> {
+        match &request.target {
+            RequestTarget::ApiServerPath(path) => {
+                self.send_to_apiserver(
+                    cluster,
+                    request.method.clone(),
+                    path,
+                    &request.headers,
+                    &request.body,
+                )
+                .await
+            }
+            RequestTarget::Absolute(url) => self.send_to_url(url, request).await,
+        }
+    }
+}
+
+impl Annotator for KubeClusters {
+    async fn annotate(
+        &self,
+        cluster: &ClusterEntry,
+        repository: &ObjectRef,
+        merge_patch: &[u8],
+    ) -> Result<TriggerResponse, TriggerFailure> {
+        if !is_object_name(&repository.namespace) || !is_object_name(&repository.name) {
+            return Err(configuration_failure(format!(
+                "cannot annotate GitRepository {repository}: not a valid namespace and name"
+            )));
+        }
+        let path = format!(
+            "/apis/{GIT_REPOSITORY_GROUP}/v1/namespaces/{}/gitrepositories/{}",
+            repository.namespace, repository.name
+        );
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            http::HeaderValue::from_static(MERGE_PATCH_CONTENT_TYPE),
+        );
+        self.send_to_apiserver(cluster, http::Method::PATCH, &path, &headers, merge_patch)
+            .await
+    }
+}
+
+/// A DNS-1123 subdomain: what namespaces and object names are, and nothing that could
+/// change the path it is put in.
+fn is_object_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+fn content_type(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string)
+}
+
+/// At most [`MAX_BODY_BYTES`]; the rest is never read.
+async fn read_limited(mut body: kube::client::Body) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < MAX_BODY_BYTES {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    out.extend_from_slice(&data);
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    out.truncate(MAX_BODY_BYTES);
+    out
+}
+
+/// The kube configuration for an entry, built only from the entry.
+async fn client_config(
+    entry: &ClusterEntry,
+    timeouts: Timeouts,
+) -> Result<kube::Config, TriggerFailure> {
+    let (kubeconfig, context) = match &entry.credentials {
+        Credentials::Token(token) => (
+            in_memory_kubeconfig(entry, json!({ "token": token.expose() }))?,
+            CONTEXT.to_string(),
+        ),
+        Credentials::ClientCertificate {
+            certificate_pem,
+            key_pem,
+        } => (
+            in_memory_kubeconfig(
+                entry,
+                json!({
+                    "client-certificate-data": base64_of(certificate_pem),
+                    "client-key-data": base64_of(key_pem.expose()),
+                }),
+            )?,
+            CONTEXT.to_string(),
+        ),
+        Credentials::Eks { .. } => {
+            return Err(configuration_failure(format!(
+                "cluster {}: EKS token auth is not implemented yet",
+                entry.name
+            )));
+        }
+        Credentials::Kubeconfig {
+            kubeconfig,
+            context,
+        } => whole_kubeconfig(entry, kubeconfig.expose(), context.as_deref())?,
+    };
+    let options = KubeConfigOptions {
+        context: Some(context),
+        ..KubeConfigOptions::default()
+    };
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|_| {
+            configuration_failure(format!(
+                "cluster {}: the cluster configuration could not be loaded (details withheld)",
+                entry.name
+            ))
+        })?;
+    // Checked again on the result: credentials go to the entry's server and nowhere else.
+    if !same_server(&config.cluster_url.to_string(), &entry.server) {
+        return Err(configuration_failure(format!(
+            "cluster {}: the configured server is not the entry's server {}",
+            entry.name, entry.server
+        )));
+    }
+    config.default_retry = false;
+    config.connect_timeout = Some(timeouts.connect);
+    config.read_timeout = Some(timeouts.read);
+    config.write_timeout = Some(timeouts.write);
+    config.reset_reader_on_write = true;
+    config.accept_invalid_certs = false;
+    config.proxy_url = None;
+    Ok(config)
+}
+
+fn base64_of(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A kubeconfig with one cluster (the entry's server and CA) and the given user, so kube
+/// parses the PEM exactly as it does for `*-data` fields in a file.
+fn in_memory_kubeconfig(entry: &ClusterEntry, user: Value) -> Result<Kubeconfig, TriggerFailure> {
+    let mut cluster = json!({ "server": entry.server.as_str() });
+    if let (Some(ca), Some(fields)) = (&entry.ca, cluster.as_object_mut()) {
+        fields.insert(
+            "certificate-authority-data".into(),
+            Value::String(base64_of(ca)),
+        );
+    }
+    let kubeconfig = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": CONTEXT, "cluster": cluster }],
+        "users": [{ "name": CONTEXT, "user": user }],
+        "contexts": [{ "name": CONTEXT, "context": { "cluster": CONTEXT, "user": CONTEXT } }],
+        "current-context": CONTEXT,
+    });
+    serde_json::from_value(kubeconfig).map_err(|_| {
+        configuration_failure(format!(
+            "cluster {}: the entry's credentials could not be put into a client configuration",
+            entry.name
+        ))
+    })
+}
+
+/// A whole kubeconfig from the registry: its selected context must point at the entry's
+/// server, and it must not run programs or read files to get credentials.
+fn whole_kubeconfig(
+    entry: &ClusterEntry,
+    text: &str,
+    context: Option<&str>,
+) -> Result<(Kubeconfig, String), TriggerFailure> {
+    let name = &entry.name;
+    // The parser's messages quote the document, which holds the credentials.
+    let kubeconfig = Kubeconfig::from_yaml(text).map_err(|_| {
+        configuration_failure(format!(
+            "cluster {name}: the kubeconfig could not be parsed (details withheld)"
+        ))
+    })?;
+    let Some(context_name) = context
+        .map(str::to_string)
+        .or_else(|| kubeconfig.current_context.clone())
+    else {
+        return Err(configuration_failure(format!(
+            "cluster {name}: the kubeconfig has no current-context and the entry names none"
+        )));
+    };
+    let Some(selected) = kubeconfig
+        .contexts
+        .iter()
+        .find(|named| named.name == context_name)
+        .and_then(|named| named.context.as_ref())
+    else {
+        return Err(configuration_failure(format!(
+            "cluster {name}: the kubeconfig has no context {context_name:?}"
+        )));
+    };
+    let server = kubeconfig
+        .clusters
+        .iter()
+        .find(|named| named.name == selected.cluster)
+        .and_then(|named| named.cluster.as_ref())
+        .and_then(|cluster| cluster.server.as_deref());
+    if !server.is_some_and(|server| same_server(server, &entry.server)) {
+        return Err(configuration_failure(format!(
+            "cluster {name}: the kubeconfig context {context_name:?} does not point at the entry's server {}; credentials are only sent to the entry's server",
+            entry.server
+        )));
+    }
+    let user = selected.user.as_deref().and_then(|user| {
+        kubeconfig
+            .auth_infos
+            .iter()
+            .find(|named| named.name == user)
+            .and_then(|named| named.auth_info.as_ref())
+    });
+    if let Some(user) = user
+        && (user.exec.is_some()
+            || user.auth_provider.is_some()
+            || user.token_file.is_some()
+            || user.client_certificate.is_some()
+            || user.client_key.is_some())
+    {
+        return Err(configuration_failure(format!(
+            "cluster {name}: the kubeconfig user must hold its credentials inline (token or *-data fields); exec, auth-provider and file paths are not used"
+        )));
+    }
+    Ok((kubeconfig, context_name))
+}
+
+/// The same origin and path, whatever the spelling (`https://h:443/` = `https://h`).
+fn same_server(candidate: &str, server: &url::Url) -> bool {
+    url::Url::parse(candidate).is_ok_and(|candidate| {
+        candidate.scheme() == server.scheme()
+            && candidate.host() == server.host()
+            && candidate.port_or_known_default() == server.port_or_known_default()
+            && candidate.path().trim_end_matches('/') == server.path().trim_end_matches('/')
+    })
+}
+
+/// A failed kube call: an apiserver `Status` is classified as the apiserver's answer,
+/// anything else as transport.
+fn kube_failure(error: &kube::Error, action: &str) -> TriggerFailure {
+    if let kube::Error::Api(status) = error {
+        let body = json!({
+            "kind": "Status",
+            "code": status.code,
+            "reason": status.reason,
+            "message": status.message,
+        });
+        let response = TriggerResponse {
+            status: status.code,
+            content_type: Some("application/json".into()),
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+        };
+        return match classify_apiserver_response(&response, action) {
+            Err(failure) => failure,
+            // A Status error with a success code: the outcome is unknown.
+            Ok(()) => transport_failure(
+                TransportErrorKind::Other,
+                &format!("{action}: unexpected answer {}", status.code),
+            ),
+        };
+    }
+    transport_failure(transport_kind(error), &error_chain(error))
+}
+
+/// What went wrong below HTTP, from the error and its sources (TLS first: a certificate
+/// problem is reported inside a connect error).
+fn transport_kind(error: &(dyn StdError + 'static)) -> TransportErrorKind {
+    let mut kind = TransportErrorKind::Other;
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::TimedOut => return TransportErrorKind::Timeout,
+                std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::NotConnected
+                | std::io::ErrorKind::AddrNotAvailable
+                | std::io::ErrorKind::HostUnreachable
+                | std::io::ErrorKind::NetworkUnreachable => kind = TransportErrorKind::Connect,
+                _ => {}
+            }
+        }
+        let text = error.to_string().to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
+            return TransportErrorKind::Tls;
+        }
+        if text.contains("timed out") || text.contains("timeout") || text.contains("elapsed") {
+            return TransportErrorKind::Timeout;
+        }
+        if kind == TransportErrorKind::Other && text.contains("connect") {
+            kind = TransportErrorKind::Connect;
+        }
+        current = error.source();
+    }
+    kind
+}
+
+/// `outer: inner: innermost`, without repeats (many errors print their source too).
+fn error_chain(error: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(error);
+    while let Some(error) = current {
+        let text = error.to_string();
+        if !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        current = error.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_compare_by_origin_and_path() {
+        let server = url::Url::parse("https://127.0.0.1:6443").unwrap();
+        for (candidate, same) in [
+            ("https://127.0.0.1:6443", true),
+            ("https://127.0.0.1:6443/", true),
+            ("https://127.0.0.1:6444", false),
+            ("http://127.0.0.1:6443", false),
+            ("https://localhost:6443", false),
+            ("https://127.0.0.1:6443/other", false),
+            ("not a url", false),
+        ] {
+            assert_eq!(same_server(candidate, &server), same, "{candidate}");
+        }
+    }
+
+    #[test]
+    fn object_names_cannot_change_the_path() {
+        for (name, ok) in [
+            ("podinfo", true),
+            ("flux-system", true),
+            ("a.b", true),
+            ("", false),
+            ("a/b", false),
+            ("A", false),
+            ("a?b", false),
+            ("a%2f", false),
+        ] {
+            assert_eq!(is_object_name(name), ok, "{name}");
+        }
+    }
+}
