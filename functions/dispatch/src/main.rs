@@ -9,6 +9,6 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let function = DispatchFunction::from_env(KubeClusters::default()).await?;
+    let function = DispatchFunction::from_env(KubeClusters::with_defaults()?).await?;
     run(service_fn(|event: LambdaEvent<SqsEvent>| function.handle(event))).await
 }

@@ -105,7 +105,7 @@ impl Pipeline {
         let route = RouteFunction { registry: registry(), queue: SqsQueue::new(sqs.clone(), dispatch.clone()) };
         let dispatch_fn = DispatchFunction {
             registry: registry(),
-            clusters: KubeClusters::default(),
+            clusters: KubeClusters::with_defaults().expect("kube clusters"),
             queue: SqsQueue::new(sqs.clone(), dispatch.clone()),
             dead_letter_queue_url: dispatch_dlq.clone(),
             policy: RetryPolicy { max_attempts: 6, base_delay_secs: 1, max_delay_secs: 2 },
