@@ -1,0 +1,431 @@
+#!/usr/bin/env python3
+"""Checks on template.yaml that neither `sam validate --lint` nor `cfn-lint` make.
+
+Usage: ~/.cache/fluxrelay/venv/bin/python tests/template/check_template.py template.yaml
+
+Prints one PASS/FAIL line per check and "N passed, M failed" last; exits 1 on any failure.
+The template is loaded with cfn-lint's own YAML loader, so !Ref, !Sub, !GetAtt, !If and
+!FindInMap arrive as their long forms ({"Ref": ...}, {"Fn::GetAtt": [...]}, ...).
+See tests/template/README.md for what is checked and why.
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+
+from cfnlint.decode import decode
+
+# The intended policy of each function: (action, resource) pairs, exactly. A resource is
+# written as the template spells it after normalisation (see `norm`): "GetAtt:X.Arn" or
+# "Sub:<string>" or a literal.
+SECRET_ARN = "Sub:arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
+EXPECTED_POLICIES = {
+    "IngestFunction": {
+        ("sqs:SendMessage", "GetAtt:IntakeQueue.Arn"),
+        ("secretsmanager:GetSecretValue", SECRET_ARN + "${WebhookSecretName}-??????"),
+    },
+    "RouteFunction": {
+        ("sqs:SendMessage", "GetAtt:DispatchQueue.Arn"),
+        ("secretsmanager:GetSecretValue", SECRET_ARN + "${RegistryPrefix}*"),
+        ("secretsmanager:ListSecrets", "*"),
+    },
+    "DispatchFunction": {
+        ("sqs:ChangeMessageVisibility", "GetAtt:DispatchQueue.Arn"),
+        ("sqs:SendMessage", "GetAtt:DispatchDLQ.Arn"),
+        ("secretsmanager:GetSecretValue", SECRET_ARN + "${RegistryPrefix}*"),
+        ("secretsmanager:ListSecrets", "*"),
+    },
+}
+# The only action allowed on Resource "*": AWS offers no resource-level scoping for it.
+UNSCOPABLE_ACTIONS = {"secretsmanager:ListSecrets"}
+FUNCTION_BINARIES = {"IngestFunction": "ingest", "RouteFunction": "route", "DispatchFunction": "dispatch"}
+WEBHOOK_FUNCTION = "IngestFunction"
+FIFO_BATCH_MAX = 10
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, ok: bool, name: str, detail: str = "") -> None:
+        if ok:
+            self.passed += 1
+            print(f"PASS {name}")
+        else:
+            self.failed += 1
+            print(f"FAIL {name}" + (f": {detail}" if detail else ""))
+
+
+def as_list(value):
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def norm(value):
+    """A short, comparable spelling of a (possibly intrinsic) value."""
+    if isinstance(value, dict) and len(value) == 1:
+        (key, arg), = value.items()
+        if key == "Ref":
+            return f"Ref:{arg}"
+        if key == "Fn::GetAtt":
+            parts = arg.split(".", 1) if isinstance(arg, str) else list(arg)
+            return "GetAtt:" + ".".join(str(p) for p in parts)
+        if key == "Fn::Sub":
+            return "Sub:" + (arg if isinstance(arg, str) else str(arg[0]))
+    return value if isinstance(value, str) else repr(value)
+
+
+def getatt_target(value) -> str | None:
+    """Logical id of `!GetAtt X.Arn`, else None."""
+    n = norm(value)
+    if isinstance(n, str) and n.startswith("GetAtt:") and n.endswith(".Arn"):
+        return n[len("GetAtt:") : -len(".Arn")]
+    return None
+
+
+class Template:
+    def __init__(self, path: Path) -> None:
+        tpl, matches = decode(str(path))
+        if tpl is None:
+            raise SystemExit(f"cannot load {path}: {matches}")
+        self.path = path
+        self.tpl = tpl
+        self.resources = tpl.get("Resources", {}) or {}
+        self.params = tpl.get("Parameters", {}) or {}
+        self.mappings = tpl.get("Mappings", {}) or {}
+        globals_fn = ((tpl.get("Globals") or {}).get("Function")) or {}
+        self.functions = {}
+        for lid, res in self.resources.items():
+            if res.get("Type") == "AWS::Serverless::Function":
+                props = dict(globals_fn)
+                props.update(res.get("Properties") or {})
+                self.functions[lid] = (res, props)
+        self.queues = {
+            lid: res.get("Properties") or {}
+            for lid, res in self.resources.items()
+            if res.get("Type") == "AWS::SQS::Queue"
+        }
+
+    def param_values(self, name: str) -> list:
+        """Every value a parameter can take that matters: its AllowedValues, or its
+        Default and MinValue (the lowest it can go)."""
+        p = self.params.get(name)
+        if p is None:
+            return []
+        if "AllowedValues" in p:
+            return list(p["AllowedValues"])
+        return [v for v in (p.get("Default"), p.get("MinValue")) if v is not None]
+
+    def resolve(self, value, env: dict) -> list:
+        """All concrete values of `value`; `env` pins some parameters. Unresolvable -> []."""
+        if isinstance(value, (int, float)):
+            return [value]
+        if isinstance(value, str):
+            try:
+                return [int(value)]
+            except ValueError:
+                return [value]
+        if isinstance(value, dict) and len(value) == 1:
+            (key, arg), = value.items()
+            if key == "Ref" and isinstance(arg, str):
+                if arg in env:
+                    return [env[arg]]
+                return [v for x in self.param_values(arg) for v in self.resolve(x, env)]
+            if key == "Fn::FindInMap" and isinstance(arg, list) and len(arg) == 3:
+                out = []
+                for k1 in self.resolve(arg[1], env):
+                    for k2 in self.resolve(arg[2], env):
+                        try:
+                            out += self.resolve(self.mappings[arg[0]][str(k1)][str(k2)], env)
+                        except (KeyError, TypeError):
+                            pass
+                return out
+        return []
+
+    def param_refs(self, value) -> set:
+        found = set()
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k == "Ref" and isinstance(v, str) and v in self.params:
+                    found.add(v)
+                found |= self.param_refs(v)
+        elif isinstance(value, list):
+            for v in value:
+                found |= self.param_refs(v)
+        return found
+
+
+def workspace_binaries(root: Path) -> set:
+    names = set()
+    for cargo in root.glob("functions/*/Cargo.toml"):
+        try:
+            data = tomllib.loads(cargo.read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        names |= {b.get("name") for b in data.get("bin", [])}
+    return names
+
+
+def statements(node, where=""):
+    """Every IAM statement anywhere under `node`, with a path for messages."""
+    if isinstance(node, dict):
+        if isinstance(node.get("Statement"), (list, dict)):
+            for i, st in enumerate(as_list(node["Statement"])):
+                if isinstance(st, dict):
+                    yield f"{where}.Statement[{i}]", st
+        for k, v in node.items():
+            if k != "Statement":
+                yield from statements(v, f"{where}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from statements(v, f"{where}[{i}]")
+
+
+def check_functions(t: Template, c: Checks) -> None:
+    c.check(set(t.functions) == set(FUNCTION_BINARIES), "functions are exactly ingest, route, dispatch",
+            f"found {sorted(t.functions)}")
+    for lid, (res, props) in sorted(t.functions.items()):
+        code_uri = props.get("CodeUri")
+        bins = workspace_binaries(t.path.parent / code_uri) if isinstance(code_uri, str) else set()
+        c.check(props.get("Runtime") == "provided.al2023", f"{lid} Runtime is provided.al2023",
+                f"got {props.get('Runtime')!r}")
+        c.check(props.get("Handler") == "bootstrap", f"{lid} Handler is bootstrap",
+                f"got {props.get('Handler')!r}")
+        meta = res.get("Metadata") or {}
+        c.check(meta.get("BuildMethod") == "rust-cargolambda", f"{lid} BuildMethod is rust-cargolambda",
+                f"got {meta.get('BuildMethod')!r}")
+        # SAM reads the binary name from Metadata.BuildProperties.Binary, nowhere else.
+        binary = (meta.get("BuildProperties") or {}).get("Binary")
+        want = FUNCTION_BINARIES.get(lid)
+        # Against the Cargo workspace's [[bin]] names when the template sits in the repo.
+        c.check(binary == want and (not bins or binary in bins),
+                f"{lid} Metadata.BuildProperties.Binary names its workspace binary",
+                f"got {binary!r}, want {want!r} (workspace binaries: {sorted(b for b in bins if b)})")
+        timeouts = t.resolve(props.get("Timeout"), {})
+        c.check(bool(timeouts) and all(isinstance(x, int) and 1 <= x <= 900 for x in timeouts),
+                f"{lid} has an explicit Timeout", f"got {props.get('Timeout')!r}")
+        mem = t.resolve(props.get("MemorySize"), {})
+        c.check(bool(mem) and all(isinstance(x, int) and 128 <= x <= 256 for x in mem),
+                f"{lid} MemorySize is 128-256", f"got {props.get('MemorySize')!r}")
+
+
+def sqs_events(t: Template):
+    for lid, (_res, props) in sorted(t.functions.items()):
+        for ename, ev in sorted((props.get("Events") or {}).items()):
+            if isinstance(ev, dict) and ev.get("Type") == "SQS":
+                yield lid, props, ename, ev.get("Properties") or {}
+
+
+def check_event_sources(t: Template, c: Checks) -> None:
+    events = list(sqs_events(t))
+    consumers = {getatt_target(p.get("Queue")) for _, _, _, p in events}
+    c.check({"IntakeQueue", "DispatchQueue"} <= consumers, "IntakeQueue and DispatchQueue each have an SQS event source",
+            f"consumed: {sorted(x for x in consumers if x)}")
+    for lid, props, ename, ep in events:
+        name = f"{lid}.{ename}"
+        batch = ep.get("BatchSize")
+        c.check(isinstance(batch, int) and 1 <= batch <= FIFO_BATCH_MAX, f"{name} BatchSize <= {FIFO_BATCH_MAX} (FIFO limit)",
+                f"got {batch!r}")
+        frt = ep.get("FunctionResponseTypes")
+        c.check(frt == ["ReportBatchItemFailures"], f"{name} FunctionResponseTypes == ['ReportBatchItemFailures']",
+                f"got {frt!r}")
+        mc_raw = (ep.get("ScalingConfig") or {}).get("MaximumConcurrency")
+        mc = t.resolve(mc_raw, {})
+        c.check(bool(mc) and all(isinstance(x, int) and x >= 2 for x in mc), f"{name} ScalingConfig.MaximumConcurrency >= 2",
+                f"got {mc_raw!r} -> {mc}")
+        # Visibility >= 6 x timeout, for every value the shared parameters can take.
+        qid = getatt_target(ep.get("Queue"))
+        queue = t.queues.get(qid)
+        if queue is None:
+            c.check(False, f"{name} consumes a queue of this template", f"Queue is {ep.get('Queue')!r}")
+            continue
+        shared = sorted(t.param_refs(props.get("Timeout")) | t.param_refs(queue.get("VisibilityTimeout")))
+        envs = [{}]
+        for p in shared:
+            envs = [dict(e, **{p: v}) for e in envs for v in t.param_values(p)]
+        bad = []
+        for env in envs:
+            timeouts = t.resolve(props.get("Timeout"), env)
+            vis = t.resolve(queue.get("VisibilityTimeout"), env)
+            if not timeouts or not vis:
+                bad.append(f"{env or 'defaults'}: unresolvable timeout {timeouts} / visibility {vis}")
+                continue
+            for to in timeouts:
+                for v in vis:
+                    if not (isinstance(to, int) and isinstance(v, int) and v >= 6 * to):
+                        bad.append(f"{env or 'defaults'}: visibility {v} < 6 x timeout {to}")
+        c.check(not bad, f"{qid} VisibilityTimeout >= 6 x {lid} Timeout (all {len(envs)} parameter values)",
+                "; ".join(bad[:3]))
+
+
+def redrive_targets(t: Template) -> dict:
+    """queue -> the queue its RedrivePolicy names (None when it has none)."""
+    return {
+        qid: getatt_target((q.get("RedrivePolicy") or {}).get("deadLetterTargetArn"))
+        for qid, q in t.queues.items()
+    }
+
+
+def dead_letter_queues(t: Template) -> set:
+    """Queues named by a RedrivePolicy, or declaring a RedriveAllowPolicy."""
+    named = {d for d in redrive_targets(t).values() if d}
+    return named | {qid for qid, q in t.queues.items() if "RedriveAllowPolicy" in q}
+
+
+def check_queues(t: Template, c: Checks) -> None:
+    dlq_of = redrive_targets(t)
+    dlqs = dead_letter_queues(t)
+    c.check(len(t.queues) == 4, "four queues (intake, dispatch and their DLQs)", f"found {sorted(t.queues)}")
+    for qid, q in sorted(t.queues.items()):
+        qname = norm(q.get("QueueName")) if "QueueName" in q else ".fifo"
+        c.check(q.get("FifoQueue") is True and qname.endswith(".fifo"),
+                f"{qid} is FIFO", f"FifoQueue={q.get('FifoQueue')!r} QueueName={q.get('QueueName')!r}")
+        c.check(q.get("SqsManagedSseEnabled") is True or bool(q.get("KmsMasterKeyId")), f"{qid} is encrypted at rest",
+                "neither SqsManagedSseEnabled: true nor KmsMasterKeyId")
+        if qid in dlqs:
+            c.check(q.get("MessageRetentionPeriod") == 1209600, f"{qid} (DLQ) retains 14 days",
+                    f"got {q.get('MessageRetentionPeriod')!r}")
+            continue
+        target = dlq_of.get(qid)
+        ok = target in t.queues and t.queues[target].get("FifoQueue") is True
+        mrc = (q.get("RedrivePolicy") or {}).get("maxReceiveCount")
+        c.check(ok and isinstance(mrc, int) and mrc >= 1, f"{qid} redrives to a FIFO DLQ of this template",
+                f"RedrivePolicy={q.get('RedrivePolicy')!r}")
+        c.check(q.get("ContentBasedDeduplication") is False, f"{qid} ContentBasedDeduplication is false (app sets dedup ids)",
+                f"got {q.get('ContentBasedDeduplication')!r}")
+        rp = q.get("MessageRetentionPeriod")
+        c.check(isinstance(rp, int) and rp >= 4 * 86400, f"{qid} retains messages >= 4 days", f"got {rp!r}")
+    intake = t.queues.get("IntakeQueue") or {}
+    c.check(intake.get("DeduplicationScope") == "queue", "IntakeQueue DeduplicationScope is queue (push key is queue-wide)",
+            f"got {intake.get('DeduplicationScope')!r}")
+    dispatch = t.queues.get("DispatchQueue") or {}
+    mrc = ((dispatch.get("RedrivePolicy") or {}).get("maxReceiveCount"))
+    c.check(isinstance(mrc, int) and mrc > 8, "DispatchQueue maxReceiveCount > 8 (the code's own attempt limit)",
+            f"got {mrc!r}")
+
+
+def check_iam(t: Template, c: Checks) -> None:
+    wild_actions, wild_resources, denies = [], [], []
+    for where, st in statements(t.resources, "Resources"):
+        actions = [a for a in as_list(st.get("Action")) + as_list(st.get("NotAction"))]
+        for a in actions:
+            if not isinstance(a, str) or "*" in a:
+                wild_actions.append(f"{where}: {a!r}")
+        if "NotAction" in st or "NotResource" in st:
+            wild_resources.append(f"{where}: NotAction/NotResource")
+        resources = as_list(st.get("Resource"))
+        if any(r == "*" for r in resources):
+            if not (resources == ["*"] and set(as_list(st.get("Action"))) <= UNSCOPABLE_ACTIONS and st.get("Action")):
+                wild_resources.append(f"{where}: Resource '*' with Action {st.get('Action')!r}")
+    c.check(not wild_actions, "no IAM Action contains '*'", "; ".join(wild_actions))
+    c.check(not wild_resources, "Resource '*' only on statements of secretsmanager:ListSecrets alone",
+            "; ".join(wild_resources))
+
+    for lid, (_res, props) in sorted(t.functions.items()):
+        grants, problems = set(), []
+        for i, pol in enumerate(as_list(props.get("Policies"))):
+            if isinstance(pol, str):
+                problems.append(f"managed policy {pol!r}")
+            elif isinstance(pol, dict) and "Statement" in pol:
+                for j, st in enumerate(as_list(pol["Statement"])):
+                    if st.get("Effect") != "Allow":
+                        continue
+                    for a in as_list(st.get("Action")):
+                        for r in as_list(st.get("Resource")):
+                            grants.add((a, norm(r)))
+            else:
+                problems.append(f"policy template {list(pol)[:1]} (its scope cannot be checked here)")
+        if props.get("Role"):
+            problems.append("explicit Role (its policies are not checked here)")
+        want = EXPECTED_POLICIES.get(lid, set())
+        missing, extra = want - grants, grants - want
+        detail = "; ".join(problems + [f"missing {sorted(missing)}" if missing else "",
+                                       f"unexpected {sorted(extra)}" if extra else ""]).strip("; ")
+        c.check(not problems and grants == want, f"{lid} policy grants exactly {sorted({a for a, _ in want})}", detail)
+
+
+def alarm_targets(t: Template, metric: str, namespace: str, dim: str) -> dict:
+    found = {}
+    for lid, res in t.resources.items():
+        if res.get("Type") != "AWS::CloudWatch::Alarm":
+            continue
+        p = res.get("Properties") or {}
+        if p.get("MetricName") != metric or p.get("Namespace") != namespace:
+            continue
+        for d in as_list(p.get("Dimensions")):
+            if d.get("Name") == dim:
+                found.setdefault(norm(d.get("Value")), []).append((lid, p))
+    return found
+
+
+def fires_above_zero(p: dict) -> bool:
+    op, th = p.get("ComparisonOperator"), p.get("Threshold")
+    try:
+        th = float(th)
+    except (TypeError, ValueError):
+        return False
+    return (op == "GreaterThanThreshold" and th == 0) or (op == "GreaterThanOrEqualToThreshold" and th == 1)
+
+
+def check_alarms(t: Template, c: Checks) -> None:
+    dlqs = dead_letter_queues(t)
+    depth = alarm_targets(t, "ApproximateNumberOfMessagesVisible", "AWS/SQS", "QueueName")
+    for d in sorted(dlqs):
+        alarms = depth.get(f"GetAtt:{d}.QueueName", [])
+        c.check(any(fires_above_zero(p) for _, p in alarms), f"DLQ-depth alarm (> 0) on {d}",
+                f"alarms: {[a for a, _ in alarms]}")
+    errors = alarm_targets(t, "Errors", "AWS/Lambda", "FunctionName")
+    for f in sorted(t.functions):
+        alarms = errors.get(f"Ref:{f}", [])
+        c.check(any(fires_above_zero(p) for _, p in alarms), f"Errors alarm (> 0) on {f}",
+                f"alarms: {[a for a, _ in alarms]}")
+    conditions = t.tpl.get("Conditions") or {}
+    bad = []
+    for lid, res in t.resources.items():
+        if res.get("Type") != "AWS::CloudWatch::Alarm":
+            continue
+        for key in ("AlarmActions", "OKActions", "InsufficientDataActions"):
+            v = (res.get("Properties") or {}).get(key)
+            if v is None:
+                continue
+            cond = v.get("Fn::If", [None])[0] if isinstance(v, dict) else None
+            if cond not in conditions or "AlarmTopicArn" not in str(conditions.get(cond)):
+                bad.append(f"{lid}.{key}")
+    c.check(not bad, "alarm actions only under a Condition on AlarmTopicArn", ", ".join(bad))
+
+
+def check_webhook_url(t: Template, c: Checks) -> None:
+    _res, props = t.functions.get(WEBHOOK_FUNCTION, ({}, {}))
+    url = props.get("FunctionUrlConfig") or {}
+    c.check(url.get("AuthType") == "NONE", f"{WEBHOOK_FUNCTION} has a Function URL (AuthType NONE, checked in code)",
+            f"FunctionUrlConfig={props.get('FunctionUrlConfig')!r}")
+    out = ((t.tpl.get("Outputs") or {}).get("WebhookUrl") or {}).get("Value")
+    c.check(norm(out) == f"GetAtt:{WEBHOOK_FUNCTION}Url.FunctionUrl", "Outputs.WebhookUrl is the Function URL",
+            f"got {out!r}")
+    outputs = {norm((o or {}).get("Value")) for o in (t.tpl.get("Outputs") or {}).values()}
+    missing = sorted(({f"Ref:{q}" for q in t.queues} | {f"Ref:{f}" for f in t.functions}) - outputs)
+    c.check(not missing, "every queue URL and function name is an output", f"missing {missing}")
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        return 2
+    t = Template(Path(argv[1]))
+    c = Checks()
+    check_functions(t, c)
+    check_event_sources(t, c)
+    check_queues(t, c)
+    check_iam(t, c)
+    check_alarms(t, c)
+    check_webhook_url(t, c)
+    print(f"{c.passed} passed, {c.failed} failed")
+    return 1 if c.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
