@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::QueueAttributeName;
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::lambda::{DispatchFunction, IngestFunction, RouteFunction, WebhookAuth};
 use fluxrelay_adapters::secrets::SecretsRegistry;
@@ -78,6 +78,8 @@ impl Pipeline {
     /// A cluster with `infra/rbac.yaml` applied, the receiver emulator on 192.0.2.10:9292,
     /// queues and the webhook secret on moto. Register clusters with [`Pipeline::register`].
     pub async fn start() -> Pipeline {
+        // The functions' own JSON log lines, in the test output: what a failure looked like.
+        fluxrelay_adapters::lambda::init_tracing();
         let kube = KubeEnv::start().await;
         kube.apply(&std::fs::read_to_string(repo_root().join("infra/rbac.yaml")).expect("infra/rbac.yaml")).await;
         let receiver = FluxReceiverEmulator::start(RECEIVER_ADDR.parse().expect("addr")).await.expect("receiver emulator");
@@ -247,23 +249,33 @@ impl Pipeline {
         panic!("the queues did not drain within a minute");
     }
 
-    /// Messages on the dispatch dead-letter queue: (body, fluxrelay.* attributes).
-    pub async fn dead_letters(&self) -> Vec<(Value, std::collections::BTreeMap<String, String>)> {
-        let output = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.queues.dispatch_dlq)
-            .max_number_of_messages(10)
-            .message_attribute_names("All")
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .expect("ReceiveMessage DLQ");
-        output
-            .messages
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| {
+    /// Takes every message off the dispatch dead-letter queue: (body, fluxrelay.*
+    /// attributes). Taken, not peeked: an in-flight message would hold back the rest of
+    /// its FIFO group.
+    pub async fn take_dead_letters(&self) -> Vec<(Value, std::collections::BTreeMap<String, String>)> {
+        let mut taken = Vec::new();
+        loop {
+            let output = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queues.dispatch_dlq)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .expect("ReceiveMessage DLQ");
+            let messages = output.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return taken;
+            }
+            for m in messages {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queues.dispatch_dlq)
+                    .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("DeleteMessage DLQ");
                 let body = serde_json::from_str(m.body.as_deref().unwrap_or("null")).unwrap_or(Value::Null);
                 let attributes = m
                     .message_attributes
@@ -271,8 +283,8 @@ impl Pipeline {
                     .into_iter()
                     .map(|(k, v)| (k, v.string_value.unwrap_or_default()))
                     .collect();
-                (body, attributes)
-            })
-            .collect()
+                taken.push((body, attributes));
+            }
+        }
     }
 }

@@ -54,7 +54,7 @@ async fn a_push_reaches_each_receiver_type_once_with_what_it_checks() {
     assert_eq!(gitlab.headers["x-gitlab-event"], "Push Hook");
     let github = &p.receiver.accepted("flux-system", "r-github")[0];
     assert_eq!(github.headers["x-github-event"], "push");
-    assert!(p.dead_letters().await.is_empty());
+    assert!(p.take_dead_letters().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +120,7 @@ async fn pushes_fan_out_filter_and_deduplicate() {
     assert_eq!(depth(&p.sqs, &p.queues.intake).await, 1, "the second copy is deduplicated");
     p.drain().await;
     assert_eq!(p.receiver.accepted("flux-system", "r").len(), 2, "{:?}", p.receiver.hits());
-    assert!(p.dead_letters().await.is_empty());
+    assert!(p.take_dead_letters().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +153,7 @@ async fn a_receiver_that_answers_503_twice_is_delivered_after_backoff() {
     p.drain().await;
     let statuses: Vec<u16> = p.receiver.hits().iter().map(|h| h.status).collect();
     assert_eq!(statuses, vec![503, 503, 200]);
-    assert!(p.dead_letters().await.is_empty());
+    assert!(p.take_dead_letters().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +171,7 @@ async fn permanent_failures_are_dead_lettered_with_a_reason_that_says_what_to_fi
     p.receiver.set_validation_token("flux-system", "r", "rotated");
     assert_eq!(p.post_event_file("ingest-push-hook.json").await.0, 202);
     p.drain().await;
-    let dead = p.dead_letters().await;
+    let dead = p.take_dead_letters().await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].1["fluxrelay.status"], "400");
     assert!(dead[0].1["fluxrelay.reason"].contains("400"), "{:?}", dead[0].1);
@@ -192,8 +192,8 @@ async fn permanent_failures_are_dead_lettered_with_a_reason_that_says_what_to_fi
     });
     assert_eq!(p.post_event_json(&other).await.0, 202);
     p.drain().await;
-    let dead = p.dead_letters().await;
-    let denial = dead.iter().find(|(body, _)| body["push"]["after"] == "1111111111111111111111111111111111111111").expect("dead letter");
+    let dead = p.take_dead_letters().await;
+    let denial = dead.iter().find(|(body, _)| body["push"]["after"] == "1111111111111111111111111111111111111111").unwrap_or_else(|| panic!("no dead letter for the denied push: {dead:?} hits: {:?}", p.receiver.hits()));
     let reason = &denial.1["fluxrelay.reason"];
     assert!(reason.contains("services/proxy") && reason.contains("403"), "{reason}");
     assert_eq!(p.receiver.hits().len(), 1, "the denied request never reached the receiver");
@@ -242,5 +242,5 @@ async fn every_sample_event_gives_its_documented_outcome() {
             panic!("{file}: no handler for this sample event; name it ingest-, route- or dispatch-");
         }
     }
-    assert!(p.dead_letters().await.is_empty());
+    assert!(p.take_dead_letters().await.is_empty());
 }

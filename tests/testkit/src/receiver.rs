@@ -102,6 +102,9 @@ pub struct Hit {
 struct Registry {
     /// Keyed by `namespace/name`, so iteration (and a path collision) is deterministic.
     receivers: BTreeMap<String, ReceiverSpec>,
+    /// `status.webhookPath` by `namespace/name`: computed at upsert, and kept when only the
+    /// Secret's token changes (as Flux keeps it until the Receiver is reconciled again).
+    paths: BTreeMap<String, String>,
     scripted: HashMap<String, VecDeque<u16>>,
     hits: Vec<Hit>,
 }
@@ -150,14 +153,26 @@ impl FluxReceiverEmulator {
     /// Registers (or replaces, by namespace/name) a Receiver; returns its webhook path.
     pub fn upsert(&self, spec: ReceiverSpec) -> String {
         let path = spec.webhook_path();
-        lock(&self.registry).receivers.insert(spec.id(), spec);
+        let mut registry = lock(&self.registry);
+        registry.paths.insert(spec.id(), path.clone());
+        registry.receivers.insert(spec.id(), spec);
         path
     }
 
+    /// The Receiver's Secret now holds `token`, but its webhook path stays the old one
+    /// until it is reconciled: requests to the old path are validated with the new token
+    /// (Flux answers 400 to the old one).
+    pub fn set_validation_token(&self, namespace: &str, name: &str, token: &str) {
+        if let Some(spec) = lock(&self.registry).receivers.get_mut(&format!("{namespace}/{name}")) {
+            spec.token = token.to_string();
+        }
+    }
+
     pub fn remove(&self, namespace: &str, name: &str) {
-        lock(&self.registry)
-            .receivers
-            .remove(&format!("{namespace}/{name}"));
+        let id = format!("{namespace}/{name}");
+        let mut registry = lock(&self.registry);
+        registry.receivers.remove(&id);
+        registry.paths.remove(&id);
     }
 
     /// The next `statuses.len()` requests whose URI equals `webhook_path` are answered with
@@ -222,9 +237,10 @@ async fn handle(State(registry): State<Shared>, request: Request) -> Response {
 
     let mut state = lock(&registry);
     let matched = state
-        .receivers
-        .values()
-        .find(|spec| spec.webhook_path() == request_uri)
+        .paths
+        .iter()
+        .find(|(_, path)| **path == request_uri)
+        .and_then(|(id, _)| state.receivers.get(id))
         .cloned();
     let scripted = state
         .scripted
