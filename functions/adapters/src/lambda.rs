@@ -44,7 +44,9 @@ pub fn intake_messages(event: &SqsEvent) -> Vec<IntakeMessage> {
         .iter()
         .map(|record| IntakeMessage {
             id: record.message_id.clone().unwrap_or_default(),
-            group: attribute(record, "MessageGroupId").unwrap_or_default().to_string(),
+            group: attribute(record, "MessageGroupId")
+                .unwrap_or_default()
+                .to_string(),
             body: record.body.clone().unwrap_or_default(),
         })
         .collect()
@@ -82,11 +84,19 @@ pub fn route_response(report: &RouteReport) -> SqsBatchResponse {
             .unwrap_or_default();
         match &message.verdict {
             RouteVerdict::Routed { clusters } => tracing::info!(
-                outcome = "routed", key, project, git_ref, clusters = clusters.join(","),
+                outcome = "routed",
+                key,
+                project,
+                git_ref,
+                clusters = clusters.join(","),
                 message_id = message.message_id
             ),
             RouteVerdict::Failed { reason } => tracing::warn!(
-                outcome = "route_failed", key, project, git_ref, reason,
+                outcome = "route_failed",
+                key,
+                project,
+                git_ref,
+                reason,
                 message_id = message.message_id
             ),
         }
@@ -115,11 +125,22 @@ pub async fn settle_dispatch(
         let dispatch = message.dispatch.as_ref();
         let cluster = dispatch.map(|d| d.cluster.as_str()).unwrap_or_default();
         let (key, project, git_ref) = dispatch
-            .map(|d| (d.push.key.as_str(), d.push.project.path.as_str(), d.push.git_ref.as_str()))
+            .map(|d| {
+                (
+                    d.push.key.as_str(),
+                    d.push.project.path.as_str(),
+                    d.push.git_ref.as_str(),
+                )
+            })
             .unwrap_or_default();
         match &message.verdict {
             Verdict::Delivered { targets } => tracing::info!(
-                outcome = "delivered", key, project, git_ref, cluster, targets = targets.join(",")
+                outcome = "delivered",
+                key,
+                project,
+                git_ref,
+                cluster,
+                targets = targets.join(",")
             ),
             Verdict::NothingToTrigger => {
                 let skipped: Vec<String> = message
@@ -127,10 +148,25 @@ pub async fn settle_dispatch(
                     .iter()
                     .map(|s| format!("{}: {}", s.object, s.reason))
                     .collect();
-                tracing::info!(outcome = "nothing_to_trigger", key, project, git_ref, cluster, skipped = skipped.join("; "));
+                tracing::info!(
+                    outcome = "nothing_to_trigger",
+                    key,
+                    project,
+                    git_ref,
+                    cluster,
+                    skipped = skipped.join("; ")
+                );
             }
             Verdict::Retry { delay_secs, reason } => {
-                tracing::warn!(outcome = "retry", key, project, git_ref, cluster, delay_secs, reason);
+                tracing::warn!(
+                    outcome = "retry",
+                    key,
+                    project,
+                    git_ref,
+                    cluster,
+                    delay_secs,
+                    reason
+                );
                 if let Some(handle) = record.and_then(|r| r.receipt_handle.as_deref())
                     && let Err(error) = queue.retry_later(handle, *delay_secs).await
                 {
@@ -146,9 +182,24 @@ pub async fn settle_dispatch(
                     cluster: dispatch.map(|d| d.cluster.clone()),
                     key: dispatch.map(|d| d.push.key.clone()),
                 };
-                let group = if cluster.is_empty() { "unreadable" } else { cluster };
-                match queue.dead_letter(dlq_url, body, group, &message.message_id, &dead_letter).await {
-                    Ok(()) => tracing::error!(outcome = "dead_lettered", key, project, git_ref, cluster, status, reason),
+                let group = if cluster.is_empty() {
+                    "unreadable"
+                } else {
+                    cluster
+                };
+                match queue
+                    .dead_letter(dlq_url, body, group, &message.message_id, &dead_letter)
+                    .await
+                {
+                    Ok(()) => tracing::error!(
+                        outcome = "dead_lettered",
+                        key,
+                        project,
+                        git_ref,
+                        cluster,
+                        status,
+                        reason
+                    ),
                     Err(error) => {
                         tracing::error!(outcome = "dead_letter_failed", key, cluster, reason, error = %error);
                         failed.push(&message.message_id);
@@ -164,26 +215,39 @@ fn log_targets(report: &DispatchReport) {
     for target in &report.targets {
         match &target.result {
             Ok(()) => tracing::info!(
-                outcome = "triggered", cluster = target.cluster, target = target.target,
-                keys = target.push_keys.join(","), status = 200u16
+                outcome = "triggered",
+                cluster = target.cluster,
+                target = target.target,
+                keys = target.push_keys.join(","),
+                status = 200u16
             ),
             Err(failure) => tracing::warn!(
-                outcome = "trigger_failed", cluster = target.cluster, target = target.target,
-                keys = target.push_keys.join(","), status = failure.status, reason = failure.reason
+                outcome = "trigger_failed",
+                cluster = target.cluster,
+                target = target.target,
+                keys = target.push_keys.join(","),
+                status = failure.status,
+                reason = failure.reason
             ),
         }
     }
 }
 
 /// The HTTP answer to GitLab, and its log line.
-pub fn ingest_response(result: &Result<Accepted, IngestError>) -> lambda_http::Response<lambda_http::Body> {
+pub fn ingest_response(
+    result: &Result<Accepted, IngestError>,
+) -> lambda_http::Response<lambda_http::Body> {
     match result {
-        Ok(Accepted::Enqueued { keys }) => tracing::info!(outcome = "accepted", keys = keys.join(",")),
+        Ok(Accepted::Enqueued { keys }) => {
+            tracing::info!(outcome = "accepted", keys = keys.join(","))
+        }
         Ok(Accepted::Ignored { reason }) => tracing::info!(outcome = "ignored", reason),
         Err(IngestError::EnqueueFailed(error)) => {
             tracing::error!(outcome = "enqueue_failed", status = 503u16, error = %error)
         }
-        Err(error) => tracing::warn!(outcome = "rejected", status = error.status(), reason = %error),
+        Err(error) => {
+            tracing::warn!(outcome = "rejected", status = error.status(), reason = %error)
+        }
     }
     let response = IngestResponse::from_result(result);
     lambda_http::Response::builder()
@@ -248,13 +312,20 @@ impl WebhookAuth {
 
     async fn config(&self, force: bool) -> Arc<IngestConfig> {
         let (config, loaded) = self.current.read().await.clone();
-        let due = if force { loaded.elapsed() >= self.refresh_floor } else { loaded.elapsed() >= self.ttl };
+        let due = if force {
+            loaded.elapsed() >= self.refresh_floor
+        } else {
+            loaded.elapsed() >= self.ttl
+        };
         if !due {
             return config;
         }
         match load_webhook_auth(&self.client, &self.secret_id).await {
             Ok(auth) => {
-                let fresh = Arc::new(IngestConfig { auth, max_body_bytes: config.max_body_bytes });
+                let fresh = Arc::new(IngestConfig {
+                    auth,
+                    max_body_bytes: config.max_body_bytes,
+                });
                 *self.current.write().await = (fresh.clone(), Instant::now());
                 fresh
             }
@@ -281,7 +352,10 @@ impl IngestFunction {
             Duration::from_secs(300),
         )
         .await?;
-        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), required_env("INTAKE_QUEUE_URL")?);
+        let queue = SqsQueue::new(
+            aws_sdk_sqs::Client::new(&aws),
+            required_env("INTAKE_QUEUE_URL")?,
+        );
         Ok(Self { auth, queue })
     }
 
@@ -313,7 +387,10 @@ impl RouteFunction {
         let aws = aws_config().await;
         Ok(Self {
             registry: registry_from_env(&aws),
-            queue: SqsQueue::new(aws_sdk_sqs::Client::new(&aws), required_env("DISPATCH_QUEUE_URL")?),
+            queue: SqsQueue::new(
+                aws_sdk_sqs::Client::new(&aws),
+                required_env("DISPATCH_QUEUE_URL")?,
+            ),
         })
     }
 
@@ -325,8 +402,13 @@ impl RouteFunction {
 }
 
 fn registry_from_env(aws: &aws_config::SdkConfig) -> SecretsRegistry {
-    let prefix = std::env::var("REGISTRY_PREFIX").unwrap_or_else(|_| crate::secrets::DEFAULT_PREFIX.to_string());
-    SecretsRegistry::with_settings(aws_sdk_secretsmanager::Client::new(aws), prefix, crate::secrets::DEFAULT_TTL)
+    let prefix = std::env::var("REGISTRY_PREFIX")
+        .unwrap_or_else(|_| crate::secrets::DEFAULT_PREFIX.to_string());
+    SecretsRegistry::with_settings(
+        aws_sdk_secretsmanager::Client::new(aws),
+        prefix,
+        crate::secrets::DEFAULT_TTL,
+    )
 }
 
 pub struct DispatchFunction<C> {
@@ -343,12 +425,17 @@ impl<C: FluxDiscovery + TriggerSender + Annotator> DispatchFunction<C> {
         let aws = aws_config().await;
         let mut policy = RetryPolicy::default();
         if let Ok(attempts) = std::env::var("MAX_ATTEMPTS") {
-            policy.max_attempts = attempts.parse().map_err(|_| "MAX_ATTEMPTS is not a whole number")?;
+            policy.max_attempts = attempts
+                .parse()
+                .map_err(|_| "MAX_ATTEMPTS is not a whole number")?;
         }
         Ok(Self {
             registry: registry_from_env(&aws),
             clusters,
-            queue: SqsQueue::new(aws_sdk_sqs::Client::new(&aws), required_env("DISPATCH_QUEUE_URL")?),
+            queue: SqsQueue::new(
+                aws_sdk_sqs::Client::new(&aws),
+                required_env("DISPATCH_QUEUE_URL")?,
+            ),
             dead_letter_queue_url: required_env("DISPATCH_DLQ_URL")?,
             policy,
         })
@@ -356,7 +443,20 @@ impl<C: FluxDiscovery + TriggerSender + Annotator> DispatchFunction<C> {
 
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, BoxError> {
         let messages = dispatch_messages(&event.payload);
-        let report = handle_dispatch(&self.registry, &self.clusters, &self.policy, &messages, OffsetDateTime::now_utc()).await;
-        Ok(settle_dispatch(&self.queue, &self.dead_letter_queue_url, &event.payload, &report).await)
+        let report = handle_dispatch(
+            &self.registry,
+            &self.clusters,
+            &self.policy,
+            &messages,
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+        Ok(settle_dispatch(
+            &self.queue,
+            &self.dead_letter_queue_url,
+            &event.payload,
+            &report,
+        )
+        .await)
     }
 }

@@ -10,5 +10,8 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 async fn main() -> Result<(), Error> {
     init_tracing();
     let function = DispatchFunction::from_env(KubeClusters::with_defaults()?).await?;
-    run(service_fn(|event: LambdaEvent<SqsEvent>| function.handle(event))).await
+    run(service_fn(|event: LambdaEvent<SqsEvent>| {
+        function.handle(event)
+    }))
+    .await
 }

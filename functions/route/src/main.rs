@@ -8,5 +8,8 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 async fn main() -> Result<(), Error> {
     init_tracing();
     let function = RouteFunction::from_env().await?;
-    run(service_fn(|event: LambdaEvent<SqsEvent>| function.handle(event))).await
+    run(service_fn(|event: LambdaEvent<SqsEvent>| {
+        function.handle(event)
+    }))
+    .await
 }

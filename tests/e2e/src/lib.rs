@@ -41,8 +41,17 @@ pub async fn receive_batch(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> SqsEve
 }
 
 /// Deletes what the function acknowledged (everything not in `batch_item_failures`).
-pub async fn acknowledge(sqs: &aws_sdk_sqs::Client, queue_url: &str, event: &SqsEvent, response: &SqsBatchResponse) {
-    let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+pub async fn acknowledge(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    event: &SqsEvent,
+    response: &SqsBatchResponse,
+) {
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
     let entries: Vec<DeleteMessageBatchRequestEntry> = event
         .records
         .iter()
@@ -57,7 +66,12 @@ pub async fn acknowledge(sqs: &aws_sdk_sqs::Client, queue_url: &str, event: &Sqs
         })
         .collect();
     if !entries.is_empty() {
-        sqs.delete_message_batch().queue_url(queue_url).set_entries(Some(entries)).send().await.expect("DeleteMessageBatch");
+        sqs.delete_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .expect("DeleteMessageBatch");
     }
 }
 
@@ -74,8 +88,16 @@ pub async fn depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> usize {
         .expect("GetQueueAttributes")
         .attributes
         .unwrap_or_default();
-    [QueueAttributeName::ApproximateNumberOfMessages, QueueAttributeName::ApproximateNumberOfMessagesNotVisible]
-        .iter()
-        .map(|name| attributes.get(name).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0))
-        .sum()
+    [
+        QueueAttributeName::ApproximateNumberOfMessages,
+        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+    ]
+    .iter()
+    .map(|name| {
+        attributes
+            .get(name)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+    })
+    .sum()
 }

@@ -59,7 +59,12 @@ async fn fifo_queue(sqs: &aws_sdk_sqs::Client, name: &str, dlq_arn: Option<&str>
             json!({"deadLetterTargetArn": arn, "maxReceiveCount": 20}).to_string(),
         );
     }
-    request.send().await.expect("CreateQueue").queue_url.expect("queue url")
+    request
+        .send()
+        .await
+        .expect("CreateQueue")
+        .queue_url
+        .expect("queue url")
 }
 
 async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
@@ -81,16 +86,31 @@ impl Pipeline {
         // The functions' own JSON log lines, in the test output: what a failure looked like.
         fluxrelay_adapters::lambda::init_tracing();
         let kube = KubeEnv::start().await;
-        kube.apply(&std::fs::read_to_string(repo_root().join("infra/rbac.yaml")).expect("infra/rbac.yaml")).await;
-        let receiver = FluxReceiverEmulator::start(RECEIVER_ADDR.parse().expect("addr")).await.expect("receiver emulator");
+        kube.apply(
+            &std::fs::read_to_string(repo_root().join("infra/rbac.yaml")).expect("infra/rbac.yaml"),
+        )
+        .await;
+        let receiver = FluxReceiverEmulator::start(RECEIVER_ADDR.parse().expect("addr"))
+            .await
+            .expect("receiver emulator");
         let moto = Moto::start();
         let sqs = moto.sqs().await;
         let secrets = moto.secrets().await;
 
         let intake_dlq = fifo_queue(&sqs, "fluxrelay-intake-dlq.fifo", None).await;
         let dispatch_dlq = fifo_queue(&sqs, "fluxrelay-dispatch-dlq.fifo", None).await;
-        let intake = fifo_queue(&sqs, "fluxrelay-intake.fifo", Some(&queue_arn(&sqs, &intake_dlq).await)).await;
-        let dispatch = fifo_queue(&sqs, "fluxrelay-dispatch.fifo", Some(&queue_arn(&sqs, &dispatch_dlq).await)).await;
+        let intake = fifo_queue(
+            &sqs,
+            "fluxrelay-intake.fifo",
+            Some(&queue_arn(&sqs, &intake_dlq).await),
+        )
+        .await;
+        let dispatch = fifo_queue(
+            &sqs,
+            "fluxrelay-dispatch.fifo",
+            Some(&queue_arn(&sqs, &dispatch_dlq).await),
+        )
+        .await;
         secrets
             .create_secret()
             .name("fluxrelay/webhook")
@@ -100,17 +120,36 @@ impl Pipeline {
             .expect("CreateSecret webhook");
 
         let ingest = IngestFunction {
-            auth: WebhookAuth::load(secrets.clone(), "fluxrelay/webhook", Duration::from_secs(300)).await.expect("webhook auth"),
+            auth: WebhookAuth::load(
+                secrets.clone(),
+                "fluxrelay/webhook",
+                Duration::from_secs(300),
+            )
+            .await
+            .expect("webhook auth"),
             queue: SqsQueue::new(sqs.clone(), intake.clone()),
         };
-        let registry = || SecretsRegistry::with_settings(secrets.clone(), "fluxrelay/clusters/", Duration::from_secs(60));
-        let route = RouteFunction { registry: registry(), queue: SqsQueue::new(sqs.clone(), dispatch.clone()) };
+        let registry = || {
+            SecretsRegistry::with_settings(
+                secrets.clone(),
+                "fluxrelay/clusters/",
+                Duration::from_secs(60),
+            )
+        };
+        let route = RouteFunction {
+            registry: registry(),
+            queue: SqsQueue::new(sqs.clone(), dispatch.clone()),
+        };
         let dispatch_fn = DispatchFunction {
             registry: registry(),
             clusters: KubeClusters::with_defaults().expect("kube clusters"),
             queue: SqsQueue::new(sqs.clone(), dispatch.clone()),
             dead_letter_queue_url: dispatch_dlq.clone(),
-            policy: RetryPolicy { max_attempts: 6, base_delay_secs: 1, max_delay_secs: 2 },
+            policy: RetryPolicy {
+                max_attempts: 6,
+                base_delay_secs: 1,
+                max_delay_secs: 2,
+            },
         };
         Pipeline {
             kube,
@@ -118,7 +157,12 @@ impl Pipeline {
             moto,
             sqs,
             secrets,
-            queues: Queues { intake, intake_dlq, dispatch, dispatch_dlq },
+            queues: Queues {
+                intake,
+                intake_dlq,
+                dispatch,
+                dispatch_dlq,
+            },
             ingest,
             route,
             dispatch: dispatch_fn,
@@ -153,17 +197,27 @@ impl Pipeline {
     /// A GitRepository in flux-system.
     pub async fn git_repository(&self, name: &str, url: &str, git_ref: Value) {
         self.kube
-            .apply(&json!({
-                "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
-                "metadata": {"name": name, "namespace": "flux-system"},
-                "spec": {"interval": "10m", "url": url, "ref": git_ref}
-            }).to_string())
+            .apply(
+                &json!({
+                    "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+                    "metadata": {"name": name, "namespace": "flux-system"},
+                    "spec": {"interval": "10m", "url": url, "ref": git_ref}
+                })
+                .to_string(),
+            )
             .await;
     }
 
     /// A Ready Receiver in flux-system selecting `repository`, in the cluster and in the
     /// emulator behind the service proxy. Returns its webhook path.
-    pub async fn flux_receiver(&self, name: &str, kind: &str, token: &str, events: &[&str], repository: &str) -> String {
+    pub async fn flux_receiver(
+        &self,
+        name: &str,
+        kind: &str,
+        token: &str,
+        events: &[&str],
+        repository: &str,
+    ) -> String {
         let spec = ReceiverSpec {
             namespace: "flux-system".into(),
             name: name.into(),
@@ -194,7 +248,8 @@ impl Pipeline {
 
     /// POSTs one file of `events/` to the ingest function: (status, JSON body).
     pub async fn post_event_file(&self, file: &str) -> (u16, Value) {
-        let text = std::fs::read_to_string(repo_root().join("events").join(file)).expect("event file");
+        let text =
+            std::fs::read_to_string(repo_root().join("events").join(file)).expect("event file");
         self.post_event_json(&text).await
     }
 
@@ -209,20 +264,34 @@ impl Pipeline {
 
     /// An events/ file with its GitLab payload edited.
     pub fn edited_event(file: &str, edit: impl FnOnce(&mut Value)) -> String {
-        let text = std::fs::read_to_string(repo_root().join("events").join(file)).expect("event file");
+        let text =
+            std::fs::read_to_string(repo_root().join("events").join(file)).expect("event file");
         let mut event: Value = serde_json::from_str(&text).expect("event JSON");
-        let mut payload: Value = serde_json::from_str(event["body"].as_str().expect("body")).expect("payload");
+        let mut payload: Value =
+            serde_json::from_str(event["body"].as_str().expect("body")).expect("payload");
         edit(&mut payload);
         event["body"] = Value::String(payload.to_string());
         event.to_string()
     }
 
-    pub async fn route_batch(&self, event: SqsEvent) -> aws_lambda_events::event::sqs::SqsBatchResponse {
-        self.route.handle(LambdaEvent::new(event, Context::default())).await.expect("route")
+    pub async fn route_batch(
+        &self,
+        event: SqsEvent,
+    ) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+        self.route
+            .handle(LambdaEvent::new(event, Context::default()))
+            .await
+            .expect("route")
     }
 
-    pub async fn dispatch_batch(&self, event: SqsEvent) -> aws_lambda_events::event::sqs::SqsBatchResponse {
-        self.dispatch.handle(LambdaEvent::new(event, Context::default())).await.expect("dispatch")
+    pub async fn dispatch_batch(
+        &self,
+        event: SqsEvent,
+    ) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+        self.dispatch
+            .handle(LambdaEvent::new(event, Context::default()))
+            .await
+            .expect("dispatch")
     }
 
     /// Runs route and dispatch the way their SQS event sources would, until both queues
@@ -240,7 +309,10 @@ impl Pipeline {
                 acknowledge(&self.sqs, &self.queues.dispatch, &dispatch, &response).await;
             }
             if intake.records.is_empty() && dispatch.records.is_empty() {
-                if depth(&self.sqs, &self.queues.intake).await + depth(&self.sqs, &self.queues.dispatch).await == 0 {
+                if depth(&self.sqs, &self.queues.intake).await
+                    + depth(&self.sqs, &self.queues.dispatch).await
+                    == 0
+                {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -252,7 +324,9 @@ impl Pipeline {
     /// Takes every message off the dispatch dead-letter queue: (body, fluxrelay.*
     /// attributes). Taken, not peeked: an in-flight message would hold back the rest of
     /// its FIFO group.
-    pub async fn take_dead_letters(&self) -> Vec<(Value, std::collections::BTreeMap<String, String>)> {
+    pub async fn take_dead_letters(
+        &self,
+    ) -> Vec<(Value, std::collections::BTreeMap<String, String>)> {
         let mut taken = Vec::new();
         loop {
             let output = self
@@ -276,7 +350,8 @@ impl Pipeline {
                     .send()
                     .await
                     .expect("DeleteMessage DLQ");
-                let body = serde_json::from_str(m.body.as_deref().unwrap_or("null")).unwrap_or(Value::Null);
+                let body = serde_json::from_str(m.body.as_deref().unwrap_or("null"))
+                    .unwrap_or(Value::Null);
                 let attributes = m
                     .message_attributes
                     .unwrap_or_default()

@@ -4,8 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use fluxrelay_e2e::pipeline::{Pipeline, repo_root};
 use fluxrelay_e2e::depth;
+use fluxrelay_e2e::pipeline::{Pipeline, repo_root};
 use fluxrelay_testkit::netns;
 use serde_json::json;
 
@@ -13,8 +13,10 @@ const DIASPORA: &str = "https://example.com/mike/diaspora.git";
 const EXAMPLE: &str = "https://example.com/jsmith/example.git";
 
 fn receiver_tokens(tokens: &[(&str, &str)]) -> serde_json::Value {
-    let map: serde_json::Map<String, serde_json::Value> =
-        tokens.iter().map(|(name, token)| (format!("flux-system/{name}"), json!(token))).collect();
+    let map: serde_json::Map<String, serde_json::Value> = tokens
+        .iter()
+        .map(|(name, token)| (format!("flux-system/{name}"), json!(token)))
+        .collect();
     json!({"trigger": {"receiver_tokens": map}})
 }
 
@@ -25,14 +27,30 @@ async fn a_push_reaches_each_receiver_type_once_with_what_it_checks() {
     }
     let p = Pipeline::start().await;
     for kind in ["generic", "generic-hmac", "gitlab", "github"] {
-        p.git_repository(&format!("app-{kind}"), DIASPORA, json!({"branch": "master"})).await;
-        p.flux_receiver(&format!("r-{kind}"), kind, &format!("token-{kind}"), &[], &format!("app-{kind}")).await;
+        p.git_repository(
+            &format!("app-{kind}"),
+            DIASPORA,
+            json!({"branch": "master"}),
+        )
+        .await;
+        p.flux_receiver(
+            &format!("r-{kind}"),
+            kind,
+            &format!("token-{kind}"),
+            &[],
+            &format!("app-{kind}"),
+        )
+        .await;
     }
-    p.register(p.entry("prod", receiver_tokens(&[
-        ("r-generic-hmac", "token-generic-hmac"),
-        ("r-gitlab", "token-gitlab"),
-        ("r-github", "token-github"),
-    ]))).await;
+    p.register(p.entry(
+        "prod",
+        receiver_tokens(&[
+            ("r-generic-hmac", "token-generic-hmac"),
+            ("r-gitlab", "token-gitlab"),
+            ("r-github", "token-github"),
+        ]),
+    ))
+    .await;
 
     let (status, body) = p.post_event_file("ingest-push-hook.json").await;
     assert_eq!(status, 202, "{body}");
@@ -63,11 +81,16 @@ async fn a_tag_push_triggers_a_semver_repository_and_not_a_branch_one() {
         return;
     }
     let p = Pipeline::start().await;
-    p.git_repository("releases", EXAMPLE, json!({"semver": ">=1.0.0"})).await;
-    p.git_repository("main", EXAMPLE, json!({"branch": "master"})).await;
-    p.flux_receiver("r-releases", "gitlab", "t1", &["Tag Push Hook"], "releases").await;
-    p.flux_receiver("r-main", "generic", "t2", &[], "main").await;
-    p.register(p.entry("prod", receiver_tokens(&[("r-releases", "t1")]))).await;
+    p.git_repository("releases", EXAMPLE, json!({"semver": ">=1.0.0"}))
+        .await;
+    p.git_repository("main", EXAMPLE, json!({"branch": "master"}))
+        .await;
+    p.flux_receiver("r-releases", "gitlab", "t1", &["Tag Push Hook"], "releases")
+        .await;
+    p.flux_receiver("r-main", "generic", "t2", &[], "main")
+        .await;
+    p.register(p.entry("prod", receiver_tokens(&[("r-releases", "t1")])))
+        .await;
 
     assert_eq!(p.post_event_file("ingest-tag-push-hook.json").await.0, 202);
     p.drain().await;
@@ -83,16 +106,39 @@ async fn annotate_mode_sets_requested_at_on_the_git_repository() {
         return;
     }
     let p = Pipeline::start().await;
-    p.git_repository("app", DIASPORA, json!({"branch": "master"})).await;
-    p.register(p.entry("prod", json!({"trigger": {"mode": "annotate"}}))).await;
-    let before = p.kube.get_json("source.toolkit.fluxcd.io/v1", "gitrepositories", "flux-system", "app").await;
+    p.git_repository("app", DIASPORA, json!({"branch": "master"}))
+        .await;
+    p.register(p.entry("prod", json!({"trigger": {"mode": "annotate"}})))
+        .await;
+    let before = p
+        .kube
+        .get_json(
+            "source.toolkit.fluxcd.io/v1",
+            "gitrepositories",
+            "flux-system",
+            "app",
+        )
+        .await;
     assert!(before["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"].is_null());
 
     assert_eq!(p.post_event_file("ingest-push-hook.json").await.0, 202);
     p.drain().await;
-    let after = p.kube.get_json("source.toolkit.fluxcd.io/v1", "gitrepositories", "flux-system", "app").await;
-    let requested = after["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"].as_str().unwrap_or_default();
-    assert!(requested.starts_with("20") && requested.ends_with('Z'), "{after}");
+    let after = p
+        .kube
+        .get_json(
+            "source.toolkit.fluxcd.io/v1",
+            "gitrepositories",
+            "flux-system",
+            "app",
+        )
+        .await;
+    let requested = after["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        requested.starts_with("20") && requested.ends_with('Z'),
+        "{after}"
+    );
     assert!(p.receiver.hits().is_empty());
 }
 
@@ -102,13 +148,16 @@ async fn pushes_fan_out_filter_and_deduplicate() {
         return;
     }
     let p = Pipeline::start().await;
-    p.git_repository("app", DIASPORA, json!({"branch": "master"})).await;
+    p.git_repository("app", DIASPORA, json!({"branch": "master"}))
+        .await;
     p.flux_receiver("r", "generic", "t", &[], "app").await;
     p.register(p.entry("prod", json!({}))).await;
     p.register(p.entry("staging", json!({}))).await;
 
     // A branch nobody tracks: accepted, routed, and nothing is called.
-    let feature = Pipeline::edited_event("ingest-push-hook.json", |hook| hook["ref"] = json!("refs/heads/feature"));
+    let feature = Pipeline::edited_event("ingest-push-hook.json", |hook| {
+        hook["ref"] = json!("refs/heads/feature")
+    });
     assert_eq!(p.post_event_json(&feature).await.0, 202);
     p.drain().await;
     assert!(p.receiver.hits().is_empty(), "{:?}", p.receiver.hits());
@@ -116,10 +165,22 @@ async fn pushes_fan_out_filter_and_deduplicate() {
     // The same push through a project hook and a system hook, both queued before routing:
     // one delivery per subscribed cluster, two clusters.
     assert_eq!(p.post_event_file("ingest-push-hook.json").await.0, 202);
-    assert_eq!(p.post_event_file("ingest-system-hook-push.json").await.0, 202);
-    assert_eq!(depth(&p.sqs, &p.queues.intake).await, 1, "the second copy is deduplicated");
+    assert_eq!(
+        p.post_event_file("ingest-system-hook-push.json").await.0,
+        202
+    );
+    assert_eq!(
+        depth(&p.sqs, &p.queues.intake).await,
+        1,
+        "the second copy is deduplicated"
+    );
     p.drain().await;
-    assert_eq!(p.receiver.accepted("flux-system", "r").len(), 2, "{:?}", p.receiver.hits());
+    assert_eq!(
+        p.receiver.accepted("flux-system", "r").len(),
+        2,
+        "{:?}",
+        p.receiver.hits()
+    );
     assert!(p.take_dead_letters().await.is_empty());
 }
 
@@ -144,9 +205,11 @@ async fn a_receiver_that_answers_503_twice_is_delivered_after_backoff() {
         return;
     }
     let p = Pipeline::start().await;
-    p.git_repository("app", DIASPORA, json!({"branch": "master"})).await;
+    p.git_repository("app", DIASPORA, json!({"branch": "master"}))
+        .await;
     let path = p.flux_receiver("r", "generic-hmac", "t", &[], "app").await;
-    p.register(p.entry("prod", receiver_tokens(&[("r", "t")]))).await;
+    p.register(p.entry("prod", receiver_tokens(&[("r", "t")])))
+        .await;
     p.receiver.fail_next(&path, &[503, 503]);
 
     assert_eq!(p.post_event_file("ingest-push-hook.json").await.0, 202);
@@ -162,19 +225,26 @@ async fn permanent_failures_are_dead_lettered_with_a_reason_that_says_what_to_fi
         return;
     }
     let p = Pipeline::start().await;
-    p.git_repository("app", DIASPORA, json!({"branch": "master"})).await;
+    p.git_repository("app", DIASPORA, json!({"branch": "master"}))
+        .await;
     let path = p.flux_receiver("r", "gitlab", "t", &[], "app").await;
-    p.register(p.entry("prod", receiver_tokens(&[("r", "t")]))).await;
+    p.register(p.entry("prod", receiver_tokens(&[("r", "t")])))
+        .await;
 
     // The Receiver's secret changed in the cluster but its path has not been recomputed yet:
     // Flux answers 400 to the old token.
-    p.receiver.set_validation_token("flux-system", "r", "rotated");
+    p.receiver
+        .set_validation_token("flux-system", "r", "rotated");
     assert_eq!(p.post_event_file("ingest-push-hook.json").await.0, 202);
     p.drain().await;
     let dead = p.take_dead_letters().await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].1["fluxrelay.status"], "400");
-    assert!(dead[0].1["fluxrelay.reason"].contains("400"), "{:?}", dead[0].1);
+    assert!(
+        dead[0].1["fluxrelay.reason"].contains("400"),
+        "{:?}",
+        dead[0].1
+    );
     assert_eq!(dead[0].1["fluxrelay.cluster"], "prod");
     assert_eq!(dead[0].0["push"]["ref"], "refs/heads/master");
     assert_eq!(p.receiver.hits().len(), 1);
@@ -193,10 +263,25 @@ async fn permanent_failures_are_dead_lettered_with_a_reason_that_says_what_to_fi
     assert_eq!(p.post_event_json(&other).await.0, 202);
     p.drain().await;
     let dead = p.take_dead_letters().await;
-    let denial = dead.iter().find(|(body, _)| body["push"]["after"] == "1111111111111111111111111111111111111111").unwrap_or_else(|| panic!("no dead letter for the denied push: {dead:?} hits: {:?}", p.receiver.hits()));
+    let denial = dead
+        .iter()
+        .find(|(body, _)| body["push"]["after"] == "1111111111111111111111111111111111111111")
+        .unwrap_or_else(|| {
+            panic!(
+                "no dead letter for the denied push: {dead:?} hits: {:?}",
+                p.receiver.hits()
+            )
+        });
     let reason = &denial.1["fluxrelay.reason"];
-    assert!(reason.contains("services/proxy") && reason.contains("403"), "{reason}");
-    assert_eq!(p.receiver.hits().len(), 1, "the denied request never reached the receiver");
+    assert!(
+        reason.contains("services/proxy") && reason.contains("403"),
+        "{reason}"
+    );
+    assert_eq!(
+        p.receiver.hits().len(),
+        1,
+        "the denied request never reached the receiver"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,10 +290,14 @@ async fn every_sample_event_gives_its_documented_outcome() {
         return;
     }
     let p = Pipeline::start().await;
-    p.git_repository("diaspora", DIASPORA, json!({"branch": "master"})).await;
-    p.git_repository("example-releases", EXAMPLE, json!({"semver": "*"})).await;
-    p.flux_receiver("diaspora", "generic", "t1", &[], "diaspora").await;
-    p.flux_receiver("example-releases", "generic", "t2", &[], "example-releases").await;
+    p.git_repository("diaspora", DIASPORA, json!({"branch": "master"}))
+        .await;
+    p.git_repository("example-releases", EXAMPLE, json!({"semver": "*"}))
+        .await;
+    p.flux_receiver("diaspora", "generic", "t1", &[], "diaspora")
+        .await;
+    p.flux_receiver("example-releases", "generic", "t2", &[], "example-releases")
+        .await;
     p.register(p.entry("local-test", json!({}))).await;
 
     let mut files: Vec<String> = std::fs::read_dir(repo_root().join("events"))
@@ -227,7 +316,11 @@ async fn every_sample_event_gives_its_documented_outcome() {
                 _ => (202, "accepted"),
             };
             let (status, body) = p.post_event_json(&text).await;
-            assert_eq!((status, body["status"].as_str().unwrap_or_default()), expected, "{file}: {body}");
+            assert_eq!(
+                (status, body["status"].as_str().unwrap_or_default()),
+                expected,
+                "{file}: {body}"
+            );
         } else if file.starts_with("route-") {
             let event = serde_json::from_str(&text).unwrap();
             let response = p.route_batch(event).await;
@@ -236,10 +329,20 @@ async fn every_sample_event_gives_its_documented_outcome() {
             let event = serde_json::from_str(&text).unwrap();
             let response = p.dispatch_batch(event).await;
             assert!(response.batch_item_failures.is_empty(), "{file}");
-            assert_eq!(p.receiver.accepted("flux-system", "diaspora").len(), 1, "{file}");
-            assert_eq!(p.receiver.accepted("flux-system", "example-releases").len(), 1, "{file}");
+            assert_eq!(
+                p.receiver.accepted("flux-system", "diaspora").len(),
+                1,
+                "{file}"
+            );
+            assert_eq!(
+                p.receiver.accepted("flux-system", "example-releases").len(),
+                1,
+                "{file}"
+            );
         } else {
-            panic!("{file}: no handler for this sample event; name it ingest-, route- or dispatch-");
+            panic!(
+                "{file}: no handler for this sample event; name it ingest-, route- or dispatch-"
+            );
         }
     }
     assert!(p.take_dead_letters().await.is_empty());

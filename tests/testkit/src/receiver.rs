@@ -163,7 +163,10 @@ impl FluxReceiverEmulator {
     /// until it is reconciled: requests to the old path are validated with the new token
     /// (Flux answers 400 to the old one).
     pub fn set_validation_token(&self, namespace: &str, name: &str, token: &str) {
-        if let Some(spec) = lock(&self.registry).receivers.get_mut(&format!("{namespace}/{name}")) {
+        if let Some(spec) = lock(&self.registry)
+            .receivers
+            .get_mut(&format!("{namespace}/{name}"))
+        {
             spec.token = token.to_string();
         }
     }
