@@ -285,6 +285,8 @@ pub async fn aws_config() -> aws_config::SdkConfig {
 /// The webhook tokens and signing keys, re-read after `ttl`, and at most every
 /// `refresh_floor` when a request fails authentication, so a rotated token is accepted
 /// without waiting for a new container.
+const DEFAULT_REFRESH_FLOOR: Duration = Duration::from_secs(10);
+
 pub struct WebhookAuth {
     client: aws_sdk_secretsmanager::Client,
     secret_id: String,
@@ -305,9 +307,16 @@ impl WebhookAuth {
             client,
             secret_id,
             ttl,
-            refresh_floor: Duration::from_secs(10),
+            refresh_floor: DEFAULT_REFRESH_FLOOR,
             current: RwLock::new((Arc::new(IngestConfig::new(auth)), Instant::now())),
         })
+    }
+
+    /// The shortest time between two early re-reads after failed authentications (a flood
+    /// of bad tokens must not become a flood of Secrets Manager calls).
+    pub fn with_refresh_floor(mut self, floor: Duration) -> Self {
+        self.refresh_floor = floor;
+        self
     }
 
     async fn config(&self, force: bool) -> Arc<IngestConfig> {
@@ -330,8 +339,10 @@ impl WebhookAuth {
                 fresh
             }
             Err(error) => {
-                // Keep serving with what we have; the next request tries again.
+                // Keep serving with what we have, and wait a full period before trying
+                // again, so an outage of Secrets Manager is not called on every request.
                 tracing::warn!(outcome = "webhook_secret_refresh_failed", error = %error);
+                *self.current.write().await = (config.clone(), Instant::now());
                 config
             }
         }

@@ -126,7 +126,8 @@ impl Pipeline {
                 Duration::from_secs(300),
             )
             .await
-            .expect("webhook auth"),
+            .expect("webhook auth")
+            .with_refresh_floor(Duration::ZERO),
             queue: SqsQueue::new(sqs.clone(), intake.clone()),
         };
         let registry = || {
@@ -271,6 +272,15 @@ impl Pipeline {
             serde_json::from_str(event["body"].as_str().expect("body")).expect("payload");
         edit(&mut payload);
         event["body"] = Value::String(payload.to_string());
+        event.to_string()
+    }
+
+    /// An events/ file sent with another `X-Gitlab-Token`.
+    pub fn event_with_token(file: &str, token: &str) -> String {
+        let text =
+            std::fs::read_to_string(repo_root().join("events").join(file)).expect("event file");
+        let mut event: Value = serde_json::from_str(&text).expect("event JSON");
+        event["headers"]["x-gitlab-token"] = Value::String(token.to_string());
         event.to_string()
     }
 

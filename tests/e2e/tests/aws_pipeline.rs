@@ -185,8 +185,11 @@ async fn pushes_fan_out_filter_and_deduplicate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ingest_refuses_bad_tokens_and_never_acknowledges_what_it_could_not_queue() {
-    if !netns::enter("ingest_refuses_bad_tokens_and_never_acknowledges_what_it_could_not_queue") {
+async fn ingest_refuses_bad_tokens_follows_token_rotation_and_never_acknowledges_what_it_could_not_queue()
+ {
+    if !netns::enter(
+        "ingest_refuses_bad_tokens_follows_token_rotation_and_never_acknowledges_what_it_could_not_queue",
+    ) {
         return;
     }
     let mut p = Pipeline::start().await;
@@ -194,8 +197,24 @@ async fn ingest_refuses_bad_tokens_and_never_acknowledges_what_it_could_not_queu
     assert_eq!(status, 401, "{body}");
     assert_eq!(depth(&p.sqs, &p.queues.intake).await, 0);
 
+    // The webhook secret is rotated: the first request with the new token fails against
+    // the cached secret, which is then re-read early, and the request is accepted.
+    p.secrets
+        .put_secret_value()
+        .secret_id("fluxrelay/webhook")
+        .secret_string(json!({"tokens": ["rotated-webhook-token"]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let rotated = Pipeline::event_with_token("ingest-push-hook.json", "rotated-webhook-token");
+    let (status, body) = p.post_event_json(&rotated).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, _) = p.post_event_file("ingest-push-hook.json").await;
+    assert_eq!(status, 401, "the old token is no longer accepted");
+    assert_eq!(depth(&p.sqs, &p.queues.intake).await, 1);
+
     p.moto.stop();
-    let (status, body) = p.post_event_file("ingest-push-hook.json").await;
+    let (status, body) = p.post_event_json(&rotated).await;
     assert_eq!(status, 503, "{body}");
 }
 

@@ -54,6 +54,9 @@ pub struct MessageOutcome {
 pub struct TargetOutcome {
     pub cluster: String,
     pub target: String,
+    /// Project and ref of the push the call carried (the latest of the coalesced ones).
+    pub project: String,
+    pub git_ref: String,
     /// Keys of every push this one call served (coalescing).
     pub push_keys: Vec<String>,
     pub result: Result<(), TriggerFailure>,
@@ -191,9 +194,11 @@ where
 
     let targets = wanted
         .iter()
-        .map(|(target, (_, keys))| TargetOutcome {
+        .map(|(target, (latest, keys))| TargetOutcome {
             cluster: name.clone(),
             target: target.to_string(),
+            project: group[*latest].1.push.project.path.clone(),
+            git_ref: group[*latest].1.push.git_ref.clone(),
             push_keys: keys.clone(),
             result: results.get(target).cloned().unwrap_or(Ok(())),
         })
