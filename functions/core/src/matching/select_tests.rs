@@ -1,0 +1,423 @@
+use super::*;
+use crate::flux::{GitRepositoryRef, ObjectRef, ReceiverType};
+use crate::push::PushEvent;
+use crate::push::tests::sample_push;
+
+const PUSHED: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+/// A GitRepository that the sample push (main of mike/diaspora at `PUSHED`) triggers.
+fn tracking_repo() -> GitRepository {
+    GitRepository {
+        id: ObjectRef::new("flux-system", "diaspora"),
+        labels: BTreeMap::from([
+            ("app".to_string(), "diaspora".to_string()),
+            ("team".to_string(), "mike".to_string()),
+        ]),
+        url: Some("ssh://git@gitlab.example.com/mike/diaspora.git".into()),
+        git_ref: Some(GitRepositoryRef {
+            branch: Some("main".into()),
+            ..GitRepositoryRef::default()
+        }),
+        suspend: false,
+        artifact_revision: Some("main@sha1:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb".into()),
+    }
+}
+
+fn with(change: impl FnOnce(&mut GitRepository)) -> GitRepository {
+    let mut repo = tracking_repo();
+    change(&mut repo);
+    repo
+}
+
+#[test]
+fn repository_verdict_checks_url_then_ref_then_suspended_then_revision() {
+    let push = sample_push();
+    assert_eq!(push.after, PUSHED);
+    let aliases = BTreeMap::from([(
+        "ssh.gitlab.example.com".to_string(),
+        "gitlab.example.com".to_string(),
+    )]);
+    let other_branch = RefMiss::OtherBranch {
+        tracked: "release".into(),
+        pushed: "refs/heads/main".into(),
+    };
+    for (why, repo, verdict) in [
+        (
+            "a repository tracking the pushed branch",
+            tracking_repo(),
+            Ok(()),
+        ),
+        ("no spec.url", with(|r| r.url = None), Err(RepoSkip::NoUrl)),
+        (
+            "an OCI URL",
+            with(|r| r.url = Some("oci://gitlab.example.com/mike/diaspora".into())),
+            Err(RepoSkip::UnsupportedUrl),
+        ),
+        (
+            "another project",
+            with(|r| r.url = Some("https://gitlab.example.com/mike/diaspora-fork.git".into())),
+            Err(RepoSkip::OtherProject {
+                location: "gitlab.example.com/mike/diaspora-fork".into(),
+            }),
+        ),
+        (
+            "an aliased host",
+            with(|r| r.url = Some("ssh://git@ssh.gitlab.example.com/mike/diaspora.git".into())),
+            Ok(()),
+        ),
+        (
+            "another branch",
+            with(|r| {
+                r.git_ref = Some(GitRepositoryRef {
+                    branch: Some("release".into()),
+                    ..GitRepositoryRef::default()
+                })
+            }),
+            Err(RepoSkip::Ref(other_branch.clone())),
+        ),
+        (
+            "no ref means master",
+            with(|r| r.git_ref = None),
+            Err(RepoSkip::Ref(RefMiss::OtherBranch {
+                tracked: "master".into(),
+                pushed: "refs/heads/main".into(),
+            })),
+        ),
+        (
+            "suspended",
+            with(|r| r.suspend = true),
+            Err(RepoSkip::Suspended),
+        ),
+        (
+            "no artifact yet",
+            with(|r| r.artifact_revision = None),
+            Ok(()),
+        ),
+        (
+            "already at the pushed revision",
+            with(|r| r.artifact_revision = Some(format!("main@sha1:{PUSHED}"))),
+            Err(RepoSkip::AlreadyAtRevision {
+                revision: format!("main@sha1:{PUSHED}"),
+            }),
+        ),
+        // Order: the first failing check is the one reported.
+        (
+            "another project wins over a ref mismatch",
+            with(|r| {
+                r.url = Some("https://other.example.com/x/y".into());
+                r.suspend = true;
+                r.git_ref = None;
+            }),
+            Err(RepoSkip::OtherProject {
+                location: "other.example.com/x/y".into(),
+            }),
+        ),
+        (
+            "a ref mismatch wins over suspended",
+            with(|r| {
+                r.suspend = true;
+                r.git_ref = Some(GitRepositoryRef {
+                    branch: Some("release".into()),
+                    ..GitRepositoryRef::default()
+                });
+            }),
+            Err(RepoSkip::Ref(other_branch)),
+        ),
+        (
+            "suspended wins over already at the revision",
+            with(|r| {
+                r.suspend = true;
+                r.artifact_revision = Some(format!("main@sha1:{PUSHED}"));
+            }),
+            Err(RepoSkip::Suspended),
+        ),
+    ] {
+        assert_eq!(repository_verdict(&repo, &push, &aliases), verdict, "{why}");
+    }
+}
+
+#[test]
+fn branch_deletions_trigger_no_repository() {
+    let mut deletion = sample_push();
+    deletion.after = "0".repeat(40);
+    deletion.checkout_sha = None;
+    assert_eq!(
+        repository_verdict(&tracking_repo(), &deletion, &BTreeMap::new()),
+        Err(RepoSkip::Ref(RefMiss::BranchDeleted {
+            pushed: "refs/heads/main".into()
+        }))
+    );
+    let mut tag_deletion = deletion;
+    tag_deletion.event = PushEvent::TagPush;
+    tag_deletion.git_ref = "refs/tags/v1.0.0".into();
+    let semver = with(|r| {
+        r.git_ref = Some(GitRepositoryRef {
+            semver: Some(">=1.0.0".into()),
+            ..GitRepositoryRef::default()
+        })
+    });
+    assert_eq!(
+        repository_verdict(&semver, &tag_deletion, &BTreeMap::new()),
+        Ok(())
+    );
+}
+
+#[test]
+fn skip_reasons_never_echo_credentials_in_spec_url() {
+    let repo =
+        with(|r| r.url = Some("https://user:s3cr3t@gitlab.example.com/other/project.git".into()));
+    let skip = repository_verdict(&repo, &sample_push(), &BTreeMap::new()).unwrap_err();
+    assert_eq!(
+        skip.to_string(),
+        "spec.url names `gitlab.example.com/other/project`, not the pushed project"
+    );
+    let unsupported = with(|r| r.url = Some("file://user:s3cr3t@host/x".into()));
+    let skip = repository_verdict(&unsupported, &sample_push(), &BTreeMap::new()).unwrap_err();
+    assert!(!skip.to_string().contains("s3cr3t"));
+}
+
+fn receiver(namespace: &str, resources: Vec<ResourceSelector>) -> Receiver {
+    Receiver {
+        id: ObjectRef::new(namespace, "gitlab-receiver"),
+        receiver_type: ReceiverType::Gitlab,
+        events: vec![],
+        resources,
+        suspend: false,
+        ready: true,
+        webhook_path: None,
+    }
+}
+
+fn selector(kind: &str, name: &str) -> ResourceSelector {
+    ResourceSelector {
+        kind: kind.into(),
+        name: name.into(),
+        ..ResourceSelector::default()
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+#[test]
+fn receiver_selects_a_git_repository_by_kind_group_namespace_and_name_or_labels() {
+    let repo = tracking_repo(); // flux-system/diaspora, labels app=diaspora, team=mike
+    let by_name = selector("GitRepository", "diaspora");
+    let wildcard = |pairs: &[(&str, &str)]| ResourceSelector {
+        match_labels: labels(pairs),
+        ..selector("GitRepository", "*")
+    };
+    let in_namespace = |namespace: &str| ResourceSelector {
+        namespace: Some(namespace.into()),
+        ..by_name.clone()
+    };
+    let with_api_version = |api_version: &str| ResourceSelector {
+        api_version: Some(api_version.into()),
+        ..by_name.clone()
+    };
+    for (why, receiver_namespace, resources, selects) in [
+        (
+            "by name in the Receiver's namespace",
+            "flux-system",
+            vec![by_name.clone()],
+            true,
+        ),
+        (
+            "another kind with the same name",
+            "flux-system",
+            vec![selector("Kustomization", "diaspora")],
+            false,
+        ),
+        (
+            "kind is case-sensitive",
+            "flux-system",
+            vec![selector("gitrepository", "diaspora")],
+            false,
+        ),
+        (
+            "another name",
+            "flux-system",
+            vec![selector("GitRepository", "diaspora-fork")],
+            false,
+        ),
+        (
+            "a name prefix",
+            "flux-system",
+            vec![selector("GitRepository", "dias")],
+            false,
+        ),
+        (
+            "an empty name",
+            "flux-system",
+            vec![selector("GitRepository", "")],
+            false,
+        ),
+        (
+            "the Receiver in another namespace",
+            "apps",
+            vec![by_name.clone()],
+            false,
+        ),
+        (
+            "an explicit namespace equal to the repo's",
+            "apps",
+            vec![in_namespace("flux-system")],
+            true,
+        ),
+        (
+            "an explicit namespace other than the repo's",
+            "flux-system",
+            vec![in_namespace("apps")],
+            false,
+        ),
+        (
+            "apiVersion v1",
+            "flux-system",
+            vec![with_api_version("source.toolkit.fluxcd.io/v1")],
+            true,
+        ),
+        (
+            "apiVersion of an older version of the group",
+            "flux-system",
+            vec![with_api_version("source.toolkit.fluxcd.io/v1beta2")],
+            true,
+        ),
+        (
+            "apiVersion of another group",
+            "flux-system",
+            vec![with_api_version("kustomize.toolkit.fluxcd.io/v1")],
+            false,
+        ),
+        (
+            "apiVersion of a look-alike group",
+            "flux-system",
+            vec![with_api_version("source.toolkit.fluxcd.io.evil/v1")],
+            false,
+        ),
+        (
+            "apiVersion without a version",
+            "flux-system",
+            vec![with_api_version("source.toolkit.fluxcd.io")],
+            false,
+        ),
+        (
+            "apiVersion with an empty version",
+            "flux-system",
+            vec![with_api_version("source.toolkit.fluxcd.io/")],
+            false,
+        ),
+        (
+            "* with a subset of the repo's labels",
+            "flux-system",
+            vec![wildcard(&[("app", "diaspora")])],
+            true,
+        ),
+        (
+            "* with exactly the repo's labels",
+            "flux-system",
+            vec![wildcard(&[("app", "diaspora"), ("team", "mike")])],
+            true,
+        ),
+        (
+            "* with a superset of the repo's labels",
+            "flux-system",
+            vec![wildcard(&[("app", "diaspora"), ("tier", "web")])],
+            false,
+        ),
+        (
+            "* with a mismatched value",
+            "flux-system",
+            vec![wildcard(&[("app", "other")])],
+            false,
+        ),
+        (
+            "* with empty labels selects every GitRepository of the namespace",
+            "flux-system",
+            vec![wildcard(&[])],
+            true,
+        ),
+        (
+            "* with empty labels in another namespace",
+            "apps",
+            vec![wildcard(&[])],
+            false,
+        ),
+        (
+            "* of another kind",
+            "flux-system",
+            vec![ResourceSelector {
+                kind: "Kustomization".into(),
+                ..wildcard(&[])
+            }],
+            false,
+        ),
+        (
+            "any one matching entry is enough",
+            "flux-system",
+            vec![selector("Kustomization", "diaspora"), by_name.clone()],
+            true,
+        ),
+        ("no entries", "flux-system", vec![], false),
+    ] {
+        assert_eq!(
+            receiver_selects(&receiver(receiver_namespace, resources), &repo),
+            selects,
+            "{why}"
+        );
+    }
+}
+
+#[test]
+fn webhook_path_is_hook_and_sha256_of_token_name_namespace_concatenated() {
+    // printf '%s' 'example-receiver-tokengitlab-receiverflux-system' | sha256sum
+    assert_eq!(
+        webhook_path("example-receiver-token", "gitlab-receiver", "flux-system"),
+        "/hook/66414f4907efe09e3c5a37d42fbc1ff608b6644f476e6cbf9da4d4a43d1b1977"
+    );
+    // The GitLab agent's Receivers have an empty token:
+    // printf '%s' 'gitlab-flux-systemflux-system' | sha256sum
+    assert_eq!(
+        webhook_path("", "gitlab-flux-system", "flux-system"),
+        "/hook/44720991f2ce92bdfb144da4b110b193c39bfa7a1a63b1bdaf847de789c01a2d"
+    );
+    assert!(is_safe_webhook_path(&webhook_path("t", "n", "ns")));
+}
+
+#[test]
+fn only_hook_followed_by_1_to_128_word_characters_is_a_safe_webhook_path() {
+    let longest = format!("/hook/{}", "a".repeat(128));
+    let too_long = format!("/hook/{}", "a".repeat(129));
+    for (why, path, safe) in [
+        (
+            "a Flux path",
+            "/hook/66414f4907efe09e3c5a37d42fbc1ff608b6644f476e6cbf9da4d4a43d1b1977",
+            true,
+        ),
+        ("letters, digits, _ and -", "/hook/Ab_9-z", true),
+        ("one character", "/hook/a", true),
+        ("128 characters", longest.as_str(), true),
+        ("nothing after /hook/", "/hook/", false),
+        ("a parent segment", "/hook/../x", false),
+        ("a slash", "/hook/a/b", false),
+        ("a trailing slash", "/hook/a/", false),
+        ("a query", "/hook/a?x=1", false),
+        ("a fragment", "/hook/a#f", false),
+        ("a percent-encoded dot", "/hook/%2e", false),
+        ("a dot", "/hook/a.b", false),
+        ("no leading slash", "hook/a", false),
+        ("another prefix", "/hooks/a", false),
+        ("upper-case prefix", "/HOOK/a", false),
+        ("a doubled slash", "//hook/a", false),
+        ("129 characters", too_long.as_str(), false),
+        ("unicode", "/hook/ä", false),
+        ("a space", "/hook/a b", false),
+        ("a newline", "/hook/a\n", false),
+        ("empty", "", false),
+    ] {
+        assert_eq!(is_safe_webhook_path(path), safe, "{why}: {path:?}");
+    }
+}
