@@ -131,6 +131,34 @@ async fn a_burst_of_pushes_is_coalesced_into_one_call_carrying_the_latest_push()
 }
 
 #[tokio::test]
+async fn pushes_to_different_refs_are_never_merged_into_one_call() {
+    // One Receiver selects the main and the dev GitRepository; a batch has a push to each.
+    // A CEL filter on req.ref must see both, so there are two calls, each with its own push.
+    let (registry, cluster) = setup();
+    cluster.repositories.lock().unwrap().push(repository("app-dev", json!({"ref": {"branch": "dev"}})));
+    *cluster.receivers.lock().unwrap() = vec![receiver(
+        "r",
+        "generic-hmac",
+        "tok",
+        json!([{"kind": "GitRepository", "name": "app"}, {"kind": "GitRepository", "name": "app-dev"}]),
+    )];
+    let mut dev = sample_push();
+    dev.git_ref = "refs/heads/dev".into();
+    dev.key = "dev".into();
+    let report = run(&registry, &cluster, &[message("m1", "prod", sample_push(), 1), message("m2", "prod", dev, 1)]).await;
+    let refs: Vec<String> = cluster
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, request)| serde_json::from_slice::<Value>(&request.body).unwrap()["ref"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(refs.len(), 2, "{refs:?}");
+    assert!(refs.contains(&"refs/heads/main".to_string()) && refs.contains(&"refs/heads/dev".to_string()), "{refs:?}");
+    assert!(report.messages.iter().all(|m| matches!(m.verdict, Verdict::Delivered { .. })));
+}
+
+#[tokio::test]
 async fn receiver_answers_decide_retry_or_dead_letter() {
     let cases: Vec<(
         &str,

@@ -28,9 +28,13 @@ impl ClusterView {
 /// One call fluxrelay makes. Pushes in a batch that need the same target share one call.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
-    /// One POST per Receiver and event kind (`Push Hook` and `Tag Push Hook` differ).
+    /// One POST per Receiver, project, ref and event kind: the body carries the push, and a
+    /// Receiver's CEL filters may select on `req.ref` or `req.project`, so only pushes
+    /// that would send the same body may share a call (the latest of them is sent).
     Receiver {
         receiver: ObjectRef,
+        project: u64,
+        git_ref: String,
         event: PushEvent,
     },
     Annotate {
@@ -114,6 +118,8 @@ fn plan_receivers(
                 &mut plan.targets,
                 Target::Receiver {
                     receiver: receiver.id.clone(),
+                    project: push.project.id,
+                    git_ref: push.git_ref.clone(),
                     event: push.event,
                 },
             ),

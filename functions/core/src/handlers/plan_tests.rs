@@ -42,8 +42,11 @@ fn selects(name: &str) -> Value {
 }
 
 fn receiver_target(name: &str) -> Target {
+    let push = sample_push();
     Target::Receiver {
         receiver: ObjectRef::new("flux-system", name),
+        project: push.project.id,
+        git_ref: push.git_ref,
         event: PushEvent::Push,
     }
 }
