@@ -59,7 +59,7 @@ def function_url_request(event_header, fixture, token=SAMPLE_TOKEN, request_id="
 def push_from_project_hook(fixture):
     hook = json.loads((FIXTURES / fixture).read_text())
     project = hook["project"]
-    key = hashlib.sha256(f"{INSTANCE}|{hook['project_id']}|{hook['ref']}|{hook['after']}".encode()).hexdigest()
+    key = hashlib.sha256(f"{INSTANCE}|{hook['project_id']}|{hook['ref']}|{hook['before']}|{hook['after']}".encode()).hexdigest()
     return {
         "v": 1, "key": key, "instance": INSTANCE,
         "event": "tag_push" if hook["ref"].startswith("refs/tags/") else "push",

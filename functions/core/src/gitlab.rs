@@ -23,6 +23,10 @@ pub const MAX_NAME_BYTES: usize = 1024;
 pub const MAX_URL_BYTES: usize = 2048;
 /// Most ref changes one `repository_update` may carry: each becomes one queued push.
 pub const MAX_CHANGES: usize = 1000;
+/// Beyond this many changed paths (or bytes of them) the list is dropped as "unknown":
+/// a `Push` must stay far below the 256 KiB queue message limit.
+pub const MAX_CHANGED_PATHS: usize = 1000;
+pub const MAX_CHANGED_PATH_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParsedEvent {
@@ -248,7 +252,13 @@ fn build_push(
         changed_paths.filter(|_| event == PushEvent::Push && !is_zero_sha(&change.after));
     Ok(Push {
         v: PUSH_VERSION,
-        key: Push::compute_key(&instance, project.id, &change.git_ref, &change.after),
+        key: Push::compute_key(
+            &instance,
+            project.id,
+            &change.git_ref,
+            &change.before,
+            &change.after,
+        ),
         instance,
         event,
         project,
@@ -376,6 +386,10 @@ fn changed_paths(commits: Option<&[CommitPayload]>, total: Option<u64>) -> Optio
         for list in [&commit.added, &commit.modified, &commit.removed] {
             paths.extend(list.as_ref()?.iter().cloned());
         }
+    }
+    let bytes: usize = paths.iter().map(String::len).sum();
+    if paths.len() > MAX_CHANGED_PATHS || bytes > MAX_CHANGED_PATH_BYTES {
+        return None;
     }
     Some(paths.into_iter().collect())
 }

@@ -47,8 +47,9 @@ pub struct Project {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Push {
     pub v: u32,
-    /// `hex(sha256(instance|project_id|ref|after))`: the same push through a project,
-    /// group or system hook has the same key.
+    /// `hex(sha256(instance|project_id|ref|before|after))`: the same push through a
+    /// project, group or system hook has the same key. `before` is in it so that a
+    /// force-push back to an earlier commit within the dedup window is a new push.
     pub key: String,
     /// The GitLab instance origin, e.g. `https://gitlab.example.com`.
     pub instance: String,
@@ -67,15 +68,24 @@ pub struct Push {
 }
 
 impl Push {
-    pub fn compute_key(instance: &str, project_id: u64, git_ref: &str, after: &str) -> String {
+    pub fn compute_key(
+        instance: &str,
+        project_id: u64,
+        git_ref: &str,
+        before: &str,
+        after: &str,
+    ) -> String {
+        let project_id = project_id.to_string();
         let mut digest = Sha256::new();
-        digest.update(instance.as_bytes());
-        digest.update(b"|");
-        digest.update(project_id.to_string().as_bytes());
-        digest.update(b"|");
-        digest.update(git_ref.as_bytes());
-        digest.update(b"|");
-        digest.update(after.as_bytes());
+        for (i, part) in [instance, &project_id, git_ref, before, after]
+            .iter()
+            .enumerate()
+        {
+            if i > 0 {
+                digest.update(b"|");
+            }
+            digest.update(part.as_bytes());
+        }
         hex::encode(digest.finalize())
     }
 
@@ -192,7 +202,13 @@ pub(crate) mod tests {
         let instance = "https://gitlab.example.com".to_string();
         Push {
             v: PUSH_VERSION,
-            key: Push::compute_key(&instance, 15, "refs/heads/main", &"a".repeat(40)),
+            key: Push::compute_key(
+                &instance,
+                15,
+                "refs/heads/main",
+                &"b".repeat(40),
+                &"a".repeat(40),
+            ),
             instance,
             event: PushEvent::Push,
             project: Project {
@@ -213,30 +229,36 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn key_is_sha256_of_instance_project_ref_after_joined_by_bars() {
-        // printf '%s' 'https://gitlab.example.com|15|refs/heads/main|da1560886d4f094c3e6c9ef40349f7d38b5d27d7' | sha256sum
+    fn key_is_sha256_of_instance_project_ref_before_after_joined_by_bars() {
+        // printf '%s' 'https://gitlab.example.com|15|refs/heads/main|95790bf891e76fee5e1747ab589903a6a1f80f22|da1560886d4f094c3e6c9ef40349f7d38b5d27d7' | sha256sum
         assert_eq!(
             Push::compute_key(
                 "https://gitlab.example.com",
                 15,
                 "refs/heads/main",
+                "95790bf891e76fee5e1747ab589903a6a1f80f22",
                 "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
             ),
-            "c47909814f7810d27d7492f93e63266b7ebd61119f2487a254959a5bcfe4f1f9"
+            "0f1b83d1836f3af5263316db867a1be7e2b3b043d073557179d69d2696f3bee3"
         );
     }
 
     #[test]
     fn key_changes_with_each_component() {
-        let base = Push::compute_key("i", 1, "r", "a");
-        assert_ne!(base, Push::compute_key("j", 1, "r", "a"));
-        assert_ne!(base, Push::compute_key("i", 2, "r", "a"));
-        assert_ne!(base, Push::compute_key("i", 1, "s", "a"));
-        assert_ne!(base, Push::compute_key("i", 1, "r", "b"));
+        let base = Push::compute_key("i", 1, "r", "b", "a");
+        assert_ne!(base, Push::compute_key("j", 1, "r", "b", "a"));
+        assert_ne!(base, Push::compute_key("i", 2, "r", "b", "a"));
+        assert_ne!(base, Push::compute_key("i", 1, "s", "b", "a"));
+        assert_ne!(
+            base,
+            Push::compute_key("i", 1, "r", "c", "a"),
+            "a force-push back is a new push"
+        );
+        assert_ne!(base, Push::compute_key("i", 1, "r", "b", "c"));
         // The separator keeps "i|11|r" and "i1|1|r" apart.
         assert_ne!(
-            Push::compute_key("i", 11, "r", "a"),
-            Push::compute_key("i1", 1, "r", "a")
+            Push::compute_key("i", 11, "r", "b", "a"),
+            Push::compute_key("i1", 1, "r", "b", "a")
         );
     }
 

@@ -84,6 +84,7 @@ fn project_push_hook_becomes_one_push_record() {
             INSTANCE,
             15,
             "refs/heads/master",
+            "95790bf891e76fee5e1747ab589903a6a1f80f22",
             "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
         )
     );
@@ -134,6 +135,28 @@ fn changed_paths_rules() {
             edited(PUSH_HOOK, |v| {
                 v["total_commits_count"] = json!(1);
                 v["commits"] = json!([{"id": "x"}]);
+            }),
+            None,
+        ),
+        (
+            "more changed paths than a message may carry is unknown",
+            edited(PUSH_HOOK, |v| {
+                let many: Vec<String> = (0..=MAX_CHANGED_PATHS)
+                    .map(|i| format!("vendor/{i}.go"))
+                    .collect();
+                v["total_commits_count"] = json!(1);
+                v["commits"] = json!([{"added": many, "modified": [], "removed": []}]);
+            }),
+            None,
+        ),
+        (
+            "changed paths over 64 KiB are unknown",
+            edited(PUSH_HOOK, |v| {
+                let long: Vec<String> = (0..100)
+                    .map(|i| format!("{i}-{}", "x".repeat(700)))
+                    .collect();
+                v["total_commits_count"] = json!(1);
+                v["commits"] = json!([{"added": long, "modified": [], "removed": []}]);
             }),
             None,
         ),

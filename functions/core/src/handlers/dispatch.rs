@@ -130,7 +130,13 @@ async fn handle_cluster<C>(
 where
     C: FluxDiscovery + TriggerSender + Annotator,
 {
-    let entry = match registry.cluster(&name).await {
+    let mut lookup = registry.cluster(&name).await;
+    if matches!(lookup, Ok(None)) {
+        // A cluster added a moment ago may not be in this container's cache yet.
+        registry.invalidate(&name);
+        lookup = registry.cluster(&name).await;
+    }
+    let entry = match lookup {
         Ok(Some(entry)) => entry,
         Ok(None) => {
             let failure = configuration_failure(
@@ -254,7 +260,10 @@ fn verdict(
         .map(|f| f.reason.as_str())
         .collect::<Vec<_>>()
         .join("; ");
-    let retryable = failures.iter().any(|f| f.class == FailureClass::Retryable);
+    // Rejected credentials were invalidated above: the retry uses the re-read entry.
+    let retryable = failures
+        .iter()
+        .any(|f| f.class == FailureClass::Retryable || f.credentials_rejected);
     if retryable && !policy.exhausted(message.receive_count) {
         return Verdict::Retry {
             delay_secs: policy.delay_secs(message.receive_count, &message.id),
@@ -330,9 +339,12 @@ async fn discover_and_plan(
     if stale(&plans) {
         view = discover(api, entry, true).await?;
         plans = plan_all(&view);
+        // Still inconsistent with fresh objects: a token rotation in progress (registry and
+        // Receiver Secret are rarely updated at the same instant). Retry with backoff;
+        // the attempt limit dead-letters it with this reason if it never settles.
         for failure in plans.iter_mut().flat_map(|p| &mut p.problems) {
             if failure.class == FailureClass::Rediscover {
-                failure.class = FailureClass::Permanent;
+                failure.class = FailureClass::Retryable;
             }
         }
     }

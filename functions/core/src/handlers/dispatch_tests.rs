@@ -23,7 +23,13 @@ fn push_with(after: char) -> Push {
     let mut push = sample_push();
     push.after = after.to_string().repeat(40);
     push.checkout_sha = Some(push.after.clone());
-    push.key = Push::compute_key(&push.instance, push.project.id, &push.git_ref, &push.after);
+    push.key = Push::compute_key(
+        &push.instance,
+        push.project.id,
+        &push.git_ref,
+        &push.before,
+        &push.after,
+    );
     push
 }
 
@@ -135,7 +141,11 @@ async fn pushes_to_different_refs_are_never_merged_into_one_call() {
     // One Receiver selects the main and the dev GitRepository; a batch has a push to each.
     // A CEL filter on req.ref must see both, so there are two calls, each with its own push.
     let (registry, cluster) = setup();
-    cluster.repositories.lock().unwrap().push(repository("app-dev", json!({"ref": {"branch": "dev"}})));
+    cluster
+        .repositories
+        .lock()
+        .unwrap()
+        .push(repository("app-dev", json!({"ref": {"branch": "dev"}})));
     *cluster.receivers.lock().unwrap() = vec![receiver(
         "r",
         "generic-hmac",
@@ -145,17 +155,39 @@ async fn pushes_to_different_refs_are_never_merged_into_one_call() {
     let mut dev = sample_push();
     dev.git_ref = "refs/heads/dev".into();
     dev.key = "dev".into();
-    let report = run(&registry, &cluster, &[message("m1", "prod", sample_push(), 1), message("m2", "prod", dev, 1)]).await;
+    let report = run(
+        &registry,
+        &cluster,
+        &[
+            message("m1", "prod", sample_push(), 1),
+            message("m2", "prod", dev, 1),
+        ],
+    )
+    .await;
     let refs: Vec<String> = cluster
         .sent
         .lock()
         .unwrap()
         .iter()
-        .map(|(_, request)| serde_json::from_slice::<Value>(&request.body).unwrap()["ref"].as_str().unwrap().to_string())
+        .map(|(_, request)| {
+            serde_json::from_slice::<Value>(&request.body).unwrap()["ref"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(refs.len(), 2, "{refs:?}");
-    assert!(refs.contains(&"refs/heads/main".to_string()) && refs.contains(&"refs/heads/dev".to_string()), "{refs:?}");
-    assert!(report.messages.iter().all(|m| matches!(m.verdict, Verdict::Delivered { .. })));
+    assert!(
+        refs.contains(&"refs/heads/main".to_string())
+            && refs.contains(&"refs/heads/dev".to_string()),
+        "{refs:?}"
+    );
+    assert!(
+        report
+            .messages
+            .iter()
+            .all(|m| matches!(m.verdict, Verdict::Delivered { .. }))
+    );
 }
 
 #[tokio::test]
@@ -232,25 +264,47 @@ async fn receiver_answers_decide_retry_or_dead_letter() {
 }
 
 #[tokio::test]
-async fn a_rejected_credential_invalidates_the_cached_registry_entry() {
+async fn a_rejected_credential_is_re_read_and_retried_then_dead_lettered() {
     let (registry, cluster) = setup();
-    cluster.answer(&hook("tok", "r"), vec![Ok(api_status(401, "Unauthorized"))]);
+    cluster.answer(
+        &hook("tok", "r"),
+        vec![
+            Ok(api_status(401, "Unauthorized")),
+            Ok(api_status(401, "Unauthorized")),
+        ],
+    );
+    // First attempt: the entry is invalidated and the message retried with backoff, so a
+    // rotated kube token is picked up from the registry instead of losing the push.
     let report = run(
         &registry,
         &cluster,
         &[message("m1", "prod", sample_push(), 1)],
     )
     .await;
-    assert!(matches!(
-        &report.messages[0].verdict,
-        Verdict::DeadLetter {
-            status: Some(401),
-            ..
-        }
-    ));
+    assert!(
+        matches!(report.messages[0].verdict, Verdict::Retry { .. }),
+        "{report:?}"
+    );
     assert_eq!(
         *registry.invalidated.lock().unwrap(),
         vec!["prod".to_string()]
+    );
+    // Last attempt: dead-lettered with the apiserver's 401.
+    let report = run(
+        &registry,
+        &cluster,
+        &[message("m1", "prod", sample_push(), 8)],
+    )
+    .await;
+    assert!(
+        matches!(
+            report.messages[0].verdict,
+            Verdict::DeadLetter {
+                status: Some(401),
+                ..
+            }
+        ),
+        "{report:?}"
     );
 }
 
@@ -292,7 +346,9 @@ async fn a_rotated_token_is_checked_against_fresh_receivers_before_sending() {
 }
 
 #[tokio::test]
-async fn a_registry_token_that_fresh_receivers_do_not_match_is_permanent() {
+async fn a_registry_token_that_fresh_receivers_do_not_match_is_retried_then_dead_lettered() {
+    // A rotation in progress: retried with backoff (nothing sent meanwhile), and only when
+    // the attempts run out dead-lettered with the reason that says what to fix.
     let (_, cluster) = setup();
     let registry = StaticRegistry {
         entries: vec![entry(
@@ -306,10 +362,23 @@ async fn a_registry_token_that_fresh_receivers_do_not_match_is_permanent() {
         &[message("m1", "prod", sample_push(), 1)],
     )
     .await;
-    let Verdict::DeadLetter { reason, .. } = &report.messages[0].verdict else {
+    let Verdict::Retry { reason, .. } = &report.messages[0].verdict else {
         panic!("{report:?}")
     };
     assert!(reason.contains("secret token changed"), "{reason}");
+    let report = run(
+        &registry,
+        &cluster,
+        &[message("m1", "prod", sample_push(), 8)],
+    )
+    .await;
+    let Verdict::DeadLetter { reason, .. } = &report.messages[0].verdict else {
+        panic!("{report:?}")
+    };
+    assert!(
+        reason.contains("gave up after 8 attempts") && reason.contains("secret token changed"),
+        "{reason}"
+    );
     assert!(cluster.sent.lock().unwrap().is_empty());
 }
 
