@@ -364,6 +364,32 @@ fn reopening_is_refused_for_a_newer_schema_version() {
     assert!(error.message.contains("schema version 99"), "{error}");
 }
 
+#[test]
+fn the_file_is_in_wal_mode() {
+    let file = TempQueueFile::new("wal");
+    drop(file.open_manual());
+
+    let mode: String = rusqlite_connection(&file)
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn opening_in_a_missing_directory_names_the_path() {
+    let path = std::env::temp_dir()
+        .join("fluxrelay-no-such-directory")
+        .join("queue.sqlite");
+
+    let error = EmbeddedQueue::open(&path).unwrap_err();
+
+    assert!(
+        error.message.contains("fluxrelay-no-such-directory"),
+        "{error}"
+    );
+}
+
 fn rusqlite_connection(file: &TempQueueFile) -> rusqlite::Connection {
     rusqlite::Connection::open(&file.path).unwrap()
 }
@@ -412,6 +438,11 @@ fn dead_letters_are_listed_by_cluster_and_redriven_as_new_messages() {
 
     // Well within the dedup window: redriven messages must not be deduplicated away.
     assert_eq!(queue.redrive(DISPATCH_QUEUE, Some("prod")).unwrap(), 2);
+    assert_eq!(
+        queue.send(DISPATCH_QUEUE, "prod", "k1", "k1").unwrap(),
+        SendOutcome::Duplicate,
+        "a redrive does not reopen the original deduplication id"
+    );
     let redriven = queue.receive(DISPATCH_QUEUE, 10, VISIBILITY).unwrap();
     assert_eq!(bodies(&redriven), ["k1", "k3"]);
     assert!(redriven.iter().all(|m| m.receive_count == 1));
