@@ -1,0 +1,386 @@
+//! The SQL of the embedded queue: schema and one function per operation. Every function runs
+//! inside a transaction its caller owns and commits. Times are milliseconds since the Unix
+//! epoch; a message with `visible_at > now` is in flight, and enqueued messages start at
+//! `visible_at = 0` so a clock that steps backwards never hides a new message.
+
+use fluxrelay_core::ports::QueueError;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::{DeadLetter, Depth, NewMessage, Receipt, Received, SendOutcome};
+use crate::sqs::DeadLetterReason;
+
+/// Stored in `PRAGMA user_version`; bump it with a migration step in `migrate`.
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE messages (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused: receipts stay unique
+    queue             TEXT NOT NULL,
+    group_id          TEXT NOT NULL,
+    dedup_id          TEXT NOT NULL,
+    body              TEXT NOT NULL,
+    first_enqueued_at INTEGER NOT NULL,
+    visible_at        INTEGER NOT NULL,
+    receive_count     INTEGER NOT NULL
+);
+CREATE INDEX messages_in_order ON messages (queue, id);
+CREATE INDEX messages_in_flight ON messages (queue, group_id, visible_at);
+
+-- Kept after the message is deleted: the window runs from the first enqueue, as in SQS.
+CREATE TABLE dedup (
+    queue         TEXT NOT NULL,
+    dedup_id      TEXT NOT NULL,
+    first_seen_at INTEGER NOT NULL,
+    PRIMARY KEY (queue, dedup_id)
+) WITHOUT ROWID;
+CREATE INDEX dedup_by_age ON dedup (first_seen_at);
+
+CREATE TABLE dead_letters (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue             TEXT NOT NULL,
+    group_id          TEXT NOT NULL,
+    dedup_id          TEXT NOT NULL,
+    body              TEXT NOT NULL,
+    receive_count     INTEGER NOT NULL,
+    first_enqueued_at INTEGER NOT NULL,
+    reason            TEXT NOT NULL,
+    status            INTEGER,
+    cluster           TEXT,
+    key               TEXT,
+    dead_at           INTEGER NOT NULL
+);
+CREATE INDEX dead_letters_by_queue ON dead_letters (queue, cluster, id);
+";
+
+/// SQS FIFO limits for group and deduplication ids; keeping them makes the two paths agree.
+const MAX_ID_LEN: usize = 128;
+
+pub(super) fn storage(operation: &'static str) -> impl Fn(rusqlite::Error) -> QueueError {
+    move |error| QueueError::new(format!("embedded queue: {operation}: {error}"))
+}
+
+/// Create or check the schema. Runs in an IMMEDIATE transaction so two processes opening a
+/// new file at once do not both create it.
+pub(super) fn migrate(connection: &mut Connection) -> Result<(), QueueError> {
+    let transaction = connection
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(storage("begin schema transaction"))?;
+    let version: i64 = transaction
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(storage("read schema version"))?;
+    match version {
+        0 => {
+            transaction
+                .execute_batch(SCHEMA_V1)
+                .map_err(storage("create schema"))?;
+            transaction
+                .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+                .map_err(storage("write schema version"))?;
+        }
+        SCHEMA_VERSION => {}
+        newer => {
+            return Err(QueueError::new(format!(
+                "embedded queue: schema version {newer} is newer than this build's \
+                 {SCHEMA_VERSION}; use a newer fluxrelay"
+            )));
+        }
+    }
+    transaction.commit().map_err(storage("commit schema"))
+}
+
+fn validate(queue: &str, message: &NewMessage) -> Result<(), QueueError> {
+    let fields = [
+        ("queue name", queue),
+        ("group id", message.group_id.as_str()),
+        ("deduplication id", message.dedup_id.as_str()),
+    ];
+    for (field, value) in fields {
+        if value.is_empty() || value.len() > MAX_ID_LEN {
+            return Err(QueueError::new(format!(
+                "embedded queue: {field} must be 1 to {MAX_ID_LEN} bytes, got {}",
+                value.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Enqueue one message unless its deduplication id was first seen less than `window_ms` ago.
+/// Validation happens here, per entry, so a bad entry rolls back the entries before it.
+pub(super) fn send(
+    transaction: &Transaction<'_>,
+    queue: &str,
+    message: &NewMessage,
+    now: i64,
+    window_ms: i64,
+) -> Result<SendOutcome, QueueError> {
+    validate(queue, message)?;
+    let first_seen: Option<i64> = transaction
+        .prepare_cached("SELECT first_seen_at FROM dedup WHERE queue = ?1 AND dedup_id = ?2")
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![queue, message.dedup_id], |row| row.get(0))
+                .optional()
+        })
+        .map_err(storage("read deduplication id"))?;
+    if first_seen.is_some_and(|seen| now.saturating_sub(seen) < window_ms) {
+        return Ok(SendOutcome::Duplicate);
+    }
+    transaction
+        .prepare_cached(
+            "INSERT INTO dedup (queue, dedup_id, first_seen_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (queue, dedup_id) DO UPDATE SET first_seen_at = excluded.first_seen_at",
+        )
+        .and_then(|mut statement| statement.execute(params![queue, message.dedup_id, now]))
+        .map_err(storage("record deduplication id"))?;
+    transaction
+        .prepare_cached(
+            "INSERT INTO messages
+                 (queue, group_id, dedup_id, body, first_enqueued_at, visible_at, receive_count)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, 0)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                queue,
+                message.group_id,
+                message.dedup_id,
+                message.body,
+                now
+            ])
+        })
+        .map_err(storage("insert message"))?;
+    Ok(SendOutcome::Enqueued)
+}
+
+/// Forget deduplication ids whose window has passed, so the table stays small.
+pub(super) fn prune_dedup(
+    transaction: &Transaction<'_>,
+    now: i64,
+    window_ms: i64,
+) -> Result<(), QueueError> {
+    transaction
+        .prepare_cached("DELETE FROM dedup WHERE first_seen_at <= ?1")
+        .and_then(|mut statement| statement.execute([now.saturating_sub(window_ms)]))
+        .map_err(storage("prune deduplication ids"))?;
+    Ok(())
+}
+
+/// The oldest messages of groups with nothing in flight, in enqueue order; each is hidden
+/// until `now + visibility_ms` and its receive count incremented.
+pub(super) fn receive(
+    transaction: &Transaction<'_>,
+    queue: &str,
+    max: usize,
+    now: i64,
+    visibility_ms: i64,
+) -> Result<Vec<Received>, QueueError> {
+    let limit = i64::try_from(max).unwrap_or(i64::MAX);
+    let mut received = transaction
+        .prepare_cached(
+            "SELECT m.id, m.group_id, m.body, m.receive_count, m.first_enqueued_at
+             FROM messages m
+             WHERE m.queue = ?1
+               AND NOT EXISTS (SELECT 1 FROM messages f
+                               WHERE f.queue = ?1 AND f.group_id = m.group_id
+                                 AND f.visible_at > ?2)
+             ORDER BY m.id
+             LIMIT ?3",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![queue, now, limit], |row| {
+                    let id: i64 = row.get(0)?;
+                    let receive_count = row.get::<_, u32>(3)?.saturating_add(1);
+                    Ok(Received {
+                        id,
+                        receipt: Receipt {
+                            message_id: id,
+                            receive_count,
+                        },
+                        group_id: row.get(1)?,
+                        body: row.get(2)?,
+                        receive_count,
+                        first_enqueued_at_ms: row.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(storage("select messages to receive"))?;
+    let visible_at = now.saturating_add(visibility_ms);
+    for message in &mut received {
+        transaction
+            .prepare_cached("UPDATE messages SET receive_count = ?2, visible_at = ?3 WHERE id = ?1")
+            .and_then(|mut statement| {
+                statement.execute(params![message.id, message.receive_count, visible_at])
+            })
+            .map_err(storage("mark message received"))?;
+    }
+    Ok(received)
+}
+
+fn stale(receipt: &Receipt) -> QueueError {
+    QueueError::new(format!(
+        "embedded queue: receipt {receipt} is stale (the message was deleted or received again)"
+    ))
+}
+
+pub(super) fn delete(transaction: &Transaction<'_>, receipt: &Receipt) -> Result<(), QueueError> {
+    let deleted = transaction
+        .execute(
+            "DELETE FROM messages WHERE id = ?1 AND receive_count = ?2",
+            params![receipt.message_id, receipt.receive_count],
+        )
+        .map_err(storage("delete message"))?;
+    if deleted == 0 {
+        return Err(stale(receipt));
+    }
+    Ok(())
+}
+
+/// Like SQS, only a message still in flight under this receipt can have its visibility changed.
+pub(super) fn change_visibility(
+    transaction: &Transaction<'_>,
+    receipt: &Receipt,
+    now: i64,
+    visibility_ms: i64,
+) -> Result<(), QueueError> {
+    let changed = transaction
+        .execute(
+            "UPDATE messages SET visible_at = ?3
+             WHERE id = ?1 AND receive_count = ?2 AND visible_at > ?4",
+            params![
+                receipt.message_id,
+                receipt.receive_count,
+                now.saturating_add(visibility_ms),
+                now
+            ],
+        )
+        .map_err(storage("change visibility"))?;
+    if changed == 0 {
+        return Err(QueueError::new(format!(
+            "embedded queue: receipt {receipt} is stale or its message is no longer in flight"
+        )));
+    }
+    Ok(())
+}
+
+/// Move one message to the dead letters. `receive_count = None` selects by id alone.
+pub(super) fn dead_letter(
+    transaction: &Transaction<'_>,
+    message_id: i64,
+    receive_count: Option<u32>,
+    reason: &DeadLetterReason,
+    now: i64,
+) -> Result<bool, QueueError> {
+    let moved = transaction
+        .execute(
+            "INSERT INTO dead_letters (queue, group_id, dedup_id, body, receive_count,
+                 first_enqueued_at, reason, status, cluster, key, dead_at)
+             SELECT queue, group_id, dedup_id, body, receive_count, first_enqueued_at,
+                    ?3, ?4, ?5, ?6, ?7
+             FROM messages WHERE id = ?1 AND (?2 IS NULL OR receive_count = ?2)",
+            params![
+                message_id,
+                receive_count,
+                reason.reason,
+                reason.status,
+                reason.cluster,
+                reason.key,
+                now
+            ],
+        )
+        .map_err(storage("copy message to dead letters"))?;
+    if moved == 0 {
+        return Ok(false);
+    }
+    transaction
+        .execute("DELETE FROM messages WHERE id = ?1", [message_id])
+        .map_err(storage("delete dead-lettered message"))?;
+    Ok(true)
+}
+
+pub(super) fn list_dead_letters(
+    connection: &Connection,
+    queue: &str,
+    cluster: Option<&str>,
+) -> Result<Vec<DeadLetter>, QueueError> {
+    connection
+        .prepare_cached(
+            "SELECT id, queue, group_id, body, receive_count, first_enqueued_at,
+                    reason, status, cluster, key, dead_at
+             FROM dead_letters WHERE queue = ?1 AND (?2 IS NULL OR cluster = ?2)
+             ORDER BY id",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_map(params![queue, cluster], |row| {
+                    Ok(DeadLetter {
+                        id: row.get(0)?,
+                        queue: row.get(1)?,
+                        group_id: row.get(2)?,
+                        body: row.get(3)?,
+                        receive_count: row.get(4)?,
+                        first_enqueued_at_ms: row.get(5)?,
+                        reason: DeadLetterReason {
+                            reason: row.get(6)?,
+                            status: row.get(7)?,
+                            cluster: row.get(8)?,
+                            key: row.get(9)?,
+                        },
+                        dead_at_ms: row.get(10)?,
+                    })
+                })?
+                .collect()
+        })
+        .map_err(storage("list dead letters"))
+}
+
+/// Move dead letters back to the tail of their queue, oldest first, as new messages. Their
+/// deduplication id is new (`redrive:<dead letter id>:<original>`) and bypasses the window:
+/// redriving is an operator's explicit request to deliver again.
+pub(super) fn redrive(
+    transaction: &Transaction<'_>,
+    queue: &str,
+    cluster: Option<&str>,
+    now: i64,
+) -> Result<usize, QueueError> {
+    let moved = transaction
+        .execute(
+            "INSERT INTO messages
+                 (queue, group_id, dedup_id, body, first_enqueued_at, visible_at, receive_count)
+             SELECT queue, group_id, 'redrive:' || id || ':' || dedup_id, body, ?3, 0, 0
+             FROM dead_letters WHERE queue = ?1 AND (?2 IS NULL OR cluster = ?2)
+             ORDER BY id",
+            params![queue, cluster, now],
+        )
+        .map_err(storage("redrive dead letters"))?;
+    let deleted = transaction
+        .execute(
+            "DELETE FROM dead_letters WHERE queue = ?1 AND (?2 IS NULL OR cluster = ?2)",
+            params![queue, cluster],
+        )
+        .map_err(storage("delete redriven dead letters"))?;
+    if deleted != moved {
+        return Err(QueueError::new(format!(
+            "embedded queue: redrive moved {moved} messages but removed {deleted} dead letters"
+        )));
+    }
+    Ok(moved)
+}
+
+/// Messages available now (ignoring group blocking, like SQS's approximate count) and in flight.
+pub(super) fn depth(connection: &Connection, queue: &str, now: i64) -> Result<Depth, QueueError> {
+    connection
+        .query_row(
+            "SELECT COALESCE(SUM(visible_at <= ?2), 0), COALESCE(SUM(visible_at > ?2), 0)
+             FROM messages WHERE queue = ?1",
+            params![queue, now],
+            |row| {
+                Ok(Depth {
+                    visible: row.get(0)?,
+                    in_flight: row.get(1)?,
+                })
+            },
+        )
+        .map_err(storage("count messages"))
+}

@@ -1,0 +1,107 @@
+//! A send that returned `Ok` survives SIGKILL of the process that made it. The test re-runs
+//! this test binary as a child that sends until killed and prints each acknowledged id.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fluxrelay_adapters::embedded::{EmbeddedQueue, NewMessage};
+
+const CHILD_ENV: &str = "FLUXRELAY_EMBEDDED_CRASH_CHILD_PATH";
+const ACKED: &str = "acked ";
+
+/// Not a test on its own: the child process of the test below (it runs only with the
+/// environment variable set).
+#[test]
+#[ignore = "child process of every_acknowledged_send_survives_sigkill"]
+fn child_sends_until_killed() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let queue = EmbeddedQueue::open(path).unwrap();
+    for n in 0.. {
+        if n % 2 == 0 {
+            let id = format!("single-{n}");
+            queue.send("q", "g", &id, &id).unwrap();
+            println!("{ACKED}{id}");
+        } else {
+            let batch: Vec<NewMessage> = (0..10)
+                .map(|i| {
+                    let id = format!("batch-{n}-{i}");
+                    NewMessage::new(format!("g{i}"), id.clone(), id)
+                })
+                .collect();
+            queue.send_batch("q", &batch).unwrap();
+            for message in batch {
+                println!("{ACKED}{}", message.body);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_acknowledged_send_survives_sigkill() {
+    let path = std::env::temp_dir().join(format!("fluxrelay-crash-{}.sqlite", std::process::id()));
+    remove_queue_file(&path);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_sends_until_killed",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acked = HashSet::new();
+    while acked.len() < 500 {
+        let line = lines.next().expect("child ended early").unwrap();
+        if let Some(id) = line.strip_prefix(ACKED) {
+            acked.insert(id.to_string());
+        }
+    }
+    child.kill().unwrap(); // SIGKILL: no destructor, no final commit
+    child.wait().unwrap();
+    // Acknowledgements printed before the kill are still in the pipe.
+    for line in lines {
+        if let Some(id) = line.unwrap().strip_prefix(ACKED) {
+            acked.insert(id.to_string());
+        }
+    }
+
+    let queue = EmbeddedQueue::open(&path).unwrap();
+    let mut stored = HashSet::new();
+    loop {
+        let received = queue.receive("q", 100, Duration::from_secs(600)).unwrap();
+        if received.is_empty() {
+            break;
+        }
+        for message in received {
+            queue.delete(&message.receipt).unwrap();
+            stored.insert(message.body);
+        }
+    }
+    drop(queue);
+    remove_queue_file(&path);
+
+    let missing: Vec<_> = acked.difference(&stored).collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    eprintln!(
+        "acknowledged before SIGKILL: {}, stored after restart: {}",
+        acked.len(),
+        stored.len()
+    );
+}
+
+fn remove_queue_file(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.to_path_buf().into_os_string();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+}

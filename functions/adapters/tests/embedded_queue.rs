@@ -1,0 +1,666 @@
+//! The embedded queue keeps the SQS FIFO semantics the handlers rely on: groups in order,
+//! visibility and receive counts, 5-minute deduplication, dead letters, durability.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fluxrelay_adapters::embedded::{
+    DISPATCH_QUEUE, DeadLetterReason, Depth, EmbeddedQueue, INTAKE_QUEUE, ManualClock, MessageRef,
+    NewMessage, Receipt, Received, SendOutcome,
+};
+use fluxrelay_core::ports::{DispatchPublisher, PushPublisher};
+use fluxrelay_core::push::{Dispatch, PUSH_VERSION, Project, Push, PushEvent};
+
+const VISIBILITY: Duration = Duration::from_secs(30);
+
+/// A queue file under the temp directory, removed (with its WAL) on drop.
+struct TempQueueFile {
+    path: PathBuf,
+}
+
+impl TempQueueFile {
+    fn new(name: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|since| since.as_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "fluxrelay-{name}-{}-{nanos}-{}.sqlite",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        Self { path }
+    }
+
+    /// A queue on a manual clock starting at a fixed, realistic instant.
+    fn open_manual(&self) -> (EmbeddedQueue, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(1_795_000_000_000));
+        let queue = EmbeddedQueue::open_with_clock(&self.path, clock.clone()).unwrap();
+        (queue, clock)
+    }
+}
+
+impl Drop for TempQueueFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = self.path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+fn bodies(received: &[Received]) -> Vec<&str> {
+    received
+        .iter()
+        .map(|message| message.body.as_str())
+        .collect()
+}
+
+fn send(queue: &EmbeddedQueue, group: &str, body: &str) {
+    let outcome = queue.send("q", group, body, body).unwrap();
+    assert_eq!(outcome, SendOutcome::Enqueued, "{body}");
+}
+
+fn reason(cluster: &str, key: &str) -> DeadLetterReason {
+    DeadLetterReason {
+        reason: "receiver answered 400".into(),
+        status: Some(400),
+        cluster: Some(cluster.into()),
+        key: Some(key.into()),
+    }
+}
+
+#[test]
+fn delivers_a_group_in_order_and_interleaves_groups_by_age() {
+    let file = TempQueueFile::new("order");
+    let (queue, _clock) = file.open_manual();
+    for (group, body) in [
+        ("a", "a1"),
+        ("b", "b1"),
+        ("a", "a2"),
+        ("c", "c1"),
+        ("b", "b2"),
+    ] {
+        send(&queue, group, body);
+    }
+
+    let received = queue.receive("q", 10, VISIBILITY).unwrap();
+
+    assert_eq!(bodies(&received), ["a1", "b1", "a2", "c1", "b2"]);
+    assert!(received.iter().all(|message| message.receive_count == 1));
+    assert_eq!(received[0].group_id, "a");
+}
+
+#[test]
+fn receives_at_most_max_oldest_messages() {
+    let file = TempQueueFile::new("max");
+    let (queue, _clock) = file.open_manual();
+    for body in ["x1", "y1", "x2"] {
+        send(&queue, &body[..1], body);
+    }
+
+    assert_eq!(
+        bodies(&queue.receive("q", 2, VISIBILITY).unwrap()),
+        ["x1", "y1"]
+    );
+    assert!(queue.receive("q", 0, VISIBILITY).unwrap().is_empty());
+}
+
+#[test]
+fn an_in_flight_message_blocks_its_group_only() {
+    let file = TempQueueFile::new("blocks");
+    let (queue, _clock) = file.open_manual();
+    send(&queue, "a", "a1");
+    let first = queue.receive("q", 1, VISIBILITY).unwrap();
+    assert_eq!(bodies(&first), ["a1"]);
+    send(&queue, "a", "a2");
+    send(&queue, "b", "b1");
+
+    assert_eq!(bodies(&queue.receive("q", 10, VISIBILITY).unwrap()), ["b1"]);
+    assert!(queue.receive("q", 10, VISIBILITY).unwrap().is_empty());
+
+    queue.delete(&first[0].receipt).unwrap();
+    assert_eq!(bodies(&queue.receive("q", 10, VISIBILITY).unwrap()), ["a2"]);
+}
+
+#[test]
+fn queues_are_independent() {
+    let file = TempQueueFile::new("queues");
+    let (queue, _clock) = file.open_manual();
+    queue.send(INTAKE_QUEUE, "g", "same-id", "intake").unwrap();
+    let outcome = queue
+        .send(DISPATCH_QUEUE, "g", "same-id", "dispatch")
+        .unwrap();
+
+    assert_eq!(outcome, SendOutcome::Enqueued);
+    let intake = queue.receive(INTAKE_QUEUE, 10, VISIBILITY).unwrap();
+    assert_eq!(bodies(&intake), ["intake"]);
+    assert_eq!(
+        bodies(&queue.receive(DISPATCH_QUEUE, 10, VISIBILITY).unwrap()),
+        ["dispatch"]
+    );
+}
+
+#[test]
+fn visibility_expiry_redelivers_with_receive_count_two() {
+    let file = TempQueueFile::new("expiry");
+    let (queue, clock) = file.open_manual();
+    send(&queue, "a", "a1");
+    let first = queue.receive("q", 1, VISIBILITY).unwrap();
+
+    clock.advance(VISIBILITY - Duration::from_millis(1));
+    assert!(queue.receive("q", 1, VISIBILITY).unwrap().is_empty());
+    clock.advance(Duration::from_millis(1));
+    let second = queue.receive("q", 1, VISIBILITY).unwrap();
+
+    assert_eq!(bodies(&second), ["a1"]);
+    assert_eq!(second[0].id, first[0].id);
+    assert_eq!(second[0].receive_count, 2);
+    assert_eq!(
+        second[0].first_enqueued_at_ms,
+        first[0].first_enqueued_at_ms
+    );
+    assert_ne!(second[0].receipt, first[0].receipt);
+}
+
+#[test]
+fn change_visibility_zero_makes_the_message_visible_now() {
+    let file = TempQueueFile::new("visible-now");
+    let (queue, _clock) = file.open_manual();
+    send(&queue, "a", "a1");
+    let first = queue.receive("q", 1, VISIBILITY).unwrap();
+
+    queue
+        .change_visibility(&first[0].receipt, Duration::ZERO)
+        .unwrap();
+
+    let again = queue.receive("q", 1, VISIBILITY).unwrap();
+    assert_eq!(bodies(&again), ["a1"]);
+    assert_eq!(again[0].receive_count, 2);
+}
+
+#[test]
+fn change_visibility_extends_the_hiding_from_now() {
+    let file = TempQueueFile::new("extend");
+    let (queue, clock) = file.open_manual();
+    send(&queue, "a", "a1");
+    let first = queue.receive("q", 1, VISIBILITY).unwrap();
+    clock.advance(Duration::from_secs(20));
+
+    queue
+        .change_visibility(&first[0].receipt, Duration::from_secs(60))
+        .unwrap();
+
+    clock.advance(Duration::from_secs(59));
+    assert!(queue.receive("q", 1, VISIBILITY).unwrap().is_empty());
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(bodies(&queue.receive("q", 1, VISIBILITY).unwrap()), ["a1"]);
+}
+
+#[test]
+fn refuses_a_stale_receipt_after_someone_else_received_the_message() {
+    let file = TempQueueFile::new("stale");
+    let (queue, clock) = file.open_manual();
+    send(&queue, "a", "a1");
+    let first = queue.receive("q", 1, VISIBILITY).unwrap();
+    clock.advance(VISIBILITY);
+
+    // Expired but not yet redelivered: not in flight, so visibility cannot be changed.
+    assert!(
+        queue
+            .change_visibility(&first[0].receipt, VISIBILITY)
+            .is_err()
+    );
+    let second = queue.receive("q", 1, VISIBILITY).unwrap();
+
+    let stale = first[0].receipt;
+    assert!(queue.delete(&stale).is_err());
+    assert!(queue.change_visibility(&stale, Duration::ZERO).is_err());
+    assert!(queue.dead_letter(stale, &reason("c", "k")).is_err());
+    assert_eq!(queue.depth("q").unwrap().in_flight, 1, "still in flight");
+    queue.delete(&second[0].receipt).unwrap();
+    assert_eq!(queue.depth("q").unwrap(), Depth::default());
+    assert!(queue.delete(&second[0].receipt).is_err(), "deleted twice");
+}
+
+#[test]
+fn receipts_round_trip_through_text() {
+    let file = TempQueueFile::new("receipt-text");
+    let (queue, _clock) = file.open_manual();
+    send(&queue, "a", "a1");
+    let received = queue.receive("q", 1, VISIBILITY).unwrap();
+
+    let text = received[0].receipt.to_string();
+    let parsed: Receipt = text.parse().unwrap();
+
+    assert_eq!(parsed, received[0].receipt);
+    assert!("12".parse::<Receipt>().is_err());
+    assert!("a.b".parse::<Receipt>().is_err());
+    queue.delete(&parsed).unwrap();
+}
+
+#[test]
+fn a_duplicate_within_five_minutes_is_not_enqueued_even_after_delete() {
+    let file = TempQueueFile::new("dedup");
+    let (queue, clock) = file.open_manual();
+    assert_eq!(
+        queue.send("q", "a", "push-1", "first").unwrap(),
+        SendOutcome::Enqueued
+    );
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(
+        queue.send("q", "b", "push-1", "second").unwrap(),
+        SendOutcome::Duplicate
+    );
+    let received = queue.receive("q", 10, VISIBILITY).unwrap();
+    assert_eq!(bodies(&received), ["first"]);
+    queue.delete(&received[0].receipt).unwrap();
+
+    // 4:59.999 after the first enqueue: still inside the window, although deleted.
+    clock.advance(Duration::from_millis(4 * 60_000 - 1));
+    assert_eq!(
+        queue.send("q", "a", "push-1", "third").unwrap(),
+        SendOutcome::Duplicate
+    );
+    assert_eq!(queue.depth("q").unwrap(), Depth::default());
+}
+
+#[test]
+fn the_same_dedup_id_is_accepted_again_five_minutes_after_the_first_enqueue() {
+    let file = TempQueueFile::new("dedup-expiry");
+    let (queue, clock) = file.open_manual();
+    queue.send("q", "a", "push-1", "first").unwrap();
+    clock.advance(Duration::from_secs(4 * 60));
+    // A duplicate does not restart the window.
+    assert_eq!(
+        queue.send("q", "a", "push-1", "dup").unwrap(),
+        SendOutcome::Duplicate
+    );
+    clock.advance(Duration::from_secs(60));
+
+    assert_eq!(
+        queue.send("q", "a", "push-1", "again").unwrap(),
+        SendOutcome::Enqueued
+    );
+    assert_eq!(
+        queue.send("q", "a", "push-1", "again twice").unwrap(),
+        SendOutcome::Duplicate,
+        "the new enqueue opens a new window"
+    );
+    assert_eq!(
+        bodies(&queue.receive("q", 10, VISIBILITY).unwrap()),
+        ["first", "again"]
+    );
+}
+
+#[test]
+fn messages_and_receive_counts_survive_closing_and_reopening_the_file() {
+    let file = TempQueueFile::new("durable");
+    {
+        let (queue, _clock) = file.open_manual();
+        send(&queue, "a", "a1");
+        send(&queue, "b", "b1");
+        // Zero visibility: received twice, then visible again at once.
+        queue.receive("q", 1, Duration::ZERO).unwrap();
+        queue.receive("q", 1, Duration::ZERO).unwrap();
+    }
+
+    let (reopened, _clock) = file.open_manual();
+    let received = reopened.receive("q", 10, VISIBILITY).unwrap();
+
+    assert_eq!(bodies(&received), ["a1", "b1"]);
+    let counts: Vec<u32> = received.iter().map(|m| m.receive_count).collect();
+    assert_eq!(counts, [3, 1]);
+    assert_eq!(
+        reopened.send("q", "a", "a1", "again").unwrap(),
+        SendOutcome::Duplicate,
+        "deduplication ids survive too"
+    );
+}
+
+#[test]
+fn a_message_received_but_not_deleted_before_a_restart_is_redelivered_after_its_visibility() {
+    let file = TempQueueFile::new("restart-in-flight");
+    let first = {
+        let (queue, _clock) = file.open_manual();
+        send(&queue, "a", "a1");
+        queue.receive("q", 1, VISIBILITY).unwrap()
+    };
+
+    let (reopened, clock) = file.open_manual();
+    assert!(reopened.receive("q", 1, VISIBILITY).unwrap().is_empty());
+    assert_eq!(
+        reopened.depth("q").unwrap(),
+        Depth {
+            visible: 0,
+            in_flight: 1
+        }
+    );
+    clock.advance(VISIBILITY);
+    let again = reopened.receive("q", 1, VISIBILITY).unwrap();
+
+    assert_eq!(bodies(&again), ["a1"]);
+    assert_eq!(again[0].receive_count, 2);
+    assert!(reopened.delete(&first[0].receipt).is_err());
+}
+
+#[test]
+fn reopening_is_refused_for_a_newer_schema_version() {
+    let file = TempQueueFile::new("schema");
+    drop(file.open_manual());
+    {
+        let connection = rusqlite_connection(&file);
+        connection.pragma_update(None, "user_version", 99).unwrap();
+    }
+
+    let error = EmbeddedQueue::open(&file.path).unwrap_err();
+
+    assert!(error.message.contains("schema version 99"), "{error}");
+}
+
+#[test]
+fn the_file_is_in_wal_mode() {
+    let file = TempQueueFile::new("wal");
+    drop(file.open_manual());
+
+    let mode: String = rusqlite_connection(&file)
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn opening_in_a_missing_directory_names_the_path() {
+    let path = std::env::temp_dir()
+        .join("fluxrelay-no-such-directory")
+        .join("queue.sqlite");
+
+    let error = EmbeddedQueue::open(&path).unwrap_err();
+
+    assert!(
+        error.message.contains("fluxrelay-no-such-directory"),
+        "{error}"
+    );
+}
+
+fn rusqlite_connection(file: &TempQueueFile) -> rusqlite::Connection {
+    rusqlite::Connection::open(&file.path).unwrap()
+}
+
+#[test]
+fn dead_letters_are_listed_by_cluster_and_redriven_as_new_messages() {
+    let file = TempQueueFile::new("dead-letters");
+    let (queue, clock) = file.open_manual();
+    for (cluster, key) in [("prod", "k1"), ("staging", "k2"), ("prod", "k3")] {
+        queue.send(DISPATCH_QUEUE, cluster, key, key).unwrap();
+    }
+    let received = queue.receive(DISPATCH_QUEUE, 10, VISIBILITY).unwrap();
+    assert_eq!(bodies(&received), ["k1", "k2", "k3"]);
+    clock.advance(Duration::from_secs(1));
+    queue
+        .dead_letter(received[0].receipt, &reason("prod", "k1"))
+        .unwrap();
+    queue
+        .dead_letter(received[1].receipt, &reason("staging", "k2"))
+        .unwrap();
+    queue
+        .dead_letter(MessageRef::Id(received[2].id), &reason("prod", "k3"))
+        .unwrap();
+    assert_eq!(queue.depth(DISPATCH_QUEUE).unwrap(), Depth::default());
+
+    let all = queue.list_dead_letters(DISPATCH_QUEUE, None).unwrap();
+    let prod = queue
+        .list_dead_letters(DISPATCH_QUEUE, Some("prod"))
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(
+        prod.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(),
+        ["k1", "k3"]
+    );
+    assert_eq!(prod[0].reason, reason("prod", "k1"));
+    assert_eq!(prod[0].group_id, "prod");
+    assert_eq!(prod[0].receive_count, 1);
+    assert_eq!(prod[0].queue, DISPATCH_QUEUE);
+    assert_eq!(prod[0].dead_at_ms, prod[0].first_enqueued_at_ms + 1000);
+    assert!(
+        queue
+            .list_dead_letters(INTAKE_QUEUE, None)
+            .unwrap()
+            .is_empty()
+    );
+
+    // Well within the dedup window: redriven messages must not be deduplicated away.
+    assert_eq!(queue.redrive(DISPATCH_QUEUE, Some("prod")).unwrap(), 2);
+    assert_eq!(
+        queue.send(DISPATCH_QUEUE, "prod", "k1", "k1").unwrap(),
+        SendOutcome::Duplicate,
+        "a redrive does not reopen the original deduplication id"
+    );
+    let redriven = queue.receive(DISPATCH_QUEUE, 10, VISIBILITY).unwrap();
+    assert_eq!(bodies(&redriven), ["k1", "k3"]);
+    assert!(redriven.iter().all(|m| m.receive_count == 1));
+    let left = queue.list_dead_letters(DISPATCH_QUEUE, None).unwrap();
+    assert_eq!(
+        left.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(),
+        ["k2"]
+    );
+    assert_eq!(queue.redrive(DISPATCH_QUEUE, None).unwrap(), 1);
+    assert_eq!(queue.redrive(DISPATCH_QUEUE, None).unwrap(), 0);
+}
+
+#[test]
+fn dead_lettering_an_unknown_message_is_an_error() {
+    let file = TempQueueFile::new("dead-letter-unknown");
+    let (queue, _clock) = file.open_manual();
+
+    assert!(
+        queue
+            .dead_letter(MessageRef::Id(42), &reason("c", "k"))
+            .is_err()
+    );
+}
+
+#[test]
+fn a_batch_with_one_invalid_entry_enqueues_nothing_and_consumes_no_dedup_id() {
+    let file = TempQueueFile::new("batch-atomic");
+    let (queue, _clock) = file.open_manual();
+    let good = [
+        NewMessage::new("a", "d1", "one"),
+        NewMessage::new("b", "d2", "two"),
+    ];
+    let mut batch = good.to_vec();
+    batch.push(NewMessage::new("", "d3", "no group"));
+
+    assert!(queue.send_batch("q", &batch).is_err());
+    assert_eq!(queue.depth("q").unwrap(), Depth::default());
+
+    let outcomes = queue.send_batch("q", &good).unwrap();
+    assert_eq!(outcomes, [SendOutcome::Enqueued, SendOutcome::Enqueued]);
+}
+
+#[test]
+fn a_batch_reports_duplicates_within_itself_and_against_earlier_sends() {
+    let file = TempQueueFile::new("batch-dedup");
+    let (queue, _clock) = file.open_manual();
+    queue.send("q", "a", "old", "old").unwrap();
+    let batch = [
+        NewMessage::new("a", "new", "new"),
+        NewMessage::new("a", "old", "old again"),
+        NewMessage::new("a", "new", "new again"),
+    ];
+
+    let outcomes = queue.send_batch("q", &batch).unwrap();
+
+    use SendOutcome::{Duplicate, Enqueued};
+    assert_eq!(outcomes, [Enqueued, Duplicate, Duplicate]);
+    assert_eq!(
+        bodies(&queue.receive("q", 10, VISIBILITY).unwrap()),
+        ["old", "new"]
+    );
+}
+
+#[test]
+fn rejects_empty_and_overlong_ids() {
+    let file = TempQueueFile::new("validate");
+    let (queue, _clock) = file.open_manual();
+
+    assert!(queue.send("", "g", "d", "b").is_err());
+    assert!(queue.send("q", "g", "", "b").is_err());
+    assert!(queue.send("q", &"g".repeat(129), "d", "b").is_err());
+    assert!(queue.send("q", &"g".repeat(128), "d", "b").is_ok());
+}
+
+#[test]
+fn depth_counts_visible_and_in_flight_messages() {
+    let file = TempQueueFile::new("depth");
+    let (queue, _clock) = file.open_manual();
+    for body in ["a1", "a2", "b1"] {
+        send(&queue, &body[..1], body);
+    }
+    queue.receive("q", 1, VISIBILITY).unwrap();
+
+    assert_eq!(
+        queue.depth("q").unwrap(),
+        Depth {
+            visible: 2,
+            in_flight: 1
+        }
+    );
+    assert_eq!(queue.depth("other").unwrap(), Depth::default());
+}
+
+#[test]
+fn concurrent_senders_lose_nothing() {
+    let file = TempQueueFile::new("concurrent");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|thread| {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                for n in 0..250 {
+                    let id = format!("t{thread}-m{n}");
+                    let group = format!("g{}", n % 5);
+                    let outcome = queue.send("q", &group, &id, &id).unwrap();
+                    assert_eq!(outcome, SendOutcome::Enqueued);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+
+    let mut seen = HashSet::new();
+    loop {
+        let received = queue.receive("q", 100, Duration::from_secs(600)).unwrap();
+        if received.is_empty() {
+            break;
+        }
+        for message in received {
+            queue.delete(&message.receipt).unwrap();
+            assert!(seen.insert(message.body), "delivered twice");
+        }
+    }
+    assert_eq!(seen.len(), 2000);
+}
+
+#[test]
+fn is_shared_across_threads_while_receiving_and_sending() {
+    let file = TempQueueFile::new("shared");
+    let queue = Arc::new(EmbeddedQueue::open(&file.path).unwrap());
+    let sender = {
+        let queue = queue.clone();
+        std::thread::spawn(move || {
+            for n in 0..200 {
+                let id = format!("m{n:03}");
+                queue.send("q", "one-group", &id, &id).unwrap();
+            }
+        })
+    };
+    let mut order = Vec::new();
+    while order.len() < 200 {
+        for message in queue.receive("q", 10, Duration::from_secs(600)).unwrap() {
+            queue.delete(&message.receipt).unwrap();
+            order.push(message.body);
+        }
+    }
+    sender.join().unwrap();
+
+    let expected: Vec<String> = (0..200).map(|n| format!("m{n:03}")).collect();
+    assert_eq!(order, expected, "one group is delivered in send order");
+}
+
+fn push(project_id: u64, after: char) -> Push {
+    let instance = "https://gitlab.example.com".to_string();
+    let after = after.to_string().repeat(40);
+    Push {
+        v: PUSH_VERSION,
+        key: Push::compute_key(&instance, project_id, "refs/heads/main", &after),
+        instance,
+        event: PushEvent::Push,
+        project: Project {
+            id: project_id,
+            path: "mike/diaspora".into(),
+            http_url: "https://gitlab.example.com/mike/diaspora.git".into(),
+            ssh_url: "git@gitlab.example.com:mike/diaspora.git".into(),
+            web_url: "https://gitlab.example.com/mike/diaspora".into(),
+            default_branch: Some("main".into()),
+        },
+        git_ref: "refs/heads/main".into(),
+        before: "b".repeat(40),
+        after: after.clone(),
+        checkout_sha: Some(after),
+        changed_paths: Some(vec!["deploy/app.yaml".into()]),
+        received_at: "2026-11-22T00:00:00Z".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_pushes_enqueues_on_intake_by_project_and_deduplicates_by_key() {
+    let file = TempQueueFile::new("push-port");
+    let (queue, _clock) = file.open_manual();
+    let pushes = [push(15, 'a'), push(16, 'c'), push(15, 'a')];
+
+    queue.publish_pushes(&pushes).await.unwrap();
+    queue.publish_pushes(&pushes[..1]).await.unwrap();
+    queue.publish_pushes(&[]).await.unwrap();
+
+    let received = queue.receive(INTAKE_QUEUE, 10, VISIBILITY).unwrap();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0].group_id, "15");
+    assert_eq!(received[1].group_id, "16");
+    assert_eq!(Push::from_json(&received[0].body).unwrap(), pushes[0]);
+    assert_eq!(Push::from_json(&received[1].body).unwrap(), pushes[1]);
+    assert_eq!(queue.depth(DISPATCH_QUEUE).unwrap(), Depth::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_dispatches_enqueues_on_dispatch_by_cluster_and_deduplicates() {
+    let file = TempQueueFile::new("dispatch-port");
+    let (queue, _clock) = file.open_manual();
+    let dispatches = [
+        Dispatch::new("prod", push(15, 'a')),
+        Dispatch::new("staging", push(15, 'a')),
+        Dispatch::new("prod", push(15, 'd')),
+        Dispatch::new("prod", push(15, 'a')),
+    ];
+
+    queue.publish_dispatches(&dispatches).await.unwrap();
+
+    let received = queue.receive(DISPATCH_QUEUE, 10, VISIBILITY).unwrap();
+    let groups: Vec<&str> = received.iter().map(|m| m.group_id.as_str()).collect();
+    assert_eq!(groups, ["prod", "staging", "prod"]);
+    let decoded: Vec<Dispatch> = received
+        .iter()
+        .map(|m| Dispatch::from_json(&m.body).unwrap())
+        .collect();
+    assert_eq!(decoded, dispatches[..3]);
+    assert_eq!(queue.depth(INTAKE_QUEUE).unwrap(), Depth::default());
+}
