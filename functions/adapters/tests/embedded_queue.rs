@@ -602,7 +602,13 @@ fn push(project_id: u64, after: char) -> Push {
     let after = after.to_string().repeat(40);
     Push {
         v: PUSH_VERSION,
-        key: Push::compute_key(&instance, project_id, "refs/heads/main", &after),
+        key: Push::compute_key(
+            &instance,
+            project_id,
+            "refs/heads/main",
+            &"0".repeat(40),
+            &after,
+        ),
         instance,
         event: PushEvent::Push,
         project: Project {
