@@ -640,38 +640,55 @@ fn kube_failure(error: &kube::Error, action: &str) -> TriggerFailure {
     transport_failure(transport_kind(error), &error_chain(error))
 }
 
-/// What went wrong below HTTP, from the error and its sources (TLS first: a certificate
-/// problem is reported inside a connect error).
+/// What went wrong below HTTP, from the error and its sources. Only a certificate problem
+/// is `Tls` (permanent: a wrong CA will not fix itself); a handshake cut short, e.g. by an
+/// apiserver restarting or a load balancer dropping the connection, is `Connect` (retried).
 fn transport_kind(error: &(dyn StdError + 'static)) -> TransportErrorKind {
-    let mut kind = TransportErrorKind::Other;
+    let mut chain: Vec<&(dyn StdError + 'static)> = Vec::new();
     let mut current = Some(error);
     while let Some(error) = current {
-        if let Some(io) = error.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                std::io::ErrorKind::TimedOut => return TransportErrorKind::Timeout,
-                std::io::ErrorKind::ConnectionRefused
-                | std::io::ErrorKind::ConnectionReset
-                | std::io::ErrorKind::ConnectionAborted
-                | std::io::ErrorKind::NotConnected
-                | std::io::ErrorKind::AddrNotAvailable
-                | std::io::ErrorKind::HostUnreachable
-                | std::io::ErrorKind::NetworkUnreachable => kind = TransportErrorKind::Connect,
-                _ => {}
-            }
-        }
-        let text = error.to_string().to_ascii_lowercase();
-        if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
-            return TransportErrorKind::Tls;
-        }
-        if text.contains("timed out") || text.contains("timeout") || text.contains("elapsed") {
-            return TransportErrorKind::Timeout;
-        }
-        if kind == TransportErrorKind::Other && text.contains("connect") {
-            kind = TransportErrorKind::Connect;
-        }
+        chain.push(error);
         current = error.source();
     }
-    kind
+    let texts: Vec<String> = chain
+        .iter()
+        .map(|e| e.to_string().to_ascii_lowercase())
+        .collect();
+    if texts.iter().any(|t| {
+        t.contains("certificate") || t.contains("unknownissuer") || t.contains("unknown issuer")
+    }) {
+        return TransportErrorKind::Tls;
+    }
+    let io_kinds: Vec<std::io::ErrorKind> = chain
+        .iter()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>().map(std::io::Error::kind))
+        .collect();
+    if io_kinds.contains(&std::io::ErrorKind::TimedOut)
+        || texts
+            .iter()
+            .any(|t| t.contains("timed out") || t.contains("timeout") || t.contains("elapsed"))
+    {
+        return TransportErrorKind::Timeout;
+    }
+    let connection_kinds = [
+        std::io::ErrorKind::ConnectionRefused,
+        std::io::ErrorKind::ConnectionReset,
+        std::io::ErrorKind::ConnectionAborted,
+        std::io::ErrorKind::NotConnected,
+        std::io::ErrorKind::AddrNotAvailable,
+        std::io::ErrorKind::HostUnreachable,
+        std::io::ErrorKind::NetworkUnreachable,
+        std::io::ErrorKind::UnexpectedEof,
+        std::io::ErrorKind::BrokenPipe,
+    ];
+    if io_kinds.iter().any(|kind| connection_kinds.contains(kind))
+        || texts
+            .iter()
+            .any(|t| t.contains("connect") || t.contains("tls") || t.contains("handshake"))
+    {
+        return TransportErrorKind::Connect;
+    }
+    TransportErrorKind::Other
 }
 
 /// `outer: inner: innermost`, without repeats (many errors print their source too).
@@ -692,6 +709,67 @@ fn error_chain(error: &(dyn StdError + 'static)) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct Wrapped(&'static str, std::io::Error);
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl StdError for Wrapped {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.1)
+        }
+    }
+
+    #[test]
+    fn only_certificate_problems_are_permanent_tls_failures() {
+        use std::io::{Error, ErrorKind};
+        let cases = [
+            (
+                "client error (Connect)",
+                Error::new(
+                    ErrorKind::InvalidData,
+                    "invalid peer certificate: UnknownIssuer",
+                ),
+                TransportErrorKind::Tls,
+            ),
+            (
+                "client error (Connect)",
+                Error::new(ErrorKind::UnexpectedEof, "tls handshake eof"),
+                TransportErrorKind::Connect,
+            ),
+            (
+                "client error (Connect)",
+                Error::new(ErrorKind::ConnectionReset, "connection reset by peer"),
+                TransportErrorKind::Connect,
+            ),
+            (
+                "client error (Connect)",
+                Error::new(ErrorKind::ConnectionRefused, "connection refused"),
+                TransportErrorKind::Connect,
+            ),
+            (
+                "operation timed out",
+                Error::new(ErrorKind::TimedOut, "deadline"),
+                TransportErrorKind::Timeout,
+            ),
+            (
+                "something else",
+                Error::other("odd"),
+                TransportErrorKind::Other,
+            ),
+        ];
+        for (outer, inner, expected) in cases {
+            let text = inner.to_string();
+            assert_eq!(
+                transport_kind(&Wrapped(outer, inner)),
+                expected,
+                "{outer}: {text}"
+            );
+        }
+    }
 
     #[test]
     fn servers_compare_by_origin_and_path() {
