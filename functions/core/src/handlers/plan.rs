@@ -8,7 +8,7 @@ use crate::matching::select::{
     is_safe_webhook_path, receiver_selects, repository_verdict, webhook_path,
 };
 use crate::push::{Push, PushEvent};
-use crate::registry::{ClusterEntry, TriggerMode};
+use crate::registry::{ClusterEntry, ReceiverEndpoint, TriggerMode};
 use crate::trigger::classify::{FailureClass, Responder, TriggerFailure};
 use crate::trigger::request::{TriggerRequest, receiver_request};
 
@@ -196,6 +196,17 @@ pub fn receiver_call(entry: &ClusterEntry, receiver: &Receiver, push: &Push) -> 
             Permanent,
             format!(
                 "Receiver {id} has a status.webhookPath that is not /hook/<hex>; refusing to send"
+            ),
+        ));
+    }
+    if receiver.receiver_type == ReceiverType::Gitlab
+        && matches!(&entry.trigger.receiver_endpoint, ReceiverEndpoint::Absolute(url) if url.scheme() != "https")
+    {
+        // A gitlab Receiver's token travels in a header as it is: never over plain http.
+        return ReceiverCall::Problem(configuration_failure(
+            Permanent,
+            format!(
+                "Receiver {id} is of type gitlab, whose token is sent as it is, and trigger.webhook_receiver_url is not https: use an https URL, the service proxy, or a generic-hmac Receiver"
             ),
         ));
     }

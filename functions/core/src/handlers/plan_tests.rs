@@ -231,6 +231,36 @@ fn planning_table() {
             None,
         ),
         (
+            "a gitlab token is never sent over plain http",
+            entry(
+                json!({"trigger": {"webhook_receiver_url": "http://flux.example.com", "receiver_tokens": {"flux-system/r": "tok"}}}),
+            ),
+            vec![receiver("r", "gitlab", "tok", selects("app"))],
+            0,
+            None,
+            Some(("not https", FailureClass::Permanent)),
+        ),
+        (
+            "a gitlab token may go to an https receiver URL",
+            entry(
+                json!({"trigger": {"webhook_receiver_url": "https://flux.example.com", "receiver_tokens": {"flux-system/r": "tok"}}}),
+            ),
+            vec![receiver("r", "gitlab", "tok", selects("app"))],
+            1,
+            None,
+            None,
+        ),
+        (
+            "an HMAC signature may go over http: the token itself is not sent",
+            entry(
+                json!({"trigger": {"webhook_receiver_url": "http://flux.example.com", "receiver_tokens": {"flux-system/r": "tok"}}}),
+            ),
+            vec![receiver("r", "generic-hmac", "tok", selects("app"))],
+            1,
+            None,
+            None,
+        ),
+        (
             "annotate mode needs no Receiver",
             entry(json!({"trigger": {"mode": "annotate"}})),
             vec![],
