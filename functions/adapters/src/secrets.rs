@@ -404,5 +404,5 @@ fn parse_webhook_auth(text: &str) -> Result<AuthConfig, AuthProblem> {
 }
 
 #[cfg(test)]
-#[path = "secrets_tests.rs"]
+#[path = "secrets_test.rs"]
 mod tests;

@@ -381,5 +381,5 @@ fn attribute_value(text: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "sqs_tests.rs"]
+#[path = "sqs_test.rs"]
 mod tests;

@@ -12,14 +12,8 @@ use fluxrelay_adapters::embedded::{EmbeddedQueue, NewMessage};
 const CHILD_ENV: &str = "FLUXRELAY_EMBEDDED_CRASH_CHILD_PATH";
 const ACKED: &str = "acked ";
 
-/// Not a test on its own: the child process of the test below (it runs only with the
-/// environment variable set).
-#[test]
-#[ignore = "child process of every_acknowledged_send_survives_sigkill"]
-fn child_sends_until_killed() {
-    let Ok(path) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+/// The child: sends until it is killed, printing the id of every acknowledged send.
+fn send_until_killed(path: &str) -> ! {
     let queue = EmbeddedQueue::open(path).unwrap();
     for n in 0.. {
         if n % 2 == 0 {
@@ -39,17 +33,20 @@ fn child_sends_until_killed() {
             }
         }
     }
+    unreachable!("sends until the parent kills it")
 }
 
 #[test]
 fn every_acknowledged_send_survives_sigkill() {
+    if let Ok(path) = std::env::var(CHILD_ENV) {
+        send_until_killed(&path);
+    }
     let path = std::env::temp_dir().join(format!("fluxrelay-crash-{}.sqlite", std::process::id()));
     remove_queue_file(&path);
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "child_sends_until_killed",
-            "--ignored",
+            "every_acknowledged_send_survives_sigkill",
             "--nocapture",
         ])
         .env(CHILD_ENV, &path)

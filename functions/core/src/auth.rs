@@ -441,5 +441,5 @@ fn parse_signature_entry(entry: &str) -> SignatureEntry {
 }
 
 #[cfg(test)]
-#[path = "auth_tests.rs"]
+#[path = "auth_test.rs"]
 mod tests;

@@ -395,4 +395,5 @@ fn changed_paths(commits: Option<&[CommitPayload]>, total: Option<u64>) -> Optio
 }
 
 #[cfg(test)]
+#[path = "gitlab/gitlab_test.rs"]
 mod tests;

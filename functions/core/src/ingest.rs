@@ -140,5 +140,5 @@ pub async fn ingest(
 }
 
 #[cfg(test)]
-#[path = "ingest_tests.rs"]
+#[path = "ingest_test.rs"]
 mod tests;

@@ -208,5 +208,5 @@ pub fn subscribed_clusters<'a>(push: &Push, clusters: &'a [ClusterEntry]) -> Vec
 }
 
 #[cfg(test)]
-#[path = "routing_tests.rs"]
+#[path = "routing_test.rs"]
 mod tests;

@@ -461,5 +461,5 @@ where
 }
 
 #[cfg(test)]
-#[path = "dispatch_tests.rs"]
+#[path = "dispatch_test.rs"]
 mod tests;

@@ -247,5 +247,5 @@ pub fn receiver_call(entry: &ClusterEntry, receiver: &Receiver, push: &Push) -> 
 }
 
 #[cfg(test)]
-#[path = "plan_tests.rs"]
+#[path = "plan_test.rs"]
 pub(crate) mod tests;

@@ -217,5 +217,5 @@ impl<'a> ArtifactRevision<'a> {
 }
 
 #[cfg(test)]
-#[path = "refs_tests.rs"]
+#[path = "refs_test.rs"]
 mod tests;

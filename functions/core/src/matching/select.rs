@@ -129,5 +129,5 @@ pub fn is_safe_webhook_path(path: &str) -> bool {
 }
 
 #[cfg(test)]
-#[path = "select_tests.rs"]
+#[path = "select_test.rs"]
 mod tests;

@@ -165,5 +165,5 @@ fn is_dot_segment(segment: &str) -> bool {
 }
 
 #[cfg(test)]
-#[path = "url_tests.rs"]
+#[path = "url_test.rs"]
 mod tests;

@@ -579,5 +579,5 @@ fn receiver_tokens(value: &Value, errors: &mut Errors) -> BTreeMap<ObjectRef, Se
 }
 
 #[cfg(test)]
-#[path = "parse_tests.rs"]
+#[path = "parse_test.rs"]
 mod tests;

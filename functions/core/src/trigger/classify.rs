@@ -348,5 +348,5 @@ pub fn transport_failure(kind: TransportErrorKind, detail: &str) -> TriggerFailu
 }
 
 #[cfg(test)]
-#[path = "classify_tests.rs"]
+#[path = "classify_test.rs"]
 mod tests;

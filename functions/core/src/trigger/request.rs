@@ -367,5 +367,5 @@ pub fn annotate_patch(requested_at: &str) -> Vec<u8> {
 }
 
 #[cfg(test)]
-#[path = "request_tests.rs"]
+#[path = "request_test.rs"]
 mod tests;
