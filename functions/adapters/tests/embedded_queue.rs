@@ -13,7 +13,8 @@ use fluxrelay_adapters::embedded::{
     NewMessage, Receipt, Received, SendOutcome,
 };
 use fluxrelay_core::ports::{DispatchPublisher, PushPublisher};
-use fluxrelay_core::push::{Dispatch, PUSH_VERSION, Project, Push, PushEvent};
+use fluxrelay_core::push::{Dispatch, Push};
+use fluxrelay_testkit::fixtures::push;
 
 const VISIBILITY: Duration = Duration::from_secs(30);
 
@@ -597,42 +598,11 @@ fn is_shared_across_threads_while_receiving_and_sending() {
     assert_eq!(order, expected, "one group is delivered in send order");
 }
 
-fn push(project_id: u64, after: char) -> Push {
-    let instance = "https://gitlab.example.com".to_string();
-    let after = after.to_string().repeat(40);
-    Push {
-        v: PUSH_VERSION,
-        key: Push::compute_key(
-            &instance,
-            project_id,
-            "refs/heads/main",
-            &"0".repeat(40),
-            &after,
-        ),
-        instance,
-        event: PushEvent::Push,
-        project: Project {
-            id: project_id,
-            path: "mike/diaspora".into(),
-            http_url: "https://gitlab.example.com/mike/diaspora.git".into(),
-            ssh_url: "git@gitlab.example.com:mike/diaspora.git".into(),
-            web_url: "https://gitlab.example.com/mike/diaspora".into(),
-            default_branch: Some("main".into()),
-        },
-        git_ref: "refs/heads/main".into(),
-        before: "b".repeat(40),
-        after: after.clone(),
-        checkout_sha: Some(after),
-        changed_paths: Some(vec!["deploy/app.yaml".into()]),
-        received_at: "2026-11-22T00:00:00Z".into(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_pushes_enqueues_on_intake_by_project_and_deduplicates_by_key() {
     let file = TempQueueFile::new("push-port");
     let (queue, _clock) = file.open_manual();
-    let pushes = [push(15, 'a'), push(16, 'c'), push(15, 'a')];
+    let pushes = [push(15, "a"), push(16, "c"), push(15, "a")];
 
     queue.publish_pushes(&pushes).await.unwrap();
     queue.publish_pushes(&pushes[..1]).await.unwrap();
@@ -652,10 +622,10 @@ async fn publish_dispatches_enqueues_on_dispatch_by_cluster_and_deduplicates() {
     let file = TempQueueFile::new("dispatch-port");
     let (queue, _clock) = file.open_manual();
     let dispatches = [
-        Dispatch::new("prod", push(15, 'a')),
-        Dispatch::new("staging", push(15, 'a')),
-        Dispatch::new("prod", push(15, 'd')),
-        Dispatch::new("prod", push(15, 'a')),
+        Dispatch::new("prod", push(15, "a")),
+        Dispatch::new("staging", push(15, "a")),
+        Dispatch::new("prod", push(15, "d")),
+        Dispatch::new("prod", push(15, "a")),
     ];
 
     queue.publish_dispatches(&dispatches).await.unwrap();

@@ -2,17 +2,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, RuntimeComponents};
 use fluxrelay_adapters::secrets::{SecretsRegistry, WebhookAuthError, load_webhook_auth};
 use fluxrelay_core::auth::Requirement;
 use fluxrelay_core::ports::{ClusterRegistry, RegistryReadError};
-use fluxrelay_testkit::moto::Moto;
+use fluxrelay_testkit::moto::{CountCalls, Moto};
 use serde_json::json;
 
 const PREFIX: &str = "fluxrelay/clusters/";
@@ -77,27 +74,6 @@ impl tracing::Subscriber for Warnings {
 }
 
 /// Counts `ListSecrets` requests as they go on the wire.
-#[derive(Debug)]
-struct ListCalls(Arc<AtomicUsize>);
-
-impl Intercept for ListCalls {
-    fn name(&self) -> &'static str {
-        "ListCalls"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if context.request().headers().get("x-amz-target") == Some("secretsmanager.ListSecrets") {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_registry_is_the_valid_entries_under_the_prefix_named_by_their_name_field() {
     let moto = Moto::start();
@@ -369,19 +345,15 @@ async fn every_page_of_the_secret_list_is_read() {
         )
         .await;
     }
-    let list_calls = Arc::new(AtomicUsize::new(0));
+    let list_calls = CountCalls::new("secretsmanager.ListSecrets");
     let counted = aws_sdk_secretsmanager::config::Builder::from(&moto.sdk_config().await)
-        .interceptor(ListCalls(Arc::clone(&list_calls)))
+        .interceptor(list_calls.clone())
         .build();
     let registry = SecretsRegistry::with_settings(Client::from_conf(counted), PREFIX, LONG_TTL);
 
     let clusters = registry.clusters().await.unwrap();
 
-    assert_eq!(
-        list_calls.load(Ordering::SeqCst),
-        2,
-        "two ListSecrets pages"
-    );
+    assert_eq!(list_calls.count(), 2, "two ListSecrets pages");
     assert_eq!(clusters.len(), 105);
     assert_eq!(clusters[104].name, "c104");
 }

@@ -3,49 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_sqs::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use fluxrelay_adapters::sqs::{DeadLetterReason, SqsQueue};
 use fluxrelay_core::ports::{DispatchPublisher, PushPublisher};
-use fluxrelay_core::push::{Dispatch, PUSH_VERSION, Project, Push, PushEvent};
-use fluxrelay_testkit::moto::Moto;
-
-fn push(project_id: u64, after: &str) -> Push {
-    let instance = "https://gitlab.example.com".to_string();
-    let after = format!("{after:0>40}");
-    Push {
-        v: PUSH_VERSION,
-        key: Push::compute_key(
-            &instance,
-            project_id,
-            "refs/heads/main",
-            &"0".repeat(40),
-            &after,
-        ),
-        instance,
-        event: PushEvent::Push,
-        project: Project {
-            id: project_id,
-            path: "platform/fleet-infra".into(),
-            http_url: "https://gitlab.example.com/platform/fleet-infra.git".into(),
-            ssh_url: "git@gitlab.example.com:platform/fleet-infra.git".into(),
-            web_url: "https://gitlab.example.com/platform/fleet-infra".into(),
-            default_branch: Some("main".into()),
-        },
-        git_ref: "refs/heads/main".into(),
-        before: "b".repeat(40),
-        after: after.clone(),
-        checkout_sha: Some(after),
-        changed_paths: Some(vec!["clusters/prod/app.yaml".into()]),
-        received_at: "2026-11-22T00:00:00Z".into(),
-    }
-}
+use fluxrelay_core::push::{Dispatch, Push};
+use fluxrelay_testkit::fixtures::push;
+use fluxrelay_testkit::moto::{CountCalls, Moto};
 
 async fn fifo_queue(client: &Client, name: &str) -> String {
     client
@@ -102,27 +68,6 @@ fn system_attribute(message: &Message, name: MessageSystemAttributeName) -> Stri
 }
 
 /// Counts `SendMessageBatch` requests as they go on the wire.
-#[derive(Debug, Default)]
-struct BatchCalls(Arc<AtomicUsize>);
-
-impl Intercept for BatchCalls {
-    fn name(&self) -> &'static str {
-        "BatchCalls"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if context.request().headers().get("x-amz-target") == Some("AmazonSQS.SendMessageBatch") {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn pushes_land_on_a_fifo_queue_with_project_group_push_key_dedup_and_json_body() {
     let moto = Moto::start();
@@ -151,9 +96,9 @@ async fn pushes_land_on_a_fifo_queue_with_project_group_push_key_dedup_and_json_
 #[tokio::test]
 async fn twenty_five_dispatches_are_sent_in_three_batch_calls_and_arrive_in_order_per_group() {
     let moto = Moto::start();
-    let calls = Arc::new(AtomicUsize::new(0));
+    let calls = CountCalls::new("AmazonSQS.SendMessageBatch");
     let config = aws_sdk_sqs::config::Builder::from(&moto.sdk_config().await)
-        .interceptor(BatchCalls(Arc::clone(&calls)))
+        .interceptor(calls.clone())
         .build();
     let client = Client::from_conf(config);
     let url = fifo_queue(&client, "dispatch").await;
@@ -164,7 +109,7 @@ async fn twenty_five_dispatches_are_sent_in_three_batch_calls_and_arrive_in_orde
         .collect();
 
     queue.publish_dispatches(&dispatches).await.unwrap();
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(calls.count(), 3);
 
     let messages = drain(&client, &url).await;
     assert_eq!(messages.len(), 25);

@@ -35,6 +35,21 @@ pub fn moto_server_path() -> PathBuf {
     cache.join("venv").join("bin").join("moto_server")
 }
 
+/// moto's socket accepts connections before its app is ready: wait for a real answer.
+fn answers_http(addr: &SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect_timeout(addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /moto-api/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -65,7 +80,7 @@ impl Moto {
                     last_error = format!("moto_server exited early with {status}");
                     break;
                 }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                if answers_http(&addr) {
                     return Moto {
                         child: Some(child),
                         port,
@@ -118,5 +133,45 @@ impl Moto {
 impl Drop for Moto {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Counts the calls a client makes to one operation (`x-amz-target`, e.g.
+/// `AmazonSQS.SendMessageBatch`), on the wire. Add it with `.interceptor(...)` to an SQS or
+/// Secrets Manager client config: both re-export the same `Intercept` trait.
+#[derive(Debug, Clone)]
+pub struct CountCalls {
+    target: &'static str,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountCalls {
+    pub fn new(target: &'static str) -> Self {
+        Self {
+            target,
+            count: Default::default(),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl aws_sdk_sqs::config::Intercept for CountCalls {
+    fn name(&self) -> &'static str {
+        "CountCalls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_sqs::config::RuntimeComponents,
+        _: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if context.request().headers().get("x-amz-target") == Some(self.target) {
+            self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(())
     }
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::push::{PUSH_VERSION, Project, PushEvent};
+use crate::push::PushEvent;
 
 const PROXY: &str = "/api/v1/namespaces/flux-system/services/http:webhook-receiver:80/proxy";
 // Flux's path for token `example-receiver-token`, Receiver flux-system/gitlab-receiver.
@@ -24,25 +24,10 @@ const BODY: &str = concat!(
 const BODY_HMAC_TOK: &str = "2cfc1be6c4079ba6cea957f27a2ca3fca7f88d680dad4a231f8c932923760731";
 
 fn push() -> Push {
+    // The core sample push, with the short key the expected bodies below spell out.
     Push {
-        v: PUSH_VERSION,
         key: "k1".into(),
-        instance: "https://gitlab.example.com".into(),
-        event: PushEvent::Push,
-        project: Project {
-            id: 15,
-            path: "mike/diaspora".into(),
-            http_url: "https://gitlab.example.com/mike/diaspora.git".into(),
-            ssh_url: "git@gitlab.example.com:mike/diaspora.git".into(),
-            web_url: "https://gitlab.example.com/mike/diaspora".into(),
-            default_branch: Some("main".into()),
-        },
-        git_ref: "refs/heads/main".into(),
-        before: "b".repeat(40),
-        after: "a".repeat(40),
-        checkout_sha: Some("a".repeat(40)),
-        changed_paths: None,
-        received_at: "2026-11-22T00:00:00Z".into(),
+        ..crate::push::tests::sample_push()
     }
 }
 
