@@ -107,6 +107,11 @@ def main():
         ("ingest-merge-request-hook.json", "Merge Request Hook", "merge_request_hook.json"),
     ]:
         write(name, function_url_request(header, fixture))
+    # The webhook bodies alone, byte for byte, to POST to `fluxrelay serve` with curl.
+    (EVENTS / "webhooks").mkdir(exist_ok=True)
+    for fixture in sorted(FIXTURES.glob("*.json")):
+        raw = fixture.read_bytes()
+        (EVENTS / "webhooks" / fixture.name.replace("_", "-")).write_bytes(raw)
     write("ingest-wrong-token.json", function_url_request("Push Hook", "push_hook.json", token="not-the-token", request_id="9"))
 
     push = push_from_project_hook("push_hook.json")

@@ -7,9 +7,10 @@ use std::collections::HashMap;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use fluxrelay_core::handlers::dispatch::{DispatchMessage, DispatchReport, Verdict};
-use fluxrelay_core::handlers::route::{IntakeMessage, RouteReport, RouteVerdict};
+use fluxrelay_core::handlers::route::{IntakeMessage, RouteReport};
 use fluxrelay_core::ingest::{Accepted, IngestError, IngestResponse};
 
+use crate::outcome_log;
 use crate::sqs::{DeadLetterReason, SqsQueue};
 
 /// JSON logs on stdout (CloudWatch adds the timestamp and request id), level from `RUST_LOG`.
@@ -76,31 +77,7 @@ fn batch_response<'a>(failed: impl IntoIterator<Item = &'a str>) -> SqsBatchResp
 
 /// Logs each routed push and reports the failed ones back to SQS.
 pub fn route_response(report: &RouteReport) -> SqsBatchResponse {
-    for message in &report.messages {
-        let (key, project, git_ref) = message
-            .push
-            .as_ref()
-            .map(|p| (p.key.as_str(), p.project.path.as_str(), p.git_ref.as_str()))
-            .unwrap_or_default();
-        match &message.verdict {
-            RouteVerdict::Routed { clusters } => tracing::info!(
-                outcome = "routed",
-                key,
-                project,
-                git_ref,
-                clusters = clusters.join(","),
-                message_id = message.message_id
-            ),
-            RouteVerdict::Failed { reason } => tracing::warn!(
-                outcome = "route_failed",
-                key,
-                project,
-                git_ref,
-                reason,
-                message_id = message.message_id
-            ),
-        }
-    }
+    outcome_log::route(report);
     batch_response(report.failed_ids())
 }
 
@@ -118,55 +95,16 @@ pub async fn settle_dispatch(
         .iter()
         .filter_map(|r| r.message_id.as_deref().map(|id| (id, r)))
         .collect();
-    log_targets(report);
+    outcome_log::targets(report);
     let mut failed: Vec<&str> = Vec::new();
     for message in &report.messages {
+        outcome_log::dispatch(message);
         let record = records.get(message.message_id.as_str());
         let dispatch = message.dispatch.as_ref();
-        let cluster = dispatch.map(|d| d.cluster.as_str()).unwrap_or_default();
-        let (key, project, git_ref) = dispatch
-            .map(|d| {
-                (
-                    d.push.key.as_str(),
-                    d.push.project.path.as_str(),
-                    d.push.git_ref.as_str(),
-                )
-            })
-            .unwrap_or_default();
+        let (key, _, _, cluster) = outcome_log::dispatch_fields(message);
         match &message.verdict {
-            Verdict::Delivered { targets } => tracing::info!(
-                outcome = "delivered",
-                key,
-                project,
-                git_ref,
-                cluster,
-                targets = targets.join(",")
-            ),
-            Verdict::NothingToTrigger => {
-                let skipped: Vec<String> = message
-                    .skipped
-                    .iter()
-                    .map(|s| format!("{}: {}", s.object, s.reason))
-                    .collect();
-                tracing::info!(
-                    outcome = "nothing_to_trigger",
-                    key,
-                    project,
-                    git_ref,
-                    cluster,
-                    skipped = skipped.join("; ")
-                );
-            }
-            Verdict::Retry { delay_secs, reason } => {
-                tracing::warn!(
-                    outcome = "retry",
-                    key,
-                    project,
-                    git_ref,
-                    cluster,
-                    delay_secs,
-                    reason
-                );
+            Verdict::Delivered { .. } | Verdict::NothingToTrigger => {}
+            Verdict::Retry { delay_secs, .. } => {
                 if let Some(handle) = record.and_then(|r| r.receipt_handle.as_deref())
                     && let Err(error) = queue.retry_later(handle, *delay_secs).await
                 {
@@ -191,17 +129,9 @@ pub async fn settle_dispatch(
                     .dead_letter(dlq_url, body, group, &message.message_id, &dead_letter)
                     .await
                 {
-                    Ok(()) => tracing::error!(
-                        outcome = "dead_lettered",
-                        key,
-                        project,
-                        git_ref,
-                        cluster,
-                        status,
-                        reason
-                    ),
+                    Ok(()) => outcome_log::dead_lettered(message, reason, *status),
                     Err(error) => {
-                        tracing::error!(outcome = "dead_letter_failed", key, cluster, reason, error = %error);
+                        outcome_log::dead_letter_failed(message, reason, &error);
                         failed.push(&message.message_id);
                     }
                 }
@@ -211,44 +141,11 @@ pub async fn settle_dispatch(
     batch_response(failed)
 }
 
-fn log_targets(report: &DispatchReport) {
-    for target in &report.targets {
-        match &target.result {
-            Ok(()) => tracing::info!(
-                outcome = "triggered",
-                cluster = target.cluster,
-                target = target.target,
-                keys = target.push_keys.join(","),
-                status = 200u16
-            ),
-            Err(failure) => tracing::warn!(
-                outcome = "trigger_failed",
-                cluster = target.cluster,
-                target = target.target,
-                keys = target.push_keys.join(","),
-                status = failure.status,
-                reason = failure.reason
-            ),
-        }
-    }
-}
-
 /// The HTTP answer to GitLab, and its log line.
 pub fn ingest_response(
     result: &Result<Accepted, IngestError>,
 ) -> lambda_http::Response<lambda_http::Body> {
-    match result {
-        Ok(Accepted::Enqueued { keys }) => {
-            tracing::info!(outcome = "accepted", keys = keys.join(","))
-        }
-        Ok(Accepted::Ignored { reason }) => tracing::info!(outcome = "ignored", reason),
-        Err(IngestError::EnqueueFailed(error)) => {
-            tracing::error!(outcome = "enqueue_failed", status = 503u16, error = %error)
-        }
-        Err(error) => {
-            tracing::warn!(outcome = "rejected", status = error.status(), reason = %error)
-        }
-    }
+    outcome_log::ingest(result);
     let response = IngestResponse::from_result(result);
     lambda_http::Response::builder()
         .status(response.status)

@@ -3,6 +3,8 @@
 
 pub mod cluster;
 pub mod embedded;
+pub mod file_registry;
 pub mod lambda;
+pub mod outcome_log;
 pub mod secrets;
 pub mod sqs;

@@ -352,6 +352,73 @@ fn a_message_received_but_not_deleted_before_a_restart_is_redelivered_after_its_
 }
 
 #[test]
+fn releasing_leases_after_a_crash_redelivers_received_messages_but_keeps_retry_delays() {
+    let file = TempQueueFile::new("release-leases");
+    {
+        let (queue, _clock) = file.open_manual();
+        send(&queue, "a", "a1");
+        send(&queue, "b", "b1");
+        send(&queue, "c", "c1");
+        let received = queue.receive("q", 2, VISIBILITY).unwrap();
+        assert_eq!(bodies(&received), ["a1", "b1"]);
+        // b1 failed and waits out a retry delay: that is not a lease.
+        queue
+            .change_visibility(&received[1].receipt, Duration::from_secs(600))
+            .unwrap();
+    }
+
+    let (reopened, clock) = file.open_manual();
+    assert_eq!(reopened.release_leases("q").unwrap(), 1);
+    assert_eq!(reopened.release_leases("other").unwrap(), 0);
+    let again = reopened.receive("q", 10, VISIBILITY).unwrap();
+
+    assert_eq!(bodies(&again), ["a1", "c1"]);
+    assert_eq!(again[0].receive_count, 2);
+    clock.advance(Duration::from_secs(600));
+    assert_eq!(
+        bodies(&reopened.receive("q", 10, VISIBILITY).unwrap()),
+        ["b1"]
+    );
+}
+
+#[test]
+fn a_version_1_file_is_migrated_and_keeps_its_messages() {
+    let file = TempQueueFile::new("migrate-v1");
+    {
+        let connection = rusqlite_connection(&file);
+        connection
+            .execute_batch(
+                "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL,
+                     group_id TEXT NOT NULL, dedup_id TEXT NOT NULL, body TEXT NOT NULL,
+                     first_enqueued_at INTEGER NOT NULL, visible_at INTEGER NOT NULL,
+                     receive_count INTEGER NOT NULL);
+                 CREATE TABLE dedup (queue TEXT NOT NULL, dedup_id TEXT NOT NULL,
+                     first_seen_at INTEGER NOT NULL, PRIMARY KEY (queue, dedup_id)) WITHOUT ROWID;
+                 CREATE TABLE dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     queue TEXT NOT NULL, group_id TEXT NOT NULL, dedup_id TEXT NOT NULL,
+                     body TEXT NOT NULL, receive_count INTEGER NOT NULL,
+                     first_enqueued_at INTEGER NOT NULL, reason TEXT NOT NULL, status INTEGER,
+                     cluster TEXT, key TEXT, dead_at INTEGER NOT NULL);
+                 INSERT INTO messages VALUES (1, 'q', 'a', 'd1', 'old', 0, 0, 0);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+    }
+
+    let (queue, _clock) = file.open_manual();
+
+    assert_eq!(
+        bodies(&queue.receive("q", 10, VISIBILITY).unwrap()),
+        ["old"]
+    );
+    assert_eq!(queue.release_leases("q").unwrap(), 1);
+    let version: i64 = rusqlite_connection(&file)
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+}
+
+#[test]
 fn reopening_is_refused_for_a_newer_schema_version() {
     let file = TempQueueFile::new("schema");
     drop(file.open_manual());

@@ -1,1 +1,243 @@
-fn main() {}
+//! The `fluxrelay` command. Exit status: 0 done, 1 failed while running, 2 bad usage,
+//! 78 (EX_CONFIG) the configuration is wrong — nothing was started.
+
+mod config;
+mod dlq;
+mod kubeconfig;
+mod metrics;
+mod serve;
+mod workers;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{ConfigError, ServeConfig};
+use crate::dlq::QueueName;
+use crate::serve::ServeError;
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "fluxrelay",
+    version,
+    about = "GitLab pushes to Flux, at once, on every cluster"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receive GitLab webhooks and trigger Flux, in one process with an embedded durable queue
+    Serve(ServeArgs),
+    /// List or redrive the dead letters of the embedded queue
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The configuration file (TOML); see examples/fluxrelay.toml
+    #[arg(long, default_value = "fluxrelay.toml")]
+    config: PathBuf,
+    /// Listen on this address instead of the file's `listen`
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Keep the queue in this directory instead of the file's `data_dir`
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Also register the cluster of this kubeconfig's context (subscribed to every push)
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current-context)
+    #[arg(long, requires = "kubeconfig")]
+    context: Option<String>,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct QueueArgs {
+    /// The configuration file whose data directory holds the queue
+    #[arg(long, default_value = "fluxrelay.toml", conflicts_with = "data_dir")]
+    config: PathBuf,
+    /// The data directory, instead of reading it from the configuration file
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = QueueName::Dispatch)]
+    queue: QueueName,
+    /// Only this cluster's dead letters
+    #[arg(long)]
+    cluster: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// One line per dead letter: when, cluster, project, ref, status, attempts, key, reason
+    List {
+        #[command(flatten)]
+        queue: QueueArgs,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back on their queue to be delivered again
+    Redrive {
+        #[command(flatten)]
+        queue: QueueArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Dlq { command } => dlq(command),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
+}
+
+fn config_failed(error: &ConfigError) -> ExitCode {
+    eprintln!("fluxrelay: configuration error:");
+    for problem in &error.problems {
+        eprintln!("  {problem}");
+    }
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let mut config = match ServeConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(error) => return config_failed(&error),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    if let Some(path) = &args.kubeconfig {
+        match kubeconfig::entry_from_kubeconfig(path, args.context.as_deref()) {
+            Ok(entry) => {
+                if let Err(error) = config.add_cluster(entry, path) {
+                    return config_failed(&error);
+                }
+            }
+            Err(error) => return config_failed(&error),
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("fluxrelay: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(serve::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ServeError::Config(error)) => config_failed(&error),
+        Err(ServeError::Runtime(message)) => {
+            tracing::error!(error = %message, "fluxrelay serve failed");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// SIGTERM (service managers, `kill`) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+fn dlq(command: DlqCommand) -> ExitCode {
+    let result = match command {
+        DlqCommand::List { queue, json } => data_dir(&queue).and_then(|dir| {
+            let count = dlq::list(
+                &dir,
+                queue.queue,
+                queue.cluster.as_deref(),
+                json,
+                &mut std::io::stdout().lock(),
+            )?;
+            if !json {
+                eprintln!("{count} dead letter(s) in the {} queue", queue.queue.name());
+            }
+            Ok(())
+        }),
+        DlqCommand::Redrive { queue } => data_dir(&queue).and_then(|dir| {
+            let count = dlq::redrive(&dir, queue.queue, queue.cluster.as_deref())?;
+            println!(
+                "redrove {count} dead letter(s) to the {} queue",
+                queue.queue.name()
+            );
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("fluxrelay: {message}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn data_dir(args: &QueueArgs) -> Result<PathBuf, String> {
+    match &args.data_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => config::data_dir_of(&args.config).map_err(|error| error.to_string()),
+    }
+}

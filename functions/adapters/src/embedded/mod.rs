@@ -306,6 +306,18 @@ impl EmbeddedQueue {
         self.write(|transaction, now| store::redrive(transaction, queue, cluster, now))
     }
 
+    /// After a crash, make the messages the dead process had received deliverable at once
+    /// instead of after their visibility timeout. Only for the queue's exclusive owner (`fluxrelay
+    /// serve` holds a lock file): a live consumer's messages would be delivered twice.
+    /// Returns how many were released.
+    pub fn release_leases(&self, queue: &str) -> Result<usize, QueueError> {
+        self.write(|transaction, now| store::release_leases(transaction, queue, now))
+    }
+
+    pub fn dead_letter_count(&self, queue: &str) -> Result<u64, QueueError> {
+        store::dead_letter_count(&self.lock(), queue)
+    }
+
     pub fn depth(&self, queue: &str) -> Result<Depth, QueueError> {
         let now = self.inner.clock.now_millis();
         store::depth(&self.lock(), queue, now)

@@ -10,7 +10,7 @@ use super::{DeadLetter, Depth, NewMessage, Receipt, Received, SendOutcome};
 use crate::sqs::DeadLetterReason;
 
 /// Stored in `PRAGMA user_version`; bump it with a migration step in `migrate`.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE messages (
@@ -52,6 +52,12 @@ CREATE TABLE dead_letters (
 CREATE INDEX dead_letters_by_queue ON dead_letters (queue, cluster, id);
 ";
 
+/// `leased`: hidden by a receive (a consumer holds it), as opposed to hidden by a retry
+/// delay. Only leases die with the process that held them (see `release_leases`).
+const SCHEMA_V2: &str = "
+ALTER TABLE messages ADD COLUMN leased INTEGER NOT NULL DEFAULT 0;
+";
+
 /// SQS FIFO limits for group and deduplication ids; keeping them makes the two paths agree.
 const MAX_ID_LEN: usize = 128;
 
@@ -68,22 +74,24 @@ pub(super) fn migrate(connection: &mut Connection) -> Result<(), QueueError> {
     let version: i64 = transaction
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(storage("read schema version"))?;
-    match version {
-        0 => {
+    if version > SCHEMA_VERSION {
+        return Err(QueueError::new(format!(
+            "embedded queue: schema version {version} is newer than this build's \
+             {SCHEMA_VERSION}; use a newer fluxrelay"
+        )));
+    }
+    let steps = [(1, SCHEMA_V1), (2, SCHEMA_V2)];
+    for (step_version, step) in steps {
+        if version < step_version {
             transaction
-                .execute_batch(SCHEMA_V1)
-                .map_err(storage("create schema"))?;
-            transaction
-                .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
-                .map_err(storage("write schema version"))?;
+                .execute_batch(step)
+                .map_err(storage("migrate schema"))?;
         }
-        SCHEMA_VERSION => {}
-        newer => {
-            return Err(QueueError::new(format!(
-                "embedded queue: schema version {newer} is newer than this build's \
-                 {SCHEMA_VERSION}; use a newer fluxrelay"
-            )));
-        }
+    }
+    if version != SCHEMA_VERSION {
+        transaction
+            .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+            .map_err(storage("write schema version"))?;
     }
     transaction.commit().map_err(storage("commit schema"))
 }
@@ -209,7 +217,9 @@ pub(super) fn receive(
     let visible_at = now.saturating_add(visibility_ms);
     for message in &mut received {
         transaction
-            .prepare_cached("UPDATE messages SET receive_count = ?2, visible_at = ?3 WHERE id = ?1")
+            .prepare_cached(
+                "UPDATE messages SET receive_count = ?2, visible_at = ?3, leased = 1 WHERE id = ?1",
+            )
             .and_then(|mut statement| {
                 statement.execute(params![message.id, message.receive_count, visible_at])
             })
@@ -246,7 +256,7 @@ pub(super) fn change_visibility(
 ) -> Result<(), QueueError> {
     let changed = transaction
         .execute(
-            "UPDATE messages SET visible_at = ?3
+            "UPDATE messages SET visible_at = ?3, leased = 0
              WHERE id = ?1 AND receive_count = ?2 AND visible_at > ?4",
             params![
                 receipt.message_id,
@@ -366,6 +376,32 @@ pub(super) fn redrive(
         )));
     }
     Ok(moved)
+}
+
+/// Make every leased message of `queue` visible now: the consumers that held them are gone
+/// (the caller owns the queue exclusively). Messages waiting out a retry delay stay hidden.
+pub(super) fn release_leases(
+    transaction: &Transaction<'_>,
+    queue: &str,
+    now: i64,
+) -> Result<usize, QueueError> {
+    transaction
+        .execute(
+            "UPDATE messages SET visible_at = ?2, leased = 0
+             WHERE queue = ?1 AND leased = 1 AND visible_at > ?2",
+            params![queue, now],
+        )
+        .map_err(storage("release leases"))
+}
+
+pub(super) fn dead_letter_count(connection: &Connection, queue: &str) -> Result<u64, QueueError> {
+    connection
+        .query_row(
+            "SELECT COUNT(*) FROM dead_letters WHERE queue = ?1",
+            [queue],
+            |row| row.get(0),
+        )
+        .map_err(storage("count dead letters"))
 }
 
 /// Messages available now (ignoring group blocking, like SQS's approximate count) and in flight.

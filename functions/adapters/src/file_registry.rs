@@ -1,0 +1,48 @@
+//! The cluster registry of `fluxrelay serve`: entries read from its config file and cluster
+//! files at start-up (and validated there, so a broken entry stops the process before it
+//! listens instead of silently missing its pushes). Changes take effect on restart.
+
+use std::sync::Arc;
+
+use fluxrelay_core::ports::{ClusterRegistry, RegistryReadError};
+use fluxrelay_core::registry::ClusterEntry;
+
+#[derive(Debug, Clone)]
+pub struct FileRegistry {
+    entries: Arc<Vec<ClusterEntry>>,
+}
+
+impl FileRegistry {
+    pub fn new(entries: Vec<ClusterEntry>) -> Self {
+        Self {
+            entries: Arc::new(entries),
+        }
+    }
+
+    pub fn entries(&self) -> &[ClusterEntry] {
+        &self.entries
+    }
+}
+
+impl ClusterRegistry for FileRegistry {
+    async fn clusters(&self) -> Result<Arc<Vec<ClusterEntry>>, RegistryReadError> {
+        Ok(self.entries.clone())
+    }
+
+    async fn cluster(&self, name: &str) -> Result<Option<Arc<ClusterEntry>>, RegistryReadError> {
+        Ok(self
+            .entries
+            .iter()
+            .find(|entry| entry.name == name)
+            .map(|entry| Arc::new(entry.clone())))
+    }
+
+    /// Rejected credentials cannot be re-read from a file without a restart; the dispatch
+    /// retries (and dead-letters when attempts run out), and the log says what to do.
+    fn invalidate(&self, name: &str) {
+        tracing::warn!(
+            cluster = %name,
+            "the cluster's credentials were rejected; fix its entry and restart fluxrelay serve"
+        );
+    }
+}

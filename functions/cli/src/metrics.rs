@@ -1,0 +1,212 @@
+//! `GET /metrics`: what `fluxrelay serve` received, queued, delivered, retried and
+//! dead-lettered, per cluster, with queue depths read at scrape time.
+
+use fluxrelay_adapters::embedded::{DISPATCH_QUEUE, EmbeddedQueue, INTAKE_QUEUE};
+use fluxrelay_core::handlers::dispatch::{DispatchReport, Verdict};
+use fluxrelay_core::ingest::{Accepted, IngestError};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterOutcome {
+    cluster: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueState {
+    queue: String,
+    state: String,
+}
+
+/// Webhook answer to trigger answer, in seconds: fractions of a second on a healthy
+/// cluster, minutes while a cluster is down and the backoff grows.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 900.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    received: Counter,
+    ignored: Counter,
+    rejected: Family<ReasonLabel, Counter>,
+    enqueued: Counter,
+    dispatches: Family<ClusterOutcome, Counter>,
+    triggers: Family<ClusterOutcome, Counter>,
+    queue_messages: Family<QueueState, Gauge>,
+    trigger_latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("fluxrelay");
+        let received = Counter::default();
+        let ignored = Counter::default();
+        let rejected = Family::<ReasonLabel, Counter>::default();
+        let enqueued = Counter::default();
+        let dispatches = Family::<ClusterOutcome, Counter>::default();
+        let triggers = Family::<ClusterOutcome, Counter>::default();
+        let queue_messages = Family::<QueueState, Gauge>::default();
+        let trigger_latency = Histogram::new(LATENCY_BUCKETS);
+        registry.register(
+            "webhooks_received",
+            "Webhook requests received on POST /webhook",
+            received.clone(),
+        );
+        registry.register(
+            "webhooks_ignored",
+            "Authentic webhooks that are not pushes (answered 202 with a reason)",
+            ignored.clone(),
+        );
+        registry.register(
+            "webhooks_rejected",
+            "Webhooks refused, by reason (unauthenticated, malformed, too_large, enqueue_failed)",
+            rejected.clone(),
+        );
+        registry.register(
+            "pushes_enqueued",
+            "Pushes durably queued (one webhook can carry several)",
+            enqueued.clone(),
+        );
+        registry.register(
+            "dispatches",
+            "Push-to-cluster dispatches settled, by cluster and outcome (delivered, \
+             nothing_to_trigger, retried, dead_lettered)",
+            dispatches.clone(),
+        );
+        registry.register(
+            "triggers",
+            "Calls to a cluster (Receiver webhook or annotation), by cluster and outcome (ok, failed)",
+            triggers.clone(),
+        );
+        registry.register(
+            "queue_messages",
+            "Messages in the embedded queue, by queue and state (visible, in_flight, dead_letter)",
+            queue_messages.clone(),
+        );
+        registry.register(
+            "trigger_latency_seconds",
+            "Time from a push's webhook being accepted to its cluster's trigger succeeding",
+            trigger_latency.clone(),
+        );
+        Self {
+            registry,
+            received,
+            ignored,
+            rejected,
+            enqueued,
+            dispatches,
+            triggers,
+            queue_messages,
+            trigger_latency,
+        }
+    }
+
+    pub fn record_ingest(&self, result: &Result<Accepted, IngestError>) {
+        self.received.inc();
+        match result {
+            Ok(Accepted::Enqueued { keys }) => {
+                self.enqueued.inc_by(keys.len() as u64);
+            }
+            Ok(Accepted::Ignored { .. }) => {
+                self.ignored.inc();
+            }
+            Err(error) => {
+                self.rejected
+                    .get_or_create(&ReasonLabel {
+                        reason: error.code().to_string(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// Count each settled dispatch (as it was actually settled on the queue) and each call.
+    pub fn record_dispatch(&self, report: &DispatchReport, settled: &[bool], now: OffsetDateTime) {
+        for target in &report.targets {
+            let outcome = if target.result.is_ok() {
+                "ok"
+            } else {
+                "failed"
+            };
+            self.triggers
+                .get_or_create(&labels(&target.cluster, outcome))
+                .inc();
+        }
+        for (message, settled) in report.messages.iter().zip(settled) {
+            if !settled {
+                continue;
+            }
+            let cluster = message
+                .dispatch
+                .as_ref()
+                .map_or("unreadable", |d| d.cluster.as_str());
+            let outcome = match message.verdict {
+                Verdict::Delivered { .. } => "delivered",
+                Verdict::NothingToTrigger => "nothing_to_trigger",
+                Verdict::Retry { .. } => "retried",
+                Verdict::DeadLetter { .. } => "dead_lettered",
+            };
+            self.dispatches
+                .get_or_create(&labels(cluster, outcome))
+                .inc();
+            if let (Verdict::Delivered { .. }, Some(dispatch)) =
+                (&message.verdict, &message.dispatch)
+                && let Ok(accepted) = OffsetDateTime::parse(&dispatch.push.received_at, &Rfc3339)
+            {
+                let seconds = (now - accepted).as_seconds_f64().max(0.0);
+                self.trigger_latency.observe(seconds);
+            }
+        }
+    }
+
+    /// The text exposition, with queue gauges read from `queue` now.
+    pub fn render(&self, queue: &EmbeddedQueue) -> Result<String, String> {
+        for name in [INTAKE_QUEUE, DISPATCH_QUEUE] {
+            let depth = queue.depth(name).map_err(|error| error.to_string())?;
+            let dead = queue
+                .dead_letter_count(name)
+                .map_err(|error| error.to_string())?;
+            for (state, count) in [
+                ("visible", depth.visible),
+                ("in_flight", depth.in_flight),
+                ("dead_letter", dead),
+            ] {
+                self.queue_messages
+                    .get_or_create(&QueueState {
+                        queue: name.to_string(),
+                        state: state.to_string(),
+                    })
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry).map_err(|error| error.to_string())?;
+        Ok(text)
+    }
+}
+
+fn labels(cluster: &str, outcome: &str) -> ClusterOutcome {
+    ClusterOutcome {
+        cluster: cluster.to_string(),
+        outcome: outcome.to_string(),
+    }
+}

@@ -1,0 +1,261 @@
+//! `fluxrelay serve`: ingest over HTTP, route and dispatch as in-process workers, one
+//! embedded queue file under the data directory.
+
+use std::fs::File;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use fluxrelay_adapters::cluster::KubeClusters;
+use fluxrelay_adapters::embedded::{DISPATCH_QUEUE, EmbeddedQueue, INTAKE_QUEUE};
+use fluxrelay_adapters::file_registry::FileRegistry;
+use fluxrelay_adapters::outcome_log;
+use fluxrelay_core::ingest::{IngestConfig, IngestError, IngestResponse, ingest};
+use time::OffsetDateTime;
+use tokio::sync::{Notify, watch};
+
+use crate::config::{ConfigError, Problem, ServeConfig};
+use crate::metrics::Metrics;
+use crate::workers::{self, Stage, Workers};
+
+pub const QUEUE_FILE: &str = "queue.sqlite";
+const LOCK_FILE: &str = "serve.lock";
+
+/// Why `serve` could not start (config-level, exit 78) or stopped with an error (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+#[derive(Clone)]
+struct AppState {
+    ingest: Arc<IngestConfig>,
+    queue: EmbeddedQueue,
+    metrics: Arc<Metrics>,
+    route_wake: Arc<Notify>,
+}
+
+/// Serve until `shutdown` completes, then stop accepting, let in-flight requests and
+/// batches finish, and return. Start-up problems are reported before anything listens.
+pub async fn run(
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let problem = |field: &str, problem: String| {
+        ServeError::Config(ConfigError {
+            problems: vec![Problem {
+                file: config.file.clone(),
+                field: field.to_string(),
+                problem,
+            }],
+        })
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(|error| {
+        problem(
+            "data_dir",
+            format!("cannot create {}: {error}", config.data_dir.display()),
+        )
+    })?;
+    let _lock = lock_data_dir(&config.data_dir).map_err(|message| problem("data_dir", message))?;
+    let queue = EmbeddedQueue::open(config.data_dir.join(QUEUE_FILE))
+        .map_err(|error| problem("data_dir", error.to_string()))?;
+    for name in [INTAKE_QUEUE, DISPATCH_QUEUE] {
+        let released = queue
+            .release_leases(name)
+            .map_err(|error| ServeError::Runtime(error.to_string()))?;
+        if released > 0 {
+            tracing::info!(
+                queue = name,
+                released,
+                "redelivering messages a previous run had received but not settled"
+            );
+        }
+    }
+    let clusters =
+        KubeClusters::with_defaults().map_err(|failure| ServeError::Runtime(failure.reason))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| {
+            problem(
+                "listen",
+                format!("cannot listen on {}: {error}", config.listen),
+            )
+        })?;
+    let address = listener
+        .local_addr()
+        .map_err(|error| ServeError::Runtime(format!("listening socket: {error}")))?;
+
+    let metrics = Arc::new(Metrics::new());
+    let route_wake = Arc::new(Notify::new());
+    let workers = Arc::new(Workers {
+        queue: queue.clone(),
+        registry: FileRegistry::new(config.clusters.clone()),
+        clusters,
+        retry: config.retry,
+        metrics: metrics.clone(),
+        route_wake: route_wake.clone(),
+        dispatch_wake: Arc::new(Notify::new()),
+    });
+    let state = AppState {
+        ingest: Arc::new(config.ingest),
+        queue: queue.clone(),
+        metrics,
+        route_wake: route_wake.clone(),
+    };
+    let app = Router::new()
+        .route("/webhook", post(webhook))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state);
+
+    let (stop_workers, stopped) = watch::channel(false);
+    let mut tasks = vec![tokio::spawn(workers::run(
+        workers.clone(),
+        Stage::Route,
+        stopped.clone(),
+    ))];
+    for _ in 0..config.dispatch_workers {
+        tasks.push(tokio::spawn(workers::run(
+            workers.clone(),
+            Stage::Dispatch,
+            stopped.clone(),
+        )));
+    }
+    // Pick up what a previous run left queued.
+    route_wake.notify_one();
+    workers.dispatch_wake.notify_one();
+    tracing::info!(
+        addr = %address,
+        data_dir = %config.data_dir.display(),
+        clusters = config.clusters.len(),
+        "listening"
+    );
+
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new webhooks; finishing work in hand");
+        })
+        .await;
+    let _ = stop_workers.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    let left = queue
+        .depth(INTAKE_QUEUE)
+        .and_then(|intake| Ok((intake, queue.depth(DISPATCH_QUEUE)?)));
+    if let Ok((intake, dispatch)) = left {
+        tracing::info!(
+            intake = intake.visible + intake.in_flight,
+            dispatch = dispatch.visible + dispatch.in_flight,
+            "stopped; queued messages are kept for the next start"
+        );
+    }
+    served.map_err(|error| ServeError::Runtime(format!("HTTP server: {error}")))
+}
+
+/// One `serve` per data directory: a second would deliver the first one's in-flight
+/// messages again when it releases their leases. The lock dies with the process.
+fn lock_data_dir(dir: &Path) -> Result<File, String> {
+    let path: PathBuf = dir.join(LOCK_FILE);
+    let file = File::create(&path)
+        .map_err(|error| format!("cannot create {}: {error}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another fluxrelay serve is using {} (it holds {})",
+            dir.display(),
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(format!("cannot lock {}: {error}", path.display()))
+        }
+    }
+}
+
+async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let limit = state.ingest.max_body_bytes;
+    // One byte over the cap is enough for ingest to answer 413 with its own message.
+    let result = match to_bytes(body, limit.saturating_add(1)).await {
+        Ok(bytes) => {
+            ingest(
+                &state.ingest,
+                &state.queue,
+                &headers,
+                &bytes,
+                OffsetDateTime::now_utc(),
+            )
+            .await
+        }
+        Err(_) => Err(IngestError::TooLarge {
+            size: content_length(&headers).unwrap_or(limit.saturating_add(1)),
+            limit,
+        }),
+    };
+    outcome_log::ingest(&result);
+    state.metrics.record_ingest(&result);
+    if result.is_ok() {
+        state.route_wake.notify_one();
+    }
+    let response = IngestResponse::from_result(&result);
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        response.body,
+    )
+        .into_response()
+}
+
+fn content_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Healthy when the queue file answers.
+async fn healthz(State(state): State<AppState>) -> Response {
+    let queue = state.queue.clone();
+    let readable = tokio::task::spawn_blocking(move || queue.depth(INTAKE_QUEUE)).await;
+    match readable {
+        Ok(Ok(_)) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(Err(error)) => {
+            tracing::error!(outcome = "unhealthy", error = %error);
+            (StatusCode::SERVICE_UNAVAILABLE, "queue unavailable\n").into_response()
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "queue unavailable\n").into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let AppState { queue, metrics, .. } = state;
+    let rendered = tokio::task::spawn_blocking(move || metrics.render(&queue)).await;
+    match rendered {
+        Ok(Ok(text)) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Ok(Err(error)) => {
+            tracing::error!(outcome = "metrics_failed", error = %error);
+            (StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n").into_response()
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n").into_response(),
+    }
+}
