@@ -42,7 +42,7 @@ pub struct Metrics {
     received: Counter,
     ignored: Counter,
     rejected: Family<ReasonLabel, Counter>,
-    enqueued: Counter,
+    accepted: Counter,
     dispatches: Family<ClusterOutcome, Counter>,
     triggers: Family<ClusterOutcome, Counter>,
     queue_messages: Family<QueueState, Gauge>,
@@ -61,7 +61,7 @@ impl Metrics {
         let received = Counter::default();
         let ignored = Counter::default();
         let rejected = Family::<ReasonLabel, Counter>::default();
-        let enqueued = Counter::default();
+        let accepted = Counter::default();
         let dispatches = Family::<ClusterOutcome, Counter>::default();
         let triggers = Family::<ClusterOutcome, Counter>::default();
         let queue_messages = Family::<QueueState, Gauge>::default();
@@ -82,9 +82,9 @@ impl Metrics {
             rejected.clone(),
         );
         registry.register(
-            "pushes_enqueued",
-            "Pushes durably queued (one webhook can carry several)",
-            enqueued.clone(),
+            "pushes_accepted",
+            "Pushes acknowledged with 202, each durably queued (a push GitLab sends twice is counted twice and delivered once)",
+            accepted.clone(),
         );
         registry.register(
             "dispatches",
@@ -112,7 +112,7 @@ impl Metrics {
             received,
             ignored,
             rejected,
-            enqueued,
+            accepted,
             dispatches,
             triggers,
             queue_messages,
@@ -124,7 +124,7 @@ impl Metrics {
         self.received.inc();
         match result {
             Ok(Accepted::Enqueued { keys }) => {
-                self.enqueued.inc_by(keys.len() as u64);
+                self.accepted.inc_by(keys.len() as u64);
             }
             Ok(Accepted::Ignored { .. }) => {
                 self.ignored.inc();
