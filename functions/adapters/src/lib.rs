@@ -8,3 +8,4 @@ pub mod lambda;
 pub mod outcome_log;
 pub mod secrets;
 pub mod sqs;
+pub mod sqs_dlq;

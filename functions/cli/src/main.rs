@@ -80,6 +80,10 @@ struct QueueArgs {
     data_dir: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = QueueName::Dispatch)]
     queue: QueueName,
+    /// An SQS dead-letter queue instead (its URL: the stack's DispatchDLQUrl or
+    /// IntakeDLQUrl output); AWS credentials and region come from the environment
+    #[arg(long, value_name = "DLQ_URL", conflicts_with_all = ["data_dir", "queue"])]
+    sqs: Option<String>,
     /// Only this cluster's dead letters
     #[arg(long)]
     cluster: Option<String>,
@@ -99,6 +103,10 @@ enum DlqCommand {
     Redrive {
         #[command(flatten)]
         queue: QueueArgs,
+        /// With --sqs: the queue to send them to (default: the DLQ's source queue,
+        /// `<stack>-dispatch-dlq.fifo` → `<stack>-dispatch.fifo`)
+        #[arg(long, value_name = "QUEUE_URL", requires = "sqs")]
+        to: Option<String>,
     },
 }
 
@@ -204,27 +212,50 @@ async fn shutdown_signal() {
 
 fn dlq(command: DlqCommand) -> ExitCode {
     let result = match command {
-        DlqCommand::List { queue, json } => data_dir(&queue).and_then(|dir| {
-            let count = dlq::list(
-                &dir,
-                queue.queue,
-                queue.cluster.as_deref(),
-                json,
-                &mut std::io::stdout().lock(),
-            )?;
-            if !json {
-                eprintln!("{count} dead letter(s) in the {} queue", queue.queue.name());
-            }
-            Ok(())
-        }),
-        DlqCommand::Redrive { queue } => data_dir(&queue).and_then(|dir| {
-            let count = dlq::redrive(&dir, queue.queue, queue.cluster.as_deref())?;
-            println!(
-                "redrove {count} dead letter(s) to the {} queue",
-                queue.queue.name()
-            );
-            Ok(())
-        }),
+        DlqCommand::List { queue, json } => match &queue.sqs {
+            Some(url) => with_runtime(async {
+                let count = dlq::list_sqs(
+                    url,
+                    queue.cluster.as_deref(),
+                    json,
+                    &mut std::io::stdout().lock(),
+                )
+                .await?;
+                if !json {
+                    eprintln!("{count} dead letter(s) in {url}");
+                }
+                Ok(())
+            }),
+            None => data_dir(&queue).and_then(|dir| {
+                let count = dlq::list(
+                    &dir,
+                    queue.queue,
+                    queue.cluster.as_deref(),
+                    json,
+                    &mut std::io::stdout().lock(),
+                )?;
+                if !json {
+                    eprintln!("{count} dead letter(s) in the {} queue", queue.queue.name());
+                }
+                Ok(())
+            }),
+        },
+        DlqCommand::Redrive { queue, to } => match &queue.sqs {
+            Some(url) => with_runtime(async {
+                let (count, target) =
+                    dlq::redrive_sqs(url, to.as_deref(), queue.cluster.as_deref()).await?;
+                println!("redrove {count} dead letter(s) to {target}");
+                Ok(())
+            }),
+            None => data_dir(&queue).and_then(|dir| {
+                let count = dlq::redrive(&dir, queue.queue, queue.cluster.as_deref())?;
+                println!(
+                    "redrove {count} dead letter(s) to the {} queue",
+                    queue.queue.name()
+                );
+                Ok(())
+            }),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -233,6 +264,14 @@ fn dlq(command: DlqCommand) -> ExitCode {
             ExitCode::from(EXIT_FAILED)
         }
     }
+}
+
+fn with_runtime(work: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the async runtime: {error}"))?
+        .block_on(work)
 }
 
 fn data_dir(args: &QueueArgs) -> Result<PathBuf, String> {
