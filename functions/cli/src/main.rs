@@ -3,6 +3,7 @@
 
 mod config;
 mod dlq;
+mod explain;
 mod kubeconfig;
 mod metrics;
 mod serve;
@@ -36,11 +37,28 @@ struct Cli {
 enum Command {
     /// Receive GitLab webhooks and trigger Flux, in one process with an embedded durable queue
     Serve(ServeArgs),
-    /// List or redrive the dead letters of the embedded queue
+    /// List or redrive dead letters (embedded queue, or an SQS dead-letter queue)
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Show what happened to one push on each cluster
+    Explain(ExplainArgs),
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// The push key (from the 202 answer or any log line); a unique prefix is enough
+    key: String,
+    /// The configuration file whose data directory holds the embedded queue
+    #[arg(long, default_value = "fluxrelay.toml", conflicts_with = "data_dir")]
+    config: PathBuf,
+    /// The data directory, instead of reading it from the configuration file
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// On AWS: the dispatch dead-letter queue's URL (the stack's DispatchDLQUrl output)
+    #[arg(long, value_name = "DLQ_URL", conflicts_with = "data_dir")]
+    sqs: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -115,6 +133,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Dlq { command } => dlq(command),
+        Command::Explain(args) => explain(args),
     }
 }
 
@@ -256,6 +275,27 @@ fn dlq(command: DlqCommand) -> ExitCode {
                 Ok(())
             }),
         },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("fluxrelay: {message}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn explain(args: ExplainArgs) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let result = match &args.sqs {
+        Some(url) => with_runtime(explain::explain_sqs(url, &args.key, &mut out)),
+        None => {
+            let dir = match &args.data_dir {
+                Some(dir) => Ok(dir.clone()),
+                None => config::data_dir_of(&args.config).map_err(|error| error.to_string()),
+            };
+            dir.and_then(|dir| explain::explain_embedded(&dir, &args.key, &mut out))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
