@@ -2,6 +2,7 @@
 //! they need (classification, matching) is called from `fluxrelay-core`.
 
 pub mod cluster;
+pub mod cluster_check;
 pub mod embedded;
 pub mod file_registry;
 pub mod lambda;

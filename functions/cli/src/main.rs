@@ -1,6 +1,7 @@
 //! The `fluxrelay` command. Exit status: 0 done, 1 failed while running, 2 bad usage,
 //! 78 (EX_CONFIG) the configuration is wrong — nothing was started.
 
+mod cluster;
 mod config;
 mod dlq;
 mod explain;
@@ -44,6 +45,92 @@ enum Command {
     },
     /// Show what happened to one push on each cluster
     Explain(ExplainArgs),
+    /// Register a cluster from a kubeconfig, list the registry, check a cluster
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    /// One <name>.json per cluster in --dir (fluxrelay serve's cluster_dir)
+    File,
+    /// One secret per cluster under --prefix (the AWS functions' registry)
+    Secretsmanager,
+}
+
+#[derive(clap::Args)]
+struct StoreArgs {
+    #[arg(long, value_enum, default_value_t = StoreKind::File)]
+    store: StoreKind,
+    /// The directory of entries for --store file
+    #[arg(long, default_value = "clusters.d")]
+    dir: PathBuf,
+    /// The secret name prefix for --store secretsmanager
+    #[arg(long, default_value = fluxrelay_adapters::secrets::DEFAULT_PREFIX)]
+    prefix: String,
+    /// Instead: the clusters of this fluxrelay serve configuration (list and check only)
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn store(&self) -> cluster::Store {
+        match (&self.config, self.store) {
+            (Some(file), _) => cluster::Store::ServeConfig(file.clone()),
+            (None, StoreKind::File) => cluster::Store::Files(self.dir.clone()),
+            (None, StoreKind::Secretsmanager) => cluster::Store::SecretsManager {
+                prefix: self.prefix.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Build a registry entry from a kubeconfig context and store it (never printing secrets)
+    Add {
+        /// The cluster's name in fluxrelay (1-63 of A-Za-z0-9-_.)
+        name: String,
+        /// The kubeconfig to read (default: $KUBECONFIG, else ~/.kube/config)
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Its context (default: current-context)
+        #[arg(long)]
+        context: Option<String>,
+        /// Namespaces with GitRepositories and Receivers (repeatable)
+        #[arg(long = "namespace", default_value = "flux-system")]
+        namespaces: Vec<String>,
+        /// Only pushes to projects matching this glob, e.g. 'platform/**' (repeatable)
+        #[arg(long = "project")]
+        projects: Vec<String>,
+        /// Only pushes to refs matching this glob, e.g. main or 'refs/tags/v*' (repeatable)
+        #[arg(long = "ref")]
+        refs: Vec<String>,
+        /// Annotate GitRepositories instead of calling Receivers
+        #[arg(long)]
+        annotate: bool,
+        /// Do not read Receiver tokens from their Secrets in the cluster
+        #[arg(long)]
+        no_receiver_tokens: bool,
+        /// Replace an existing entry
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// One line per registry entry, invalid ones with their problems
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Connect as the entry and check every permission, object and the receiver, with fixes
+    Check {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -134,6 +221,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Dlq { command } => dlq(command),
         Command::Explain(args) => explain(args),
+        Command::Cluster { command } => cluster_command(command),
     }
 }
 
@@ -304,6 +392,72 @@ fn explain(args: ExplainArgs) -> ExitCode {
             ExitCode::from(EXIT_FAILED)
         }
     }
+}
+
+fn cluster_command(command: ClusterCommand) -> ExitCode {
+    let result = match command {
+        ClusterCommand::Add {
+            name,
+            kubeconfig,
+            context,
+            namespaces,
+            projects,
+            refs,
+            annotate,
+            no_receiver_tokens,
+            force,
+            store,
+        } => {
+            let kubeconfig = kubeconfig.or_else(default_kubeconfig);
+            match kubeconfig {
+                None => {
+                    Err("no kubeconfig: pass --kubeconfig PATH (or set KUBECONFIG)".to_string())
+                }
+                Some(kubeconfig) => {
+                    let options = cluster::AddOptions {
+                        name,
+                        kubeconfig,
+                        context,
+                        namespaces,
+                        projects,
+                        refs,
+                        annotate,
+                        read_receiver_tokens: !no_receiver_tokens,
+                        force,
+                    };
+                    with_runtime(cluster::add(&options, &store.store()))
+                }
+            }
+        }
+        ClusterCommand::List { store } => with_runtime(async {
+            let count = cluster::list(&store.store()).await?;
+            eprintln!("{count} cluster(s)");
+            Ok(())
+        }),
+        ClusterCommand::Check { name, store } => with_runtime(async {
+            if cluster::check(&store.store(), &name).await? {
+                Ok(())
+            } else {
+                Err(format!(
+                    "cluster {name}: some checks failed (✗ above, each with its fix)"
+                ))
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("fluxrelay: {message}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn default_kubeconfig() -> Option<PathBuf> {
+    if let Some(paths) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        return std::env::split_paths(&paths).next();
+    }
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".kube/config"))
 }
 
 fn with_runtime(work: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
