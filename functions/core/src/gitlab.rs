@@ -148,14 +148,30 @@ fn decode<'a, T: serde::Deserialize<'a>>(
     let text = std::str::from_utf8(body).map_err(|e| MalformedEvent::NotJson(e.to_string()))?;
     serde_json::from_str(text).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
-            MalformedEvent::NotJson(e.to_string())
+            MalformedEvent::NotJson(bounded_detail(&e))
         } else {
             MalformedEvent::Shape {
                 event,
-                detail: e.to_string(),
+                detail: bounded_detail(&e),
             }
         }
     })
+}
+
+/// Longest parser message put in an answer or a log line.
+const MAX_DETAIL_CHARS: usize = 200;
+
+/// serde's "invalid type: string \"…\"" quotes the offending value whole: a 5 MiB string
+/// would make a 20 MiB answer (over the 6 MB Lambda response limit, so GitLab would see a
+/// failure) and a 20 MiB log line. The start of the message says what is wrong.
+fn bounded_detail(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    if message.chars().count() <= MAX_DETAIL_CHARS {
+        return message;
+    }
+    let mut cut: String = message.chars().take(MAX_DETAIL_CHARS).collect();
+    cut.push_str("… (cut)");
+    cut
 }
 
 /// Untrusted text in a reason: bounded, printable, quoted.

@@ -142,3 +142,7 @@ pub async fn ingest(
 #[cfg(test)]
 #[path = "ingest_test.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "ingest_bad_input_test.rs"]
+mod bad_input_tests;

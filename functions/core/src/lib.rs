@@ -22,3 +22,7 @@ mod testing;
 
 pub use push::{Dispatch, Push, PushEvent};
 pub use secret::Secret;
+
+#[cfg(test)]
+#[path = "redaction_test.rs"]
+mod redaction_tests;

@@ -608,3 +608,21 @@ fn ignored_reasons_do_not_echo_long_or_control_text() {
     assert!(reason.len() < 120, "{reason}");
     assert!(!reason.contains('\t'));
 }
+
+#[test]
+fn a_huge_mistyped_value_is_not_echoed_whole_in_the_error() {
+    // serde quotes the offending string in full; 1 MiB of quotes used to become a 4 MiB
+    // answer body (a 5 MiB one would pass the Lambda response limit).
+    let huge = "\"".repeat(1 << 20);
+    for (field, value) in [("project_id", json!(huge)), ("ref", json!([huge]))] {
+        let body = edited(PUSH_HOOK, |v| v[field] = value);
+        let error = malformed("Push Hook", body.as_bytes());
+        let message = error.to_string();
+        assert!(
+            matches!(error, MalformedEvent::Shape { .. }),
+            "{field}: {message}"
+        );
+        assert!(message.contains("invalid type"), "{field}: {message}");
+        assert!(message.len() < 600, "{field}: {} bytes", message.len());
+    }
+}

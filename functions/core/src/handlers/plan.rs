@@ -249,3 +249,7 @@ pub fn receiver_call(entry: &ClusterEntry, receiver: &Receiver, push: &Push) -> 
 #[cfg(test)]
 #[path = "plan_test.rs"]
 pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "plan_steering_test.rs"]
+mod steering_tests;

@@ -3,3 +3,7 @@
 pub mod refs;
 pub mod select;
 pub mod url;
+
+#[cfg(test)]
+#[path = "matcher_prop_test.rs"]
+mod matcher_prop_tests;

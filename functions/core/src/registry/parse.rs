@@ -561,19 +561,25 @@ fn receiver_tokens(value: &Value, errors: &mut Errors) -> BTreeMap<ObjectRef, Se
     };
     map.iter()
         .filter_map(|(key, token)| {
-            let path = format!("trigger.receiver_tokens[{key:?}]");
-            let token = string_at(Some(token), &path, errors)?;
-            match key.split_once('/') {
+            let receiver = match key.split_once('/') {
                 Some((namespace, name))
                     if is_dns_label(namespace) && !name.is_empty() && !name.contains('/') =>
                 {
-                    Some((ObjectRef::new(namespace, name), Secret::new(token)))
+                    ObjectRef::new(namespace, name)
                 }
                 _ => {
-                    errors.add(path, "key must be \"namespace/name\" of a Receiver");
-                    None
+                    // Not shown: a key that is no Receiver name may be the token itself,
+                    // written where its `namespace/name` belongs.
+                    errors.add(
+                        "trigger.receiver_tokens",
+                        "key must be \"namespace/name\" of a Receiver (the key is not shown: it may be a token in the wrong place)",
+                    );
+                    return None;
                 }
-            }
+            };
+            let path = format!("trigger.receiver_tokens[{key:?}]");
+            let token = string_at(Some(token), &path, errors)?;
+            Some((receiver, Secret::new(token)))
         })
         .collect()
 }

@@ -280,6 +280,16 @@ fn receiver_token_keys_are_namespace_slash_name() {
             "{key}: {errors:?}"
         );
     }
+    // Token and name swapped: the key is refused without being shown.
+    let swapped = errors_of(trigger(json!({"swapped-TOKEN-3f9a": "apps/r1"})));
+    assert!(
+        swapped[0].contains("key must be \"namespace/name\""),
+        "{swapped:?}"
+    );
+    assert!(
+        !swapped.concat().contains("swapped-TOKEN-3f9a"),
+        "{swapped:?}"
+    );
     assert!(errors_of(trigger(json!({"apps/r1": 1})))[0].contains("must be a string"));
     assert!(errors_of(trigger(json!(["apps/r1"])))[0].contains("must be an object"));
 }
