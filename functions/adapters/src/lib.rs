@@ -2,6 +2,7 @@
 //! they need (classification, matching) is called from `fluxrelay-core`.
 
 pub mod cluster;
+pub mod eks;
 pub mod embedded;
 pub mod lambda;
 pub mod secrets;
