@@ -262,7 +262,7 @@ pub fn verify(
         return Err("X-Amz-Expires is out of range".into());
     }
     let signed_at = parse_amz_date(get("x-amz-date"))?;
-    if now >= signed_at + VALID_FOR {
+    if now > signed_at + VALID_FOR {
         return Err("X-Amz-Date parameter is expired".into());
     }
 
