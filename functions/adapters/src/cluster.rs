@@ -5,11 +5,13 @@
 //! verification on. Credentials go only to the entry's `server`; an absolute receiver URL
 //! gets a plain HTTP client without them. No error or log line carries a credential: kube's
 //! and the YAML parser's own messages can quote their input, so those are replaced by ours.
+//! An `eks` entry's client holds a token minted from the function's IAM role ([`crate::eks`])
+//! and is rebuilt with a fresh token before that token's reuse window ends.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use fluxrelay_core::flux::{
@@ -17,8 +19,9 @@ use fluxrelay_core::flux::{
 };
 use fluxrelay_core::ports::{Annotator, FluxDiscovery, TriggerSender};
 use fluxrelay_core::registry::{ClusterEntry, Credentials};
+use fluxrelay_core::secret::Secret;
 use fluxrelay_core::trigger::classify::{
-    FailureClass, Responder, TransportErrorKind, TriggerFailure, TriggerResponse,
+    FailureClass, Responder, TransportErrorKind, TriggerFailure, TriggerResponse, apiserver_status,
     classify_apiserver_response, transport_failure,
 };
 use fluxrelay_core::trigger::request::{MERGE_PATCH_CONTENT_TYPE, RequestTarget, TriggerRequest};
@@ -29,6 +32,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+use crate::eks::{EksTokenError, EksTokens, TokenLifetime};
 
 /// The most of a response body kept: enough for any `Status`, never a whole page.
 const MAX_BODY_BYTES: usize = 8 * 1024;
@@ -120,6 +125,22 @@ fn fingerprint(entry: &ClusterEntry) -> Fingerprint {
     Fingerprint(hash.finalize().into())
 }
 
+struct CachedClient {
+    fingerprint: Fingerprint,
+    client: kube::Client,
+    /// Set for clients that hold a minted (EKS) token: past it, the client is rebuilt.
+    token_lifetime: Option<TokenLifetime>,
+}
+
+impl CachedClient {
+    fn usable(&self, fingerprint: Fingerprint, now: SystemTime) -> bool {
+        self.fingerprint == fingerprint
+            && self
+                .token_lifetime
+                .is_none_or(|lifetime| lifetime.usable_at(now))
+    }
+}
+
 struct CachedList {
     fingerprint: Fingerprint,
     read_at: Instant,
@@ -131,10 +152,27 @@ struct CachedList {
 pub struct KubeClusters {
     timeouts: Timeouts,
     list_ttl: Duration,
-    clients: Mutex<HashMap<String, (Fingerprint, kube::Client)>>,
+    clients: Mutex<HashMap<String, CachedClient>>,
     lists: Mutex<HashMap<(String, FluxKind, String), CachedList>>,
     /// For absolute receiver URLs: no cluster credentials, no redirects, no proxy.
     receiver_http: reqwest::Client,
+    eks: EksTokens,
+}
+
+/// No token, so nothing was sent. Missing AWS credentials may come back (retry); a bad
+/// `auth.eks` entry will not.
+fn eks_failure(entry: &ClusterEntry, error: &EksTokenError) -> TriggerFailure {
+    TriggerFailure {
+        class: if error.is_retryable() {
+            FailureClass::Retryable
+        } else {
+            FailureClass::Permanent
+        },
+        responder: Responder::Configuration,
+        status: None,
+        reason: format!("cluster {}: no EKS token: {error}", entry.name),
+        credentials_rejected: false,
+    }
 }
 
 fn configuration_failure(reason: impl Into<String>) -> TriggerFailure {
@@ -169,7 +207,15 @@ impl KubeClusters {
             clients: Mutex::new(HashMap::new()),
             lists: Mutex::new(HashMap::new()),
             receiver_http,
+            eks: EksTokens::from_default_chain(),
         })
+    }
+
+    /// Where `eks` entries get their AWS credentials and clock (default: the `aws-config`
+    /// default chain, looked up on first use, and the wall clock).
+    pub fn with_eks_tokens(mut self, eks: EksTokens) -> Self {
+        self.eks = eks;
+        self
     }
 
     /// Connect 5 s, read and write 15 s, lists reused for 30 s.
@@ -183,31 +229,61 @@ impl KubeClusters {
     }
 
     /// The entry's client, built on first use and rebuilt when its server, CA or
-    /// credentials change.
+    /// credentials change, or when its minted token leaves its reuse window.
     async fn client(&self, entry: &ClusterEntry) -> Result<kube::Client, TriggerFailure> {
         let print = fingerprint(entry);
-        if let Some((cached, client)) = self
+        if let Some(cached) = self
             .clients
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&entry.name)
-            && *cached == print
+            && cached.usable(print, self.eks.now())
         {
-            return Ok(client.clone());
+            return Ok(cached.client.clone());
         }
-        let config = client_config(entry, self.timeouts).await?;
+        let minted = match &entry.credentials {
+            Credentials::Eks { cluster, region } => Some(
+                self.eks
+                    .mint(cluster, region)
+                    .await
+                    .map_err(|error| eks_failure(entry, &error))?,
+            ),
+            _ => None,
+        };
+        let config = client_config(
+            entry,
+            self.timeouts,
+            minted.as_ref().map(|minted| &minted.token),
+        )
+        .await?;
         let client = kube::Client::try_from(config).map_err(|_| {
             configuration_failure(format!(
                 "cluster {}: could not build a client from the entry's CA and credentials (a certificate or key is not loadable; details withheld)",
                 entry.name
             ))
         })?;
-        tracing::debug!(cluster = %entry.name, "built kube client");
+        tracing::debug!(cluster = %entry.name, minted_token = minted.is_some(), "built kube client");
         self.clients
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(entry.name.clone(), (print, client.clone()));
+            .insert(
+                entry.name.clone(),
+                CachedClient {
+                    fingerprint: print,
+                    client: client.clone(),
+                    token_lifetime: minted.map(|minted| minted.lifetime),
+                },
+            );
         Ok(client)
+    }
+
+    /// The apiserver rejected the entry's credentials (401): the next use builds a new
+    /// client, which for an `eks` entry means a new token.
+    fn forget_client(&self, entry: &ClusterEntry) {
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&entry.name);
     }
 
     async fn list(
@@ -233,10 +309,13 @@ impl KubeClusters {
         let client = self.client(entry).await?;
         let api: Api<DynamicObject> = Api::namespaced_with(client, namespace, &kind.resource());
         let action = format!("list {} in {namespace}", kind.plural());
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|error| kube_failure(&error, &action))?;
+        let list = api.list(&ListParams::default()).await.map_err(|error| {
+            let failure = kube_failure(&error, &action);
+            if failure.credentials_rejected {
+                self.forget_client(entry);
+            }
+            failure
+        })?;
         let items = list
             .items
             .iter()
@@ -291,11 +370,15 @@ impl KubeClusters {
         let status = response.status().as_u16();
         let content_type = content_type(response.headers());
         let body = read_limited(response.into_body()).await;
-        Ok(TriggerResponse {
+        let response = TriggerResponse {
             status,
             content_type,
             body,
-        })
+        };
+        if status == 401 && apiserver_status(&response).is_some() {
+            self.forget_client(entry);
+        }
+        Ok(response)
     }
 
     async fn send_to_url(
@@ -450,10 +533,12 @@ async fn read_limited(mut body: kube::client::Body) -> Vec<u8> {
     out
 }
 
-/// The kube configuration for an entry, built only from the entry.
+/// The kube configuration for an entry, built only from the entry (and, for an `eks`
+/// entry, the token just minted for it).
 async fn client_config(
     entry: &ClusterEntry,
     timeouts: Timeouts,
+    eks_token: Option<&Secret>,
 ) -> Result<kube::Config, TriggerFailure> {
     let (kubeconfig, context) = match &entry.credentials {
         Credentials::Token(token) => (
@@ -473,12 +558,18 @@ async fn client_config(
             )?,
             CONTEXT.to_string(),
         ),
-        Credentials::Eks { .. } => {
-            return Err(configuration_failure(format!(
-                "cluster {}: EKS token auth is not implemented yet",
-                entry.name
-            )));
-        }
+        Credentials::Eks { .. } => match eks_token {
+            Some(token) => (
+                in_memory_kubeconfig(entry, json!({ "token": token.expose() }))?,
+                CONTEXT.to_string(),
+            ),
+            None => {
+                return Err(configuration_failure(format!(
+                    "cluster {}: no EKS token was minted for this entry",
+                    entry.name
+                )));
+            }
+        },
         Credentials::Kubeconfig {
             kubeconfig,
             context,

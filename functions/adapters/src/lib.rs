@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod cluster_check;
+pub mod eks;
 pub mod embedded;
 pub mod file_registry;
 pub mod lambda;

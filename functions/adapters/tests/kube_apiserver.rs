@@ -611,12 +611,20 @@ async fn a_kubeconfig_for_another_server_eks_and_exec_credentials_are_refused_be
             },
             "exec, auth-provider and file paths are not used",
         ),
+        // Checked before any AWS credential lookup: nothing is minted for a bad entry.
         (
             Credentials::Eks {
                 cluster: "prod".into(),
+                region: "eu-west-1.attacker.example".into(),
+            },
+            "is not an AWS region name",
+        ),
+        (
+            Credentials::Eks {
+                cluster: "prod cluster".into(),
                 region: "eu-west-1".into(),
             },
-            "EKS token auth is not implemented yet",
+            "is not an EKS cluster name",
         ),
     ];
     for (credentials, expected) in cases {

@@ -2,6 +2,8 @@
 //!
 //! One `KubeEnv` per test, inside the test's private network namespace
 //! ([`crate::netns::enter`]); dropping it stops the servers (tests/env/kube-down.sh).
+//! [`KubeEnv::start_with`] adds opt-in extras, such as EKS-style token authentication
+//! through the [`crate::iam_authn`] webhook.
 // A test harness: a missing or broken environment fails the test that asked for it.
 #![allow(clippy::panic)]
 
@@ -15,6 +17,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
+use crate::iam_authn::{IamAuthn, IamAuthnConfig};
+
 /// The field manager of objects the tests apply.
 const FIELD_MANAGER: &str = "fluxrelay-testkit";
 
@@ -23,6 +27,17 @@ pub struct KubeEnv {
     env_dir: PathBuf,
     server: String,
     admin: kube::Client,
+    /// Dropped after the apiserver is stopped (fields drop after `Drop::drop`).
+    iam_authn: Option<IamAuthn>,
+}
+
+/// Opt-in extras for [`KubeEnv::start_with`]; the default starts exactly what
+/// [`KubeEnv::start`] starts.
+#[derive(Debug, Clone, Default)]
+pub struct KubeEnvOptions {
+    /// Also authenticate `k8s-aws-v1.` bearer tokens, through an aws-iam-authenticator-like
+    /// TokenReview webhook served by this process (`--authentication-token-webhook-*`).
+    pub iam_authn: Option<IamAuthnConfig>,
 }
 
 fn workspace_root() -> PathBuf {
@@ -41,6 +56,12 @@ impl KubeEnv {
     /// Runs tests/env/kube-up.sh (found from CARGO_MANIFEST_DIR → workspace root) with a fresh temp KUBE_TESTENV_DIR.
     /// Fails with "kube-apiserver not built: run tests/env/setup.sh" style messages when parts are missing.
     pub async fn start() -> KubeEnv {
+        Self::start_with(KubeEnvOptions::default()).await
+    }
+
+    /// [`KubeEnv::start`] with extras. The webhook must be served by a runtime that keeps
+    /// running while the test talks to the apiserver (the test's own runtime).
+    pub async fn start_with(options: KubeEnvOptions) -> KubeEnv {
         assert!(
             crate::netns::in_private_namespace(),
             "KubeEnv::start must run inside a private network namespace: begin the test with `if !fluxrelay_testkit::netns::enter(\"<test name>\") {{ return; }}`"
@@ -58,12 +79,20 @@ impl KubeEnv {
             .unwrap_or_default();
         let dir =
             std::env::temp_dir().join(format!("fluxrelay-kube-{}-{nanos}", std::process::id()));
-        let output = tokio::process::Command::new("bash")
+        let mut command = tokio::process::Command::new("bash");
+        command
             .arg(&up)
             .env("KUBE_TESTENV_DIR", &dir)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await;
+            .stdin(std::process::Stdio::null());
+        let iam_authn = match options.iam_authn {
+            Some(config) => {
+                let webhook = IamAuthn::start(config).await;
+                command.env("KT_EXTRA_ARGS", webhook_flags(&dir, &webhook));
+                Some(webhook)
+            }
+            None => None,
+        };
+        let output = command.output().await;
         let output = match output {
             Ok(output) => output,
             Err(error) => panic!("could not run {}: {error}", up.display()),
@@ -96,6 +125,15 @@ impl KubeEnv {
             env_dir,
             server,
             admin,
+            iam_authn,
+        }
+    }
+
+    /// The TokenReview webhook of an environment started with `iam_authn`.
+    pub fn iam_authn(&self) -> &IamAuthn {
+        match &self.iam_authn {
+            Some(webhook) => webhook,
+            None => panic!("this KubeEnv was started without KubeEnvOptions::iam_authn"),
         }
     }
 
@@ -247,6 +285,24 @@ impl Drop for KubeEnv {
             );
         }
     }
+}
+
+/// kube-apiserver flags that send unknown bearer tokens to `webhook`, appended to any
+/// KT_EXTRA_ARGS the caller set. The config file goes into the run directory (kube-up.sh
+/// keeps files that are not its own).
+fn webhook_flags(dir: &Path, webhook: &IamAuthn) -> String {
+    if let Err(error) = std::fs::create_dir_all(dir) {
+        panic!("cannot create {}: {error}", dir.display());
+    }
+    let config = dir.join("iam-authn-webhook.kubeconfig");
+    if let Err(error) = std::fs::write(&config, webhook.webhook_kubeconfig()) {
+        panic!("cannot write {}: {error}", config.display());
+    }
+    let inherited = std::env::var("KT_EXTRA_ARGS").unwrap_or_default();
+    format!(
+        "{inherited} --authentication-token-webhook-config-file={} --authentication-token-webhook-version=v1",
+        config.display()
+    )
 }
 
 /// `group/version`, or `v1` for the core group.

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod fixtures;
+pub mod iam_authn;
 pub mod kube_env;
 pub mod moto;
 pub mod netns;

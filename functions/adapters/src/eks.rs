@@ -1,0 +1,296 @@
+//! EKS authentication without static secrets: a `k8s-aws-v1.` bearer token minted from the
+//! function's own IAM role, exactly as `aws eks get-token` and aws-iam-authenticator make it.
+//!
+//! The token is a presigned STS `GetCallerIdentity` URL (SigV4 in the query string, service
+//! `sts`, `X-Amz-Expires=60`) whose signed headers include `x-k8s-aws-id: <cluster>`, so it
+//! is good for that one cluster only; base64url without padding, after the prefix. EKS
+//! accepts it for 15 minutes after `X-Amz-Date`, whatever `X-Amz-Expires` says. Nothing is
+//! sent to STS here: the cluster's authenticator replays the URL.
+//!
+//! Minting is sans-IO ([`mint`]: fixed credentials and a fixed time in, token out), so the
+//! exact signature is pinned by a known-answer test; [`EksTokens`] adds the two inputs that
+//! are I/O or state: credentials from the `aws-config` default chain (in Lambda, the role's
+//! environment variables) and the clock.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sigv4::http_request::{
+    SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
+};
+use aws_sigv4::sign::v4;
+use base64::Engine as _;
+use fluxrelay_core::secret::Secret;
+use tokio::sync::OnceCell;
+
+pub const TOKEN_PREFIX: &str = "k8s-aws-v1.";
+/// The signed header that binds a token to one cluster.
+pub const CLUSTER_ID_HEADER: &str = "x-k8s-aws-id";
+/// What aws-iam-authenticator presigns with; the authenticator accepts 0..=900.
+const PRESIGN_EXPIRES: Duration = Duration::from_secs(60);
+/// EKS honours a token this long after `X-Amz-Date`.
+pub const ACCEPTED_FOR: Duration = Duration::from_secs(15 * 60);
+/// How long a minted token (and the kube client holding it) is reused. `aws eks get-token`
+/// says 14 minutes; one more minute of margin covers a request still in flight (connect +
+/// read timeouts are 20 s) and clock skew between the function and the cluster.
+pub const REUSE_FOR: Duration = Duration::from_secs(13 * 60);
+
+/// Why no token could be minted. Every message names the cause; none holds a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum EksTokenError {
+    #[error("auth.eks.region {0:?} is not an AWS region name")]
+    InvalidRegion(String),
+    #[error("auth.eks.cluster {0:?} is not an EKS cluster name")]
+    InvalidCluster(String),
+    /// The default chain found no credentials now (e.g. IMDS or the container endpoint
+    /// did not answer): may work on the next attempt.
+    #[error("no AWS credentials for the function's role: {0}")]
+    CredentialsUnavailable(String),
+    #[error("could not sign the STS GetCallerIdentity request: {0}")]
+    Signing(String),
+}
+
+impl EksTokenError {
+    /// Only missing credentials can fix themselves; a bad entry or a signing failure cannot.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, EksTokenError::CredentialsUnavailable(_))
+    }
+}
+
+/// When a minted token may be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLifetime {
+    /// The signing time, `X-Amz-Date`.
+    pub minted_at: SystemTime,
+    pub usable_until: SystemTime,
+}
+
+impl TokenLifetime {
+    /// [`REUSE_FOR`] after minting, and never past the signing credentials' own expiry
+    /// (a URL signed with expired session credentials is refused).
+    pub fn new(minted_at: SystemTime, credentials_expiry: Option<SystemTime>) -> Self {
+        let reuse_end = minted_at + REUSE_FOR;
+        let usable_until = credentials_expiry.map_or(reuse_end, |expiry| expiry.min(reuse_end));
+        Self {
+            minted_at,
+            usable_until,
+        }
+    }
+
+    /// Usable from the signing time until `usable_until`, exclusive. A clock that went
+    /// back before the signing time gets a fresh token rather than one dated in its future.
+    pub fn usable_at(&self, now: SystemTime) -> bool {
+        self.minted_at <= now && now < self.usable_until
+    }
+}
+
+/// A bearer token and when it may be used.
+#[derive(Debug, Clone)]
+pub struct EksToken {
+    pub token: Secret,
+    pub lifetime: TokenLifetime,
+}
+
+/// STS's regional endpoint host (China regions live under `amazonaws.com.cn`).
+pub fn sts_host(region: &str) -> Result<String, EksTokenError> {
+    let valid = !region.is_empty()
+        && region.len() <= 32
+        && !region.starts_with('-')
+        && !region.ends_with('-')
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid {
+        return Err(EksTokenError::InvalidRegion(region.to_string()));
+    }
+    let domain = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    Ok(format!("sts.{region}.{domain}"))
+}
+
+/// EKS cluster names: 1-100 of letters, digits, `-` and `_`, starting alphanumeric. Also
+/// what keeps the header value well-formed.
+fn check_cluster(cluster: &str) -> Result<(), EksTokenError> {
+    let valid = cluster.len() <= 100
+        && cluster
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && cluster
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(EksTokenError::InvalidCluster(cluster.to_string()))
+    }
+}
+
+/// The presigned `GetCallerIdentity` URL for `cluster`, signed at `at`. It is a credential
+/// (it carries the session token and a signature), hence a [`Secret`].
+pub fn presigned_url(
+    cluster: &str,
+    region: &str,
+    credentials: &Credentials,
+    at: SystemTime,
+) -> Result<Secret, EksTokenError> {
+    check_cluster(cluster)?;
+    let url = format!(
+        "https://{}/?Action=GetCallerIdentity&Version=2011-06-15",
+        sts_host(region)?
+    );
+    let mut settings = SigningSettings::default();
+    settings.signature_location = SignatureLocation::QueryParams;
+    settings.expires_in = Some(PRESIGN_EXPIRES);
+    let identity = credentials.clone().into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("sts")
+        .time(at)
+        .settings(settings)
+        .build()
+        .map_err(|error| EksTokenError::Signing(error.to_string()))?
+        .into();
+    let signable = SignableRequest::new(
+        "GET",
+        &url,
+        std::iter::once((CLUSTER_ID_HEADER, cluster)),
+        SignableBody::Bytes(&[]),
+    )
+    .map_err(|error| EksTokenError::Signing(error.to_string()))?;
+    let (instructions, _signature) = sign(signable, &params)
+        .map_err(|error| EksTokenError::Signing(error.to_string()))?
+        .into_parts();
+    let mut request = http::Request::get(&url)
+        .body(())
+        .map_err(|error| EksTokenError::Signing(error.to_string()))?;
+    instructions.apply_to_request_http1x(&mut request);
+    Ok(Secret::new(request.uri().to_string()))
+}
+
+/// `k8s-aws-v1.` + base64url (no padding) of the presigned URL.
+pub fn token_for_url(presigned_url: &Secret) -> Secret {
+    let encoded =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(presigned_url.expose().as_bytes());
+    Secret::new(format!("{TOKEN_PREFIX}{encoded}"))
+}
+
+/// A token for `cluster` from fixed credentials at a fixed time: the whole of minting,
+/// without I/O.
+pub fn mint(
+    cluster: &str,
+    region: &str,
+    credentials: &Credentials,
+    at: SystemTime,
+) -> Result<EksToken, EksTokenError> {
+    let url = presigned_url(cluster, region, credentials, at)?;
+    Ok(EksToken {
+        token: token_for_url(&url),
+        lifetime: TokenLifetime::new(at, credentials.expiry()),
+    })
+}
+
+/// The time tokens are signed with and judged by; injectable so tests can cross the
+/// reuse window without sleeping.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+}
+
+/// The machine's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+enum CredentialSource {
+    /// Built on first use, so a process that never meets an `eks` entry never looks for
+    /// AWS credentials.
+    DefaultChain(OnceCell<SharedCredentialsProvider>),
+    Given(SharedCredentialsProvider),
+}
+
+/// Mints tokens from the function's AWS credentials and a clock.
+pub struct EksTokens {
+    credentials: CredentialSource,
+    clock: Arc<dyn Clock>,
+}
+
+impl EksTokens {
+    /// The `aws-config` default chain (environment, profile, web identity, ECS, IMDS) and
+    /// the wall clock: what a Lambda function or `fluxrelay serve` uses.
+    pub fn from_default_chain() -> Self {
+        Self {
+            credentials: CredentialSource::DefaultChain(OnceCell::new()),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Explicit credentials and clock (tests, or a caller that already has a provider).
+    pub fn new(credentials: SharedCredentialsProvider, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            credentials: CredentialSource::Given(credentials),
+            clock,
+        }
+    }
+
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    async fn provider(&self) -> &SharedCredentialsProvider {
+        match &self.credentials {
+            CredentialSource::Given(provider) => provider,
+            CredentialSource::DefaultChain(cell) => {
+                cell.get_or_init(|| async {
+                    SharedCredentialsProvider::new(
+                        aws_config::default_provider::credentials::default_provider().await,
+                    )
+                })
+                .await
+            }
+        }
+    }
+
+    /// A fresh token for `cluster`, signed now.
+    pub async fn mint(&self, cluster: &str, region: &str) -> Result<EksToken, EksTokenError> {
+        // A bad entry fails before any credential lookup.
+        check_cluster(cluster)?;
+        sts_host(region)?;
+        let credentials = self
+            .provider()
+            .await
+            .provide_credentials()
+            .await
+            .map_err(|error| EksTokenError::CredentialsUnavailable(error_chain(&error)))?;
+        mint(cluster, region, &credentials, self.clock.now())
+    }
+}
+
+/// `outer: inner`, for the credential chain's nested errors (which name providers and
+/// causes, never key material).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut current = error.source();
+    while let Some(source) = current {
+        let text = source.to_string();
+        if !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        current = source.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+#[path = "eks_test.rs"]
+mod tests;
