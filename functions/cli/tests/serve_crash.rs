@@ -155,7 +155,7 @@ async fn every_acknowledged_push_is_delivered_across_a_sigkill_and_restart() {
     let delivered = cluster.delivered_refs("releases");
     let distinct: BTreeSet<String> = delivered.iter().cloned().collect();
     let lost: Vec<&String> = acknowledged.difference(&distinct).collect();
-    let tally = tally.lock().unwrap();
+    let tally = std::mem::take(&mut *tally.lock().unwrap());
     eprintln!(
         "crash test: {PUSHES} pushes posted by {POSTERS} posters in {posting_took:.1?} \
          ({} requests); acknowledged {} ({acknowledged_before_kill} before SIGKILL, when \
