@@ -177,6 +177,11 @@ impl KubeClusters {
         Self::new(Timeouts::default(), DEFAULT_LIST_TTL)
     }
 
+    /// The entry's client, for diagnostics (`fluxrelay cluster check`).
+    pub async fn client_for(&self, entry: &ClusterEntry) -> Result<kube::Client, TriggerFailure> {
+        self.client(entry).await
+    }
+
     /// The entry's client, built on first use and rebuilt when its server, CA or
     /// credentials change.
     async fn client(&self, entry: &ClusterEntry) -> Result<kube::Client, TriggerFailure> {

@@ -120,11 +120,9 @@ pub async fn settle_dispatch(
                     cluster: dispatch.map(|d| d.cluster.clone()),
                     key: dispatch.map(|d| d.push.key.clone()),
                 };
-                let group = if cluster.is_empty() {
-                    "unreadable"
-                } else {
-                    cluster
-                };
+                // A group of its own, so `fluxrelay dlq list` can browse every dead
+                // letter (FIFO hides a group's later messages while one is in flight).
+                let group = &message.message_id;
                 match queue
                     .dead_letter(dlq_url, body, group, &message.message_id, &dead_letter)
                     .await

@@ -2,9 +2,11 @@
 //! they need (classification, matching) is called from `fluxrelay-core`.
 
 pub mod cluster;
+pub mod cluster_check;
 pub mod embedded;
 pub mod file_registry;
 pub mod lambda;
 pub mod outcome_log;
 pub mod secrets;
 pub mod sqs;
+pub mod sqs_dlq;

@@ -86,6 +86,17 @@ impl SecretsRegistry {
         }
     }
 
+    /// Every entry under the prefix, read now: the valid ones, and each invalid one by name
+    /// with its problems (for `fluxrelay cluster list`).
+    pub async fn read_everything(
+        &self,
+    ) -> Result<(Vec<ClusterEntry>, Vec<(String, RegistryError)>), RegistryReadError> {
+        let snapshot = self.read_all().await?;
+        let mut invalid: Vec<(String, RegistryError)> = snapshot.invalid.into_iter().collect();
+        invalid.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((snapshot.valid.as_ref().clone(), invalid))
+    }
+
     pub fn prefix(&self) -> &str {
         &self.prefix
     }

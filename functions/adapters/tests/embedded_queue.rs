@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fluxrelay_adapters::embedded::{
-    DISPATCH_QUEUE, DeadLetterReason, Depth, EmbeddedQueue, INTAKE_QUEUE, ManualClock, MessageRef,
-    NewMessage, Receipt, Received, SendOutcome,
+    DISPATCH_QUEUE, DeadLetterReason, Depth, EmbeddedQueue, INTAKE_QUEUE, JOURNAL_RETENTION,
+    JournalEntry, ManualClock, MessageRef, NewMessage, Receipt, Received, SendOutcome,
 };
 use fluxrelay_core::ports::{DispatchPublisher, PushPublisher};
 use fluxrelay_core::push::{Dispatch, Push};
@@ -374,6 +374,9 @@ fn releasing_leases_after_a_crash_redelivers_received_messages_but_keeps_retry_d
 
     assert_eq!(bodies(&again), ["a1", "c1"]);
     assert_eq!(again[0].receive_count, 2);
+    for message in &again {
+        reopened.delete(&message.receipt).unwrap();
+    }
     clock.advance(Duration::from_secs(600));
     assert_eq!(
         bodies(&reopened.receive("q", 10, VISIBILITY).unwrap()),
@@ -706,4 +709,57 @@ async fn publish_dispatches_enqueues_on_dispatch_by_cluster_and_deduplicates() {
         .collect();
     assert_eq!(decoded, dispatches[..3]);
     assert_eq!(queue.depth(INTAKE_QUEUE).unwrap(), Depth::default());
+}
+
+#[test]
+fn the_journal_keeps_a_pushs_events_in_order_finds_keys_by_prefix_and_forgets_after_a_week() {
+    let file = TempQueueFile::new("journal");
+    let (queue, clock) = file.open_manual();
+    let first = "ab12".repeat(16);
+    let second = "ab34".repeat(16);
+    queue
+        .record(&[
+            JournalEntry::new(&first, None, "routed", "routed to prod"),
+            JournalEntry::new(&first, Some("prod"), "queued", "queued for dispatch"),
+            JournalEntry::new(&second, None, "routed", "no cluster subscribes"),
+        ])
+        .unwrap();
+    clock.advance(Duration::from_secs(1));
+    queue
+        .record(&[JournalEntry::new(
+            &first,
+            Some("prod"),
+            "delivered",
+            "Receiver a/b",
+        )])
+        .unwrap();
+
+    let records = queue.journal(&first).unwrap();
+    let stages: Vec<&str> = records.iter().map(|r| r.entry.stage.as_str()).collect();
+    assert_eq!(stages, ["routed", "queued", "delivered"]);
+    assert_eq!(records[2].at_ms - records[0].at_ms, 1000);
+    assert_eq!(records[1].entry.cluster.as_deref(), Some("prod"));
+    assert_eq!(
+        queue.journal_keys("ab").unwrap(),
+        [first.clone(), second.clone()]
+    );
+    assert_eq!(
+        queue.journal_keys("ab3").unwrap(),
+        std::slice::from_ref(&second)
+    );
+    assert!(
+        queue.journal_keys("%").unwrap().is_empty(),
+        "LIKE wildcards are literal"
+    );
+    assert!(
+        queue.journal_keys("_b").unwrap().is_empty(),
+        "LIKE wildcards are literal"
+    );
+
+    clock.advance(JOURNAL_RETENTION + Duration::from_millis(1));
+    queue
+        .record(&[JournalEntry::new(&second, None, "routed", "again")])
+        .unwrap();
+    assert!(queue.journal(&first).unwrap().is_empty());
+    assert_eq!(queue.journal(&second).unwrap().len(), 1);
 }

@@ -1,11 +1,12 @@
-//! `fluxrelay dlq list|redrive`: the embedded queue's dead letters, with their reasons.
-//! Safe while `fluxrelay serve` runs (SQLite serialises the writers); redriven messages are
-//! picked up within a second.
+//! `fluxrelay dlq list|redrive`: dead letters with their reasons, from the embedded queue
+//! (safe while `fluxrelay serve` runs: SQLite serialises the writers, and redriven
+//! messages are picked up within a second) or from an SQS dead-letter queue.
 
 use std::io::Write;
 use std::path::Path;
 
 use fluxrelay_adapters::embedded::{DISPATCH_QUEUE, DeadLetter, EmbeddedQueue, INTAKE_QUEUE};
+use fluxrelay_adapters::sqs_dlq::{self, BROWSE_HOLD, SqsDeadLetter};
 use fluxrelay_core::push::{Dispatch, Push};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -28,6 +29,67 @@ impl QueueName {
     }
 }
 
+/// One dead letter as listed, whichever queue it came from.
+struct Row {
+    id: String,
+    dead_at: String,
+    cluster: Option<String>,
+    project: String,
+    git_ref: String,
+    status: Option<u16>,
+    attempts: Option<u32>,
+    key: Option<String>,
+    reason: String,
+}
+
+const NO_REASON: &str = "moved by the queue's redrive policy after maxReceiveCount failed receives (no reason recorded)";
+
+fn write_rows(rows: &[Row], as_json: bool, out: &mut impl Write) -> Result<(), String> {
+    let write_error = |error: std::io::Error| format!("cannot write the listing: {error}");
+    if !as_json {
+        writeln!(
+            out,
+            "ID\tDEAD_AT\tCLUSTER\tPROJECT\tREF\tSTATUS\tATTEMPTS\tKEY\tREASON"
+        )
+        .map_err(write_error)?;
+    }
+    for row in rows {
+        if as_json {
+            let line = json!({
+                "id": row.id,
+                "dead_at": row.dead_at,
+                "cluster": row.cluster,
+                "project": row.project,
+                "ref": row.git_ref,
+                "status": row.status,
+                "attempts": row.attempts,
+                "key": row.key,
+                "reason": row.reason,
+            });
+            writeln!(out, "{line}").map_err(write_error)?;
+        } else {
+            let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_string());
+            writeln!(
+                out,
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                row.id,
+                row.dead_at,
+                or_dash(row.cluster.clone()),
+                row.project,
+                row.git_ref,
+                or_dash(row.status.map(|s| s.to_string())),
+                or_dash(row.attempts.map(|a| a.to_string())),
+                or_dash(row.key.clone()),
+                row.reason
+            )
+            .map_err(write_error)?;
+        }
+    }
+    Ok(())
+}
+
+// ---- the embedded queue ----
+
 fn open(data_dir: &Path) -> Result<EmbeddedQueue, String> {
     let path = data_dir.join(QUEUE_FILE);
     if !path.exists() {
@@ -49,49 +111,33 @@ pub fn list(
     let dead_letters = open(data_dir)?
         .list_dead_letters(queue.name(), cluster)
         .map_err(|error| error.to_string())?;
-    let write_error = |error: std::io::Error| format!("cannot write the listing: {error}");
-    if !as_json {
-        writeln!(
-            out,
-            "ID\tDEAD_AT\tCLUSTER\tPROJECT\tREF\tSTATUS\tATTEMPTS\tKEY\tREASON"
-        )
-        .map_err(write_error)?;
+    let rows: Vec<Row> = dead_letters
+        .iter()
+        .map(|dead| embedded_row(queue, dead))
+        .collect();
+    write_rows(&rows, as_json, out)?;
+    Ok(rows.len())
+}
+
+fn embedded_row(queue: QueueName, dead: &DeadLetter) -> Row {
+    let push = match queue {
+        QueueName::Dispatch => Dispatch::from_json(&dead.body).ok().map(|d| d.push),
+        QueueName::Intake => Push::from_json(&dead.body).ok(),
+    };
+    let (project, git_ref) = push
+        .map(|push| (push.project.path, push.git_ref))
+        .unwrap_or_default();
+    Row {
+        id: dead.id.to_string(),
+        dead_at: at(dead.dead_at_ms),
+        cluster: dead.reason.cluster.clone(),
+        project,
+        git_ref,
+        status: dead.reason.status,
+        attempts: Some(dead.receive_count),
+        key: dead.reason.key.clone(),
+        reason: dead.reason.reason.clone(),
     }
-    for dead in &dead_letters {
-        let (project, git_ref) = push_of(queue, dead)
-            .map(|push| (push.project.path, push.git_ref))
-            .unwrap_or_default();
-        let dead_at = at(dead.dead_at_ms);
-        let cluster = dead.reason.cluster.as_deref().unwrap_or("-");
-        let key = dead.reason.key.as_deref().unwrap_or("-");
-        if as_json {
-            let line = json!({
-                "id": dead.id,
-                "queue": dead.queue,
-                "dead_at": dead_at,
-                "cluster": dead.reason.cluster,
-                "project": project,
-                "ref": git_ref,
-                "status": dead.reason.status,
-                "attempts": dead.receive_count,
-                "key": dead.reason.key,
-                "reason": dead.reason.reason,
-            });
-            writeln!(out, "{line}").map_err(write_error)?;
-        } else {
-            let status = dead
-                .reason
-                .status
-                .map_or_else(|| "-".to_string(), |status| status.to_string());
-            writeln!(
-                out,
-                "{}\t{dead_at}\t{cluster}\t{project}\t{git_ref}\t{status}\t{}\t{key}\t{}",
-                dead.id, dead.receive_count, dead.reason.reason
-            )
-            .map_err(write_error)?;
-        }
-    }
-    Ok(dead_letters.len())
 }
 
 pub fn redrive(data_dir: &Path, queue: QueueName, cluster: Option<&str>) -> Result<usize, String> {
@@ -100,16 +146,125 @@ pub fn redrive(data_dir: &Path, queue: QueueName, cluster: Option<&str>) -> Resu
         .map_err(|error| error.to_string())
 }
 
-fn push_of(queue: QueueName, dead: &DeadLetter) -> Option<Push> {
-    match queue {
-        QueueName::Dispatch => Dispatch::from_json(&dead.body).ok().map(|d| d.push),
-        QueueName::Intake => Push::from_json(&dead.body).ok(),
-    }
-}
-
 fn at(millis: i64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
         .ok()
         .and_then(|time| time.format(&Rfc3339).ok())
         .unwrap_or_else(|| millis.to_string())
+}
+
+// ---- an SQS dead-letter queue ----
+
+async fn sqs_client() -> aws_sdk_sqs::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    aws_sdk_sqs::Client::new(&config)
+}
+
+fn sqs_row(dead: &SqsDeadLetter) -> Row {
+    let (project, git_ref) = dead
+        .push()
+        .map(|push| (push.project.path, push.git_ref))
+        .unwrap_or_default();
+    Row {
+        id: dead.message_id.clone(),
+        dead_at: dead.sent_at_ms.map(at).unwrap_or_else(|| "-".to_string()),
+        cluster: dead.cluster(),
+        project,
+        git_ref,
+        status: dead.reason.as_ref().and_then(|reason| reason.status),
+        attempts: None,
+        key: dead
+            .reason
+            .as_ref()
+            .and_then(|reason| reason.key.clone())
+            .or_else(|| dead.push().map(|push| push.key)),
+        reason: dead
+            .reason
+            .as_ref()
+            .map_or_else(|| NO_REASON.to_string(), |reason| reason.reason.clone()),
+    }
+}
+
+fn wanted(dead: &SqsDeadLetter, cluster: Option<&str>) -> bool {
+    cluster.is_none_or(|cluster| dead.cluster().as_deref() == Some(cluster))
+}
+
+const INCOMPLETE: &str = "note: some dead letters share a FIFO group (moved by the queue's redrive policy); later ones of such a group show up once earlier ones are redriven";
+
+pub async fn list_sqs(
+    dlq_url: &str,
+    cluster: Option<&str>,
+    as_json: bool,
+    out: &mut impl Write,
+) -> Result<usize, String> {
+    let client = sqs_client().await;
+    let browsed = sqs_dlq::browse(&client, dlq_url, BROWSE_HOLD)
+        .await
+        .map_err(|error| error.to_string())?;
+    let rows: Vec<Row> = browsed
+        .messages
+        .iter()
+        .filter(|dead| wanted(dead, cluster))
+        .map(sqs_row)
+        .collect();
+    let written = write_rows(&rows, as_json, out);
+    let released = sqs_dlq::release(&client, dlq_url, &browsed.messages).await;
+    written?;
+    released.map_err(|error| error.to_string())?;
+    if browsed.maybe_incomplete {
+        eprintln!("{INCOMPLETE}");
+    }
+    Ok(rows.len())
+}
+
+/// Redrive the wanted dead letters of `dlq_url` to `target_url` (default: the source queue
+/// by the template's naming); everything else is made visible again at once.
+pub async fn redrive_sqs(
+    dlq_url: &str,
+    target_url: Option<&str>,
+    cluster: Option<&str>,
+) -> Result<(usize, String), String> {
+    let target = match target_url {
+        Some(url) => url.to_string(),
+        None => sqs_dlq::source_queue_url(dlq_url).ok_or_else(|| {
+            format!("cannot tell the source queue of {dlq_url} (not named <stack>-<queue>-dlq.fifo): pass --to QUEUE_URL")
+        })?,
+    };
+    let client = sqs_client().await;
+    let browsed = sqs_dlq::browse(&client, dlq_url, BROWSE_HOLD)
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut redriven = 0;
+    let mut left = Vec::new();
+    let mut problems = Vec::new();
+    for dead in browsed.messages {
+        if !wanted(&dead, cluster) {
+            left.push(dead);
+            continue;
+        }
+        match sqs_dlq::redrive_one(&client, dlq_url, &target, &dead).await {
+            Ok(()) => redriven += 1,
+            Err(error) => {
+                problems.push(error.to_string());
+                left.push(dead);
+            }
+        }
+    }
+    let released = sqs_dlq::release(&client, dlq_url, &left).await;
+    if browsed.maybe_incomplete {
+        eprintln!("{INCOMPLETE}");
+    }
+    if let Err(error) = released {
+        problems.push(error.to_string());
+    }
+    if problems.is_empty() {
+        Ok((redriven, target))
+    } else {
+        Err(format!(
+            "redrove {redriven} dead letter(s) to {target}, but:\n  {}",
+            problems.join("\n  ")
+        ))
+    }
 }

@@ -114,7 +114,145 @@ fn cluster_name(context: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::cluster_name;
+    use std::path::PathBuf;
+
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn eks_exec_is_recognised_with_its_cluster_region_and_role() {
+        let eks_server = "https://ABC.gr7.eu-west-1.eks.amazonaws.com";
+        let cases = [
+            (
+                json!({"command": "aws", "args": ["--region", "us-east-2", "eks", "get-token", "--cluster-name", "prod"]}),
+                eks_server,
+                Some(("prod", "us-east-2", None)),
+            ),
+            (
+                json!({"command": "/usr/local/bin/aws", "args": ["eks", "get-token", "--cluster-name=prod", "--role-arn", "arn:aws:iam::1:role/x"]}),
+                eks_server,
+                Some(("prod", "eu-west-1", Some("arn:aws:iam::1:role/x"))),
+            ),
+            (
+                json!({"command": "aws", "args": ["eks", "get-token", "--cluster-name", "prod"], "env": [{"name": "AWS_REGION", "value": "ap-south-1"}]}),
+                "https://10.0.0.1",
+                Some(("prod", "ap-south-1", None)),
+            ),
+            (
+                json!({"command": "aws-iam-authenticator", "args": ["token", "-i", "prod"]}),
+                eks_server,
+                Some(("prod", "eu-west-1", None)),
+            ),
+            // Negative cases: no region anywhere, no cluster, another plugin.
+            (
+                json!({"command": "aws", "args": ["eks", "get-token", "--cluster-name", "prod"]}),
+                "https://10.0.0.1",
+                None,
+            ),
+            (
+                json!({"command": "aws", "args": ["eks", "get-token"]}),
+                eks_server,
+                None,
+            ),
+            (
+                json!({"command": "gke-gcloud-auth-plugin"}),
+                eks_server,
+                None,
+            ),
+            (
+                json!({"command": "aws", "args": ["sts", "get-caller-identity"]}),
+                eks_server,
+                None,
+            ),
+        ];
+        for (exec, server, expected) in cases {
+            let found = eks_exec(&exec, server);
+            let found = found.as_ref().map(|e| {
+                (
+                    e.cluster.as_str(),
+                    e.region.as_str(),
+                    e.assumed_role.as_deref(),
+                )
+            });
+            assert_eq!(found, expected, "{exec}");
+        }
+    }
+
+    fn kubeconfig(user: serde_json::Value, cluster: serde_json::Value) -> PathBuf {
+        let document = json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": "main",
+            "contexts": [{"name": "main", "context": {"cluster": "c", "user": "u"}}],
+            "clusters": [{"name": "c", "cluster": cluster}],
+            "users": [{"name": "u", "user": user}],
+        });
+        let path = std::env::temp_dir().join(format!(
+            "fluxrelay-kubeconfig-{}-{}.yaml",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::write(&path, document.to_string()).unwrap();
+        path
+    }
+
+    #[test]
+    fn credentials_are_taken_apart_and_unsafe_or_unknown_ones_refused() {
+        use base64::Engine as _;
+        let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        let cluster = json!({"server": "https://k.example.com", "certificate-authority-data": b64("-----BEGIN CERTIFICATE-----\nCA\n")});
+
+        let path = kubeconfig(json!({"token": "t0ken"}), cluster.clone());
+        let context = read_context(&path, None).unwrap();
+        assert_eq!(context.token.as_deref(), Some("t0ken"));
+        assert_eq!(
+            context.ca_pem.as_deref(),
+            Some("-----BEGIN CERTIFICATE-----\nCA\n")
+        );
+        assert_eq!(context.server, "https://k.example.com");
+
+        let path = kubeconfig(
+            json!({"client-certificate-data": b64("CERT"), "client-key-data": b64("KEY")}),
+            cluster.clone(),
+        );
+        let context = read_context(&path, None).unwrap();
+        assert_eq!(context.client_certificate_pem.as_deref(), Some("CERT"));
+        assert_eq!(context.client_key_pem.as_deref(), Some("KEY"));
+
+        let path = kubeconfig(json!({"exec": {"command": "kubelogin"}}), cluster.clone());
+        let context = read_context(&path, None).unwrap();
+        assert!(context.token.is_none() && context.eks.is_none());
+        assert_eq!(context.unsupported_auth.as_deref(), Some("exec kubelogin"));
+
+        let path = kubeconfig(
+            json!({"token": "t"}),
+            json!({"server": "https://k", "insecure-skip-tls-verify": true}),
+        );
+        let error = read_context(&path, None).err().unwrap();
+        assert!(
+            error.to_string().contains("skips TLS verification"),
+            "{error}"
+        );
+
+        let error = read_context(&path, Some("other")).err().unwrap();
+        assert!(
+            error.to_string().contains("has no context \"other\""),
+            "{error}"
+        );
+
+        let path = kubeconfig(
+            json!({"token": "t"}),
+            json!({"server": "https://k", "certificate-authority-data": "not base64!"}),
+        );
+        let error = read_context(&path, None).err().unwrap();
+        assert!(
+            error
+                .to_string()
+                .contains("certificate-authority-data: is not base64"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn context_names_become_registry_names() {
@@ -131,4 +269,240 @@ mod tests {
             assert_eq!(cluster_name(context), name, "{context}");
         }
     }
+}
+
+/// EKS authentication found in a kubeconfig user's `exec` (`aws eks get-token` or
+/// `aws-iam-authenticator token`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EksExec {
+    pub cluster: String,
+    pub region: String,
+    pub assumed_role: Option<String>,
+}
+
+/// One kubeconfig context with its credentials taken apart (`fluxrelay cluster add`).
+/// `Debug` is not derived: the fields hold credentials.
+pub struct KubeconfigContext {
+    pub path: std::path::PathBuf,
+    pub name: String,
+    pub server: String,
+    pub ca_pem: Option<String>,
+    pub token: Option<String>,
+    pub client_certificate_pem: Option<String>,
+    pub client_key_pem: Option<String>,
+    pub eks: Option<EksExec>,
+    /// What the user authenticates with when it is none of the above.
+    pub unsupported_auth: Option<String>,
+}
+
+impl KubeconfigContext {
+    /// A client with the operator's own kubeconfig (exec plugins allowed: this runs on the
+    /// operator's machine, not in fluxrelay).
+    pub async fn client(&self) -> Result<kube::Client, String> {
+        let kubeconfig = Kubeconfig::read_from(&self.path)
+            .map_err(|_| "cannot read the kubeconfig".to_string())?;
+        let options = kube::config::KubeConfigOptions {
+            context: Some(self.name.clone()),
+            ..Default::default()
+        };
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|error| format!("kubeconfig context {:?}: {error}", self.name))?;
+        kube::Client::try_from(config)
+            .map_err(|error| format!("kubeconfig context {:?}: {error}", self.name))
+    }
+}
+
+pub fn read_context(path: &Path, context: Option<&str>) -> Result<KubeconfigContext, ConfigError> {
+    let fail = |field: &str, problem: String| ConfigError {
+        problems: vec![Problem {
+            file: path.to_path_buf(),
+            field: field.to_string(),
+            problem,
+        }],
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| fail("", format!("cannot read the kubeconfig: {error}")))?;
+    // Its parser's messages quote the document, which holds credentials.
+    let document: serde_json::Value = serde_saphyr::from_str(&text).map_err(|_| {
+        fail(
+            "",
+            "not valid YAML (details withheld: it holds credentials)".into(),
+        )
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let name = match context {
+        Some(name) => name.to_string(),
+        None => document
+            .get("current-context")
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| fail("current-context", "is not set; pass --context NAME".into()))?,
+    };
+    let named = |list: &str, wanted: &str, inner: &str| -> Option<serde_json::Value> {
+        document
+            .get(list)?
+            .as_array()?
+            .iter()
+            .find(|item| item.get("name").and_then(|n| n.as_str()) == Some(wanted))?
+            .get(inner)
+            .cloned()
+    };
+    let selected = named("contexts", &name, "context")
+        .ok_or_else(|| fail("contexts", format!("has no context {name:?}")))?;
+    let text_of = |value: &serde_json::Value, key: &str| {
+        value.get(key).and_then(|v| v.as_str()).map(str::to_string)
+    };
+    let cluster_name = text_of(&selected, "cluster").unwrap_or_default();
+    let user_name = text_of(&selected, "user").unwrap_or_default();
+    let cluster = named("clusters", &cluster_name, "cluster").ok_or_else(|| {
+        fail(
+            "clusters",
+            format!("has no cluster {cluster_name:?} (named by context {name:?})"),
+        )
+    })?;
+    let server = text_of(&cluster, "server").ok_or_else(|| {
+        fail(
+            "clusters",
+            format!("cluster {cluster_name:?} has no server"),
+        )
+    })?;
+    if cluster
+        .get("insecure-skip-tls-verify")
+        .and_then(|v| v.as_bool())
+        == Some(true)
+    {
+        return Err(fail(
+            "clusters",
+            format!(
+                "cluster {cluster_name:?} skips TLS verification; fluxrelay sends credentials only to a verified apiserver: give it certificate-authority-data"
+            ),
+        ));
+    }
+    let decode = |field: &str, encoded: &str| -> Result<String, ConfigError> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| fail(field, "is not base64 of a PEM text".into()))
+    };
+    let read_file = |field: &str, file: &str| -> Result<String, ConfigError> {
+        let resolved = base.join(file);
+        std::fs::read_to_string(&resolved).map_err(|error| {
+            fail(
+                field,
+                format!("cannot read {}: {error}", resolved.display()),
+            )
+        })
+    };
+    let ca_pem = match (
+        text_of(&cluster, "certificate-authority-data"),
+        text_of(&cluster, "certificate-authority"),
+    ) {
+        (Some(data), _) => Some(decode("certificate-authority-data", &data)?),
+        (None, Some(file)) => Some(read_file("certificate-authority", &file)?),
+        (None, None) => None,
+    };
+    let user = named("users", &user_name, "user").unwrap_or_default();
+    let mut found = KubeconfigContext {
+        path: path.to_path_buf(),
+        name: name.clone(),
+        server: server.clone(),
+        ca_pem,
+        token: None,
+        client_certificate_pem: None,
+        client_key_pem: None,
+        eks: None,
+        unsupported_auth: None,
+    };
+    if let Some(token) = text_of(&user, "token") {
+        found.token = Some(token);
+    } else if let Some(file) = text_of(&user, "tokenFile") {
+        found.token = Some(read_file("tokenFile", &file)?.trim().to_string());
+    } else if user.get("client-certificate-data").is_some()
+        || user.get("client-certificate").is_some()
+    {
+        found.client_certificate_pem = Some(match text_of(&user, "client-certificate-data") {
+            Some(data) => decode("client-certificate-data", &data)?,
+            None => read_file(
+                "client-certificate",
+                &text_of(&user, "client-certificate").unwrap_or_default(),
+            )?,
+        });
+        found.client_key_pem = Some(match text_of(&user, "client-key-data") {
+            Some(data) => decode("client-key-data", &data)?,
+            None => read_file(
+                "client-key",
+                &text_of(&user, "client-key").unwrap_or_default(),
+            )?,
+        });
+    } else if let Some(exec) = user.get("exec") {
+        found.eks = eks_exec(exec, &server);
+        if found.eks.is_none() {
+            found.unsupported_auth = Some(format!(
+                "exec {}",
+                text_of(exec, "command").unwrap_or_default()
+            ));
+        }
+    } else if user.get("auth-provider").is_some() {
+        found.unsupported_auth = Some("an auth-provider plugin".into());
+    }
+    Ok(found)
+}
+
+/// `aws eks get-token --cluster-name C [--region R] [--role-arn A]` or
+/// `aws-iam-authenticator token -i C [--role A]`; the region, when not given, from the
+/// exec's environment or the EKS endpoint's host name.
+pub fn eks_exec(exec: &serde_json::Value, server: &str) -> Option<EksExec> {
+    let command = exec.get("command")?.as_str()?;
+    let program = command.rsplit('/').next().unwrap_or(command);
+    let args: Vec<&str> = exec
+        .get("args")
+        .and_then(|a| a.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let value_of = |names: &[&str]| -> Option<String> {
+        args.iter().enumerate().find_map(|(index, arg)| {
+            names.iter().find_map(|name| {
+                if let Some(value) = arg.strip_prefix(&format!("{name}=")) {
+                    Some(value.to_string())
+                } else if arg == name {
+                    args.get(index + 1).map(|v| v.to_string())
+                } else {
+                    None
+                }
+            })
+        })
+    };
+    let (cluster, role) = match program {
+        "aws" if args.contains(&"eks") && args.contains(&"get-token") => {
+            (value_of(&["--cluster-name"])?, value_of(&["--role-arn"]))
+        }
+        "aws-iam-authenticator" if args.contains(&"token") => (
+            value_of(&["-i", "--cluster-id"])?,
+            value_of(&["-r", "--role"]),
+        ),
+        _ => return None,
+    };
+    let env_region = exec.get("env").and_then(|e| e.as_array()).and_then(|env| {
+        env.iter().find_map(|item| {
+            let name = item.get("name")?.as_str()?;
+            matches!(name, "AWS_REGION" | "AWS_DEFAULT_REGION")
+                .then(|| item.get("value")?.as_str().map(str::to_string))
+                .flatten()
+        })
+    });
+    let host_region = url::Url::parse(server).ok().and_then(|url| {
+        let host = url.host_str()?.to_string();
+        let rest = host.strip_suffix(".eks.amazonaws.com")?;
+        rest.rsplit('.').next().map(str::to_string)
+    });
+    let region = value_of(&["--region"]).or(env_region).or(host_region)?;
+    Some(EksExec {
+        cluster,
+        region,
+        assumed_role: role,
+    })
 }

@@ -1,8 +1,10 @@
 //! The `fluxrelay` command. Exit status: 0 done, 1 failed while running, 2 bad usage,
 //! 78 (EX_CONFIG) the configuration is wrong — nothing was started.
 
+mod cluster;
 mod config;
 mod dlq;
+mod explain;
 mod kubeconfig;
 mod metrics;
 mod serve;
@@ -36,11 +38,114 @@ struct Cli {
 enum Command {
     /// Receive GitLab webhooks and trigger Flux, in one process with an embedded durable queue
     Serve(ServeArgs),
-    /// List or redrive the dead letters of the embedded queue
+    /// List or redrive dead letters (embedded queue, or an SQS dead-letter queue)
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Show what happened to one push on each cluster
+    Explain(ExplainArgs),
+    /// Register a cluster from a kubeconfig, list the registry, check a cluster
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    /// One <name>.json per cluster in --dir (fluxrelay serve's cluster_dir)
+    File,
+    /// One secret per cluster under --prefix (the AWS functions' registry)
+    Secretsmanager,
+}
+
+#[derive(clap::Args)]
+struct StoreArgs {
+    #[arg(long, value_enum, default_value_t = StoreKind::File)]
+    store: StoreKind,
+    /// The directory of entries for --store file
+    #[arg(long, default_value = "clusters.d")]
+    dir: PathBuf,
+    /// The secret name prefix for --store secretsmanager
+    #[arg(long, default_value = fluxrelay_adapters::secrets::DEFAULT_PREFIX)]
+    prefix: String,
+    /// Instead: the clusters of this fluxrelay serve configuration (list and check only)
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn store(&self) -> cluster::Store {
+        match (&self.config, self.store) {
+            (Some(file), _) => cluster::Store::ServeConfig(file.clone()),
+            (None, StoreKind::File) => cluster::Store::Files(self.dir.clone()),
+            (None, StoreKind::Secretsmanager) => cluster::Store::SecretsManager {
+                prefix: self.prefix.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Build a registry entry from a kubeconfig context and store it (never printing secrets)
+    Add {
+        /// The cluster's name in fluxrelay (1-63 of A-Za-z0-9-_.)
+        name: String,
+        /// The kubeconfig to read (default: $KUBECONFIG, else ~/.kube/config)
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Its context (default: current-context)
+        #[arg(long)]
+        context: Option<String>,
+        /// Namespaces with GitRepositories and Receivers (repeatable)
+        #[arg(long = "namespace", default_value = "flux-system")]
+        namespaces: Vec<String>,
+        /// Only pushes to projects matching this glob, e.g. 'platform/**' (repeatable)
+        #[arg(long = "project")]
+        projects: Vec<String>,
+        /// Only pushes to refs matching this glob, e.g. main or 'refs/tags/v*' (repeatable)
+        #[arg(long = "ref")]
+        refs: Vec<String>,
+        /// Annotate GitRepositories instead of calling Receivers
+        #[arg(long)]
+        annotate: bool,
+        /// Do not read Receiver tokens from their Secrets in the cluster
+        #[arg(long)]
+        no_receiver_tokens: bool,
+        /// Replace an existing entry
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// One line per registry entry, invalid ones with their problems
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Connect as the entry and check every permission, object and the receiver, with fixes
+    Check {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// The push key (from the 202 answer or any log line); a unique prefix is enough
+    key: String,
+    /// The configuration file whose data directory holds the embedded queue
+    #[arg(long, default_value = "fluxrelay.toml", conflicts_with = "data_dir")]
+    config: PathBuf,
+    /// The data directory, instead of reading it from the configuration file
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// On AWS: the dispatch dead-letter queue's URL (the stack's DispatchDLQUrl output)
+    #[arg(long, value_name = "DLQ_URL", conflicts_with = "data_dir")]
+    sqs: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -80,6 +185,10 @@ struct QueueArgs {
     data_dir: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = QueueName::Dispatch)]
     queue: QueueName,
+    /// An SQS dead-letter queue instead (its URL: the stack's DispatchDLQUrl or
+    /// IntakeDLQUrl output); AWS credentials and region come from the environment
+    #[arg(long, value_name = "DLQ_URL", conflicts_with_all = ["data_dir", "queue"])]
+    sqs: Option<String>,
     /// Only this cluster's dead letters
     #[arg(long)]
     cluster: Option<String>,
@@ -99,6 +208,10 @@ enum DlqCommand {
     Redrive {
         #[command(flatten)]
         queue: QueueArgs,
+        /// With --sqs: the queue to send them to (default: the DLQ's source queue,
+        /// `<stack>-dispatch-dlq.fifo` → `<stack>-dispatch.fifo`)
+        #[arg(long, value_name = "QUEUE_URL", requires = "sqs")]
+        to: Option<String>,
     },
 }
 
@@ -107,6 +220,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Dlq { command } => dlq(command),
+        Command::Explain(args) => explain(args),
+        Command::Cluster { command } => cluster_command(command),
     }
 }
 
@@ -204,26 +319,129 @@ async fn shutdown_signal() {
 
 fn dlq(command: DlqCommand) -> ExitCode {
     let result = match command {
-        DlqCommand::List { queue, json } => data_dir(&queue).and_then(|dir| {
-            let count = dlq::list(
-                &dir,
-                queue.queue,
-                queue.cluster.as_deref(),
-                json,
-                &mut std::io::stdout().lock(),
-            )?;
-            if !json {
-                eprintln!("{count} dead letter(s) in the {} queue", queue.queue.name());
+        DlqCommand::List { queue, json } => match &queue.sqs {
+            Some(url) => with_runtime(async {
+                let count = dlq::list_sqs(
+                    url,
+                    queue.cluster.as_deref(),
+                    json,
+                    &mut std::io::stdout().lock(),
+                )
+                .await?;
+                if !json {
+                    eprintln!("{count} dead letter(s) in {url}");
+                }
+                Ok(())
+            }),
+            None => data_dir(&queue).and_then(|dir| {
+                let count = dlq::list(
+                    &dir,
+                    queue.queue,
+                    queue.cluster.as_deref(),
+                    json,
+                    &mut std::io::stdout().lock(),
+                )?;
+                if !json {
+                    eprintln!("{count} dead letter(s) in the {} queue", queue.queue.name());
+                }
+                Ok(())
+            }),
+        },
+        DlqCommand::Redrive { queue, to } => match &queue.sqs {
+            Some(url) => with_runtime(async {
+                let (count, target) =
+                    dlq::redrive_sqs(url, to.as_deref(), queue.cluster.as_deref()).await?;
+                println!("redrove {count} dead letter(s) to {target}");
+                Ok(())
+            }),
+            None => data_dir(&queue).and_then(|dir| {
+                let count = dlq::redrive(&dir, queue.queue, queue.cluster.as_deref())?;
+                println!(
+                    "redrove {count} dead letter(s) to the {} queue",
+                    queue.queue.name()
+                );
+                Ok(())
+            }),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("fluxrelay: {message}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn explain(args: ExplainArgs) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let result = match &args.sqs {
+        Some(url) => with_runtime(explain::explain_sqs(url, &args.key, &mut out)),
+        None => {
+            let dir = match &args.data_dir {
+                Some(dir) => Ok(dir.clone()),
+                None => config::data_dir_of(&args.config).map_err(|error| error.to_string()),
+            };
+            dir.and_then(|dir| explain::explain_embedded(&dir, &args.key, &mut out))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("fluxrelay: {message}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+fn cluster_command(command: ClusterCommand) -> ExitCode {
+    let result = match command {
+        ClusterCommand::Add {
+            name,
+            kubeconfig,
+            context,
+            namespaces,
+            projects,
+            refs,
+            annotate,
+            no_receiver_tokens,
+            force,
+            store,
+        } => {
+            let kubeconfig = kubeconfig.or_else(default_kubeconfig);
+            match kubeconfig {
+                None => {
+                    Err("no kubeconfig: pass --kubeconfig PATH (or set KUBECONFIG)".to_string())
+                }
+                Some(kubeconfig) => {
+                    let options = cluster::AddOptions {
+                        name,
+                        kubeconfig,
+                        context,
+                        namespaces,
+                        projects,
+                        refs,
+                        annotate,
+                        read_receiver_tokens: !no_receiver_tokens,
+                        force,
+                    };
+                    with_runtime(cluster::add(&options, &store.store()))
+                }
             }
+        }
+        ClusterCommand::List { store } => with_runtime(async {
+            let count = cluster::list(&store.store()).await?;
+            eprintln!("{count} cluster(s)");
             Ok(())
         }),
-        DlqCommand::Redrive { queue } => data_dir(&queue).and_then(|dir| {
-            let count = dlq::redrive(&dir, queue.queue, queue.cluster.as_deref())?;
-            println!(
-                "redrove {count} dead letter(s) to the {} queue",
-                queue.queue.name()
-            );
-            Ok(())
+        ClusterCommand::Check { name, store } => with_runtime(async {
+            if cluster::check(&store.store(), &name).await? {
+                Ok(())
+            } else {
+                Err(format!(
+                    "cluster {name}: some checks failed (✗ above, each with its fix)"
+                ))
+            }
         }),
     };
     match result {
@@ -233,6 +451,21 @@ fn dlq(command: DlqCommand) -> ExitCode {
             ExitCode::from(EXIT_FAILED)
         }
     }
+}
+
+fn default_kubeconfig() -> Option<PathBuf> {
+    if let Some(paths) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        return std::env::split_paths(&paths).next();
+    }
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".kube/config"))
+}
+
+fn with_runtime(work: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the async runtime: {error}"))?
+        .block_on(work)
 }
 
 fn data_dir(args: &QueueArgs) -> Result<PathBuf, String> {

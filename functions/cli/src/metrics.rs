@@ -139,6 +139,15 @@ impl Metrics {
         }
     }
 
+    pub fn record_unreadable_body(&self) {
+        self.received.inc();
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: "unreadable_body".to_string(),
+            })
+            .inc();
+    }
+
     /// Count each settled dispatch (as it was actually settled on the queue) and each call.
     pub fn record_dispatch(&self, report: &DispatchReport, settled: &[bool], now: OffsetDateTime) {
         for target in &report.targets {

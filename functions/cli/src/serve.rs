@@ -196,10 +196,22 @@ async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) 
             )
             .await
         }
-        Err(_) => Err(IngestError::TooLarge {
+        Err(error) if is_length_limit(&error) => Err(IngestError::TooLarge {
             size: content_length(&headers).unwrap_or(limit.saturating_add(1)),
             limit,
         }),
+        Err(error) => {
+            // The client went away or sent a broken body: nothing to authenticate or queue.
+            tracing::warn!(outcome = "rejected", status = 400u16, reason = "the request body could not be read", error = %error);
+            state.metrics.record_unreadable_body();
+            let body = r#"{"status":"rejected","error":"the request body could not be read"}"#;
+            return (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+        }
     };
     outcome_log::ingest(&result);
     state.metrics.record_ingest(&result);
@@ -214,6 +226,17 @@ async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) 
         response.body,
     )
         .into_response()
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
 }
 
 fn content_length(headers: &HeaderMap) -> Option<usize> {

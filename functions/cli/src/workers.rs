@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::embedded::{
-    DISPATCH_QUEUE, DeadLetterReason, EmbeddedQueue, INTAKE_QUEUE, Received,
+    DISPATCH_QUEUE, DeadLetterReason, EmbeddedQueue, INTAKE_QUEUE, JournalEntry, Received,
 };
 use fluxrelay_adapters::file_registry::FileRegistry;
 use fluxrelay_adapters::outcome_log;
-use fluxrelay_core::handlers::dispatch::{DispatchMessage, Verdict, handle_dispatch};
+use fluxrelay_core::handlers::dispatch::{
+    DispatchMessage, DispatchReport, Verdict, handle_dispatch,
+};
 use fluxrelay_core::handlers::retry::RetryPolicy;
-use fluxrelay_core::handlers::route::{IntakeMessage, RouteVerdict, handle_route};
+use fluxrelay_core::handlers::route::{IntakeMessage, RouteReport, RouteVerdict, handle_route};
 use fluxrelay_core::ports::QueueError;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
@@ -110,8 +112,17 @@ impl Workers {
                 tracing::warn!(outcome = "settle_failed", queue = INTAKE_QUEUE, error = %error);
             }
         }
+        self.journal(route_journal(&report)).await;
         self.dispatch_wake.notify_one();
         Ok(received.len())
+    }
+
+    /// The journal is for explaining, not for delivery: failing to write it is logged
+    /// and the work goes on.
+    async fn journal(&self, entries: Vec<JournalEntry>) {
+        if let Err(error) = blocking(&self.queue, move |queue| queue.record(&entries)).await {
+            tracing::warn!(outcome = "journal_failed", error = %error);
+        }
     }
 
     /// Dispatch one batch; `Ok(n)` is how many messages it received.
@@ -192,8 +203,113 @@ impl Workers {
         }
         self.metrics
             .record_dispatch(&report, &settled, OffsetDateTime::now_utc());
+        self.journal(dispatch_journal(&report)).await;
         Ok(received.len())
     }
+}
+
+/// One entry for the push, and one per cluster it was queued for (so `explain` can tell
+/// "queued, not dispatched yet" from "never routed there").
+fn route_journal(report: &RouteReport) -> Vec<JournalEntry> {
+    let mut entries = Vec::new();
+    for message in &report.messages {
+        let Some(push) = &message.push else { continue };
+        let what = format!(
+            "accepted {}: {} {} {}..{}",
+            push.received_at,
+            push.project.path,
+            push.git_ref,
+            short(&push.before),
+            short(&push.after)
+        );
+        match &message.verdict {
+            RouteVerdict::Routed { clusters } => {
+                let routed = if clusters.is_empty() {
+                    "no cluster subscribes".to_string()
+                } else {
+                    format!("routed to {}", clusters.join(", "))
+                };
+                entries.push(JournalEntry::new(
+                    &push.key,
+                    None,
+                    "routed",
+                    format!("{what}; {routed}"),
+                ));
+                for cluster in clusters {
+                    entries.push(JournalEntry::new(
+                        &push.key,
+                        Some(cluster),
+                        "queued",
+                        "queued for dispatch",
+                    ));
+                }
+            }
+            RouteVerdict::Failed { reason } => {
+                entries.push(JournalEntry::new(
+                    &push.key,
+                    None,
+                    "route_failed",
+                    format!("{what}; {reason}"),
+                ));
+            }
+        }
+    }
+    entries
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..8).unwrap_or(sha)
+}
+
+fn dispatch_journal(report: &DispatchReport) -> Vec<JournalEntry> {
+    let mut entries = Vec::new();
+    for target in &report.targets {
+        let (stage, detail) = match &target.result {
+            Ok(()) => ("triggered", format!("{}: success", target.target)),
+            Err(failure) => (
+                "trigger_failed",
+                format!("{}: {}", target.target, failure.reason),
+            ),
+        };
+        for key in &target.push_keys {
+            let detail = if target.push_keys.len() > 1 {
+                format!("{detail} (one call for {} pushes)", target.push_keys.len())
+            } else {
+                detail.clone()
+            };
+            entries.push(JournalEntry::new(key, Some(&target.cluster), stage, detail));
+        }
+    }
+    for message in &report.messages {
+        let Some(dispatch) = &message.dispatch else {
+            continue;
+        };
+        let key = &dispatch.push.key;
+        let cluster = Some(dispatch.cluster.as_str());
+        for skip in &message.skipped {
+            let detail = format!("{}: {}", skip.object, skip.reason);
+            entries.push(JournalEntry::new(key, cluster, "skipped", detail));
+        }
+        let (stage, detail) = match &message.verdict {
+            Verdict::Delivered { targets } => ("delivered", targets.join(", ")),
+            Verdict::NothingToTrigger => (
+                "nothing_to_trigger",
+                "no GitRepository in the cluster tracks this project and ref".to_string(),
+            ),
+            Verdict::Retry { delay_secs, reason } => {
+                ("retry", format!("again in {delay_secs} s: {reason}"))
+            }
+            Verdict::DeadLetter { reason, status } => (
+                "dead_lettered",
+                match status {
+                    Some(status) => format!("{reason} (status {status})"),
+                    None => reason.clone(),
+                },
+            ),
+        };
+        entries.push(JournalEntry::new(key, cluster, stage, detail));
+    }
+    entries
 }
 
 fn receipts(received: &[Received]) -> HashMap<String, &Received> {

@@ -106,6 +106,16 @@ pub enum SubscriptionMiss {
 }
 
 impl Subscription {
+    /// Takes every push (the default when an entry lists no subscriptions).
+    pub fn takes_everything(&self) -> bool {
+        let any = |list: &PatternList| list.patterns() == ["**"];
+        any(&self.projects)
+            && any(&self.refs.full)
+            && any(&self.refs.short)
+            && self.instances.is_empty()
+            && self.paths.is_none()
+    }
+
     pub fn accepts(&self, push: &Push) -> Result<(), SubscriptionMiss> {
         if !self.instances.is_empty() {
             let host = instance_host(&push.instance);

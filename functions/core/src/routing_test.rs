@@ -261,3 +261,53 @@ fn deleted_branches_go_nowhere_but_deleted_tags_do() {
     push.git_ref = "refs/tags/v1.0.0".into();
     assert_eq!(route(&push, &clusters[0]), Ok(()));
 }
+
+#[test]
+fn only_an_unrestricted_subscription_takes_everything() {
+    let cases: Vec<(&str, Subscription, bool)> = vec![
+        ("default", subscription(), true),
+        (
+            "explicit ** projects",
+            Subscription {
+                projects: list(&["**"], true),
+                ..subscription()
+            },
+            true,
+        ),
+        (
+            "a project glob",
+            Subscription {
+                projects: list(&["team/**"], true),
+                ..subscription()
+            },
+            false,
+        ),
+        (
+            "a ref",
+            Subscription {
+                refs: refs(&["main"]),
+                ..subscription()
+            },
+            false,
+        ),
+        (
+            "an instance",
+            Subscription {
+                instances: vec!["gitlab.example.com".into()],
+                ..subscription()
+            },
+            false,
+        ),
+        (
+            "a path filter",
+            Subscription {
+                paths: Some(list(&["**"], false)),
+                ..subscription()
+            },
+            false,
+        ),
+    ];
+    for (name, subscription, expected) in cases {
+        assert_eq!(subscription.takes_everything(), expected, "{name}");
+    }
+}

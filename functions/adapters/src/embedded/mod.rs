@@ -11,6 +11,7 @@
 //! Calls block on SQLite; async callers go through `spawn_blocking` (the port impls do).
 
 mod clock;
+mod journal;
 mod store;
 
 use std::fmt;
@@ -25,6 +26,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use self::clock::millis;
 pub use self::clock::{Clock, ManualClock, SystemClock};
+pub use self::journal::{JOURNAL_RETENTION, JournalEntry, JournalRecord};
 use self::store::storage;
 pub use crate::sqs::DeadLetterReason;
 
@@ -312,6 +314,24 @@ impl EmbeddedQueue {
     /// Returns how many were released.
     pub fn release_leases(&self, queue: &str) -> Result<usize, QueueError> {
         self.write(|transaction, now| store::release_leases(transaction, queue, now))
+    }
+
+    /// Append to the push journal (and drop entries older than `JOURNAL_RETENTION`).
+    pub fn record(&self, entries: &[JournalEntry]) -> Result<(), QueueError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.write(|transaction, now| journal::append(transaction, entries, now))
+    }
+
+    /// The journal of one push, oldest first.
+    pub fn journal(&self, key: &str) -> Result<Vec<JournalRecord>, QueueError> {
+        journal::records(&self.lock(), key)
+    }
+
+    /// Journalled keys starting with `prefix` (at most 20).
+    pub fn journal_keys(&self, prefix: &str) -> Result<Vec<String>, QueueError> {
+        journal::keys_with_prefix(&self.lock(), prefix)
     }
 
     pub fn dead_letter_count(&self, queue: &str) -> Result<u64, QueueError> {

@@ -54,8 +54,21 @@ CREATE INDEX dead_letters_by_queue ON dead_letters (queue, cluster, id);
 
 /// `leased`: hidden by a receive (a consumer holds it), as opposed to hidden by a retry
 /// delay. Only leases die with the process that held them (see `release_leases`).
+///
+/// `journal`: what happened to each push, by key, for `fluxrelay explain`; kept for
+/// `JOURNAL_RETENTION`.
 const SCHEMA_V2: &str = "
 ALTER TABLE messages ADD COLUMN leased INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE journal (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    key     TEXT NOT NULL,
+    cluster TEXT,
+    at      INTEGER NOT NULL,
+    stage   TEXT NOT NULL,
+    detail  TEXT NOT NULL
+);
+CREATE INDEX journal_by_key ON journal (key, id);
+CREATE INDEX journal_by_age ON journal (at);
 ";
 
 /// SQS FIFO limits for group and deduplication ids; keeping them makes the two paths agree.

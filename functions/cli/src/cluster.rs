@@ -1,0 +1,767 @@
+//! `fluxrelay cluster add|list|check`: register a cluster from a kubeconfig context, see
+//! the registry, and check that an entry can do everything dispatch needs — each check
+//! with its fix.
+
+use std::path::{Path, PathBuf};
+
+use fluxrelay_adapters::cluster::KubeClusters;
+use fluxrelay_adapters::cluster_check::{Access, Permission, can_i, receiver_tokens};
+use fluxrelay_adapters::secrets::SecretsRegistry;
+use fluxrelay_core::flux::{GitRepository, Receiver};
+use fluxrelay_core::matching::select::webhook_path;
+use fluxrelay_core::ports::{FluxDiscovery, TriggerSender};
+use fluxrelay_core::registry::{ClusterEntry, ReceiverEndpoint, RegistryError, TriggerMode};
+use fluxrelay_core::trigger::classify::apiserver_status;
+use fluxrelay_core::trigger::request::{RequestTarget, TriggerRequest};
+use serde_json::{Map, Value, json};
+
+use crate::config::ServeConfig;
+use crate::kubeconfig::{KubeconfigContext, read_context};
+
+const OK: &str = "✓";
+const FAIL: &str = "✗";
+const NOTE: &str = "!";
+
+/// Where registry entries live.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// One `<name>.json` per cluster in a directory (`cluster_dir` of `fluxrelay serve`).
+    Files(PathBuf),
+    /// One secret per cluster under a prefix (the AWS functions' registry).
+    SecretsManager { prefix: String },
+    /// The clusters of a `fluxrelay serve` configuration (read only).
+    ServeConfig(PathBuf),
+}
+
+pub struct AddOptions {
+    pub name: String,
+    pub kubeconfig: PathBuf,
+    pub context: Option<String>,
+    pub namespaces: Vec<String>,
+    pub projects: Vec<String>,
+    pub refs: Vec<String>,
+    pub annotate: bool,
+    pub read_receiver_tokens: bool,
+    pub force: bool,
+}
+
+// ---- add ----
+
+/// Build the entry from the kubeconfig context (credentials extracted, never the whole
+/// file), read Receiver tokens from the cluster, validate, and store it. Prints what it
+/// did, never a secret.
+pub async fn add(options: &AddOptions, store: &Store) -> Result<(), String> {
+    let context = read_context(&options.kubeconfig, options.context.as_deref())
+        .map_err(|error| error.to_string())?;
+    let (mut value, notes) = entry_value(options, &context)?;
+    for note in &notes {
+        println!("{NOTE} {note}");
+    }
+    if !options.annotate && options.read_receiver_tokens {
+        let tokens = read_receiver_tokens(&context, &options.namespaces).await;
+        let mut found = Map::new();
+        for (id, token) in tokens {
+            match token {
+                Ok(token) => {
+                    println!("{OK} Receiver {id}: token read from its Secret");
+                    found.insert(id, Value::String(token));
+                }
+                Err(problem) => println!(
+                    "{FAIL} Receiver {id}: {problem}; add its token to trigger.receiver_tokens by hand"
+                ),
+            }
+        }
+        if !found.is_empty() {
+            value["trigger"]["receiver_tokens"] = Value::Object(found);
+        }
+    }
+    let entry = ClusterEntry::from_value(&value).map_err(|error| invalid(&options.name, &error))?;
+    let text = serde_json::to_string_pretty(&value).map_err(|error| error.to_string())?;
+    let place = store_entry(store, &entry.name, &text, options.force).await?;
+    println!(
+        "{OK} cluster {}: server {}, auth {}, namespaces {}, {} mode; written to {place}",
+        entry.name,
+        entry.server,
+        entry.credentials.kind(),
+        entry.namespaces.join(","),
+        mode(&entry)
+    );
+    Ok(())
+}
+
+fn mode(entry: &ClusterEntry) -> &'static str {
+    match entry.trigger.mode {
+        TriggerMode::Receiver => "receiver",
+        TriggerMode::Annotate => "annotate",
+    }
+}
+
+fn invalid(name: &str, error: &RegistryError) -> String {
+    let lines: Vec<String> = error
+        .errors
+        .iter()
+        .map(|e| format!("  {}: {}", e.path, e.message))
+        .collect();
+    format!(
+        "the entry for {name} would be invalid:\n{}",
+        lines.join("\n")
+    )
+}
+
+/// The registry entry (as JSON) for a kubeconfig context, and notes for the operator.
+fn entry_value(
+    options: &AddOptions,
+    context: &KubeconfigContext,
+) -> Result<(Value, Vec<String>), String> {
+    let mut notes = Vec::new();
+    let auth = if let Some(token) = &context.token {
+        json!({ "token": token })
+    } else if let (Some(cert), Some(key)) =
+        (&context.client_certificate_pem, &context.client_key_pem)
+    {
+        json!({ "client_cert": cert, "client_key": key })
+    } else if let Some(eks) = &context.eks {
+        notes.push(format!(
+            "EKS cluster {} in {}: fluxrelay mints its token from its own IAM role; map that role to user fluxrelay-dispatcher with an access entry (docs/eks.md)",
+            eks.cluster, eks.region
+        ));
+        if let Some(role) = &eks.assumed_role {
+            notes.push(format!(
+                "your kubeconfig assumes role {role}; fluxrelay does not: it uses its own role"
+            ));
+        }
+        json!({ "eks": { "cluster": eks.cluster, "region": eks.region } })
+    } else {
+        return Err(format!(
+            "the kubeconfig user of context {:?} has no token, client certificate or EKS exec: {}",
+            context.name,
+            context
+                .unsupported_auth
+                .as_deref()
+                .unwrap_or("no credentials")
+        ));
+    };
+    let mut value = json!({
+        "name": options.name,
+        "server": context.server,
+        "auth": auth,
+        "namespaces": options.namespaces,
+        "trigger": { "mode": if options.annotate { "annotate" } else { "receiver" } },
+    });
+    if let Some(ca) = &context.ca_pem {
+        value["ca"] = Value::String(ca.clone());
+    }
+    if !options.projects.is_empty() || !options.refs.is_empty() {
+        let mut subscription = Map::new();
+        if !options.projects.is_empty() {
+            subscription.insert("projects".into(), json!(options.projects));
+        }
+        if !options.refs.is_empty() {
+            subscription.insert("refs".into(), json!(options.refs));
+        }
+        value["subscriptions"] = json!([subscription]);
+    }
+    if context.eks.is_none() {
+        notes.push("the credentials are your kubeconfig user's: for production, give the entry the fluxrelay-dispatcher identity of infra/rbac.yaml".to_string());
+    }
+    Ok((value, notes))
+}
+
+async fn read_receiver_tokens(
+    context: &KubeconfigContext,
+    namespaces: &[String],
+) -> Vec<(String, Result<String, String>)> {
+    let client = match context.client().await {
+        Ok(client) => client,
+        Err(problem) => {
+            return vec![(
+                "(all)".into(),
+                Err(format!("cannot connect with the kubeconfig: {problem}")),
+            )];
+        }
+    };
+    let mut found = Vec::new();
+    for namespace in namespaces {
+        match receiver_tokens(&client, namespace).await {
+            Ok(tokens) => found.extend(tokens.into_iter().map(|t| {
+                (
+                    t.receiver.to_string(),
+                    t.token.map(|token| token.expose().to_string()),
+                )
+            })),
+            Err(problem) => found.push((
+                format!("{namespace}/*"),
+                Err(format!("cannot list Receivers: {problem}")),
+            )),
+        }
+    }
+    found
+}
+
+async fn store_entry(store: &Store, name: &str, text: &str, force: bool) -> Result<String, String> {
+    match store {
+        Store::Files(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+            let path = dir.join(format!("{name}.json"));
+            if path.exists() && !force {
+                return Err(format!(
+                    "{} exists; pass --force to replace it",
+                    path.display()
+                ));
+            }
+            write_private(&path, text)?;
+            Ok(path.display().to_string())
+        }
+        Store::SecretsManager { prefix } => {
+            let client = secrets_client().await;
+            let secret_id = format!("{prefix}{name}");
+            let created = client
+                .create_secret()
+                .name(&secret_id)
+                .secret_string(text)
+                .description("fluxrelay cluster registry entry")
+                .send()
+                .await;
+            match created {
+                Ok(_) => Ok(format!("Secrets Manager secret {secret_id}")),
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(|e| e.is_resource_exists_exception()) =>
+                {
+                    if !force {
+                        return Err(format!(
+                            "secret {secret_id} exists; pass --force to replace its value"
+                        ));
+                    }
+                    client
+                        .put_secret_value()
+                        .secret_id(&secret_id)
+                        .secret_string(text)
+                        .send()
+                        .await
+                        .map_err(|error| {
+                            format!(
+                                "cannot update secret {secret_id}: {}",
+                                aws_sdk_secretsmanager::error::DisplayErrorContext(&error)
+                            )
+                        })?;
+                    Ok(format!("Secrets Manager secret {secret_id} (new version)"))
+                }
+                Err(error) => Err(format!(
+                    "cannot create secret {secret_id}: {}",
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(&error)
+                )),
+            }
+        }
+        Store::ServeConfig(file) => Err(format!(
+            "cannot add to {}: use --dir (the config's cluster_dir) or --store secretsmanager",
+            file.display()
+        )),
+    }
+}
+
+/// Owner-only, because the entry holds credentials.
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all())
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))
+}
+
+async fn secrets_client() -> aws_sdk_secretsmanager::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&config)
+}
+
+// ---- list ----
+
+/// Every entry, valid or not; `Err` entries carry their problems.
+async fn entries(store: &Store) -> Result<Vec<(String, Result<ClusterEntry, String>)>, String> {
+    match store {
+        Store::ServeConfig(file) => {
+            let config = ServeConfig::load(file).map_err(|error| error.to_string())?;
+            Ok(config
+                .clusters
+                .into_iter()
+                .map(|entry| (entry.name.clone(), Ok(entry)))
+                .collect())
+        }
+        Store::Files(dir) => {
+            let listing = std::fs::read_dir(dir)
+                .map_err(|error| format!("cannot read {}: {error}", dir.display()))?;
+            let mut paths: Vec<PathBuf> = listing
+                .filter_map(Result::ok)
+                .map(|item| item.path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+                .collect();
+            paths.sort();
+            Ok(paths
+                .into_iter()
+                .map(|path| {
+                    let label = path.display().to_string();
+                    let entry = std::fs::read_to_string(&path)
+                        .map_err(|error| error.to_string())
+                        .and_then(|text| {
+                            ClusterEntry::from_json(&text).map_err(|error| problems(&error))
+                        });
+                    let name = entry.as_ref().map(|e| e.name.clone()).unwrap_or(label);
+                    (name, entry)
+                })
+                .collect())
+        }
+        Store::SecretsManager { prefix } => {
+            let registry = SecretsRegistry::with_settings(
+                secrets_client().await,
+                prefix.clone(),
+                std::time::Duration::ZERO,
+            );
+            let (valid, invalid) = registry
+                .read_everything()
+                .await
+                .map_err(|error| error.to_string())?;
+            let mut all: Vec<(String, Result<ClusterEntry, String>)> = valid
+                .into_iter()
+                .map(|entry| (entry.name.clone(), Ok(entry)))
+                .collect();
+            all.extend(
+                invalid
+                    .into_iter()
+                    .map(|(name, error)| (name, Err(problems(&error)))),
+            );
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(all)
+        }
+    }
+}
+
+fn subscriptions(entry: &ClusterEntry) -> String {
+    if entry.subscriptions.iter().any(|s| s.takes_everything()) {
+        "every push".to_string()
+    } else {
+        entry.subscriptions.len().to_string()
+    }
+}
+
+fn problems(error: &RegistryError) -> String {
+    error
+        .errors
+        .iter()
+        .map(|e| format!("{}: {}", e.path, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub async fn list(store: &Store) -> Result<usize, String> {
+    let entries = entries(store).await?;
+    println!("NAME\tSERVER\tAUTH\tNAMESPACES\tMODE\tSUBSCRIPTIONS\tSTATE");
+    for (name, entry) in &entries {
+        match entry {
+            Ok(entry) => println!(
+                "{name}\t{}\t{}\t{}\t{}\t{}\tvalid",
+                entry.server,
+                entry.credentials.kind(),
+                entry.namespaces.join(","),
+                mode(entry),
+                subscriptions(entry),
+            ),
+            Err(problem) => println!("{name}\t-\t-\t-\t-\t-\tinvalid: {problem}"),
+        }
+    }
+    Ok(entries.len())
+}
+
+// ---- check ----
+
+/// Connect as the entry, check each permission dispatch needs, list what it would trigger
+/// and probe the receiver. `Ok(true)` when everything passed.
+pub async fn check(store: &Store, name: &str) -> Result<bool, String> {
+    let entry = match entries(store).await?.into_iter().find(|(n, _)| n == name) {
+        Some((_, Ok(entry))) => entry,
+        Some((_, Err(problem))) => {
+            return Err(format!("the entry for {name} is invalid: {problem}"));
+        }
+        None => {
+            return Err(format!(
+                "no cluster named {name} in {}",
+                describe_store(store)
+            ));
+        }
+    };
+    let clusters = KubeClusters::with_defaults().map_err(|failure| failure.reason)?;
+    let mut passed = true;
+    let mut report = |ok: bool, line: String| {
+        passed &= ok;
+        println!("{} {line}", if ok { OK } else { FAIL });
+    };
+    println!(
+        "cluster {} ({}, auth {})",
+        entry.name,
+        entry.server,
+        entry.credentials.kind()
+    );
+    let client = match clusters.client_for(&entry).await {
+        Ok(client) => client,
+        Err(failure) => {
+            report(false, format!("build a client: {}", failure.reason));
+            return Ok(false);
+        }
+    };
+    match client.apiserver_version().await {
+        Ok(version) => report(
+            true,
+            format!(
+                "apiserver reachable, Kubernetes {}.{}",
+                version.major, version.minor
+            ),
+        ),
+        Err(error) => {
+            report(
+                false,
+                format!(
+                    "reach the apiserver: {}; check server, ca and network access",
+                    fluxrelay_adapters::cluster_check::describe(error)
+                ),
+            );
+            return Ok(false);
+        }
+    }
+    for permission in needed_permissions(&entry) {
+        match can_i(&client, &permission).await {
+            Ok(Access::Allowed) => report(true, format!("may {permission}")),
+            Ok(Access::Denied { reason }) => report(
+                false,
+                format!(
+                    "may not {permission} ({reason}); fix: add the rule {} to the identity's Role (infra/rbac.yaml has all of them)",
+                    permission.rule()
+                ),
+            ),
+            Err(problem) => report(false, format!("ask whether it may {permission}: {problem}")),
+        }
+    }
+    for namespace in &entry.namespaces {
+        match clusters.git_repositories(&entry, namespace, true).await {
+            Ok(repositories) => {
+                report(
+                    true,
+                    format!("{} GitRepositories in {namespace}", repositories.len()),
+                );
+                for repository in &repositories {
+                    println!("    {}", describe_repository(repository));
+                }
+            }
+            Err(failure) => report(
+                false,
+                format!("list GitRepositories in {namespace}: {}", failure.reason),
+            ),
+        }
+        if entry.trigger.mode == TriggerMode::Receiver {
+            match clusters.receivers(&entry, namespace, true).await {
+                Ok(receivers) => {
+                    report(
+                        true,
+                        format!("{} Receivers in {namespace}", receivers.len()),
+                    );
+                    for receiver in &receivers {
+                        let (ok, line) = describe_receiver(&entry, receiver);
+                        report(ok, format!("  {line}"));
+                    }
+                }
+                Err(failure) => report(
+                    false,
+                    format!("list Receivers in {namespace}: {}", failure.reason),
+                ),
+            }
+        }
+    }
+    if entry.trigger.mode == TriggerMode::Receiver {
+        let (ok, line) = probe_receiver(&clusters, &entry).await;
+        report(ok, line);
+    }
+    Ok(passed)
+}
+
+fn describe_store(store: &Store) -> String {
+    match store {
+        Store::Files(dir) => dir.display().to_string(),
+        Store::SecretsManager { prefix } => format!("Secrets Manager under {prefix}"),
+        Store::ServeConfig(file) => file.display().to_string(),
+    }
+}
+
+/// What dispatch does with this entry, as permissions.
+pub fn needed_permissions(entry: &ClusterEntry) -> Vec<Permission> {
+    let mut needed = Vec::new();
+    for namespace in &entry.namespaces {
+        needed.push(Permission {
+            verb: "list",
+            group: "source.toolkit.fluxcd.io",
+            resource: "gitrepositories",
+            namespace: namespace.clone(),
+            name: None,
+        });
+        match entry.trigger.mode {
+            TriggerMode::Receiver => needed.push(Permission {
+                verb: "list",
+                group: "notification.toolkit.fluxcd.io",
+                resource: "receivers",
+                namespace: namespace.clone(),
+                name: None,
+            }),
+            TriggerMode::Annotate => needed.push(Permission {
+                verb: "patch",
+                group: "source.toolkit.fluxcd.io",
+                resource: "gitrepositories",
+                namespace: namespace.clone(),
+                name: None,
+            }),
+        }
+    }
+    if entry.trigger.mode == TriggerMode::Receiver
+        && let ReceiverEndpoint::ServiceProxy(path) = &entry.trigger.receiver_endpoint
+        && let Some((namespace, service)) = proxy_service(path)
+    {
+        needed.push(Permission {
+            verb: "create",
+            group: "",
+            resource: "services/proxy",
+            namespace,
+            name: Some(service),
+        });
+    }
+    needed
+}
+
+/// `/api/v1/namespaces/<ns>/services/<id>/proxy` → (ns, id).
+fn proxy_service(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let (namespace, rest) = rest.split_once("/services/")?;
+    let service = rest.strip_suffix("/proxy")?;
+    Some((namespace.to_string(), service.to_string()))
+}
+
+fn describe_repository(repository: &GitRepository) -> String {
+    let git_ref = repository
+        .git_ref
+        .as_ref()
+        .and_then(|r| {
+            r.name
+                .clone()
+                .or(r.commit.clone())
+                .or(r.semver.clone().map(|s| format!("semver {s}")))
+                .or(r.tag.clone().map(|t| format!("tag {t}")))
+                .or(r.branch.clone().map(|b| format!("branch {b}")))
+        })
+        .unwrap_or_else(|| "default branch".into());
+    format!(
+        "GitRepository {}: {} ({git_ref}){}{}",
+        repository.id,
+        repository.url.as_deref().unwrap_or("(no url)"),
+        if repository.suspend {
+            ", suspended"
+        } else {
+            ""
+        },
+        repository
+            .artifact_revision
+            .as_ref()
+            .map(|revision| format!(", at {revision}"))
+            .unwrap_or_default()
+    )
+}
+
+fn describe_receiver(entry: &ClusterEntry, receiver: &Receiver) -> (bool, String) {
+    let id = &receiver.id;
+    let head = format!(
+        "Receiver {id} ({}{}{})",
+        receiver.receiver_type.as_str(),
+        if receiver.ready {
+            ", ready"
+        } else {
+            ", not ready"
+        },
+        receiver
+            .webhook_path
+            .as_ref()
+            .map(|p| format!(", {p}"))
+            .unwrap_or_default()
+    );
+    if receiver.suspend {
+        return (true, format!("{head}: suspended, skipped"));
+    }
+    let Some(path) = &receiver.webhook_path else {
+        return (
+            false,
+            format!("{head}: no status.webhookPath yet; is notification-controller running?"),
+        );
+    };
+    if !receiver.receiver_type.needs_token() {
+        return (receiver.ready, format!("{head}: needs no token"));
+    }
+    match entry.trigger.receiver_tokens.get(id) {
+        None => (
+            false,
+            format!(
+                "{head}: fix: add trigger.receiver_tokens[\"{id}\"] (the token in its secretRef) to the entry"
+            ),
+        ),
+        Some(token) if webhook_path(token.expose(), &id.name, &id.namespace) == *path => (
+            receiver.ready,
+            format!("{head}: token in the entry matches"),
+        ),
+        Some(_) => (
+            false,
+            format!(
+                "{head}: the entry's token does not produce this webhook path; fix: update trigger.receiver_tokens[\"{id}\"]"
+            ),
+        ),
+    }
+}
+
+/// POST to a path no Receiver has: the webhook receiver answers for itself (404) when the
+/// proxy reaches it; an apiserver `Status` means the proxy did not.
+async fn probe_receiver(clusters: &KubeClusters, entry: &ClusterEntry) -> (bool, String) {
+    const PROBE: &str = "/hook/fluxrelay-check";
+    let target = match &entry.trigger.receiver_endpoint {
+        ReceiverEndpoint::ServiceProxy(base) => {
+            RequestTarget::ApiServerPath(format!("{base}{PROBE}"))
+        }
+        ReceiverEndpoint::Absolute(url) => match url.join(PROBE.trim_start_matches('/')) {
+            Ok(url) => RequestTarget::Absolute(url),
+            Err(error) => return (false, format!("probe the receiver: bad URL: {error}")),
+        },
+    };
+    let request = TriggerRequest {
+        target,
+        method: http::Method::POST,
+        headers: http::HeaderMap::new(),
+        body: b"{}".to_vec(),
+    };
+    match clusters.send(entry, &request).await {
+        Err(failure) => (
+            false,
+            format!("probe the webhook receiver: {}", failure.reason),
+        ),
+        Ok(response) => match apiserver_status(&response) {
+            Some(status) => (
+                false,
+                format!(
+                    "probe the webhook receiver: the apiserver answered {} ({}); fix: check trigger.webhook_receiver_url, and that notification-controller's webhook-receiver Service has endpoints",
+                    response.status,
+                    if status.message.is_empty() {
+                        "no message"
+                    } else {
+                        status.message.as_str()
+                    }
+                ),
+            ),
+            None => (
+                true,
+                format!(
+                    "the webhook receiver answers through {} (HTTP {} for a probe path)",
+                    endpoint_label(entry),
+                    response.status
+                ),
+            ),
+        },
+    }
+}
+
+fn endpoint_label(entry: &ClusterEntry) -> String {
+    match &entry.trigger.receiver_endpoint {
+        ReceiverEndpoint::ServiceProxy(base) => format!("the service proxy {base}"),
+        ReceiverEndpoint::Absolute(url) => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_paths_name_their_service() {
+        for (path, expected) in [
+            (
+                "/api/v1/namespaces/flux-system/services/http:webhook-receiver:80/proxy",
+                Some(("flux-system", "http:webhook-receiver:80")),
+            ),
+            ("/api/v1/namespaces/a/services/b/proxy", Some(("a", "b"))),
+            ("/api/v1/namespaces/a/pods/b/proxy", None),
+            ("/api/v1/namespaces/a/services/b", None),
+        ] {
+            let got = proxy_service(path);
+            assert_eq!(
+                got.as_ref().map(|(n, s)| (n.as_str(), s.as_str())),
+                expected,
+                "{path}"
+            );
+        }
+    }
+
+    fn entry(extra: Value) -> ClusterEntry {
+        let mut value = json!({"name": "c", "server": "https://c.example.com", "auth": {"token": "t"}, "namespaces": ["flux-system", "apps"]});
+        if let (Some(object), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
+            object.extend(extra.clone());
+        }
+        ClusterEntry::from_value(&value).unwrap()
+    }
+
+    #[test]
+    fn receiver_mode_needs_lists_and_the_proxy_annotate_mode_needs_patch() {
+        let receiver: Vec<String> = needed_permissions(&entry(json!({})))
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            receiver,
+            [
+                "list gitrepositories.source.toolkit.fluxcd.io in flux-system",
+                "list receivers.notification.toolkit.fluxcd.io in flux-system",
+                "list gitrepositories.source.toolkit.fluxcd.io in apps",
+                "list receivers.notification.toolkit.fluxcd.io in apps",
+                "create services/proxy http:webhook-receiver:80 in flux-system",
+            ]
+        );
+        let annotate: Vec<String> =
+            needed_permissions(&entry(json!({"trigger": {"mode": "annotate"}})))
+                .iter()
+                .map(|p| p.to_string())
+                .collect();
+        assert_eq!(
+            annotate,
+            [
+                "list gitrepositories.source.toolkit.fluxcd.io in flux-system",
+                "patch gitrepositories.source.toolkit.fluxcd.io in flux-system",
+                "list gitrepositories.source.toolkit.fluxcd.io in apps",
+                "patch gitrepositories.source.toolkit.fluxcd.io in apps",
+            ]
+        );
+        let absolute = needed_permissions(&entry(
+            json!({"trigger": {"webhook_receiver_url": "https://hooks.example.com"}}),
+        ));
+        assert!(absolute.iter().all(|p| p.resource != "services/proxy"));
+    }
+
+    #[test]
+    fn the_fix_for_a_missing_permission_is_a_role_rule() {
+        let proxy = needed_permissions(&entry(json!({}))).pop().unwrap();
+        assert_eq!(
+            proxy.rule(),
+            "{apiGroups: [\"\"], resources: [\"services/proxy\"], resourceNames: [\"http:webhook-receiver:80\"], verbs: [\"create\"]} in namespace flux-system"
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! `fluxrelay cluster add|list|check` as processes against a real kube-apiserver (inside a
+//! private network namespace) with the Flux receiver emulator behind its service proxy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fluxrelay_testkit::kube_env::KubeEnv;
+use fluxrelay_testkit::netns;
+use fluxrelay_testkit::receiver::{FluxReceiverEmulator, ReceiverSpec};
+use serde_json::{Value, json};
+
+const RBAC: &str = include_str!("../../../infra/rbac.yaml");
+const RECEIVER_TOKEN: &str = "receiver-token-kept-in-the-cluster";
+
+fn fluxrelay(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fluxrelay"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fluxrelay-cluster-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write_entry(dir: &Path, entry: &Value) {
+    let name = entry["name"].as_str().unwrap();
+    std::fs::write(dir.join(format!("{name}.json")), entry.to_string()).unwrap();
+}
+
+/// A cluster with the project's Role, one GitRepository and one gitlab Receiver whose
+/// token is in a Secret, and the receiver emulator answering behind the service proxy.
+async fn cluster() -> (KubeEnv, FluxReceiverEmulator, String) {
+    let env = KubeEnv::start().await;
+    env.apply(RBAC).await;
+    let receiver = FluxReceiverEmulator::start("192.0.2.10:9292".parse().unwrap())
+        .await
+        .unwrap();
+    let path = receiver.upsert(ReceiverSpec {
+        namespace: "flux-system".into(),
+        name: "gitlab-receiver".into(),
+        receiver_type: "gitlab".into(),
+        token: RECEIVER_TOKEN.into(),
+        events: vec!["Push Hook".into()],
+        suspended: false,
+        ready: true,
+    });
+    env.apply(
+        &json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "receiver-token", "namespace": "flux-system"},
+                "stringData": {"token": RECEIVER_TOKEN}})
+        .to_string(),
+    )
+    .await;
+    env.apply(
+        "
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {name: podinfo, namespace: flux-system}
+spec: {url: 'https://gitlab.example.com/team/podinfo.git', ref: {branch: main}, interval: 1h}
+---
+apiVersion: notification.toolkit.fluxcd.io/v1
+kind: Receiver
+metadata: {name: gitlab-receiver, namespace: flux-system}
+spec:
+  type: gitlab
+  events: [Push Hook]
+  secretRef: {name: receiver-token}
+  resources: [{apiVersion: source.toolkit.fluxcd.io/v1, kind: GitRepository, name: podinfo}]
+",
+    )
+    .await;
+    env.patch_status(
+        "notification.toolkit.fluxcd.io/v1",
+        "receivers",
+        "flux-system",
+        "gitlab-receiver",
+        json!({"webhookPath": path, "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded",
+               "message": "ok", "lastTransitionTime": "2026-11-22T00:00:00Z"}]}),
+    )
+    .await;
+    (env, receiver, path)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn cluster_add_reads_credentials_and_receiver_tokens_then_list_and_check_pass() {
+    if !netns::enter("cluster_add_reads_credentials_and_receiver_tokens_then_list_and_check_pass") {
+        return;
+    }
+    runtime().block_on(async {
+        let (env, _receiver, path) = cluster().await;
+        let dir = temp_dir("add");
+        let kubeconfig = env.dir().join("admin.kubeconfig");
+        let admin_kubeconfig = std::fs::read_to_string(&kubeconfig).unwrap();
+
+        let output = fluxrelay(&[
+            "cluster", "add", "local",
+            "--kubeconfig", kubeconfig.to_str().unwrap(),
+            "--project", "team/**",
+            "--dir", dir.to_str().unwrap(),
+        ]);
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        assert!(stdout.contains("✓ Receiver flux-system/gitlab-receiver: token read from its Secret"), "{stdout}");
+        assert!(stdout.contains("✓ cluster local: server "), "{stdout}");
+        assert!(!stdout.contains(RECEIVER_TOKEN) && !stderr.contains(RECEIVER_TOKEN), "{stdout}{stderr}");
+
+        let file = dir.join("local.json");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "the entry holds credentials");
+        }
+        let entry: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!(entry["server"], env.server());
+        assert_eq!(entry["ca"], env.ca_pem());
+        assert_eq!(entry["trigger"]["receiver_tokens"]["flux-system/gitlab-receiver"], RECEIVER_TOKEN);
+        assert_eq!(entry["subscriptions"], json!([{"projects": ["team/**"]}]));
+        let credential = entry["auth"].to_string();
+        for field in ["token", "client_cert"] {
+            if let Some(value) = entry["auth"][field].as_str() {
+                assert!(!stdout.contains(value), "{field} printed");
+            }
+        }
+        assert!(admin_kubeconfig.len() > credential.len(), "credentials were extracted, not the whole file");
+
+        let again = fluxrelay(&["cluster", "add", "local", "--kubeconfig", kubeconfig.to_str().unwrap(), "--dir", dir.to_str().unwrap()]);
+        assert_eq!(again.status.code(), Some(1));
+        assert!(text(&again).1.contains("pass --force"), "{}", text(&again).1);
+
+        // The dispatcher identity of infra/rbac.yaml has exactly what dispatch needs.
+        write_entry(&dir, &json!({
+            "name": "dispatcher", "server": env.server(), "ca": env.ca_pem(),
+            "auth": {"token": env.dispatcher_token()},
+            "trigger": {"receiver_tokens": {"flux-system/gitlab-receiver": RECEIVER_TOKEN}},
+        }));
+        let listed = fluxrelay(&["cluster", "list", "--dir", dir.to_str().unwrap()]);
+        let (stdout, _) = text(&listed);
+        assert!(listed.status.success());
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{stdout}");
+        assert!(lines[1].starts_with("dispatcher\thttps://") && lines[1].ends_with("\treceiver\tevery push\tvalid"), "{stdout}");
+        assert!(lines[2].starts_with("local\t") && lines[2].ends_with("\treceiver\t1\tvalid"), "{stdout}");
+
+        for name in ["local", "dispatcher"] {
+            let checked = fluxrelay(&["cluster", "check", name, "--dir", dir.to_str().unwrap()]);
+            let (stdout, stderr) = text(&checked);
+            assert!(checked.status.success(), "{name}:\n{stdout}\n{stderr}");
+            assert!(!stdout.contains('✗'), "{stdout}");
+            for expected in [
+                "✓ apiserver reachable",
+                "✓ may list gitrepositories.source.toolkit.fluxcd.io in flux-system",
+                "✓ may list receivers.notification.toolkit.fluxcd.io in flux-system",
+                "✓ may create services/proxy http:webhook-receiver:80 in flux-system",
+                "GitRepository flux-system/podinfo: https://gitlab.example.com/team/podinfo.git (branch main)",
+                &format!("✓   Receiver flux-system/gitlab-receiver (gitlab, ready, {path}): token in the entry matches"),
+                "✓ the webhook receiver answers through the service proxy",
+            ] {
+                assert!(stdout.contains(expected), "{name}: missing {expected:?} in\n{stdout}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+#[test]
+fn cluster_check_names_each_missing_permission_and_a_stale_token_with_the_fix() {
+    if !netns::enter("cluster_check_names_each_missing_permission_and_a_stale_token_with_the_fix") {
+        return;
+    }
+    runtime().block_on(async {
+        let (env, _receiver, _path) = cluster().await;
+        let dir = temp_dir("check");
+        write_entry(&dir, &json!({
+            "name": "nobody", "server": env.server(), "ca": env.ca_pem(),
+            "auth": {"token": env.nobody_token()},
+        }));
+        write_entry(&dir, &json!({
+            "name": "stale", "server": env.server(), "ca": env.ca_pem(),
+            "auth": {"token": env.dispatcher_token()},
+            "trigger": {"receiver_tokens": {"flux-system/gitlab-receiver": "an-old-token"}},
+        }));
+
+        let checked = fluxrelay(&["cluster", "check", "nobody", "--dir", dir.to_str().unwrap()]);
+        let (stdout, stderr) = text(&checked);
+        assert_eq!(checked.status.code(), Some(1), "{stdout}\n{stderr}");
+        assert!(stderr.contains("some checks failed"), "{stderr}");
+        for expected in [
+            "✗ may not list gitrepositories.source.toolkit.fluxcd.io in flux-system",
+            "fix: add the rule {apiGroups: [\"source.toolkit.fluxcd.io\"], resources: [\"gitrepositories\"], verbs: [\"list\"]} in namespace flux-system",
+            "✗ may not list receivers.notification.toolkit.fluxcd.io in flux-system",
+            "✗ may not create services/proxy http:webhook-receiver:80 in flux-system",
+            "resourceNames: [\"http:webhook-receiver:80\"], verbs: [\"create\"]",
+            "✗ probe the webhook receiver: the apiserver answered 403",
+        ] {
+            assert!(stdout.contains(expected), "missing {expected:?} in\n{stdout}");
+        }
+
+        let checked = fluxrelay(&["cluster", "check", "stale", "--dir", dir.to_str().unwrap()]);
+        let (stdout, _) = text(&checked);
+        assert_eq!(checked.status.code(), Some(1), "{stdout}");
+        assert!(stdout.contains("the entry's token does not produce this webhook path; fix: update trigger.receiver_tokens[\"flux-system/gitlab-receiver\"]"), "{stdout}");
+        assert!(!stdout.contains("an-old-token") && !stdout.contains(RECEIVER_TOKEN), "{stdout}");
+
+        let missing = fluxrelay(&["cluster", "check", "absent", "--dir", dir.to_str().unwrap()]);
+        assert_eq!(missing.status.code(), Some(1));
+        assert!(text(&missing).1.contains("no cluster named absent"), "{}", text(&missing).1);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
