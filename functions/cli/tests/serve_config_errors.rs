@@ -122,6 +122,8 @@ fn cases(dir: &Path) -> Vec<Case> {
                 ("a.json", cluster_json("prod", "https://127.0.0.1:6443")),
                 ("b.json", cluster_json("prod", "https://127.0.0.2:6443")),
             ],
+            // The field path is the one inside the file named: b.json has `name`, not
+            // the config file's `cluster_files[1]`.
             file: "b.json",
             field: "name",
             says: vec![format!(
