@@ -534,8 +534,9 @@ impl Reader<'_> {
             };
             match serde_json::from_str::<Value>(&text) {
                 Ok(value) => {
+                    // Problems inside a cluster file name fields of that file.
                     if let Some(entry) = self.entry(&path, "", &value) {
-                        entries.push((path, field, entry));
+                        entries.push((path, String::new(), entry));
                     }
                 }
                 Err(error) => self.problems.push(Problem {

@@ -351,7 +351,7 @@ fn duplicate_cluster_names_name_both_places() {
     assert_eq!(error.problems.len(), 1, "{error}");
     let problem = &error.problems[0];
     assert_eq!(problem.file, dir.0.join("prod.json"));
-    assert_eq!(problem.field, "cluster_files[0].name");
+    assert_eq!(problem.field, "name", "the field inside prod.json");
     assert!(problem.problem.contains("already defined in"), "{problem}");
 }
 

@@ -32,6 +32,8 @@ impl QueueName {
 /// One dead letter as listed, whichever queue it came from.
 struct Row {
     id: String,
+    /// The embedded queue's name, or the SQS dead-letter queue's URL.
+    queue: String,
     dead_at: String,
     cluster: Option<String>,
     project: String,
@@ -57,6 +59,7 @@ fn write_rows(rows: &[Row], as_json: bool, out: &mut impl Write) -> Result<(), S
         if as_json {
             let line = json!({
                 "id": row.id,
+                "queue": row.queue,
                 "dead_at": row.dead_at,
                 "cluster": row.cluster,
                 "project": row.project,
@@ -129,6 +132,7 @@ fn embedded_row(queue: QueueName, dead: &DeadLetter) -> Row {
         .unwrap_or_default();
     Row {
         id: dead.id.to_string(),
+        queue: dead.queue.clone(),
         dead_at: at(dead.dead_at_ms),
         cluster: dead.reason.cluster.clone(),
         project,
@@ -162,13 +166,14 @@ async fn sqs_client() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&config)
 }
 
-fn sqs_row(dead: &SqsDeadLetter) -> Row {
+fn sqs_row(queue_url: &str, dead: &SqsDeadLetter) -> Row {
     let (project, git_ref) = dead
         .push()
         .map(|push| (push.project.path, push.git_ref))
         .unwrap_or_default();
     Row {
         id: dead.message_id.clone(),
+        queue: queue_url.to_string(),
         dead_at: dead.sent_at_ms.map(at).unwrap_or_else(|| "-".to_string()),
         cluster: dead.cluster(),
         project,
@@ -207,7 +212,7 @@ pub async fn list_sqs(
         .messages
         .iter()
         .filter(|dead| wanted(dead, cluster))
-        .map(sqs_row)
+        .map(|dead| sqs_row(dlq_url, dead))
         .collect();
     let written = write_rows(&rows, as_json, out);
     let released = sqs_dlq::release(&client, dlq_url, &browsed.messages).await;
