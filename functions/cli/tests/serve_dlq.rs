@@ -140,6 +140,22 @@ async fn a_push_denied_by_rbac_is_dead_lettered_listed_and_redriven_once_rbac_is
     ]);
     assert_eq!(other.trim(), HEADER);
 
+    // `explain` tells the story so far from the journal, found by a prefix of the key.
+    let story = fluxrelay_ok(&["explain", &key[..12], "--data-dir", &data_dir]);
+    assert!(story.starts_with(&format!("push {key}\n")), "{story}");
+    assert!(story.contains("mike/diaspora refs/heads/master"), "{story}");
+    assert!(story.contains(&format!("routed to {CLUSTER}")), "{story}");
+    assert!(story.contains(&format!("cluster {CLUSTER}:")), "{story}");
+    assert!(
+        story.contains("trigger_failed") && story.contains("services/proxy"),
+        "{story}"
+    );
+    assert!(story.contains("dead_lettered"), "{story}");
+    assert!(
+        story.contains(&format!("  {CLUSTER}: dead-lettered")),
+        "the summary says where it stands: {story}"
+    );
+
     // Fix the cause (the Role from infra/rbac.yaml), then redrive while serve runs.
     cluster.kube.apply(&rbac()).await;
     let redrive = fluxrelay_ok(&["dlq", "redrive", "--data-dir", &data_dir]);
@@ -175,4 +191,9 @@ async fn a_push_denied_by_rbac_is_dead_lettered_listed_and_redriven_once_rbac_is
         "redrove 0 dead letter(s) to the dispatch queue"
     );
     assert_eq!(cluster.receiver.hits().len(), 1);
+    let story = fluxrelay_ok(&["explain", &key, "--config", &config_arg]);
+    assert!(
+        story.contains("triggered") && story.contains(&format!("  {CLUSTER}: delivered")),
+        "after the redrive the journal ends delivered: {story}"
+    );
 }
