@@ -5,25 +5,12 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use fluxrelay_adapters::sqs::{DeadLetterReason, SqsQueue};
 use fluxrelay_adapters::sqs_dlq::{BROWSE_HOLD, browse, redrive_one, release, source_queue_url};
 use fluxrelay_core::push::Dispatch;
 use fluxrelay_testkit::fixtures::push;
-use fluxrelay_testkit::moto::Moto;
-
-async fn fifo_queue(client: &Client, name: &str) -> String {
-    client
-        .create_queue()
-        .queue_name(name)
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string()
-}
+use fluxrelay_testkit::moto::{Moto, create_fifo_queue};
 
 /// What dispatch does: each dead letter in a group of its own, with its reason.
 async fn dead_letter(queue: &SqsQueue, dlq: &str, cluster: &str, n: u64) -> Dispatch {
@@ -53,7 +40,7 @@ async fn a_browse_sees_every_dead_letter_with_its_reason_oldest_first_and_releas
 {
     let moto = Moto::start();
     let client = moto.sqs().await;
-    let dlq = fifo_queue(&client, "stack-dispatch-dlq.fifo").await;
+    let dlq = create_fifo_queue(&client, "stack-dispatch-dlq.fifo").await;
     let queue = SqsQueue::new(client.clone(), dlq.clone());
     let mut sent = Vec::new();
     for n in 1..=23 {
@@ -100,7 +87,7 @@ async fn a_browse_sees_every_dead_letter_with_its_reason_oldest_first_and_releas
 async fn messages_the_redrive_policy_moved_have_no_reason_but_a_cluster_and_may_hide_each_other() {
     let moto = Moto::start();
     let client = moto.sqs().await;
-    let dlq = fifo_queue(&client, "stack-dispatch-dlq.fifo").await;
+    let dlq = create_fifo_queue(&client, "stack-dispatch-dlq.fifo").await;
     for n in 1..=3 {
         let dispatch = Dispatch::new("prod", push(n, "b"));
         client
@@ -132,8 +119,8 @@ async fn messages_the_redrive_policy_moved_have_no_reason_but_a_cluster_and_may_
 async fn redrive_puts_a_dead_letter_back_in_its_cluster_group_and_removes_it_from_the_dlq() {
     let moto = Moto::start();
     let client = moto.sqs().await;
-    let dlq = fifo_queue(&client, "stack-dispatch-dlq.fifo").await;
-    let target = fifo_queue(&client, "stack-dispatch.fifo").await;
+    let dlq = create_fifo_queue(&client, "stack-dispatch-dlq.fifo").await;
+    let target = create_fifo_queue(&client, "stack-dispatch.fifo").await;
     let queue = SqsQueue::new(client.clone(), dlq.clone());
     let kept = dead_letter(&queue, &dlq, "staging", 1).await;
     let moved = dead_letter(&queue, &dlq, "prod", 2).await;
@@ -182,8 +169,8 @@ async fn redrive_puts_a_dead_letter_back_in_its_cluster_group_and_removes_it_fro
 async fn a_body_that_is_neither_dispatch_nor_push_is_not_redriven() {
     let moto = Moto::start();
     let client = moto.sqs().await;
-    let dlq = fifo_queue(&client, "stack-dispatch-dlq.fifo").await;
-    let target = fifo_queue(&client, "stack-dispatch.fifo").await;
+    let dlq = create_fifo_queue(&client, "stack-dispatch-dlq.fifo").await;
+    let target = create_fifo_queue(&client, "stack-dispatch.fifo").await;
     client
         .send_message()
         .queue_url(&dlq)

@@ -6,24 +6,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use fluxrelay_adapters::sqs::{DeadLetterReason, SqsQueue};
 use fluxrelay_core::ports::{DispatchPublisher, PushPublisher};
 use fluxrelay_core::push::{Dispatch, Push};
 use fluxrelay_testkit::fixtures::push;
-use fluxrelay_testkit::moto::{CountCalls, Moto};
+use fluxrelay_testkit::moto::{CountCalls, Moto, create_fifo_queue};
 
 async fn fifo_queue(client: &Client, name: &str) -> String {
-    client
-        .create_queue()
-        .queue_name(format!("{name}.fifo"))
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string()
+    create_fifo_queue(client, &format!("{name}.fifo")).await
 }
 
 async fn receive(client: &Client, queue_url: &str) -> Vec<Message> {

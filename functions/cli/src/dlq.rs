@@ -93,7 +93,8 @@ fn write_rows(rows: &[Row], as_json: bool, out: &mut impl Write) -> Result<(), S
 
 // ---- the embedded queue ----
 
-fn open(data_dir: &Path) -> Result<EmbeddedQueue, String> {
+/// The embedded queue of a data directory, refusing to create one where none is.
+pub(crate) fn open(data_dir: &Path) -> Result<EmbeddedQueue, String> {
     let path = data_dir.join(QUEUE_FILE);
     if !path.exists() {
         return Err(format!(
@@ -150,7 +151,8 @@ pub fn redrive(data_dir: &Path, queue: QueueName, cluster: Option<&str>) -> Resu
         .map_err(|error| error.to_string())
 }
 
-fn at(millis: i64) -> String {
+/// Milliseconds since the epoch as RFC 3339.
+pub(crate) fn at(millis: i64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
         .ok()
         .and_then(|time| time.format(&Rfc3339).ok())
@@ -159,7 +161,8 @@ fn at(millis: i64) -> String {
 
 // ---- an SQS dead-letter queue ----
 
-async fn sqs_client() -> aws_sdk_sqs::Client {
+/// SQS with the AWS configuration of the environment, as the AWS CLI has it.
+pub(crate) async fn sqs_client() -> aws_sdk_sqs::Client {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await;

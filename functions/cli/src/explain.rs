@@ -6,12 +6,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use fluxrelay_adapters::embedded::{EmbeddedQueue, JournalRecord};
-use fluxrelay_adapters::sqs_dlq::{self, BROWSE_HOLD};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-
+use crate::dlq::{at, open, sqs_client};
 use crate::serve::QUEUE_FILE;
+use fluxrelay_adapters::embedded::JournalRecord;
+use fluxrelay_adapters::sqs_dlq::{self, BROWSE_HOLD};
 
 /// Stages after which nothing more happens to the push on that cluster.
 fn summary(stage: &str) -> &'static str {
@@ -28,20 +26,13 @@ fn summary(stage: &str) -> &'static str {
 }
 
 pub fn explain_embedded(data_dir: &Path, key: &str, out: &mut impl Write) -> Result<(), String> {
-    let path = data_dir.join(QUEUE_FILE);
-    if !path.exists() {
-        return Err(format!(
-            "no embedded queue at {} (has fluxrelay serve run with this data directory?)",
-            path.display()
-        ));
-    }
-    let queue = EmbeddedQueue::open(&path).map_err(|error| error.to_string())?;
+    let queue = open(data_dir)?;
     let keys = queue.journal_keys(key).map_err(|error| error.to_string())?;
     let full_key = match keys.as_slice() {
         [] => {
             return Err(format!(
                 "no push with key {key} in the journal of {} (the journal keeps 7 days; the key is in the 202 answer and in every log line)",
-                path.display()
+                data_dir.join(QUEUE_FILE).display()
             ));
         }
         [one] => one.clone(),
@@ -107,10 +98,7 @@ fn write_journal(
 }
 
 pub async fn explain_sqs(dlq_url: &str, key: &str, out: &mut impl Write) -> Result<(), String> {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
-    let client = aws_sdk_sqs::Client::new(&config);
+    let client = sqs_client().await;
     let browsed = sqs_dlq::browse(&client, dlq_url, BROWSE_HOLD)
         .await
         .map_err(|error| error.to_string())?;
@@ -153,11 +141,4 @@ pub async fn explain_sqs(dlq_url: &str, key: &str, out: &mut impl Write) -> Resu
         .map_err(|error| format!("cannot write: {error}"))?;
     }
     Ok(())
-}
-
-fn at(millis: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
-        .ok()
-        .and_then(|time| time.format(&Rfc3339).ok())
-        .unwrap_or_else(|| millis.to_string())
 }

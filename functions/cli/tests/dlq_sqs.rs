@@ -5,25 +5,11 @@
 use std::process::{Command, Output};
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::QueueAttributeName;
 use fluxrelay_adapters::sqs::{DeadLetterReason, SqsQueue};
 use fluxrelay_core::push::Dispatch;
 use fluxrelay_testkit::fixtures::push;
-use fluxrelay_testkit::moto::Moto;
+use fluxrelay_testkit::moto::{Moto, create_fifo_queue};
 use serde_json::Value;
-
-async fn fifo_queue(client: &Client, name: &str) -> String {
-    client
-        .create_queue()
-        .queue_name(name)
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string()
-}
 
 fn fluxrelay(moto: &Moto, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fluxrelay"))
@@ -67,8 +53,8 @@ async fn visible_bodies(client: &Client, url: &str) -> Vec<String> {
 async fn lists_sqs_dead_letters_with_reasons_and_redrives_one_clusters_to_the_source_queue() {
     let moto = Moto::start();
     let client = moto.sqs().await;
-    let dispatch_queue = fifo_queue(&client, "fr-dispatch.fifo").await;
-    let dlq = fifo_queue(&client, "fr-dispatch-dlq.fifo").await;
+    let dispatch_queue = create_fifo_queue(&client, "fr-dispatch.fifo").await;
+    let dlq = create_fifo_queue(&client, "fr-dispatch-dlq.fifo").await;
     let queue = SqsQueue::new(client.clone(), dlq.clone());
     let mut dispatches = Vec::new();
     for (n, cluster) in [(1, "prod"), (2, "staging"), (3, "prod")] {
@@ -144,7 +130,7 @@ async fn lists_sqs_dead_letters_with_reasons_and_redrives_one_clusters_to_the_so
 async fn redrive_refuses_to_guess_the_target_of_an_unconventional_queue_name() {
     let moto = Moto::start();
     let client = moto.sqs().await;
-    let dlq = fifo_queue(&client, "my-dead-letters.fifo").await;
+    let dlq = create_fifo_queue(&client, "my-dead-letters.fifo").await;
 
     let output = fluxrelay(&moto, &["dlq", "redrive", "--sqs", &dlq]);
 

@@ -175,3 +175,18 @@ impl aws_sdk_sqs::config::Intercept for CountCalls {
         Ok(())
     }
 }
+
+/// Create a FIFO queue (`name` ends in `.fifo`) with explicit deduplication ids, as the
+/// template's queues are; returns its URL.
+pub async fn create_fifo_queue(client: &aws_sdk_sqs::Client, name: &str) -> String {
+    let created = client
+        .create_queue()
+        .queue_name(name)
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await;
+    match created.ok().and_then(|output| output.queue_url) {
+        Some(url) => url,
+        None => panic!("moto could not create FIFO queue {name}"),
+    }
+}
