@@ -95,19 +95,27 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `target/<profile>`: where this binary and the ones it measures are built.
+/// `target/<profile>`: where the binaries it measures are built.
 pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the running benchmark's path");
-    exe.parent().expect("a target directory").to_path_buf()
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a target directory");
+    target.join(profile_name())
 }
 
+/// The profile of the measured binaries: this binary's own, or release with
+/// `--release-binaries` (passed on to the re-run in the namespace like every argument).
 pub fn profile_name() -> &'static str {
-    if cfg!(debug_assertions) {
+    if cfg!(debug_assertions) && RELEASE_BINARIES.get().is_none() {
         "debug"
     } else {
         "release"
     }
 }
+
+static RELEASE_BINARIES: std::sync::OnceLock<()> = std::sync::OnceLock::new();
 
 /// Progress on stderr, with the time since the start.
 pub fn progress(message: impl std::fmt::Display) {
@@ -126,9 +134,14 @@ fn main() -> ExitCode {
         match arg.as_str() {
             "--smoke" => smoke = true,
             "--out" => out = iter.next().map(PathBuf::from),
+            // Measure release binaries from a debug build of the benchmark (whose own load
+            // generator is then slower than in release).
+            "--release-binaries" => {
+                let _ = RELEASE_BINARIES.set(());
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: fluxrelay-bench [--smoke] [--out DIR]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)"
+                    "usage: fluxrelay-bench [--smoke] [--out DIR] [--release-binaries]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)"
                 );
                 return ExitCode::SUCCESS;
             }

@@ -82,8 +82,9 @@ impl Report {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         text.push_str(&format!(
-            "Run: {} build, {}, {cores} cores, load average at the end {}.\n\n",
+            "Run: {} binaries measured, benchmark (load generator) built in {}, {}, {cores} cores, load average at the end {}.\n\n",
             crate::profile_name(),
+            if cfg!(debug_assertions) { "debug" } else { "release" },
             if self.scale.smoke {
                 "smoke scale (not benchmark results)"
             } else {
