@@ -37,5 +37,6 @@ export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1
 
 step "benchmark smoke run (each benchmark once, so none can rot)"
 cargo bench -p fluxrelay-core --locked -- --test
+cargo run --locked -p fluxrelay-bench -- --smoke >/dev/null  # every stage briefly; not judged on numbers
 
 step "done in $(( $(date +%s) - started )) s"

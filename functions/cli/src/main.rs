@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use fluxrelay_core::handlers::dispatch::DispatchOptions;
 
 use crate::config::{ConfigError, ServeConfig};
 use crate::dlq::QueueName;
@@ -167,6 +168,10 @@ struct ServeArgs {
     context: Option<String>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Benchmark only: one Receiver call per push instead of one per batch (the naive
+    /// dispatcher `fluxrelay-bench` compares coalescing against)
+    #[arg(long, hide = true)]
+    bench_no_coalesce: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -283,7 +288,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    match runtime.block_on(serve::run(config, shutdown_signal())) {
+    let dispatch = DispatchOptions {
+        coalesce: !args.bench_no_coalesce,
+    };
+    match runtime.block_on(serve::run(config, dispatch, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(ServeError::Config(error)) => config_failed(&error),
         Err(ServeError::Runtime(message)) => {

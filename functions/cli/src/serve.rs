@@ -16,6 +16,7 @@ use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::embedded::{DISPATCH_QUEUE, EmbeddedQueue, INTAKE_QUEUE};
 use fluxrelay_adapters::file_registry::FileRegistry;
 use fluxrelay_adapters::outcome_log;
+use fluxrelay_core::handlers::dispatch::DispatchOptions;
 use fluxrelay_core::ingest::{IngestConfig, IngestError, IngestResponse, ingest};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
@@ -48,6 +49,7 @@ struct AppState {
 /// batches finish, and return. Start-up problems are reported before anything listens.
 pub async fn run(
     config: ServeConfig,
+    dispatch: DispatchOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let problem = |field: &str, problem: String| {
@@ -101,6 +103,7 @@ pub async fn run(
         registry: FileRegistry::new(config.clusters.clone()),
         clusters,
         retry: config.retry,
+        dispatch,
         metrics: metrics.clone(),
         route_wake: route_wake.clone(),
         dispatch_wake: Arc::new(Notify::new()),

@@ -13,7 +13,7 @@ use fluxrelay_adapters::embedded::{
 use fluxrelay_adapters::file_registry::FileRegistry;
 use fluxrelay_adapters::outcome_log;
 use fluxrelay_core::handlers::dispatch::{
-    DispatchMessage, DispatchReport, Verdict, handle_dispatch,
+    DispatchMessage, DispatchOptions, DispatchReport, Verdict, handle_dispatch_with,
 };
 use fluxrelay_core::handlers::retry::RetryPolicy;
 use fluxrelay_core::handlers::route::{IntakeMessage, RouteReport, RouteVerdict, handle_route};
@@ -42,6 +42,7 @@ pub struct Workers {
     pub registry: FileRegistry,
     pub clusters: KubeClusters,
     pub retry: RetryPolicy,
+    pub dispatch: DispatchOptions,
     pub metrics: Arc<Metrics>,
     pub route_wake: Arc<Notify>,
     pub dispatch_wake: Arc<Notify>,
@@ -146,10 +147,11 @@ impl Workers {
                 receive_count: message.receive_count,
             })
             .collect();
-        let report = handle_dispatch(
+        let report = handle_dispatch_with(
             &self.registry,
             &self.clusters,
             &self.retry,
+            self.dispatch,
             &messages,
             OffsetDateTime::now_utc(),
         )

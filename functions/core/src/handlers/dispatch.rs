@@ -79,10 +79,48 @@ impl DispatchReport {
     }
 }
 
+/// How a batch is turned into calls. The default is what fluxrelay does; the other
+/// settings exist to measure it against (the benchmark's naive dispatcher).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DispatchOptions {
+    /// One call per target for all the batch's pushes that need it (true), or one call
+    /// per target per push (false: "one trigger per push", for comparison only).
+    pub coalesce: bool,
+}
+
+impl Default for DispatchOptions {
+    fn default() -> Self {
+        Self { coalesce: true }
+    }
+}
+
 pub async fn handle_dispatch<C>(
     registry: &impl ClusterRegistry,
     cluster_api: &C,
     policy: &RetryPolicy,
+    messages: &[DispatchMessage],
+    now: OffsetDateTime,
+) -> DispatchReport
+where
+    C: FluxDiscovery + TriggerSender + Annotator,
+{
+    handle_dispatch_with(
+        registry,
+        cluster_api,
+        policy,
+        DispatchOptions::default(),
+        messages,
+        now,
+    )
+    .await
+}
+
+/// [`handle_dispatch`] with explicit [`DispatchOptions`].
+pub async fn handle_dispatch_with<C>(
+    registry: &impl ClusterRegistry,
+    cluster_api: &C,
+    policy: &RetryPolicy,
+    options: DispatchOptions,
     messages: &[DispatchMessage],
     now: OffsetDateTime,
 ) -> DispatchReport
@@ -108,9 +146,9 @@ where
             }),
         }
     }
-    let clusters = by_cluster
-        .into_iter()
-        .map(|(name, group)| handle_cluster(registry, cluster_api, policy, name, group, now));
+    let clusters = by_cluster.into_iter().map(|(name, group)| {
+        handle_cluster(registry, cluster_api, policy, options, name, group, now)
+    });
     for (messages, targets) in join_all(clusters).await {
         report.messages.extend(messages);
         report.targets.extend(targets);
@@ -123,6 +161,7 @@ async fn handle_cluster<C>(
     registry: &impl ClusterRegistry,
     cluster_api: &C,
     policy: &RetryPolicy,
+    options: DispatchOptions,
     name: String,
     group: Vec<(&DispatchMessage, Dispatch)>,
     now: OffsetDateTime,
@@ -170,16 +209,20 @@ where
         }
     };
 
-    // Coalesce: one call per target, built from the latest push that needs it.
-    let mut wanted: BTreeMap<Target, (usize, Vec<String>)> = BTreeMap::new();
+    // Coalesce: one call per target, built from the latest push that needs it. Without
+    // coalescing each push gets its own call (the slot is the message's index).
+    let slot_of = |index: usize| if options.coalesce { 0 } else { index };
+    let mut wanted: BTreeMap<(Target, usize), (usize, Vec<String>)> = BTreeMap::new();
     for (index, plan) in plans.iter().enumerate() {
         for target in &plan.targets {
-            let slot = wanted.entry(target.clone()).or_insert((index, Vec::new()));
+            let slot = wanted
+                .entry((target.clone(), slot_of(index)))
+                .or_insert((index, Vec::new()));
             slot.0 = index;
             slot.1.push(group[index].1.push.key.clone());
         }
     }
-    let calls = wanted.iter().map(|(target, (latest, _))| {
+    let calls = wanted.iter().map(|((target, _), (latest, _))| {
         trigger(
             cluster_api,
             &entry,
@@ -189,7 +232,7 @@ where
             now,
         )
     });
-    let results: BTreeMap<&Target, Result<(), TriggerFailure>> =
+    let results: BTreeMap<&(Target, usize), Result<(), TriggerFailure>> =
         wanted.keys().zip(join_all(calls).await).collect();
     if results
         .values()
@@ -200,22 +243,22 @@ where
 
     let targets = wanted
         .iter()
-        .map(|(target, (latest, keys))| TargetOutcome {
+        .map(|(key, (latest, keys))| TargetOutcome {
             cluster: name.clone(),
-            target: target.to_string(),
+            target: key.0.to_string(),
             project: group[*latest].1.push.project.path.clone(),
             git_ref: group[*latest].1.push.git_ref.clone(),
             push_keys: keys.clone(),
-            result: results.get(target).cloned().unwrap_or(Ok(())),
+            result: results.get(key).cloned().unwrap_or(Ok(())),
         })
         .collect();
 
     let mut outcomes = Vec::with_capacity(group.len());
     let mut blocked_by: Option<(String, u32)> = None;
-    for ((message, dispatch), plan) in group.into_iter().zip(plans) {
+    for (index, ((message, dispatch), plan)) in group.into_iter().zip(plans).enumerate() {
         let mut failures: Vec<TriggerFailure> = plan.problems.clone();
         for target in &plan.targets {
-            if let Some(Err(failure)) = results.get(target) {
+            if let Some(Err(failure)) = results.get(&(target.clone(), slot_of(index))) {
                 failures.push(failure.clone());
             }
         }

@@ -776,3 +776,93 @@ async fn route_drops_branch_deletions_without_failing() {
     );
     assert!(queue.dispatches.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn coalescing_decides_how_many_calls_a_burst_makes() {
+    // (coalesce, pushes in the batch, calls expected, push keys per call)
+    let cases = [
+        (true, 1, 1, 1),
+        (true, 3, 1, 3),
+        (true, 10, 1, 10),
+        (false, 1, 1, 1),
+        (false, 3, 3, 1),
+        (false, 10, 10, 1),
+    ];
+    for (coalesce, pushes, calls, keys_per_call) in cases {
+        let (registry, cluster) = setup();
+        let messages: Vec<DispatchMessage> = ('a'..='z')
+            .take(pushes)
+            .enumerate()
+            .map(|(i, c)| message(&format!("m{i}"), "prod", push_with(c), 1))
+            .collect();
+        let report = handle_dispatch_with(
+            &registry,
+            &cluster,
+            &RetryPolicy::default(),
+            DispatchOptions { coalesce },
+            &messages,
+            now(),
+        )
+        .await;
+        let case = format!("coalesce={coalesce}, {pushes} pushes");
+        assert_eq!(cluster.sent_paths().len(), calls, "{case}");
+        assert_eq!(report.targets.len(), calls, "{case}");
+        assert!(
+            report
+                .targets
+                .iter()
+                .all(|t| t.push_keys.len() == keys_per_call && t.result.is_ok()),
+            "{case}"
+        );
+        assert!(
+            report
+                .messages
+                .iter()
+                .all(|m| matches!(m.verdict, Verdict::Delivered { .. })),
+            "{case}"
+        );
+        // Without coalescing, each push is sent in its own call.
+        if !coalesce {
+            let afters: std::collections::BTreeSet<String> = cluster
+                .sent
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, request)| {
+                    let body: Value = serde_json::from_slice(&request.body).unwrap();
+                    body["after"].as_str().unwrap().to_string()
+                })
+                .collect();
+            assert_eq!(afters.len(), pushes, "{case}: each push sent once");
+        }
+    }
+    assert_eq!(
+        DispatchOptions::default(),
+        DispatchOptions { coalesce: true }
+    );
+}
+
+#[tokio::test]
+async fn without_coalescing_a_failing_push_still_holds_back_the_later_ones() {
+    let (registry, cluster) = setup();
+    cluster
+        .answers
+        .lock()
+        .unwrap()
+        .insert(hook("tok", "r"), [Ok(status(503))].into());
+    let messages: Vec<DispatchMessage> = ['a', 'b']
+        .iter()
+        .enumerate()
+        .map(|(i, c)| message(&format!("m{i}"), "prod", push_with(*c), 1))
+        .collect();
+    let report = handle_dispatch_with(
+        &registry,
+        &cluster,
+        &RetryPolicy::default(),
+        DispatchOptions { coalesce: false },
+        &messages,
+        now(),
+    )
+    .await;
+    assert_eq!(report.failed_ids().len(), 2, "{:?}", verdicts(&report));
+}

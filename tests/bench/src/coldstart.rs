@@ -1,0 +1,305 @@
+//! Stage 6, the Lambda binaries: cold start (exec → first `GET /2018-06-01/runtime/invocation/next`
+//! against a local Lambda Runtime API stub), binary size, and peak RSS after serving
+//! invocations of their sample events (AWS calls go to moto).
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use fluxrelay_testkit::moto::Moto;
+use tokio::sync::Notify;
+
+use crate::report::Report;
+use crate::serve_proc::peak_rss_mib;
+use crate::stats::Samples;
+use crate::{Scale, progress};
+
+const SAMPLE_TOKEN: &str = "sample-webhook-token-change-me";
+
+#[derive(Default)]
+struct Stub {
+    first_next: Mutex<Option<Instant>>,
+    /// Invocations still to hand out; after them `next` never answers (an idle container).
+    remaining: Mutex<usize>,
+    answered: Mutex<usize>,
+    event: String,
+    function: String,
+    changed: Notify,
+}
+
+async fn next(State(stub): State<Arc<Stub>>) -> axum::response::Response {
+    {
+        let mut first = stub.first_next.lock().unwrap();
+        if first.is_none() {
+            *first = Some(Instant::now());
+        }
+    }
+    stub.changed.notify_waiters();
+    let number = {
+        let mut remaining = stub.remaining.lock().unwrap();
+        if *remaining == 0 {
+            None
+        } else {
+            *remaining -= 1;
+            Some(*remaining)
+        }
+    };
+    let Some(number) = number else {
+        std::future::pending::<()>().await;
+        unreachable!()
+    };
+    let deadline = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+        + 30_000;
+    let mut headers = HeaderMap::new();
+    let mut set = |name: &'static str, value: String| {
+        headers.insert(name, HeaderValue::from_str(&value).expect("header value"));
+    };
+    set("lambda-runtime-aws-request-id", format!("bench-{number}"));
+    set("lambda-runtime-deadline-ms", deadline.to_string());
+    set(
+        "lambda-runtime-invoked-function-arn",
+        format!(
+            "arn:aws:lambda:us-east-1:123456789012:function:{}",
+            stub.function
+        ),
+    );
+    set("content-type", "application/json".into());
+    (StatusCode::OK, headers, stub.event.clone()).into_response()
+}
+
+async fn settled(State(stub): State<Arc<Stub>>) -> StatusCode {
+    *stub.answered.lock().unwrap() += 1;
+    stub.changed.notify_waiters();
+    StatusCode::ACCEPTED
+}
+
+async fn start_stub(stub: Arc<Stub>) -> SocketAddr {
+    let app = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(settled),
+        )
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(settled))
+        .route("/2018-06-01/runtime/init/error", post(settled))
+        .with_state(stub);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("runtime API stub");
+    let addr = listener.local_addr().expect("stub address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+struct Function {
+    binary: &'static str,
+    event_file: &'static str,
+    env: Vec<(String, String)>,
+}
+
+/// One run: (cold start, peak RSS in MiB after `invocations`, invocations answered).
+async fn run_once(function: &Function, moto: &Moto, invocations: usize) -> (Duration, f64, usize) {
+    let event = std::fs::read_to_string(
+        crate::workspace_root()
+            .join("events")
+            .join(function.event_file),
+    )
+    .expect("sample event");
+    let stub = Arc::new(Stub {
+        event,
+        function: function.binary.into(),
+        remaining: Mutex::new(invocations),
+        ..Stub::default()
+    });
+    let addr = start_stub(stub.clone()).await;
+    let binary = crate::profile_dir().join(function.binary);
+    let mut command = Command::new(&binary);
+    command
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", function.binary)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .envs(function.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let exec = Instant::now();
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|error| panic!("exec {}: {error}", binary.display()));
+    let deadline = exec + Duration::from_secs(60);
+    loop {
+        let changed = stub.changed.notified();
+        let first = *stub.first_next.lock().unwrap();
+        let answered = *stub.answered.lock().unwrap();
+        if first.is_some() && answered >= invocations {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{} exited ({status}) before its invocations were answered",
+                function.binary
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not finish within 60 s",
+            function.binary
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(100), changed).await;
+    }
+    let cold = stub
+        .first_next
+        .lock()
+        .unwrap()
+        .expect("first next")
+        .duration_since(exec);
+    let rss = peak_rss_mib(child.id()).unwrap_or(f64::NAN);
+    let answered = *stub.answered.lock().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    (cold, rss, answered)
+}
+
+pub async fn lambdas(moto: &Moto, scale: &Scale, report: &mut Report) {
+    let config = moto.sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    secrets
+        .create_secret()
+        .name("bench/webhook")
+        .secret_string(serde_json::json!({"tokens": [SAMPLE_TOKEN]}).to_string())
+        .send()
+        .await
+        .expect("webhook secret on moto");
+    let url = |name: &'static str| {
+        let sqs = sqs.clone();
+        async move {
+            sqs.create_queue()
+                .queue_name(name)
+                .attributes(QueueAttributeName::FifoQueue, "true")
+                .send()
+                .await
+                .expect("CreateQueue")
+                .queue_url
+                .expect("queue url")
+        }
+    };
+    let intake = url("bench-intake.fifo").await;
+    let dispatch = url("bench-dispatch.fifo").await;
+    let dispatch_dlq = url("bench-dispatch-dlq.fifo").await;
+    let registry_prefix = format!("bench/fanout-{}/", scale.fanout[0]);
+    let env = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+    };
+    let functions = [
+        Function {
+            binary: "ingest",
+            event_file: "ingest-push-hook.json",
+            env: env(&[
+                ("WEBHOOK_SECRET_ID", "bench/webhook"),
+                ("INTAKE_QUEUE_URL", &intake),
+            ]),
+        },
+        Function {
+            binary: "route",
+            event_file: "route-batch.json",
+            env: env(&[
+                ("DISPATCH_QUEUE_URL", &dispatch),
+                ("REGISTRY_PREFIX", &registry_prefix),
+            ]),
+        },
+        Function {
+            binary: "dispatch",
+            event_file: "dispatch-batch.json",
+            env: env(&[
+                ("DISPATCH_QUEUE_URL", &dispatch),
+                ("DISPATCH_DLQ_URL", &dispatch_dlq),
+                ("REGISTRY_PREFIX", &registry_prefix),
+            ]),
+        },
+    ];
+    for function in &functions {
+        progress(format!(
+            "cold start: {} × {} (exec → first invocation/next), then {} invocations for peak RSS",
+            scale.cold_starts, function.binary, scale.invocations
+        ));
+        let mut starts = Vec::new();
+        for _ in 0..scale.cold_starts {
+            starts.push(run_once(function, moto, 0).await.0);
+        }
+        let starts = Samples::from_durations(&starts);
+        let median = starts.percentile(50.0);
+        report.judged(
+            "Cold start",
+            &format!(
+                "`{}`: exec → first invocation/next, median of {} (max)",
+                function.binary,
+                starts.len()
+            ),
+            format!("{median:.1} ms ({:.1})", starts.max()),
+            "≤ 20 ms",
+            median <= 20.0,
+        );
+        let (_, rss, answered) = run_once(function, moto, scale.invocations).await;
+        report.judged(
+            "Memory",
+            &format!(
+                "`{}` peak RSS after {answered} invocations of events/{}",
+                function.binary, function.event_file
+            ),
+            format!("{rss:.1} MiB"),
+            "≤ 24 MB",
+            rss <= 24.0,
+        );
+    }
+    for binary in ["ingest", "route", "dispatch", "fluxrelay"] {
+        let path = crate::profile_dir().join(binary);
+        let size = std::fs::metadata(&path)
+            .map(|m| m.len())
+            .unwrap_or_default() as f64
+            / 1e6;
+        let stripped = crate::profile_name() == "release";
+        report.judged(
+            "Binary size",
+            &format!(
+                "`{binary}` ({} profile{})",
+                crate::profile_name(),
+                if stripped {
+                    ", stripped"
+                } else {
+                    ", not stripped"
+                }
+            ),
+            format!("{size:.1} MB"),
+            if binary == "fluxrelay" {
+                "— (not a Lambda)"
+            } else {
+                "≤ 8 MB"
+            },
+            binary == "fluxrelay" || size <= 8.0,
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! `fluxrelay-bench`: fluxrelay's benchmarks over real parts, with a report and SVG plots.
+//!
+//! `cargo run --release -p fluxrelay-bench` measures everything (minutes) and rewrites the
+//! generated part of `BENCHMARKS.md` and the plots under `docs/bench/`;
+//! `cargo run -p fluxrelay-bench -- --smoke` runs every stage briefly (seconds) and writes
+//! its report under the target directory, so the benchmark cannot rot. Numbers from a debug
+//! build are not benchmark results.
+//!
+//! It builds the binaries it measures (`fluxrelay`, `ingest`, `route`, `dispatch`) in its
+//! own profile, then re-runs itself inside a private network namespace (`unshare -n`),
+//! where the real kube-apiserver, the Flux receiver emulator (192.0.2.10) and moto run.
+
+// A benchmark harness: a broken environment is a failure with a message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod coldstart;
+mod fanout;
+mod kube_load;
+mod plot;
+mod report;
+mod serve_bench;
+mod serve_proc;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use fluxrelay_testkit::netns::in_private_namespace;
+
+use crate::report::Report;
+
+/// Set in the re-run child, so it never re-runs itself again.
+const MARKER: &str = "FLUXRELAY_BENCH_NETNS";
+
+/// How long and how big each stage is.
+#[derive(Clone, Copy, Debug)]
+pub struct Scale {
+    pub smoke: bool,
+    /// Seconds of load in the throughput stage.
+    pub load_secs: f64,
+    /// Concurrent connections of the load generator.
+    pub load_connections: usize,
+    /// Pushes timed one after another in the latency stage.
+    pub latency_pushes: usize,
+    /// The two cluster counts of the latency stage.
+    pub latency_clusters: [usize; 2],
+    /// Pushes in the coalescing burst, and the clusters that receive it.
+    pub burst_pushes: usize,
+    pub burst_clusters: usize,
+    /// Clusters in the fan-out stage.
+    pub fanout: &'static [usize],
+    /// Warm pushes averaged in the apiserver load stage.
+    pub warm_pushes: usize,
+    /// Cold starts timed per Lambda binary, and invocations before peak RSS is read.
+    pub cold_starts: usize,
+    pub invocations: usize,
+}
+
+impl Scale {
+    fn full() -> Scale {
+        Scale {
+            smoke: false,
+            load_secs: 10.0,
+            load_connections: 32,
+            latency_pushes: 200,
+            latency_clusters: [1, 20],
+            burst_pushes: 100,
+            burst_clusters: 20,
+            fanout: &[10, 100, 1000],
+            warm_pushes: 5,
+            cold_starts: 10,
+            invocations: 200,
+        }
+    }
+
+    fn smoke() -> Scale {
+        Scale {
+            smoke: true,
+            load_secs: 1.0,
+            load_connections: 4,
+            latency_pushes: 5,
+            latency_clusters: [1, 2],
+            burst_pushes: 10,
+            burst_clusters: 2,
+            fanout: &[10],
+            warm_pushes: 1,
+            cold_starts: 1,
+            invocations: 5,
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `target/<profile>`: where the binaries it measures are built.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the running benchmark's path");
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a target directory");
+    target.join(profile_name())
+}
+
+/// The profile of the measured binaries: this binary's own, or release with
+/// `--release-binaries` (passed on to the re-run in the namespace like every argument).
+pub fn profile_name() -> &'static str {
+    if cfg!(debug_assertions) && RELEASE_BINARIES.get().is_none() {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
+static RELEASE_BINARIES: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
+/// Progress on stderr, with the time since the start.
+pub fn progress(message: impl std::fmt::Display) {
+    use std::sync::OnceLock;
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    eprintln!("[{:>7.1} s] {message}", start.elapsed().as_secs_f64());
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut smoke = false;
+    let mut out: Option<PathBuf> = None;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--smoke" => smoke = true,
+            "--out" => out = iter.next().map(PathBuf::from),
+            // Measure release binaries from a debug build of the benchmark (whose own load
+            // generator is then slower than in release).
+            "--release-binaries" => {
+                let _ = RELEASE_BINARIES.set(());
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: fluxrelay-bench [--smoke] [--out DIR] [--release-binaries]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)"
+                );
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("fluxrelay-bench: unknown argument {other:?} (try --help)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if !in_private_namespace() {
+        return build_then_rerun_in_namespace(&args);
+    }
+    let scale = if smoke { Scale::smoke() } else { Scale::full() };
+    let out = out.unwrap_or_else(|| {
+        if smoke {
+            profile_dir().join("bench-smoke")
+        } else {
+            workspace_root().join("docs/bench")
+        }
+    });
+    std::fs::create_dir_all(&out).expect("create the report directory");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let report = runtime.block_on(run(scale, &out));
+    let markdown = report.markdown();
+    std::fs::write(out.join("report.md"), &markdown).expect("write report.md");
+    println!("{markdown}");
+    if !smoke {
+        let benchmarks = workspace_root().join("BENCHMARKS.md");
+        report::splice_into(&benchmarks, &markdown).expect("update BENCHMARKS.md");
+        progress(format!("updated {}", benchmarks.display()));
+    }
+    progress(format!("report and plots in {}", out.display()));
+    ExitCode::SUCCESS
+}
+
+async fn run(scale: Scale, out: &Path) -> Report {
+    let mut report = Report::new(scale);
+    let setup = serve_bench::Setup::start(&scale).await;
+    serve_bench::throughput(&setup, &scale, out, &mut report).await;
+    serve_bench::latency(&setup, &scale, out, &mut report).await;
+    serve_bench::coalescing(&setup, &scale, &mut report).await;
+    kube_load::apiserver_requests(&setup, &scale, &mut report).await;
+    let moto = fluxrelay_testkit::moto::Moto::start();
+    fanout::fan_out(&moto, &scale, &mut report).await;
+    coldstart::lambdas(&moto, &scale, &mut report).await;
+    drop(setup);
+    report
+}
+
+/// Outside the namespace: build what is measured (in this binary's profile), then run
+/// this binary again under `unshare -n`, passing its output through.
+fn build_then_rerun_in_namespace(args: &[String]) -> ExitCode {
+    if std::env::var_os(MARKER).is_some() {
+        eprintln!(
+            "fluxrelay-bench: {MARKER} is set but this is not a private network namespace; refusing to listen on host addresses"
+        );
+        return ExitCode::FAILURE;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.current_dir(workspace_root()).args([
+        "build",
+        "--locked",
+        "-p",
+        "fluxrelay-cli",
+        "-p",
+        "fluxrelay-ingest",
+        "-p",
+        "fluxrelay-route",
+        "-p",
+        "fluxrelay-dispatch",
+    ]);
+    if profile_name() == "release" {
+        build.arg("--release");
+    }
+    // The binaries must land next to this one, whatever target directory cargo used.
+    let target_dir = profile_dir()
+        .parent()
+        .expect("target directory")
+        .to_path_buf();
+    build.env("CARGO_TARGET_DIR", &target_dir);
+    progress(format!(
+        "building the measured binaries ({} profile)",
+        profile_name()
+    ));
+    match build.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => {
+            eprintln!("fluxrelay-bench: building the measured binaries failed ({status})");
+            return ExitCode::FAILURE;
+        }
+        Err(error) => {
+            eprintln!("fluxrelay-bench: cannot run cargo: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    progress("entering a private network namespace (unshare -n)");
+    let exe = std::env::current_exe().expect("the running benchmark's path");
+    let status = Command::new("unshare")
+        .arg("-n")
+        .arg("--")
+        .arg(exe)
+        .args(args)
+        .env(MARKER, "1")
+        .stdin(Stdio::null())
+        .status();
+    match status {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("fluxrelay-bench: the run in the namespace failed ({status})");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!(
+                "fluxrelay-bench: cannot run `unshare -n` ({error}); run as root or with user namespaces enabled"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! The `fluxrelay serve` stages: ingest throughput and queue depth, push → Receiver hit
+//! latency, and coalescing against the naive dispatcher. All over real parts: the release
+//! `fluxrelay` binary, a real kube-apiserver whose service proxy forwards to the Flux
+//! receiver emulator, and HTTP on loopback.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use fluxrelay_testkit::kube_env::KubeEnv;
+use fluxrelay_testkit::receiver::{FluxReceiverEmulator, ReceiverSpec};
+use serde_json::{Value, json};
+
+use crate::plot::{self, Series};
+use crate::report::Report;
+use crate::serve_proc::{Scrape, ServeProcess, peak_rss_mib};
+use crate::stats::Samples;
+use crate::{Scale, progress};
+
+const WEBHOOK_TOKEN: &str = "bench-webhook-token-5f1c";
+const RECEIVER_ADDR: &str = "192.0.2.10:9292";
+/// The project of `events/webhooks/push-hook.json`, and its branch.
+const PROJECT_URL: &str = "http://example.com/mike/diaspora.git";
+const BRANCH: &str = "master";
+/// The `after` of push-hook.json; replaced per request so every push has its own key.
+const SAMPLE_AFTER: &str = "da1560886d4f094c3e6c9ef40349f7d38b5d27d7";
+
+/// The apiserver, the receiver emulator, and one namespace per benchmark cluster, each with
+/// a GitRepository tracking the sample project and a Ready `generic` Receiver selecting it.
+pub struct Setup {
+    pub kube: KubeEnv,
+    pub receiver: FluxReceiverEmulator,
+    /// Registry entries, one per namespace (`bench-00`, `bench-01`, …).
+    pub entries: Vec<Value>,
+    pub dir: PathBuf,
+    push_template: String,
+    runs: AtomicU64,
+}
+
+pub fn namespace(index: usize) -> String {
+    format!("bench-{index:02}")
+}
+
+impl Setup {
+    pub async fn start(scale: &Scale) -> Setup {
+        let clusters = scale.latency_clusters[1].max(scale.burst_clusters);
+        progress(format!(
+            "starting the kube-apiserver and the receiver emulator; {clusters} benchmark clusters"
+        ));
+        let kube = KubeEnv::start().await;
+        let rbac = std::fs::read_to_string(crate::workspace_root().join("infra/rbac.yaml"))
+            .expect("infra/rbac.yaml");
+        kube.apply(&rbac).await;
+        let receiver = FluxReceiverEmulator::start(RECEIVER_ADDR.parse().unwrap())
+            .await
+            .expect("receiver emulator on 192.0.2.10:9292");
+        let mut entries = Vec::new();
+        for index in 0..clusters {
+            let ns = namespace(index);
+            kube.apply(
+                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+                    .to_string(),
+            )
+            .await;
+            // The dispatcher's Role, in this namespace (the proxy rule stays in flux-system).
+            kube.apply(&rbac.replace("namespace: flux-system", &format!("namespace: {ns}")))
+                .await;
+            kube.apply(
+                &json!({
+                    "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+                    "metadata": {"name": "app", "namespace": ns},
+                    "spec": {"interval": "10m", "url": PROJECT_URL, "ref": {"branch": BRANCH}}
+                })
+                .to_string(),
+            )
+            .await;
+            let path = receiver.upsert(ReceiverSpec {
+                namespace: ns.clone(),
+                name: "r".into(),
+                receiver_type: "generic".into(),
+                token: format!("bench-receiver-token-{index}"),
+                events: Vec::new(),
+                suspended: false,
+                ready: true,
+            });
+            kube.apply(&json!({
+                "apiVersion": "notification.toolkit.fluxcd.io/v1", "kind": "Receiver",
+                "metadata": {"name": "r", "namespace": ns},
+                "spec": {"type": "generic", "secretRef": {"name": "r-token"},
+                         "resources": [{"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "name": "app"}]}
+            }).to_string())
+            .await;
+            kube.patch_status(
+                "notification.toolkit.fluxcd.io/v1",
+                "receivers",
+                &ns,
+                "r",
+                json!({
+                    "webhookPath": path,
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded",
+                                    "message": format!("Receiver initialized for path: {path}"),
+                                    "lastTransitionTime": "2026-11-22T00:00:00Z"}]
+                }),
+            )
+            .await;
+            entries.push(json!({
+                "name": format!("c{index:02}"),
+                "server": kube.server(),
+                "ca": kube.ca_pem(),
+                "auth": {"token": kube.dispatcher_token()},
+                "namespaces": [ns],
+                "trigger": {"mode": "receiver"},
+            }));
+        }
+        let dir = std::env::temp_dir().join(format!("fluxrelay-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("bench temp dir");
+        let push_template =
+            std::fs::read_to_string(crate::workspace_root().join("events/webhooks/push-hook.json"))
+                .expect("events/webhooks/push-hook.json");
+        assert!(push_template.contains(SAMPLE_AFTER));
+        Setup {
+            kube,
+            receiver,
+            entries,
+            dir,
+            push_template,
+            runs: AtomicU64::new(0),
+        }
+    }
+
+    /// A fresh configuration (own data directory) for the first `clusters` entries.
+    pub fn config(&self, clusters: usize) -> PathBuf {
+        let run = self.runs.fetch_add(1, Ordering::SeqCst);
+        let dir = self.dir.join(format!("run-{run}"));
+        std::fs::create_dir_all(&dir).expect("run dir");
+        let mut files = Vec::new();
+        for entry in &self.entries[..clusters] {
+            let file = format!("cluster-{}.json", entry["name"].as_str().unwrap());
+            std::fs::write(dir.join(&file), entry.to_string()).expect("cluster file");
+            files.push(format!("{file:?}"));
+        }
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\ncluster_files = [{}]\n\n[webhook]\ntokens = [\"{WEBHOOK_TOKEN}\"]\n\n[dispatch]\nmax_attempts = 8\nretry_base_secs = 5\nretry_max_secs = 900\nworkers = 4\n",
+            files.join(", ")
+        );
+        let path = dir.join("fluxrelay.toml");
+        std::fs::write(&path, text).expect("fluxrelay.toml");
+        path
+    }
+
+    /// push-hook.json with its own `after` (so its own dedup key).
+    pub fn push_body(&self, sequence: u64) -> String {
+        self.push_template
+            .replace(SAMPLE_AFTER, &after_sha(sequence))
+    }
+
+    /// The cluster index a Receiver hit belongs to, from its namespace.
+    fn hit_cluster(receiver: Option<&str>) -> Option<usize> {
+        receiver?
+            .strip_prefix("bench-")?
+            .split('/')
+            .next()?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn after_sha(sequence: u64) -> String {
+    format!("be{sequence:038x}")
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("HTTP client")
+}
+
+pub async fn post_push(client: &reqwest::Client, serve: &ServeProcess, body: String) -> u16 {
+    client
+        .post(serve.url("/webhook"))
+        .header("content-type", "application/json")
+        .header("x-gitlab-event", "Push Hook")
+        .header("x-gitlab-token", WEBHOOK_TOKEN)
+        .body(body)
+        .send()
+        .await
+        .map(|response| response.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Waits until both queues are empty (nothing visible or in flight); the time it took.
+pub async fn drained(client: &reqwest::Client, serve: &ServeProcess, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let scrape = Scrape::get(client, serve).await;
+        if scrape.depth("intake") + scrape.depth("dispatch") == 0.0 {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "serve's queues did not drain within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// 1. Durable ingest throughput (202s per second, `load_connections` concurrent clients
+///    for `load_secs`), queue depth over time while dispatch works, serve's peak RSS.
+pub async fn throughput(setup: &Setup, scale: &Scale, out: &Path, report: &mut Report) {
+    const SECTION: &str = "Ingest throughput (serve)";
+    progress(format!(
+        "throughput: {} connections for {} s against fluxrelay serve (1 cluster)",
+        scale.load_connections, scale.load_secs
+    ));
+    let serve = ServeProcess::start(&setup.config(1), &[]);
+    let client = http_client();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sequence = Arc::new(AtomicU64::new(1_000_000));
+    let bodies = Arc::new(setup.push_template.clone());
+    let start = Instant::now();
+    let mut generators = Vec::new();
+    for _ in 0..scale.load_connections {
+        let (client, stop, sequence, bodies) = (
+            client.clone(),
+            stop.clone(),
+            sequence.clone(),
+            bodies.clone(),
+        );
+        let url = serve.url("/webhook");
+        generators.push(tokio::spawn(async move {
+            let (mut accepted, mut other) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let n = sequence.fetch_add(1, Ordering::Relaxed);
+                let body = bodies.replace(SAMPLE_AFTER, &after_sha(n));
+                let status = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-gitlab-event", "Push Hook")
+                    .header("x-gitlab-token", WEBHOOK_TOKEN)
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|response| response.status().as_u16())
+                    .unwrap_or(0);
+                if status == 202 {
+                    accepted += 1;
+                } else {
+                    other += 1;
+                }
+            }
+            (accepted, other)
+        }));
+    }
+    // Queue depth every 250 ms, during the load and until dispatch has caught up.
+    let mut intake = Vec::new();
+    let mut dispatch = Vec::new();
+    let load = Duration::from_secs_f64(scale.load_secs);
+    let mut load_over = false;
+    let (mut accepted, mut other) = (0u64, 0u64);
+    let mut load_elapsed = load;
+    loop {
+        let scrape = Scrape::get(&client, &serve).await;
+        let t = start.elapsed().as_secs_f64();
+        let (i, d) = (scrape.depth("intake"), scrape.depth("dispatch"));
+        intake.push((t, i));
+        dispatch.push((t, d));
+        if !load_over && start.elapsed() >= load {
+            stop.store(true, Ordering::Relaxed);
+            for generator in generators.drain(..) {
+                let (a, o) = generator.await.expect("load generator");
+                accepted += a;
+                other += o;
+            }
+            load_elapsed = start.elapsed();
+            load_over = true;
+            progress(format!(
+                "  load over after {:.1} s: {accepted} accepted; waiting for dispatch to drain",
+                load_elapsed.as_secs_f64()
+            ));
+        }
+        if load_over && i + d == 0.0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < load + Duration::from_secs(600),
+            "dispatch did not drain within 10 minutes of the load"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let drain = start.elapsed().saturating_sub(load_elapsed);
+    let rate = accepted as f64 / load_elapsed.as_secs_f64();
+    let peak_dispatch = dispatch.iter().map(|p| p.1).fold(0.0, f64::max);
+    let peak_intake = intake.iter().map(|p| p.1).fold(0.0, f64::max);
+    report.judged(
+        SECTION,
+        "pushes acknowledged 202 per second",
+        format!(
+            "{rate:.0} /s ({accepted} in {:.1} s, {other} not 202)",
+            load_elapsed.as_secs_f64()
+        ),
+        "≥ 5,000 /s",
+        rate >= 5000.0 && other == 0,
+    );
+    report.info(
+        SECTION,
+        "peak queue depth (intake / dispatch), time to drain after the load",
+        format!(
+            "{peak_intake:.0} / {peak_dispatch:.0}; {:.1} s",
+            drain.as_secs_f64()
+        ),
+    );
+    let rss = peak_rss_mib(serve.pid()).unwrap_or(f64::NAN);
+    report.judged(
+        "Memory",
+        "`fluxrelay serve` peak RSS after the throughput load",
+        format!("{rss:.1} MiB"),
+        "≤ 24 MB",
+        rss <= 24.0,
+    );
+    let file = "queue-depth.svg";
+    if let Err(error) = plot::lines(
+        &out.join(file),
+        &format!(
+            "fluxrelay serve: queue depth during {:.0} s of load and after",
+            scale.load_secs
+        ),
+        "seconds since the load started",
+        "messages visible or in flight",
+        &[
+            Series {
+                label: "intake".into(),
+                points: intake,
+            },
+            Series {
+                label: "dispatch".into(),
+                points: dispatch,
+            },
+        ],
+    ) {
+        report.note(format!("queue depth plot failed: {error}"));
+    } else {
+        report.plot("Queue depth over time", file);
+    }
+    setup.receiver.clear();
+}
+
+/// 2. Push → Receiver hit latency, pushes one after another, for each cluster count.
+pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Report) {
+    const SECTION: &str = "Latency push → Receiver hit (serve)";
+    let client = http_client();
+    let mut curves = Vec::new();
+    for clusters in scale.latency_clusters {
+        progress(format!(
+            "latency: {} pushes one at a time, {clusters} cluster(s)",
+            scale.latency_pushes
+        ));
+        let serve = ServeProcess::start(&setup.config(clusters), &[]);
+        // Push 0 is untimed: the first TLS connection and list are the cold path
+        // (the apiserver stage counts it), not the steady state.
+        let mut samples = Vec::new();
+        for n in 0..=scale.latency_pushes as u64 {
+            setup.receiver.clear();
+            let sequence = 2_000_000 + (clusters as u64) * 100_000 + n;
+            let sent = Instant::now();
+            let status = post_push(&client, &serve, setup.push_body(sequence)).await;
+            assert_eq!(status, 202, "latency push answered {status}");
+            let after = after_sha(sequence);
+            let deadline = sent + Duration::from_secs(30);
+            let hits = loop {
+                let hits: Vec<_> = setup
+                    .receiver
+                    .hits()
+                    .into_iter()
+                    .filter(|hit| hit.status == 200)
+                    .filter(|hit| {
+                        serde_json::from_slice::<Value>(&hit.body)
+                            .map(|body| body["after"] == after.as_str())
+                            .unwrap_or(false)
+                    })
+                    .collect();
+                if hits.len() >= clusters {
+                    break hits;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "push {n}: {} of {clusters} Receivers hit within 30 s",
+                    hits.len()
+                );
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            };
+            if n > 0 {
+                samples.extend(hits.iter().map(|hit| hit.at.duration_since(sent)));
+            }
+        }
+        let stats = Samples::from_durations(&samples);
+        let (p50, p95, p99) = (
+            stats.percentile(50.0),
+            stats.percentile(95.0),
+            stats.percentile(99.0),
+        );
+        report.judged(
+            SECTION,
+            &format!(
+                "{clusters} cluster(s): p50 / p95 / p99 (max) over {} hits",
+                stats.len()
+            ),
+            format!("{p50:.1} / {p95:.1} / {p99:.1} ({:.1}) ms", stats.max()),
+            "p50 ≤ 10 ms, p99 ≤ 50 ms",
+            p50 <= 10.0 && p99 <= 50.0,
+        );
+        let n = stats.len() as f64;
+        curves.push(Series {
+            label: format!("{clusters} cluster(s)"),
+            points: stats
+                .values()
+                .iter()
+                .enumerate()
+                .map(|(i, ms)| (*ms, 100.0 * (i + 1) as f64 / n))
+                .collect(),
+        });
+        setup.receiver.clear();
+    }
+    let file = "latency.svg";
+    match plot::lines(
+        &out.join(file),
+        "push → Receiver hit latency (cumulative distribution)",
+        "milliseconds from POST /webhook to the Receiver hit",
+        "% of hits at or below",
+        &curves,
+    ) {
+        Ok(()) => report.plot("Latency distribution", file),
+        Err(error) => report.note(format!("latency plot failed: {error}")),
+    }
+}
+
+/// 3. A burst of pushes to one project: Receiver calls per cluster, coalescing against the
+///    naive dispatcher (`serve --bench-no-coalesce`), in the same run.
+pub async fn coalescing(setup: &Setup, scale: &Scale, report: &mut Report) {
+    const SECTION: &str = "Coalescing (serve)";
+    let client = http_client();
+    let mut calls = Vec::new();
+    for (mode, extra) in [
+        ("coalescing", &[][..]),
+        ("naive", &["--bench-no-coalesce"][..]),
+    ] {
+        progress(format!(
+            "coalescing: a burst of {} pushes to one project, {} clusters, {mode} dispatcher",
+            scale.burst_pushes, scale.burst_clusters
+        ));
+        setup.receiver.clear();
+        let serve = ServeProcess::start(&setup.config(scale.burst_clusters), extra);
+        let base = if mode == "naive" {
+            4_000_000
+        } else {
+            3_000_000
+        };
+        let posts = (0..scale.burst_pushes as u64).map(|n| {
+            let (client, body) = (client.clone(), setup.push_body(base + n));
+            let serve = &serve;
+            async move { post_push(&client, serve, body).await }
+        });
+        let statuses = futures_util::future::join_all(posts).await;
+        assert!(
+            statuses.iter().all(|s| *s == 202),
+            "burst statuses {statuses:?}"
+        );
+        drained(&client, &serve, Duration::from_secs(600)).await;
+        let mut per_cluster: BTreeMap<usize, usize> = BTreeMap::new();
+        for hit in setup.receiver.hits().iter().filter(|hit| hit.status == 200) {
+            if let Some(cluster) = Setup::hit_cluster(hit.receiver.as_deref()) {
+                *per_cluster.entry(cluster).or_default() += 1;
+            }
+        }
+        let counts: Vec<usize> = (0..scale.burst_clusters)
+            .map(|c| per_cluster.get(&c).copied().unwrap_or(0))
+            .collect();
+        let max = counts.iter().copied().max().unwrap_or(0);
+        let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+        let value = format!(
+            "mean {mean:.1}, max {max}, min {}",
+            counts.iter().copied().min().unwrap_or(0)
+        );
+        if mode == "coalescing" {
+            report.judged(
+                SECTION,
+                &format!(
+                    "Receiver calls per cluster, {} pushes, coalescing",
+                    scale.burst_pushes
+                ),
+                value,
+                "≤ 2",
+                max <= 2,
+            );
+        } else {
+            report.info(
+                SECTION,
+                &format!(
+                    "Receiver calls per cluster, {} pushes, naive (one per push)",
+                    scale.burst_pushes
+                ),
+                value,
+            );
+        }
+        calls.push(mean);
+    }
+    report.info(
+        SECTION,
+        "naive ÷ coalescing calls",
+        format!("{:.1}×", calls[1] / calls[0].max(f64::MIN_POSITIVE)),
+    );
+    setup.receiver.clear();
+}
