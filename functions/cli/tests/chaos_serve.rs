@@ -7,7 +7,8 @@
 //! a reason; lost must be 0.
 //!
 //! CI size: 300 pushes × 5 clusters. `FLUXRELAY_CHAOS=long` runs 10,000 × 20
-//! (`FLUXRELAY_CHAOS_PUSHES`, `_CLUSTERS` and `_SEED` override; see RELIABILITY.md).
+//! (`FLUXRELAY_CHAOS_PUSHES`, `_CLUSTERS`, `_POSTING_SECS` and `_SEED` override; see
+//! RELIABILITY.md).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[macro_use]

@@ -11,7 +11,8 @@ use std::fmt;
 use std::time::Duration;
 
 /// How big a chaos run is: `FLUXRELAY_CHAOS=long` for the long run, anything else (or unset)
-/// for the CI run. `FLUXRELAY_CHAOS_PUSHES` / `FLUXRELAY_CHAOS_CLUSTERS` override either.
+/// for the CI run. `FLUXRELAY_CHAOS_PUSHES`, `FLUXRELAY_CHAOS_CLUSTERS` and
+/// `FLUXRELAY_CHAOS_POSTING_SECS` override either.
 #[derive(Debug, Clone, Copy)]
 pub struct Scale {
     pub pushes: usize,
@@ -52,6 +53,9 @@ impl Scale {
         }
         if let Some(clusters) = number("FLUXRELAY_CHAOS_CLUSTERS") {
             scale.clusters = clusters;
+        }
+        if let Some(seconds) = number("FLUXRELAY_CHAOS_POSTING_SECS") {
+            scale.posting = Duration::from_secs(seconds as u64);
         }
         scale
     }
