@@ -146,7 +146,7 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
     let mut rbac_windows = 0;
     let mut stalls_left = if scale.long { usize::MAX } else { 2 };
     // Every kind comes up once early (in a seeded order), then at random.
-    let mut first_round: Vec<usize> = vec![0, 2, 3, 4, 6, 9];
+    let mut first_round: Vec<usize> = vec![0, 2, 3, 4, 6, 8, 9];
     while !posters.iter().all(|poster| poster.is_finished()) {
         tokio::time::sleep(rng.millis(1000, 3000)).await;
         let target: &FleetCluster = &fleet[rng.below(fleet.len())];
@@ -206,6 +206,13 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
                     .apply(&chaos_fleet::rbac_in(&rbac_yaml, &target.namespace))
                     .await;
                 faults.window("rbac-removed", start);
+            }
+            8 => {
+                let start = time::OffsetDateTime::now_utc();
+                apiserver.pause();
+                tokio::time::sleep(rng.millis(1000, 5000)).await;
+                apiserver.resume();
+                faults.window("apiserver-hang", start);
             }
             _ => {
                 let start = time::OffsetDateTime::now_utc();
@@ -325,6 +332,7 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
         "receiver-500",
         "receiver-stall",
         "apiserver-restart",
+        "apiserver-hang",
         "rbac-removed",
         "serve-sigkill",
     ] {

@@ -279,7 +279,7 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
     // ---- faults, one at a time, until the posters are done. Every kind comes up once
     // early (in a seeded order), then at random.
     let mut faults = FaultLog::default();
-    let mut first_round: Vec<usize> = vec![0, 2, 3, 4, 6, 7];
+    let mut first_round: Vec<usize> = vec![0, 2, 3, 4, 6, 8, 9];
     while !posters.iter().all(|poster| poster.is_finished()) {
         tokio::time::sleep(rng.millis(1000, 3000)).await;
         let target: &FleetCluster = &fleet[rng.below(fleet.len())];
@@ -331,6 +331,12 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
                     .apply(&chaos_fleet::rbac_in(&rbac_yaml, &target.namespace))
                     .await;
                 faults.window("rbac-removed", start);
+            }
+            8 => {
+                apiserver.pause();
+                tokio::time::sleep(rng.millis(1000, 5000)).await;
+                apiserver.resume();
+                faults.window("apiserver-hang", start);
             }
             _ => {
                 proxy.set_up(false);
@@ -428,6 +434,7 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
         "receiver-500",
         "receiver-stall",
         "apiserver-restart",
+        "apiserver-hang",
         "rbac-removed",
         "aws-outage",
     ] {

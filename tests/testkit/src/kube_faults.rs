@@ -66,6 +66,27 @@ impl ApiserverControl {
         }
     }
 
+    /// SIGSTOP: the apiserver hangs (connections open, nothing answered) until
+    /// [`ApiserverControl::resume`]. A stopped process still dies on the SIGKILL that
+    /// `kube-down.sh` sends after its SIGTERM times out.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`ApiserverControl::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = pid(&self.dir);
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap_or_else(|error| panic!("kill {signal} {pid}: {error}"));
+        assert!(status.success(), "kill {signal} {pid}: {status}");
+    }
+
     /// Starts the apiserver again with the same arguments (log appended to apiserver.log)
     /// and waits until `/readyz` answers `ok` to the admin client.
     pub async fn start(&mut self, env: &KubeEnv) -> Duration {
