@@ -6,9 +6,13 @@
 // A harness fails loudly: a panic with a message is how a test says what is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod chaos;
+pub mod chaos_fleet;
+pub mod fault_proxy;
 pub mod fixtures;
 pub mod iam_authn;
 pub mod kube_env;
+pub mod kube_faults;
 pub mod moto;
 pub mod netns;
 pub mod receiver;

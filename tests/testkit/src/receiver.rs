@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -106,6 +106,8 @@ struct Registry {
     /// Secret's token changes (as Flux keeps it until the Receiver is reconciled again).
     paths: BTreeMap<String, String>,
     scripted: HashMap<String, VecDeque<u16>>,
+    /// Scripted stalls per path ([`FluxReceiverEmulator::stall_next`]).
+    stalls: HashMap<String, VecDeque<Duration>>,
     hits: Vec<Hit>,
 }
 
@@ -188,6 +190,18 @@ impl FluxReceiverEmulator {
             .extend(statuses);
     }
 
+    /// The next `count` requests whose URI equals `webhook_path` are held for `delay` (a
+    /// notification-controller that stopped answering), then answered 503. Each is recorded
+    /// as a [`Hit`] with status 503 when it arrives, so a client that gave up still left a
+    /// trace. Taken before [`FluxReceiverEmulator::fail_next`]'s statuses.
+    pub fn stall_next(&self, webhook_path: &str, count: usize, delay: Duration) {
+        lock(&self.registry)
+            .stalls
+            .entry(webhook_path.to_string())
+            .or_default()
+            .extend(std::iter::repeat_n(delay, count));
+    }
+
     /// Requests answered 200 for one Receiver, in arrival order.
     pub fn accepted(&self, namespace: &str, name: &str) -> Vec<Hit> {
         let id = format!("{namespace}/{name}");
@@ -238,6 +252,9 @@ async fn handle(State(registry): State<Shared>, request: Request) -> Response {
         .map(|bytes| bytes.to_vec());
     let at = Instant::now();
 
+    if let Some(stalled) = stall(&registry, &request_uri, &parts, &body, at).await {
+        return stalled;
+    }
     let mut state = lock(&registry);
     let matched = state
         .paths
@@ -283,6 +300,46 @@ async fn handle(State(registry): State<Shared>, request: Request) -> Response {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = status;
     response
+}
+
+/// A scripted stall for this request: recorded, held, then answered 503; `None` when no
+/// stall is scripted for its path.
+async fn stall(
+    registry: &Shared,
+    request_uri: &str,
+    parts: &http::request::Parts,
+    body: &Result<Vec<u8>, axum::Error>,
+    at: Instant,
+) -> Option<Response> {
+    let delay = {
+        let mut state = lock(registry);
+        let delay = state
+            .stalls
+            .get_mut(request_uri)
+            .and_then(VecDeque::pop_front)?;
+        let matched = state
+            .paths
+            .iter()
+            .find(|(_, path)| path.as_str() == request_uri)
+            .map(|(id, _)| id.clone());
+        state.hits.push(Hit {
+            receiver: matched,
+            method: parts.method.to_string(),
+            request_uri: request_uri.to_string(),
+            headers: parts.headers.clone(),
+            body: body.as_ref().ok().cloned().unwrap_or_default(),
+            status: 503,
+            reason: Some(format!(
+                "stalled {delay:?} by stall_next, then answered 503"
+            )),
+            at,
+        });
+        delay
+    };
+    tokio::time::sleep(delay).await;
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    Some(response)
 }
 
 /// `handlePayload` after the body is read: the status and, unless 200, why.

@@ -1,0 +1,349 @@
+//! Chaos, embedded mode: N pushes across M clusters through `fluxrelay serve` while faults
+//! are injected at random (seeded; the seed is printed): the Receiver answers 503 or 500
+//! or stalls past the kube client's timeout, the kube-apiserver is killed and restarted,
+//! the dispatcher's Role is removed and restored, and `serve` itself is killed with SIGKILL
+//! and restarted on its data directory. Then the books: every (push, cluster) pair was
+//! delivered (or coalesced into a later trigger of the same ref), or is a dead letter with
+//! a reason; lost must be 0.
+//!
+//! CI size: 300 pushes × 5 clusters. `FLUXRELAY_CHAOS=long` runs 10,000 × 20
+//! (`FLUXRELAY_CHAOS_PUSHES`, `_CLUSTERS`, `_POSTING_SECS` and `_SEED` override; see
+//! RELIABILITY.md).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[macro_use]
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{
+    Cluster, Metrics, Serve, TempDir, WEBHOOK_TOKEN, http_client, post_webhook, rbac, repo_root,
+    run_fluxrelay, write_config,
+};
+use fluxrelay_testkit::chaos::{AckedPush, Books, DeadLetter, FaultLog, Rng, Scale, reason_class};
+use fluxrelay_testkit::chaos_fleet::{self, FleetCluster, PushKind, ROLE};
+use fluxrelay_testkit::kube_faults::ApiserverControl;
+use fluxrelay_testkit::netns;
+use serde_json::Value;
+
+const BRANCHES: usize = 3;
+const TAG_POSTERS: usize = 4;
+/// Past the kube client's 15 s read timeout (adapters' DEFAULT_READ_TIMEOUT).
+const STALL: Duration = Duration::from_secs(16);
+
+#[derive(Default)]
+struct Tally {
+    acked: Vec<AckedPush>,
+    attempts: usize,
+    connection_errors: usize,
+    other_answers: BTreeMap<u16, usize>,
+    unacknowledged: Vec<usize>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason() {
+    if !netns::enter("chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason") {
+        return;
+    }
+    let scale = Scale::from_env(300, 5, Duration::from_secs(60));
+    let mut rng = Rng::from_env("chaos_serve");
+    eprintln!("chaos_serve: {scale:?}");
+    let started = Instant::now();
+    let origin = time::OffsetDateTime::now_utc();
+
+    let cluster = Cluster::start().await;
+    let rbac_yaml = rbac();
+    let fleet = chaos_fleet::build(
+        &cluster.kube,
+        &cluster.receiver,
+        &rbac_yaml,
+        scale.clusters,
+        BRANCHES,
+    )
+    .await;
+    let entries: Vec<Value> = fleet.iter().map(|c| c.entry(&cluster.kube)).collect();
+    let dir = TempDir::new("chaos-serve");
+    // Transient faults last seconds; 60 attempts at 1–2 s apart outlast them, so only a
+    // permanent answer (an apiserver 403 while the Role is gone) dead-letters.
+    let config = write_config(
+        dir.path(),
+        &entries,
+        "max_attempts = 60\nretry_base_secs = 1\nretry_max_secs = 2\nworkers = 4\n",
+    );
+    let data_dir = dir.path().join("data").to_string_lossy().into_owned();
+    let serve = Serve::start(&config, &[]).await;
+    let addr = serve.addr;
+    let serve = tokio::sync::Mutex::new(serve);
+    let mut apiserver = ApiserverControl::new(&cluster.kube);
+    let setup_took = started.elapsed();
+
+    // ---- posters: one per branch (so a branch's commits are acknowledged in order), and
+    // a few for tags; each push is sent again until it is acknowledged, as GitLab does.
+    let kinds = chaos_fleet::plan(&mut rng, scale.pushes, BRANCHES);
+    let webhooks = repo_root().join("events/webhooks");
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut queues: Vec<Vec<usize>> = vec![Vec::new(); BRANCHES + TAG_POSTERS];
+    for (n, kind) in kinds.iter().enumerate() {
+        match kind {
+            PushKind::Branch(branch) => queues[*branch].push(n),
+            PushKind::Tag => queues[BRANCHES + n % TAG_POSTERS].push(n),
+        }
+    }
+    let mut posters = Vec::new();
+    for queue in queues {
+        let (tally, kinds, webhooks) = (tally.clone(), kinds.clone(), webhooks.clone());
+        let pause = scale.posting / (queue.len().max(1) as u32);
+        posters.push(tokio::spawn(async move {
+            let client = http_client();
+            let mut before: Option<String> = None;
+            for (order, n) in queue.into_iter().enumerate() {
+                let (event, hook, git_ref) =
+                    chaos_fleet::payload(&webhooks, n, &kinds[n], before.as_deref());
+                let deadline = Instant::now() + Duration::from_secs(180);
+                let mut key = None;
+                while key.is_none() && Instant::now() < deadline {
+                    let answer = post_webhook(&client, addr, event, WEBHOOK_TOKEN, &hook).await;
+                    {
+                        let mut counts = tally.lock().unwrap();
+                        counts.attempts += 1;
+                        match answer {
+                            Ok((202, body)) if body["status"] == "accepted" => {
+                                key = body["keys"][0].as_str().map(str::to_string);
+                            }
+                            Ok((status, _)) => {
+                                *counts.other_answers.entry(status).or_default() += 1
+                            }
+                            Err(_) => counts.connection_errors += 1,
+                        }
+                    }
+                    if key.is_none() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                {
+                    let mut counts = tally.lock().unwrap();
+                    match key {
+                        Some(key) => counts.acked.push(AckedPush {
+                            n,
+                            git_ref,
+                            after: chaos_fleet::commit(n),
+                            order: if kinds[n] == PushKind::Tag { 0 } else { order },
+                            key,
+                        }),
+                        None => counts.unacknowledged.push(n),
+                    }
+                }
+                before = Some(chaos_fleet::commit(n));
+                tokio::time::sleep(pause).await;
+            }
+        }));
+    }
+
+    // ---- faults, one at a time, until the posters are done.
+    let mut faults = FaultLog::default();
+    let mut rbac_windows = 0;
+    let mut stalls_left = if scale.long { usize::MAX } else { 2 };
+    // Every kind comes up once early (in a seeded order), then at random.
+    let mut first_round: Vec<usize> = vec![0, 2, 3, 4, 6, 8, 9];
+    while !posters.iter().all(|poster| poster.is_finished()) {
+        tokio::time::sleep(rng.millis(1000, 3000)).await;
+        let target: &FleetCluster = &fleet[rng.below(fleet.len())];
+        let kind = if first_round.is_empty() {
+            rng.below(10)
+        } else {
+            first_round.remove(rng.below(first_round.len()))
+        };
+        match kind {
+            0 | 1 => {
+                let count = 1 + rng.below(4);
+                cluster
+                    .receiver
+                    .fail_next(&target.webhook_path, &vec![503; count]);
+                faults.add("receiver-503");
+            }
+            2 => {
+                let count = 1 + rng.below(4);
+                cluster
+                    .receiver
+                    .fail_next(&target.webhook_path, &vec![500; count]);
+                faults.add("receiver-500");
+            }
+            3 if stalls_left > 0 => {
+                stalls_left -= 1;
+                cluster.receiver.stall_next(&target.webhook_path, 1, STALL);
+                faults.add("receiver-stall");
+            }
+            4 | 5 => {
+                let start = time::OffsetDateTime::now_utc();
+                apiserver.kill();
+                tokio::time::sleep(rng.millis(500, 3000)).await;
+                let took = apiserver.start(&cluster.kube).await;
+                eprintln!("chaos_serve: apiserver restarted, ready in {took:.1?}");
+                faults.window("apiserver-restart", start);
+            }
+            6 => {
+                let start = time::OffsetDateTime::now_utc();
+                cluster
+                    .kube
+                    .delete("rbac.authorization.k8s.io/v1", "roles", "flux-system", ROLE)
+                    .await;
+                cluster
+                    .kube
+                    .delete(
+                        "rbac.authorization.k8s.io/v1",
+                        "roles",
+                        &target.namespace,
+                        ROLE,
+                    )
+                    .await;
+                rbac_windows += 1;
+                tokio::time::sleep(rng.millis(500, 2500)).await;
+                cluster.kube.apply(&rbac_yaml).await;
+                cluster
+                    .kube
+                    .apply(&chaos_fleet::rbac_in(&rbac_yaml, &target.namespace))
+                    .await;
+                faults.window("rbac-removed", start);
+            }
+            8 => {
+                let start = time::OffsetDateTime::now_utc();
+                apiserver.pause();
+                tokio::time::sleep(rng.millis(1000, 5000)).await;
+                apiserver.resume();
+                faults.window("apiserver-hang", start);
+            }
+            _ => {
+                let start = time::OffsetDateTime::now_utc();
+                serve.lock().await.kill();
+                tokio::time::sleep(rng.millis(200, 2000)).await;
+                let restarted = Serve::start(&config, &["--listen", &addr.to_string()]).await;
+                assert_eq!(restarted.addr, addr, "restarted on the same port");
+                *serve.lock().await = restarted;
+                faults.window("serve-sigkill", start);
+            }
+        }
+    }
+    for poster in posters {
+        poster.await.unwrap();
+    }
+    let posting_took = started.elapsed() - setup_took;
+    eprintln!("chaos_serve: faults injected {:?}", faults.0);
+
+    // ---- settle: every pair accounted for and both queues empty (bounded).
+    let tally = std::mem::take(&mut *tally.lock().unwrap());
+    let clusters: Vec<String> = fleet.iter().map(|c| c.name.clone()).collect();
+    let dead_letters = || -> Vec<DeadLetter> {
+        let (status, stdout, stderr) = run_fluxrelay(
+            &["dlq", "list", "--data-dir", &data_dir, "--json"],
+            Duration::from_secs(30),
+        );
+        assert!(status.success(), "dlq list: {status}\n{stderr}");
+        stdout
+            .lines()
+            .map(|line| {
+                let row: Value = serde_json::from_str(line).expect("dlq list --json line");
+                DeadLetter {
+                    cluster: row["cluster"].as_str().unwrap_or_default().to_string(),
+                    key: row["key"].as_str().unwrap_or_default().to_string(),
+                    reason: row["reason"].as_str().unwrap_or_default().to_string(),
+                    at: row["dead_at"].as_str().and_then(|at| {
+                        time::OffsetDateTime::parse(
+                            at,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .ok()
+                    }),
+                }
+            })
+            .collect()
+    };
+    let settle_deadline = Instant::now() + Duration::from_secs(if scale.long { 1800 } else { 120 });
+    let books = loop {
+        let deliveries = chaos_fleet::deliveries(&cluster.receiver, &fleet);
+        let letters = dead_letters();
+        let books = Books::reconcile(&tally.acked, &clusters, &deliveries, &letters, reason_class);
+        let drained = Metrics::scrape(&*serve.lock().await).await.queued() == 0.0;
+        if (books.lost == 0 && drained) || Instant::now() > settle_deadline {
+            break (books, letters);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let (books, letters) = books;
+    let (scripted, stalled) = chaos_fleet::receiver_fault_hits(&cluster.receiver);
+    let reasons: BTreeMap<String, usize> = letters.iter().fold(BTreeMap::new(), |mut map, l| {
+        let short: String = l.reason.chars().take(160).collect();
+        *map.entry(short).or_default() += 1;
+        map
+    });
+    eprintln!(
+        "chaos_serve books: {} pushes × {} clusters, acknowledged {} ({} requests, {} connection errors, other answers {:?}); posting {posting_took:.1?}, total {:.1?}\n  faults {:?}; receiver answered {scripted} scripted 5xx and {stalled} stalls\n  {books}\n  dead letters by fault window: {:?}\n  time line:\n{}\n  dead-letter reasons: {reasons:#?}",
+        scale.pushes,
+        scale.clusters,
+        tally.acked.len(),
+        tally.attempts,
+        tally.connection_errors,
+        tally.other_answers,
+        started.elapsed(),
+        faults.0,
+        faults.attribute(&letters, Duration::from_secs(5)),
+        faults.timeline(origin, &letters),
+    );
+
+    assert!(
+        tally.unacknowledged.is_empty(),
+        "pushes never acknowledged within 3 minutes of retries: {:?}",
+        tally.unacknowledged
+    );
+    assert_eq!(
+        books.lost, 0,
+        "lost (push, cluster) pairs, e.g. {:#?}",
+        books.lost_examples
+    );
+    assert_eq!(
+        books.unknown_deliveries, 0,
+        "deliveries of no acknowledged push"
+    );
+    assert_eq!(
+        books.unknown_dead_letters, 0,
+        "dead letters of no acknowledged pair"
+    );
+    // Transient faults never dead-letter; a removed Role does, naming what is missing.
+    for letter in &letters {
+        assert_eq!(
+            reason_class(&letter.reason),
+            "rbac",
+            "a dead letter that is not an apiserver 403: {letter:?}"
+        );
+        assert!(
+            ["services/proxy", "gitrepositories", "receivers"]
+                .iter()
+                .any(|permission| letter.reason.contains(permission)),
+            "a 403 dead letter must name the missing permission: {letter:?}"
+        );
+    }
+    if rbac_windows == 0 {
+        assert_eq!(books.dead_lettered_total(), 0, "{books}");
+    }
+    // The run tested something: each kind of fault happened and was seen.
+    for kind in [
+        "receiver-503",
+        "receiver-500",
+        "receiver-stall",
+        "apiserver-restart",
+        "apiserver-hang",
+        "rbac-removed",
+        "serve-sigkill",
+    ] {
+        assert!(faults.count(kind) > 0, "no {kind} fault in {:?}", faults.0);
+    }
+    assert!(
+        scripted > 0,
+        "no scripted receiver failure was ever answered"
+    );
+    assert!(
+        books.delivered + books.coalesced + books.dead_lettered_total() == books.pairs,
+        "{books}"
+    );
+}

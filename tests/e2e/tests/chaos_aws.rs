@@ -1,0 +1,580 @@
+//! Chaos, AWS mode: N pushes across M clusters through the ingest, route and dispatch
+//! functions (in-process, with the real AWS SDK on moto and the real kube client on a real
+//! kube-apiserver), polled as Lambda's SQS event sources do, while faults are injected at
+//! random (seeded; the seed is printed): the Receiver answers 503 or 500 or stalls past the
+//! kube client's timeout, the kube-apiserver is killed and restarted, the dispatcher's Role
+//! is removed and restored, and SQS and Secrets Manager go away and come back (a TCP proxy
+//! in front of moto cuts every connection: moto itself keeps its state, as AWS would).
+//! Then the books: every (push, cluster) pair was delivered (or coalesced into a later
+//! trigger of the same ref), or is a dead letter with a reason; lost must be 0.
+//!
+//! CI size: 300 pushes × 5 clusters. `FLUXRELAY_CHAOS=long` runs 10,000 × 20
+//! (`FLUXRELAY_CHAOS_PUSHES`, `_CLUSTERS`, `_POSTING_SECS` and `_SEED` override; see
+//! RELIABILITY.md).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::config::Credentials;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
+use fluxrelay_adapters::cluster::{KubeClusters, Timeouts};
+use fluxrelay_adapters::lambda::{DispatchFunction, IngestFunction, RouteFunction, WebhookAuth};
+use fluxrelay_adapters::secrets::SecretsRegistry;
+use fluxrelay_adapters::sqs::SqsQueue;
+use fluxrelay_core::handlers::retry::RetryPolicy;
+use fluxrelay_e2e::depth;
+use fluxrelay_e2e::pipeline::{Pipeline, repo_root};
+use fluxrelay_testkit::chaos::{AckedPush, Books, DeadLetter, FaultLog, Rng, Scale, reason_class};
+use fluxrelay_testkit::chaos_fleet::{self, FleetCluster, PushKind, ROLE};
+use fluxrelay_testkit::fault_proxy::FaultProxy;
+use fluxrelay_testkit::kube_faults::ApiserverControl;
+use fluxrelay_testkit::netns;
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{Value, json};
+
+const BRANCHES: usize = 3;
+const TAG_POSTERS: usize = 4;
+/// The kube client's read timeout here, and a stall past it.
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+const STALL: Duration = Duration::from_secs(4);
+/// Queue settings for the run: a short visibility timeout (a message whose backoff call
+/// failed during an outage comes back soon) and a redrive far beyond the function's own
+/// attempt limit, so every dead letter carries the function's reason.
+const VISIBILITY_TIMEOUT_SECS: u32 = 8;
+const MAX_RECEIVE_COUNT: u32 = 100;
+const MAX_ATTEMPTS: u32 = 60;
+
+#[derive(Default)]
+struct Tally {
+    acked: Vec<AckedPush>,
+    attempts: usize,
+    other_answers: BTreeMap<u16, usize>,
+    unacknowledged: Vec<usize>,
+}
+
+#[derive(Default)]
+struct PollStats {
+    invocations: usize,
+    sqs_errors: usize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason() {
+    if !netns::enter("chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason") {
+        return;
+    }
+    let scale = Scale::from_env(300, 5, Duration::from_secs(60));
+    let mut rng = Rng::from_env("chaos_aws");
+    eprintln!("chaos_aws: {scale:?}");
+    let started = Instant::now();
+    let origin = time::OffsetDateTime::now_utc();
+
+    let mut p = Pipeline::start().await;
+    let rbac_yaml =
+        std::fs::read_to_string(repo_root().join("infra/rbac.yaml")).expect("infra/rbac.yaml");
+    let fleet =
+        chaos_fleet::build(&p.kube, &p.receiver, &rbac_yaml, scale.clusters, BRANCHES).await;
+    for cluster in &fleet {
+        p.register(cluster.entry(&p.kube)).await;
+    }
+    for queue in [&p.queues.intake, &p.queues.dispatch] {
+        let dlq = if queue == &p.queues.intake {
+            &p.queues.intake_dlq
+        } else {
+            &p.queues.dispatch_dlq
+        };
+        let arn = queue_arn(&p.sqs, dlq).await;
+        p.sqs
+            .set_queue_attributes()
+            .queue_url(queue)
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                VISIBILITY_TIMEOUT_SECS.to_string(),
+            )
+            .attributes(
+                QueueAttributeName::RedrivePolicy,
+                json!({"deadLetterTargetArn": arn, "maxReceiveCount": MAX_RECEIVE_COUNT})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .expect("SetQueueAttributes");
+    }
+
+    // The functions (and their event-source pollers) reach moto only through the proxy.
+    let moto_addr: SocketAddr = p
+        .moto
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("moto address");
+    let proxy = FaultProxy::start(moto_addr).await;
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(proxy.endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+        .load()
+        .await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    p.ingest = IngestFunction {
+        auth: WebhookAuth::load(
+            secrets.clone(),
+            "fluxrelay/webhook",
+            Duration::from_secs(300),
+        )
+        .await
+        .expect("webhook auth"),
+        queue: SqsQueue::new(sqs.clone(), p.queues.intake.clone()),
+    };
+    let registry = || {
+        SecretsRegistry::with_settings(
+            secrets.clone(),
+            "fluxrelay/clusters/",
+            Duration::from_secs(60),
+        )
+    };
+    p.route = RouteFunction {
+        registry: registry(),
+        queue: SqsQueue::new(sqs.clone(), p.queues.dispatch.clone()),
+    };
+    p.dispatch = DispatchFunction {
+        registry: registry(),
+        clusters: KubeClusters::new(
+            Timeouts {
+                connect: Duration::from_secs(2),
+                read: READ_TIMEOUT,
+                write: READ_TIMEOUT,
+            },
+            Duration::from_secs(30),
+        )
+        .expect("kube clusters"),
+        queue: SqsQueue::new(sqs.clone(), p.queues.dispatch.clone()),
+        dead_letter_queue_url: p.queues.dispatch_dlq.clone(),
+        policy: RetryPolicy {
+            max_attempts: MAX_ATTEMPTS,
+            base_delay_secs: 1,
+            max_delay_secs: 2,
+        },
+    };
+    let mut apiserver = ApiserverControl::new(&p.kube);
+    let p = Arc::new(p);
+    let setup_took = started.elapsed();
+
+    // ---- the event-source pollers, as Lambda runs them (over the proxy too).
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(Mutex::new(PollStats::default()));
+    let mut pollers = Vec::new();
+    for (queue, is_route) in [
+        (p.queues.intake.clone(), true),
+        (p.queues.dispatch.clone(), false),
+        (p.queues.dispatch.clone(), false),
+    ] {
+        let (p, sqs, stop, stats) = (p.clone(), sqs.clone(), stop.clone(), stats.clone());
+        pollers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let Ok(event) = receive(&sqs, &queue).await else {
+                    stats.lock().unwrap().sqs_errors += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                if event.records.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                let lambda_event = LambdaEvent::new(event.clone(), Context::default());
+                let response = if is_route {
+                    p.route.handle(lambda_event).await
+                } else {
+                    p.dispatch.handle(lambda_event).await
+                }
+                .expect("the function never fails a whole batch");
+                stats.lock().unwrap().invocations += 1;
+                if acknowledge(&sqs, &queue, &event, &response).await.is_err() {
+                    stats.lock().unwrap().sqs_errors += 1;
+                }
+            }
+        }));
+    }
+
+    // ---- posters: one per branch (so a branch's commits are acknowledged in order), and a
+    // few for tags; each push is sent again until it is acknowledged, as GitLab does.
+    let kinds = chaos_fleet::plan(&mut rng, scale.pushes, BRANCHES);
+    let template: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("events/ingest-push-hook.json"))
+            .expect("events/ingest-push-hook.json"),
+    )
+    .expect("event JSON");
+    let webhooks = repo_root().join("events/webhooks");
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut queues: Vec<Vec<usize>> = vec![Vec::new(); BRANCHES + TAG_POSTERS];
+    for (n, kind) in kinds.iter().enumerate() {
+        match kind {
+            PushKind::Branch(branch) => queues[*branch].push(n),
+            PushKind::Tag => queues[BRANCHES + n % TAG_POSTERS].push(n),
+        }
+    }
+    let mut posters = Vec::new();
+    for queue in queues {
+        let (p, tally, kinds, webhooks, template) = (
+            p.clone(),
+            tally.clone(),
+            kinds.clone(),
+            webhooks.clone(),
+            template.clone(),
+        );
+        let pause = scale.posting / (queue.len().max(1) as u32);
+        posters.push(tokio::spawn(async move {
+            let mut before: Option<String> = None;
+            for (order, n) in queue.into_iter().enumerate() {
+                let (event_name, hook, git_ref) =
+                    chaos_fleet::payload(&webhooks, n, &kinds[n], before.as_deref());
+                let mut event = template.clone();
+                event["headers"]["x-gitlab-event"] = json!(event_name);
+                event["body"] = json!(hook.to_string());
+                let event = event.to_string();
+                let deadline = Instant::now() + Duration::from_secs(180);
+                let mut key = None;
+                while key.is_none() && Instant::now() < deadline {
+                    let (status, body) = p.post_event_json(&event).await;
+                    {
+                        let mut counts = tally.lock().unwrap();
+                        counts.attempts += 1;
+                        if status == 202 && body["status"] == "accepted" {
+                            key = body["keys"][0].as_str().map(str::to_string);
+                        } else {
+                            *counts.other_answers.entry(status).or_default() += 1;
+                        }
+                    }
+                    if key.is_none() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+                {
+                    let mut counts = tally.lock().unwrap();
+                    match key {
+                        Some(key) => counts.acked.push(AckedPush {
+                            n,
+                            git_ref,
+                            after: chaos_fleet::commit(n),
+                            order: if kinds[n] == PushKind::Tag { 0 } else { order },
+                            key,
+                        }),
+                        None => counts.unacknowledged.push(n),
+                    }
+                }
+                before = Some(chaos_fleet::commit(n));
+                tokio::time::sleep(pause).await;
+            }
+        }));
+    }
+
+    // ---- faults, one at a time, until the posters are done. Every kind comes up once
+    // early (in a seeded order), then at random.
+    let mut faults = FaultLog::default();
+    let mut first_round: Vec<usize> = vec![0, 2, 3, 4, 6, 8, 9];
+    while !posters.iter().all(|poster| poster.is_finished()) {
+        tokio::time::sleep(rng.millis(1000, 3000)).await;
+        let target: &FleetCluster = &fleet[rng.below(fleet.len())];
+        let kind = if first_round.is_empty() {
+            rng.below(10)
+        } else {
+            first_round.remove(rng.below(first_round.len()))
+        };
+        let start = time::OffsetDateTime::now_utc();
+        match kind {
+            0 | 1 => {
+                let count = 1 + rng.below(4);
+                p.receiver
+                    .fail_next(&target.webhook_path, &vec![503; count]);
+                faults.add("receiver-503");
+            }
+            2 => {
+                let count = 1 + rng.below(4);
+                p.receiver
+                    .fail_next(&target.webhook_path, &vec![500; count]);
+                faults.add("receiver-500");
+            }
+            3 => {
+                p.receiver.stall_next(&target.webhook_path, 1, STALL);
+                faults.add("receiver-stall");
+            }
+            4 | 5 => {
+                apiserver.kill();
+                tokio::time::sleep(rng.millis(500, 3000)).await;
+                let took = apiserver.start(&p.kube).await;
+                eprintln!("chaos_aws: apiserver restarted, ready in {took:.1?}");
+                faults.window("apiserver-restart", start);
+            }
+            6 => {
+                p.kube
+                    .delete("rbac.authorization.k8s.io/v1", "roles", "flux-system", ROLE)
+                    .await;
+                p.kube
+                    .delete(
+                        "rbac.authorization.k8s.io/v1",
+                        "roles",
+                        &target.namespace,
+                        ROLE,
+                    )
+                    .await;
+                tokio::time::sleep(rng.millis(500, 2500)).await;
+                p.kube.apply(&rbac_yaml).await;
+                p.kube
+                    .apply(&chaos_fleet::rbac_in(&rbac_yaml, &target.namespace))
+                    .await;
+                faults.window("rbac-removed", start);
+            }
+            8 => {
+                apiserver.pause();
+                tokio::time::sleep(rng.millis(1000, 5000)).await;
+                apiserver.resume();
+                faults.window("apiserver-hang", start);
+            }
+            _ => {
+                proxy.set_up(false);
+                tokio::time::sleep(rng.millis(1000, 4000)).await;
+                proxy.set_up(true);
+                faults.window("aws-outage", start);
+            }
+        }
+    }
+    for poster in posters {
+        poster.await.unwrap();
+    }
+    let posting_took = started.elapsed() - setup_took;
+    eprintln!("chaos_aws: faults injected {:?}", faults.0);
+
+    // ---- settle: both queues empty and every pair accounted for (bounded).
+    let tally = std::mem::take(&mut *tally.lock().unwrap());
+    let clusters: Vec<String> = fleet.iter().map(|c| c.name.clone()).collect();
+    let mut letters: Vec<DeadLetter> = Vec::new();
+    let settle_deadline = Instant::now() + Duration::from_secs(if scale.long { 1800 } else { 120 });
+    let books = loop {
+        letters.extend(take_dead_letters(&p.sqs, &p.queues.dispatch_dlq).await);
+        let deliveries = chaos_fleet::deliveries(&p.receiver, &fleet);
+        let books = Books::reconcile(&tally.acked, &clusters, &deliveries, &letters, reason_class);
+        let drained =
+            depth(&p.sqs, &p.queues.intake).await + depth(&p.sqs, &p.queues.dispatch).await == 0;
+        if (books.lost == 0 && drained) || Instant::now() > settle_deadline {
+            break books;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    stop.store(true, Ordering::SeqCst);
+    for poller in pollers {
+        poller.await.unwrap();
+    }
+    let intake_dead = depth(&p.sqs, &p.queues.intake_dlq).await;
+    let (scripted, stalled) = chaos_fleet::receiver_fault_hits(&p.receiver);
+    let stats = std::mem::take(&mut *stats.lock().unwrap());
+    let reasons: BTreeMap<String, usize> = letters.iter().fold(BTreeMap::new(), |mut map, l| {
+        let short: String = l.reason.chars().take(160).collect();
+        *map.entry(short).or_default() += 1;
+        map
+    });
+    eprintln!(
+        "chaos_aws books: {} pushes × {} clusters, acknowledged {} ({} ingest calls, other answers {:?}); {} function invocations, {} poller SQS errors, {} connections cut by the outage proxy; posting {posting_took:.1?}, total {:.1?}\n  faults {:?}; receiver answered {scripted} scripted 5xx and {stalled} stalls\n  {books}\n  intake dead letters {intake_dead}\n  dead letters by fault window: {:?}\n  time line:\n{}\n  dead-letter reasons: {reasons:#?}",
+        scale.pushes,
+        scale.clusters,
+        tally.acked.len(),
+        tally.attempts,
+        tally.other_answers,
+        stats.invocations,
+        stats.sqs_errors,
+        proxy.refused(),
+        started.elapsed(),
+        faults.0,
+        faults.attribute(&letters, Duration::from_secs(5)),
+        faults.timeline(origin, &letters),
+    );
+
+    assert!(
+        tally.unacknowledged.is_empty(),
+        "pushes never acknowledged within 3 minutes of retries: {:?}",
+        tally.unacknowledged
+    );
+    assert_eq!(
+        books.lost, 0,
+        "lost (push, cluster) pairs, e.g. {:#?}",
+        books.lost_examples
+    );
+    assert_eq!(
+        books.unknown_deliveries, 0,
+        "deliveries of no acknowledged push"
+    );
+    assert_eq!(
+        books.unknown_dead_letters, 0,
+        "dead letters of no acknowledged pair"
+    );
+    assert_eq!(intake_dead, 0, "pushes dead-lettered before routing");
+    // Transient faults never dead-letter; a 403 does, naming what is missing.
+    for letter in &letters {
+        assert_eq!(
+            reason_class(&letter.reason),
+            "rbac",
+            "a dead letter that is not an apiserver 403: {letter:?}"
+        );
+        assert!(
+            ["services/proxy", "gitrepositories", "receivers"]
+                .iter()
+                .any(|permission| letter.reason.contains(permission)),
+            "a 403 dead letter must name the missing permission: {letter:?}"
+        );
+    }
+    for kind in [
+        "receiver-503",
+        "receiver-500",
+        "receiver-stall",
+        "apiserver-restart",
+        "apiserver-hang",
+        "rbac-removed",
+        "aws-outage",
+    ] {
+        assert!(faults.count(kind) > 0, "no {kind} fault in {:?}", faults.0);
+    }
+    assert!(
+        scripted > 0,
+        "no scripted receiver failure was ever answered"
+    );
+    assert!(
+        proxy.refused() > 0 || stats.sqs_errors > 0 || tally.other_answers.contains_key(&503),
+        "the AWS outage was never felt"
+    );
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("GetQueueAttributes")
+        .attributes
+        .and_then(|attributes| attributes.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("queue arn")
+}
+
+/// One batch (up to 10), as Lambda's poller receives it; an SQS error is returned.
+async fn receive(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<SqsEvent, String> {
+    let output = sqs
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .wait_time_seconds(0)
+        .send()
+        .await
+        .map_err(|error| error.to_string())?;
+    let mut event = SqsEvent::default();
+    for message in output.messages.unwrap_or_default() {
+        let mut record = SqsMessage::default();
+        record.message_id = message.message_id;
+        record.receipt_handle = message.receipt_handle;
+        record.body = message.body;
+        record.attributes = message
+            .attributes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name.as_str().to_string(), value))
+            .collect();
+        record.event_source = Some("aws:sqs".into());
+        event.records.push(record);
+    }
+    Ok(event)
+}
+
+/// Deletes what the function acknowledged; an SQS error is returned (the messages then
+/// come back after their visibility timeout, as on AWS).
+async fn acknowledge(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    event: &SqsEvent,
+    response: &SqsBatchResponse,
+) -> Result<(), String> {
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|failure| failure.item_identifier.as_str())
+        .collect();
+    let entries: Vec<DeleteMessageBatchRequestEntry> = event
+        .records
+        .iter()
+        .filter(|record| !failed.contains(&record.message_id.as_deref().unwrap_or_default()))
+        .enumerate()
+        .map(|(index, record)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(index.to_string())
+                .receipt_handle(record.receipt_handle.clone().unwrap_or_default())
+                .build()
+                .expect("entry")
+        })
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    sqs.delete_message_batch()
+        .queue_url(queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|error| error.to_string())
+}
+
+/// Takes every message off the dispatch dead-letter queue (directly on moto).
+async fn take_dead_letters(sqs: &aws_sdk_sqs::Client, dlq: &str) -> Vec<DeadLetter> {
+    let mut taken = Vec::new();
+    loop {
+        let output = sqs
+            .receive_message()
+            .queue_url(dlq)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .send()
+            .await
+            .expect("ReceiveMessage DLQ");
+        let messages = output.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return taken;
+        }
+        for message in messages {
+            sqs.delete_message()
+                .queue_url(dlq)
+                .receipt_handle(message.receipt_handle.clone().unwrap_or_default())
+                .send()
+                .await
+                .expect("DeleteMessage DLQ");
+            let attribute = |name: &str| {
+                message
+                    .message_attributes
+                    .as_ref()
+                    .and_then(|attributes| attributes.get(name))
+                    .and_then(|value| value.string_value.clone())
+                    .unwrap_or_default()
+            };
+            let at = message
+                .attributes
+                .as_ref()
+                .and_then(|attributes| attributes.get(&MessageSystemAttributeName::SentTimestamp))
+                .and_then(|millis| millis.parse::<i128>().ok())
+                .and_then(|millis| {
+                    time::OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000).ok()
+                });
+            taken.push(DeadLetter {
+                cluster: attribute("fluxrelay.cluster"),
+                key: attribute("fluxrelay.key"),
+                reason: attribute("fluxrelay.reason"),
+                at,
+            });
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! Shared by the chaos tests (embedded `fluxrelay serve` and the AWS functions on moto):
+//! the size of a run, a seeded random source whose seed is printed so a failure can be
+//! replayed, and the books: every (push, cluster) pair that should have been delivered was
+//! delivered (or coalesced into a later trigger of the same ref), or is in the dead-letter
+//! queue with a reason; anything else is lost.
+// A test harness: a failed reconciliation is a test failure.
+#![allow(clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+/// How big a chaos run is: `FLUXRELAY_CHAOS=long` for the long run, anything else (or unset)
+/// for the CI run. `FLUXRELAY_CHAOS_PUSHES`, `FLUXRELAY_CHAOS_CLUSTERS` and
+/// `FLUXRELAY_CHAOS_POSTING_SECS` override either.
+#[derive(Debug, Clone, Copy)]
+pub struct Scale {
+    pub pushes: usize,
+    pub clusters: usize,
+    /// How long the posters spread the pushes over (faults are injected meanwhile).
+    pub posting: Duration,
+    pub long: bool,
+}
+
+impl Scale {
+    pub fn from_env(ci_pushes: usize, ci_clusters: usize, ci_posting: Duration) -> Scale {
+        let long = std::env::var("FLUXRELAY_CHAOS").is_ok_and(|value| value == "long");
+        let mut scale = if long {
+            Scale {
+                pushes: 10_000,
+                clusters: 20,
+                posting: Duration::from_secs(900),
+                long,
+            }
+        } else {
+            Scale {
+                pushes: ci_pushes,
+                clusters: ci_clusters,
+                posting: ci_posting,
+                long,
+            }
+        };
+        let number = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .map(|value| match value.parse::<usize>() {
+                    Ok(number) if number > 0 => number,
+                    _ => panic!("{name}={value:?} is not a positive number"),
+                })
+        };
+        if let Some(pushes) = number("FLUXRELAY_CHAOS_PUSHES") {
+            scale.pushes = pushes;
+        }
+        if let Some(clusters) = number("FLUXRELAY_CHAOS_CLUSTERS") {
+            scale.clusters = clusters;
+        }
+        if let Some(seconds) = number("FLUXRELAY_CHAOS_POSTING_SECS") {
+            scale.posting = Duration::from_secs(seconds as u64);
+        }
+        scale
+    }
+}
+
+/// SplitMix64: small, fast and fully determined by its seed (no dependency needed).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// `FLUXRELAY_CHAOS_SEED` when set (to replay a failure), else from the clock. The seed
+    /// is printed either way.
+    pub fn from_env(label: &str) -> Rng {
+        let seed = match std::env::var("FLUXRELAY_CHAOS_SEED") {
+            Ok(text) => match text.parse::<u64>() {
+                Ok(seed) => seed,
+                Err(error) => panic!("FLUXRELAY_CHAOS_SEED={text:?}: {error}"),
+            },
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_nanos() as u64)
+                .unwrap_or(1),
+        };
+        eprintln!("{label}: seed {seed} (replay with FLUXRELAY_CHAOS_SEED={seed})");
+        Rng(seed)
+    }
+
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..bound` (`bound` > 0).
+    pub fn below(&mut self, bound: usize) -> usize {
+        (self.next_u64() % bound.max(1) as u64) as usize
+    }
+
+    /// Uniform in `low..=high` milliseconds.
+    pub fn millis(&mut self, low: u64, high: u64) -> Duration {
+        Duration::from_millis(low + self.next_u64() % (high - low + 1))
+    }
+
+    /// An independent stream (for another task), determined by this one.
+    pub fn fork(&mut self) -> Rng {
+        Rng(self.next_u64())
+    }
+}
+
+/// One acknowledged push (202 accepted).
+#[derive(Debug, Clone)]
+pub struct AckedPush {
+    /// The push's number in the run.
+    pub n: usize,
+    /// Full ref, e.g. `refs/heads/b1` or `refs/tags/v0.0.7`.
+    pub git_ref: String,
+    /// The `after` commit: unique per push in a chaos run.
+    pub after: String,
+    /// Position among the pushes to the same ref, in the order they were acknowledged (a
+    /// ref's pushes are posted one after the other, so this is also the order of commits).
+    pub order: usize,
+    /// The dedup key ingest answered with.
+    pub key: String,
+}
+
+/// A request a Receiver answered 200.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub cluster: String,
+    pub git_ref: String,
+    pub after: String,
+}
+
+/// A dead letter of the dispatch queue.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub cluster: String,
+    pub key: String,
+    pub reason: String,
+    /// When it was dead-lettered, if the queue says.
+    pub at: Option<time::OffsetDateTime>,
+}
+
+/// The reconciled books of a run.
+#[derive(Debug, Default)]
+pub struct Books {
+    pub pairs: usize,
+    /// The Receiver saw this push's own trigger.
+    pub delivered: usize,
+    /// No trigger of its own, but a later push to the same ref triggered the same Receiver.
+    pub coalesced: usize,
+    /// In the dead-letter queue (and not delivered), by reason class.
+    pub dead_lettered: BTreeMap<String, usize>,
+    /// Dead-lettered pairs that a later push to the same ref covered anyway.
+    pub dead_lettered_then_covered: usize,
+    /// Receiver calls beyond the first for the same (push, cluster).
+    pub duplicates: usize,
+    pub lost: usize,
+    pub lost_examples: Vec<String>,
+    /// 200s that name no acknowledged push of this run (must be 0).
+    pub unknown_deliveries: usize,
+    /// Dead letters that name no acknowledged (push, cluster) pair (must be 0).
+    pub unknown_dead_letters: usize,
+    /// Dead letters of pairs that were delivered too (at-least-once; reported, not an error).
+    pub dead_lettered_and_delivered: usize,
+}
+
+impl Books {
+    /// Reconciles `pushes` × `clusters` against what the Receivers answered 200 and what
+    /// the dead-letter queue holds; `classify` names a dead letter's reason class.
+    pub fn reconcile(
+        pushes: &[AckedPush],
+        clusters: &[String],
+        deliveries: &[Delivery],
+        dead_letters: &[DeadLetter],
+        classify: impl Fn(&str) -> String,
+    ) -> Books {
+        let by_after: HashMap<&str, &AckedPush> = pushes
+            .iter()
+            .map(|push| (push.after.as_str(), push))
+            .collect();
+        // (cluster, after) → number of 200s; (cluster, ref) → highest order delivered.
+        let mut calls: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut latest: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut books = Books::default();
+        for delivery in deliveries {
+            match by_after.get(delivery.after.as_str()) {
+                Some(push) if push.git_ref == delivery.git_ref => {
+                    *calls
+                        .entry((delivery.cluster.as_str(), push.after.as_str()))
+                        .or_default() += 1;
+                    let slot = latest
+                        .entry((delivery.cluster.as_str(), push.git_ref.as_str()))
+                        .or_default();
+                    *slot = (*slot).max(push.order + 1);
+                }
+                _ => books.unknown_deliveries += 1,
+            }
+        }
+        let keys: BTreeSet<(&str, &str)> = pushes
+            .iter()
+            .flat_map(|push| {
+                clusters
+                    .iter()
+                    .map(move |cluster| (cluster.as_str(), push.key.as_str()))
+            })
+            .collect();
+        let mut dead: HashMap<(&str, &str), &DeadLetter> = HashMap::new();
+        for letter in dead_letters {
+            if keys.contains(&(letter.cluster.as_str(), letter.key.as_str())) {
+                dead.insert((letter.cluster.as_str(), letter.key.as_str()), letter);
+            } else {
+                books.unknown_dead_letters += 1;
+            }
+        }
+        for push in pushes {
+            for cluster in clusters {
+                books.pairs += 1;
+                let own = calls
+                    .get(&(cluster.as_str(), push.after.as_str()))
+                    .copied()
+                    .unwrap_or(0);
+                let covered = latest
+                    .get(&(cluster.as_str(), push.git_ref.as_str()))
+                    .is_some_and(|highest| *highest > push.order);
+                let letter = dead.get(&(cluster.as_str(), push.key.as_str()));
+                if own > 0 {
+                    books.delivered += 1;
+                    books.duplicates += own - 1;
+                    if letter.is_some() {
+                        books.dead_lettered_and_delivered += 1;
+                    }
+                } else if let Some(letter) = letter {
+                    *books
+                        .dead_lettered
+                        .entry(classify(&letter.reason))
+                        .or_default() += 1;
+                    if covered {
+                        books.dead_lettered_then_covered += 1;
+                    }
+                } else if covered {
+                    books.coalesced += 1;
+                } else {
+                    books.lost += 1;
+                    if books.lost_examples.len() < 10 {
+                        books.lost_examples.push(format!(
+                            "push {} ({} @ {}, key {}) → cluster {cluster}",
+                            push.n, push.git_ref, push.after, push.key
+                        ));
+                    }
+                }
+            }
+        }
+        books
+    }
+
+    pub fn dead_lettered_total(&self) -> usize {
+        self.dead_lettered.values().sum()
+    }
+}
+
+impl fmt::Display for Books {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pairs {} | delivered {} | coalesced {} | dead-lettered {} {:?} (of which covered later by a newer push: {}) | duplicates {} | lost {} | unknown deliveries {} | unknown dead letters {} | dead-lettered and delivered {}",
+            self.pairs,
+            self.delivered,
+            self.coalesced,
+            self.dead_lettered_total(),
+            self.dead_lettered,
+            self.dead_lettered_then_covered,
+            self.duplicates,
+            self.lost,
+            self.unknown_deliveries,
+            self.unknown_dead_letters,
+            self.dead_lettered_and_delivered,
+        )
+    }
+}
+
+/// The reason class of a dead letter: `rbac` for an apiserver 403 (a permission removed),
+/// `gave-up` for retries exhausted, `no-reason` for a queue redrive, else `other`.
+pub fn reason_class(reason: &str) -> String {
+    let lower = reason.to_lowercase();
+    let class = if lower.contains("gave up after") {
+        "gave-up"
+    } else if lower.contains("403") || lower.contains("forbidden") {
+        "rbac"
+    } else if lower.contains("no reason recorded") || lower.is_empty() {
+        "no-reason"
+    } else {
+        "other"
+    };
+    class.to_string()
+}
+
+/// How many faults of each kind a run injected, for the report and the "it tested
+/// something" assertions, and when each lasted.
+#[derive(Debug, Default, Clone)]
+pub struct FaultLog(
+    pub BTreeMap<&'static str, usize>,
+    pub Vec<(&'static str, time::OffsetDateTime, time::OffsetDateTime)>,
+);
+
+impl FaultLog {
+    pub fn add(&mut self, kind: &'static str) {
+        *self.0.entry(kind).or_default() += 1;
+    }
+
+    /// A fault that lasted from `start` until now.
+    pub fn window(&mut self, kind: &'static str, start: time::OffsetDateTime) {
+        self.add(kind);
+        self.1.push((kind, start, time::OffsetDateTime::now_utc()));
+    }
+
+    /// The windows and the dead letters on one time line, in seconds from `origin`:
+    /// `kind +start..+end` and `dead letters at +second ×count`.
+    pub fn timeline(&self, origin: time::OffsetDateTime, letters: &[DeadLetter]) -> String {
+        let seconds = |at: time::OffsetDateTime| (at - origin).as_seconds_f64();
+        let mut lines: Vec<(f64, String)> = self
+            .1
+            .iter()
+            .map(|(kind, start, end)| {
+                (
+                    seconds(*start),
+                    format!("{:7.1}..{:7.1} s  {kind}", seconds(*start), seconds(*end)),
+                )
+            })
+            .collect();
+        let mut per_second: BTreeMap<i64, BTreeMap<String, usize>> = BTreeMap::new();
+        for letter in letters {
+            if let Some(at) = letter.at {
+                *per_second
+                    .entry(seconds(at).floor() as i64)
+                    .or_default()
+                    .entry(reason_class(&letter.reason))
+                    .or_default() += 1;
+            }
+        }
+        for (second, classes) in per_second {
+            lines.push((
+                second as f64,
+                format!("{second:7}         s  dead letters {classes:?}"),
+            ));
+        }
+        lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+        lines
+            .into_iter()
+            .map(|(_, line)| line)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Which fault window each dead letter fell in (or up to `slack` after): counts by
+    /// `"<class> during <fault kind>"`, or `"<class> outside any fault window"`.
+    pub fn attribute(
+        &self,
+        letters: &[DeadLetter],
+        slack: std::time::Duration,
+    ) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for letter in letters {
+            let class = reason_class(&letter.reason);
+            // Inside a window first; else the latest window that ended within `slack`.
+            let during = letter.at.and_then(|at| {
+                self.1
+                    .iter()
+                    .find(|(_, start, end)| *start <= at && at <= *end)
+                    .or_else(|| {
+                        self.1
+                            .iter()
+                            .filter(|(_, start, end)| *start <= at && at <= *end + slack)
+                            .max_by_key(|(_, _, end)| *end)
+                    })
+                    .map(|(kind, _, _)| *kind)
+            });
+            let label = match during {
+                Some(kind) => format!("{class} during {kind}"),
+                None => format!("{class} outside any fault window"),
+            };
+            *counts.entry(label).or_default() += 1;
+        }
+        counts
+    }
+
+    pub fn count(&self, kind: &str) -> usize {
+        self.0.get(kind).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(n: usize, git_ref: &str, order: usize) -> AckedPush {
+        AckedPush {
+            n,
+            git_ref: git_ref.into(),
+            after: format!("{n:040x}"),
+            order,
+            key: format!("key{n}"),
+        }
+    }
+
+    fn delivery(cluster: &str, git_ref: &str, n: usize) -> Delivery {
+        Delivery {
+            cluster: cluster.into(),
+            git_ref: git_ref.into(),
+            after: format!("{n:040x}"),
+        }
+    }
+
+    #[test]
+    fn books_count_own_coalesced_dead_and_lost_pairs() {
+        let pushes = [
+            push(0, "refs/heads/b", 0),
+            push(1, "refs/heads/b", 1),
+            push(2, "refs/tags/v2", 0),
+            push(3, "refs/tags/v3", 0),
+        ];
+        let clusters = ["a".to_string(), "z".to_string()];
+        let deliveries = [
+            delivery("a", "refs/heads/b", 1),
+            delivery("a", "refs/heads/b", 1),
+            delivery("a", "refs/tags/v2", 2),
+            delivery("z", "refs/heads/b", 0),
+            delivery("z", "refs/tags/v3", 3),
+            delivery("z", "refs/tags/v9", 9),
+        ];
+        let dead = [DeadLetter {
+            cluster: "z".into(),
+            key: "key2".into(),
+            reason: "apiserver refused: 403 Forbidden".into(),
+            at: None,
+        }];
+        let books = Books::reconcile(&pushes, &clusters, &deliveries, &dead, reason_class);
+        assert_eq!(books.pairs, 8);
+        // a: 1 own (twice), 0 coalesced under 1, 2 own; 3 lost. z: 0 own, 1 lost, 2 dead, 3 own.
+        assert_eq!(books.delivered, 4, "{books}");
+        assert_eq!(books.coalesced, 1, "{books}");
+        assert_eq!(books.duplicates, 1, "{books}");
+        assert_eq!(books.dead_lettered.get("rbac"), Some(&1), "{books}");
+        assert_eq!(books.lost, 2, "{books}");
+        assert_eq!(books.unknown_deliveries, 1, "{books}");
+    }
+
+    #[test]
+    fn an_earlier_push_does_not_cover_a_later_one() {
+        let pushes = [push(0, "refs/heads/b", 0), push(1, "refs/heads/b", 1)];
+        let books = Books::reconcile(
+            &pushes,
+            &["a".to_string()],
+            &[delivery("a", "refs/heads/b", 0)],
+            &[],
+            reason_class,
+        );
+        assert_eq!((books.delivered, books.coalesced, books.lost), (1, 0, 1));
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_stream() {
+        let (mut one, mut two) = (Rng::new(42), Rng::new(42));
+        for _ in 0..100 {
+            assert_eq!(one.below(1000), two.below(1000));
+        }
+        assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
+    }
+}
