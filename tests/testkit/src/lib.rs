@@ -6,6 +6,7 @@
 // A harness fails loudly: a panic with a message is how a test says what is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod decoy;
 pub mod fixtures;
 pub mod iam_authn;
 pub mod kube_env;
