@@ -137,13 +137,18 @@ pub struct Serve {
 impl Serve {
     /// Starts the binary and waits (up to 30 s) for its "listening" log line.
     pub async fn start(config: &Path, extra_args: &[&str]) -> Serve {
+        Self::start_with_log_filter(config, extra_args, "info").await
+    }
+
+    /// [`Serve::start`] with another `RUST_LOG` filter (e.g. `debug`).
+    pub async fn start_with_log_filter(config: &Path, extra_args: &[&str], filter: &str) -> Serve {
         let mut child = Command::new(fluxrelay_binary())
             .arg("serve")
             .arg("--config")
             .arg(config)
             .args(["--log-format", "json"])
             .args(extra_args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
