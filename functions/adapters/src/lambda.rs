@@ -158,6 +158,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
+use fluxrelay_core::handlers::denials::Denials;
 use fluxrelay_core::handlers::dispatch::handle_dispatch;
 use fluxrelay_core::handlers::retry::RetryPolicy;
 use fluxrelay_core::handlers::route::handle_route;
@@ -324,6 +325,8 @@ pub struct DispatchFunction<C> {
     pub queue: SqsQueue,
     pub dead_letter_queue_url: String,
     pub policy: RetryPolicy,
+    /// Which clusters have been denying, and since when (kept while the container is warm).
+    pub denials: Denials,
 }
 
 impl<C: FluxDiscovery + TriggerSender + Annotator> DispatchFunction<C> {
@@ -344,6 +347,7 @@ impl<C: FluxDiscovery + TriggerSender + Annotator> DispatchFunction<C> {
             ),
             dead_letter_queue_url: required_env("DISPATCH_DLQ_URL")?,
             policy,
+            denials: Denials::default(),
         })
     }
 
@@ -353,6 +357,7 @@ impl<C: FluxDiscovery + TriggerSender + Annotator> DispatchFunction<C> {
             &self.registry,
             &self.clusters,
             &self.policy,
+            &self.denials,
             &messages,
             OffsetDateTime::now_utc(),
         )

@@ -413,7 +413,7 @@ fn rbac_and_credential_refusals_are_apiserver_statuses_and_annotate_patches_the_
         assert_eq!(response.status, 403);
         let failure = classify_receiver_response(&response).unwrap_err();
         assert_eq!(failure.responder, Responder::ApiServer);
-        assert_eq!(failure.class, FailureClass::Permanent);
+        assert_eq!(failure.class, FailureClass::Denied);
         assert!(
             failure.reason.contains("services/proxy"),
             "{}",

@@ -202,6 +202,7 @@ async fn dispatch_verdict(clusters: &KubeClusters, entry: &ClusterEntry) -> Verd
         &registry,
         clusters,
         &RetryPolicy::default(),
+        &Default::default(),
         &[message],
         time::OffsetDateTime::now_utc(),
     )

@@ -103,6 +103,7 @@ pub async fn run(
         registry: FileRegistry::new(config.clusters.clone()),
         clusters,
         retry: config.retry,
+        denials: Default::default(),
         dispatch,
         metrics: metrics.clone(),
         route_wake: route_wake.clone(),

@@ -12,6 +12,7 @@ use fluxrelay_adapters::embedded::{
 };
 use fluxrelay_adapters::file_registry::FileRegistry;
 use fluxrelay_adapters::outcome_log;
+use fluxrelay_core::handlers::denials::Denials;
 use fluxrelay_core::handlers::dispatch::{
     DispatchMessage, DispatchOptions, DispatchReport, Verdict, handle_dispatch_with,
 };
@@ -42,6 +43,7 @@ pub struct Workers {
     pub registry: FileRegistry,
     pub clusters: KubeClusters,
     pub retry: RetryPolicy,
+    pub denials: Denials,
     pub dispatch: DispatchOptions,
     pub metrics: Arc<Metrics>,
     pub route_wake: Arc<Notify>,
@@ -151,6 +153,7 @@ impl Workers {
             &self.registry,
             &self.clusters,
             &self.retry,
+            &self.denials,
             self.dispatch,
             &messages,
             OffsetDateTime::now_utc(),

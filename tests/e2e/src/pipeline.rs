@@ -151,6 +151,7 @@ impl Pipeline {
                 base_delay_secs: 1,
                 max_delay_secs: 2,
             },
+            denials: Default::default(),
         };
         Pipeline {
             kube,

@@ -31,7 +31,9 @@ use fluxrelay_adapters::sqs::SqsQueue;
 use fluxrelay_core::handlers::retry::RetryPolicy;
 use fluxrelay_e2e::depth;
 use fluxrelay_e2e::pipeline::{Pipeline, repo_root};
-use fluxrelay_testkit::chaos::{AckedPush, Books, DeadLetter, FaultLog, Rng, Scale, reason_class};
+use fluxrelay_testkit::chaos::{
+    AckedPush, Books, DeadLetter, FaultLog, Rng, Scale, rbac_removal_hold, reason_class,
+};
 use fluxrelay_testkit::chaos_fleet::{self, FleetCluster, PushKind, ROLE};
 use fluxrelay_testkit::fault_proxy::FaultProxy;
 use fluxrelay_testkit::kube_faults::ApiserverControl;
@@ -163,6 +165,7 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
             base_delay_secs: 1,
             max_delay_secs: 2,
         },
+        denials: Default::default(),
     };
     let mut apiserver = ApiserverControl::new(&p.kube);
     let p = Arc::new(p);
@@ -325,7 +328,7 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
                         ROLE,
                     )
                     .await;
-                tokio::time::sleep(rng.millis(500, 2500)).await;
+                tokio::time::sleep(rbac_removal_hold(&mut rng, faults.count("rbac-removed"))).await;
                 p.kube.apply(&rbac_yaml).await;
                 p.kube
                     .apply(&chaos_fleet::rbac_in(&rbac_yaml, &target.namespace))
@@ -429,6 +432,16 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
             "a 403 dead letter must name the missing permission: {letter:?}"
         );
     }
+    // A 403 is dead-lettered only once it has lasted 10 s: never while the apiserver
+    // restarts or a Role is briefly re-created, only inside a long RBAC removal (or in the
+    // seconds after it, while the restored Role propagates).
+    let stray = faults.outside("rbac-removed", &letters, Duration::from_secs(5));
+    assert!(
+        stray.is_empty(),
+        "{} dead letters outside any RBAC removal, e.g. {:?}",
+        stray.len(),
+        stray.first()
+    );
     for kind in [
         "receiver-503",
         "receiver-500",

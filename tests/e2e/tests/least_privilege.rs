@@ -63,6 +63,7 @@ fn fresh_functions(p: &mut Pipeline) {
             base_delay_secs: 1,
             max_delay_secs: 1,
         },
+        denials: Default::default(),
     };
 }
 

@@ -391,6 +391,36 @@ impl FaultLog {
     pub fn count(&self, kind: &str) -> usize {
         self.0.get(kind).copied().unwrap_or(0)
     }
+
+    /// Dead letters that fall outside every `kind` window (or `slack` after one).
+    pub fn outside<'l>(
+        &self,
+        kind: &str,
+        letters: &'l [DeadLetter],
+        slack: std::time::Duration,
+    ) -> Vec<&'l DeadLetter> {
+        letters
+            .iter()
+            .filter(|letter| {
+                !letter.at.is_some_and(|at| {
+                    self.1
+                        .iter()
+                        .any(|(k, start, end)| *k == kind && *start <= at && at <= *end + slack)
+                })
+            })
+            .collect()
+    }
+}
+
+/// How long a Role stays removed: the first removal, and one in four after it, outlasts
+/// dispatch's 10 s denial confirmation (so dead-lettering a real denial is exercised); the
+/// others are brief (a Role re-created by GitOps), which must dead-letter nothing.
+pub fn rbac_removal_hold(rng: &mut Rng, removals_so_far: usize) -> Duration {
+    if removals_so_far == 0 || rng.below(4) == 0 {
+        rng.millis(12_000, 16_000)
+    } else {
+        rng.millis(500, 2_500)
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use futures_util::future::join_all;
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
+use super::denials::{DENIAL_CONFIRM_AFTER, DENIAL_RETRY_MIN_SECS, Denials};
 use super::plan::{
     ClusterView, PushPlan, ReceiverCall, Target, configuration_failure, plan_push, receiver_call,
 };
@@ -98,6 +99,7 @@ pub async fn handle_dispatch<C>(
     registry: &impl ClusterRegistry,
     cluster_api: &C,
     policy: &RetryPolicy,
+    denials: &Denials,
     messages: &[DispatchMessage],
     now: OffsetDateTime,
 ) -> DispatchReport
@@ -108,6 +110,7 @@ where
         registry,
         cluster_api,
         policy,
+        denials,
         DispatchOptions::default(),
         messages,
         now,
@@ -120,6 +123,7 @@ pub async fn handle_dispatch_with<C>(
     registry: &impl ClusterRegistry,
     cluster_api: &C,
     policy: &RetryPolicy,
+    denials: &Denials,
     options: DispatchOptions,
     messages: &[DispatchMessage],
     now: OffsetDateTime,
@@ -147,7 +151,12 @@ where
         }
     }
     let clusters = by_cluster.into_iter().map(|(name, group)| {
-        handle_cluster(registry, cluster_api, policy, options, name, group, now)
+        let rules = Rules {
+            policy,
+            denials,
+            options,
+        };
+        handle_cluster(registry, cluster_api, rules, name, group, now)
     });
     for (messages, targets) in join_all(clusters).await {
         report.messages.extend(messages);
@@ -156,12 +165,19 @@ where
     report
 }
 
+/// What decides the calls and verdicts of a batch.
+#[derive(Clone, Copy)]
+struct Rules<'a> {
+    policy: &'a RetryPolicy,
+    denials: &'a Denials,
+    options: DispatchOptions,
+}
+
 /// All messages of one cluster (one FIFO group), in order.
 async fn handle_cluster<C>(
     registry: &impl ClusterRegistry,
     cluster_api: &C,
-    policy: &RetryPolicy,
-    options: DispatchOptions,
+    rules: Rules<'_>,
     name: String,
     group: Vec<(&DispatchMessage, Dispatch)>,
     now: OffsetDateTime,
@@ -169,6 +185,11 @@ async fn handle_cluster<C>(
 where
     C: FluxDiscovery + TriggerSender + Annotator,
 {
+    let Rules {
+        policy,
+        denials,
+        options,
+    } = rules;
     let mut lookup = registry.cluster(&name).await;
     if matches!(lookup, Ok(None)) {
         // A cluster added a moment ago may not be in this container's cache yet.
@@ -182,7 +203,7 @@ where
                 FailureClass::Permanent,
                 format!("cluster {name} is not in the registry"),
             );
-            return (fail_all(policy, group, &failure), Vec::new());
+            return (fail_all(policy, group, &failure, None), Vec::new());
         }
         Err(error) => {
             let class = match error {
@@ -194,6 +215,7 @@ where
                     policy,
                     group,
                     &configuration_failure(class, error.to_string()),
+                    None,
                 ),
                 Vec::new(),
             );
@@ -205,7 +227,8 @@ where
             if failure.credentials_rejected {
                 registry.invalidate(&name);
             }
-            return (fail_all(policy, group, &failure), Vec::new());
+            let denied_for = denials.observe(&name, failure.class == FailureClass::Denied, now);
+            return (fail_all(policy, group, &failure, denied_for), Vec::new());
         }
     };
 
@@ -240,6 +263,10 @@ where
     {
         registry.invalidate(&name);
     }
+    let denied = results
+        .values()
+        .any(|r| r.as_ref().is_err_and(|f| f.class == FailureClass::Denied));
+    let denied_for = denials.observe(&name, denied, now);
 
     let targets = wanted
         .iter()
@@ -268,7 +295,7 @@ where
                 delay_secs: *delay_secs,
                 reason: format!("held behind message {blocker} of the same cluster to keep order"),
             },
-            None => verdict(policy, message, &plan, &failures),
+            None => verdict(policy, message, &plan, &failures, denied_for),
         };
         if let (None, Verdict::Retry { delay_secs, .. }) = (&blocked_by, &verdict) {
             blocked_by = Some((message.id.clone(), *delay_secs));
@@ -283,11 +310,14 @@ where
     (outcomes, targets)
 }
 
+/// `denied_for`: how long the cluster has been answering 403 without a break, when it did
+/// this round ([`Denials`]).
 fn verdict(
     policy: &RetryPolicy,
     message: &DispatchMessage,
     plan: &PushPlan,
     failures: &[TriggerFailure],
+    denied_for: Option<Duration>,
 ) -> Verdict {
     if failures.is_empty() {
         return if plan.targets.is_empty() {
@@ -307,14 +337,26 @@ fn verdict(
     let retryable = failures
         .iter()
         .any(|f| f.class == FailureClass::Retryable || f.credentials_rejected);
-    if retryable && !policy.exhausted(message.receive_count) {
+    let denied = failures.iter().any(|f| f.class == FailureClass::Denied);
+    let unconfirmed_denial = denied && denied_for.is_none_or(|d| d < DENIAL_CONFIRM_AFTER);
+    if (retryable || unconfirmed_denial) && !policy.exhausted(message.receive_count) {
+        let delay_secs = policy.delay_secs(message.receive_count, &message.id);
         return Verdict::Retry {
-            delay_secs: policy.delay_secs(message.receive_count, &message.id),
+            delay_secs: if unconfirmed_denial {
+                delay_secs.max(DENIAL_RETRY_MIN_SECS)
+            } else {
+                delay_secs
+            },
             reason,
         };
     }
     let reason = if retryable {
         format!("gave up after {} attempts: {reason}", message.receive_count)
+    } else if denied {
+        format!(
+            "{reason} (denied without a break for {} s)",
+            denied_for.unwrap_or_default().whole_seconds()
+        )
     } else {
         reason
     };
@@ -328,6 +370,7 @@ fn fail_all(
     policy: &RetryPolicy,
     group: Vec<(&DispatchMessage, Dispatch)>,
     failure: &TriggerFailure,
+    denied_for: Option<Duration>,
 ) -> Vec<MessageOutcome> {
     let plan = PushPlan::default();
     let mut blocked_by: Option<(String, u32)> = None;
@@ -342,7 +385,13 @@ fn fail_all(
                         failure.reason
                     ),
                 },
-                None => verdict(policy, message, &plan, std::slice::from_ref(failure)),
+                None => verdict(
+                    policy,
+                    message,
+                    &plan,
+                    std::slice::from_ref(failure),
+                    denied_for,
+                ),
             };
             if let (None, Verdict::Retry { delay_secs, .. }) = (&blocked_by, &verdict) {
                 blocked_by = Some((message.id.clone(), *delay_secs));

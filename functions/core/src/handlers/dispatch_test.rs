@@ -1,5 +1,5 @@
 use serde_json::{Value, json};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use super::*;
 use crate::handlers::plan::tests::{entry, receiver, repository};
@@ -7,7 +7,7 @@ use crate::handlers::route::{IntakeMessage, RouteVerdict, handle_route};
 use crate::matching::select::webhook_path;
 use crate::push::tests::sample_push;
 use crate::testing::{FakeCluster, MemoryQueue, StaticRegistry, api_status, status};
-use crate::trigger::classify::{Responder, TransportErrorKind, transport_failure};
+use crate::trigger::classify::{Responder, TransportErrorKind, TriggerResponse, transport_failure};
 
 const PROXY: &str = "/api/v1/namespaces/flux-system/services/http:webhook-receiver:80/proxy";
 
@@ -70,7 +70,15 @@ async fn run(
     cluster: &FakeCluster,
     messages: &[DispatchMessage],
 ) -> DispatchReport {
-    handle_dispatch(registry, cluster, &RetryPolicy::default(), messages, now()).await
+    handle_dispatch(
+        registry,
+        cluster,
+        &RetryPolicy::default(),
+        &Denials::default(),
+        messages,
+        now(),
+    )
+    .await
 }
 
 fn verdicts(report: &DispatchReport) -> Vec<(&str, &Verdict)> {
@@ -225,7 +233,8 @@ async fn receiver_answers_decide_retry_or_dead_letter() {
                 "services \"http:webhook-receiver:80\" is forbidden: User \"flux-dispatcher\" cannot create resource \"services/proxy\" in API group \"\" in the namespace \"flux-system\"",
             )),
             1,
-            "cannot create resource \"services/proxy\"",
+            // Only a denial that persists is permanent (see the denial tests below).
+            "retry",
         ),
         (
             "a wrong CA is permanent",
@@ -542,8 +551,8 @@ async fn cluster_level_problems_fail_only_that_clusters_messages() {
             TriggerFailure {
                 class: FailureClass::Permanent,
                 responder: Responder::ApiServer,
-                status: Some(403),
-                reason: "cannot list resource \"gitrepositories\"".into(),
+                status: Some(404),
+                reason: "the server could not find the requested resource (gitrepositories)".into(),
                 credentials_rejected: false,
             },
             false,
@@ -651,8 +660,8 @@ async fn annotate_mode_patches_the_git_repository() {
         &[message("m2", "prod", sample_push(), 1)],
     )
     .await;
-    let Verdict::DeadLetter { reason, .. } = &report.messages[0].verdict else {
-        panic!("{report:?}")
+    let Verdict::Retry { reason, .. } = &report.messages[0].verdict else {
+        panic!("a first denial is retried: {report:?}")
     };
     assert!(reason.contains("cannot patch resource"), "{reason}");
 }
@@ -799,6 +808,7 @@ async fn coalescing_decides_how_many_calls_a_burst_makes() {
             &registry,
             &cluster,
             &RetryPolicy::default(),
+            &Denials::default(),
             DispatchOptions { coalesce },
             &messages,
             now(),
@@ -859,10 +869,144 @@ async fn without_coalescing_a_failing_push_still_holds_back_the_later_ones() {
         &registry,
         &cluster,
         &RetryPolicy::default(),
+        &Denials::default(),
         DispatchOptions { coalesce: false },
         &messages,
         now(),
     )
     .await;
     assert_eq!(report.failed_ids().len(), 2, "{:?}", verdicts(&report));
+}
+
+fn services_proxy_denied() -> Result<TriggerResponse, TriggerFailure> {
+    Ok(api_status(
+        403,
+        "services \"http:webhook-receiver:80\" is forbidden: User \"flux-dispatcher\" cannot create resource \"services/proxy\" in API group \"\" in the namespace \"flux-system\"",
+    ))
+}
+
+async fn dispatch_at(
+    registry: &StaticRegistry,
+    cluster: &FakeCluster,
+    denials: &Denials,
+    receive_count: u32,
+    secs: i64,
+) -> Verdict {
+    let report = handle_dispatch(
+        registry,
+        cluster,
+        &RetryPolicy::default(),
+        denials,
+        &[message("m1", "prod", sample_push(), receive_count)],
+        now() + Duration::seconds(secs),
+    )
+    .await;
+    report.messages[0].verdict.clone()
+}
+
+#[tokio::test]
+async fn a_denial_is_dead_lettered_only_once_it_has_lasted_ten_seconds() {
+    let (registry, cluster) = setup();
+    let denials = Denials::default();
+    let target = hook("tok", "r");
+    // (receive count, seconds since the first denial, answer, expected)
+    #[rustfmt::skip]
+    let script = [
+        (1, 0, services_proxy_denied(), "retry"),
+        (2, 6, services_proxy_denied(), "retry"),
+        (3, 11, services_proxy_denied(), "dead"),
+    ];
+    for (receive_count, secs, answer, expected) in script {
+        cluster.answer(&target, vec![answer]);
+        let verdict = dispatch_at(&registry, &cluster, &denials, receive_count, secs).await;
+        match (expected, &verdict) {
+            ("retry", Verdict::Retry { delay_secs, reason }) => {
+                assert!(*delay_secs >= DENIAL_RETRY_MIN_SECS, "{verdict:?}");
+                assert!(reason.contains("services/proxy"), "{reason}");
+            }
+            ("dead", Verdict::DeadLetter { reason, status }) => {
+                assert_eq!(*status, Some(403));
+                assert!(reason.contains("services/proxy"), "{reason}");
+                assert!(
+                    reason.ends_with("(denied without a break for 11 s)"),
+                    "{reason}"
+                );
+                assert!(!reason.contains("gave up"), "{reason}");
+            }
+            _ => panic!("at {secs} s expected {expected}, got {verdict:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_apiserver_that_denies_while_restarting_is_retried_not_dead_lettered() {
+    let (registry, cluster) = setup();
+    let denials = Denials::default();
+    let target = hook("tok", "r");
+    // The apiserver was down for the first receives (count climbs), then denies valid
+    // credentials for a few seconds before its RBAC caches sync, then accepts.
+    cluster.answer(
+        &target,
+        vec![
+            Err(transport_failure(
+                TransportErrorKind::Connect,
+                "connection refused",
+            )),
+            services_proxy_denied(),
+            services_proxy_denied(),
+            Ok(status(202)),
+        ],
+    );
+    let mut verdicts = Vec::new();
+    for (receive_count, secs) in [(4, 0), (5, 2), (6, 7), (7, 13)] {
+        verdicts.push(dispatch_at(&registry, &cluster, &denials, receive_count, secs).await);
+    }
+    assert!(
+        verdicts[..3]
+            .iter()
+            .all(|v| matches!(v, Verdict::Retry { .. })),
+        "{verdicts:?}"
+    );
+    assert!(
+        matches!(verdicts[3], Verdict::Delivered { .. }),
+        "{verdicts:?}"
+    );
+
+    // A success ends the streak: a later denial starts counting from zero.
+    cluster.answer(&target, vec![services_proxy_denied()]);
+    let verdict = dispatch_at(&registry, &cluster, &denials, 1, 60).await;
+    assert!(matches!(verdict, Verdict::Retry { .. }), "{verdict:?}");
+}
+
+#[tokio::test]
+async fn a_denial_still_there_when_attempts_run_out_is_dead_lettered_as_a_denial() {
+    let (registry, cluster) = setup();
+    cluster.answer(&hook("tok", "r"), vec![services_proxy_denied()]);
+    let verdict = dispatch_at(&registry, &cluster, &Denials::default(), 8, 0).await;
+    let Verdict::DeadLetter { reason, status } = &verdict else {
+        panic!("{verdict:?}")
+    };
+    assert_eq!(*status, Some(403));
+    assert!(reason.contains("services/proxy"), "{reason}");
+    assert!(!reason.contains("gave up"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_denied_list_call_counts_as_a_denial_too() {
+    let (registry, cluster) = setup();
+    let denials = Denials::default();
+    *cluster.list_failure.lock().unwrap() = Some(TriggerFailure {
+        class: FailureClass::Denied,
+        responder: Responder::ApiServer,
+        status: Some(403),
+        reason: "cannot list resource \"gitrepositories\"".into(),
+        credentials_rejected: false,
+    });
+    let first = dispatch_at(&registry, &cluster, &denials, 1, 0).await;
+    assert!(matches!(first, Verdict::Retry { .. }), "{first:?}");
+    let later = dispatch_at(&registry, &cluster, &denials, 2, 10).await;
+    let Verdict::DeadLetter { reason, .. } = &later else {
+        panic!("{later:?}")
+    };
+    assert!(reason.contains("gitrepositories"), "{reason}");
 }

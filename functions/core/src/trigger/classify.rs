@@ -43,6 +43,10 @@ pub enum FailureClass {
     /// Receiver 404: re-discover the Receiver (token rotation changes the path) once, then
     /// Permanent.
     Rediscover,
+    /// apiserver 403: Permanent only when it persists. A missing RBAC permission does not
+    /// fix itself, but a restarting apiserver denies valid credentials until its
+    /// authorizer's caches have synced (RELIABILITY.md, finding 5).
+    Denied,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -199,10 +203,10 @@ fn apiserver_failure(
     bad_request: &str,
     server_error: &str,
 ) -> TriggerFailure {
-    use FailureClass::{Permanent, Retryable};
+    use FailureClass::{Denied, Permanent, Retryable};
     let (class, explanation) = match status {
         401 => (Permanent, "the cluster credentials were rejected"),
-        403 => (Permanent, "the cluster credentials lack an RBAC permission"),
+        403 => (Denied, "the cluster credentials lack an RBAC permission"),
         404 => (Permanent, not_found),
         400 => (Permanent, bad_request),
         409 => (Retryable, "conflict with a concurrent change"),

@@ -1,5 +1,5 @@
 use super::*;
-use FailureClass::{Permanent, Rediscover, Retryable};
+use FailureClass::{Denied, Permanent, Rediscover, Retryable};
 use Responder::{ApiServer, Receiver};
 
 const JSON: Option<&str> = Some("application/json");
@@ -57,7 +57,7 @@ const fn case(
 const RECEIVER_CASES: &[Case] = &[
     // The apiserver's own answers through the proxy.
     case(401, JSON, STATUS_401, Permanent, ApiServer, true, "apiserver refused the proxied Receiver request (401 Unauthorized): the cluster credentials were rejected: Unauthorized"),
-    case(403, JSON, STATUS_403, Permanent, ApiServer, false, r#"apiserver refused the proxied Receiver request (403 Forbidden): the cluster credentials lack an RBAC permission: services "http:webhook-receiver:80" is forbidden: User "nobody" cannot create resource "services/proxy" in API group "" in the namespace "flux-system""#),
+    case(403, JSON, STATUS_403, Denied, ApiServer, false, r#"apiserver refused the proxied Receiver request (403 Forbidden): the cluster credentials lack an RBAC permission: services "http:webhook-receiver:80" is forbidden: User "nobody" cannot create resource "services/proxy" in API group "" in the namespace "flux-system""#),
     case(404, JSON, STATUS_404, Permanent, ApiServer, false, r#"apiserver refused the proxied Receiver request (404 Not Found): the receiver Service or namespace does not exist (check the receiver endpoint): services "nope" not found"#),
     case(400, JSON, STATUS_400, Permanent, ApiServer, false, r#"(400 Bad Request): invalid service proxy request (check the receiver endpoint): invalid service request "a:b:c:d""#),
     case(409, JSON, STATUS_409, Retryable, ApiServer, false, "apiserver refused the proxied Receiver request (409 Conflict)"),
@@ -167,7 +167,7 @@ fn classifies_apiserver_calls_naming_the_action() {
     #[rustfmt::skip]
     let cases = [
         (401, JSON, STATUS_401, Permanent, true, "apiserver refused the request to patch GitRepository flux-system/podinfo (401 Unauthorized): the cluster credentials were rejected: Unauthorized"),
-        (403, JSON, r#"{"kind":"Status","message":"gitrepositories.source.toolkit.fluxcd.io \"podinfo\" is forbidden: User \"flux-dispatcher\" cannot patch resource \"gitrepositories\" in API group \"source.toolkit.fluxcd.io\" in the namespace \"flux-system\"","reason":"Forbidden","code":403}"#, Permanent, false, r#"(403 Forbidden): the cluster credentials lack an RBAC permission: gitrepositories.source.toolkit.fluxcd.io "podinfo" is forbidden: User "flux-dispatcher" cannot patch resource "gitrepositories""#),
+        (403, JSON, r#"{"kind":"Status","message":"gitrepositories.source.toolkit.fluxcd.io \"podinfo\" is forbidden: User \"flux-dispatcher\" cannot patch resource \"gitrepositories\" in API group \"source.toolkit.fluxcd.io\" in the namespace \"flux-system\"","reason":"Forbidden","code":403}"#, Denied, false, r#"(403 Forbidden): the cluster credentials lack an RBAC permission: gitrepositories.source.toolkit.fluxcd.io "podinfo" is forbidden: User "flux-dispatcher" cannot patch resource "gitrepositories""#),
         (404, JSON, r#"{"kind":"Status","message":"gitrepositories.source.toolkit.fluxcd.io \"podinfo\" not found","reason":"NotFound","code":404}"#, Permanent, false, r#"apiserver refused the request to patch GitRepository flux-system/podinfo (404 Not Found): not found (the object, namespace or API does not exist): gitrepositories.source.toolkit.fluxcd.io "podinfo" not found"#),
         (404, Some("text/plain"), "404 page not found", Permanent, false, "apiserver refused the request to patch GitRepository flux-system/podinfo (404 Not Found): not found"),
         (409, JSON, STATUS_409, Retryable, false, "(409 Conflict): conflict with a concurrent change: Operation cannot be fulfilled"),
