@@ -27,7 +27,6 @@ use fluxrelay_core::trigger::classify::{
 use fluxrelay_core::trigger::request::{MERGE_PATCH_CONTENT_TYPE, RequestTarget, TriggerRequest};
 use http::header::CONTENT_TYPE;
 use http_body_util::BodyExt as _;
-use kube::api::{Api, DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
@@ -37,6 +36,8 @@ use crate::eks::{EksTokenError, EksTokens, TokenLifetime};
 
 /// The most of a response body kept: enough for any `Status`, never a whole page.
 const MAX_BODY_BYTES: usize = 8 * 1024;
+/// A GitRepository or Receiver list, read whole (thousands of objects fit).
+const MAX_LIST_BYTES: usize = 16 * 1024 * 1024;
 /// The context name of the in-memory kubeconfig built from token or certificate entries.
 const CONTEXT: &str = "fluxrelay";
 
@@ -306,27 +307,60 @@ impl KubeClusters {
         {
             return Ok(cached.items.clone());
         }
-        let client = self.client(entry).await?;
-        let api: Api<DynamicObject> = Api::namespaced_with(client, namespace, &kind.resource());
         let action = format!("list {} in {namespace}", kind.plural());
-        let list = api.list(&ListParams::default()).await.map_err(|error| {
-            let failure = kube_failure(&error, &action);
+        // Namespaces are DNS labels (the registry validates them); anything else must not
+        // reach a request path.
+        if namespace.is_empty()
+            || !namespace
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(configuration_failure(format!(
+                "{action}: not a namespace name"
+            )));
+        }
+        // A plain GET whose status is classified like every other apiserver answer: a 3xx
+        // is a redirect not followed, not a list that failed to parse.
+        let resource = kind.resource();
+        let path = format!(
+            "/apis/{}/{}/namespaces/{namespace}/{}",
+            resource.group, resource.version, resource.plural
+        );
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let response = self
+            .request_apiserver(
+                entry,
+                http::Method::GET,
+                &path,
+                &headers,
+                &[],
+                MAX_LIST_BYTES,
+            )
+            .await?;
+        classify_apiserver_response(&response, &action).inspect_err(|failure| {
             if failure.credentials_rejected {
                 self.forget_client(entry);
             }
-            failure
         })?;
-        let items = list
-            .items
-            .iter()
-            .map(serde_json::to_value)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| {
-                transport_failure(
-                    TransportErrorKind::Other,
-                    &format!("{action}: the list could not be read as JSON"),
-                )
-            })?;
+        let unreadable =
+            |why: &str| transport_failure(TransportErrorKind::Other, &format!("{action}: {why}"));
+        if response.body.len() >= MAX_LIST_BYTES {
+            return Err(unreadable(
+                "the list is larger than fluxrelay reads (16 MiB)",
+            ));
+        }
+        let items = match serde_json::from_slice::<Value>(&response.body) {
+            Ok(Value::Object(mut list)) => match list.remove("items") {
+                Some(Value::Array(items)) => items,
+                Some(Value::Null) | None => Vec::new(),
+                Some(_) => return Err(unreadable("the list's items are not an array")),
+            },
+            _ => return Err(unreadable("the answer is not a JSON list")),
+        };
         self.lists
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -349,6 +383,20 @@ impl KubeClusters {
         headers: &http::HeaderMap,
         body: &[u8],
     ) -> Result<TriggerResponse, TriggerFailure> {
+        self.request_apiserver(entry, method, path, headers, body, MAX_BODY_BYTES)
+            .await
+    }
+
+    /// One request to the entry's own apiserver; at most `limit` bytes of the answer.
+    async fn request_apiserver(
+        &self,
+        entry: &ClusterEntry,
+        method: http::Method,
+        path: &str,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        limit: usize,
+    ) -> Result<TriggerResponse, TriggerFailure> {
         // A relative path only: kube joins it to the entry's server, so the request cannot
         // leave for another host.
         if !path.starts_with('/') || path.starts_with("//") {
@@ -369,7 +417,7 @@ impl KubeClusters {
             .map_err(|error| transport_failure(transport_kind(&error), &error_chain(&error)))?;
         let status = response.status().as_u16();
         let content_type = content_type(response.headers());
-        let body = read_limited(response.into_body()).await;
+        let body = read_limited(response.into_body(), limit).await;
         let response = TriggerResponse {
             status,
             content_type,
@@ -516,10 +564,10 @@ fn content_type(headers: &http::HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// At most [`MAX_BODY_BYTES`]; the rest is never read.
-async fn read_limited(mut body: kube::client::Body) -> Vec<u8> {
+/// At most `limit` bytes; the rest is never read.
+async fn read_limited(mut body: kube::client::Body, limit: usize) -> Vec<u8> {
     let mut out = Vec::new();
-    while out.len() < MAX_BODY_BYTES {
+    while out.len() < limit {
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
@@ -529,7 +577,7 @@ async fn read_limited(mut body: kube::client::Body) -> Vec<u8> {
             Some(Err(_)) | None => break,
         }
     }
-    out.truncate(MAX_BODY_BYTES);
+    out.truncate(limit);
     out
 }
 
@@ -707,33 +755,6 @@ fn same_server(candidate: &str, server: &url::Url) -> bool {
             && candidate.port_or_known_default() == server.port_or_known_default()
             && candidate.path().trim_end_matches('/') == server.path().trim_end_matches('/')
     })
-}
-
-/// A failed kube call: an apiserver `Status` is classified as the apiserver's answer,
-/// anything else as transport.
-fn kube_failure(error: &kube::Error, action: &str) -> TriggerFailure {
-    if let kube::Error::Api(status) = error {
-        let body = json!({
-            "kind": "Status",
-            "code": status.code,
-            "reason": status.reason,
-            "message": status.message,
-        });
-        let response = TriggerResponse {
-            status: status.code,
-            content_type: Some("application/json".into()),
-            body: serde_json::to_vec(&body).unwrap_or_default(),
-        };
-        return match classify_apiserver_response(&response, action) {
-            Err(failure) => failure,
-            // A Status error with a success code: the outcome is unknown.
-            Ok(()) => transport_failure(
-                TransportErrorKind::Other,
-                &format!("{action}: unexpected answer {}", status.code),
-            ),
-        };
-    }
-    transport_failure(transport_kind(error), &error_chain(error))
 }
 
 /// What went wrong below HTTP, from the error and its sources. Only a certificate problem

@@ -24,8 +24,11 @@ use tokio::sync::{Notify, watch};
 
 use crate::metrics::Metrics;
 
-/// As many messages as one SQS receive returns, so both paths batch alike.
-const BATCH: usize = 10;
+/// SQS hands a Lambda at most 10 messages; the embedded queue has no such limit, and a
+/// bigger batch costs fewer transactions and lets dispatch coalesce a whole backlog of one
+/// cluster's pushes into one call per Receiver (the handlers take batches of any size).
+const INTAKE_BATCH: usize = 100;
+const DISPATCH_BATCH: usize = 1000;
 /// Longer than one route of a batch takes (it only reads the registry and enqueues).
 const INTAKE_VISIBILITY: Duration = Duration::from_secs(60);
 /// Longer than a dispatch batch can take: each kube call is bounded by its connect and
@@ -54,7 +57,7 @@ impl Workers {
     /// Route one batch; `Ok(n)` is how many messages it received.
     pub async fn route_once(&self) -> Result<usize, QueueError> {
         let received = blocking(&self.queue, |queue| {
-            queue.receive(INTAKE_QUEUE, BATCH, INTAKE_VISIBILITY)
+            queue.receive(INTAKE_QUEUE, INTAKE_BATCH, INTAKE_VISIBILITY)
         })
         .await?;
         if received.is_empty() {
@@ -131,13 +134,13 @@ impl Workers {
     /// Dispatch one batch; `Ok(n)` is how many messages it received.
     pub async fn dispatch_once(&self) -> Result<usize, QueueError> {
         let received = blocking(&self.queue, |queue| {
-            queue.receive(DISPATCH_QUEUE, BATCH, DISPATCH_VISIBILITY)
+            queue.receive(DISPATCH_QUEUE, DISPATCH_BATCH, DISPATCH_VISIBILITY)
         })
         .await?;
         if received.is_empty() {
             return Ok(0);
         }
-        if received.len() == BATCH {
+        if received.len() == DISPATCH_BATCH {
             // There may be more: let an idle worker take the next batch meanwhile.
             self.dispatch_wake.notify_one();
         }

@@ -596,11 +596,7 @@ async fn credentials_reach_only_the_entry_server_and_no_redirect_is_followed() {
     let expected = [
         ("absolute-redirect", "redirect not followed"),
         ("proxy-redirect", "redirect not followed"),
-        // Not followed, but not recognised as a redirect either: kube's list reads the 302
-        // body as a list, so the failure is a retried transport error ("Error deserializing
-        // response") and is dead-lettered only after the attempts run out. Reported in
-        // RELIABILITY.md; what is pinned here is that nothing went elsewhere.
-        ("apiserver-redirects-lists", "gave up after"),
+        ("apiserver-redirects-lists", "redirect not followed"),
         ("apiserver-redirects-proxy", "redirect not followed"),
         ("apiserver-redirects-patch", "redirect not followed"),
         (

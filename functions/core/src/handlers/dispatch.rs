@@ -338,7 +338,11 @@ fn verdict(
         .iter()
         .any(|f| f.class == FailureClass::Retryable || f.credentials_rejected);
     let denied = failures.iter().any(|f| f.class == FailureClass::Denied);
-    let unconfirmed_denial = denied && denied_for.is_none_or(|d| d < DENIAL_CONFIRM_AFTER);
+    // Confirmed: the cluster has denied for 10 s without a break, and this message was
+    // tried before (a push redriven right after the Role was fixed gets a second try while
+    // the apiserver's RBAC cache catches up).
+    let unconfirmed_denial = denied
+        && (denied_for.is_none_or(|d| d < DENIAL_CONFIRM_AFTER) || message.receive_count < 2);
     if (retryable || unconfirmed_denial) && !policy.exhausted(message.receive_count) {
         let delay_secs = policy.delay_secs(message.receive_count, &message.id);
         return Verdict::Retry {

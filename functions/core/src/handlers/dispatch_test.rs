@@ -936,6 +936,11 @@ async fn a_denial_is_dead_lettered_only_once_it_has_lasted_ten_seconds() {
             _ => panic!("at {secs} s expected {expected}, got {verdict:?}"),
         }
     }
+    // A message tried for the first time (a redrive right after the Role was fixed) gets a
+    // second try even while the streak goes on.
+    cluster.answer(&target, vec![services_proxy_denied()]);
+    let verdict = dispatch_at(&registry, &cluster, &denials, 1, 12).await;
+    assert!(matches!(verdict, Verdict::Retry { .. }), "{verdict:?}");
 }
 
 #[tokio::test]
