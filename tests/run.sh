@@ -34,6 +34,7 @@ export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1
 "$FLUXRELAY_CFN_LINT" template.yaml
 "$FLUXRELAY_SAM" validate --lint -t template.yaml
 "$FLUXRELAY_CACHE/venv/bin/python" tests/template/check_template.py template.yaml
+"$FLUXRELAY_CACHE/venv/bin/python" tests/template/test_check_template.py
 
 step "benchmark smoke run (each benchmark once, so none can rot)"
 cargo bench -p fluxrelay-core --locked -- --test

@@ -2,8 +2,13 @@
 """Checks on template.yaml that neither `sam validate --lint` nor `cfn-lint` make.
 
 Usage: ~/.cache/fluxrelay/venv/bin/python tests/template/check_template.py template.yaml
+       ~/.cache/fluxrelay/venv/bin/python tests/template/check_template.py --grants template.yaml
 
 Prints one PASS/FAIL line per check and "N passed, M failed" last; exits 1 on any failure.
+With --grants, prints instead each function's granted IAM actions as one JSON object
+({"IngestFunction": ["secretsmanager:GetSecretValue", "sqs:SendMessage"], ...}), read
+the same way the IAM check reads them (tests/e2e/tests/iam_scope.rs compares it with
+what each function's code calls).
 The template is loaded with cfn-lint's own YAML loader, so !Ref, !Sub, !GetAtt, !If and
 !FindInMap arrive as their long forms ({"Ref": ...}, {"Fn::GetAtt": [...]}, ...).
 See tests/template/README.md for what is checked and why.
@@ -11,6 +16,7 @@ See tests/template/README.md for what is checked and why.
 
 from __future__ import annotations
 
+import json
 import sys
 import tomllib
 from pathlib import Path
@@ -308,6 +314,27 @@ def check_queues(t: Template, c: Checks) -> None:
             f"got {mrc!r}")
 
 
+def function_grants(props: dict) -> tuple[set, list]:
+    """A function's inline `Policies` as (action, normalised resource) pairs it allows, and
+    what in its `Policies` or `Role` cannot be read that way."""
+    grants, problems = set(), []
+    for pol in as_list(props.get("Policies")):
+        if isinstance(pol, str):
+            problems.append(f"managed policy {pol!r}")
+        elif isinstance(pol, dict) and "Statement" in pol:
+            for st in as_list(pol["Statement"]):
+                if st.get("Effect") != "Allow":
+                    continue
+                for a in as_list(st.get("Action")):
+                    for r in as_list(st.get("Resource")):
+                        grants.add((a, norm(r)))
+        else:
+            problems.append(f"policy template {list(pol)[:1]} (its scope cannot be checked here)")
+    if props.get("Role"):
+        problems.append("explicit Role (its policies are not checked here)")
+    return grants, problems
+
+
 def check_iam(t: Template, c: Checks) -> None:
     wild_actions, wild_resources, denies = [], [], []
     for where, st in statements(t.resources, "Resources"):
@@ -326,21 +353,7 @@ def check_iam(t: Template, c: Checks) -> None:
             "; ".join(wild_resources))
 
     for lid, (_res, props) in sorted(t.functions.items()):
-        grants, problems = set(), []
-        for i, pol in enumerate(as_list(props.get("Policies"))):
-            if isinstance(pol, str):
-                problems.append(f"managed policy {pol!r}")
-            elif isinstance(pol, dict) and "Statement" in pol:
-                for j, st in enumerate(as_list(pol["Statement"])):
-                    if st.get("Effect") != "Allow":
-                        continue
-                    for a in as_list(st.get("Action")):
-                        for r in as_list(st.get("Resource")):
-                            grants.add((a, norm(r)))
-            else:
-                problems.append(f"policy template {list(pol)[:1]} (its scope cannot be checked here)")
-        if props.get("Role"):
-            problems.append("explicit Role (its policies are not checked here)")
+        grants, problems = function_grants(props)
         want = EXPECTED_POLICIES.get(lid, set())
         missing, extra = want - grants, grants - want
         detail = "; ".join(problems + [f"missing {sorted(missing)}" if missing else "",
@@ -411,9 +424,27 @@ def check_webhook_url(t: Template, c: Checks) -> None:
     c.check(not missing, "every queue URL and function name is an output", f"missing {missing}")
 
 
+def print_grants(t: Template) -> int:
+    """`--grants`: each function's granted actions, as one JSON object on stdout. Exits 1
+    (with the reason on stderr) when a function's policies cannot be read as inline
+    statements, since its grants would then be incomplete."""
+    out, problems = {}, []
+    for lid, (_res, props) in sorted(t.functions.items()):
+        grants, unreadable = function_grants(props)
+        out[lid] = sorted({a for a, _ in grants})
+        problems += [f"{lid}: {p}" for p in unreadable]
+    if problems:
+        print("cannot list every grant: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    print(json.dumps(out, sort_keys=True))
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[1] == "--grants":
+        return print_grants(Template(Path(argv[2])))
     if len(argv) != 2:
-        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        print("\n".join(__doc__.strip().splitlines()[2:4]), file=sys.stderr)
         return 2
     t = Template(Path(argv[1]))
     c = Checks()

@@ -190,3 +190,71 @@ pub async fn create_fifo_queue(client: &aws_sdk_sqs::Client, name: &str) -> Stri
         None => panic!("moto could not create FIFO queue {name}"),
     }
 }
+
+/// Records the operation (`x-amz-target`, e.g. `AmazonSQS.SendMessageBatch` or
+/// `secretsmanager.GetSecretValue`) of every request a client sends, on the wire and in
+/// order, retries included. Clones share one record, so one recorder can sit on all of a
+/// function's clients. SQS and Secrets Manager both speak the AWS JSON protocol, which names
+/// the operation in that header.
+#[derive(Debug, Clone, Default)]
+pub struct RecordCalls {
+    targets: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RecordCalls {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every operation recorded so far, in order.
+    pub fn targets(&self) -> Vec<String> {
+        match self.targets.lock() {
+            Ok(targets) => targets.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+impl aws_sdk_sqs::config::Intercept for RecordCalls {
+    fn name(&self) -> &'static str {
+        "RecordCalls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_sqs::config::RuntimeComponents,
+        _: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        // A request without the header is recorded too, so it cannot go unnoticed.
+        let target = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or("(no x-amz-target)")
+            .to_string();
+        match self.targets.lock() {
+            Ok(mut targets) => targets.push(target),
+            Err(poisoned) => poisoned.into_inner().push(target),
+        }
+        Ok(())
+    }
+}
+
+impl Moto {
+    /// An SQS client on this server whose every request `calls` records.
+    pub async fn sqs_recorded(&self, calls: &RecordCalls) -> aws_sdk_sqs::Client {
+        let config = aws_sdk_sqs::config::Builder::from(&self.sdk_config().await)
+            .interceptor(calls.clone())
+            .build();
+        aws_sdk_sqs::Client::from_conf(config)
+    }
+
+    /// A Secrets Manager client on this server whose every request `calls` records.
+    pub async fn secrets_recorded(&self, calls: &RecordCalls) -> aws_sdk_secretsmanager::Client {
+        let config = aws_sdk_secretsmanager::config::Builder::from(&self.sdk_config().await)
+            .interceptor(calls.clone())
+            .build();
+        aws_sdk_secretsmanager::Client::from_conf(config)
+    }
+}

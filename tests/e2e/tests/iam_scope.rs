@@ -1,0 +1,260 @@
+//! The IAM policies of `template.yaml` are exactly what each function's code calls.
+//!
+//! The three functions are built as their `from_env` builds them, but each on AWS SDK clients
+//! of its own (moto) that record every operation they send. They are driven through every
+//! path that touches AWS: ingest refusing a token (which re-reads the webhook secret) and
+//! accepting a push; route fanning it out to a registered cluster; dispatch delivering,
+//! backing off after a 503 and dead-lettering after a 400 (a real kube-apiserver and the
+//! receiver emulator, in a private network namespace). The recorded operations, as IAM
+//! actions, must equal the actions `check_template.py --grants template.yaml` reads from each
+//! function's `Policies`: nothing called without a grant, nothing granted without a caller.
+//!
+//! Receiving and deleting messages is not the functions' code: the Lambda event source
+//! mapping does it, with the role SAM adds (AWSLambdaSQSQueueExecutionRole). Here the test
+//! harness does it with its own client, which records nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use fluxrelay_adapters::cluster::KubeClusters;
+use fluxrelay_adapters::lambda::{DispatchFunction, IngestFunction, RouteFunction, WebhookAuth};
+use fluxrelay_adapters::secrets::SecretsRegistry;
+use fluxrelay_adapters::sqs::SqsQueue;
+use fluxrelay_core::handlers::retry::RetryPolicy;
+use fluxrelay_e2e::pipeline::{Pipeline, repo_root};
+use fluxrelay_testkit::moto::RecordCalls;
+use fluxrelay_testkit::netns;
+use serde_json::json;
+
+const DIASPORA: &str = "https://example.com/mike/diaspora.git";
+const REGISTRY_PREFIX: &str = "fluxrelay/clusters/";
+const WEBHOOK_SECRET: &str = "fluxrelay/webhook";
+/// What the event source mapping calls with SAM's AWSLambdaSQSQueueExecutionRole; a function
+/// calling one of these itself would be relying on a policy meant for the poller.
+const EVENT_SOURCE_ACTIONS: [&str; 3] = [
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+];
+
+/// The IAM actions one recorded operation (`x-amz-target`) needs.
+fn iam_actions(target: &str) -> Vec<String> {
+    let Some((service, operation)) = target.split_once('.') else {
+        panic!("recorded a request without an operation name: {target:?}");
+    };
+    let prefix = match service {
+        "AmazonSQS" => "sqs",
+        "secretsmanager" => "secretsmanager",
+        other => panic!(
+            "recorded a call to service {other:?} ({target}): add its IAM prefix to iam_actions"
+        ),
+    };
+    let actions: &[&str] = match (prefix, operation) {
+        // The batch APIs are authorised by the single-message actions.
+        ("sqs", "SendMessageBatch") => &["SendMessage"],
+        ("sqs", "ChangeMessageVisibilityBatch") => &["ChangeMessageVisibility"],
+        ("sqs", "DeleteMessageBatch") => &["DeleteMessage"],
+        // Its own action, and GetSecretValue on each secret it returns (AWS API reference).
+        ("secretsmanager", "BatchGetSecretValue") => &["BatchGetSecretValue", "GetSecretValue"],
+        _ => &[operation],
+    };
+    actions
+        .iter()
+        .map(|action| format!("{prefix}:{action}"))
+        .collect()
+}
+
+/// `$FLUXRELAY_CACHE/venv/bin/python` (default cache `~/.cache/fluxrelay`), which has cfn-lint.
+fn venv_python() -> PathBuf {
+    let cache = std::env::var_os("FLUXRELAY_CACHE")
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .expect("neither FLUXRELAY_CACHE nor HOME is set: cannot find the project venv");
+            PathBuf::from(home).join(".cache").join("fluxrelay")
+        });
+    let python = cache.join("venv").join("bin").join("python");
+    assert!(
+        python.is_file(),
+        "{} not found: run tests/env/setup.sh (creates the venv with cfn-lint, which tests/template/check_template.py needs) or set FLUXRELAY_CACHE",
+        python.display()
+    );
+    python
+}
+
+/// Each function's granted actions, as `check_template.py --grants template.yaml` reads them.
+fn template_grants() -> BTreeMap<String, BTreeSet<String>> {
+    let python = venv_python();
+    let output = Command::new(&python)
+        .args([
+            "tests/template/check_template.py",
+            "--grants",
+            "template.yaml",
+        ])
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|error| panic!("could not run {}: {error}", python.display()));
+    assert!(
+        output.status.success(),
+        "check_template.py --grants template.yaml failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "check_template.py --grants printed no JSON object of action lists ({error}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// Each grant the code does not use, and each call the template does not grant.
+fn mismatches(
+    granted: &BTreeMap<String, BTreeSet<String>>,
+    called: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let functions: BTreeSet<&String> = granted.keys().chain(called.keys()).collect();
+    for function in functions {
+        let none = BTreeSet::new();
+        let grants = granted.get(function).unwrap_or(&none);
+        let calls = called.get(function).unwrap_or(&none);
+        for action in calls.difference(grants) {
+            let note = if EVENT_SOURCE_ACTIONS.contains(&action.as_str()) {
+                " (SAM's AWSLambdaSQSQueueExecutionRole allows it for the event source mapping, not for the function's code)"
+            } else {
+                ""
+            };
+            problems.push(format!(
+                "function {function} calls {action} but template.yaml does not grant it{note}"
+            ));
+        }
+        for action in grants.difference(calls) {
+            problems.push(format!(
+                "template.yaml grants {function} the unused action {action}: remove it or add the path that needs it"
+            ));
+        }
+    }
+    problems
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_function_is_granted_exactly_the_aws_actions_its_code_calls() {
+    if !netns::enter("each_function_is_granted_exactly_the_aws_actions_its_code_calls") {
+        return;
+    }
+    // First, so a missing venv fails before a cluster is started.
+    let granted = template_grants();
+
+    let mut p = Pipeline::start().await;
+    let recorders: BTreeMap<String, RecordCalls> =
+        ["IngestFunction", "RouteFunction", "DispatchFunction"]
+            .into_iter()
+            .map(|function| (function.to_string(), RecordCalls::new()))
+            .collect();
+    let calls = |function: &str| recorders[function].clone();
+
+    // The functions as from_env builds them (webhook secret read at start, registry under
+    // its prefix), each on its own recorded clients, replacing the Pipeline's.
+    let ingest = calls("IngestFunction");
+    p.ingest = IngestFunction {
+        auth: WebhookAuth::load(
+            p.moto.secrets_recorded(&ingest).await,
+            WEBHOOK_SECRET,
+            Duration::from_secs(300),
+        )
+        .await
+        .expect("webhook auth")
+        .with_refresh_floor(Duration::ZERO),
+        queue: SqsQueue::new(p.moto.sqs_recorded(&ingest).await, p.queues.intake.clone()),
+    };
+    let route = calls("RouteFunction");
+    p.route = RouteFunction {
+        registry: SecretsRegistry::with_settings(
+            p.moto.secrets_recorded(&route).await,
+            REGISTRY_PREFIX,
+            Duration::from_secs(60),
+        ),
+        queue: SqsQueue::new(p.moto.sqs_recorded(&route).await, p.queues.dispatch.clone()),
+    };
+    let dispatch = calls("DispatchFunction");
+    p.dispatch = DispatchFunction {
+        registry: SecretsRegistry::with_settings(
+            p.moto.secrets_recorded(&dispatch).await,
+            REGISTRY_PREFIX,
+            Duration::from_secs(60),
+        ),
+        clusters: KubeClusters::with_defaults().expect("kube clusters"),
+        queue: SqsQueue::new(
+            p.moto.sqs_recorded(&dispatch).await,
+            p.queues.dispatch.clone(),
+        ),
+        dead_letter_queue_url: p.queues.dispatch_dlq.clone(),
+        policy: RetryPolicy {
+            max_attempts: 6,
+            base_delay_secs: 1,
+            max_delay_secs: 2,
+        },
+        denials: Default::default(),
+    };
+
+    p.git_repository("app", DIASPORA, json!({"branch": "master"}))
+        .await;
+    let path = p.flux_receiver("r", "generic", "t", &[], "app").await;
+    p.register(p.entry("prod", json!({}))).await;
+
+    // Ingest: a refused token (the secret is re-read in case it was rotated), then a push
+    // accepted and enqueued.
+    let (status, body) = p.post_event_file("ingest-wrong-token.json").await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = p.post_event_file("ingest-push-hook.json").await;
+    assert_eq!(status, 202, "{body}");
+
+    // Route fans it out; dispatch gets a 503 (visibility backoff), then delivers.
+    p.receiver.fail_next(&path, &[503]);
+    p.drain().await;
+    let statuses: Vec<u16> = p.receiver.hits().iter().map(|hit| hit.status).collect();
+    assert_eq!(statuses, vec![503, 200], "{:?}", p.receiver.hits());
+
+    // Another push, which the receiver refuses with a 400: dead-lettered with its reason.
+    let sha = "2222222222222222222222222222222222222222";
+    let second = Pipeline::edited_event("ingest-push-hook.json", |hook| {
+        hook["after"] = json!(sha);
+        hook["checkout_sha"] = json!(sha);
+    });
+    assert_eq!(p.post_event_json(&second).await.0, 202);
+    p.receiver.fail_next(&path, &[400]);
+    p.drain().await;
+    let dead = p.take_dead_letters().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0["push"]["after"], sha, "{dead:?}");
+    assert_eq!(dead[0].1["fluxrelay.status"], "400", "{dead:?}");
+
+    // The evidence, then the verdict.
+    let mut called: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (function, recorder) in &recorders {
+        let mut operations: BTreeMap<String, usize> = BTreeMap::new();
+        for target in recorder.targets() {
+            *operations.entry(target).or_default() += 1;
+        }
+        let actions: BTreeSet<String> = operations.keys().flat_map(|t| iam_actions(t)).collect();
+        println!("{function} called {operations:?}");
+        println!("{function} needs   {actions:?}");
+        println!(
+            "{function} granted {:?}",
+            granted.get(function).cloned().unwrap_or_default()
+        );
+        called.insert(function.clone(), actions);
+    }
+    let problems = mismatches(&granted, &called);
+    assert!(
+        problems.is_empty(),
+        "template.yaml's IAM policies do not match what the code calls:\n{}",
+        problems.join("\n")
+    );
+}

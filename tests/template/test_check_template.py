@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Self-test of check_template.py: it passes the real template, and each deliberately
+broken copy of it makes it fail, naming the check that caught the breakage.
+
+Usage: ~/.cache/fluxrelay/venv/bin/python tests/template/test_check_template.py [template.yaml]
+
+Each broken copy is the real template with one edit of its text (written to a temporary
+directory). An edit must match its target exactly once, so a template change that makes a
+case edit nothing fails the case instead of passing it silently. Prints one line per case
+("ok" or "NOT OK" and why) and "N passed, M failed" last; exits 1 if the real template
+fails or any broken copy is not caught.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CHECKER = HERE / "check_template.py"
+TEMPLATE = HERE.parent.parent / "template.yaml"
+
+
+class EditError(Exception):
+    pass
+
+
+def resource_span(text: str, lid: str) -> tuple[int, int]:
+    """Where resource `lid`'s block (its two-space-indented key and everything under it)
+    starts and ends in the template text."""
+    start = re.search(rf"^  {re.escape(lid)}:\n", text, re.M)
+    if not start:
+        raise EditError(f"no resource {lid}")
+    end = re.compile(r"^(  \S|\S)", re.M).search(text, start.end())
+    return start.start(), end.start() if end else len(text)
+
+
+def in_resource(lid: str, old: str, new: str):
+    """An edit: `old` -> `new` inside resource `lid`, where `old` must occur exactly once."""
+
+    def edit(text: str) -> str:
+        start, end = resource_span(text, lid)
+        block = text[start:end]
+        if block.count(old) != 1:
+            raise EditError(f"{old!r} occurs {block.count(old)} times in {lid}, not once")
+        return text[:start] + block.replace(old, new) + text[end:]
+
+    return edit
+
+
+def anywhere(old: str, new: str):
+    """An edit: `old` -> `new`, where `old` must occur exactly once in the template."""
+
+    def edit(text: str) -> str:
+        if text.count(old) != 1:
+            raise EditError(f"{old!r} occurs {text.count(old)} times, not once")
+        return text.replace(old, new)
+
+    return edit
+
+
+def without_resource(lid: str):
+    def edit(text: str) -> str:
+        start, end = resource_span(text, lid)
+        return text[:start] + text[end:]
+
+    return edit
+
+
+# (case, edit, the check names - prefixes of FAIL lines - that must fail, and words each of
+# those FAIL lines must contain)
+CASES = [
+    ("BatchSize 11 on a FIFO event source",
+     in_resource("RouteFunction", "BatchSize: 10", "BatchSize: 11"),
+     ["RouteFunction.Intake BatchSize <= 10"], ["11"]),
+    ("FunctionResponseTypes misspelt ReportBatchItemFailure",
+     in_resource("DispatchFunction", "[ReportBatchItemFailures]", "[ReportBatchItemFailure]"),
+     ["DispatchFunction.Dispatch FunctionResponseTypes == ['ReportBatchItemFailures']"], ["ReportBatchItemFailure'"]),
+    ("an added sqs:* action",
+     in_resource("IngestFunction", "Action: sqs:SendMessage", 'Action: [sqs:SendMessage, "sqs:*"]'),
+     ["no IAM Action contains '*'", "IngestFunction policy grants exactly"], ["sqs:*"]),
+    ('Resource: "*" on GetSecretValue',
+     in_resource("RouteFunction",
+                 'Resource: !Sub "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${RegistryPrefix}*"',
+                 'Resource: "*"'),
+     ["Resource '*' only on statements of secretsmanager:ListSecrets alone", "RouteFunction policy grants exactly"],
+     ["GetSecretValue"]),
+    ("an extra granted action (sqs:DeleteQueue on the dispatch queue)",
+     in_resource("DispatchFunction", "Action: sqs:ChangeMessageVisibility",
+                 "Action: [sqs:ChangeMessageVisibility, sqs:DeleteQueue]"),
+     ["DispatchFunction policy grants exactly"], ["unexpected", "sqs:DeleteQueue"]),
+    ("a missing grant (no ChangeMessageVisibility for dispatch's backoff)",
+     in_resource("DispatchFunction",
+                 "            - Sid: BackOffRetries\n"
+                 "              Effect: Allow\n"
+                 "              Action: sqs:ChangeMessageVisibility\n"
+                 "              Resource: !GetAtt DispatchQueue.Arn\n", ""),
+     ["DispatchFunction policy grants exactly"], ["missing", "sqs:ChangeMessageVisibility"]),
+    ("a managed policy instead of inline statements",
+     in_resource("IngestFunction", "      Policies:\n", "      Policies:\n        - AmazonSQSFullAccess\n"),
+     ["IngestFunction policy grants exactly"], ["managed policy"]),
+    ("Runtime provided.al2025",
+     in_resource("IngestFunction", "Runtime: provided.al2023", "Runtime: provided.al2025"),
+     ["IngestFunction Runtime is provided.al2023"], ["provided.al2025"]),
+    ("Binary outside BuildProperties",
+     in_resource("RouteFunction", "      BuildProperties:\n        Binary: route\n", "      Binary: route\n"),
+     ["RouteFunction Metadata.BuildProperties.Binary names its workspace binary"], ["None"]),
+    ("a non-FIFO dead-letter queue",
+     in_resource("DispatchDLQ", "FifoQueue: true", "FifoQueue: false"),
+     ["DispatchDLQ is FIFO", "DispatchQueue redrives to a FIFO DLQ of this template"], []),
+    ("a work queue without a redrive policy",
+     in_resource("IntakeQueue",
+                 "      RedrivePolicy:\n        deadLetterTargetArn: !GetAtt IntakeDLQ.Arn\n",
+                 "      NoRedrivePolicy:\n        deadLetterTargetArn: !GetAtt IntakeDLQ.Arn\n"),
+     ["IntakeQueue redrives to a FIFO DLQ of this template"], ["None"]),
+    ("visibility 179 s for a 30 s timeout (below 6 x)",
+     anywhere('"30": { Seconds: 180 }', '"30": { Seconds: 179 }'),
+     ["IntakeQueue VisibilityTimeout >= 6 x RouteFunction Timeout",
+      "DispatchQueue VisibilityTimeout >= 6 x DispatchFunction Timeout"], ["visibility 179 < 6 x timeout 30"]),
+    ("dispatch queue maxReceiveCount at the code's attempt limit",
+     in_resource("DispatchQueue", "maxReceiveCount: 20", "maxReceiveCount: 8"),
+     ["DispatchQueue maxReceiveCount > 8"], ["8"]),
+    ("a missing DLQ-depth alarm",
+     without_resource("DispatchDLQDepthAlarm"),
+     ["DLQ-depth alarm (> 0) on DispatchDLQ"], []),
+    ("a missing Errors alarm",
+     without_resource("RouteErrorsAlarm"),
+     ["Errors alarm (> 0) on RouteFunction"], []),
+    ("an unconditional alarm action",
+     in_resource("IngestErrorsAlarm", "AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]",
+                 "AlarmActions: [!Ref AlarmTopicArn]"),
+     ["alarm actions only under a Condition on AlarmTopicArn"], ["IngestErrorsAlarm.AlarmActions"]),
+    ("no Function URL",
+     in_resource("IngestFunction", "AuthType: NONE", "AuthType: AWS_IAM"),
+     ["IngestFunction has a Function URL"], ["AWS_IAM"]),
+]
+
+
+def load_checker():
+    spec = importlib.util.spec_from_file_location("check_template", CHECKER)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {CHECKER}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_checker(checker, path: Path) -> tuple[int, str]:
+    """The checker's main() in this process (cfn-lint is imported once, not per case)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            code = checker.main(["check_template.py", str(path)])
+        except SystemExit as exit_:  # an unloadable template
+            code = exit_.code if isinstance(exit_.code, int) else 1
+            print(exit_.code)
+    return code, out.getvalue()
+
+
+def main(argv: list[str]) -> int:
+    template = Path(argv[1]) if len(argv) > 1 else TEMPLATE
+    original = template.read_text()
+    checker = load_checker()
+    passed, failed = 0, 0
+
+    def report(ok: bool, line: str, detail: str = "") -> None:
+        nonlocal passed, failed
+        passed, failed = passed + ok, failed + (not ok)
+        print(("ok     " if ok else "NOT OK ") + line + (f"\n    {detail}" if detail and not ok else ""))
+
+    # The real template passes, run as CI runs it (its own process, its exit status).
+    real = subprocess.run([sys.executable, str(CHECKER), str(template)], capture_output=True, text=True)
+    fails = [line for line in real.stdout.splitlines() if line.startswith("FAIL")]
+    report(real.returncode == 0 and not fails, f"{template.name} as it is: exit {real.returncode}, {len(fails)} FAIL",
+           "\n    ".join(fails + real.stderr.splitlines()))
+
+    # --grants on the real template: exactly the actions the checker expects of each function.
+    grants = subprocess.run([sys.executable, str(CHECKER), "--grants", str(template)],
+                            capture_output=True, text=True)
+    want = {f: sorted({a for a, _ in pairs}) for f, pairs in checker.EXPECTED_POLICIES.items()}
+    try:
+        got = json.loads(grants.stdout)
+    except json.JSONDecodeError:
+        got = None
+    report(grants.returncode == 0 and got == want, "--grants lists each function's expected actions",
+           f"exit {grants.returncode}, got {grants.stdout.strip() or grants.stderr.strip()}, want {json.dumps(want)}")
+
+    with tempfile.TemporaryDirectory(prefix="fluxrelay-template-") as tmp:
+        for n, (case, edit, checks, words) in enumerate(CASES):
+            try:
+                broken = edit(original)
+            except EditError as error:
+                report(False, f"{case}: the edit no longer applies to {template.name} ({error})")
+                continue
+            path = Path(tmp) / f"broken-{n:02}.yaml"
+            path.write_text(broken)
+            code, output = run_checker(checker, path)
+            fail_lines = [line for line in output.splitlines() if line.startswith("FAIL ")]
+            problems = [] if code == 1 else [f"exit {code}, not 1"]
+            for check in checks:
+                lines = [line for line in fail_lines if line.startswith(f"FAIL {check}")]
+                if not lines:
+                    problems.append(f"no FAIL line for {check!r}")
+                elif not any(all(w in line for w in words) for line in lines):
+                    problems.append(f"the FAIL line for {check!r} does not mention {words}: {lines}")
+            others = [line.split(":")[0][5:] for line in fail_lines if not any(line.startswith(f"FAIL {c}") for c in checks)]
+            line = f"{case}: caught by {'; '.join(checks)}" + (f" (also: {'; '.join(others)})" if others else "")
+            # What the checker said, without its PASS lines.
+            said = [line for line in output.splitlines() if line.strip() and not line.startswith("PASS ")]
+            report(not problems, line, "\n    ".join(problems + ["checker output:"] + said))
+
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
