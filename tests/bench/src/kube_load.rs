@@ -4,8 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::report::Report;
 use crate::serve_bench::{Setup, after_sha, http_client, post_push};
 use crate::serve_proc::ServeProcess;
@@ -49,17 +47,7 @@ async fn one_push(setup: &Setup, serve: &ServeProcess, clusters: usize, sequence
     let after = after_sha(sequence);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let hit = setup
-            .receiver
-            .hits()
-            .iter()
-            .filter(|hit| hit.status == 200)
-            .filter(|hit| {
-                serde_json::from_slice::<Value>(&hit.body)
-                    .is_ok_and(|body| body["after"] == after.as_str())
-            })
-            .count();
-        if hit >= clusters {
+        if setup.hits_for(&after).len() >= clusters {
             break;
         }
         assert!(

@@ -14,13 +14,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod coldstart;
+mod cost;
 mod fanout;
 mod kube_load;
+mod moto_time;
 mod plot;
+mod poller;
 mod report;
 mod serve_bench;
 mod serve_proc;
+mod sqs_path;
 mod stats;
+mod template;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -188,6 +193,11 @@ async fn run(scale: Scale, out: &Path) -> Report {
     serve_bench::coalescing(&setup, &scale, &mut report).await;
     kube_load::apiserver_requests(&setup, &scale, &mut report).await;
     let moto = fluxrelay_testkit::moto::Moto::start();
+    let measured = sqs_path::latency(&setup, &moto, &scale, &mut report).await;
+    report.section(
+        "Cost model (estimate)",
+        cost::markdown(&measured, &template::Settings::read()),
+    );
     fanout::fan_out(&moto, &scale, &mut report).await;
     coldstart::lambdas(&moto, &scale, &mut report).await;
     drop(setup);

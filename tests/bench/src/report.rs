@@ -30,6 +30,8 @@ pub struct Report {
     rows: Vec<Row>,
     notes: Vec<String>,
     plots: Vec<(String, String)>,
+    /// Titled blocks of Markdown after the table (the cost model).
+    sections: Vec<(String, String)>,
 }
 
 impl Report {
@@ -39,6 +41,7 @@ impl Report {
             rows: Vec::new(),
             notes: Vec::new(),
             plots: Vec::new(),
+            sections: Vec::new(),
         }
     }
 
@@ -75,6 +78,10 @@ impl Report {
 
     pub fn plot(&mut self, title: &str, file: &str) {
         self.plots.push((title.into(), file.into()));
+    }
+
+    pub fn section(&mut self, title: &str, markdown: String) {
+        self.sections.push((title.into(), markdown));
     }
 
     pub fn markdown(&self) -> String {
@@ -115,6 +122,9 @@ impl Report {
         }
         for (title, file) in &self.plots {
             text.push_str(&format!("\n![{title}](docs/bench/{file})\n"));
+        }
+        for (title, body) in &self.sections {
+            text.push_str(&format!("\n### {title}\n\n{body}"));
         }
         text
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fluxrelay_testkit::kube_env::KubeEnv;
-use fluxrelay_testkit::receiver::{FluxReceiverEmulator, ReceiverSpec};
+use fluxrelay_testkit::receiver::{FluxReceiverEmulator, Hit, ReceiverSpec};
 use serde_json::{Value, json};
 
 use crate::plot::{self, Series};
@@ -25,7 +25,7 @@ const RECEIVER_ADDR: &str = "192.0.2.10:9292";
 const PROJECT_URL: &str = "http://example.com/mike/diaspora.git";
 const BRANCH: &str = "master";
 /// The `after` of push-hook.json; replaced per request so every push has its own key.
-const SAMPLE_AFTER: &str = "da1560886d4f094c3e6c9ef40349f7d38b5d27d7";
+pub const SAMPLE_AFTER: &str = "da1560886d4f094c3e6c9ef40349f7d38b5d27d7";
 
 /// The apiserver, the receiver emulator, and one namespace per benchmark cluster, each with
 /// a GitRepository tracking the sample project and a Ready `generic` Receiver selecting it.
@@ -154,6 +154,18 @@ impl Setup {
     pub fn push_body(&self, sequence: u64) -> String {
         self.push_template
             .replace(SAMPLE_AFTER, &after_sha(sequence))
+    }
+
+    /// The Receiver hits so far that answered 200 to the push whose `after` is given.
+    pub fn hits_for(&self, after: &str) -> Vec<Hit> {
+        self.receiver
+            .hits()
+            .into_iter()
+            .filter(|hit| hit.status == 200)
+            .filter(|hit| {
+                serde_json::from_slice::<Value>(&hit.body).is_ok_and(|body| body["after"] == after)
+            })
+            .collect()
     }
 
     /// The cluster index a Receiver hit belongs to, from its namespace.
@@ -377,17 +389,7 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
             let after = after_sha(sequence);
             let deadline = sent + Duration::from_secs(30);
             let hits = loop {
-                let hits: Vec<_> = setup
-                    .receiver
-                    .hits()
-                    .into_iter()
-                    .filter(|hit| hit.status == 200)
-                    .filter(|hit| {
-                        serde_json::from_slice::<Value>(&hit.body)
-                            .map(|body| body["after"] == after.as_str())
-                            .unwrap_or(false)
-                    })
-                    .collect();
+                let hits = setup.hits_for(&after);
                 if hits.len() >= clusters {
                     break hits;
                 }
