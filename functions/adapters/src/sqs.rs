@@ -1,7 +1,9 @@
 //! SQS FIFO: intake and dispatch publishers, visibility backoff, dead-letter sends.
 //!
-//! Publishing sends `SendMessageBatch` calls one after another (≤ 10 entries and ≤ 256 KiB
-//! each), so the messages of one FIFO group reach SQS in the order they were given. Entries
+//! Publishing sends `SendMessageBatch` calls (≤ 10 entries and ≤ 256 KiB each) one after
+//! another, so the messages of one FIFO group reach SQS in the order they were given; when
+//! every message has a group of its own (a push's dispatches, one per cluster) there is no
+//! order to keep and up to 16 calls are in flight at once. Entries
 //! SQS reports as failed without a sender fault are resent, up to [`MAX_ATTEMPTS`] attempts
 //! in all; a batch that still has failures stops the publish (later batches would overtake
 //! the failed messages of the same group) and the publish returns `Err`. Errors name the
@@ -19,11 +21,14 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use fluxrelay_core::ports::{DispatchPublisher, PushPublisher, QueueError};
 use fluxrelay_core::push::{Dispatch, Push};
+use futures_util::stream::{self, StreamExt};
 
 /// SQS takes at most 10 entries per batch call.
 pub const MAX_BATCH_ENTRIES: usize = 10;
 /// SQS takes at most 256 KiB of message bodies (and attributes) per batch call.
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// `SendMessageBatch` calls in flight at once when no two messages share a FIFO group.
+const CONCURRENT_BATCHES: usize = 16;
 /// Attempts per batch entry whose failure SQS did not blame on the sender.
 pub const MAX_ATTEMPTS: u32 = 3;
 /// Pause before the first resend of failed entries; doubled for each later one.
@@ -153,6 +158,9 @@ impl SqsQueue {
 
     /// Send every message, batch after batch, in order. `Ok` only when all are accepted.
     async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), QueueError> {
+        if all_groups_distinct(&messages) {
+            return self.publish_concurrently(messages).await;
+        }
         let total = messages.len();
         let batches = batches(messages);
         let mut sent = 0;
@@ -176,6 +184,27 @@ impl SqsQueue {
             sent += size;
         }
         Ok(())
+    }
+
+    /// Every message in a group of its own (one push's dispatches: one per cluster): no
+    /// order to keep between batches, so up to [`CONCURRENT_BATCHES`] are in flight at once.
+    /// A fan-out to 1,000 clusters is 100 calls, which one after another would take seconds.
+    async fn publish_concurrently(&self, messages: Vec<Outgoing>) -> Result<(), QueueError> {
+        let total = messages.len();
+        let results: Vec<Result<(), BatchFailure>> = stream::iter(batches(messages))
+            .map(|batch| send_with_retries(batch, |pending| self.send_batch(pending)))
+            .buffer_unordered(CONCURRENT_BATCHES)
+            .collect()
+            .await;
+        let failures: Vec<BatchFailure> = results.into_iter().filter_map(Result::err).collect();
+        let Some(first) = failures.first() else {
+            return Ok(());
+        };
+        let failed: usize = failures.iter().map(|failure| failure.failed).sum();
+        Err(QueueError::new(format!(
+            "{failed} of {total} messages were not accepted by {} ({})",
+            self.queue_url, first.detail
+        )))
     }
 
     /// One `SendMessageBatch` call; entry ids are the indexes in `pending`.
@@ -257,6 +286,13 @@ impl DispatchPublisher for SqsQueue {
 fn visibility_timeout(delay_secs: u32) -> i32 {
     // 43 200 fits an i32, so the conversion cannot fail after the clamp.
     i32::try_from(delay_secs.min(MAX_VISIBILITY_SECS)).unwrap_or(i32::MAX)
+}
+
+fn all_groups_distinct(messages: &[Outgoing]) -> bool {
+    let mut groups = std::collections::HashSet::with_capacity(messages.len());
+    messages
+        .iter()
+        .all(|message| groups.insert(message.group_id.as_str()))
 }
 
 /// Split messages, in order, into batches of at most 10 entries and 256 KiB. A message

@@ -198,3 +198,22 @@ fn dead_letter_attributes_leave_out_what_is_absent_or_empty() {
         vec![(ATTRIBUTE_REASON, "(no reason given)".to_string())]
     );
 }
+
+#[test]
+fn only_messages_in_groups_of_their_own_may_be_sent_concurrently() {
+    let in_group = |group: &str| Outgoing {
+        group_id: group.into(),
+        dedup_id: "d".into(),
+        body: String::new(),
+    };
+    for (groups, distinct) in [
+        (&[][..], true),
+        (&["a"][..], true),
+        (&["a", "b", "c"][..], true),
+        (&["a", "b", "a"][..], false),
+        (&["a", "a"][..], false),
+    ] {
+        let messages: Vec<Outgoing> = groups.iter().map(|g| in_group(g)).collect();
+        assert_eq!(all_groups_distinct(&messages), distinct, "{groups:?}");
+    }
+}

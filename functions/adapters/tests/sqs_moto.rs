@@ -11,7 +11,7 @@ use fluxrelay_adapters::sqs::{DeadLetterReason, SqsQueue};
 use fluxrelay_core::ports::{DispatchPublisher, PushPublisher};
 use fluxrelay_core::push::{Dispatch, Push};
 use fluxrelay_testkit::fixtures::push;
-use fluxrelay_testkit::moto::{CountCalls, Moto, create_fifo_queue};
+use fluxrelay_testkit::moto::{CountCalls, Moto, WireTime, create_fifo_queue};
 
 async fn fifo_queue(client: &Client, name: &str) -> String {
     create_fifo_queue(client, &format!("{name}.fifo")).await
@@ -128,6 +128,53 @@ async fn twenty_five_dispatches_are_sent_in_three_batch_calls_and_arrive_in_orde
             .collect();
         assert_eq!(received[cluster], sent, "order of group {cluster}");
     }
+}
+
+#[tokio::test]
+async fn a_fan_out_to_distinct_clusters_sends_its_batches_concurrently_and_every_message_lands() {
+    let moto = Moto::start();
+    let calls = CountCalls::new("AmazonSQS.SendMessageBatch");
+    let wire = WireTime::new();
+    let config = aws_sdk_sqs::config::Builder::from(&moto.sdk_config().await)
+        .interceptor(calls.clone())
+        .interceptor(wire.clone())
+        .build();
+    let client = Client::from_conf(config);
+    let url = fifo_queue(&client, "fanout").await;
+    let queue = SqsQueue::new(client.clone(), url.clone());
+    let one_push = push(15, "f0");
+    let dispatches: Vec<Dispatch> = (0..95)
+        .map(|n| Dispatch::new(format!("cluster-{n}"), one_push.clone()))
+        .collect();
+
+    queue.publish_dispatches(&dispatches).await.unwrap();
+    assert_eq!(calls.count(), 10);
+    assert!(
+        wire.max_in_flight() > 1,
+        "batches of distinct groups go out together: {:?}",
+        wire.spans()
+    );
+    let messages = drain(&client, &url).await;
+    let mut clusters: Vec<String> = messages
+        .iter()
+        .map(|m| Dispatch::from_json(m.body().unwrap()).unwrap().cluster)
+        .collect();
+    clusters.sort();
+    clusters.dedup();
+    assert_eq!(clusters.len(), 95, "every cluster's dispatch landed once");
+
+    // A shared group keeps the calls one after another.
+    let wire = WireTime::new();
+    let config = aws_sdk_sqs::config::Builder::from(&moto.sdk_config().await)
+        .interceptor(wire.clone())
+        .build();
+    let queue = SqsQueue::new(Client::from_conf(config), url.clone());
+    let ordered: Vec<Dispatch> = (0..30)
+        .map(|n| Dispatch::new(["a", "b"][n % 2], push(15, &format!("{n:x}"))))
+        .collect();
+    queue.publish_dispatches(&ordered).await.unwrap();
+    assert_eq!(wire.spans().len(), 3);
+    assert_eq!(wire.max_in_flight(), 1, "{:?}", wire.spans());
 }
 
 #[tokio::test]

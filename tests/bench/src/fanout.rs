@@ -1,6 +1,6 @@
-//! Stage 4, fan-out: one push → N clusters through the route handler on moto: how long routing
-//! takes and how many SQS calls it makes (counted on the wire by `CountCalls`), with
-//! moto's own time per `SendMessageBatch` measured apart.
+//! Fan-out: one push → N clusters through the route handler on moto: how long routing
+//! takes and how many SQS calls it makes (counted on the wire by `CountCalls`), with the
+//! time moto spent answering those very calls (`WireTime`) taken apart.
 
 use std::time::{Duration, Instant};
 
@@ -9,11 +9,10 @@ use fluxrelay_adapters::secrets::SecretsRegistry;
 use fluxrelay_adapters::sqs::SqsQueue;
 use fluxrelay_core::handlers::route::{IntakeMessage, RouteVerdict, handle_route};
 use fluxrelay_core::ports::ClusterRegistry;
-use fluxrelay_testkit::moto::{CountCalls, Moto};
+use fluxrelay_testkit::moto::{CountCalls, Moto, WireTime};
 use serde_json::json;
 
 use crate::report::Report;
-use crate::stats::Samples;
 use crate::{Scale, progress};
 
 const SECTION: &str = "Fan-out (route on moto)";
@@ -21,12 +20,6 @@ const SECTION: &str = "Fan-out (route on moto)";
 pub async fn fan_out(moto: &Moto, scale: &Scale, report: &mut Report) {
     let config = moto.sdk_config().await;
     let secrets = aws_sdk_secretsmanager::Client::new(&config);
-    let moto_batch_ms = moto_send_batch_ms(moto).await;
-    report.info(
-        SECTION,
-        "moto's own time per SendMessageBatch of 10 (median of 20)",
-        format!("{moto_batch_ms:.1} ms"),
-    );
     for &clusters in scale.fanout {
         progress(format!("fan-out: registering {clusters} clusters on moto"));
         let prefix = format!("bench/fanout-{clusters}/");
@@ -55,10 +48,19 @@ pub async fn fan_out(moto: &Moto, scale: &Scale, report: &mut Report) {
 
         let batches = CountCalls::new("AmazonSQS.SendMessageBatch");
         let singles = CountCalls::new("AmazonSQS.SendMessage");
+        let wire = WireTime::new();
         let sqs = aws_sdk_sqs::Client::from_conf(
             aws_sdk_sqs::config::Builder::from(&config)
                 .interceptor(batches.clone())
                 .interceptor(singles.clone())
+                .build(),
+        );
+        // Only route's own calls are timed on the wire (not the queue set-up below).
+        let timed = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&config)
+                .interceptor(batches.clone())
+                .interceptor(singles.clone())
+                .interceptor(wire.clone())
                 .build(),
         );
         let url = sqs
@@ -70,7 +72,7 @@ pub async fn fan_out(moto: &Moto, scale: &Scale, report: &mut Report) {
             .expect("CreateQueue")
             .queue_url
             .expect("queue url");
-        let queue = SqsQueue::new(sqs.clone(), url.clone());
+        let queue = SqsQueue::new(timed, url.clone());
         let push = fluxrelay_testkit::fixtures::push(42, &format!("{clusters:x}f"));
         let message = IntakeMessage {
             id: "fanout-1".into(),
@@ -99,10 +101,14 @@ pub async fn fan_out(moto: &Moto, scale: &Scale, report: &mut Report) {
                     .cloned()
             })
             .unwrap_or_default();
-        let without_moto = elapsed - batches.count() as f64 * moto_batch_ms;
+        // moto's time grows with what the queue holds (measured: 30–100 ms per batch of 10
+        // into an empty FIFO queue, 800 ms once it holds 200 messages), so it is taken from
+        // route's own calls: the wall time with at least one call on the wire.
+        let on_wire = wire.busy().as_secs_f64() * 1e3;
         let time = format!(
-            "{elapsed:.1} ms (≈ {:.1} ms without moto's own time)",
-            without_moto.max(0.0)
+            "{elapsed:.1} ms, of which {on_wire:.1} ms with a call on the wire to moto (≤ {} at once); ≈ {:.1} ms fluxrelay",
+            wire.max_in_flight(),
+            (elapsed - on_wire).max(0.0)
         );
         let sends = format!(
             "{calls} ({} SendMessageBatch, {} SendMessage)",
@@ -120,44 +126,4 @@ pub async fn fan_out(moto: &Moto, scale: &Scale, report: &mut Report) {
             report.info(SECTION, &sends_metric, sends);
         }
     }
-}
-
-/// moto's own latency: the median of 20 direct SendMessageBatch calls of 10 messages.
-async fn moto_send_batch_ms(moto: &Moto) -> f64 {
-    let sqs = moto.sqs().await;
-    let url = sqs
-        .create_queue()
-        .queue_name("bench-moto-latency.fifo")
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .expect("CreateQueue")
-        .queue_url
-        .expect("queue url");
-    let mut samples = Vec::new();
-    // The first calls warm moto up; they are not counted.
-    for round in 0..23 {
-        let entries = (0..10)
-            .map(|i| {
-                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                    .id(format!("m{i}"))
-                    .message_body(format!("{{\"round\":{round},\"i\":{i}}}"))
-                    .message_group_id(format!("g{i}"))
-                    .message_deduplication_id(format!("{round}-{i}"))
-                    .build()
-                    .expect("batch entry")
-            })
-            .collect::<Vec<_>>();
-        let started = Instant::now();
-        sqs.send_message_batch()
-            .queue_url(&url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .expect("SendMessageBatch on moto");
-        if round >= 3 {
-            samples.push(started.elapsed());
-        }
-    }
-    Samples::from_durations(&samples).percentile(50.0)
 }

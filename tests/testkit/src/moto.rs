@@ -258,3 +258,99 @@ impl Moto {
         aws_sdk_secretsmanager::Client::from_conf(config)
     }
 }
+
+/// When each request of a client was on the wire: from just before it is sent to when its
+/// response has arrived (moto's own time plus loopback). Add it with `.interceptor(...)`.
+#[derive(Debug, Clone, Default)]
+pub struct WireTime {
+    spans: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Instant)>>>,
+}
+
+#[derive(Debug, Clone)]
+struct SentAt(Instant);
+
+impl aws_smithy_types::config_bag::Storable for SentAt {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+impl WireTime {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn spans(&self) -> Vec<(Instant, Instant)> {
+        match self.spans.lock() {
+            Ok(spans) => spans.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Wall time during which at least one request was on the wire (overlaps count once).
+    pub fn busy(&self) -> Duration {
+        let mut spans = self.spans();
+        spans.sort();
+        let mut busy = Duration::ZERO;
+        let mut current: Option<(Instant, Instant)> = None;
+        for (start, end) in spans {
+            current = match current {
+                Some((s, e)) if start <= e => Some((s, e.max(end))),
+                Some((s, e)) => {
+                    busy += e - s;
+                    Some((start, end))
+                }
+                None => Some((start, end)),
+            };
+        }
+        if let Some((s, e)) = current {
+            busy += e - s;
+        }
+        busy
+    }
+
+    /// The most requests that were on the wire at the same moment.
+    pub fn max_in_flight(&self) -> usize {
+        let spans = self.spans();
+        spans
+            .iter()
+            .map(|(start, _)| {
+                spans
+                    .iter()
+                    .filter(|(s, e)| s <= start && start < e)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+impl aws_sdk_sqs::config::Intercept for WireTime {
+    fn name(&self) -> &'static str {
+        "WireTime"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _: &aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_sqs::config::RuntimeComponents,
+        cfg: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        cfg.interceptor_state().store_put(SentAt(Instant::now()));
+        Ok(())
+    }
+
+    fn read_after_transmit(
+        &self,
+        _: &aws_sdk_sqs::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _: &aws_sdk_sqs::config::RuntimeComponents,
+        cfg: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(SentAt(sent)) = cfg.load::<SentAt>().cloned() {
+            let span = (sent, Instant::now());
+            match self.spans.lock() {
+                Ok(mut spans) => spans.push(span),
+                Err(poisoned) => poisoned.into_inner().push(span),
+            }
+        }
+        Ok(())
+    }
+}
