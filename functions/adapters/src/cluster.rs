@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
@@ -155,8 +155,10 @@ pub struct KubeClusters {
     list_ttl: Duration,
     clients: Mutex<HashMap<String, CachedClient>>,
     lists: Mutex<HashMap<(String, FluxKind, String), CachedList>>,
-    /// For absolute receiver URLs: no cluster credentials, no redirects, no proxy.
-    receiver_http: reqwest::Client,
+    /// For absolute receiver URLs: no cluster credentials, no redirects, no proxy. Built on
+    /// first use: loading the system's root certificates is most of a cold start, and
+    /// most entries only ever use the service proxy.
+    receiver_http: OnceLock<reqwest::Client>,
     eks: EksTokens,
 }
 
@@ -189,7 +191,22 @@ fn configuration_failure(reason: impl Into<String>) -> TriggerFailure {
 impl KubeClusters {
     /// `list_ttl` bounds how long a GitRepository or Receiver list is reused.
     pub fn new(timeouts: Timeouts, list_ttl: Duration) -> Result<Self, TriggerFailure> {
-        let receiver_http = reqwest::Client::builder()
+        Ok(Self {
+            timeouts,
+            list_ttl,
+            clients: Mutex::new(HashMap::new()),
+            lists: Mutex::new(HashMap::new()),
+            receiver_http: OnceLock::new(),
+            eks: EksTokens::from_default_chain(),
+        })
+    }
+
+    fn receiver_http(&self) -> Result<&reqwest::Client, TriggerFailure> {
+        if let Some(client) = self.receiver_http.get() {
+            return Ok(client);
+        }
+        let timeouts = self.timeouts;
+        let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(timeouts.connect)
@@ -202,14 +219,8 @@ impl KubeClusters {
                     error_chain(&error)
                 ))
             })?;
-        Ok(Self {
-            timeouts,
-            list_ttl,
-            clients: Mutex::new(HashMap::new()),
-            lists: Mutex::new(HashMap::new()),
-            receiver_http,
-            eks: EksTokens::from_default_chain(),
-        })
+        // Two first uses at once build two clients; one is kept, both work.
+        Ok(self.receiver_http.get_or_init(|| client))
     }
 
     /// Where `eks` entries get their AWS credentials and clock (default: the `aws-config`
@@ -447,7 +458,7 @@ impl KubeClusters {
             transport_failure(kind, &error_chain(&error))
         };
         let mut response = self
-            .receiver_http
+            .receiver_http()?
             .request(request.method.clone(), url.clone())
             .headers(request.headers.clone())
             .body(request.body.clone())

@@ -6,7 +6,9 @@ use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::lambda::{DispatchFunction, init_tracing};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
-#[tokio::main]
+// One invocation at a time per execution environment, on a fraction of a vCPU: worker
+// threads would add memory (stacks, malloc arenas) and start-up time, not speed.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_tracing();
     let function = DispatchFunction::from_env(KubeClusters::with_defaults()?).await?;

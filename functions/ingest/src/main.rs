@@ -3,7 +3,9 @@
 use fluxrelay_adapters::lambda::{IngestFunction, init_tracing};
 use lambda_http::{Error, Request, run, service_fn};
 
-#[tokio::main]
+// One invocation at a time per execution environment, on a fraction of a vCPU: worker
+// threads would add memory (stacks, malloc arenas) and start-up time, not speed.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_tracing();
     let function = IngestFunction::from_env().await?;

@@ -4,7 +4,9 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use fluxrelay_adapters::lambda::{RouteFunction, init_tracing};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
-#[tokio::main]
+// One invocation at a time per execution environment, on a fraction of a vCPU: worker
+// threads would add memory (stacks, malloc arenas) and start-up time, not speed.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_tracing();
     let function = RouteFunction::from_env().await?;
