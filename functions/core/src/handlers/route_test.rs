@@ -53,6 +53,16 @@ fn unreadable(name: &str) -> (String, RegistryReadError) {
     )
 }
 
+/// (case, usable entries, unusable entries, push, dispatched clusters, of which unusable)
+type RouteCase = (
+    &'static str,
+    Vec<ClusterEntry>,
+    Vec<(String, RegistryReadError)>,
+    Push,
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
 fn branch_deletion() -> Push {
     let mut push = sample_push();
     push.after = "0".repeat(40);
@@ -71,15 +81,7 @@ async fn route_sends_every_unusable_cluster_each_push_and_no_unsubscribed_usable
     let everything = json!([{"projects": ["**"]}]);
     let other_project = json!([{"projects": ["other/**"]}]);
     let release_only = json!([{"refs": ["release/*"]}]);
-    // (case, usable entries, unusable entries, push, dispatched clusters, of which unusable)
-    let cases: Vec<(
-        &str,
-        Vec<ClusterEntry>,
-        Vec<(String, RegistryReadError)>,
-        Push,
-        &[&str],
-        &[&str],
-    )> = vec![
+    let cases: Vec<RouteCase> = vec![
         (
             "usable subscribed and unsubscribed",
             vec![
