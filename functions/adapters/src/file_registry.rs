@@ -4,33 +4,35 @@
 
 use std::sync::Arc;
 
-use fluxrelay_core::ports::{ClusterRegistry, RegistryReadError};
+use fluxrelay_core::ports::{ClusterListing, ClusterRegistry, RegistryReadError};
 use fluxrelay_core::registry::ClusterEntry;
 
 #[derive(Debug, Clone)]
 pub struct FileRegistry {
-    entries: Arc<Vec<ClusterEntry>>,
+    /// Every entry validated at start-up, so none is unusable.
+    listing: Arc<ClusterListing>,
 }
 
 impl FileRegistry {
     pub fn new(entries: Vec<ClusterEntry>) -> Self {
         Self {
-            entries: Arc::new(entries),
+            listing: Arc::new(ClusterListing::usable(entries)),
         }
     }
 
     pub fn entries(&self) -> &[ClusterEntry] {
-        &self.entries
+        &self.listing.entries
     }
 }
 
 impl ClusterRegistry for FileRegistry {
-    async fn clusters(&self) -> Result<Arc<Vec<ClusterEntry>>, RegistryReadError> {
-        Ok(self.entries.clone())
+    async fn clusters(&self) -> Result<Arc<ClusterListing>, RegistryReadError> {
+        Ok(Arc::clone(&self.listing))
     }
 
     async fn cluster(&self, name: &str) -> Result<Option<Arc<ClusterEntry>>, RegistryReadError> {
         Ok(self
+            .listing
             .entries
             .iter()
             .find(|entry| entry.name == name)

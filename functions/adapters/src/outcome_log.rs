@@ -49,6 +49,18 @@ pub fn route(report: &RouteReport) {
                 message_id = message.message_id
             ),
         }
+        if !message.unusable.is_empty() {
+            // Their entries are broken: dispatch dead-letters these with the entry's problem.
+            tracing::warn!(
+                outcome = "routed_to_unusable",
+                key,
+                project,
+                git_ref,
+                clusters = message.unusable.join(","),
+                message_id = message.message_id,
+                "sent to clusters whose registry entry cannot be used; fix the entry, then redrive their dead letters",
+            );
+        }
     }
 }
 

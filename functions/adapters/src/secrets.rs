@@ -6,6 +6,11 @@
 //! drops the whole cache (not only the named cluster), so the next read lists and reads
 //! every secret again: a rotated credential may come with a renamed or added secret, and
 //! one list is only a few calls for a registry of clusters.
+//!
+//! One broken secret never hides the others: an entry that does not validate, or a secret
+//! that cannot be read, becomes an *unusable* cluster name (see [`ClusterListing`]) whose
+//! `cluster(name)` answers `Invalid` or `Unavailable`. Only a failed `ListSecrets` makes the
+//! whole registry unavailable.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,11 +20,12 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use fluxrelay_core::auth::{AuthConfig, AuthConfigError, SigningKey};
-use fluxrelay_core::ports::{ClusterRegistry, RegistryReadError};
-use fluxrelay_core::registry::{ClusterEntry, FieldError, RegistryError};
+use fluxrelay_core::ports::{ClusterListing, ClusterRegistry, RegistryReadError};
+use fluxrelay_core::registry::{ClusterEntry, FieldError, RegistryError, is_valid_cluster_name};
 use fluxrelay_core::secret::Secret;
 use futures_util::StreamExt as _;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 pub const DEFAULT_PREFIX: &str = "fluxrelay/clusters/";
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
@@ -28,6 +34,8 @@ const CONCURRENT_READS: usize = 8;
 /// The stage that names a secret's current value. Asked for explicitly: some stores (moto)
 /// answer a stage-less read with an older version after a stage move.
 const CURRENT_STAGE: &str = "AWSCURRENT";
+/// Longest cluster name taken from a secret name (a FIFO message group id allows 128).
+const MAX_SECRET_DERIVED_NAME: usize = 128;
 
 /// The cluster registry in Secrets Manager, one secret per cluster.
 pub struct SecretsRegistry {
@@ -49,9 +57,20 @@ struct Cache {
 /// One read of the whole registry.
 struct Snapshot {
     read_at: Instant,
-    valid: Arc<Vec<ClusterEntry>>,
+    listing: Arc<ClusterListing>,
     by_name: HashMap<String, Arc<ClusterEntry>>,
-    invalid: HashMap<String, RegistryError>,
+    /// Why each of `listing.unusable` cannot be used (`Invalid` or `Unavailable`).
+    unusable: HashMap<String, RegistryReadError>,
+}
+
+/// What reading one listed secret gave.
+enum SecretRead {
+    Value(String),
+    /// Deleted since it was listed, or no current value yet: no entry (nothing to route).
+    Missing,
+    /// Could not be read now (access or KMS denied, throttled, …). A message for logs and
+    /// dead letters; it never holds the secret value.
+    Failed(String),
 }
 
 impl Snapshot {
@@ -60,11 +79,8 @@ impl Snapshot {
     }
 
     fn lookup(&self, name: &str) -> Result<Option<Arc<ClusterEntry>>, RegistryReadError> {
-        if let Some(error) = self.invalid.get(name) {
-            return Err(RegistryReadError::Invalid {
-                name: name.to_string(),
-                error: error.clone(),
-            });
+        if let Some(error) = self.unusable.get(name) {
+            return Err(error.clone());
         }
         Ok(self.by_name.get(name).cloned())
     }
@@ -86,15 +102,17 @@ impl SecretsRegistry {
         }
     }
 
-    /// Every entry under the prefix, read now: the valid ones, and each invalid one by name
-    /// with its problems (for `fluxrelay cluster list`).
+    /// Every entry under the prefix, read now: the valid ones, and each unusable one by
+    /// name with why (`Invalid` with its problems, or `Unavailable`), for
+    /// `fluxrelay cluster list`.
     pub async fn read_everything(
         &self,
-    ) -> Result<(Vec<ClusterEntry>, Vec<(String, RegistryError)>), RegistryReadError> {
+    ) -> Result<(Vec<ClusterEntry>, Vec<(String, RegistryReadError)>), RegistryReadError> {
         let snapshot = self.read_all().await?;
-        let mut invalid: Vec<(String, RegistryError)> = snapshot.invalid.into_iter().collect();
-        invalid.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok((snapshot.valid.as_ref().clone(), invalid))
+        let mut unusable: Vec<(String, RegistryReadError)> =
+            snapshot.unusable.into_iter().collect();
+        unusable.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((snapshot.listing.entries.clone(), unusable))
     }
 
     pub fn prefix(&self) -> &str {
@@ -132,19 +150,18 @@ impl SecretsRegistry {
         Ok(snapshot)
     }
 
+    /// Fails only when the list fails: a secret that cannot be read is kept as such.
     async fn read_all(&self) -> Result<Snapshot, RegistryReadError> {
         let names = self.list_names().await?;
-        let mut secrets: Vec<(String, Option<String>)> = futures_util::stream::iter(names)
+        let mut secrets: Vec<(String, SecretRead)> = futures_util::stream::iter(names)
             .map(|name| async move {
-                let value = self.read_value(&name).await?;
-                Ok::<_, RegistryReadError>((name, value))
+                let read = self.read_value(&name).await;
+                (name, read)
             })
             .buffer_unordered(CONCURRENT_READS)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
-        secrets.sort();
+            .collect()
+            .await;
+        secrets.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(self.parse_all(secrets))
     }
 
@@ -187,8 +204,8 @@ impl SecretsRegistry {
         Ok(names)
     }
 
-    /// The current secret string; `None` when the secret vanished since it was listed.
-    async fn read_value(&self, secret_name: &str) -> Result<Option<String>, RegistryReadError> {
+    /// The current secret string.
+    async fn read_value(&self, secret_name: &str) -> SecretRead {
         match self
             .client
             .get_secret_value()
@@ -198,29 +215,37 @@ impl SecretsRegistry {
             .await
         {
             // A binary-only secret reads as an empty string, which then fails to parse.
-            Ok(output) => Ok(Some(output.secret_string().unwrap_or_default().to_string())),
+            Ok(output) => SecretRead::Value(output.secret_string().unwrap_or_default().to_string()),
             Err(error)
                 if error
                     .as_service_error()
                     .is_some_and(|service| service.is_resource_not_found_exception()) =>
             {
-                Ok(None)
+                SecretRead::Missing
             }
-            Err(error) => Err(RegistryReadError::Unavailable(format!(
+            Err(error) => SecretRead::Failed(format!(
                 "GetSecretValue of {secret_name} failed: {}",
                 DisplayErrorContext(&error)
-            ))),
+            )),
         }
     }
 
-    /// Parse every secret, in secret-name order. Invalid entries are logged (secret name
-    /// and field errors, never the value) and kept apart so `cluster(name)` can report them.
-    fn parse_all(&self, secrets: Vec<(String, Option<String>)>) -> Snapshot {
+    /// Parse every secret, in secret-name order. Unusable entries are logged (secret name
+    /// and problem, never the value) and kept apart so `cluster(name)` can report them.
+    fn parse_all(&self, secrets: Vec<(String, SecretRead)>) -> Snapshot {
         let mut by_name: HashMap<String, Arc<ClusterEntry>> = HashMap::new();
         let mut secret_of: HashMap<String, String> = HashMap::new();
         let mut invalid: HashMap<String, RegistryError> = HashMap::new();
-        for (secret_name, value) in secrets {
-            let Some(text) = value else { continue };
+        let mut unreadable: Vec<(String, String)> = Vec::new();
+        for (secret_name, read) in secrets {
+            let text = match read {
+                SecretRead::Value(text) => text,
+                SecretRead::Missing => continue,
+                SecretRead::Failed(message) => {
+                    unreadable.push((secret_name, message));
+                    continue;
+                }
+            };
             let (name, result) = match ClusterEntry::from_json(&text) {
                 Ok(entry) => (entry.name.clone(), Ok(entry)),
                 Err(error) => (self.claimed_name(&secret_name, &text), Err(error)),
@@ -244,7 +269,7 @@ impl SecretsRegistry {
                         secret = %secret_name,
                         cluster = %name,
                         errors = %error,
-                        "cluster registry entry is invalid; it is left out",
+                        "cluster registry entry is invalid; every push is dead-lettered for this cluster until it is fixed",
                     );
                     // A duplicate makes the name ambiguous: neither entry is used.
                     by_name.remove(&name);
@@ -252,19 +277,55 @@ impl SecretsRegistry {
                 }
             }
         }
-        let mut valid: Vec<ClusterEntry> =
+        let mut unusable: HashMap<String, RegistryReadError> = invalid
+            .into_iter()
+            .map(|(name, error)| (name.clone(), RegistryReadError::Invalid { name, error }))
+            .collect();
+        for (secret_name, message) in unreadable {
+            let name = self.name_of_secret(&secret_name);
+            tracing::warn!(
+                secret = %secret_name,
+                cluster = %name,
+                error = %message,
+                "cluster registry entry could not be read; pushes for this cluster are retried, then dead-lettered",
+            );
+            // Already invalid whatever the unread secret holds: that answer is final.
+            if unusable.contains_key(&name) {
+                continue;
+            }
+            // A valid entry of the same name may be this very cluster's duplicate: until the
+            // secret is read, the name is ambiguous (as with two readable duplicates).
+            let shadowed = by_name.remove(&name).is_some();
+            let also = if shadowed {
+                format!(" (it may be a second entry for cluster {name}, so neither is used)")
+            } else {
+                String::new()
+            };
+            unusable.insert(
+                name,
+                RegistryReadError::Unavailable(format!(
+                    "the entry in secret {secret_name} could not be read{also}: {message}"
+                )),
+            );
+        }
+        let mut entries: Vec<ClusterEntry> =
             by_name.values().map(|entry| (**entry).clone()).collect();
-        valid.sort_by(|a, b| a.name.cmp(&b.name));
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut unusable_names: Vec<String> = unusable.keys().cloned().collect();
+        unusable_names.sort();
         Snapshot {
             read_at: Instant::now(),
-            valid: Arc::new(valid),
+            listing: Arc::new(ClusterListing {
+                entries,
+                unusable: unusable_names,
+            }),
             by_name,
-            invalid,
+            unusable,
         }
     }
 
-    /// The cluster an invalid entry is meant for: its `name` field when that is a string,
-    /// else the secret name after the prefix.
+    /// The cluster an invalid entry is meant for: its `name` field when that is a valid
+    /// cluster name, else the one derived from the secret name.
     fn claimed_name(&self, secret_name: &str, text: &str) -> String {
         serde_json::from_str::<Value>(text)
             .ok()
@@ -274,19 +335,35 @@ impl SecretsRegistry {
                     .and_then(Value::as_str)
                     .map(str::to_string)
             })
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| {
-                secret_name
-                    .strip_prefix(&self.prefix)
-                    .unwrap_or(secret_name)
-                    .to_string()
-            })
+            .filter(|name| is_valid_cluster_name(name))
+            .unwrap_or_else(|| self.name_of_secret(secret_name))
+    }
+
+    /// The cluster name of a secret whose entry names none usable (unreadable, not JSON, or
+    /// a bad `name`): the secret name after the prefix. Route sends it dispatches, so it
+    /// must be a FIFO message group id; Secrets Manager names use only characters a group id
+    /// allows, but may be longer (or empty after the prefix): those become `secret-` and a
+    /// digest of the secret name (the error still names the secret).
+    fn name_of_secret(&self, secret_name: &str) -> String {
+        let rest = secret_name
+            .strip_prefix(&self.prefix)
+            .unwrap_or(secret_name);
+        let fits_a_group = (1..=MAX_SECRET_DERIVED_NAME).contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_+=.@-".contains(&b));
+        if fits_a_group {
+            return rest.to_string();
+        }
+        let digest = Sha256::digest(secret_name.as_bytes());
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("secret-{hex}")
     }
 }
 
 impl ClusterRegistry for SecretsRegistry {
-    async fn clusters(&self) -> Result<Arc<Vec<ClusterEntry>>, RegistryReadError> {
-        Ok(Arc::clone(&self.snapshot().await?.valid))
+    async fn clusters(&self) -> Result<Arc<ClusterListing>, RegistryReadError> {
+        Ok(Arc::clone(&self.snapshot().await?.listing))
     }
 
     async fn cluster(&self, name: &str) -> Result<Option<Arc<ClusterEntry>>, RegistryReadError> {

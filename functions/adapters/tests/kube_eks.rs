@@ -19,7 +19,9 @@ use fluxrelay_adapters::eks::{Clock, EksTokens};
 use fluxrelay_core::flux::ObjectRef;
 use fluxrelay_core::handlers::dispatch::{DispatchMessage, Verdict, handle_dispatch};
 use fluxrelay_core::handlers::retry::RetryPolicy;
-use fluxrelay_core::ports::{ClusterRegistry, FluxDiscovery, RegistryReadError, TriggerSender};
+use fluxrelay_core::ports::{
+    ClusterListing, ClusterRegistry, FluxDiscovery, RegistryReadError, TriggerSender,
+};
 use fluxrelay_core::push::Dispatch;
 use fluxrelay_core::registry::{ClusterEntry, Credentials, DEFAULT_RECEIVER_PROXY, TriggerConfig};
 use fluxrelay_core::trigger::classify::{FailureClass, Responder};
@@ -173,8 +175,8 @@ async fn eks_cluster() -> (KubeEnv, FluxReceiverEmulator, String) {
 struct Entries(Vec<ClusterEntry>);
 
 impl ClusterRegistry for Entries {
-    async fn clusters(&self) -> Result<Arc<Vec<ClusterEntry>>, RegistryReadError> {
-        Ok(Arc::new(self.0.clone()))
+    async fn clusters(&self) -> Result<Arc<ClusterListing>, RegistryReadError> {
+        Ok(Arc::new(ClusterListing::usable(self.0.clone())))
     }
 
     async fn cluster(&self, name: &str) -> Result<Option<Arc<ClusterEntry>>, RegistryReadError> {

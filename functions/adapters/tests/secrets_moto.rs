@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_secretsmanager::Client;
 use fluxrelay_adapters::secrets::{SecretsRegistry, WebhookAuthError, load_webhook_auth};
 use fluxrelay_core::auth::Requirement;
-use fluxrelay_core::ports::{ClusterRegistry, RegistryReadError};
+use fluxrelay_core::ports::{ClusterListing, ClusterRegistry, RegistryReadError};
 use fluxrelay_testkit::moto::{CountCalls, Moto};
 use serde_json::json;
 
@@ -39,8 +39,8 @@ async fn update(client: &Client, secret_name: &str, value: &str) {
         .unwrap();
 }
 
-fn names(entries: &[fluxrelay_core::registry::ClusterEntry]) -> Vec<&str> {
-    entries.iter().map(|e| e.name.as_str()).collect()
+fn names(listing: &ClusterListing) -> Vec<&str> {
+    listing.entries.iter().map(|e| e.name.as_str()).collect()
 }
 
 /// Records every WARN event's fields as text, to check what the registry logs.
@@ -122,6 +122,7 @@ async fn the_registry_is_the_valid_entries_under_the_prefix_named_by_their_name_
     let clusters = registry.clusters().await.unwrap();
 
     assert_eq!(names(&clusters), vec!["prod", "staging"]);
+    assert_eq!(clusters.unusable, vec!["bad"]);
     let prod = registry.cluster("prod").await.unwrap().unwrap();
     assert_eq!(prod.server.as_str(), "https://prod.example.com:6443/");
     assert!(registry.cluster("stray").await.unwrap().is_none());
@@ -174,6 +175,194 @@ async fn an_entry_that_is_not_json_is_invalid_under_its_secret_name_and_never_lo
     let warnings = warnings.0.lock().unwrap().clone();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(!warnings[0].contains("SECRET-VALUE"), "{}", warnings[0]);
+}
+
+/// Sends the `GetSecretValue` of one secret to another secret name of the same length: a
+/// secret that is marked for deletion, so moto itself answers `InvalidRequestException`.
+/// Moto enforces neither IAM nor KMS, so this is how a test gets a listed secret that the
+/// service refuses to read (in AWS: a KMS key the function may not use, a secret deleted
+/// between `ListSecrets` and `GetSecretValue`).
+#[derive(Debug)]
+struct ReadAnotherSecret {
+    listed: &'static str,
+    read: &'static str,
+}
+
+impl aws_sdk_secretsmanager::config::Intercept for ReadAnotherSecret {
+    fn name(&self) -> &'static str {
+        "ReadAnotherSecret"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut aws_sdk_secretsmanager::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _: &aws_sdk_secretsmanager::config::RuntimeComponents,
+        _: &mut aws_sdk_secretsmanager::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        assert_eq!(
+            self.listed.len(),
+            self.read.len(),
+            "the body keeps its length"
+        );
+        let request = context.request_mut();
+        if request.headers().get("x-amz-target") != Some("secretsmanager.GetSecretValue") {
+            return Ok(());
+        }
+        let body = request
+            .body()
+            .bytes()
+            .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+            .unwrap_or_default();
+        let from = format!("\"SecretId\":\"{}\"", self.listed);
+        if body.contains(&from) {
+            let to = format!("\"SecretId\":\"{}\"", self.read);
+            *request.body_mut() = body.replace(&from, &to).into();
+        }
+        Ok(())
+    }
+}
+
+/// A client whose read of `fluxrelay/clusters/locked` is refused by the service.
+async fn client_with_one_unreadable_secret(moto: &Moto) -> Client {
+    let plain = moto.secrets().await;
+    create(
+        &plain,
+        "fluxrelay/clusters/locked",
+        &entry("locked", "https://l.example.com"),
+    )
+    .await;
+    create(&plain, "graveyard/clusters/locked", "{}").await;
+    plain
+        .delete_secret()
+        .secret_id("graveyard/clusters/locked")
+        .send()
+        .await
+        .unwrap();
+    let config = aws_sdk_secretsmanager::config::Builder::from(&moto.sdk_config().await)
+        .interceptor(ReadAnotherSecret {
+            listed: "fluxrelay/clusters/locked",
+            read: "graveyard/clusters/locked",
+        })
+        .build();
+    Client::from_conf(config)
+}
+
+#[tokio::test]
+async fn a_broken_or_unreadable_secret_is_an_unusable_name_and_the_others_stay_usable() {
+    let moto = Moto::start();
+    let client = client_with_one_unreadable_secret(&moto).await;
+    create(
+        &client,
+        "fluxrelay/clusters/prod",
+        &entry("prod", "https://prod.example.com"),
+    )
+    .await;
+    // Half-edited: a plain-http server.
+    create(
+        &client,
+        "fluxrelay/clusters/half",
+        &entry("half", "http://half.example.com"),
+    )
+    .await;
+    create(
+        &client,
+        "fluxrelay/clusters/eu/garbled",
+        "token=SECRET-VALUE",
+    )
+    .await;
+    // A `name` that is no cluster name: the secret name stands in for it.
+    create(
+        &client,
+        "fluxrelay/clusters/renamed",
+        &entry("Prod Cluster!", "https://r.example.com"),
+    )
+    .await;
+    let long = format!("{PREFIX}{}", "x".repeat(130));
+    create(&client, &long, "not json").await;
+    let registry = SecretsRegistry::with_settings(client, PREFIX, LONG_TTL);
+    let warnings = Warnings::default();
+    let _guard = tracing::subscriber::set_default(warnings.clone());
+
+    let listing = registry.clusters().await.unwrap();
+
+    assert_eq!(names(&listing), vec!["prod"]);
+    let digest_name = listing
+        .unusable
+        .iter()
+        .find(|name| name.starts_with("secret-"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(digest_name.len(), "secret-".len() + 16, "{listing:?}");
+    let mut expected = vec![
+        "eu/garbled",
+        "half",
+        "locked",
+        "renamed",
+        digest_name.as_str(),
+    ];
+    expected.sort();
+    assert_eq!(listing.unusable, expected);
+    assert!(registry.cluster("prod").await.unwrap().is_some());
+    // (cluster, error kind, text the error must hold)
+    for (name, invalid, holds) in [
+        ("half", true, "server:"),
+        ("eu/garbled", true, "invalid cluster registry entry"),
+        ("renamed", true, "name:"),
+        (digest_name.as_str(), true, "invalid cluster registry entry"),
+        ("locked", false, "InvalidRequestException"),
+    ] {
+        let error = registry.cluster(name).await.unwrap_err();
+        match (&error, invalid) {
+            (RegistryReadError::Invalid { name: named, .. }, true) => assert_eq!(named, name),
+            (RegistryReadError::Unavailable(message), false) => {
+                assert!(message.contains("fluxrelay/clusters/locked"), "{message}");
+            }
+            _ => panic!("{name}: wrong kind {error:?}"),
+        }
+        let text = error.to_string();
+        assert!(text.contains(holds), "{name}: {text}");
+        assert!(!text.contains("SECRET"), "{name}: {text}");
+    }
+    let warnings = warnings.0.lock().unwrap().clone();
+    assert_eq!(warnings.len(), 5, "{warnings:?}");
+    assert!(
+        warnings.iter().all(|w| !w.contains("SECRET")),
+        "{warnings:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_secret_named_like_a_valid_entry_makes_that_name_unavailable() {
+    let moto = Moto::start();
+    let client = client_with_one_unreadable_secret(&moto).await;
+    // The unreadable secret is named `locked`; so is this entry in another secret.
+    create(
+        &client,
+        "fluxrelay/clusters/a",
+        &entry("locked", "https://a.example.com"),
+    )
+    .await;
+    create(
+        &client,
+        "fluxrelay/clusters/b",
+        &entry("b", "https://b.example.com"),
+    )
+    .await;
+    let registry = SecretsRegistry::with_settings(client, PREFIX, LONG_TTL);
+
+    let listing = registry.clusters().await.unwrap();
+
+    assert_eq!(names(&listing), vec!["b"]);
+    assert_eq!(listing.unusable, vec!["locked"]);
+    match registry.cluster("locked").await {
+        Err(RegistryReadError::Unavailable(message)) => {
+            assert!(
+                message.contains("second entry for cluster locked"),
+                "{message}"
+            );
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -355,7 +544,8 @@ async fn every_page_of_the_secret_list_is_read() {
 
     assert_eq!(list_calls.count(), 2, "two ListSecrets pages");
     assert_eq!(clusters.len(), 105);
-    assert_eq!(clusters[104].name, "c104");
+    assert_eq!(clusters.entries[104].name, "c104");
+    assert!(clusters.unusable.is_empty());
 }
 
 #[tokio::test]

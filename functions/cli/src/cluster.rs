@@ -9,7 +9,7 @@ use fluxrelay_adapters::cluster_check::{Access, Permission, can_i, receiver_toke
 use fluxrelay_adapters::secrets::SecretsRegistry;
 use fluxrelay_core::flux::{GitRepository, Receiver};
 use fluxrelay_core::matching::select::webhook_path;
-use fluxrelay_core::ports::{FluxDiscovery, TriggerSender};
+use fluxrelay_core::ports::{FluxDiscovery, RegistryReadError, TriggerSender};
 use fluxrelay_core::registry::{ClusterEntry, ReceiverEndpoint, RegistryError, TriggerMode};
 use fluxrelay_core::trigger::classify::apiserver_status;
 use fluxrelay_core::trigger::request::{RequestTarget, TriggerRequest};
@@ -330,7 +330,7 @@ async fn entries(store: &Store) -> Result<Vec<(String, Result<ClusterEntry, Stri
                 prefix.clone(),
                 std::time::Duration::ZERO,
             );
-            let (valid, invalid) = registry
+            let (valid, unusable) = registry
                 .read_everything()
                 .await
                 .map_err(|error| error.to_string())?;
@@ -338,11 +338,13 @@ async fn entries(store: &Store) -> Result<Vec<(String, Result<ClusterEntry, Stri
                 .into_iter()
                 .map(|entry| (entry.name.clone(), Ok(entry)))
                 .collect();
-            all.extend(
-                invalid
-                    .into_iter()
-                    .map(|(name, error)| (name, Err(problems(&error)))),
-            );
+            all.extend(unusable.into_iter().map(|(name, error)| {
+                let problem = match error {
+                    RegistryReadError::Invalid { error, .. } => problems(&error),
+                    RegistryReadError::Unavailable(message) => message,
+                };
+                (name, Err(problem))
+            }));
             all.sort_by(|a, b| a.0.cmp(&b.0));
             Ok(all)
         }

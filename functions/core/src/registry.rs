@@ -15,6 +15,15 @@ pub const DEFAULT_NAMESPACE: &str = "flux-system";
 pub const DEFAULT_RECEIVER_PROXY: &str =
     "/api/v1/namespaces/flux-system/services/http:webhook-receiver:80/proxy";
 
+/// A cluster name: 1 to 63 characters of `A-Z`, `a-z`, `0-9`, `-`, `_` or `.` (so it is also
+/// a valid FIFO message group id).
+pub fn is_valid_cluster_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 #[derive(Debug, Clone)]
 pub struct ClusterEntry {
     pub name: String,

@@ -3,6 +3,7 @@
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
+use crate::ports::ClusterListing;
 use crate::push::Push;
 use crate::registry::ClusterEntry;
 
@@ -215,6 +216,28 @@ pub fn subscribed_clusters<'a>(push: &Push, clusters: &'a [ClusterEntry]) -> Vec
         .iter()
         .filter(|cluster| route(push, cluster).is_ok())
         .collect()
+}
+
+/// The clusters that get a `Dispatch` for this push, each once: every usable entry that
+/// subscribes, in registry order, then every cluster whose entry cannot be used. Those
+/// subscriptions are unknown, so such a cluster is sent every push, and dispatch
+/// dead-letters it (or retries it, when the entry could not be read) with the entry's
+/// problem: a half-edited entry never makes a push vanish. A branch deletion goes nowhere,
+/// not even there: no cluster can trigger on it.
+pub fn dispatch_clusters(push: &Push, listing: &ClusterListing) -> Vec<String> {
+    if push.is_branch_deletion() {
+        return Vec::new();
+    }
+    let mut names: Vec<String> = Vec::new();
+    let subscribed = subscribed_clusters(push, &listing.entries)
+        .into_iter()
+        .map(|cluster| &cluster.name);
+    for name in subscribed.chain(&listing.unusable) {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
 }
 
 #[cfg(test)]

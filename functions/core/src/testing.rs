@@ -70,25 +70,36 @@ impl DispatchPublisher for MemoryQueue {
 #[derive(Default)]
 pub struct StaticRegistry {
     pub entries: Vec<ClusterEntry>,
+    /// Entries that cannot be used, with what `cluster(name)` answers for each.
+    pub unusable: Vec<(String, RegistryReadError)>,
     pub unavailable: bool,
     pub invalidated: Mutex<Vec<String>>,
 }
 
-impl ClusterRegistry for StaticRegistry {
-    async fn clusters(&self) -> Result<Arc<Vec<ClusterEntry>>, RegistryReadError> {
+impl StaticRegistry {
+    fn down(&self) -> Result<(), RegistryReadError> {
         if self.unavailable {
             return Err(RegistryReadError::Unavailable(
                 "secrets manager timed out".into(),
             ));
         }
-        Ok(Arc::new(self.entries.clone()))
+        Ok(())
+    }
+}
+
+impl ClusterRegistry for StaticRegistry {
+    async fn clusters(&self) -> Result<Arc<ClusterListing>, RegistryReadError> {
+        self.down()?;
+        Ok(Arc::new(ClusterListing {
+            entries: self.entries.clone(),
+            unusable: self.unusable.iter().map(|(name, _)| name.clone()).collect(),
+        }))
     }
 
     async fn cluster(&self, name: &str) -> Result<Option<Arc<ClusterEntry>>, RegistryReadError> {
-        if self.unavailable {
-            return Err(RegistryReadError::Unavailable(
-                "secrets manager timed out".into(),
-            ));
+        self.down()?;
+        if let Some((_, error)) = self.unusable.iter().find(|(unusable, _)| unusable == name) {
+            return Err(error.clone());
         }
         Ok(self
             .entries

@@ -304,6 +304,50 @@ async fn permanent_failures_are_dead_lettered_with_a_reason_that_says_what_to_fi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_with_a_half_edited_entry_registered_is_dead_lettered_for_it_and_delivered_to_the_rest()
+ {
+    if !netns::enter(
+        "a_push_with_a_half_edited_entry_registered_is_dead_lettered_for_it_and_delivered_to_the_rest",
+    ) {
+        return;
+    }
+    let p = Pipeline::start().await;
+    p.git_repository("app", DIASPORA, json!({"branch": "master"}))
+        .await;
+    p.flux_receiver("r", "generic", "t", &[], "app").await;
+    p.register(p.entry("prod", json!({}))).await;
+    // Half-edited: the server lost its https, and a subscription that would not take this
+    // push is in there too (an unusable entry's subscriptions are not trusted).
+    let half = p.entry(
+        "half",
+        json!({"server": "http://k.example.com", "subscriptions": [{"projects": ["other/**"]}]}),
+    );
+    let token = half["auth"]["token"].as_str().unwrap().to_string();
+    p.register(half).await;
+
+    assert_eq!(p.post_event_file("ingest-push-hook.json").await.0, 202);
+    p.drain().await;
+
+    assert_eq!(
+        p.receiver.accepted("flux-system", "r").len(),
+        1,
+        "prod is delivered: {:?}",
+        p.receiver.hits()
+    );
+    let dead = p.take_dead_letters().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (body, attributes) = &dead[0];
+    assert_eq!(attributes["fluxrelay.cluster"], "half");
+    assert_eq!(body["cluster"], "half");
+    assert_eq!(body["push"]["ref"], "refs/heads/master");
+    let reason = &attributes["fluxrelay.reason"];
+    assert!(reason.contains("cluster half is invalid"), "{reason}");
+    assert!(reason.contains("server:"), "{reason}");
+    assert!(!reason.contains(&token), "{reason}");
+    assert_eq!(depth(&p.sqs, &p.queues.intake_dlq).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sample_event_gives_its_documented_outcome() {
     if !netns::enter("every_sample_event_gives_its_documented_outcome") {
         return;

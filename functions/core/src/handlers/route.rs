@@ -1,8 +1,9 @@
-//! Route: each push on the intake queue → one `Dispatch` per subscribed cluster.
+//! Route: each push on the intake queue → one `Dispatch` per subscribed cluster, and one
+//! per cluster whose registry entry cannot be used (see [`dispatch_clusters`]).
 
-use crate::ports::{ClusterRegistry, DispatchPublisher};
+use crate::ports::{ClusterListing, ClusterRegistry, DispatchPublisher};
 use crate::push::{Dispatch, Push};
-use crate::routing::subscribed_clusters;
+use crate::routing::dispatch_clusters;
 
 /// One intake-queue message. `group` is its FIFO message group (the project).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +15,8 @@ pub struct IntakeMessage {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteVerdict {
-    /// Dispatches for these clusters are on the dispatch queue (possibly none subscribe).
+    /// Dispatches for these clusters are on the dispatch queue (possibly none subscribe;
+    /// unusable entries included).
     Routed { clusters: Vec<String> },
     /// Not done; the message stays on the intake queue and comes back.
     Failed { reason: String },
@@ -25,6 +27,9 @@ pub struct RoutedMessage {
     pub message_id: String,
     pub push: Option<Push>,
     pub verdict: RouteVerdict,
+    /// The clusters of a `Routed` verdict whose registry entry cannot be used: their
+    /// dispatch will be dead-lettered with the entry's problem (logged at warn).
+    pub unusable: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,6 +69,7 @@ pub async fn handle_route(
                         verdict: RouteVerdict::Failed {
                             reason: reason.clone(),
                         },
+                        unusable: Vec::new(),
                     })
                     .collect(),
             };
@@ -85,6 +91,14 @@ pub async fn handle_route(
                 Ok(push) => route_one(queue, push, &clusters).await,
             }
         };
+        let unusable = match &verdict {
+            RouteVerdict::Routed { clusters: routed } => routed
+                .iter()
+                .filter(|name| clusters.unusable.contains(name))
+                .cloned()
+                .collect(),
+            RouteVerdict::Failed { .. } => Vec::new(),
+        };
         if matches!(verdict, RouteVerdict::Failed { .. })
             && !failed_groups.contains(&message.group.as_str())
         {
@@ -94,6 +108,7 @@ pub async fn handle_route(
             message_id: message.id.clone(),
             push: push.ok(),
             verdict,
+            unusable,
         });
     }
     report
@@ -102,11 +117,11 @@ pub async fn handle_route(
 async fn route_one(
     queue: &impl DispatchPublisher,
     push: &Push,
-    clusters: &[crate::registry::ClusterEntry],
+    clusters: &ClusterListing,
 ) -> RouteVerdict {
-    let dispatches: Vec<Dispatch> = subscribed_clusters(push, clusters)
+    let dispatches: Vec<Dispatch> = dispatch_clusters(push, clusters)
         .into_iter()
-        .map(|cluster| Dispatch::new(cluster.name.clone(), push.clone()))
+        .map(|cluster| Dispatch::new(cluster, push.clone()))
         .collect();
     if !dispatches.is_empty()
         && let Err(error) = queue.publish_dispatches(&dispatches).await
@@ -119,3 +134,7 @@ async fn route_one(
         clusters: dispatches.into_iter().map(|d| d.cluster).collect(),
     }
 }
+
+#[cfg(test)]
+#[path = "route_test.rs"]
+mod tests;

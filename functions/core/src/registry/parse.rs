@@ -181,11 +181,7 @@ fn optional_string(object: &Map<String, Value>, key: &str, errors: &mut Errors) 
 
 fn cluster_name(object: &Map<String, Value>, errors: &mut Errors) -> Option<String> {
     let name = required_string(object, "name", errors)?;
-    let valid = name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if !valid {
+    if !super::is_valid_cluster_name(&name) {
         errors.add(
             "name",
             "must be 1 to 63 characters of A-Z, a-z, 0-9, '-', '_' or '.'",

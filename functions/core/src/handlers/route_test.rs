@@ -1,0 +1,360 @@
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::*;
+use crate::handlers::denials::Denials;
+use crate::handlers::dispatch::{DispatchMessage, Verdict, handle_dispatch};
+use crate::handlers::plan::tests::{entry, receiver, repository};
+use crate::handlers::retry::RetryPolicy;
+use crate::ports::RegistryReadError;
+use crate::push::PushEvent;
+use crate::push::tests::sample_push;
+use crate::registry::ClusterEntry;
+use crate::testing::{FakeCluster, MemoryQueue, StaticRegistry};
+
+const KUBE_TOKEN: &str = "kube-token-SECRET-7";
+
+fn intake(push: &Push) -> IntakeMessage {
+    IntakeMessage {
+        id: "i1".into(),
+        group: push.project.id.to_string(),
+        body: push.to_json(),
+    }
+}
+
+fn named(name: &str, subscriptions: serde_json::Value) -> ClusterEntry {
+    entry(json!({"name": name, "subscriptions": subscriptions}))
+}
+
+/// What the registry answers for an entry that does not validate: the real parse error of
+/// a half-edited entry (plain `http` server), which never quotes the token it holds.
+fn invalid(name: &str) -> (String, RegistryReadError) {
+    let text =
+        json!({"name": name, "server": "http://k.example.com", "auth": {"token": KUBE_TOKEN}})
+            .to_string();
+    let Err(error) = ClusterEntry::from_json(&text) else {
+        panic!("the entry of {name} should not validate");
+    };
+    (
+        name.to_string(),
+        RegistryReadError::Invalid {
+            name: name.to_string(),
+            error,
+        },
+    )
+}
+
+fn unreadable(name: &str) -> (String, RegistryReadError) {
+    (
+        name.to_string(),
+        RegistryReadError::Unavailable(format!(
+            "entry of cluster {name} could not be read: GetSecretValue of fluxrelay/clusters/{name} failed: AccessDeniedException: not allowed to use the KMS key"
+        )),
+    )
+}
+
+/// (case, usable entries, unusable entries, push, dispatched clusters, of which unusable)
+type RouteCase = (
+    &'static str,
+    Vec<ClusterEntry>,
+    Vec<(String, RegistryReadError)>,
+    Push,
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+fn branch_deletion() -> Push {
+    let mut push = sample_push();
+    push.after = "0".repeat(40);
+    push
+}
+
+fn tag_push() -> Push {
+    let mut push = sample_push();
+    push.event = PushEvent::TagPush;
+    push.git_ref = "refs/tags/v1.0.0".into();
+    push
+}
+
+#[tokio::test]
+async fn route_sends_every_unusable_cluster_each_push_and_no_unsubscribed_usable_one() {
+    let everything = json!([{"projects": ["**"]}]);
+    let other_project = json!([{"projects": ["other/**"]}]);
+    let release_only = json!([{"refs": ["release/*"]}]);
+    let cases: Vec<RouteCase> = vec![
+        (
+            "usable subscribed and unsubscribed",
+            vec![
+                named("a", everything.clone()),
+                named("b", other_project.clone()),
+                named("c", release_only.clone()),
+            ],
+            vec![],
+            sample_push(),
+            &["a"],
+            &[],
+        ),
+        (
+            "an invalid entry gets the push next to the subscribed one",
+            vec![
+                named("a", everything.clone()),
+                named("b", other_project.clone()),
+            ],
+            vec![invalid("bad")],
+            sample_push(),
+            &["a", "bad"],
+            &["bad"],
+        ),
+        (
+            "an unreadable entry gets the push",
+            vec![named("a", everything.clone())],
+            vec![unreadable("locked")],
+            sample_push(),
+            &["a", "locked"],
+            &["locked"],
+        ),
+        (
+            "unusable entries get the push when no usable cluster subscribes",
+            vec![
+                named("b", other_project.clone()),
+                named("c", release_only.clone()),
+            ],
+            vec![invalid("bad"), unreadable("locked")],
+            sample_push(),
+            &["bad", "locked"],
+            &["bad", "locked"],
+        ),
+        (
+            "a tag push reaches unusable entries too",
+            vec![named("c", release_only.clone())],
+            vec![invalid("bad")],
+            tag_push(),
+            &["bad"],
+            &["bad"],
+        ),
+        (
+            "a name listed twice gets one dispatch",
+            vec![named("a", everything.clone())],
+            vec![invalid("bad"), unreadable("bad"), invalid("a")],
+            sample_push(),
+            &["a", "bad"],
+            &["a", "bad"],
+        ),
+        (
+            "a branch deletion goes nowhere, not even to unusable entries",
+            vec![named("a", everything.clone())],
+            vec![invalid("bad")],
+            branch_deletion(),
+            &[],
+            &[],
+        ),
+        ("no entry at all", vec![], vec![], sample_push(), &[], &[]),
+    ];
+    for (case, entries, unusable, push, expected, expected_unusable) in cases {
+        let unusable_names: Vec<String> = unusable.iter().map(|(n, _)| n.clone()).collect();
+        let unsubscribed: Vec<String> = entries
+            .iter()
+            .filter(|e| crate::routing::route(&push, e).is_err())
+            .map(|e| e.name.clone())
+            .collect();
+        let registry = StaticRegistry {
+            entries,
+            unusable,
+            ..Default::default()
+        };
+        let queue = MemoryQueue::default();
+
+        let report = handle_route(&registry, &queue, &[intake(&push)]).await;
+
+        let routed = &report.messages[0];
+        assert_eq!(
+            routed.verdict,
+            RouteVerdict::Routed {
+                clusters: expected.iter().map(|c| c.to_string()).collect()
+            },
+            "{case}"
+        );
+        assert_eq!(routed.unusable, expected_unusable, "{case}");
+        let dispatches = queue.dispatches.lock().unwrap().clone();
+        let sent: Vec<&str> = dispatches.iter().map(|d| d.group_id()).collect();
+        assert_eq!(sent, expected, "{case}");
+        for dispatch in &dispatches {
+            assert_eq!(dispatch.push, push, "{case}: the push goes as it came");
+            assert_eq!(
+                dispatch.to_json(),
+                Dispatch::new(dispatch.cluster.clone(), push.clone()).to_json(),
+                "{case}: the message format is the usual Dispatch"
+            );
+        }
+        // Negative cases, whatever the table says.
+        if !push.is_branch_deletion() {
+            for name in &unusable_names {
+                assert!(sent.contains(&name.as_str()), "{case}: {name} was dropped");
+            }
+        }
+        for name in &unsubscribed {
+            if !unusable_names.contains(name) {
+                assert!(
+                    !sent.contains(&name.as_str()),
+                    "{case}: {name} does not subscribe"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_registry_that_cannot_be_listed_still_fails_the_push() {
+    let registry = StaticRegistry {
+        unavailable: true,
+        unusable: vec![invalid("bad")],
+        ..Default::default()
+    };
+    let queue = MemoryQueue::default();
+
+    let report = handle_route(&registry, &queue, &[intake(&sample_push())]).await;
+
+    assert_eq!(report.failed_ids(), vec!["i1"]);
+    assert!(report.messages[0].unusable.is_empty());
+    assert!(queue.dispatches.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_enqueue_fails_a_push_routed_to_an_unusable_cluster() {
+    let registry = StaticRegistry {
+        unusable: vec![invalid("bad")],
+        ..Default::default()
+    };
+
+    let report = handle_route(&registry, &MemoryQueue::down(), &[intake(&sample_push())]).await;
+
+    assert_eq!(report.failed_ids(), vec!["i1"]);
+    assert!(report.messages[0].unusable.is_empty());
+}
+
+// ---- route, then dispatch: what becomes of the push for an unusable cluster ----
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_763_800_000).unwrap()
+}
+
+/// Routes one push over `registry` and hands its dispatches to dispatch as received for the
+/// `receive_count`-th time.
+async fn route_then_dispatch(
+    registry: &StaticRegistry,
+    cluster: &FakeCluster,
+    receive_count: u32,
+) -> Vec<(String, Verdict)> {
+    let queue = MemoryQueue::default();
+    let report = handle_route(registry, &queue, &[intake(&sample_push())]).await;
+    assert!(report.failed_ids().is_empty(), "{report:?}");
+    let messages: Vec<DispatchMessage> = queue
+        .dispatches
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| DispatchMessage {
+            id: format!("d-{}", d.cluster),
+            body: d.to_json(),
+            receive_count,
+        })
+        .collect();
+    let report = handle_dispatch(
+        registry,
+        cluster,
+        &RetryPolicy::default(),
+        &Denials::default(),
+        &messages,
+        now(),
+    )
+    .await;
+    let mut verdicts: Vec<(String, Verdict)> = report
+        .messages
+        .into_iter()
+        .map(|m| (m.dispatch.map(|d| d.cluster).unwrap_or_default(), m.verdict))
+        .collect();
+    verdicts.sort_by(|a, b| a.0.cmp(&b.0));
+    verdicts
+}
+
+/// `prod` delivers to its generic Receiver; `bad` and `locked` are what the test adds.
+fn prod_and(unusable: Vec<(String, RegistryReadError)>) -> (StaticRegistry, FakeCluster) {
+    let registry = StaticRegistry {
+        entries: vec![entry(json!({}))],
+        unusable,
+        ..Default::default()
+    };
+    let cluster = FakeCluster::default();
+    cluster
+        .repositories
+        .lock()
+        .unwrap()
+        .push(repository("app", json!({})));
+    cluster.receivers.lock().unwrap().push(receiver(
+        "r",
+        "generic",
+        "tok",
+        json!([{"kind": "GitRepository", "name": "app"}]),
+    ));
+    (registry, cluster)
+}
+
+#[tokio::test]
+async fn a_push_for_an_invalid_entry_is_dead_lettered_at_once_naming_the_field() {
+    let (registry, cluster) = prod_and(vec![invalid("bad")]);
+
+    let verdicts = route_then_dispatch(&registry, &cluster, 1).await;
+
+    assert_eq!(verdicts.len(), 2, "{verdicts:?}");
+    assert_eq!(verdicts[0].0, "bad");
+    match &verdicts[0].1 {
+        Verdict::DeadLetter { reason, status } => {
+            assert!(reason.contains("cluster bad is invalid"), "{reason}");
+            assert!(reason.contains("server:"), "{reason}");
+            assert!(!reason.contains(KUBE_TOKEN), "{reason}");
+            assert_eq!(*status, None);
+        }
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+    assert_eq!(verdicts[1].0, "prod");
+    assert!(
+        matches!(verdicts[1].1, Verdict::Delivered { .. }),
+        "{verdicts:?}"
+    );
+    let sent = cluster.sent.lock().unwrap();
+    assert!(sent.iter().all(|(name, _)| name == "prod"), "{sent:?}");
+}
+
+#[tokio::test]
+async fn a_push_for_an_unreadable_entry_is_retried_then_dead_lettered_with_the_reason() {
+    let policy = RetryPolicy::default();
+    for (receive_count, gives_up) in [
+        (1, false),
+        (policy.max_attempts - 1, false),
+        (policy.max_attempts, true),
+    ] {
+        let (registry, cluster) = prod_and(vec![unreadable("locked")]);
+
+        let verdicts = route_then_dispatch(&registry, &cluster, receive_count).await;
+
+        assert_eq!(verdicts[0].0, "locked", "{verdicts:?}");
+        match (&verdicts[0].1, gives_up) {
+            (Verdict::Retry { reason, delay_secs }, false) => {
+                assert!(reason.contains("AccessDeniedException"), "{reason}");
+                assert!(*delay_secs > 0);
+            }
+            (Verdict::DeadLetter { reason, .. }, true) => {
+                assert!(
+                    reason.starts_with(&format!("gave up after {receive_count} attempts")),
+                    "{reason}"
+                );
+                assert!(reason.contains("fluxrelay/clusters/locked"), "{reason}");
+            }
+            (other, _) => panic!("attempt {receive_count}: unexpected {other:?}"),
+        }
+        assert!(
+            matches!(verdicts[1], (ref name, Verdict::Delivered { .. }) if name == "prod"),
+            "{verdicts:?}"
+        );
+    }
+}
