@@ -17,7 +17,7 @@ use base64::Engine as _;
 use fluxrelay_core::flux::{
     GIT_REPOSITORY_GROUP, GitRepository, ObjectRef, RECEIVER_GROUP, Receiver,
 };
-use fluxrelay_core::ports::{Annotator, FluxDiscovery, TriggerSender};
+use fluxrelay_core::ports::{Annotator, ApiserverReadiness, FluxDiscovery, TriggerSender};
 use fluxrelay_core::registry::{ClusterEntry, Credentials};
 use fluxrelay_core::secret::Secret;
 use fluxrelay_core::trigger::classify::{
@@ -528,6 +528,28 @@ impl TriggerSender for KubeClusters {
                 .await
             }
             RequestTarget::Absolute(url) => self.send_to_url(url, request).await,
+        }
+    }
+}
+
+impl ApiserverReadiness for KubeClusters {
+    /// `/readyz` is readable by every authenticated user (`system:public-info-viewer`);
+    /// a starting apiserver answers it with an error, or denies it too.
+    async fn apiserver_ready(&self, cluster: &ClusterEntry) -> Result<(), String> {
+        let response = self
+            .send_to_apiserver(
+                cluster,
+                http::Method::GET,
+                "/readyz",
+                &http::HeaderMap::new(),
+                &[],
+            )
+            .await
+            .map_err(|failure| failure.reason)?;
+        if response.status == 200 {
+            Ok(())
+        } else {
+            Err(format!("/readyz answered {}", response.status))
         }
     }
 }

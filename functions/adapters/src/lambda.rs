@@ -163,7 +163,7 @@ use fluxrelay_core::handlers::dispatch::handle_dispatch;
 use fluxrelay_core::handlers::retry::RetryPolicy;
 use fluxrelay_core::handlers::route::handle_route;
 use fluxrelay_core::ingest::{IngestConfig, ingest};
-use fluxrelay_core::ports::{Annotator, FluxDiscovery, TriggerSender};
+use fluxrelay_core::ports::{Annotator, ApiserverReadiness, FluxDiscovery, TriggerSender};
 use lambda_runtime::LambdaEvent;
 use time::OffsetDateTime;
 use tokio::sync::RwLock;
@@ -329,7 +329,7 @@ pub struct DispatchFunction<C> {
     pub denials: Denials,
 }
 
-impl<C: FluxDiscovery + TriggerSender + Annotator> DispatchFunction<C> {
+impl<C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness> DispatchFunction<C> {
     pub async fn from_env(clusters: C) -> Result<Self, BoxError> {
         let aws = aws_config().await;
         let mut policy = RetryPolicy::default();

@@ -15,7 +15,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use fluxrelay_adapters::cluster::{KubeClusters, Timeouts};
 use fluxrelay_core::flux::{ObjectRef, RECONCILE_REQUESTED_AT, ReceiverType};
-use fluxrelay_core::ports::{Annotator, FluxDiscovery, TriggerSender};
+use fluxrelay_core::ports::{Annotator, ApiserverReadiness, FluxDiscovery, TriggerSender};
 use fluxrelay_core::registry::{ClusterEntry, Credentials, DEFAULT_RECEIVER_PROXY, TriggerConfig};
 use fluxrelay_core::secret::Secret;
 use fluxrelay_core::trigger::classify::{
@@ -404,6 +404,15 @@ fn rbac_and_credential_refusals_are_apiserver_statuses_and_annotate_patches_the_
         let clusters = KubeClusters::with_defaults().unwrap();
         let cluster = token_entry(&env, "restricted", &env.dispatcher_token());
         let podinfo = ObjectRef::new(NAMESPACE, "podinfo");
+        // A running apiserver is ready, and says so to the dispatcher's identity, which
+        // has no rule for /readyz beyond the default public-info-viewer binding.
+        assert_eq!(clusters.apiserver_ready(&cluster).await, Ok(()));
+        let nowhere = ClusterEntry {
+            server: "https://127.0.0.1:1".parse().unwrap(),
+            ..cluster.clone()
+        };
+        let why = clusters.apiserver_ready(&nowhere).await.unwrap_err();
+        assert!(why.contains("could not reach"), "{why}");
 
         // No services/proxy rule: the apiserver answers 403 and the receiver sees nothing.
         let response = clusters

@@ -134,6 +134,16 @@ pub trait TriggerSender: Sync {
     ) -> impl Future<Output = Result<TriggerResponse, TriggerFailure>> + Send;
 }
 
+/// Whether the cluster's apiserver says it is ready (`GET /readyz`); `Err` says why not.
+/// Asked only after a denial: a starting kube-apiserver serves requests before it is ready
+/// and denies valid credentials with a real 403 until its RBAC caches have synced.
+pub trait ApiserverReadiness: Sync {
+    fn apiserver_ready(
+        &self,
+        cluster: &ClusterEntry,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
 /// JSON-merge-patch one GitRepository (annotate mode).
 pub trait Annotator: Sync {
     fn annotate(

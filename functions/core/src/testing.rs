@@ -127,6 +127,9 @@ pub struct FakeCluster {
     pub sent: Mutex<Vec<(String, TriggerRequest)>>,
     pub patched: Mutex<Vec<(String, ObjectRef, Vec<u8>)>>,
     pub lists: Mutex<Vec<(String, String, bool)>>,
+    /// What `/readyz` says: `None` is ready.
+    pub unready: Mutex<Option<String>>,
+    pub readiness_checks: Mutex<usize>,
 }
 
 pub fn status(code: u16) -> TriggerResponse {
@@ -219,6 +222,16 @@ impl FluxDiscovery for FakeCluster {
             .map(Receiver::from_json)
             .filter(|r| r.id.namespace == namespace)
             .collect())
+    }
+}
+
+impl ApiserverReadiness for FakeCluster {
+    async fn apiserver_ready(&self, _cluster: &ClusterEntry) -> Result<(), String> {
+        *lock(&self.readiness_checks) += 1;
+        match lock(&self.unready).clone() {
+            None => Ok(()),
+            Some(why) => Err(why),
+        }
     }
 }
 

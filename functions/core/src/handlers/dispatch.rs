@@ -12,7 +12,9 @@ use super::plan::{
 };
 use super::retry::RetryPolicy;
 use crate::flux::ObjectRef;
-use crate::ports::{Annotator, ClusterRegistry, FluxDiscovery, RegistryReadError, TriggerSender};
+use crate::ports::{
+    Annotator, ApiserverReadiness, ClusterRegistry, FluxDiscovery, RegistryReadError, TriggerSender,
+};
 use crate::push::{Dispatch, Push};
 use crate::registry::{ClusterEntry, TriggerMode};
 use crate::trigger::classify::{
@@ -104,7 +106,7 @@ pub async fn handle_dispatch<C>(
     now: OffsetDateTime,
 ) -> DispatchReport
 where
-    C: FluxDiscovery + TriggerSender + Annotator,
+    C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness,
 {
     handle_dispatch_with(
         registry,
@@ -129,7 +131,7 @@ pub async fn handle_dispatch_with<C>(
     now: OffsetDateTime,
 ) -> DispatchReport
 where
-    C: FluxDiscovery + TriggerSender + Annotator,
+    C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness,
 {
     let mut report = DispatchReport::default();
     let mut by_cluster: BTreeMap<String, Vec<(&DispatchMessage, Dispatch)>> = BTreeMap::new();
@@ -183,7 +185,7 @@ async fn handle_cluster<C>(
     now: OffsetDateTime,
 ) -> (Vec<MessageOutcome>, Vec<TargetOutcome>)
 where
-    C: FluxDiscovery + TriggerSender + Annotator,
+    C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness,
 {
     let Rules {
         policy,
@@ -227,6 +229,10 @@ where
             if failure.credentials_rejected {
                 registry.invalidate(&name);
             }
+            let mut failure = failure;
+            if failure.class == FailureClass::Denied {
+                distrust_if_unready(cluster_api, &entry, std::iter::once(&mut failure)).await;
+            }
             let denied_for = denials.observe(&name, failure.class == FailureClass::Denied, now);
             return (fail_all(policy, group, &failure, denied_for), Vec::new());
         }
@@ -255,8 +261,18 @@ where
             now,
         )
     });
-    let results: BTreeMap<&(Target, usize), Result<(), TriggerFailure>> =
+    let mut results: BTreeMap<&(Target, usize), Result<(), TriggerFailure>> =
         wanted.keys().zip(join_all(calls).await).collect();
+    if results
+        .values()
+        .any(|r| r.as_ref().is_err_and(|f| f.class == FailureClass::Denied))
+    {
+        let denials = results
+            .values_mut()
+            .filter_map(|r| r.as_mut().err())
+            .filter(|f| f.class == FailureClass::Denied);
+        distrust_if_unready(cluster_api, &entry, denials).await;
+    }
     if results
         .values()
         .any(|r| r.as_ref().is_err_and(|f| f.credentials_rejected))
@@ -308,6 +324,25 @@ where
         });
     }
     (outcomes, targets)
+}
+
+/// A 403 from an apiserver that is not ready is not trusted (it may not have loaded its
+/// RBAC yet): the denials become retryable and start no streak.
+async fn distrust_if_unready<'f>(
+    api: &impl ApiserverReadiness,
+    entry: &ClusterEntry,
+    denials: impl IntoIterator<Item = &'f mut TriggerFailure>,
+) {
+    let Err(why) = api.apiserver_ready(entry).await else {
+        return;
+    };
+    for failure in denials {
+        failure.class = FailureClass::Retryable;
+        failure.reason = format!(
+            "{} (not trusted: the apiserver is not ready: {why})",
+            failure.reason
+        );
+    }
 }
 
 /// `denied_for`: how long the cluster has been answering 403 without a break, when it did
@@ -473,7 +508,7 @@ async fn trigger<C>(
     now: OffsetDateTime,
 ) -> Result<(), TriggerFailure>
 where
-    C: FluxDiscovery + TriggerSender + Annotator,
+    C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness,
 {
     match target {
         Target::Annotate { repository } => {

@@ -1015,3 +1015,57 @@ async fn a_denied_list_call_counts_as_a_denial_too() {
     };
     assert!(reason.contains("gitrepositories"), "{reason}");
 }
+
+#[tokio::test]
+async fn a_denial_from_an_apiserver_that_is_not_ready_is_retried_and_starts_no_streak() {
+    let (registry, cluster) = setup();
+    let denials = Denials::default();
+    let target = hook("tok", "r");
+    // A restart longer than the confirmation window: /readyz fails all along.
+    *cluster.unready.lock().unwrap() = Some("/readyz answered 500".into());
+    for (receive_count, secs) in [(1, 0), (2, 6), (3, 12), (4, 20)] {
+        cluster.answer(&target, vec![services_proxy_denied()]);
+        let verdict = dispatch_at(&registry, &cluster, &denials, receive_count, secs).await;
+        let Verdict::Retry { reason, .. } = &verdict else {
+            panic!("at {secs} s: {verdict:?}")
+        };
+        assert!(
+            reason.contains("not trusted: the apiserver is not ready: /readyz answered 500"),
+            "{reason}"
+        );
+    }
+    // Ready again and still denying: the streak starts now, not at the restart.
+    *cluster.unready.lock().unwrap() = None;
+    cluster.answer(&target, vec![services_proxy_denied()]);
+    let verdict = dispatch_at(&registry, &cluster, &denials, 5, 21).await;
+    assert!(matches!(verdict, Verdict::Retry { .. }), "{verdict:?}");
+
+    // The same for a denied list call.
+    let (registry, cluster) = setup();
+    *cluster.unready.lock().unwrap() = Some("/readyz answered 403".into());
+    *cluster.list_failure.lock().unwrap() = Some(TriggerFailure {
+        class: FailureClass::Denied,
+        responder: Responder::ApiServer,
+        status: Some(403),
+        reason: "cannot list resource \"gitrepositories\"".into(),
+        credentials_rejected: false,
+    });
+    let denials = Denials::default();
+    for (receive_count, secs) in [(1, 0), (2, 30)] {
+        let verdict = dispatch_at(&registry, &cluster, &denials, receive_count, secs).await;
+        assert!(matches!(verdict, Verdict::Retry { .. }), "{verdict:?}");
+    }
+}
+
+#[tokio::test]
+async fn readiness_is_asked_only_after_a_denial() {
+    let (registry, cluster) = setup();
+    let verdict = dispatch_at(&registry, &cluster, &Denials::default(), 1, 0).await;
+    assert!(matches!(verdict, Verdict::Delivered { .. }), "{verdict:?}");
+    cluster.answer(&hook("tok", "r"), vec![Ok(status(503))]);
+    dispatch_at(&registry, &cluster, &Denials::default(), 1, 0).await;
+    assert_eq!(*cluster.readiness_checks.lock().unwrap(), 0);
+    cluster.answer(&hook("tok", "r"), vec![services_proxy_denied()]);
+    dispatch_at(&registry, &cluster, &Denials::default(), 1, 0).await;
+    assert_eq!(*cluster.readiness_checks.lock().unwrap(), 1);
+}
