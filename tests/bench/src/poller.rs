@@ -5,12 +5,11 @@
 //! end-to-end tests). It keeps what the cost model needs: each invocation's handler time
 //! and size, and its empty receives.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 
 /// The event source mapping's long poll (the SQS maximum).
@@ -63,7 +62,7 @@ impl Poller {
                     .send()
                     .await
                     .expect("ReceiveMessage (long poll) on moto");
-                let event = sqs_event(output.messages.unwrap_or_default());
+                let event = fluxrelay_e2e::sqs_event(output.messages.unwrap_or_default());
                 if event.records.is_empty() {
                     shared.lock().unwrap().empty_receives += 1;
                     continue;
@@ -113,27 +112,4 @@ impl Drop for Poller {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// The records Lambda would build from received messages.
-fn sqs_event(messages: Vec<aws_sdk_sqs::types::Message>) -> SqsEvent {
-    let mut event = SqsEvent::default();
-    event.records = messages
-        .into_iter()
-        .map(|message| {
-            let mut record = SqsMessage::default();
-            record.message_id = message.message_id;
-            record.receipt_handle = message.receipt_handle;
-            record.body = message.body;
-            record.attributes = message
-                .attributes
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(name, value)| (name.as_str().to_string(), value))
-                .collect::<HashMap<_, _>>();
-            record.event_source = Some("aws:sqs".into());
-            record
-        })
-        .collect();
-    event
 }

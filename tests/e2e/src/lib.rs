@@ -22,8 +22,13 @@ pub async fn receive_batch(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> SqsEve
         .send()
         .await
         .expect("ReceiveMessage");
+    sqs_event(output.messages.unwrap_or_default())
+}
+
+/// The records Lambda's event source mapping builds from received messages.
+pub fn sqs_event(messages: Vec<aws_sdk_sqs::types::Message>) -> SqsEvent {
     let mut event = SqsEvent::default();
-    for message in output.messages.unwrap_or_default() {
+    for message in messages {
         let mut record = SqsMessage::default();
         record.message_id = message.message_id;
         record.receipt_handle = message.receipt_handle;

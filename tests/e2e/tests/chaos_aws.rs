@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::config::Credentials;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
@@ -486,22 +486,9 @@ async fn receive(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<SqsEvent,
         .send()
         .await
         .map_err(|error| error.to_string())?;
-    let mut event = SqsEvent::default();
-    for message in output.messages.unwrap_or_default() {
-        let mut record = SqsMessage::default();
-        record.message_id = message.message_id;
-        record.receipt_handle = message.receipt_handle;
-        record.body = message.body;
-        record.attributes = message
-            .attributes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(name, value)| (name.as_str().to_string(), value))
-            .collect();
-        record.event_source = Some("aws:sqs".into());
-        event.records.push(record);
-    }
-    Ok(event)
+    Ok(fluxrelay_e2e::sqs_event(
+        output.messages.unwrap_or_default(),
+    ))
 }
 
 /// Deletes what the function acknowledged; an SQS error is returned (the messages then
