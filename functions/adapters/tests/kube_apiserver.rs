@@ -24,6 +24,7 @@ use fluxrelay_core::trigger::classify::{
 use fluxrelay_core::trigger::request::{
     RequestTarget, TriggerRequest, annotate_patch, requested_at,
 };
+use fluxrelay_testkit::kube_env::DISPATCHER_CERT_BINDING;
 use fluxrelay_testkit::kube_env::{KubeEnv, kubeconfig_yaml};
 use fluxrelay_testkit::netns;
 use http::{HeaderMap, HeaderValue, Method};
@@ -34,16 +35,6 @@ const NAMESPACE: &str = "flux-system";
 const WEBHOOK_PATH: &str = "/hook/0123456789abcdef";
 const RECEIVER_TOKEN: &str = "receiver-token-for-tests";
 const SOURCE_V1: &str = "source.toolkit.fluxcd.io/v1";
-
-/// The client-certificate user gets the same Role as the token user.
-const CERT_BINDING: &str = "
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: fluxrelay-dispatcher-cert, namespace: flux-system}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: fluxrelay-dispatcher}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: fluxrelay-dispatcher-cert}
-";
 
 /// The project's Role without the services/proxy rule and without `patch`.
 const ROLE_WITHOUT_PROXY_AND_PATCH: &str = "
@@ -257,7 +248,7 @@ fn token_certificate_and_kubeconfig_credentials_list_flux_objects_and_post_throu
     }
     runtime().block_on(async {
         let env = cluster_with_flux_objects(RBAC).await;
-        env.apply(CERT_BINDING).await;
+        env.apply(DISPATCHER_CERT_BINDING).await;
         let listener = Listener::start(200).await;
         let clusters = KubeClusters::with_defaults().unwrap();
         let kubeconfig = kubeconfig_yaml(

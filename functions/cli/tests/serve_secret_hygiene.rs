@@ -17,7 +17,9 @@ use common::{
     Cluster, DIASPORA_URL, Metrics, NAMESPACE, Serve, TempDir, WEBHOOK_TOKEN, http_client, payload,
     run_fluxrelay, write_config,
 };
+use fluxrelay_testkit::kube_env::DISPATCHER_CERT_BINDING;
 use fluxrelay_testkit::netns;
+use fluxrelay_testkit::secret_forms::forbidden_forms;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -26,15 +28,6 @@ const SECOND_WEBHOOK_TOKEN: &str = "second-serve-webhook-token-61d0e8";
 const SIGNING_KEY_BYTES: &[u8] = b"serve-signing-key-of-32-bytes-ok";
 const GITLAB_RECEIVER_TOKEN: &str = "serve-gitlab-receiver-token-0c5d";
 const HMAC_RECEIVER_TOKEN: &str = "serve-hmac-receiver-token-93ab";
-
-const CERT_BINDING: &str = "
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: fluxrelay-dispatcher-cert, namespace: flux-system}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: fluxrelay-dispatcher}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: fluxrelay-dispatcher-cert}
-";
 
 fn signing_key() -> String {
     format!("whsec_{}", BASE64.encode(SIGNING_KEY_BYTES))
@@ -76,24 +69,6 @@ fn push(n: u32) -> String {
     hook.to_string()
 }
 
-fn forbidden_forms(secrets: &[(&str, String)]) -> Vec<(String, String)> {
-    let mut forms = Vec::new();
-    for (name, secret) in secrets {
-        forms.push((name.to_string(), secret.clone()));
-        forms.push((format!("{name} (base64)"), BASE64.encode(secret)));
-        forms.push((
-            format!("{name} (base64url)"),
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
-        ));
-        for line in secret.lines().filter(|line| !line.starts_with("-----")) {
-            if line.len() >= 16 {
-                forms.push((format!("{name} (a PEM line)"), line.to_string()));
-            }
-        }
-    }
-    forms
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_the_log_answers_dlq_listing_or_explain_output_of_serve() {
     if !netns::enter("no_secret_appears_in_the_log_answers_dlq_listing_or_explain_output_of_serve")
@@ -101,7 +76,7 @@ async fn no_secret_appears_in_the_log_answers_dlq_listing_or_explain_output_of_s
         return;
     }
     let cluster = Cluster::start().await;
-    cluster.kube.apply(CERT_BINDING).await;
+    cluster.kube.apply(DISPATCHER_CERT_BINDING).await;
     cluster
         .git_repository("diaspora", DIASPORA_URL, json!({"branch": "master"}))
         .await;

@@ -21,6 +21,7 @@ use fluxrelay_e2e::pipeline::Pipeline;
 use fluxrelay_testkit::decoy::{
     Decoy, SeenRequest, add_loopback_address, http_response, redirect_to,
 };
+use fluxrelay_testkit::kube_env::DISPATCHER_CERT_BINDING;
 use fluxrelay_testkit::kube_env::kubeconfig_yaml;
 use fluxrelay_testkit::netns;
 use fluxrelay_testkit::receiver::{FluxReceiverEmulator, Hit, ReceiverSpec};
@@ -220,16 +221,6 @@ async fn nothing_in_a_push_payload_changes_the_host_of_any_outgoing_request() {
     assert!(p.take_dead_letters().await.is_empty());
 }
 
-/// The client-certificate user gets the same Role as the token user.
-const CERT_BINDING: &str = "
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: fluxrelay-dispatcher-cert, namespace: flux-system}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: fluxrelay-dispatcher}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: fluxrelay-dispatcher-cert}
-";
-
 /// A second Service behind the apiserver's proxy, whose only endpoint (192.0.2.12:9293)
 /// answers every request with a redirect; the Role may POST to it.
 const REDIRECTOR_SERVICE: &str = "
@@ -411,7 +402,7 @@ async fn credentials_reach_only_the_entry_server_and_no_redirect_is_followed() {
     )
     .await;
 
-    p.kube.apply(CERT_BINDING).await;
+    p.kube.apply(DISPATCHER_CERT_BINDING).await;
     p.kube.apply(REDIRECTOR_SERVICE).await;
     p.kube
         .patch_status(

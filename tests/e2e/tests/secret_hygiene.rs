@@ -18,7 +18,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use fluxrelay_adapters::lambda::{IngestFunction, WebhookAuth};
 use fluxrelay_adapters::sqs::SqsQueue;
 use fluxrelay_e2e::pipeline::{Pipeline, SAMPLE_WEBHOOK_TOKEN};
+use fluxrelay_testkit::kube_env::DISPATCHER_CERT_BINDING;
 use fluxrelay_testkit::netns;
+use fluxrelay_testkit::secret_forms::forbidden_forms;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -29,15 +31,6 @@ const SIGNING_KEY_BYTES: &[u8] = b"fluxrelay-signing-key-32-bytes!!";
 const GITLAB_RECEIVER_TOKEN: &str = "gitlab-receiver-token-77e0b1";
 const HMAC_RECEIVER_TOKEN: &str = "hmac-receiver-token-a4c2f9";
 const DIASPORA: &str = "https://example.com/mike/diaspora.git";
-
-const CERT_BINDING: &str = "
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: fluxrelay-dispatcher-cert, namespace: flux-system}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: fluxrelay-dispatcher}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: fluxrelay-dispatcher-cert}
-";
 
 /// Everything the subscriber writes.
 #[derive(Clone, Default)]
@@ -110,25 +103,6 @@ fn new_commit(hook: &mut Value, n: u32) {
     hook["checkout_sha"] = json!(sha);
 }
 
-/// Each secret, and what it looks like base64-encoded or as a PEM's base64 lines.
-fn forbidden_forms(secrets: &[(&str, String)]) -> Vec<(String, String)> {
-    let mut forms = Vec::new();
-    for (name, secret) in secrets {
-        forms.push((name.to_string(), secret.clone()));
-        forms.push((format!("{name} (base64)"), BASE64.encode(secret)));
-        forms.push((
-            format!("{name} (base64url)"),
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
-        ));
-        for line in secret.lines().filter(|line| !line.starts_with("-----")) {
-            if line.len() >= 16 {
-                forms.push((format!("{name} (a PEM line)"), line.to_string()));
-            }
-        }
-    }
-    forms
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_any_log_line_answer_or_dead_letter_of_the_aws_path() {
     if !netns::enter("no_secret_appears_in_any_log_line_answer_or_dead_letter_of_the_aws_path") {
@@ -167,7 +141,7 @@ async fn no_secret_appears_in_any_log_line_answer_or_dead_letter_of_the_aws_path
         queue: SqsQueue::new(p.sqs.clone(), p.queues.intake.clone()),
     };
 
-    p.kube.apply(CERT_BINDING).await;
+    p.kube.apply(DISPATCHER_CERT_BINDING).await;
     p.git_repository("app", DIASPORA, json!({"branch": "master"}))
         .await;
     p.flux_receiver("r-gitlab", "gitlab", GITLAB_RECEIVER_TOKEN, &[], "app")

@@ -346,3 +346,13 @@ pub fn kubeconfig_yaml(server: &str, ca_pem: &str, user: &Value, context: &str) 
         b64(ca_pem)
     )
 }
+
+/// Binds the dispatcher's Role (`infra/rbac.yaml`) to the client-certificate user too.
+pub const DISPATCHER_CERT_BINDING: &str = "
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: fluxrelay-dispatcher-cert, namespace: flux-system}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: fluxrelay-dispatcher}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: fluxrelay-dispatcher-cert}
+";

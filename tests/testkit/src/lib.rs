@@ -17,3 +17,4 @@ pub mod kube_faults;
 pub mod moto;
 pub mod netns;
 pub mod receiver;
+pub mod secret_forms;
