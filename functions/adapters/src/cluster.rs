@@ -17,13 +17,13 @@ use base64::Engine as _;
 use fluxrelay_core::flux::{
     GIT_REPOSITORY_GROUP, GitRepository, ObjectRef, RECEIVER_GROUP, Receiver,
 };
-use fluxrelay_core::ports::{Annotator, ApiserverReadiness, FluxDiscovery, TriggerSender};
-use fluxrelay_core::registry::{ClusterEntry, Credentials};
-use fluxrelay_core::secret::Secret;
-use fluxrelay_core::trigger::classify::{
+use fluxrelay_core::outcome::classify::{
     FailureClass, Responder, TransportErrorKind, TriggerFailure, TriggerResponse, apiserver_status,
     classify_apiserver_response, transport_failure,
 };
+use fluxrelay_core::ports::{Annotator, ApiserverReadiness, FluxDiscovery, TriggerSender};
+use fluxrelay_core::registry::{ClusterEntry, Credentials};
+use fluxrelay_core::secret::Secret;
 use fluxrelay_core::trigger::request::{MERGE_PATCH_CONTENT_TYPE, RequestTarget, TriggerRequest};
 use http::header::CONTENT_TYPE;
 use http_body_util::BodyExt as _;

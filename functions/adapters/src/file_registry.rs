@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use fluxrelay_core::ports::{ClusterListing, ClusterRegistry, RegistryReadError};
+use fluxrelay_core::ports::{ClusterRegistry, RegistryReadError};
 use fluxrelay_core::registry::ClusterEntry;
+use fluxrelay_core::registry::ClusterListing;
 
 #[derive(Debug, Clone)]
 pub struct FileRegistry {

@@ -158,11 +158,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
-use fluxrelay_core::handlers::denials::Denials;
 use fluxrelay_core::handlers::dispatch::handle_dispatch;
-use fluxrelay_core::handlers::retry::RetryPolicy;
 use fluxrelay_core::handlers::route::handle_route;
 use fluxrelay_core::ingest::{IngestConfig, ingest};
+use fluxrelay_core::outcome::denials::Denials;
+use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_core::ports::{Annotator, ApiserverReadiness, FluxDiscovery, TriggerSender};
 use lambda_runtime::LambdaEvent;
 use time::OffsetDateTime;

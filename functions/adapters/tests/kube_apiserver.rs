@@ -15,12 +15,12 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use fluxrelay_adapters::cluster::{KubeClusters, Timeouts};
 use fluxrelay_core::flux::{ObjectRef, RECONCILE_REQUESTED_AT, ReceiverType};
+use fluxrelay_core::outcome::classify::{
+    FailureClass, Responder, classify_apiserver_response, classify_receiver_response,
+};
 use fluxrelay_core::ports::{Annotator, ApiserverReadiness, FluxDiscovery, TriggerSender};
 use fluxrelay_core::registry::{ClusterEntry, Credentials, DEFAULT_RECEIVER_PROXY, TriggerConfig};
 use fluxrelay_core::secret::Secret;
-use fluxrelay_core::trigger::classify::{
-    FailureClass, Responder, classify_apiserver_response, classify_receiver_response,
-};
 use fluxrelay_core::trigger::request::{
     RequestTarget, TriggerRequest, annotate_patch, requested_at,
 };

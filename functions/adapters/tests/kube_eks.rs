@@ -18,13 +18,13 @@ use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::eks::{Clock, EksTokens};
 use fluxrelay_core::flux::ObjectRef;
 use fluxrelay_core::handlers::dispatch::{DispatchMessage, Verdict, handle_dispatch};
-use fluxrelay_core::handlers::retry::RetryPolicy;
-use fluxrelay_core::ports::{
-    ClusterListing, ClusterRegistry, FluxDiscovery, RegistryReadError, TriggerSender,
-};
+use fluxrelay_core::outcome::classify::{FailureClass, Responder};
+use fluxrelay_core::outcome::retry::RetryPolicy;
+use fluxrelay_core::ports::{ClusterRegistry, FluxDiscovery, RegistryReadError, TriggerSender};
 use fluxrelay_core::push::Dispatch;
-use fluxrelay_core::registry::{ClusterEntry, Credentials, DEFAULT_RECEIVER_PROXY, TriggerConfig};
-use fluxrelay_core::trigger::classify::{FailureClass, Responder};
+use fluxrelay_core::registry::{
+    ClusterEntry, ClusterListing, Credentials, DEFAULT_RECEIVER_PROXY, TriggerConfig,
+};
 use fluxrelay_core::trigger::request::{RequestTarget, TriggerRequest};
 use fluxrelay_testkit::iam_authn::{IamAuthnConfig, Review, TestAccount};
 use fluxrelay_testkit::kube_env::{KubeEnv, KubeEnvOptions};

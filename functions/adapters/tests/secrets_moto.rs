@@ -8,7 +8,8 @@ use std::time::Duration;
 use aws_sdk_secretsmanager::Client;
 use fluxrelay_adapters::secrets::{SecretsRegistry, WebhookAuthError, load_webhook_auth};
 use fluxrelay_core::auth::Requirement;
-use fluxrelay_core::ports::{ClusterListing, ClusterRegistry, RegistryReadError};
+use fluxrelay_core::ports::{ClusterRegistry, RegistryReadError};
+use fluxrelay_core::registry::ClusterListing;
 use fluxrelay_testkit::moto::{CountCalls, Moto};
 use serde_json::json;
 

@@ -9,9 +9,9 @@ use fluxrelay_adapters::cluster_check::{Access, Permission, can_i, receiver_toke
 use fluxrelay_adapters::secrets::SecretsRegistry;
 use fluxrelay_core::flux::{GitRepository, Receiver};
 use fluxrelay_core::matching::select::webhook_path;
+use fluxrelay_core::outcome::classify::apiserver_status;
 use fluxrelay_core::ports::{FluxDiscovery, RegistryReadError, TriggerSender};
 use fluxrelay_core::registry::{ClusterEntry, ReceiverEndpoint, RegistryError, TriggerMode};
-use fluxrelay_core::trigger::classify::apiserver_status;
 use fluxrelay_core::trigger::request::{RequestTarget, TriggerRequest};
 use serde_json::{Map, Value, json};
 

@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use fluxrelay_core::auth::{AuthConfig, SigningKey};
-use fluxrelay_core::handlers::retry::RetryPolicy;
 use fluxrelay_core::ingest::{DEFAULT_MAX_BODY_BYTES, IngestConfig};
+use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_core::registry::ClusterEntry;
 use fluxrelay_core::secret::Secret;
 use serde_json::Value;

@@ -12,12 +12,12 @@ use fluxrelay_adapters::embedded::{
 };
 use fluxrelay_adapters::file_registry::FileRegistry;
 use fluxrelay_adapters::outcome_log;
-use fluxrelay_core::handlers::denials::Denials;
 use fluxrelay_core::handlers::dispatch::{
     DispatchMessage, DispatchOptions, DispatchReport, Verdict, handle_dispatch_with,
 };
-use fluxrelay_core::handlers::retry::RetryPolicy;
 use fluxrelay_core::handlers::route::{IntakeMessage, RouteReport, RouteVerdict, handle_route};
+use fluxrelay_core::outcome::denials::Denials;
+use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_core::ports::QueueError;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};

@@ -10,11 +10,13 @@ pub mod gitlab;
 pub mod handlers;
 pub mod ingest;
 pub mod matching;
+pub mod outcome;
 pub mod ports;
 pub mod push;
 pub mod registry;
 pub mod routing;
 pub mod secret;
+pub mod subscriptions;
 pub mod trigger;
 
 #[cfg(test)]

@@ -7,9 +7,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::flux::{GitRepository, ObjectRef, Receiver};
+use crate::outcome::classify::{TriggerFailure, TriggerResponse};
 use crate::push::{Dispatch, Push};
-use crate::registry::{ClusterEntry, RegistryError};
-use crate::trigger::classify::{TriggerFailure, TriggerResponse};
+use crate::registry::{ClusterEntry, ClusterListing, RegistryError};
 use crate::trigger::request::TriggerRequest;
 
 /// A queue refused or could not take messages. The message is for logs: it may name
@@ -53,40 +53,6 @@ pub enum RegistryReadError {
     /// The entry exists but does not validate; it will not fix itself.
     #[error("registry entry for cluster {name} is invalid: {error}")]
     Invalid { name: String, error: RegistryError },
-}
-
-/// What a registry holds, as [`ClusterRegistry::clusters`] read it.
-#[derive(Debug, Clone, Default)]
-pub struct ClusterListing {
-    /// The entries that validate, in name order.
-    pub entries: Vec<ClusterEntry>,
-    /// Clusters whose entry is there but cannot be used: it does not validate, or it could
-    /// not be read. `cluster(name)` answers the reason (`Invalid` or `Unavailable`) for
-    /// each. Their subscriptions are unknown, so route sends them every push and dispatch
-    /// dead-letters it with that reason, rather than the push being skipped in silence.
-    /// Each name is fit to be a `Dispatch` cluster (and so a FIFO message group), sorted,
-    /// each once, and never the name of one of `entries`.
-    pub unusable: Vec<String>,
-}
-
-impl ClusterListing {
-    /// A registry in which every entry can be used.
-    pub fn usable(entries: Vec<ClusterEntry>) -> Self {
-        Self {
-            entries,
-            unusable: Vec::new(),
-        }
-    }
-
-    /// How many entries can be used (`unusable` not counted).
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// No entry can be used (there may still be unusable ones).
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 pub trait ClusterRegistry: Sync {

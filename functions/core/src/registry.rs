@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 pub use parse::{FieldError, RegistryError};
 
 use crate::flux::ObjectRef;
-use crate::routing::Subscription;
 use crate::secret::Secret;
+use crate::subscriptions::Subscription;
 
 pub const DEFAULT_NAMESPACE: &str = "flux-system";
 pub const DEFAULT_RECEIVER_PROXY: &str =
@@ -119,5 +119,39 @@ impl Default for TriggerConfig {
             receiver_endpoint: ReceiverEndpoint::ServiceProxy(DEFAULT_RECEIVER_PROXY.to_string()),
             receiver_tokens: BTreeMap::new(),
         }
+    }
+}
+
+/// What a registry holds, as `ClusterRegistry::clusters` (ports) read it.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterListing {
+    /// The entries that validate, in name order.
+    pub entries: Vec<ClusterEntry>,
+    /// Clusters whose entry is there but cannot be used: it does not validate, or it could
+    /// not be read. `cluster(name)` answers the reason (`Invalid` or `Unavailable`) for
+    /// each. Their subscriptions are unknown, so route sends them every push and dispatch
+    /// dead-letters it with that reason, rather than the push being skipped in silence.
+    /// Each name is fit to be a `Dispatch` cluster (and so a FIFO message group), sorted,
+    /// each once, and never the name of one of `entries`.
+    pub unusable: Vec<String>,
+}
+
+impl ClusterListing {
+    /// A registry in which every entry can be used.
+    pub fn usable(entries: Vec<ClusterEntry>) -> Self {
+        Self {
+            entries,
+            unusable: Vec::new(),
+        }
+    }
+
+    /// How many entries can be used (`unusable` not counted).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// No entry can be used (there may still be unusable ones).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }

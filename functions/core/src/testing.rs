@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crate::flux::{GitRepository, ObjectRef, Receiver};
+use crate::outcome::classify::{TriggerFailure, TriggerResponse};
 use crate::ports::*;
 use crate::push::{Dispatch, Push};
-use crate::registry::ClusterEntry;
-use crate::trigger::classify::{TriggerFailure, TriggerResponse};
+use crate::registry::{ClusterEntry, ClusterListing};
 use crate::trigger::request::{RequestTarget, TriggerRequest};
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

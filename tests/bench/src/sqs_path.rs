@@ -16,7 +16,7 @@ use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::lambda::{DispatchFunction, IngestFunction, RouteFunction, WebhookAuth};
 use fluxrelay_adapters::secrets::SecretsRegistry;
 use fluxrelay_adapters::sqs::SqsQueue;
-use fluxrelay_core::handlers::retry::RetryPolicy;
+use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_e2e::pipeline::SAMPLE_WEBHOOK_TOKEN;
 use fluxrelay_testkit::moto::{Moto, RecordCalls, create_fifo_queue};
 use lambda_runtime::{Context, LambdaEvent};

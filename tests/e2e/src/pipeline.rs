@@ -10,7 +10,7 @@ use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::lambda::{DispatchFunction, IngestFunction, RouteFunction, WebhookAuth};
 use fluxrelay_adapters::secrets::SecretsRegistry;
 use fluxrelay_adapters::sqs::SqsQueue;
-use fluxrelay_core::handlers::retry::RetryPolicy;
+use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_testkit::kube_env::KubeEnv;
 use fluxrelay_testkit::moto::Moto;
 use fluxrelay_testkit::receiver::{FluxReceiverEmulator, ReceiverSpec};

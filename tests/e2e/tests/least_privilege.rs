@@ -12,7 +12,7 @@ use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::lambda::{DispatchFunction, RouteFunction};
 use fluxrelay_adapters::secrets::SecretsRegistry;
 use fluxrelay_adapters::sqs::SqsQueue;
-use fluxrelay_core::handlers::retry::RetryPolicy;
+use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_e2e::pipeline::{Pipeline, repo_root};
 use fluxrelay_testkit::netns;
 use serde_json::{Value, json};

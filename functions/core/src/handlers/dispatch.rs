@@ -6,20 +6,20 @@ use std::collections::BTreeMap;
 use futures_util::future::join_all;
 use time::{Duration, OffsetDateTime};
 
-use super::denials::{DENIAL_CONFIRM_AFTER, DENIAL_RETRY_MIN_SECS, Denials};
 use super::plan::{
     ClusterView, PushPlan, ReceiverCall, Target, configuration_failure, plan_push, receiver_call,
 };
-use super::retry::RetryPolicy;
 use crate::flux::ObjectRef;
+use crate::outcome::classify::{
+    FailureClass, TriggerFailure, classify_apiserver_response, classify_receiver_response,
+};
+use crate::outcome::denials::{DENIAL_CONFIRM_AFTER, DENIAL_RETRY_MIN_SECS, Denials};
+use crate::outcome::retry::RetryPolicy;
 use crate::ports::{
     Annotator, ApiserverReadiness, ClusterRegistry, FluxDiscovery, RegistryReadError, TriggerSender,
 };
 use crate::push::{Dispatch, Push};
 use crate::registry::{ClusterEntry, TriggerMode};
-use crate::trigger::classify::{
-    FailureClass, TriggerFailure, classify_apiserver_response, classify_receiver_response,
-};
 use crate::trigger::request::{annotate_patch, requested_at};
 
 /// One dispatch-queue message.

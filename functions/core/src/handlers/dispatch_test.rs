@@ -5,9 +5,9 @@ use super::*;
 use crate::handlers::plan::tests::{entry, receiver, repository};
 use crate::handlers::route::{IntakeMessage, RouteVerdict, handle_route};
 use crate::matching::select::webhook_path;
+use crate::outcome::classify::{Responder, TransportErrorKind, TriggerResponse, transport_failure};
 use crate::push::tests::sample_push;
 use crate::testing::{FakeCluster, MemoryQueue, StaticRegistry, api_status, status};
-use crate::trigger::classify::{Responder, TransportErrorKind, TriggerResponse, transport_failure};
 
 const PROXY: &str = "/api/v1/namespaces/flux-system/services/http:webhook-receiver:80/proxy";
 
@@ -202,7 +202,7 @@ async fn pushes_to_different_refs_are_never_merged_into_one_call() {
 async fn receiver_answers_decide_retry_or_dead_letter() {
     let cases: Vec<(
         &str,
-        Result<crate::trigger::classify::TriggerResponse, TriggerFailure>,
+        Result<crate::outcome::classify::TriggerResponse, TriggerFailure>,
         u32,
         &str,
     )> = vec![

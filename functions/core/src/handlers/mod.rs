@@ -1,8 +1,6 @@
 //! The three handlers, written against the ports: ingest lives in [`crate::ingest`],
 //! route and dispatch here. Entry points (Lambda, `fluxrelay serve`) only adapt events.
 
-pub mod denials;
 pub mod dispatch;
 pub mod plan;
-pub mod retry;
 pub mod route;

@@ -7,9 +7,9 @@ use crate::flux::{GitRepository, ObjectRef, Receiver, ReceiverType};
 use crate::matching::select::{
     is_safe_webhook_path, receiver_selects, repository_verdict, webhook_path,
 };
+use crate::outcome::classify::{FailureClass, Responder, TriggerFailure};
 use crate::push::{Push, PushEvent};
 use crate::registry::{ClusterEntry, ReceiverEndpoint, TriggerMode};
-use crate::trigger::classify::{FailureClass, Responder, TriggerFailure};
 use crate::trigger::request::{TriggerRequest, receiver_request};
 
 /// The Flux objects of one cluster, across the entry's namespaces.

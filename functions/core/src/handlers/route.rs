@@ -1,8 +1,9 @@
 //! Route: each push on the intake queue → one `Dispatch` per subscribed cluster, and one
 //! per cluster whose registry entry cannot be used (see [`dispatch_clusters`]).
 
-use crate::ports::{ClusterListing, ClusterRegistry, DispatchPublisher};
+use crate::ports::{ClusterRegistry, DispatchPublisher};
 use crate::push::{Dispatch, Push};
+use crate::registry::ClusterListing;
 use crate::routing::dispatch_clusters;
 
 /// One intake-queue message. `group` is its FIFO message group (the project).

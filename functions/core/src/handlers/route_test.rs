@@ -2,10 +2,10 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::*;
-use crate::handlers::denials::Denials;
 use crate::handlers::dispatch::{DispatchMessage, Verdict, handle_dispatch};
 use crate::handlers::plan::tests::{entry, receiver, repository};
-use crate::handlers::retry::RetryPolicy;
+use crate::outcome::denials::Denials;
+use crate::outcome::retry::RetryPolicy;
 use crate::ports::RegistryReadError;
 use crate::push::PushEvent;
 use crate::push::tests::sample_push;

@@ -10,8 +10,8 @@ use super::{
     ClusterEntry, Credentials, DEFAULT_NAMESPACE, ReceiverEndpoint, TriggerConfig, TriggerMode,
 };
 use crate::flux::ObjectRef;
-use crate::routing::{PatternList, RefPatterns, Subscription};
 use crate::secret::Secret;
+use crate::subscriptions::{PatternList, RefPatterns, Subscription};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {

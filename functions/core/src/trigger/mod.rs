@@ -1,4 +1,3 @@
-//! What fluxrelay sends to a cluster, and what the answer means.
+//! What fluxrelay sends to a cluster (what the answer means is `outcome`'s business).
 
-pub mod classify;
 pub mod request;
