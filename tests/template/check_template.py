@@ -34,16 +34,26 @@ EXPECTED_POLICIES = {
     },
     "RouteFunction": {
         ("sqs:SendMessage", "GetAtt:DispatchQueue.Arn"),
+        ("sqs:DeleteMessage", "GetAtt:IntakeQueue.Arn"),
+        ("sqs:ChangeMessageVisibility", "GetAtt:IntakeQueue.Arn"),
+        ("sqs:SendMessage", "GetAtt:IntakeDLQ.Arn"),
         ("secretsmanager:GetSecretValue", SECRET_ARN + "${RegistryPrefix}*"),
         ("secretsmanager:ListSecrets", "*"),
     },
     "DispatchFunction": {
+        ("sqs:DeleteMessage", "GetAtt:DispatchQueue.Arn"),
+        ("sqs:DeleteMessage", "GetAtt:DispatchRetryQueue.Arn"),
         ("sqs:ChangeMessageVisibility", "GetAtt:DispatchQueue.Arn"),
+        ("sqs:ChangeMessageVisibility", "GetAtt:DispatchRetryQueue.Arn"),
+        ("sqs:SendMessage", "GetAtt:DispatchRetryQueue.Arn"),
         ("sqs:SendMessage", "GetAtt:DispatchDLQ.Arn"),
         ("secretsmanager:GetSecretValue", SECRET_ARN + "${RegistryPrefix}*"),
         ("secretsmanager:ListSecrets", "*"),
     },
 }
+# Standard queues: dispatch retries need a per-message delay, which FIFO queues lack, and a
+# standard queue's dead-letter queue must be standard too. Every other queue is FIFO.
+STANDARD_QUEUES = {"DispatchRetryQueue", "DispatchRetryDLQ"}
 # The only action allowed on Resource "*": AWS offers no resource-level scoping for it.
 UNSCOPABLE_ACTIONS = {"secretsmanager:ListSecrets"}
 FUNCTION_BINARIES = {"IngestFunction": "ingest", "RouteFunction": "route", "DispatchFunction": "dispatch"}
@@ -229,7 +239,8 @@ def sqs_events(t: Template):
 def check_event_sources(t: Template, c: Checks) -> None:
     events = list(sqs_events(t))
     consumers = {getatt_target(p.get("Queue")) for _, _, _, p in events}
-    c.check({"IntakeQueue", "DispatchQueue"} <= consumers, "IntakeQueue and DispatchQueue each have an SQS event source",
+    c.check({"IntakeQueue", "DispatchQueue", "DispatchRetryQueue"} <= consumers,
+            "IntakeQueue, DispatchQueue and DispatchRetryQueue each have an SQS event source",
             f"consumed: {sorted(x for x in consumers if x)}")
     for lid, props, ename, ep in events:
         name = f"{lid}.{ename}"
@@ -285,11 +296,18 @@ def dead_letter_queues(t: Template) -> set:
 def check_queues(t: Template, c: Checks) -> None:
     dlq_of = redrive_targets(t)
     dlqs = dead_letter_queues(t)
-    c.check(len(t.queues) == 4, "four queues (intake, dispatch and their DLQs)", f"found {sorted(t.queues)}")
+    c.check(len(t.queues) == 6, "six queues (intake, dispatch, dispatch retry and their DLQs)",
+            f"found {sorted(t.queues)}")
     for qid, q in sorted(t.queues.items()):
-        qname = norm(q.get("QueueName")) if "QueueName" in q else ".fifo"
-        c.check(q.get("FifoQueue") is True and qname.endswith(".fifo"),
-                f"{qid} is FIFO", f"FifoQueue={q.get('FifoQueue')!r} QueueName={q.get('QueueName')!r}")
+        standard = qid in STANDARD_QUEUES
+        qname = norm(q.get("QueueName")) if "QueueName" in q else ("" if standard else ".fifo")
+        if standard:
+            c.check(not q.get("FifoQueue") and not qname.endswith(".fifo"),
+                    f"{qid} is a standard queue (per-message delay)",
+                    f"FifoQueue={q.get('FifoQueue')!r} QueueName={q.get('QueueName')!r}")
+        else:
+            c.check(q.get("FifoQueue") is True and qname.endswith(".fifo"),
+                    f"{qid} is FIFO", f"FifoQueue={q.get('FifoQueue')!r} QueueName={q.get('QueueName')!r}")
         c.check(q.get("SqsManagedSseEnabled") is True or bool(q.get("KmsMasterKeyId")), f"{qid} is encrypted at rest",
                 "neither SqsManagedSseEnabled: true nor KmsMasterKeyId")
         if qid in dlqs:
@@ -297,20 +315,26 @@ def check_queues(t: Template, c: Checks) -> None:
                     f"got {q.get('MessageRetentionPeriod')!r}")
             continue
         target = dlq_of.get(qid)
-        ok = target in t.queues and t.queues[target].get("FifoQueue") is True
+        ok = target in t.queues and bool(t.queues[target].get("FifoQueue")) is not standard
         mrc = (q.get("RedrivePolicy") or {}).get("maxReceiveCount")
-        c.check(ok and isinstance(mrc, int) and mrc >= 1, f"{qid} redrives to a FIFO DLQ of this template",
+        kind = "standard" if standard else "FIFO"
+        c.check(ok and isinstance(mrc, int) and mrc >= 1, f"{qid} redrives to a {kind} DLQ of this template",
                 f"RedrivePolicy={q.get('RedrivePolicy')!r}")
-        c.check(q.get("ContentBasedDeduplication") is False, f"{qid} ContentBasedDeduplication is false (app sets dedup ids)",
-                f"got {q.get('ContentBasedDeduplication')!r}")
+        if not standard:
+            c.check(q.get("ContentBasedDeduplication") is False,
+                    f"{qid} ContentBasedDeduplication is false (app sets dedup ids)",
+                    f"got {q.get('ContentBasedDeduplication')!r}")
         rp = q.get("MessageRetentionPeriod")
         c.check(isinstance(rp, int) and rp >= 4 * 86400, f"{qid} retains messages >= 4 days", f"got {rp!r}")
     intake = t.queues.get("IntakeQueue") or {}
     c.check(intake.get("DeduplicationScope") == "queue", "IntakeQueue DeduplicationScope is queue (push key is queue-wide)",
             f"got {intake.get('DeduplicationScope')!r}")
-    dispatch = t.queues.get("DispatchQueue") or {}
-    mrc = ((dispatch.get("RedrivePolicy") or {}).get("maxReceiveCount"))
-    c.check(isinstance(mrc, int) and mrc > 8, "DispatchQueue maxReceiveCount > 8 (the code's own attempt limit)",
+    for qid in ("DispatchQueue", "DispatchRetryQueue"):
+        mrc = (((t.queues.get(qid) or {}).get("RedrivePolicy") or {}).get("maxReceiveCount"))
+        c.check(isinstance(mrc, int) and mrc > 8, f"{qid} maxReceiveCount > 8 (the code's own attempt limit)",
+                f"got {mrc!r}")
+    mrc = (((t.queues.get("IntakeQueue") or {}).get("RedrivePolicy") or {}).get("maxReceiveCount"))
+    c.check(isinstance(mrc, int) and mrc > 8, "IntakeQueue maxReceiveCount > 8 (route's own INTAKE_MAX_RECEIVES)",
             f"got {mrc!r}")
 
 

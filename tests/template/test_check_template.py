@@ -81,7 +81,8 @@ CASES = [
      in_resource("RouteFunction", "BatchSize: 10", "BatchSize: 11"),
      ["RouteFunction.Intake BatchSize <= 10"], ["11"]),
     ("FunctionResponseTypes misspelt ReportBatchItemFailure",
-     in_resource("DispatchFunction", "[ReportBatchItemFailures]", "[ReportBatchItemFailure]"),
+     in_resource("DispatchFunction", "BatchSize: 10 # the FIFO maximum\n            FunctionResponseTypes: [ReportBatchItemFailures]",
+                 "BatchSize: 10 # the FIFO maximum\n            FunctionResponseTypes: [ReportBatchItemFailure]"),
      ["DispatchFunction.Dispatch FunctionResponseTypes == ['ReportBatchItemFailures']"], ["ReportBatchItemFailure'"]),
     ("an added sqs:* action",
      in_resource("IngestFunction", "Action: sqs:SendMessage", 'Action: [sqs:SendMessage, "sqs:*"]'),
@@ -93,16 +94,16 @@ CASES = [
      ["Resource '*' only on statements of secretsmanager:ListSecrets alone", "RouteFunction policy grants exactly"],
      ["GetSecretValue"]),
     ("an extra granted action (sqs:DeleteQueue on the dispatch queue)",
-     in_resource("DispatchFunction", "Action: sqs:ChangeMessageVisibility",
-                 "Action: [sqs:ChangeMessageVisibility, sqs:DeleteQueue]"),
+     in_resource("DispatchFunction", "Action: sqs:SendMessage\n              Resource: !GetAtt DispatchDLQ.Arn",
+                 "Action: [sqs:SendMessage, sqs:DeleteQueue]\n              Resource: !GetAtt DispatchDLQ.Arn"),
      ["DispatchFunction policy grants exactly"], ["unexpected", "sqs:DeleteQueue"]),
-    ("a missing grant (no ChangeMessageVisibility for dispatch's backoff)",
+    ("a missing grant (no SendMessage for dispatch's retries)",
      in_resource("DispatchFunction",
-                 "            - Sid: BackOffRetries\n"
+                 "            - Sid: ScheduleRetries\n"
                  "              Effect: Allow\n"
-                 "              Action: sqs:ChangeMessageVisibility\n"
-                 "              Resource: !GetAtt DispatchQueue.Arn\n", ""),
-     ["DispatchFunction policy grants exactly"], ["missing", "sqs:ChangeMessageVisibility"]),
+                 "              Action: sqs:SendMessage\n"
+                 "              Resource: !GetAtt DispatchRetryQueue.Arn\n", ""),
+     ["DispatchFunction policy grants exactly"], ["missing", "sqs:SendMessage"]),
     ("a managed policy instead of inline statements",
      in_resource("IngestFunction", "      Policies:\n", "      Policies:\n        - AmazonSQSFullAccess\n"),
      ["IngestFunction policy grants exactly"], ["managed policy"]),
