@@ -3,15 +3,14 @@
 //! sends. One JSON log line per outcome, each with the delivery key, project, ref and
 //! cluster.
 
-use std::collections::HashMap;
-
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use fluxrelay_core::handlers::dispatch::{DispatchMessage, DispatchReport, Verdict};
-use fluxrelay_core::handlers::route::{IntakeMessage, RouteReport};
+use fluxrelay_core::handlers::dispatch::DispatchReport;
+use fluxrelay_core::handlers::route::RouteReport;
 use fluxrelay_core::ingest::{Accepted, IngestError, IngestResponse};
+use fluxrelay_core::ports::QueueMessage;
 
 use crate::outcome_log;
-use crate::sqs::{DeadLetterReason, SqsQueue};
+use crate::sqs::{SqsQueue, SqsSettle};
 
 /// JSON logs on stdout (CloudWatch adds the timestamp and request id), level from `RUST_LOG`.
 pub fn init_tracing() {
@@ -20,45 +19,67 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
+        // Every span a line is logged in (the batch's cluster, the call's push key, project,
+        // ref and target), so an adapter's own lines can be followed by push and cluster.
         .with_current_span(false)
-        .with_span_list(false)
+        .with_span_list(true)
         .without_time()
         .with_env_filter(filter)
         .try_init();
 }
 
-/// The environment variable, or a start-up error that names it.
-pub fn required_env(name: &str) -> Result<String, String> {
-    std::env::var(name)
-        .ok()
-        .filter(|value| !value.trim().is_empty())
-        .ok_or_else(|| format!("environment variable {name} is not set"))
+/// A function's environment, read once at start-up: every missing variable is reported
+/// in one error, as `serve` reports every problem of its config at once.
+#[derive(Debug, Default)]
+pub struct Env {
+    missing: Vec<&'static str>,
+}
+
+impl Env {
+    /// The variable's value; an unset or blank one is remembered for [`Env::check`].
+    pub fn required(&mut self, name: &'static str) -> String {
+        match std::env::var(name)
+            .ok()
+            .filter(|value| !value.trim().is_empty())
+        {
+            Some(value) => value,
+            None => {
+                self.missing.push(name);
+                String::new()
+            }
+        }
+    }
+
+    /// `Err` naming every missing variable.
+    pub fn check(self) -> Result<(), String> {
+        match self.missing.as_slice() {
+            [] => Ok(()),
+            [one] => Err(format!("environment variable {one} is not set")),
+            many => Err(format!(
+                "environment variables {} are not set",
+                many.join(", ")
+            )),
+        }
+    }
 }
 
 fn attribute<'a>(record: &'a SqsMessage, name: &str) -> Option<&'a str> {
     record.attributes.get(name).map(String::as_str)
 }
 
-pub fn intake_messages(event: &SqsEvent) -> Vec<IntakeMessage> {
+/// An SQS event's records as the handlers read them; `source` is the queue's ARN and
+/// `receipt` its receipt handle, for settling.
+pub fn queue_messages(event: &SqsEvent) -> Vec<QueueMessage> {
     event
         .records
         .iter()
-        .map(|record| IntakeMessage {
+        .map(|record| QueueMessage {
             id: record.message_id.clone().unwrap_or_default(),
+            source: record.event_source_arn.clone().unwrap_or_default(),
+            receipt: record.receipt_handle.clone().unwrap_or_default(),
             group: attribute(record, "MessageGroupId")
                 .unwrap_or_default()
                 .to_string(),
-            body: record.body.clone().unwrap_or_default(),
-        })
-        .collect()
-}
-
-pub fn dispatch_messages(event: &SqsEvent) -> Vec<DispatchMessage> {
-    event
-        .records
-        .iter()
-        .map(|record| DispatchMessage {
-            id: record.message_id.clone().unwrap_or_default(),
             body: record.body.clone().unwrap_or_default(),
             receive_count: attribute(record, "ApproximateReceiveCount")
                 .and_then(|count| count.parse().ok())
@@ -75,68 +96,20 @@ fn batch_response<'a>(failed: impl IntoIterator<Item = &'a str>) -> SqsBatchResp
     response
 }
 
-/// Logs each routed push and reports the failed ones back to SQS.
+/// Logs each routed push and reports the ones that are to come back to SQS.
 pub fn route_response(report: &RouteReport) -> SqsBatchResponse {
     outcome_log::route(report);
     batch_response(report.failed_ids())
 }
 
-/// Acts on the dispatch verdicts: retries get a visibility backoff and are reported as
-/// failures; dead letters are sent to the DLQ with their reason, then acknowledged. A
-/// dead letter that cannot be sent is reported as a failure instead, so nothing is lost.
-pub async fn settle_dispatch(
-    queue: &SqsQueue,
-    dlq_url: &str,
-    event: &SqsEvent,
-    report: &DispatchReport,
-) -> SqsBatchResponse {
-    let records: HashMap<&str, &SqsMessage> = event
-        .records
-        .iter()
-        .filter_map(|r| r.message_id.as_deref().map(|id| (id, r)))
-        .collect();
+/// Logs each call and message of a dispatch batch (already settled, cluster by cluster)
+/// and reports the ones that are to come back to SQS.
+pub fn dispatch_response(report: &DispatchReport) -> SqsBatchResponse {
     outcome_log::targets(report);
-    let mut failed: Vec<&str> = Vec::new();
     for message in &report.messages {
         outcome_log::dispatch(message);
-        let record = records.get(message.message_id.as_str());
-        let dispatch = message.dispatch.as_ref();
-        let (key, _, _, cluster) = outcome_log::dispatch_fields(message);
-        match &message.verdict {
-            Verdict::Delivered { .. } | Verdict::NothingToTrigger => {}
-            Verdict::Retry { delay_secs, .. } => {
-                if let Some(handle) = record.and_then(|r| r.receipt_handle.as_deref())
-                    && let Err(error) = queue.retry_later(handle, *delay_secs).await
-                {
-                    tracing::warn!(outcome = "backoff_failed", key, cluster, error = %error);
-                }
-                failed.push(&message.message_id);
-            }
-            Verdict::DeadLetter { reason, status } => {
-                let body = record.and_then(|r| r.body.as_deref()).unwrap_or_default();
-                let dead_letter = DeadLetterReason {
-                    reason: reason.clone(),
-                    status: *status,
-                    cluster: dispatch.map(|d| d.cluster.clone()),
-                    key: dispatch.map(|d| d.push.key.clone()),
-                };
-                // A group of its own, so `fluxrelay dlq list` can browse every dead
-                // letter (FIFO hides a group's later messages while one is in flight).
-                let group = &message.message_id;
-                match queue
-                    .dead_letter(dlq_url, body, group, &message.message_id, &dead_letter)
-                    .await
-                {
-                    Ok(()) => outcome_log::dead_lettered(message, reason, *status),
-                    Err(error) => {
-                        outcome_log::dead_letter_failed(message, reason, &error);
-                        failed.push(&message.message_id);
-                    }
-                }
-            }
-        }
     }
-    batch_response(failed)
+    batch_response(report.failed_ids())
 }
 
 /// The HTTP answer to GitLab, and its log line.
@@ -158,16 +131,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
-use fluxrelay_core::handlers::dispatch::handle_dispatch;
-use fluxrelay_core::handlers::route::handle_route;
+use fluxrelay_core::handlers::dispatch::{
+    DispatchMemory, DispatchPorts, DispatchRules, handle_dispatch,
+};
+use fluxrelay_core::handlers::route::route_and_settle;
 use fluxrelay_core::ingest::{IngestConfig, ingest};
-use fluxrelay_core::outcome::denials::Denials;
 use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_core::ports::{Annotator, ApiserverReadiness, FluxDiscovery, TriggerSender};
 use lambda_runtime::LambdaEvent;
 use time::OffsetDateTime;
 use tokio::sync::RwLock;
 
+use crate::clock::TokioClock;
 use crate::secrets::{SecretsRegistry, WebhookAuthError, load_webhook_auth};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -252,17 +227,18 @@ pub struct IngestFunction {
 
 impl IngestFunction {
     pub async fn from_env() -> Result<Self, BoxError> {
+        let mut env = Env::default();
+        let secret_id = env.required("WEBHOOK_SECRET_ID");
+        let queue_url = env.required("INTAKE_QUEUE_URL");
+        env.check()?;
         let aws = aws_config().await;
         let auth = WebhookAuth::load(
             aws_sdk_secretsmanager::Client::new(&aws),
-            required_env("WEBHOOK_SECRET_ID")?,
+            secret_id,
             Duration::from_secs(300),
         )
         .await?;
-        let queue = SqsQueue::new(
-            aws_sdk_sqs::Client::new(&aws),
-            required_env("INTAKE_QUEUE_URL")?,
-        );
+        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), queue_url);
         Ok(Self { auth, queue })
     }
 
@@ -270,14 +246,37 @@ impl IngestFunction {
         &self,
         request: lambda_http::Request,
     ) -> Result<lambda_http::Response<lambda_http::Body>, std::convert::Infallible> {
+        use lambda_http::RequestExt;
         let now = OffsetDateTime::now_utc();
+        // Unique per invocation: what identifies a delivery that carries no Idempotency-Key.
+        let request_id = request
+            .lambda_context_ref()
+            .map(|context| context.request_id.clone())
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| crate::request_id::unique("lambda"));
         let body: &[u8] = request.body().as_ref();
         let config = self.auth.config(false).await;
-        let mut result = ingest(&config, &self.queue, request.headers(), body, now).await;
+        let mut result = ingest(
+            &config,
+            &self.queue,
+            request.headers(),
+            body,
+            now,
+            &request_id,
+        )
+        .await;
         if matches!(result, Err(IngestError::Unauthenticated(_))) {
             let fresh = self.auth.config(true).await;
             if !Arc::ptr_eq(&fresh, &config) {
-                result = ingest(&fresh, &self.queue, request.headers(), body, now).await;
+                result = ingest(
+                    &fresh,
+                    &self.queue,
+                    request.headers(),
+                    body,
+                    now,
+                    &request_id,
+                )
+                .await;
             }
         }
         Ok(ingest_response(&result))
@@ -286,24 +285,40 @@ impl IngestFunction {
 
 pub struct RouteFunction {
     pub registry: SecretsRegistry,
-    pub queue: SqsQueue,
+    /// The dispatch queue, where route sends.
+    pub dispatches: SqsQueue,
+    /// The intake queue and its dead-letter queue, where route settles.
+    pub intake: SqsSettle,
+    pub policy: RetryPolicy,
 }
 
 impl RouteFunction {
     pub async fn from_env() -> Result<Self, BoxError> {
+        let mut env = Env::default();
+        let dispatch_url = env.required("DISPATCH_QUEUE_URL");
+        let intake_url = env.required("INTAKE_QUEUE_URL");
+        let intake_dlq_url = env.required("INTAKE_DLQ_URL");
+        env.check()?;
         let aws = aws_config().await;
+        let sqs = aws_sdk_sqs::Client::new(&aws);
         Ok(Self {
             registry: registry_from_env(&aws),
-            queue: SqsQueue::new(
-                aws_sdk_sqs::Client::new(&aws),
-                required_env("DISPATCH_QUEUE_URL")?,
-            ),
+            dispatches: SqsQueue::new(sqs.clone(), dispatch_url),
+            intake: SqsSettle::new(sqs, intake_url, intake_dlq_url),
+            policy: RetryPolicy::default(),
         })
     }
 
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, BoxError> {
-        let messages = intake_messages(&event.payload);
-        let report = handle_route(&self.registry, &self.queue, &messages).await;
+        let messages = queue_messages(&event.payload);
+        let report = route_and_settle(
+            &self.registry,
+            &self.dispatches,
+            &self.intake,
+            &self.policy,
+            &messages,
+        )
+        .await;
         Ok(route_response(&report))
     }
 }
@@ -318,56 +333,81 @@ fn registry_from_env(aws: &aws_config::SdkConfig) -> SecretsRegistry {
     )
 }
 
+/// Kept back from the invocation's remaining time for settling what the clusters decided
+/// (a few SQS calls each) before the function's timeout.
+pub const SETTLE_RESERVE: Duration = Duration::from_secs(5);
+
 pub struct DispatchFunction<C> {
     pub registry: SecretsRegistry,
     pub clusters: C,
-    /// The dispatch queue itself, for visibility backoff.
-    pub queue: SqsQueue,
-    pub dead_letter_queue_url: String,
-    pub policy: RetryPolicy,
-    /// Which clusters have been denying, and since when (kept while the container is warm).
-    pub denials: Denials,
+    /// The dispatch queue, its retry queue and its dead-letter queue.
+    pub queue: SqsSettle,
+    pub rules: DispatchRules,
+    /// Denial streaks and recent deliveries, kept while the container is warm.
+    pub memory: DispatchMemory,
 }
 
 impl<C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness> DispatchFunction<C> {
     pub async fn from_env(clusters: C) -> Result<Self, BoxError> {
-        let aws = aws_config().await;
-        let mut policy = RetryPolicy::default();
-        if let Ok(attempts) = std::env::var("MAX_ATTEMPTS") {
-            policy.max_attempts = attempts
+        let mut env = Env::default();
+        let dispatch_url = env.required("DISPATCH_QUEUE_URL");
+        let retry_url = env.required("DISPATCH_RETRY_QUEUE_URL");
+        let dlq_url = env.required("DISPATCH_DLQ_URL");
+        let attempts = std::env::var("MAX_ATTEMPTS").ok();
+        env.check()?;
+        let mut rules = DispatchRules::default();
+        if let Some(attempts) = attempts {
+            rules.policy.max_attempts = attempts
                 .parse()
                 .map_err(|_| "MAX_ATTEMPTS is not a whole number")?;
         }
+        let aws = aws_config().await;
         Ok(Self {
             registry: registry_from_env(&aws),
             clusters,
-            queue: SqsQueue::new(
-                aws_sdk_sqs::Client::new(&aws),
-                required_env("DISPATCH_QUEUE_URL")?,
-            ),
-            dead_letter_queue_url: required_env("DISPATCH_DLQ_URL")?,
-            policy,
-            denials: Denials::default(),
+            queue: SqsSettle::new(aws_sdk_sqs::Client::new(&aws), dispatch_url, dlq_url)
+                .with_retry_queue(retry_url),
+            rules,
+            memory: DispatchMemory::default(),
         })
     }
 
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, BoxError> {
-        let messages = dispatch_messages(&event.payload);
+        let messages = queue_messages(&event.payload);
+        let rules = DispatchRules {
+            cluster_budget: cluster_budget(event.context.deadline).or(self.rules.cluster_budget),
+            ..self.rules
+        };
+        let ports = DispatchPorts {
+            registry: &self.registry,
+            clusters: &self.clusters,
+            queue: &self.queue,
+            clock: &TokioClock,
+        };
         let report = handle_dispatch(
-            &self.registry,
-            &self.clusters,
-            &self.policy,
-            &self.denials,
+            &ports,
+            &rules,
+            &self.memory,
             &messages,
             OffsetDateTime::now_utc(),
         )
         .await;
-        Ok(settle_dispatch(
-            &self.queue,
-            &self.dead_letter_queue_url,
-            &event.payload,
-            &report,
-        )
-        .await)
+        Ok(dispatch_response(&report))
     }
+}
+
+/// Each cluster's budget in this invocation: what remains before the deadline (ms since
+/// the epoch; 0 when unknown) less [`SETTLE_RESERVE`], and at least a second.
+pub fn cluster_budget(deadline_ms: u64) -> Option<Duration> {
+    if deadline_ms == 0 {
+        return None;
+    }
+    let now_ms = u64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or_default();
+    let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
+    Some(
+        remaining
+            .saturating_sub(SETTLE_RESERVE)
+            .max(Duration::from_secs(1)),
+    )
 }

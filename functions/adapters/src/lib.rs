@@ -1,6 +1,7 @@
 //! Adapters: the core's ports on real systems. They do I/O and nothing else; every rule
 //! they need (classification, matching) is called from `fluxrelay-core`.
 
+pub mod clock;
 pub mod cluster;
 pub mod cluster_check;
 pub mod eks;
@@ -8,6 +9,7 @@ pub mod embedded;
 pub mod file_registry;
 pub mod lambda;
 pub mod outcome_log;
+pub mod request_id;
 pub mod secrets;
 pub mod sqs;
 pub mod sqs_dlq;

@@ -1,9 +1,11 @@
 //! One log line per outcome, the same for the Lambda functions and `fluxrelay serve`: each
 //! names the delivery key, project, ref and cluster, so one push can be followed by key.
 
-use fluxrelay_core::handlers::dispatch::{DispatchReport, MessageOutcome, Verdict};
+use fluxrelay_core::handlers::dispatch::{DispatchReport, MessageOutcome};
 use fluxrelay_core::handlers::route::{RouteReport, RouteVerdict};
 use fluxrelay_core::ingest::{Accepted, IngestError};
+use fluxrelay_core::outcome::settle::Settled;
+use fluxrelay_core::outcome::verdict::{DeadLetterPlan, Verdict};
 
 pub fn ingest(result: &Result<Accepted, IngestError>) {
     match result {
@@ -40,14 +42,37 @@ pub fn route(report: &RouteReport) {
                 },
                 message_id = message.message_id
             ),
-            RouteVerdict::Failed { reason } => tracing::warn!(
-                outcome = "route_failed",
+            RouteVerdict::Failed { reason } => {
+                let dead = message.settled.as_ref().is_some_and(Settled::dead_lettered);
+                if dead {
+                    tracing::error!(
+                        outcome = "dead_lettered",
+                        queue = "intake",
+                        key,
+                        project,
+                        git_ref,
+                        reason,
+                        message_id = message.message_id
+                    );
+                } else {
+                    tracing::warn!(
+                        outcome = "route_failed",
+                        key,
+                        project,
+                        git_ref,
+                        reason,
+                        message_id = message.message_id
+                    );
+                }
+            }
+        }
+        if let Some(Settled::Failed { error }) = &message.settled {
+            tracing::warn!(
+                outcome = "settle_failed",
+                queue = "intake",
                 key,
-                project,
-                git_ref,
-                reason,
-                message_id = message.message_id
-            ),
+                error = error.as_str()
+            );
         }
         if !message.unusable.is_empty() {
             // Their entries are broken: dispatch dead-letters these with the entry's problem.
@@ -64,22 +89,30 @@ pub fn route(report: &RouteReport) {
     }
 }
 
-/// Every call made to a cluster.
+/// Every call made to a cluster. A call that served many pushes logs how many, and the key
+/// it carried: the full list is `explain`'s (a line stays small however long the burst).
 pub fn targets(report: &DispatchReport) {
     for target in &report.targets {
+        let pushes = target.push_keys.len();
         match &target.result {
             Ok(()) => tracing::info!(
                 outcome = "triggered",
                 cluster = target.cluster,
                 target = target.target,
-                keys = target.push_keys.join(","),
+                key = target.carried,
+                project = target.project,
+                git_ref = target.git_ref,
+                pushes,
                 status = 200u16
             ),
             Err(failure) => tracing::warn!(
                 outcome = "trigger_failed",
                 cluster = target.cluster,
                 target = target.target,
-                keys = target.push_keys.join(","),
+                key = target.carried,
+                project = target.project,
+                git_ref = target.git_ref,
+                pushes,
                 status = failure.status,
                 reason = failure.reason
             ),
@@ -103,10 +136,10 @@ pub fn dispatch_fields(message: &MessageOutcome) -> (&str, &str, &str, &str) {
         .unwrap_or_default()
 }
 
-/// The verdict of one dispatch message. A dead letter is logged by `dead_lettered` once it
-/// is safely on the dead-letter queue, or by `dead_letter_failed`.
+/// The verdict of one dispatch message, and how it was settled.
 pub fn dispatch(message: &MessageOutcome) {
     let (key, project, git_ref, cluster) = dispatch_fields(message);
+    let settled = settled_text(&message.settled);
     match &message.verdict {
         Verdict::Delivered { targets } => tracing::info!(
             outcome = "delivered",
@@ -114,12 +147,24 @@ pub fn dispatch(message: &MessageOutcome) {
             project,
             git_ref,
             cluster,
-            targets = targets.join(",")
+            targets = targets.join(","),
+            settled
+        ),
+        Verdict::Superseded { by } => tracing::info!(
+            outcome = "superseded",
+            key,
+            project,
+            git_ref,
+            cluster,
+            by,
+            settled
         ),
         Verdict::NothingToTrigger => {
+            // At most a few skips on the line; `explain` has them all.
             let skipped: Vec<String> = message
                 .skipped
                 .iter()
+                .take(MAX_SKIPS_LOGGED)
                 .map(|s| format!("{}: {}", s.object, s.reason))
                 .collect();
             tracing::info!(
@@ -128,36 +173,81 @@ pub fn dispatch(message: &MessageOutcome) {
                 project,
                 git_ref,
                 cluster,
-                skipped = skipped.join("; ")
+                skips = message.skipped.len(),
+                skipped = skipped.join("; "),
+                settled
             );
         }
-        Verdict::Retry { delay_secs, reason } => tracing::warn!(
+        Verdict::Retry(retry) => tracing::warn!(
             outcome = "retry",
             key,
             project,
             git_ref,
             cluster,
-            delay_secs,
-            reason
+            targets = retry.only.as_ref().map(|only| only.join(",")),
+            delay_secs = retry.delay_secs,
+            reason = retry.reason,
+            settled
         ),
-        Verdict::DeadLetter { .. } => {}
+        Verdict::DeadLetter(dead) => dead_lettered(message, dead, settled),
+        Verdict::RetryAndDeadLetter(retry, dead) => {
+            tracing::warn!(
+                outcome = "retry",
+                key,
+                project,
+                git_ref,
+                cluster,
+                targets = retry.only.as_ref().map(|only| only.join(",")),
+                delay_secs = retry.delay_secs,
+                reason = retry.reason,
+                settled
+            );
+            dead_lettered(message, dead, settled);
+        }
+    }
+    if let Settled::Failed { error }
+    | Settled::RetriedInPlace {
+        because: Some(error),
+        ..
+    } = &message.settled
+    {
+        tracing::warn!(
+            outcome = "settle_failed",
+            key,
+            cluster,
+            error = error.as_str()
+        );
     }
 }
 
-pub fn dead_lettered(message: &MessageOutcome, reason: &str, status: Option<u16>) {
+/// Skips named on a `nothing_to_trigger` line.
+const MAX_SKIPS_LOGGED: usize = 5;
+
+fn dead_lettered(message: &MessageOutcome, dead: &DeadLetterPlan, settled: &str) {
     let (key, project, git_ref, cluster) = dispatch_fields(message);
+    let outcome = if message.settled.dead_lettered() {
+        "dead_lettered"
+    } else {
+        "dead_letter_failed"
+    };
     tracing::error!(
-        outcome = "dead_lettered",
+        outcome,
         key,
         project,
         git_ref,
         cluster,
-        status,
-        reason
+        targets = dead.only.as_ref().map(|only| only.join(",")),
+        status = dead.status,
+        reason = dead.reason,
+        settled
     );
 }
 
-pub fn dead_letter_failed(message: &MessageOutcome, reason: &str, error: &dyn std::fmt::Display) {
-    let (key, _, _, cluster) = dispatch_fields(message);
-    tracing::error!(outcome = "dead_letter_failed", key, cluster, reason, error = %error);
+fn settled_text(settled: &Settled) -> &'static str {
+    match settled {
+        Settled::Acknowledged => "acknowledged",
+        Settled::FollowedUp { .. } => "followed_up",
+        Settled::RetriedInPlace { .. } => "retried_in_place",
+        Settled::Failed { .. } => "settle_failed",
+    }
 }

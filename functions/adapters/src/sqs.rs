@@ -19,7 +19,9 @@
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
-use fluxrelay_core::ports::{DispatchPublisher, PushPublisher, QueueError};
+use fluxrelay_core::ports::{
+    DeadLetterReason, DispatchPublisher, PushPublisher, QueueError, QueueMessage, Settle,
+};
 use fluxrelay_core::push::{Dispatch, Push};
 use futures_util::stream::{self, StreamExt};
 
@@ -35,6 +37,8 @@ pub const MAX_ATTEMPTS: u32 = 3;
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 /// The longest visibility timeout SQS accepts (12 hours).
 pub const MAX_VISIBILITY_SECS: u32 = 43_200;
+/// The longest per-message delay SQS accepts (15 minutes).
+pub const MAX_DELAY_SECS: u32 = 900;
 /// Longest dead-letter attribute value we send; the rest is cut (at a character boundary).
 pub const MAX_ATTRIBUTE_BYTES: usize = 1024;
 
@@ -48,17 +52,6 @@ pub const ATTRIBUTE_KEY: &str = "fluxrelay.key";
 pub struct SqsQueue {
     client: Client,
     queue_url: String,
-}
-
-/// Why a message is dead-lettered; sent as message attributes next to the original body.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeadLetterReason {
-    pub reason: String,
-    /// HTTP status of the failed trigger, when there was one.
-    pub status: Option<u16>,
-    pub cluster: Option<String>,
-    /// The push key.
-    pub key: Option<String>,
 }
 
 /// A message ready to send: FIFO group, deduplication id and body.
@@ -252,6 +245,123 @@ impl SqsQueue {
             });
         }
         Ok(failures)
+    }
+}
+
+/// `Settle` on SQS, for the messages of one consumer: the queues it receives from (an SQS
+/// event names its queue by ARN, whose last part is the queue's name, as in its URL), the
+/// dead-letter queue its failures go to with a reason, and the standard queue its dispatch
+/// retries go to with a per-message delay (dispatch only). Which of these to call, and in
+/// what order, is core's rule (`fluxrelay_core::outcome::settle`).
+#[derive(Debug, Clone)]
+pub struct SqsSettle {
+    client: Client,
+    /// Queue URLs; a message from an unknown source is settled on the first.
+    sources: Vec<String>,
+    dead_letter_url: String,
+    retry_url: Option<String>,
+}
+
+impl SqsSettle {
+    pub fn new(
+        client: Client,
+        source: impl Into<String>,
+        dead_letter_url: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            sources: vec![source.into()],
+            dead_letter_url: dead_letter_url.into(),
+            retry_url: None,
+        }
+    }
+
+    /// Dispatch retries go to this standard queue, which is also a source of messages.
+    pub fn with_retry_queue(mut self, retry_url: impl Into<String>) -> Self {
+        let retry_url = retry_url.into();
+        self.sources.push(retry_url.clone());
+        self.retry_url = Some(retry_url);
+        self
+    }
+
+    /// The URL of the queue a message came from (`source`: its event source ARN).
+    fn url_of(&self, source: &str) -> &str {
+        let name = source.rsplit(':').next().unwrap_or_default();
+        self.sources
+            .iter()
+            .find(|url| !name.is_empty() && url.rsplit('/').next() == Some(name))
+            .or_else(|| self.sources.first())
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+}
+
+impl Settle for SqsSettle {
+    async fn acknowledge(&self, message: &QueueMessage) -> Result<(), QueueError> {
+        let url = self.url_of(&message.source);
+        self.client
+            .delete_message()
+            .queue_url(url)
+            .receipt_handle(&message.receipt)
+            .send()
+            .await
+            .map_err(|error| {
+                QueueError::new(format!(
+                    "DeleteMessage on {url} failed: {}",
+                    DisplayErrorContext(&error)
+                ))
+            })?;
+        Ok(())
+    }
+
+    async fn retry_in_place(
+        &self,
+        message: &QueueMessage,
+        delay_secs: u32,
+    ) -> Result<(), QueueError> {
+        SqsQueue::new(self.client.clone(), self.url_of(&message.source))
+            .retry_later(&message.receipt, delay_secs)
+            .await
+    }
+
+    async fn schedule_retry(&self, dispatch: &Dispatch, delay_secs: u32) -> Result<(), QueueError> {
+        let Some(url) = &self.retry_url else {
+            return Err(QueueError::new("no retry queue is configured"));
+        };
+        self.client
+            .send_message()
+            .queue_url(url)
+            .message_body(dispatch.to_json())
+            // Within SQS's 15 minutes; the retry policy's cap is the same.
+            .delay_seconds(i32::try_from(delay_secs.min(MAX_DELAY_SECS)).unwrap_or(0))
+            .send()
+            .await
+            .map_err(|error| {
+                QueueError::new(format!(
+                    "SendMessage to retry queue {url} failed: {}",
+                    DisplayErrorContext(&error)
+                ))
+            })?;
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &QueueMessage,
+        body: &str,
+        reason: &DeadLetterReason,
+    ) -> Result<(), QueueError> {
+        // A group of its own, so `fluxrelay dlq list` can browse every dead letter (FIFO
+        // hides a group's later messages while one is in flight).
+        SqsQueue::new(self.client.clone(), self.url_of(&message.source))
+            .dead_letter(
+                &self.dead_letter_url,
+                body,
+                &message.id,
+                &message.id,
+                reason,
+            )
+            .await
     }
 }
 

@@ -15,12 +15,10 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
 };
-use fluxrelay_core::ports::QueueError;
+use fluxrelay_core::ports::{DeadLetterReason, QueueError};
 use fluxrelay_core::push::{Dispatch, Push};
 
-use crate::sqs::{
-    ATTRIBUTE_CLUSTER, ATTRIBUTE_KEY, ATTRIBUTE_REASON, ATTRIBUTE_STATUS, DeadLetterReason,
-};
+use crate::sqs::{ATTRIBUTE_CLUSTER, ATTRIBUTE_KEY, ATTRIBUTE_REASON, ATTRIBUTE_STATUS};
 
 /// How long a browse hides the messages it has seen; long enough to list a large queue,
 /// short enough that an interrupted browse does not delay a redrive by much.

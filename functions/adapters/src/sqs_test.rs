@@ -3,6 +3,7 @@
 use std::sync::Mutex;
 
 use super::*;
+use fluxrelay_core::ports::DeadLetterReason;
 
 fn message(n: usize, bytes: usize) -> Outgoing {
     Outgoing {

@@ -14,13 +14,19 @@ use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials as AwsCredentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
+use fluxrelay_adapters::clock::TokioClock;
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::eks::{Clock, EksTokens};
 use fluxrelay_core::flux::ObjectRef;
-use fluxrelay_core::handlers::dispatch::{DispatchMessage, Verdict, handle_dispatch};
+use fluxrelay_core::handlers::dispatch::{
+    DispatchMemory, DispatchPorts, DispatchRules, handle_dispatch,
+};
 use fluxrelay_core::outcome::classify::{FailureClass, Responder};
-use fluxrelay_core::outcome::retry::RetryPolicy;
-use fluxrelay_core::ports::{ClusterRegistry, FluxDiscovery, RegistryReadError, TriggerSender};
+use fluxrelay_core::outcome::verdict::{RetryPlan, Verdict};
+use fluxrelay_core::ports::{
+    ClusterRegistry, DeadLetterReason, FluxDiscovery, QueueError, QueueMessage, RegistryReadError,
+    Settle, TriggerSender,
+};
 use fluxrelay_core::push::Dispatch;
 use fluxrelay_core::registry::{
     ClusterEntry, ClusterListing, Credentials, DEFAULT_RECEIVER_PROXY, TriggerConfig,
@@ -191,20 +197,51 @@ impl ClusterRegistry for Entries {
     fn invalidate(&self, _name: &str) {}
 }
 
+/// Takes every settlement (this test looks at verdicts, not at queues).
+struct AnyQueue;
+
+impl Settle for AnyQueue {
+    async fn acknowledge(&self, _: &QueueMessage) -> Result<(), QueueError> {
+        Ok(())
+    }
+    async fn retry_in_place(&self, _: &QueueMessage, _: u32) -> Result<(), QueueError> {
+        Ok(())
+    }
+    async fn schedule_retry(&self, _: &Dispatch, _: u32) -> Result<(), QueueError> {
+        Ok(())
+    }
+    async fn dead_letter(
+        &self,
+        _: &QueueMessage,
+        _: &str,
+        _: &DeadLetterReason,
+    ) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
+
 /// The dispatch handler's verdict for one push to `entry`'s cluster, on the real adapter.
 async fn dispatch_verdict(clusters: &KubeClusters, entry: &ClusterEntry) -> Verdict {
     let dispatch = Dispatch::new(entry.name.clone(), fixtures::push(7, "e1c5"));
-    let message = DispatchMessage {
+    let message = QueueMessage {
         id: "message-1".into(),
+        source: "dispatch".into(),
+        receipt: "receipt-1".into(),
+        group: entry.name.clone(),
         body: serde_json::to_string(&dispatch).unwrap(),
         receive_count: 1,
     };
     let registry = Entries(vec![entry.clone()]);
-    let report = handle_dispatch(
-        &registry,
+    let ports = DispatchPorts {
+        registry: &registry,
         clusters,
-        &RetryPolicy::default(),
-        &Default::default(),
+        queue: &AnyQueue,
+        clock: &TokioClock,
+    };
+    let report = handle_dispatch(
+        &ports,
+        &DispatchRules::default(),
+        &DispatchMemory::default(),
         &[message],
         time::OffsetDateTime::now_utc(),
     )
@@ -333,7 +370,7 @@ fn tokens_for_another_cluster_or_past_fifteen_minutes_are_401_and_retried() {
         // The dispatch handler treats rejected credentials as retryable (the registry
         // entry is re-read, and the adapter mints a new token on the next attempt).
         match dispatch_verdict(&clusters_now, &other).await {
-            Verdict::Retry { reason, .. } => {
+            Verdict::Retry(RetryPlan { reason, .. }) => {
                 assert!(reason.contains("401"), "{reason}");
                 assert_no_secret(&reason);
             }

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use fluxrelay_adapters::sqs::{DeadLetterReason, SqsQueue};
+use fluxrelay_adapters::sqs::SqsQueue;
 use fluxrelay_adapters::sqs_dlq::{BROWSE_HOLD, browse, redrive_one, release, source_queue_url};
+use fluxrelay_core::ports::DeadLetterReason;
 use fluxrelay_core::push::Dispatch;
 use fluxrelay_testkit::fixtures::push;
 use fluxrelay_testkit::moto::{Moto, create_fifo_queue};

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
-use fluxrelay_adapters::sqs::{DeadLetterReason, SqsQueue};
+use fluxrelay_adapters::sqs::SqsQueue;
+use fluxrelay_core::ports::DeadLetterReason;
 use fluxrelay_core::ports::{DispatchPublisher, PushPublisher};
 use fluxrelay_core::push::{Dispatch, Push};
 use fluxrelay_testkit::fixtures::push;

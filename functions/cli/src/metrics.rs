@@ -1,9 +1,12 @@
 //! `GET /metrics`: what `fluxrelay serve` received, queued, delivered, retried and
 //! dead-lettered, per cluster, with queue depths read at scrape time.
 
-use fluxrelay_adapters::embedded::{DISPATCH_QUEUE, EmbeddedQueue, INTAKE_QUEUE};
-use fluxrelay_core::handlers::dispatch::{DispatchReport, Verdict};
+use fluxrelay_adapters::embedded::{
+    DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, INTAKE_QUEUE,
+};
+use fluxrelay_core::handlers::dispatch::DispatchReport;
 use fluxrelay_core::ingest::{Accepted, IngestError};
+use fluxrelay_core::outcome::verdict::Verdict;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -83,13 +86,13 @@ impl Metrics {
         );
         registry.register(
             "pushes_accepted",
-            "Pushes acknowledged with 202, each durably queued (a push GitLab sends twice is counted twice and delivered once)",
+            "Pushes acknowledged with 202, each durably queued (a delivery GitLab resends with the same Idempotency-Key is counted twice and queued once)",
             accepted.clone(),
         );
         registry.register(
             "dispatches",
-            "Push-to-cluster dispatches settled, by cluster and outcome (delivered, \
-             nothing_to_trigger, retried, dead_lettered)",
+            "Push-to-cluster dispatches settled, by cluster and outcome (delivered, superseded, \
+             nothing_to_trigger, retried, dead_lettered, retried_and_dead_lettered)",
             dispatches.clone(),
         );
         registry.register(
@@ -148,8 +151,9 @@ impl Metrics {
             .inc();
     }
 
-    /// Count each settled dispatch (as it was actually settled on the queue) and each call.
-    pub fn record_dispatch(&self, report: &DispatchReport, settled: &[bool], now: OffsetDateTime) {
+    /// Count each call, and each dispatch as it was settled on the queue: one that comes
+    /// back (a retry in place, a settle that failed) counts as retried.
+    pub fn record_dispatch(&self, report: &DispatchReport) {
         for target in &report.targets {
             let outcome = if target.result.is_ok() {
                 "ok"
@@ -160,28 +164,38 @@ impl Metrics {
                 .get_or_create(&labels(&target.cluster, outcome))
                 .inc();
         }
-        for (message, settled) in report.messages.iter().zip(settled) {
-            if !settled {
-                continue;
-            }
+        for message in &report.messages {
             let cluster = message
                 .dispatch
                 .as_ref()
                 .map_or("unreadable", |d| d.cluster.as_str());
-            let outcome = match message.verdict {
-                Verdict::Delivered { .. } => "delivered",
-                Verdict::NothingToTrigger => "nothing_to_trigger",
-                Verdict::Retry { .. } => "retried",
-                Verdict::DeadLetter { .. } => "dead_lettered",
+            let outcome = if message.settled.comes_back() {
+                "retried"
+            } else {
+                match message.verdict {
+                    Verdict::Delivered { .. } => "delivered",
+                    Verdict::Superseded { .. } => "superseded",
+                    Verdict::NothingToTrigger => "nothing_to_trigger",
+                    Verdict::Retry(_) => "retried",
+                    Verdict::DeadLetter(_) => "dead_lettered",
+                    Verdict::RetryAndDeadLetter(..) => "retried_and_dead_lettered",
+                }
             };
             self.dispatches
                 .get_or_create(&labels(cluster, outcome))
                 .inc();
+            // Accepted to answered: the push's own successful call.
             if let (Verdict::Delivered { .. }, Some(dispatch)) =
                 (&message.verdict, &message.dispatch)
                 && let Ok(accepted) = OffsetDateTime::parse(&dispatch.push.received_at, &Rfc3339)
+                && let Some(answered) = report
+                    .targets
+                    .iter()
+                    .filter(|t| t.carried == dispatch.push.key && t.result.is_ok())
+                    .map(|t| t.finished_at)
+                    .max()
             {
-                let seconds = (now - accepted).as_seconds_f64().max(0.0);
+                let seconds = (answered - accepted).as_seconds_f64().max(0.0);
                 self.trigger_latency.observe(seconds);
             }
         }
@@ -189,7 +203,7 @@ impl Metrics {
 
     /// The text exposition, with queue gauges read from `queue` now.
     pub fn render(&self, queue: &EmbeddedQueue) -> Result<String, String> {
-        for name in [INTAKE_QUEUE, DISPATCH_QUEUE] {
+        for name in [INTAKE_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE] {
             let depth = queue.depth(name).map_err(|error| error.to_string())?;
             let dead = queue
                 .dead_letter_count(name)

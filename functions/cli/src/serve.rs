@@ -13,17 +13,19 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fluxrelay_adapters::cluster::KubeClusters;
-use fluxrelay_adapters::embedded::{DISPATCH_QUEUE, EmbeddedQueue, INTAKE_QUEUE};
+use fluxrelay_adapters::embedded::{
+    DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, INTAKE_QUEUE,
+};
 use fluxrelay_adapters::file_registry::FileRegistry;
 use fluxrelay_adapters::outcome_log;
-use fluxrelay_core::handlers::dispatch::DispatchOptions;
+use fluxrelay_core::handlers::dispatch::{DispatchMemory, DispatchOptions, DispatchRules};
 use fluxrelay_core::ingest::{IngestConfig, IngestError, IngestResponse, ingest};
 use time::OffsetDateTime;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::{ConfigError, Problem, ServeConfig};
 use crate::metrics::Metrics;
-use crate::workers::{self, Stage, Workers};
+use crate::workers::{self, Workers};
 
 pub const QUEUE_FILE: &str = "queue.sqlite";
 const LOCK_FILE: &str = "serve.lock";
@@ -70,7 +72,7 @@ pub async fn run(
     let _lock = lock_data_dir(&config.data_dir).map_err(|message| problem("data_dir", message))?;
     let queue = EmbeddedQueue::open(config.data_dir.join(QUEUE_FILE))
         .map_err(|error| problem("data_dir", error.to_string()))?;
-    for name in [INTAKE_QUEUE, DISPATCH_QUEUE] {
+    for name in [INTAKE_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE] {
         let released = queue
             .release_leases(name)
             .map_err(|error| ServeError::Runtime(error.to_string()))?;
@@ -102,12 +104,16 @@ pub async fn run(
         queue: queue.clone(),
         registry: FileRegistry::new(config.clusters.clone()),
         clusters,
-        retry: config.retry,
-        denials: Default::default(),
-        dispatch,
+        rules: DispatchRules {
+            policy: config.retry,
+            options: dispatch,
+            cluster_budget: Some(workers::CLUSTER_BUDGET),
+        },
+        memory: DispatchMemory::default(),
         metrics: metrics.clone(),
         route_wake: route_wake.clone(),
         dispatch_wake: Arc::new(Notify::new()),
+        dispatch_slots: Arc::new(Semaphore::new(config.dispatch_workers.max(1))),
     });
     let state = AppState {
         ingest: Arc::new(config.ingest),
@@ -122,18 +128,10 @@ pub async fn run(
         .with_state(state);
 
     let (stop_workers, stopped) = watch::channel(false);
-    let mut tasks = vec![tokio::spawn(workers::run(
-        workers.clone(),
-        Stage::Route,
-        stopped.clone(),
-    ))];
-    for _ in 0..config.dispatch_workers {
-        tasks.push(tokio::spawn(workers::run(
-            workers.clone(),
-            Stage::Dispatch,
-            stopped.clone(),
-        )));
-    }
+    let tasks = vec![
+        tokio::spawn(workers::run_route(workers.clone(), stopped.clone())),
+        tokio::spawn(workers::run_dispatch(workers.clone(), stopped.clone())),
+    ];
     // Pick up what a previous run left queued.
     route_wake.notify_one();
     workers.dispatch_wake.notify_one();
@@ -197,6 +195,7 @@ async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) 
                 &headers,
                 &bytes,
                 OffsetDateTime::now_utc(),
+                &fluxrelay_adapters::request_id::unique("serve"),
             )
             .await
         }

@@ -2,25 +2,25 @@
 //! same handlers as the Lambda functions, settled the way SQS settles them (delete, a
 //! visibility backoff, or the dead-letter table with a reason).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fluxrelay_adapters::clock::TokioClock;
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::embedded::{
-    DISPATCH_QUEUE, DeadLetterReason, EmbeddedQueue, INTAKE_QUEUE, JournalEntry, Received,
+    DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, EmbeddedSettle, INTAKE_QUEUE,
+    JournalEntry, Received,
 };
 use fluxrelay_adapters::file_registry::FileRegistry;
 use fluxrelay_adapters::outcome_log;
 use fluxrelay_core::handlers::dispatch::{
-    DispatchMessage, DispatchOptions, DispatchReport, Verdict, handle_dispatch_with,
+    DispatchMemory, DispatchPorts, DispatchReport, DispatchRules, handle_dispatch,
 };
-use fluxrelay_core::handlers::route::{IntakeMessage, RouteReport, RouteVerdict, handle_route};
-use fluxrelay_core::outcome::denials::Denials;
-use fluxrelay_core::outcome::retry::RetryPolicy;
-use fluxrelay_core::ports::QueueError;
+use fluxrelay_core::handlers::route::{RouteReport, RouteVerdict, route_and_settle};
+use fluxrelay_core::outcome::verdict::Verdict;
+use fluxrelay_core::ports::{QueueError, QueueMessage};
 use time::OffsetDateTime;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::metrics::Metrics;
 
@@ -31,12 +31,13 @@ const INTAKE_BATCH: usize = 100;
 const DISPATCH_BATCH: usize = 1000;
 /// Longer than one route of a batch takes (it only reads the registry and enqueues).
 const INTAKE_VISIBILITY: Duration = Duration::from_secs(60);
-/// Longer than a dispatch batch can take: each kube call is bounded by its connect and
-/// read timeouts (5 s + 15 s), and a batch makes a few per cluster.
+/// Longer than a dispatch batch can take: each cluster of it is bounded by
+/// [`CLUSTER_BUDGET`], then settled.
 const DISPATCH_VISIBILITY: Duration = Duration::from_secs(180);
-/// As the intake queue's `maxReceiveCount` in `template.yaml`: after that many failed
-/// routes a push goes to the intake dead letters.
-const INTAKE_MAX_RECEIVES: u32 = 10;
+/// How long one cluster of a batch may take before what it has not finished is retried
+/// (a hung apiserver): well inside the visibility timeout, so nothing is delivered twice
+/// for being slow.
+pub const CLUSTER_BUDGET: Duration = Duration::from_secs(60);
 /// How often an idle worker looks for messages whose retry delay has passed; new
 /// messages wake it at once.
 const IDLE_POLL: Duration = Duration::from_millis(500);
@@ -45,15 +46,20 @@ pub struct Workers {
     pub queue: EmbeddedQueue,
     pub registry: FileRegistry,
     pub clusters: KubeClusters,
-    pub retry: RetryPolicy,
-    pub denials: Denials,
-    pub dispatch: DispatchOptions,
+    pub rules: DispatchRules,
+    pub memory: DispatchMemory,
     pub metrics: Arc<Metrics>,
     pub route_wake: Arc<Notify>,
     pub dispatch_wake: Arc<Notify>,
+    /// Dispatch batches handled at once: a cluster that hangs holds one, never the others.
+    pub dispatch_slots: Arc<Semaphore>,
 }
 
 impl Workers {
+    fn settle(&self, wake: &Arc<Notify>) -> EmbeddedSettle {
+        EmbeddedSettle::new(self.queue.clone()).notifying(wake.clone())
+    }
+
     /// Route one batch; `Ok(n)` is how many messages it received.
     pub async fn route_once(&self) -> Result<usize, QueueError> {
         let received = blocking(&self.queue, |queue| {
@@ -63,61 +69,16 @@ impl Workers {
         if received.is_empty() {
             return Ok(0);
         }
-        let messages: Vec<IntakeMessage> = received
-            .iter()
-            .map(|message| IntakeMessage {
-                id: message.receipt.to_string(),
-                group: message.group_id.clone(),
-                body: message.body.clone(),
-            })
-            .collect();
-        let report = handle_route(&self.registry, &self.queue, &messages).await;
+        let messages = queue_messages(INTAKE_QUEUE, &received);
+        let report = route_and_settle(
+            &self.registry,
+            &self.queue,
+            &self.settle(&self.route_wake),
+            &self.rules.policy,
+            &messages,
+        )
+        .await;
         outcome_log::route(&report);
-        let by_receipt = receipts(&received);
-        for routed in &report.messages {
-            let Some(message) = by_receipt.get(routed.message_id.as_str()) else {
-                continue;
-            };
-            let receipt = message.receipt;
-            let settled = match &routed.verdict {
-                RouteVerdict::Routed { .. } => {
-                    blocking(&self.queue, move |queue| queue.delete(&receipt)).await
-                }
-                RouteVerdict::Failed { reason } if message.receive_count >= INTAKE_MAX_RECEIVES => {
-                    let dead_letter = DeadLetterReason {
-                        reason: format!(
-                            "could not be routed after {} attempts: {reason}",
-                            message.receive_count
-                        ),
-                        status: None,
-                        cluster: None,
-                        key: routed.push.as_ref().map(|push| push.key.clone()),
-                    };
-                    tracing::error!(
-                        outcome = "dead_lettered",
-                        queue = INTAKE_QUEUE,
-                        key = dead_letter.key.as_deref().unwrap_or_default(),
-                        reason = dead_letter.reason
-                    );
-                    blocking(&self.queue, move |queue| {
-                        queue.dead_letter(receipt, &dead_letter)
-                    })
-                    .await
-                }
-                RouteVerdict::Failed { .. } => {
-                    let delay = self
-                        .retry
-                        .delay_secs(message.receive_count, &routed.message_id);
-                    blocking(&self.queue, move |queue| {
-                        queue.change_visibility(&receipt, Duration::from_secs(delay.into()))
-                    })
-                    .await
-                }
-            };
-            if let Err(error) = settled {
-                tracing::warn!(outcome = "settle_failed", queue = INTAKE_QUEUE, error = %error);
-            }
-        }
         self.journal(route_journal(&report)).await;
         self.dispatch_wake.notify_one();
         Ok(received.len())
@@ -131,89 +92,58 @@ impl Workers {
         }
     }
 
-    /// Dispatch one batch; `Ok(n)` is how many messages it received.
-    pub async fn dispatch_once(&self) -> Result<usize, QueueError> {
-        let received = blocking(&self.queue, |queue| {
-            queue.receive(DISPATCH_QUEUE, DISPATCH_BATCH, DISPATCH_VISIBILITY)
+    /// Receive one dispatch batch (the dispatch queue's visible groups, and the retries
+    /// that are due); empty when there is nothing to do.
+    async fn receive_dispatch(&self) -> Result<Vec<QueueMessage>, QueueError> {
+        let (fifo, retries) = blocking(&self.queue, |queue| {
+            let fifo = queue.receive(DISPATCH_QUEUE, DISPATCH_BATCH, DISPATCH_VISIBILITY)?;
+            let room = DISPATCH_BATCH.saturating_sub(fifo.len()).max(1);
+            let retries = queue.receive(DISPATCH_RETRY_QUEUE, room, DISPATCH_VISIBILITY)?;
+            Ok((fifo, retries))
         })
         .await?;
-        if received.is_empty() {
-            return Ok(0);
-        }
-        if received.len() == DISPATCH_BATCH {
-            // There may be more: let an idle worker take the next batch meanwhile.
-            self.dispatch_wake.notify_one();
-        }
-        let messages: Vec<DispatchMessage> = received
-            .iter()
-            .map(|message| DispatchMessage {
-                id: message.receipt.to_string(),
-                body: message.body.clone(),
-                receive_count: message.receive_count,
-            })
-            .collect();
-        let report = handle_dispatch_with(
-            &self.registry,
-            &self.clusters,
-            &self.retry,
-            &self.denials,
-            self.dispatch,
+        let mut messages = queue_messages(DISPATCH_QUEUE, &fifo);
+        messages.extend(queue_messages(DISPATCH_RETRY_QUEUE, &retries));
+        Ok(messages)
+    }
+
+    /// Dispatch one batch: each cluster is settled as it finishes, inside the handler.
+    pub async fn dispatch_batch(&self, messages: Vec<QueueMessage>) {
+        let ports = DispatchPorts {
+            registry: &self.registry,
+            clusters: &self.clusters,
+            queue: &self.settle(&self.dispatch_wake),
+            clock: &TokioClock,
+        };
+        let report = handle_dispatch(
+            &ports,
+            &self.rules,
+            &self.memory,
             &messages,
             OffsetDateTime::now_utc(),
         )
         .await;
         outcome_log::targets(&report);
-        let by_receipt = receipts(&received);
-        let mut settled = Vec::with_capacity(report.messages.len());
-        for outcome in &report.messages {
-            let Some(message) = by_receipt.get(outcome.message_id.as_str()) else {
-                settled.push(false);
-                continue;
-            };
-            let receipt = message.receipt;
-            outcome_log::dispatch(outcome);
-            let result = match &outcome.verdict {
-                Verdict::Delivered { .. } | Verdict::NothingToTrigger => {
-                    blocking(&self.queue, move |queue| queue.delete(&receipt)).await
-                }
-                Verdict::Retry { delay_secs, .. } => {
-                    let delay = Duration::from_secs((*delay_secs).into());
-                    blocking(&self.queue, move |queue| {
-                        queue.change_visibility(&receipt, delay)
-                    })
-                    .await
-                }
-                Verdict::DeadLetter { reason, status } => {
-                    let dispatch = outcome.dispatch.as_ref();
-                    let dead_letter = DeadLetterReason {
-                        reason: reason.clone(),
-                        status: *status,
-                        cluster: dispatch.map(|d| d.cluster.clone()),
-                        key: dispatch.map(|d| d.push.key.clone()),
-                    };
-                    let result = blocking(&self.queue, move |queue| {
-                        queue.dead_letter(receipt, &dead_letter)
-                    })
-                    .await;
-                    match &result {
-                        Ok(()) => outcome_log::dead_lettered(outcome, reason, *status),
-                        Err(error) => outcome_log::dead_letter_failed(outcome, reason, error),
-                    }
-                    result
-                }
-            };
-            if let Err(error) = &result {
-                // The message comes back after its visibility timeout: delivered at least
-                // once, never lost.
-                tracing::warn!(outcome = "settle_failed", queue = DISPATCH_QUEUE, error = %error);
-            }
-            settled.push(result.is_ok());
+        for message in &report.messages {
+            outcome_log::dispatch(message);
         }
-        self.metrics
-            .record_dispatch(&report, &settled, OffsetDateTime::now_utc());
+        self.metrics.record_dispatch(&report);
         self.journal(dispatch_journal(&report)).await;
-        Ok(received.len())
     }
+}
+
+fn queue_messages(queue: &str, received: &[Received]) -> Vec<QueueMessage> {
+    received
+        .iter()
+        .map(|message| QueueMessage {
+            id: message.receipt.to_string(),
+            source: queue.to_string(),
+            receipt: message.receipt.to_string(),
+            group: message.group_id.clone(),
+            body: message.body.clone(),
+            receive_count: message.receive_count,
+        })
+        .collect()
 }
 
 /// One entry for the push, and one per cluster it was queued for (so `explain` can tell
@@ -298,33 +228,58 @@ fn dispatch_journal(report: &DispatchReport) -> Vec<JournalEntry> {
             let detail = format!("{}: {}", skip.object, skip.reason);
             entries.push(JournalEntry::new(key, cluster, "skipped", detail));
         }
-        let (stage, detail) = match &message.verdict {
-            Verdict::Delivered { targets } => ("delivered", targets.join(", ")),
-            Verdict::NothingToTrigger => (
+        let targets = |only: &Option<Vec<String>>| match only {
+            Some(only) => format!(" ({})", only.join(", ")),
+            None => String::new(),
+        };
+        let mut add = |stage: &str, detail: String| {
+            entries.push(JournalEntry::new(key, cluster, stage, detail));
+        };
+        match &message.verdict {
+            Verdict::Delivered { targets } => add("delivered", targets.join(", ")),
+            Verdict::Superseded { by } => add(
+                "superseded",
+                format!("delivered by supersession: covered by {by}"),
+            ),
+            Verdict::NothingToTrigger => add(
                 "nothing_to_trigger",
                 "no GitRepository in the cluster tracks this project and ref".to_string(),
             ),
-            Verdict::Retry { delay_secs, reason } => {
-                ("retry", format!("again in {delay_secs} s: {reason}"))
-            }
-            Verdict::DeadLetter { reason, status } => (
-                "dead_lettered",
-                match status {
-                    Some(status) => format!("{reason} (status {status})"),
-                    None => reason.clone(),
-                },
+            Verdict::Retry(retry) => add(
+                "retry",
+                format!(
+                    "again in {} s{}: {}",
+                    retry.delay_secs,
+                    targets(&retry.only),
+                    retry.reason
+                ),
             ),
-        };
-        entries.push(JournalEntry::new(key, cluster, stage, detail));
+            Verdict::DeadLetter(dead) => add("dead_lettered", dead_detail(dead, &targets)),
+            Verdict::RetryAndDeadLetter(retry, dead) => {
+                add(
+                    "retry",
+                    format!(
+                        "again in {} s{}: {}",
+                        retry.delay_secs,
+                        targets(&retry.only),
+                        retry.reason
+                    ),
+                );
+                add("dead_lettered", dead_detail(dead, &targets));
+            }
+        }
     }
     entries
 }
 
-fn receipts(received: &[Received]) -> HashMap<String, &Received> {
-    received
-        .iter()
-        .map(|message| (message.receipt.to_string(), message))
-        .collect()
+fn dead_detail(
+    dead: &fluxrelay_core::outcome::verdict::DeadLetterPlan,
+    targets: &dyn Fn(&Option<Vec<String>>) -> String,
+) -> String {
+    match dead.status {
+        Some(status) => format!("{}{} (status {status})", dead.reason, targets(&dead.only)),
+        None => format!("{}{}", dead.reason, targets(&dead.only)),
+    }
 }
 
 /// SQLite calls block; run them off the async workers.
@@ -338,26 +293,12 @@ async fn blocking<T: Send + 'static>(
         .map_err(|error| QueueError::new(format!("embedded queue task: {error}")))?
 }
 
-#[derive(Clone, Copy, Debug)]
-pub enum Stage {
-    Route,
-    Dispatch,
-}
-
-/// Run `stage` until `stop` turns true; the batch in hand is finished first, and whatever
-/// is left stays queued for the next start.
-pub async fn run(workers: Arc<Workers>, stage: Stage, mut stop: watch::Receiver<bool>) {
-    let wake = match stage {
-        Stage::Route => workers.route_wake.clone(),
-        Stage::Dispatch => workers.dispatch_wake.clone(),
-    };
+/// Route until `stop` turns true; the batch in hand is finished first, and whatever is
+/// left stays queued for the next start.
+pub async fn run_route(workers: Arc<Workers>, mut stop: watch::Receiver<bool>) {
     let mut failures: u32 = 0;
     while !*stop.borrow() {
-        let result = match stage {
-            Stage::Route => workers.route_once().await,
-            Stage::Dispatch => workers.dispatch_once().await,
-        };
-        let pause = match result {
+        let pause = match workers.route_once().await {
             Ok(0) => IDLE_POLL,
             Ok(_) => {
                 failures = 0;
@@ -365,14 +306,55 @@ pub async fn run(workers: Arc<Workers>, stage: Stage, mut stop: watch::Receiver<
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
-                tracing::error!(outcome = "queue_unavailable", stage = ?stage, error = %error);
+                tracing::error!(outcome = "queue_unavailable", stage = "route", error = %error);
                 IDLE_POLL * failures.min(20)
             }
         };
         tokio::select! {
-            _ = wake.notified() => {}
+            _ = workers.route_wake.notified() => {}
             _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => {}
         }
     }
+}
+
+/// Dispatch until `stop` turns true. Batches run concurrently, up to the slots: a batch
+/// whose cluster hangs holds one slot until its deadline, while the next batches (other
+/// clusters' messages: a cluster's FIFO group is busy while its batch runs) go on. On
+/// stop, the batches in hand are finished first.
+pub async fn run_dispatch(workers: Arc<Workers>, mut stop: watch::Receiver<bool>) {
+    let mut failures: u32 = 0;
+    let mut running = tokio::task::JoinSet::new();
+    while !*stop.borrow() {
+        let permit = tokio::select! {
+            permit = workers.dispatch_slots.clone().acquire_owned() => permit,
+            _ = stop.changed() => continue,
+        };
+        let Ok(permit) = permit else { break };
+        while running.try_join_next().is_some() {}
+        let pause = match workers.receive_dispatch().await {
+            Ok(messages) if messages.is_empty() => IDLE_POLL,
+            Ok(messages) => {
+                failures = 0;
+                let batch = workers.clone();
+                running.spawn(async move {
+                    batch.dispatch_batch(messages).await;
+                    drop(permit);
+                });
+                continue;
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                tracing::error!(outcome = "queue_unavailable", stage = "dispatch", error = %error);
+                IDLE_POLL * failures.min(20)
+            }
+        };
+        drop(permit);
+        tokio::select! {
+            _ = workers.dispatch_wake.notified() => {}
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    while running.join_next().await.is_some() {}
 }

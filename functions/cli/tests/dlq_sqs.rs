@@ -5,7 +5,8 @@
 use std::process::{Command, Output};
 
 use aws_sdk_sqs::Client;
-use fluxrelay_adapters::sqs::{DeadLetterReason, SqsQueue};
+use fluxrelay_adapters::sqs::SqsQueue;
+use fluxrelay_core::ports::DeadLetterReason;
 use fluxrelay_core::push::Dispatch;
 use fluxrelay_testkit::fixtures::push;
 use fluxrelay_testkit::moto::{Moto, create_fifo_queue};

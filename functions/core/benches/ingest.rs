@@ -82,7 +82,8 @@ fn bench_ingest(c: &mut Criterion) {
     let mut group = c.benchmark_group("ingest");
     for (name, event, body) in FIXTURES {
         let headers = headers(event);
-        let outcome = ingest(&token_only, &CountingQueue, &headers, body, now).now_or_never();
+        let outcome =
+            ingest(&token_only, &CountingQueue, &headers, body, now, "bench").now_or_never();
         let accepted = matches!(outcome, Some(Ok(Accepted::Enqueued { .. })));
         let ignored = matches!(outcome, Some(Ok(Accepted::Ignored { .. })));
         assert!(
@@ -97,6 +98,7 @@ fn bench_ingest(c: &mut Criterion) {
                     black_box(&headers),
                     black_box(body),
                     now,
+                    "bench",
                 )
                 .now_or_never();
                 black_box(result)
@@ -116,7 +118,7 @@ fn bench_ingest(c: &mut Criterion) {
         "webhook-signature",
         HeaderValue::from_static(PUSH_HOOK_SIGNATURE),
     );
-    let outcome = ingest(&signed, &CountingQueue, &headers, body, now).now_or_never();
+    let outcome = ingest(&signed, &CountingQueue, &headers, body, now, "bench").now_or_never();
     assert!(
         matches!(outcome, Some(Ok(Accepted::Enqueued { .. }))),
         "signed: {outcome:?}"
@@ -130,6 +132,7 @@ fn bench_ingest(c: &mut Criterion) {
                     black_box(&headers),
                     black_box(body),
                     now,
+                    "bench",
                 )
                 .now_or_never(),
             )

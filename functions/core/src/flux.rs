@@ -53,6 +53,61 @@ pub struct GitRepository {
     pub suspend: bool,
     /// `status.artifact.revision`, e.g. `main@sha1:<commit>`.
     pub artifact_revision: Option<String>,
+    /// What tells whether the artifact is settled and when it was made (the rule that
+    /// uses them: `matching::refs::already_reconciled`).
+    pub status: SourceStatus,
+}
+
+/// The parts of a Flux source's metadata and status that say whether its artifact is
+/// settled, and since when.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceStatus {
+    /// `metadata.generation` and `status.observedGeneration`.
+    pub generation: Option<i64>,
+    pub observed_generation: Option<i64>,
+    /// The `Ready` condition is `True`.
+    pub ready: bool,
+    /// `metadata.annotations["reconcile.fluxcd.io/requestedAt"]` and
+    /// `status.lastHandledReconcileAt`: different values mean a requested reconcile has
+    /// not finished yet.
+    pub requested_at: Option<String>,
+    pub last_handled_reconcile_at: Option<String>,
+    /// `status.artifact.lastUpdateTime` (RFC 3339, whole seconds): when the artifact was made.
+    pub artifact_updated_at: Option<String>,
+}
+
+impl SourceStatus {
+    pub fn from_json(value: &Value) -> Self {
+        Self {
+            generation: value
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64),
+            observed_generation: value
+                .pointer("/status/observedGeneration")
+                .and_then(Value::as_i64),
+            ready: condition_true(value, "Ready"),
+            requested_at: value
+                .pointer("/metadata/annotations")
+                .and_then(|annotations| annotations.get(RECONCILE_REQUESTED_AT))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            last_handled_reconcile_at: text(value, "/status/lastHandledReconcileAt"),
+            artifact_updated_at: text(value, "/status/artifact/lastUpdateTime"),
+        }
+    }
+}
+
+/// Whether the object has a condition of this type with status `True`.
+pub fn condition_true(value: &Value, kind: &str) -> bool {
+    value
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|conditions| {
+            conditions.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some(kind)
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        })
 }
 
 /// `spec.type` of a Receiver; the types fluxrelay can call are named, the rest kept as text.
@@ -164,6 +219,7 @@ impl GitRepository {
             git_ref,
             suspend: flag(value, "/spec/suspend"),
             artifact_revision: text(value, "/status/artifact/revision"),
+            status: SourceStatus::from_json(value),
         }
     }
 }
@@ -197,15 +253,7 @@ impl Receiver {
                     .collect()
             })
             .unwrap_or_default();
-        let ready = value
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .is_some_and(|conditions| {
-                conditions.iter().any(|c| {
-                    c.get("type").and_then(Value::as_str) == Some("Ready")
-                        && c.get("status").and_then(Value::as_str) == Some("True")
-                })
-            });
+        let ready = condition_true(value, "Ready");
         Self {
             id: object_ref(value),
             receiver_type: ReceiverType::parse(&text(value, "/spec/type").unwrap_or_default()),

@@ -68,10 +68,20 @@ enum HookKind {
     System,
 }
 
+/// One webhook request as ingest accepted it.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    /// RFC 3339 time of acceptance.
+    pub received_at: &'a str,
+    /// What makes this delivery distinct (`crate::ingest::delivery_id`): part of each
+    /// push's key.
+    pub id: &'a str,
+}
+
 pub fn parse_event(
     headers: &HeaderMap,
     body: &[u8],
-    received_at: &str,
+    delivery: &Delivery<'_>,
 ) -> Result<ParsedEvent, MalformedEvent> {
     let event = single_header(headers, EVENT_HEADER, "X-Gitlab-Event")?
         .ok_or(MalformedEvent::MissingEventHeader)?;
@@ -84,15 +94,11 @@ pub fn parse_event(
     match event {
         "Push Hook" | "Tag Push Hook" => {
             let payload: PushPayload = decode(body, "push")?;
-            let push = normalise_push(
-                payload,
-                instance_header,
-                HookKind::ProjectOrGroup,
-                received_at,
-            )?;
+            let push =
+                normalise_push(payload, instance_header, HookKind::ProjectOrGroup, delivery)?;
             Ok(ParsedEvent::Pushes(vec![push]))
         }
-        "System Hook" => parse_system_hook(body, instance_header, received_at),
+        "System Hook" => parse_system_hook(body, instance_header, delivery),
         other => Ok(ParsedEvent::Ignored {
             reason: format!("event {} is not a push", quote_untrusted(other)),
         }),
@@ -102,7 +108,7 @@ pub fn parse_event(
 fn parse_system_hook(
     body: &[u8],
     instance_header: Option<&str>,
-    received_at: &str,
+    delivery: &Delivery<'_>,
 ) -> Result<ParsedEvent, MalformedEvent> {
     #[derive(serde::Deserialize)]
     struct Kind {
@@ -114,13 +120,12 @@ fn parse_system_hook(
     match name.as_str() {
         "push" | "tag_push" => {
             let payload: PushPayload = decode(body, "system hook push")?;
-            let push = normalise_push(payload, instance_header, HookKind::System, received_at)?;
+            let push = normalise_push(payload, instance_header, HookKind::System, delivery)?;
             Ok(ParsedEvent::Pushes(vec![push]))
         }
         "repository_update" => {
             let payload: RepositoryUpdatePayload = decode(body, "repository_update")?;
-            normalise_repository_update(payload, instance_header, received_at)
-                .map(ParsedEvent::Pushes)
+            normalise_repository_update(payload, instance_header, delivery).map(ParsedEvent::Pushes)
         }
         other => Ok(ParsedEvent::Ignored {
             reason: format!("system hook event {} is not a push", quote_untrusted(other)),
@@ -184,7 +189,7 @@ fn normalise_push(
     payload: PushPayload,
     instance_header: Option<&str>,
     hook: HookKind,
-    received_at: &str,
+    delivery: &Delivery<'_>,
 ) -> Result<Push, MalformedEvent> {
     let project = normalise_project(&payload.project, payload.project_id)?;
     let instance = instance_origin(instance_header, &project.web_url)?;
@@ -205,14 +210,14 @@ fn normalise_push(
         change,
         payload.checkout_sha,
         changed_paths,
-        received_at,
+        delivery,
     )
 }
 
 fn normalise_repository_update(
     payload: RepositoryUpdatePayload,
     instance_header: Option<&str>,
-    received_at: &str,
+    delivery: &Delivery<'_>,
 ) -> Result<Vec<Push>, MalformedEvent> {
     if payload.changes.len() > MAX_CHANGES {
         return Err(field(
@@ -237,7 +242,7 @@ fn normalise_repository_update(
                 change,
                 checkout_sha,
                 None,
-                received_at,
+                delivery,
             )
         })
         .collect()
@@ -249,7 +254,7 @@ fn build_push(
     change: ChangePayload,
     checkout_sha: Option<String>,
     changed_paths: Option<Vec<String>>,
-    received_at: &str,
+    delivery: &Delivery<'_>,
 ) -> Result<Push, MalformedEvent> {
     check_ref(&change.git_ref)?;
     check_sha("before", &change.before)?;
@@ -274,6 +279,7 @@ fn build_push(
             &change.git_ref,
             &change.before,
             &change.after,
+            delivery.id,
         ),
         instance,
         event,
@@ -283,7 +289,7 @@ fn build_push(
         after: change.after,
         checkout_sha,
         changed_paths,
-        received_at: received_at.to_string(),
+        received_at: delivery.received_at.to_string(),
     })
 }
 

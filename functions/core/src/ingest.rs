@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::auth::{AuthConfig, AuthFailure, authenticate};
-use crate::gitlab::{MalformedEvent, ParsedEvent, parse_event};
+use crate::gitlab::{Delivery, MalformedEvent, ParsedEvent, parse_event};
 use crate::ports::{PushPublisher, QueueError};
 
 /// Under the 6 MB Lambda request limit; a GitLab push with 20 commits is far smaller.
@@ -107,12 +107,43 @@ pub fn rfc3339(now: OffsetDateTime) -> String {
     now.format(&Rfc3339).unwrap_or_default()
 }
 
+/// GitLab's delivery header (17.4+): the same on a re-run or a manual resend of one
+/// delivery, different for every other delivery, including the same push's project, group
+/// and system hooks (`X-Gitlab-Event-UUID` and `X-Gitlab-Webhook-UUID` are new on every
+/// attempt: docs/design.md, "Deduplication").
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// Longest `Idempotency-Key` taken as one (GitLab sends a 36-character UUID).
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// What makes this delivery distinct, and so what the queues may deduplicate on: GitLab's
+/// `Idempotency-Key` when it sent exactly one plausible value, else `request_id`, which
+/// the entrypoint makes unique per request (so the delivery is never deduplicated). A
+/// missing or odd key only costs a duplicate trigger; it never drops a push.
+pub fn delivery_id(headers: &HeaderMap, request_id: &str) -> String {
+    let mut keys = headers.get_all(IDEMPOTENCY_KEY_HEADER).iter();
+    let key = match (keys.next(), keys.next()) {
+        (Some(value), None) => value.to_str().ok().filter(|key| {
+            (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&key.len())
+                && key.bytes().all(|b| b.is_ascii_graphic())
+        }),
+        _ => None,
+    };
+    match key {
+        Some(key) => format!("idempotency-key:{key}"),
+        None => format!("request:{request_id}"),
+    }
+}
+
+/// Authenticate, parse and durably enqueue one webhook. `request_id` must be unique per
+/// request (the Lambda request id; `serve` makes its own): it identifies deliveries that
+/// carry no `Idempotency-Key`.
 pub async fn ingest(
     config: &IngestConfig,
     queue: &impl PushPublisher,
     headers: &HeaderMap,
     body: &[u8],
     now: OffsetDateTime,
+    request_id: &str,
 ) -> Result<Accepted, IngestError> {
     if body.len() > config.max_body_bytes {
         return Err(IngestError::TooLarge {
@@ -121,7 +152,13 @@ pub async fn ingest(
         });
     }
     authenticate(&config.auth, headers, body, now.unix_timestamp())?;
-    let pushes = match parse_event(headers, body, &rfc3339(now))? {
+    let received_at = rfc3339(now);
+    let id = delivery_id(headers, request_id);
+    let delivery = Delivery {
+        received_at: &received_at,
+        id: &id,
+    };
+    let pushes = match parse_event(headers, body, &delivery)? {
         ParsedEvent::Ignored { reason } => return Ok(Accepted::Ignored { reason }),
         ParsedEvent::Pushes(pushes) if pushes.is_empty() => {
             return Ok(Accepted::Ignored {

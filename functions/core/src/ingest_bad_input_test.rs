@@ -846,9 +846,16 @@ fn run(case: &Case) -> (Result<Accepted, IngestError>, IngestResponse, Vec<Push>
     let headers = header_map(case);
     let now = OffsetDateTime::from_unix_timestamp(NOW).unwrap();
     // The in-memory queue never waits, so the future completes on its first poll.
-    let result = ingest(&config(case.auth), &queue, &headers, &case.body, now)
-        .now_or_never()
-        .expect("ingest waited");
+    let result = ingest(
+        &config(case.auth),
+        &queue,
+        &headers,
+        &case.body,
+        now,
+        "test-request",
+    )
+    .now_or_never()
+    .expect("ingest waited");
     let response = IngestResponse::from_result(&result);
     let pushes = queue.pushes.lock().unwrap().clone();
     (result, response, pushes)

@@ -40,7 +40,7 @@ fn run(
     body: &[u8],
 ) -> (Result<Accepted, IngestError>, IngestResponse) {
     // The in-memory queue never waits, so the future completes on its first poll.
-    let result = ingest(config, queue, headers, body, now())
+    let result = ingest(config, queue, headers, body, now(), "test-request")
         .now_or_never()
         .expect("ingest waited");
     let response = IngestResponse::from_result(&result);
@@ -162,6 +162,66 @@ fn outcome_table() {
         assert_eq!(queue.pushes.lock().unwrap().len(), enqueued, "{name}");
         assert!(!response.body.contains(TOKEN), "{name} echoes the token");
     }
+}
+
+/// What the queues may deduplicate: GitLab's `Idempotency-Key` (one delivery, re-run or
+/// resent), and nothing else, so a re-push of the same `before..after` is a new push.
+#[test]
+fn only_the_same_idempotency_key_gives_the_same_key() {
+    let key_of = |idempotency_key: Option<&str>, request_id: &str| {
+        let mut headers = headers("Push Hook", TOKEN);
+        if let Some(key) = idempotency_key {
+            headers.insert("idempotency-key", HeaderValue::from_str(key).unwrap());
+        }
+        let queue = MemoryQueue::default();
+        let result = ingest(&config(), &queue, &headers, PUSH_HOOK, now(), request_id)
+            .now_or_never()
+            .expect("ingest waited");
+        let Ok(Accepted::Enqueued { keys }) = result else {
+            panic!("{result:?}")
+        };
+        keys[0].clone()
+    };
+    let resent = key_of(Some("0c5a4f3e-1111-4a2b-9c7d-000000000001"), "lambda-1");
+    // (what happens, its key equals the first delivery's)
+    let cases = [
+        (
+            "GitLab resends the delivery",
+            key_of(Some("0c5a4f3e-1111-4a2b-9c7d-000000000001"), "lambda-2"),
+            true,
+        ),
+        (
+            "another hook of the same push",
+            key_of(Some("0c5a4f3e-2222-4a2b-9c7d-000000000002"), "lambda-1"),
+            false,
+        ),
+        ("no key", key_of(None, "lambda-1"), false),
+        ("an empty key", key_of(Some(""), "lambda-1"), false),
+        ("a key with a space", key_of(Some("a b"), "lambda-1"), false),
+        (
+            "a key too long to be one",
+            key_of(Some(&"k".repeat(129)), "lambda-1"),
+            false,
+        ),
+    ];
+    for (what, key, same) in cases {
+        assert_eq!(key == resent, same, "{what}");
+    }
+    // Without a key, two requests are two pushes even with identical bodies.
+    assert_ne!(key_of(None, "lambda-1"), key_of(None, "lambda-2"));
+    assert_eq!(
+        key_of(None, "lambda-1"),
+        key_of(None, "lambda-1"),
+        "the key is a function of its inputs"
+    );
+    // Two Idempotency-Key headers are not one key: treated as none.
+    let mut twice = headers("Push Hook", TOKEN);
+    twice.append("idempotency-key", HeaderValue::from_static("a"));
+    twice.append("idempotency-key", HeaderValue::from_static("b"));
+    assert_eq!(delivery_id(&twice, "r"), "request:r");
+    let mut once = headers("Push Hook", TOKEN);
+    once.insert("idempotency-key", HeaderValue::from_static("a"));
+    assert_eq!(delivery_id(&once, "r"), "idempotency-key:a");
 }
 
 #[test]

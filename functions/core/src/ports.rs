@@ -28,6 +28,77 @@ impl QueueError {
     }
 }
 
+/// One message as a consumer received it, from any queue: what the handlers read and what
+/// [`Settle`] needs to settle it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    /// The queue's id for the message (SQS `MessageId`; the embedded queue's receipt).
+    pub id: String,
+    /// Which queue it came from, as the adapter names it (an SQS event source ARN, an
+    /// embedded queue name). Opaque to the handlers.
+    pub source: String,
+    /// The handle that settles this delivery (SQS receipt handle). Opaque to the handlers.
+    pub receipt: String,
+    /// FIFO message group (empty for standard queues).
+    pub group: String,
+    pub body: String,
+    /// `ApproximateReceiveCount`: 1 on the first delivery.
+    pub receive_count: u32,
+}
+
+/// Why a message is dead-lettered: sent with it (SQS message attributes, the embedded
+/// queue's columns) so `fluxrelay dlq` can show it without parsing the body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterReason {
+    pub reason: String,
+    /// HTTP status of the failed trigger, when there was one.
+    pub status: Option<u16>,
+    pub cluster: Option<String>,
+    /// The push key.
+    pub key: Option<String>,
+}
+
+/// Settle received messages. The rules of which to call, in what order, and what to do
+/// when one fails live in `outcome::settle`; adapters only carry them out.
+pub trait Settle: Sync {
+    /// Delete the message: nothing more is needed of it.
+    fn acknowledge(
+        &self,
+        message: &QueueMessage,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Leave it on its queue, received again after `delay_secs` with its receive count
+    /// raised (in a FIFO queue, its group waits meanwhile).
+    fn retry_in_place(
+        &self,
+        message: &QueueMessage,
+        delay_secs: u32,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Put `dispatch` on the dispatch retry queue, delivered after `delay_secs`, outside
+    /// any FIFO group (SQS: a standard queue with a per-message delay).
+    fn schedule_retry(
+        &self,
+        dispatch: &Dispatch,
+        delay_secs: u32,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Put `body` on the dead-letter queue of the message's queue, with the reason.
+    fn dead_letter(
+        &self,
+        message: &QueueMessage,
+        body: &str,
+        reason: &DeadLetterReason,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// Time, for deadlines and for when answers came: the handlers race each cluster's work
+/// against `sleep`.
+pub trait Clock: Sync {
+    fn now(&self) -> time::OffsetDateTime;
+    fn sleep(&self, duration: std::time::Duration) -> impl Future<Output = ()> + Send;
+}
+
 /// Durably enqueue pushes on the intake queue (group = project, dedup = push key).
 /// `Ok` means every push is persisted; anything less is an error.
 pub trait PushPublisher: Sync {

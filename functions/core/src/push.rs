@@ -47,9 +47,13 @@ pub struct Project {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Push {
     pub v: u32,
-    /// `hex(sha256(instance|project_id|ref|before|after))`: the same push through a
-    /// project, group or system hook has the same key. `before` is in it so that a
-    /// force-push back to an earlier commit within the dedup window is a new push.
+    /// `hex(sha256(instance|project_id|ref|before|after|delivery))`: one key per accepted
+    /// delivery of one ref change. `delivery` is GitLab's `Idempotency-Key` when it sent one
+    /// (the same on a re-run or a manual resend of that delivery, and only then), else a
+    /// request id unique to this acceptance. So the queues deduplicate exactly the same
+    /// delivery and nothing else: a re-push of the same `before..after` (a roll-forward
+    /// after a rollback, a tag deleted and re-created) is a new push, and the same push
+    /// through a project and a system hook is two (dispatch collapses them).
     pub key: String,
     /// The GitLab instance origin, e.g. `https://gitlab.example.com`.
     pub instance: String,
@@ -74,10 +78,11 @@ impl Push {
         git_ref: &str,
         before: &str,
         after: &str,
+        delivery: &str,
     ) -> String {
         let project_id = project_id.to_string();
         let mut digest = Sha256::new();
-        for (i, part) in [instance, &project_id, git_ref, before, after]
+        for (i, part) in [instance, &project_id, git_ref, before, after, delivery]
             .iter()
             .enumerate()
         {
@@ -116,11 +121,26 @@ pub fn is_zero_sha(sha: &str) -> bool {
 }
 
 /// One push for one cluster: the unit of the dispatch queue.
+///
+/// A retry is a new message (on the retry queue, so it never holds the cluster's FIFO
+/// group): `attempts` carries the attempts already made, and `only` the targets still to
+/// reach. Both are absent on the first message, and older readers ignore them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dispatch {
     pub v: u32,
     pub cluster: String,
     pub push: Push,
+    /// Attempts made by the earlier messages of this delivery.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// Only these targets (`receiver/<ns>/<name>`, `gitrepository/<ns>/<name>`); `None`
+    /// for every target the push has in the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<Vec<String>>,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 impl Dispatch {
@@ -129,22 +149,43 @@ impl Dispatch {
             v: DISPATCH_VERSION,
             cluster: cluster.into(),
             push,
+            attempts: 0,
+            only: None,
         }
     }
 
-    /// FIFO `MessageGroupId`: one group per cluster keeps a cluster's pushes in order
-    /// without one slow cluster holding back the others.
+    /// FIFO `MessageGroupId`: one group per cluster. A cluster's messages are handled one
+    /// batch at a time, which lets dispatch coalesce a backlog into one call per target and
+    /// bounds the load on each apiserver; clusters never wait for each other, and since
+    /// retries leave the group (they go to the retry queue), no failure holds the group.
     pub fn group_id(&self) -> &str {
         &self.cluster
     }
 
-    /// FIFO `MessageDeduplicationId`: `hex(sha256(cluster|push.key))`.
+    /// FIFO `MessageDeduplicationId`: `hex(sha256(cluster|push.key))`, so a route that
+    /// fans out again after a partial failure does not queue a cluster's push twice.
     pub fn dedup_id(&self) -> String {
         let mut digest = Sha256::new();
         digest.update(self.cluster.as_bytes());
         digest.update(b"|");
         digest.update(self.push.key.as_bytes());
         hex::encode(digest.finalize())
+    }
+
+    /// Whether this message asks for `target` (an object id such as `receiver/ns/name`).
+    pub fn wants(&self, target: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|wanted| wanted == target))
+    }
+
+    /// Every target of `self` is also a target of `other`.
+    pub fn targets_within(&self, other: &Dispatch) -> bool {
+        match (&self.only, &other.only) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(mine), Some(theirs)) => mine.iter().all(|target| theirs.contains(target)),
+        }
     }
 }
 
@@ -178,12 +219,12 @@ impl Push {
 impl Dispatch {
     pub fn from_json(body: &str) -> Result<Self, MessageError> {
         let dispatch: Dispatch = serde_json::from_str(body)?;
-        for found in [dispatch.v, dispatch.push.v] {
-            if found != DISPATCH_VERSION {
-                return Err(MessageError::Version {
-                    found,
-                    supported: DISPATCH_VERSION,
-                });
+        for (found, supported) in [
+            (dispatch.v, DISPATCH_VERSION),
+            (dispatch.push.v, PUSH_VERSION),
+        ] {
+            if found != supported {
+                return Err(MessageError::Version { found, supported });
             }
         }
         Ok(dispatch)
@@ -208,6 +249,7 @@ pub(crate) mod tests {
                 "refs/heads/main",
                 &"b".repeat(40),
                 &"a".repeat(40),
+                "idempotency-key:sample",
             ),
             instance,
             event: PushEvent::Push,
@@ -229,36 +271,38 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn key_is_sha256_of_instance_project_ref_before_after_joined_by_bars() {
-        // printf '%s' 'https://gitlab.example.com|15|refs/heads/main|95790bf891e76fee5e1747ab589903a6a1f80f22|da1560886d4f094c3e6c9ef40349f7d38b5d27d7' | sha256sum
+    fn key_is_sha256_of_instance_project_ref_before_after_delivery_joined_by_bars() {
+        // printf '%s' 'https://gitlab.example.com|15|refs/heads/main|95790bf891e76fee5e1747ab589903a6a1f80f22|da1560886d4f094c3e6c9ef40349f7d38b5d27d7|idempotency-key:f0c8f8c6-3d3a-4b2b-9a59-5f4f0c1c2d3e' | sha256sum
         assert_eq!(
             Push::compute_key(
                 "https://gitlab.example.com",
                 15,
                 "refs/heads/main",
                 "95790bf891e76fee5e1747ab589903a6a1f80f22",
-                "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
+                "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
+                "idempotency-key:f0c8f8c6-3d3a-4b2b-9a59-5f4f0c1c2d3e"
             ),
-            "0f1b83d1836f3af5263316db867a1be7e2b3b043d073557179d69d2696f3bee3"
+            "76599d39c68730a38a86cceb9b2fbc902f0855efe03c7a998979af648fd81a2d"
         );
     }
 
     #[test]
     fn key_changes_with_each_component() {
-        let base = Push::compute_key("i", 1, "r", "b", "a");
-        assert_ne!(base, Push::compute_key("j", 1, "r", "b", "a"));
-        assert_ne!(base, Push::compute_key("i", 2, "r", "b", "a"));
-        assert_ne!(base, Push::compute_key("i", 1, "s", "b", "a"));
+        let base = Push::compute_key("i", 1, "r", "b", "a", "d");
+        assert_ne!(base, Push::compute_key("j", 1, "r", "b", "a", "d"));
+        assert_ne!(base, Push::compute_key("i", 2, "r", "b", "a", "d"));
+        assert_ne!(base, Push::compute_key("i", 1, "s", "b", "a", "d"));
+        assert_ne!(base, Push::compute_key("i", 1, "r", "c", "a", "d"));
+        assert_ne!(base, Push::compute_key("i", 1, "r", "b", "c", "d"));
         assert_ne!(
             base,
-            Push::compute_key("i", 1, "r", "c", "a"),
-            "a force-push back is a new push"
+            Push::compute_key("i", 1, "r", "b", "a", "e"),
+            "the same ref change delivered again (not a resend) is a new push"
         );
-        assert_ne!(base, Push::compute_key("i", 1, "r", "b", "c"));
         // The separator keeps "i|11|r" and "i1|1|r" apart.
         assert_ne!(
-            Push::compute_key("i", 11, "r", "b", "a"),
-            Push::compute_key("i1", 1, "r", "b", "a")
+            Push::compute_key("i", 11, "r", "b", "a", "d"),
+            Push::compute_key("i1", 1, "r", "b", "a", "d")
         );
     }
 
@@ -314,5 +358,53 @@ pub(crate) mod tests {
         ));
         assert!(matches!(Push::from_json("{"), Err(MessageError::Json(_))));
         assert!(matches!(Push::from_json("[]"), Err(MessageError::Json(_))));
+    }
+
+    #[test]
+    fn a_dispatch_checks_its_own_version_and_its_push_version_each_against_its_own() {
+        let dispatch = Dispatch::new("prod", sample_push());
+        let json = dispatch.to_json();
+        // The outer "v" comes first, the push's second.
+        let outer = json.replacen(r#""v":1"#, r#""v":7"#, 1);
+        assert!(matches!(
+            Dispatch::from_json(&outer),
+            Err(MessageError::Version {
+                found: 7,
+                supported: DISPATCH_VERSION
+            })
+        ));
+        let inner = json.replace(r#""push":{"v":1"#, r#""push":{"v":9"#);
+        assert!(matches!(
+            Dispatch::from_json(&inner),
+            Err(MessageError::Version {
+                found: 9,
+                supported: PUSH_VERSION
+            })
+        ));
+    }
+
+    #[test]
+    fn a_retry_carries_its_attempts_and_targets_and_a_first_message_neither() {
+        let first = Dispatch::new("prod", sample_push());
+        let json = first.to_json();
+        assert!(
+            !json.contains("attempts") && !json.contains("only"),
+            "{json}"
+        );
+        let mut retry = first.clone();
+        retry.attempts = 3;
+        retry.only = Some(vec!["receiver/flux-system/a".into()]);
+        let back = Dispatch::from_json(&retry.to_json()).unwrap();
+        assert_eq!(back, retry);
+        assert!(back.wants("receiver/flux-system/a"));
+        assert!(!back.wants("receiver/flux-system/b"));
+        assert!(first.wants("anything"));
+        // Which message's targets lie within which.
+        assert!(retry.targets_within(&first));
+        assert!(!first.targets_within(&retry));
+        assert!(retry.targets_within(&retry));
+        let mut other = retry.clone();
+        other.only = Some(vec!["receiver/flux-system/b".into()]);
+        assert!(!retry.targets_within(&other));
     }
 }

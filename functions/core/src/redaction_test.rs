@@ -317,11 +317,12 @@ fn plan_problems_about_tokens_never_show_them() {
             receiver("r", "another-token"),
             receiver("bad", &format!("{RECEIVER_TOKEN}\n")),
         ],
+        freshness: crate::matching::select::Freshness::Fresh,
     };
     let plan = plan_push(&entry, &view, &sample_push());
     assert_eq!(plan.problems.len(), 2, "{plan:?}");
     assert_debug_hidden("plan", &plan);
     for problem in &plan.problems {
-        assert_hidden("plan problem", &problem.to_string());
+        assert_hidden("plan problem", &problem.failure.to_string());
     }
 }

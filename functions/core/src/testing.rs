@@ -114,6 +114,93 @@ impl ClusterRegistry for StaticRegistry {
     }
 }
 
+/// A queue that records how each message was settled, and can refuse: `down` makes every
+/// call fail; `refuse_retries` / `refuse_dead_letters` only those.
+#[derive(Default)]
+pub struct MemorySettle {
+    pub acknowledged: Mutex<Vec<String>>,
+    /// When each acknowledgement happened (tokio's clock, which tests may pause).
+    pub acknowledged_at: Mutex<Vec<(String, tokio::time::Instant)>>,
+    pub retried_in_place: Mutex<Vec<(String, u32)>>,
+    pub scheduled: Mutex<Vec<(Dispatch, u32)>>,
+    pub dead_letters: Mutex<Vec<(String, String, DeadLetterReason)>>,
+    pub down: Mutex<bool>,
+    pub refuse_retries: Mutex<bool>,
+    pub refuse_dead_letters: Mutex<bool>,
+}
+
+impl MemorySettle {
+    fn refuse(&self, specific: &Mutex<bool>) -> Result<(), QueueError> {
+        if *lock(&self.down) || *lock(specific) {
+            return Err(QueueError::new("queue unavailable"));
+        }
+        Ok(())
+    }
+}
+
+impl Settle for MemorySettle {
+    async fn acknowledge(&self, message: &QueueMessage) -> Result<(), QueueError> {
+        self.refuse(&Mutex::new(false))?;
+        lock(&self.acknowledged).push(message.id.clone());
+        lock(&self.acknowledged_at).push((message.id.clone(), tokio::time::Instant::now()));
+        Ok(())
+    }
+
+    async fn retry_in_place(
+        &self,
+        message: &QueueMessage,
+        delay_secs: u32,
+    ) -> Result<(), QueueError> {
+        self.refuse(&Mutex::new(false))?;
+        lock(&self.retried_in_place).push((message.id.clone(), delay_secs));
+        Ok(())
+    }
+
+    async fn schedule_retry(&self, dispatch: &Dispatch, delay_secs: u32) -> Result<(), QueueError> {
+        self.refuse(&self.refuse_retries)?;
+        lock(&self.scheduled).push((dispatch.clone(), delay_secs));
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &QueueMessage,
+        body: &str,
+        reason: &DeadLetterReason,
+    ) -> Result<(), QueueError> {
+        self.refuse(&self.refuse_dead_letters)?;
+        lock(&self.dead_letters).push((message.id.clone(), body.to_string(), reason.clone()));
+        Ok(())
+    }
+}
+
+/// Tokio's clock (paused in tests that cross a deadline), starting at a fixed time.
+pub struct TestClock {
+    pub start: time::OffsetDateTime,
+    pub started: tokio::time::Instant,
+}
+
+impl Default for TestClock {
+    fn default() -> Self {
+        Self {
+            start: time::OffsetDateTime::from_unix_timestamp(1_763_800_000)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+            started: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> time::OffsetDateTime {
+        let elapsed = self.started.elapsed();
+        self.start + time::Duration::try_from(elapsed).unwrap_or(time::Duration::ZERO)
+    }
+
+    async fn sleep(&self, duration: std::time::Duration) {
+        tokio::time::sleep(duration).await;
+    }
+}
+
 /// A cluster: Flux objects as JSON, and scripted answers per request path.
 #[derive(Default)]
 pub struct FakeCluster {
@@ -121,6 +208,9 @@ pub struct FakeCluster {
     pub receivers: Mutex<Vec<serde_json::Value>>,
     /// Receivers after a token rotation: what a fresh list returns.
     pub receivers_after_rotation: Mutex<Option<Vec<serde_json::Value>>>,
+    /// GitRepositories as a fresh list returns them, when they differ from the cached
+    /// ones (Flux has moved on since the cache was filled).
+    pub repositories_fresh: Mutex<Option<Vec<serde_json::Value>>>,
     pub list_failure: Mutex<Option<TriggerFailure>>,
     /// Answers by request path (or `patch:ns/name`), consumed in order; default 200.
     pub answers: Mutex<BTreeMap<String, VecDeque<Result<TriggerResponse, TriggerFailure>>>>,
@@ -130,6 +220,8 @@ pub struct FakeCluster {
     /// What `/readyz` says: `None` is ready.
     pub unready: Mutex<Option<String>>,
     pub readiness_checks: Mutex<usize>,
+    /// Clusters whose apiserver never answers (every call waits forever).
+    pub hung: Mutex<Vec<String>>,
 }
 
 pub fn status(code: u16) -> TriggerResponse {
@@ -151,6 +243,13 @@ pub fn api_status(code: u16, message: &str) -> TriggerResponse {
 }
 
 impl FakeCluster {
+    /// A hung apiserver: waits forever for this cluster's calls.
+    async fn hang_if_hung(&self, cluster: &ClusterEntry) {
+        if lock(&self.hung).contains(&cluster.name) {
+            std::future::pending::<()>().await;
+        }
+    }
+
     pub fn answer(&self, key: &str, answers: Vec<Result<TriggerResponse, TriggerFailure>>) {
         lock(&self.answers)
             .entry(key.to_string())
@@ -183,6 +282,7 @@ impl FluxDiscovery for FakeCluster {
         namespace: &str,
         fresh: bool,
     ) -> Result<Vec<GitRepository>, TriggerFailure> {
+        self.hang_if_hung(cluster).await;
         lock(&self.lists).push((
             cluster.name.clone(),
             format!("gitrepositories/{namespace}"),
@@ -191,7 +291,12 @@ impl FluxDiscovery for FakeCluster {
         if let Some(failure) = lock(&self.list_failure).clone() {
             return Err(failure);
         }
-        Ok(lock(&self.repositories)
+        let fresh_list = lock(&self.repositories_fresh).clone();
+        let source = match (fresh, fresh_list) {
+            (true, Some(fresh_list)) => fresh_list,
+            _ => lock(&self.repositories).clone(),
+        };
+        Ok(source
             .iter()
             .map(GitRepository::from_json)
             .filter(|r| r.id.namespace == namespace)
@@ -245,6 +350,7 @@ impl TriggerSender for FakeCluster {
             RequestTarget::ApiServerPath(p) => p.clone(),
             RequestTarget::Absolute(u) => u.to_string(),
         };
+        self.hang_if_hung(cluster).await;
         lock(&self.sent).push((cluster.name.clone(), request.clone()));
         self.next_answer(&key)
     }

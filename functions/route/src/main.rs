@@ -1,5 +1,9 @@
 //! route: intake queue → one dispatch message per subscribed cluster.
 
+// The handler's future (route, then settle each message) nests deeper than rustc's default
+// layout query depth.
+#![recursion_limit = "256"]
+
 use aws_lambda_events::event::sqs::SqsEvent;
 use fluxrelay_adapters::lambda::{RouteFunction, init_tracing};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};

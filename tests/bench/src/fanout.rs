@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::QueueAttributeName;
 use fluxrelay_adapters::secrets::SecretsRegistry;
 use fluxrelay_adapters::sqs::SqsQueue;
-use fluxrelay_core::handlers::route::{IntakeMessage, RouteVerdict, handle_route};
+use fluxrelay_core::handlers::route::{RouteVerdict, handle_route};
 use fluxrelay_core::ports::ClusterRegistry;
+use fluxrelay_core::ports::QueueMessage;
 use fluxrelay_testkit::moto::{CountCalls, Moto, WireTime};
 use serde_json::json;
 
@@ -74,10 +75,13 @@ pub async fn fan_out(moto: &Moto, scale: &Scale, report: &mut Report) {
             .expect("queue url");
         let queue = SqsQueue::new(timed, url.clone());
         let push = fluxrelay_testkit::fixtures::push(42, &format!("{clusters:x}f"));
-        let message = IntakeMessage {
+        let message = QueueMessage {
             id: "fanout-1".into(),
+            source: "intake".into(),
+            receipt: "fanout-1".into(),
             group: push.project.id.to_string(),
             body: push.to_json(),
+            receive_count: 1,
         };
         progress(format!("fan-out: routing 1 push to {clusters} clusters"));
         let started = Instant::now();

@@ -62,7 +62,8 @@ impl Poller {
                     .send()
                     .await
                     .expect("ReceiveMessage (long poll) on moto");
-                let event = fluxrelay_e2e::sqs_event(output.messages.unwrap_or_default());
+                let event =
+                    fluxrelay_e2e::sqs_event(&queue_url, output.messages.unwrap_or_default());
                 if event.records.is_empty() {
                     shared.lock().unwrap().empty_receives += 1;
                     continue;

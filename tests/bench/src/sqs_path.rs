@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::lambda::{DispatchFunction, IngestFunction, RouteFunction, WebhookAuth};
 use fluxrelay_adapters::secrets::SecretsRegistry;
-use fluxrelay_adapters::sqs::SqsQueue;
+use fluxrelay_adapters::sqs::{SqsQueue, SqsSettle};
+use fluxrelay_core::handlers::dispatch::{DispatchMemory, DispatchRules};
 use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_e2e::pipeline::SAMPLE_WEBHOOK_TOKEN;
 use fluxrelay_testkit::moto::{Moto, RecordCalls, create_fifo_queue};
@@ -88,6 +89,15 @@ async fn wire(setup: &Setup, moto: &Moto, settings: &Settings) -> Wiring {
     let intake = create_fifo_queue(&plain, "bench-sqs-path-intake.fifo").await;
     let dispatch_queue = create_fifo_queue(&plain, "bench-sqs-path-dispatch.fifo").await;
     let dispatch_dlq = create_fifo_queue(&plain, "bench-sqs-path-dispatch-dlq.fifo").await;
+    let intake_dlq = create_fifo_queue(&plain, "bench-sqs-path-intake-dlq.fifo").await;
+    let dispatch_retry = plain
+        .create_queue()
+        .queue_name("bench-sqs-path-dispatch-retry")
+        .send()
+        .await
+        .expect("CreateQueue retry on moto")
+        .queue_url
+        .expect("retry queue url");
     secrets
         .create_secret()
         .name(WEBHOOK_SECRET)
@@ -124,15 +134,17 @@ async fn wire(setup: &Setup, moto: &Moto, settings: &Settings) -> Wiring {
     };
     let route = Arc::new(RouteFunction {
         registry: registry(),
-        queue: SqsQueue::new(sqs(1).await, &dispatch_queue),
+        dispatches: SqsQueue::new(sqs(1).await, &dispatch_queue),
+        intake: SqsSettle::new(sqs(1).await, &intake, intake_dlq),
+        policy: RetryPolicy::default(),
     });
     let dispatch = Arc::new(DispatchFunction {
         registry: registry(),
         clusters: KubeClusters::with_defaults().expect("kube clusters"),
-        queue: SqsQueue::new(sqs(2).await, &dispatch_queue),
-        dead_letter_queue_url: dispatch_dlq,
-        policy: RetryPolicy::default(),
-        denials: Default::default(),
+        queue: SqsSettle::new(sqs(2).await, &dispatch_queue, dispatch_dlq)
+            .with_retry_queue(dispatch_retry),
+        rules: DispatchRules::default(),
+        memory: DispatchMemory::default(),
     });
     let batch = |size: Option<u32>| size.and_then(|s| i32::try_from(s).ok()).unwrap_or(10);
     let intake_poller = Poller::start(

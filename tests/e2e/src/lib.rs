@@ -11,6 +11,13 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeN
 
 pub mod pipeline;
 
+/// The ARN an SQS event names a queue by (its last part is the name, as in the URL; the
+/// account and region are moto's defaults).
+pub fn queue_arn_of(queue_url: &str) -> String {
+    let name = queue_url.rsplit('/').next().unwrap_or_default();
+    format!("arn:aws:sqs:us-east-1:123456789012:{name}")
+}
+
 /// Receives one batch (up to 10) from `queue_url` as Lambda's poller does.
 pub async fn receive_batch(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> SqsEvent {
     let output = sqs
@@ -22,11 +29,11 @@ pub async fn receive_batch(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> SqsEve
         .send()
         .await
         .expect("ReceiveMessage");
-    sqs_event(output.messages.unwrap_or_default())
+    sqs_event(queue_url, output.messages.unwrap_or_default())
 }
 
-/// The records Lambda's event source mapping builds from received messages.
-pub fn sqs_event(messages: Vec<aws_sdk_sqs::types::Message>) -> SqsEvent {
+/// The records Lambda's event source mapping builds from messages received from `queue_url`.
+pub fn sqs_event(queue_url: &str, messages: Vec<aws_sdk_sqs::types::Message>) -> SqsEvent {
     let mut event = SqsEvent::default();
     for message in messages {
         let mut record = SqsMessage::default();
@@ -40,6 +47,7 @@ pub fn sqs_event(messages: Vec<aws_sdk_sqs::types::Message>) -> SqsEvent {
             .map(|(name, value)| (name.as_str().to_string(), value))
             .collect::<HashMap<_, _>>();
         record.event_source = Some("aws:sqs".into());
+        record.event_source_arn = Some(queue_arn_of(queue_url));
         event.records.push(record);
     }
     event

@@ -9,7 +9,8 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::lambda::{DispatchFunction, IngestFunction, RouteFunction, WebhookAuth};
 use fluxrelay_adapters::secrets::SecretsRegistry;
-use fluxrelay_adapters::sqs::SqsQueue;
+use fluxrelay_adapters::sqs::{SqsQueue, SqsSettle};
+use fluxrelay_core::handlers::dispatch::{DispatchMemory, DispatchRules};
 use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_testkit::kube_env::KubeEnv;
 use fluxrelay_testkit::moto::Moto;
@@ -29,6 +30,8 @@ pub struct Queues {
     pub intake_dlq: String,
     pub dispatch: String,
     pub dispatch_dlq: String,
+    /// Standard queue: dispatch retries, each with its own delay.
+    pub dispatch_retry: String,
 }
 
 pub struct Pipeline {
@@ -67,6 +70,18 @@ async fn fifo_queue(sqs: &aws_sdk_sqs::Client, name: &str, dlq_arn: Option<&str>
         .expect("queue url")
 }
 
+/// A standard queue, as the dispatch retry queue is.
+async fn standard_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    sqs.create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::VisibilityTimeout, "30")
+        .send()
+        .await
+        .expect("CreateQueue")
+        .queue_url
+        .expect("queue url")
+}
+
 async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
     sqs.get_queue_attributes()
         .queue_url(url)
@@ -77,6 +92,68 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
         .attributes
         .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
         .expect("queue arn")
+}
+
+/// Fast retries, so tests that retry finish in seconds.
+pub fn test_retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 6,
+        base_delay_secs: 1,
+        max_delay_secs: 2,
+    }
+}
+
+/// The registry every function of the pipeline reads.
+pub fn registry(secrets: &aws_sdk_secretsmanager::Client) -> SecretsRegistry {
+    SecretsRegistry::with_settings(
+        secrets.clone(),
+        "fluxrelay/clusters/",
+        Duration::from_secs(60),
+    )
+}
+
+/// The route function over these queues, with its own SQS client (a recording one in the
+/// IAM test).
+pub fn route_function(
+    queues: &Queues,
+    secrets: &aws_sdk_secretsmanager::Client,
+    sqs: &aws_sdk_sqs::Client,
+) -> RouteFunction {
+    RouteFunction {
+        registry: registry(secrets),
+        dispatches: SqsQueue::new(sqs.clone(), queues.dispatch.clone()),
+        intake: SqsSettle::new(
+            sqs.clone(),
+            queues.intake.clone(),
+            queues.intake_dlq.clone(),
+        ),
+        policy: test_retry_policy(),
+    }
+}
+
+/// The dispatch function over these queues.
+pub fn dispatch_function<C>(
+    queues: &Queues,
+    secrets: &aws_sdk_secretsmanager::Client,
+    sqs: &aws_sdk_sqs::Client,
+    clusters: C,
+    policy: RetryPolicy,
+) -> DispatchFunction<C> {
+    DispatchFunction {
+        registry: registry(secrets),
+        clusters,
+        queue: SqsSettle::new(
+            sqs.clone(),
+            queues.dispatch.clone(),
+            queues.dispatch_dlq.clone(),
+        )
+        .with_retry_queue(queues.dispatch_retry.clone()),
+        rules: DispatchRules {
+            policy,
+            ..DispatchRules::default()
+        },
+        memory: DispatchMemory::default(),
+    }
 }
 
 impl Pipeline {
@@ -111,6 +188,14 @@ impl Pipeline {
             Some(&queue_arn(&sqs, &dispatch_dlq).await),
         )
         .await;
+        let dispatch_retry = standard_queue(&sqs, "fluxrelay-dispatch-retry").await;
+        let queues = Queues {
+            intake,
+            intake_dlq,
+            dispatch,
+            dispatch_dlq,
+            dispatch_retry,
+        };
         secrets
             .create_secret()
             .name("fluxrelay/webhook")
@@ -128,46 +213,26 @@ impl Pipeline {
             .await
             .expect("webhook auth")
             .with_refresh_floor(Duration::ZERO),
-            queue: SqsQueue::new(sqs.clone(), intake.clone()),
+            queue: SqsQueue::new(sqs.clone(), queues.intake.clone()),
         };
-        let registry = || {
-            SecretsRegistry::with_settings(
-                secrets.clone(),
-                "fluxrelay/clusters/",
-                Duration::from_secs(60),
-            )
-        };
-        let route = RouteFunction {
-            registry: registry(),
-            queue: SqsQueue::new(sqs.clone(), dispatch.clone()),
-        };
-        let dispatch_fn = DispatchFunction {
-            registry: registry(),
-            clusters: KubeClusters::with_defaults().expect("kube clusters"),
-            queue: SqsQueue::new(sqs.clone(), dispatch.clone()),
-            dead_letter_queue_url: dispatch_dlq.clone(),
-            policy: RetryPolicy {
-                max_attempts: 6,
-                base_delay_secs: 1,
-                max_delay_secs: 2,
-            },
-            denials: Default::default(),
-        };
+        let route = route_function(&queues, &secrets, &sqs);
+        let dispatch = dispatch_function(
+            &queues,
+            &secrets,
+            &sqs,
+            KubeClusters::with_defaults().expect("kube clusters"),
+            test_retry_policy(),
+        );
         Pipeline {
             kube,
             receiver,
             moto,
             sqs,
             secrets,
-            queues: Queues {
-                intake,
-                intake_dlq,
-                dispatch,
-                dispatch_dlq,
-            },
+            queues,
             ingest,
             route,
-            dispatch: dispatch_fn,
+            dispatch,
         }
     }
 
@@ -308,7 +373,9 @@ impl Pipeline {
     /// Runs route and dispatch the way their SQS event sources would, until both queues
     /// are empty (messages waiting out a visibility backoff included). Bounded.
     async fn queues_empty(&self) -> bool {
-        depth(&self.sqs, &self.queues.intake).await + depth(&self.sqs, &self.queues.dispatch).await
+        depth(&self.sqs, &self.queues.intake).await
+            + depth(&self.sqs, &self.queues.dispatch).await
+            + depth(&self.sqs, &self.queues.dispatch_retry).await
             == 0
     }
 
@@ -324,7 +391,15 @@ impl Pipeline {
                 let response = self.dispatch_batch(dispatch.clone()).await;
                 acknowledge(&self.sqs, &self.queues.dispatch, &dispatch, &response).await;
             }
-            if intake.records.is_empty() && dispatch.records.is_empty() {
+            let retries = receive_batch(&self.sqs, &self.queues.dispatch_retry).await;
+            if !retries.records.is_empty() {
+                let response = self.dispatch_batch(retries.clone()).await;
+                acknowledge(&self.sqs, &self.queues.dispatch_retry, &retries, &response).await;
+            }
+            if intake.records.is_empty()
+                && dispatch.records.is_empty()
+                && retries.records.is_empty()
+            {
                 if self.queues_empty().await {
                     // moto's approximate counts can miss a message whose visibility was
                     // just changed (seen once in least_privilege): empty twice, 0.5 s apart.

@@ -5,7 +5,7 @@
 //! kube client's timeout, the kube-apiserver is killed and restarted, the dispatcher's Role
 //! is removed and restored, and SQS and Secrets Manager go away and come back (a TCP proxy
 //! in front of moto cuts every connection: moto itself keeps its state, as AWS would).
-//! Then the books: every (push, cluster) pair was delivered (or coalesced into a later
+//! Then the books: every (push, cluster) pair was delivered (or superseded by a later
 //! trigger of the same ref), or is a dead letter with a reason; lost must be 0.
 //!
 //! CI size: 300 pushes × 5 clusters. `FLUXRELAY_CHAOS=long` runs 10,000 × 20
@@ -25,12 +25,11 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 use fluxrelay_adapters::cluster::{KubeClusters, Timeouts};
-use fluxrelay_adapters::lambda::{DispatchFunction, IngestFunction, RouteFunction, WebhookAuth};
-use fluxrelay_adapters::secrets::SecretsRegistry;
+use fluxrelay_adapters::lambda::{IngestFunction, WebhookAuth};
 use fluxrelay_adapters::sqs::SqsQueue;
 use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_e2e::depth;
-use fluxrelay_e2e::pipeline::{Pipeline, repo_root};
+use fluxrelay_e2e::pipeline::{Pipeline, dispatch_function, repo_root, route_function};
 use fluxrelay_testkit::chaos::{
     AckedPush, Books, DeadLetter, FaultLog, Rng, Scale, rbac_removal_hold, reason_class,
 };
@@ -136,20 +135,12 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
         .expect("webhook auth"),
         queue: SqsQueue::new(sqs.clone(), p.queues.intake.clone()),
     };
-    let registry = || {
-        SecretsRegistry::with_settings(
-            secrets.clone(),
-            "fluxrelay/clusters/",
-            Duration::from_secs(60),
-        )
-    };
-    p.route = RouteFunction {
-        registry: registry(),
-        queue: SqsQueue::new(sqs.clone(), p.queues.dispatch.clone()),
-    };
-    p.dispatch = DispatchFunction {
-        registry: registry(),
-        clusters: KubeClusters::new(
+    p.route = route_function(&p.queues, &secrets, &sqs);
+    p.dispatch = dispatch_function(
+        &p.queues,
+        &secrets,
+        &sqs,
+        KubeClusters::new(
             Timeouts {
                 connect: Duration::from_secs(2),
                 read: READ_TIMEOUT,
@@ -158,15 +149,12 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
             Duration::from_secs(30),
         )
         .expect("kube clusters"),
-        queue: SqsQueue::new(sqs.clone(), p.queues.dispatch.clone()),
-        dead_letter_queue_url: p.queues.dispatch_dlq.clone(),
-        policy: RetryPolicy {
+        RetryPolicy {
             max_attempts: MAX_ATTEMPTS,
             base_delay_secs: 1,
             max_delay_secs: 2,
         },
-        denials: Default::default(),
-    };
+    );
     let mut apiserver = ApiserverControl::new(&p.kube);
     let p = Arc::new(p);
     let setup_took = started.elapsed();
@@ -179,6 +167,7 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
         (p.queues.intake.clone(), true),
         (p.queues.dispatch.clone(), false),
         (p.queues.dispatch.clone(), false),
+        (p.queues.dispatch_retry.clone(), false),
     ] {
         let (p, sqs, stop, stats) = (p.clone(), sqs.clone(), stop.clone(), stats.clone());
         pollers.push(tokio::spawn(async move {
@@ -364,8 +353,10 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
         letters.extend(take_dead_letters(&p.sqs, &p.queues.dispatch_dlq).await);
         let deliveries = chaos_fleet::deliveries(&p.receiver, &fleet);
         let books = Books::reconcile(&tally.acked, &clusters, &deliveries, &letters, reason_class);
-        let drained =
-            depth(&p.sqs, &p.queues.intake).await + depth(&p.sqs, &p.queues.dispatch).await == 0;
+        let drained = depth(&p.sqs, &p.queues.intake).await
+            + depth(&p.sqs, &p.queues.dispatch).await
+            + depth(&p.sqs, &p.queues.dispatch_retry).await
+            == 0;
         if (books.lost == 0 && drained) || Instant::now() > settle_deadline {
             break books;
         }
@@ -487,6 +478,7 @@ async fn receive(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<SqsEvent,
         .await
         .map_err(|error| error.to_string())?;
     Ok(fluxrelay_e2e::sqs_event(
+        queue_url,
         output.messages.unwrap_or_default(),
     ))
 }

@@ -20,17 +20,16 @@ use std::process::Command;
 use std::time::Duration;
 
 use fluxrelay_adapters::cluster::KubeClusters;
-use fluxrelay_adapters::lambda::{DispatchFunction, IngestFunction, RouteFunction, WebhookAuth};
-use fluxrelay_adapters::secrets::SecretsRegistry;
+use fluxrelay_adapters::lambda::{IngestFunction, WebhookAuth};
 use fluxrelay_adapters::sqs::SqsQueue;
-use fluxrelay_core::outcome::retry::RetryPolicy;
-use fluxrelay_e2e::pipeline::{Pipeline, repo_root};
+use fluxrelay_e2e::pipeline::{
+    Pipeline, dispatch_function, repo_root, route_function, test_retry_policy,
+};
 use fluxrelay_testkit::moto::RecordCalls;
 use fluxrelay_testkit::netns;
 use serde_json::json;
 
 const DIASPORA: &str = "https://example.com/mike/diaspora.git";
-const REGISTRY_PREFIX: &str = "fluxrelay/clusters/";
 const WEBHOOK_SECRET: &str = "fluxrelay/webhook";
 /// What the event source mapping calls with SAM's AWSLambdaSQSQueueExecutionRole; a function
 /// calling one of these itself would be relying on a policy meant for the poller.
@@ -174,34 +173,19 @@ async fn each_function_is_granted_exactly_the_aws_actions_its_code_calls() {
         queue: SqsQueue::new(p.moto.sqs_recorded(&ingest).await, p.queues.intake.clone()),
     };
     let route = calls("RouteFunction");
-    p.route = RouteFunction {
-        registry: SecretsRegistry::with_settings(
-            p.moto.secrets_recorded(&route).await,
-            REGISTRY_PREFIX,
-            Duration::from_secs(60),
-        ),
-        queue: SqsQueue::new(p.moto.sqs_recorded(&route).await, p.queues.dispatch.clone()),
-    };
+    p.route = route_function(
+        &p.queues,
+        &p.moto.secrets_recorded(&route).await,
+        &p.moto.sqs_recorded(&route).await,
+    );
     let dispatch = calls("DispatchFunction");
-    p.dispatch = DispatchFunction {
-        registry: SecretsRegistry::with_settings(
-            p.moto.secrets_recorded(&dispatch).await,
-            REGISTRY_PREFIX,
-            Duration::from_secs(60),
-        ),
-        clusters: KubeClusters::with_defaults().expect("kube clusters"),
-        queue: SqsQueue::new(
-            p.moto.sqs_recorded(&dispatch).await,
-            p.queues.dispatch.clone(),
-        ),
-        dead_letter_queue_url: p.queues.dispatch_dlq.clone(),
-        policy: RetryPolicy {
-            max_attempts: 6,
-            base_delay_secs: 1,
-            max_delay_secs: 2,
-        },
-        denials: Default::default(),
-    };
+    p.dispatch = dispatch_function(
+        &p.queues,
+        &p.moto.secrets_recorded(&dispatch).await,
+        &p.moto.sqs_recorded(&dispatch).await,
+        KubeClusters::with_defaults().expect("kube clusters"),
+        test_retry_policy(),
+    );
 
     p.git_repository("app", DIASPORA, json!({"branch": "master"}))
         .await;

@@ -9,11 +9,8 @@
 use std::time::Duration;
 
 use fluxrelay_adapters::cluster::KubeClusters;
-use fluxrelay_adapters::lambda::{DispatchFunction, RouteFunction};
-use fluxrelay_adapters::secrets::SecretsRegistry;
-use fluxrelay_adapters::sqs::SqsQueue;
 use fluxrelay_core::outcome::retry::RetryPolicy;
-use fluxrelay_e2e::pipeline::{Pipeline, repo_root};
+use fluxrelay_e2e::pipeline::{Pipeline, dispatch_function, repo_root, route_function};
 use fluxrelay_testkit::netns;
 use serde_json::{Value, json};
 
@@ -42,29 +39,18 @@ fn permissions(role: &Value) -> Vec<(usize, String, String)> {
 
 /// Fresh route and dispatch functions: no registry or list cache from an earlier Role.
 fn fresh_functions(p: &mut Pipeline) {
-    let registry = || {
-        SecretsRegistry::with_settings(
-            p.secrets.clone(),
-            "fluxrelay/clusters/",
-            Duration::from_secs(60),
-        )
-    };
-    p.route = RouteFunction {
-        registry: registry(),
-        queue: SqsQueue::new(p.sqs.clone(), p.queues.dispatch.clone()),
-    };
-    p.dispatch = DispatchFunction {
-        registry: registry(),
-        clusters: KubeClusters::with_defaults().unwrap(),
-        queue: SqsQueue::new(p.sqs.clone(), p.queues.dispatch.clone()),
-        dead_letter_queue_url: p.queues.dispatch_dlq.clone(),
-        policy: RetryPolicy {
+    p.route = route_function(&p.queues, &p.secrets, &p.sqs);
+    p.dispatch = dispatch_function(
+        &p.queues,
+        &p.secrets,
+        &p.sqs,
+        KubeClusters::with_defaults().unwrap(),
+        RetryPolicy {
             max_attempts: 3,
             base_delay_secs: 1,
             max_delay_secs: 1,
         },
-        denials: Default::default(),
-    };
+    );
 }
 
 /// Sends push `n` and returns, per entry, the dead letter's reason (None = delivered).

@@ -1,7 +1,7 @@
 //! Shared by the chaos tests (embedded `fluxrelay serve` and the AWS functions on moto):
 //! the size of a run, a seeded random source whose seed is printed so a failure can be
 //! replayed, and the books: every (push, cluster) pair that should have been delivered was
-//! delivered (or coalesced into a later trigger of the same ref), or is in the dead-letter
+//! delivered (or superseded: covered by a later trigger of the same ref), or is in the dead-letter
 //! queue with a reason; anything else is lost.
 // A test harness: a failed reconciliation is a test failure.
 #![allow(clippy::panic)]
@@ -151,8 +151,10 @@ pub struct Books {
     pub pairs: usize,
     /// The Receiver saw this push's own trigger.
     pub delivered: usize,
-    /// No trigger of its own, but a later push to the same ref triggered the same Receiver.
-    pub coalesced: usize,
+    /// Delivered by supersession: no trigger of its own, but a newer push to the same ref
+    /// triggered the same Receiver (coalesced in one batch, or a retry that a newer push's
+    /// delivery covered).
+    pub superseded: usize,
     /// In the dead-letter queue (and not delivered), by reason class.
     pub dead_lettered: BTreeMap<String, usize>,
     /// Dead-lettered pairs that a later push to the same ref covered anyway.
@@ -243,7 +245,7 @@ impl Books {
                         books.dead_lettered_then_covered += 1;
                     }
                 } else if covered {
-                    books.coalesced += 1;
+                    books.superseded += 1;
                 } else {
                     books.lost += 1;
                     if books.lost_examples.len() < 10 {
@@ -267,10 +269,10 @@ impl fmt::Display for Books {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "pairs {} | delivered {} | coalesced {} | dead-lettered {} {:?} (of which covered later by a newer push: {}) | duplicates {} | lost {} | unknown deliveries {} | unknown dead letters {} | dead-lettered and delivered {}",
+            "pairs {} | delivered {} | superseded {} | dead-lettered {} {:?} (of which covered later by a newer push: {}) | duplicates {} | lost {} | unknown deliveries {} | unknown dead letters {} | dead-lettered and delivered {}",
             self.pairs,
             self.delivered,
-            self.coalesced,
+            self.superseded,
             self.dead_lettered_total(),
             self.dead_lettered,
             self.dead_lettered_then_covered,
@@ -472,7 +474,7 @@ mod tests {
         assert_eq!(books.pairs, 8);
         // a: 1 own (twice), 0 coalesced under 1, 2 own; 3 lost. z: 0 own, 1 lost, 2 dead, 3 own.
         assert_eq!(books.delivered, 4, "{books}");
-        assert_eq!(books.coalesced, 1, "{books}");
+        assert_eq!(books.superseded, 1, "{books}");
         assert_eq!(books.duplicates, 1, "{books}");
         assert_eq!(books.dead_lettered.get("rbac"), Some(&1), "{books}");
         assert_eq!(books.lost, 2, "{books}");
@@ -489,7 +491,7 @@ mod tests {
             &[],
             reason_class,
         );
-        assert_eq!((books.delivered, books.coalesced, books.lost), (1, 0, 1));
+        assert_eq!((books.delivered, books.superseded, books.lost), (1, 0, 1));
     }
 
     #[test]

@@ -10,7 +10,14 @@ pub fn push(project_id: u64, after: &str) -> Push {
     let after = format!("{after:0>40}");
     Push {
         v: PUSH_VERSION,
-        key: Push::compute_key(&instance, project_id, "refs/heads/main", &before, &after),
+        key: Push::compute_key(
+            &instance,
+            project_id,
+            "refs/heads/main",
+            &before,
+            &after,
+            "request:fixture",
+        ),
         instance,
         event: PushEvent::Push,
         project: Project {

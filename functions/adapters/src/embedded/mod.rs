@@ -12,11 +12,13 @@
 
 mod clock;
 mod journal;
+mod settle;
 mod store;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -27,13 +29,17 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use self::clock::millis;
 pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::journal::{JOURNAL_RETENTION, JournalEntry, JournalRecord};
+pub use self::settle::EmbeddedSettle;
 use self::store::storage;
-pub use crate::sqs::DeadLetterReason;
+pub use fluxrelay_core::ports::DeadLetterReason;
 
 /// The queue `PushPublisher` writes to: group = project id, dedup = push key.
 pub const INTAKE_QUEUE: &str = "intake";
 /// The queue `DispatchPublisher` writes to: group = cluster, dedup = cluster + push key.
 pub const DISPATCH_QUEUE: &str = "dispatch";
+/// Dispatch retries: each message in a group of its own and deliverable after its delay,
+/// as the SQS standard queue the Lambda dispatch function retries through.
+pub const DISPATCH_RETRY_QUEUE: &str = "dispatch-retry";
 /// A deduplication id seen this recently (from its first enqueue) is a duplicate, as in SQS.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(5 * 60);
 
@@ -241,6 +247,43 @@ impl EmbeddedQueue {
                 .map(|message| store::send(transaction, queue, message, now, window))
                 .collect()
         })
+    }
+
+    /// Enqueue `body` on `queue`, deliverable after `delay`, outside any FIFO group and
+    /// without deduplication (an SQS standard queue's per-message delay).
+    pub fn send_delayed(&self, queue: &str, body: &str, delay: Duration) -> Result<(), QueueError> {
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let unique = format!(
+            "delayed:{}:{}:{}",
+            std::process::id(),
+            self.inner.clock.now_millis(),
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        );
+        let message = NewMessage::new(unique.clone(), unique, body);
+        self.write(|transaction, now| {
+            store::send_delayed(transaction, queue, &message, now, millis(delay))
+        })
+    }
+
+    /// Copy the message delivered under `receipt` to the dead letters with `body` and the
+    /// reason, filed under another queue and group when `file_as` says so; the message
+    /// stays until it is deleted (settling deletes it next).
+    pub fn dead_letter_copy(
+        &self,
+        receipt: &Receipt,
+        file_as: Option<(&str, &str)>,
+        body: &str,
+        reason: &DeadLetterReason,
+    ) -> Result<(), QueueError> {
+        let copied = self.write(|transaction, now| {
+            store::dead_letter_copy(transaction, receipt, file_as, body, reason, now)
+        })?;
+        if !copied {
+            return Err(QueueError::new(format!(
+                "embedded queue: cannot dead-letter {receipt}: the receipt is stale"
+            )));
+        }
+        Ok(())
     }
 
     /// Up to `max` of the oldest deliverable messages; see `store::receive` for the rule.

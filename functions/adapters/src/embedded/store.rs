@@ -7,7 +7,7 @@ use fluxrelay_core::ports::QueueError;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{DeadLetter, Depth, NewMessage, Receipt, Received, SendOutcome};
-use crate::sqs::DeadLetterReason;
+use fluxrelay_core::ports::DeadLetterReason;
 
 /// Stored in `PRAGMA user_version`; bump it with a migration step in `migrate`.
 pub(super) const SCHEMA_VERSION: i64 = 2;
@@ -123,6 +123,36 @@ fn validate(queue: &str, message: &NewMessage) -> Result<(), QueueError> {
             )));
         }
     }
+    Ok(())
+}
+
+/// Enqueue one message, deliverable after `delay_ms`, with no deduplication and a group of
+/// its own: what an SQS standard queue with a per-message delay does.
+pub(super) fn send_delayed(
+    transaction: &Transaction<'_>,
+    queue: &str,
+    message: &NewMessage,
+    now: i64,
+    delay_ms: i64,
+) -> Result<(), QueueError> {
+    validate(queue, message)?;
+    transaction
+        .prepare_cached(
+            "INSERT INTO messages
+                 (queue, group_id, dedup_id, body, first_enqueued_at, visible_at, receive_count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                queue,
+                message.group_id,
+                message.dedup_id,
+                message.body,
+                now,
+                now.saturating_add(delay_ms.max(0))
+            ])
+        })
+        .map_err(storage("insert delayed message"))?;
     Ok(())
 }
 
@@ -285,6 +315,42 @@ pub(super) fn change_visibility(
         )));
     }
     Ok(())
+}
+
+/// Copy the message delivered under `receipt` to the dead letters of `file_as` (queue and
+/// group; `None` keeps the message's own) with `body` (a narrowed dispatch) and the reason,
+/// leaving the message itself for its consumer to delete.
+pub(super) fn dead_letter_copy(
+    transaction: &Transaction<'_>,
+    receipt: &Receipt,
+    file_as: Option<(&str, &str)>,
+    body: &str,
+    reason: &DeadLetterReason,
+    now: i64,
+) -> Result<bool, QueueError> {
+    let (queue, group) = file_as.unzip();
+    let copied = transaction
+        .execute(
+            "INSERT INTO dead_letters (queue, group_id, dedup_id, body, receive_count,
+                 first_enqueued_at, reason, status, cluster, key, dead_at)
+             SELECT COALESCE(?9, queue), COALESCE(?10, group_id), dedup_id, ?3,
+                    receive_count, first_enqueued_at, ?4, ?5, ?6, ?7, ?8
+             FROM messages WHERE id = ?1 AND receive_count = ?2",
+            params![
+                receipt.message_id,
+                receipt.receive_count,
+                body,
+                reason.reason,
+                reason.status,
+                reason.cluster,
+                reason.key,
+                now,
+                queue,
+                group
+            ],
+        )
+        .map_err(storage("copy message to dead letters"))?;
+    Ok(copied > 0)
 }
 
 /// Move one message to the dead letters. `receive_count = None` selects by id alone.

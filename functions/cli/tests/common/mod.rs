@@ -477,9 +477,9 @@ impl Metrics {
             .unwrap_or_else(|| panic!("no sample {name}{labels:?} in /metrics:\n{}", self.text))
     }
 
-    /// Visible + in flight on both queues.
+    /// Visible + in flight (or waiting out a retry delay) on every queue.
     pub fn queued(&self) -> f64 {
-        ["intake", "dispatch"]
+        ["intake", "dispatch", "dispatch-retry"]
             .iter()
             .flat_map(|queue| {
                 ["visible", "in_flight"].map(|state| {
@@ -493,7 +493,7 @@ impl Metrics {
     }
 
     pub fn dead_letters(&self) -> f64 {
-        ["intake", "dispatch"]
+        ["intake", "dispatch", "dispatch-retry"]
             .iter()
             .map(|queue| {
                 self.value(

@@ -12,6 +12,11 @@ const MERGE_REQUEST_HOOK: &str =
     include_str!("../../tests/fixtures/gitlab/merge_request_hook.json");
 
 const NOW: &str = "2026-11-22T03:00:00Z";
+const DELIVERY_ID: &str = "idempotency-key:test-delivery";
+const DELIVERY: Delivery<'static> = Delivery {
+    received_at: NOW,
+    id: DELIVERY_ID,
+};
 const INSTANCE: &str = "https://gitlab.example.com";
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -30,7 +35,7 @@ fn event(kind: &str) -> HeaderMap {
 }
 
 fn pushes(kind: &str, body: &str) -> Vec<Push> {
-    match parse_event(&event(kind), body.as_bytes(), NOW) {
+    match parse_event(&event(kind), body.as_bytes(), &DELIVERY) {
         Ok(ParsedEvent::Pushes(pushes)) => pushes,
         other => panic!("expected pushes, got {other:?}"),
     }
@@ -49,7 +54,7 @@ fn edited(body: &str, edit: impl FnOnce(&mut Value)) -> String {
 }
 
 fn malformed(kind: &str, body: &[u8]) -> MalformedEvent {
-    match parse_event(&event(kind), body, NOW) {
+    match parse_event(&event(kind), body, &DELIVERY) {
         Err(error) => error,
         Ok(other) => panic!("expected an error, got {other:?}"),
     }
@@ -85,7 +90,8 @@ fn project_push_hook_becomes_one_push_record() {
             15,
             "refs/heads/master",
             "95790bf891e76fee5e1747ab589903a6a1f80f22",
-            "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
+            "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
+            DELIVERY_ID
         )
     );
     // The fixture lists 2 of 4 commits: the changed files are unknown, not "these two".
@@ -323,7 +329,7 @@ fn events_that_are_not_pushes_are_ignored_with_a_reason() {
         ("push hook", PUSH_HOOK, "\"push hook\" is not a push"),
     ];
     for (kind, body, reason) in cases {
-        match parse_event(&event(kind), body.as_bytes(), NOW) {
+        match parse_event(&event(kind), body.as_bytes(), &DELIVERY) {
             Ok(ParsedEvent::Ignored { reason: got }) => {
                 assert!(got.contains(reason), "{kind}: {got}")
             }
@@ -338,7 +344,7 @@ fn header_names_are_case_insensitive() {
         let map = headers(&[(name, "Push Hook"), ("X-GITLAB-INSTANCE", INSTANCE)]);
         assert!(
             matches!(
-                parse_event(&map, PUSH_HOOK.as_bytes(), NOW),
+                parse_event(&map, PUSH_HOOK.as_bytes(), &DELIVERY),
                 Ok(ParsedEvent::Pushes(_))
             ),
             "{name}"
@@ -349,7 +355,7 @@ fn header_names_are_case_insensitive() {
 #[test]
 fn instance_comes_from_the_header_or_else_from_the_web_url() {
     let without = headers(&[("X-Gitlab-Event", "Push Hook")]);
-    let Ok(ParsedEvent::Pushes(p)) = parse_event(&without, PUSH_HOOK.as_bytes(), NOW) else {
+    let Ok(ParsedEvent::Pushes(p)) = parse_event(&without, PUSH_HOOK.as_bytes(), &DELIVERY) else {
         panic!()
     };
     assert_eq!(p[0].instance, "http://example.com");
@@ -376,7 +382,7 @@ fn instance_comes_from_the_header_or_else_from_the_web_url() {
             ("X-Gitlab-Event", "Push Hook"),
             ("X-Gitlab-Instance", header),
         ]);
-        let Ok(ParsedEvent::Pushes(p)) = parse_event(&map, PUSH_HOOK.as_bytes(), NOW) else {
+        let Ok(ParsedEvent::Pushes(p)) = parse_event(&map, PUSH_HOOK.as_bytes(), &DELIVERY) else {
             panic!("{header}")
         };
         assert_eq!(p[0].instance, expected, "{header}");
@@ -567,7 +573,7 @@ fn sha256_repositories_are_accepted() {
 #[test]
 fn event_header_problems() {
     assert_eq!(
-        parse_event(&HeaderMap::new(), PUSH_HOOK.as_bytes(), NOW),
+        parse_event(&HeaderMap::new(), PUSH_HOOK.as_bytes(), &DELIVERY),
         Err(MalformedEvent::MissingEventHeader)
     );
     let twice = headers(&[
@@ -575,7 +581,7 @@ fn event_header_problems() {
         ("X-Gitlab-Event", "Push Hook"),
     ]);
     assert_eq!(
-        parse_event(&twice, PUSH_HOOK.as_bytes(), NOW),
+        parse_event(&twice, PUSH_HOOK.as_bytes(), &DELIVERY),
         Err(MalformedEvent::DuplicateHeader("X-Gitlab-Event"))
     );
     let mut binary = HeaderMap::new();
@@ -584,7 +590,7 @@ fn event_header_problems() {
         HeaderValue::from_bytes(b"Push \xffHook").unwrap(),
     );
     assert_eq!(
-        parse_event(&binary, PUSH_HOOK.as_bytes(), NOW),
+        parse_event(&binary, PUSH_HOOK.as_bytes(), &DELIVERY),
         Err(MalformedEvent::EventHeaderNotText)
     );
     let instance_twice = headers(&[
@@ -593,7 +599,7 @@ fn event_header_problems() {
         ("X-Gitlab-Instance", "https://evil.example"),
     ]);
     assert_eq!(
-        parse_event(&instance_twice, PUSH_HOOK.as_bytes(), NOW),
+        parse_event(&instance_twice, PUSH_HOOK.as_bytes(), &DELIVERY),
         Err(MalformedEvent::DuplicateHeader("X-Gitlab-Instance"))
     );
 }
@@ -602,7 +608,7 @@ fn event_header_problems() {
 fn ignored_reasons_do_not_echo_long_or_control_text() {
     let long = format!("{}\tHook", "x".repeat(500));
     let map = headers(&[("X-Gitlab-Event", &long)]);
-    let Ok(ParsedEvent::Ignored { reason }) = parse_event(&map, b"{}", NOW) else {
+    let Ok(ParsedEvent::Ignored { reason }) = parse_event(&map, b"{}", &DELIVERY) else {
         panic!()
     };
     assert!(reason.len() < 120, "{reason}");

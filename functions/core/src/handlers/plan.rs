@@ -5,18 +5,31 @@ use std::fmt;
 
 use crate::flux::{GitRepository, ObjectRef, Receiver, ReceiverType};
 use crate::matching::select::{
-    is_safe_webhook_path, receiver_selects, repository_verdict, webhook_path,
+    Freshness, RepositoryVerdict, is_safe_webhook_path, receiver_selects, repository_verdict,
+    webhook_path,
 };
 use crate::outcome::classify::{FailureClass, Responder, TriggerFailure};
-use crate::push::{Push, PushEvent};
+use crate::push::{Dispatch, Push, PushEvent};
 use crate::registry::{ClusterEntry, ReceiverEndpoint, TriggerMode};
 use crate::trigger::request::{TriggerRequest, receiver_request};
 
 /// The Flux objects of one cluster, across the entry's namespaces.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClusterView {
     pub repositories: Vec<GitRepository>,
     pub receivers: Vec<Receiver>,
+    /// Whether the lists were read for this decision or came from a cache.
+    pub freshness: Freshness,
+}
+
+impl Default for ClusterView {
+    fn default() -> Self {
+        Self {
+            repositories: Vec::new(),
+            receivers: Vec::new(),
+            freshness: Freshness::Cached,
+        }
+    }
 }
 
 impl ClusterView {
@@ -42,13 +55,54 @@ pub enum Target {
     },
 }
 
+impl Target {
+    /// The object the call goes to, as a retry's `only` names it: `receiver/<ns>/<name>`
+    /// or `gitrepository/<ns>/<name>`.
+    pub fn object(&self) -> String {
+        self.to_string()
+    }
+
+    /// What a delivery to this target serves, for `outcome::supersede::Deliveries`: a
+    /// Receiver call serves pushes of its project, ref and event only (its body carries
+    /// them, and a Receiver's CEL filter may select on them); an annotation serves every
+    /// push the GitRepository matches (it fetches its own ref).
+    pub fn delivery_scope(&self) -> String {
+        match self {
+            Target::Receiver {
+                receiver,
+                project,
+                git_ref,
+                event,
+            } => format!(
+                "{}|{project}|{git_ref}|{}",
+                receiver_object(receiver),
+                event.object_kind()
+            ),
+            Target::Annotate { repository } => format!("gitrepository/{repository}"),
+        }
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Target::Receiver { receiver, .. } => write!(f, "receiver/{receiver}"),
+            Target::Receiver { receiver, .. } => write!(f, "{}", receiver_object(receiver)),
             Target::Annotate { repository } => write!(f, "gitrepository/{repository}"),
         }
     }
+}
+
+fn receiver_object(receiver: &ObjectRef) -> String {
+    format!("receiver/{receiver}")
+}
+
+/// Something that blocks one object before anything is sent (a Receiver not Ready, a
+/// missing token), with the object it blocks so a retry can be narrowed to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `receiver/<ns>/<name>`, like [`Target::object`].
+    pub object: String,
+    pub failure: TriggerFailure,
 }
 
 /// An object that the push does not trigger, and why: the answer to "why didn't it reconcile?".
@@ -63,7 +117,10 @@ pub struct PushPlan {
     pub targets: Vec<Target>,
     pub skipped: Vec<Skip>,
     /// Failures known before sending anything (a Receiver not Ready, a missing token).
-    pub problems: Vec<TriggerFailure>,
+    pub problems: Vec<Problem>,
+    /// A GitRepository would be skipped as already reconciled, but the view was cached:
+    /// read the cluster again before skipping it (until then it is triggered).
+    pub look_again: bool,
 }
 
 pub fn configuration_failure(class: FailureClass, reason: String) -> TriggerFailure {
@@ -76,15 +133,32 @@ pub fn configuration_failure(class: FailureClass, reason: String) -> TriggerFail
     }
 }
 
+/// What one dispatch asks of the cluster: its push's targets, narrowed to the dispatch's
+/// `only` when it is a retry.
+pub fn plan_dispatch(entry: &ClusterEntry, view: &ClusterView, dispatch: &Dispatch) -> PushPlan {
+    let mut plan = plan_push(entry, view, &dispatch.push);
+    if dispatch.only.is_some() {
+        plan.targets
+            .retain(|target| dispatch.wants(&target.object()));
+        plan.problems
+            .retain(|problem| dispatch.wants(&problem.object));
+    }
+    plan
+}
+
 pub fn plan_push(entry: &ClusterEntry, view: &ClusterView, push: &Push) -> PushPlan {
     let mut plan = PushPlan::default();
     for repository in &view.repositories {
-        if let Err(skip) = repository_verdict(repository, push, &entry.host_aliases) {
-            plan.skipped.push(Skip {
-                object: format!("gitrepository/{}", repository.id),
-                reason: skip.to_string(),
-            });
-            continue;
+        match repository_verdict(repository, push, &entry.host_aliases, view.freshness) {
+            RepositoryVerdict::Trigger => {}
+            RepositoryVerdict::LookAgain => plan.look_again = true,
+            RepositoryVerdict::Skip(skip) => {
+                plan.skipped.push(Skip {
+                    object: format!("gitrepository/{}", repository.id),
+                    reason: skip.to_string(),
+                });
+                continue;
+            }
         }
         match entry.trigger.mode {
             TriggerMode::Annotate => add(
@@ -126,11 +200,13 @@ fn plan_receivers(
             ReceiverCall::Skip(reason) => {
                 add_skip(plan, format!("receiver/{}", receiver.id), reason)
             }
-            ReceiverCall::Problem(failure) => {
-                if !plan.problems.contains(&failure) {
-                    plan.problems.push(failure);
-                }
-            }
+            ReceiverCall::Problem(failure) => add(
+                &mut plan.problems,
+                Problem {
+                    object: receiver_object(&receiver.id),
+                    failure,
+                },
+            ),
         }
     }
     if !selected {

@@ -103,6 +103,7 @@ fn view() -> ClusterView {
     ClusterView {
         repositories: repositories.iter().map(GitRepository::from_json).collect(),
         receivers: receivers.iter().map(Receiver::from_json).collect(),
+        freshness: crate::matching::select::Freshness::Fresh,
     }
 }
 
@@ -329,7 +330,7 @@ fn payload_urls_choose_matches_by_location_and_never_the_request_target() {
 /// and `project.http_url` aliases) cannot change the Push, so cannot change anything after it.
 #[test]
 fn payload_fields_fluxrelay_does_not_read_cannot_change_the_push() {
-    use crate::gitlab::{ParsedEvent, parse_event};
+    use crate::gitlab::{Delivery, ParsedEvent, parse_event};
     let fixture: Value =
         serde_json::from_slice(include_bytes!("../../tests/fixtures/gitlab/push_hook.json"))
             .unwrap();
@@ -342,7 +343,10 @@ fn payload_fields_fluxrelay_does_not_read_cannot_change_the_push() {
         match parse_event(
             &headers,
             body.to_string().as_bytes(),
-            "2026-11-22T00:00:00Z",
+            &Delivery {
+                received_at: "2026-11-22T00:00:00Z",
+                id: "request:steering",
+            },
         ) {
             Ok(ParsedEvent::Pushes(pushes)) => pushes,
             other => panic!("{other:?}"),

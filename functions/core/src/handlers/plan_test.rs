@@ -1,6 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::matching::select::Freshness;
 use crate::matching::select::webhook_path;
 use crate::push::tests::sample_push;
 
@@ -34,6 +35,7 @@ fn view(repositories: Vec<Value>, receivers: Vec<Value>) -> ClusterView {
     ClusterView {
         repositories: repositories.iter().map(GitRepository::from_json).collect(),
         receivers: receivers.iter().map(Receiver::from_json).collect(),
+        freshness: Freshness::Fresh,
     }
 }
 
@@ -287,13 +289,13 @@ fn planning_table() {
             Some((fragment, class)) => {
                 assert_eq!(plan.problems.len(), 1, "{name}: {plan:?}");
                 assert!(
-                    plan.problems[0].reason.contains(fragment),
+                    plan.problems[0].failure.reason.contains(fragment),
                     "{name}: {}",
-                    plan.problems[0].reason
+                    plan.problems[0].failure.reason
                 );
-                assert_eq!(plan.problems[0].class, class, "{name}");
+                assert_eq!(plan.problems[0].failure.class, class, "{name}");
                 assert_eq!(
-                    plan.problems[0].responder,
+                    plan.problems[0].failure.responder,
                     Responder::Configuration,
                     "{name}"
                 );

@@ -1,18 +1,12 @@
 //! Route: each push on the intake queue → one `Dispatch` per subscribed cluster, and one
 //! per cluster whose registry entry cannot be used (see [`dispatch_clusters`]).
 
-use crate::ports::{ClusterRegistry, DispatchPublisher};
+use crate::outcome::retry::RetryPolicy;
+use crate::outcome::settle::{Settled, route_settlement, settle};
+use crate::ports::{ClusterRegistry, DispatchPublisher, QueueMessage, Settle};
 use crate::push::{Dispatch, Push};
 use crate::registry::ClusterListing;
 use crate::routing::dispatch_clusters;
-
-/// One intake-queue message. `group` is its FIFO message group (the project).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IntakeMessage {
-    pub id: String,
-    pub group: String,
-    pub body: String,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteVerdict {
@@ -31,6 +25,8 @@ pub struct RoutedMessage {
     /// The clusters of a `Routed` verdict whose registry entry cannot be used: their
     /// dispatch will be dead-lettered with the entry's problem (logged at warn).
     pub unusable: Vec<String>,
+    /// How the intake message was settled (`None` until [`settle_route`] ran).
+    pub settled: Option<Settled>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,23 +35,59 @@ pub struct RouteReport {
 }
 
 impl RouteReport {
-    /// Ids to report as batch item failures.
+    /// Ids to report as batch item failures: the messages that are to come back.
     pub fn failed_ids(&self) -> Vec<&str> {
         self.messages
             .iter()
-            .filter(|m| matches!(m.verdict, RouteVerdict::Failed { .. }))
+            .filter(|m| match &m.settled {
+                Some(settled) => settled.comes_back(),
+                None => matches!(m.verdict, RouteVerdict::Failed { .. }),
+            })
             .map(|m| m.message_id.as_str())
             .collect()
     }
 }
 
+/// Route a batch, then settle each intake message on its queue (`outcome::settle`):
+/// routed is acknowledged, a failure comes back after a backoff until it is dead-lettered
+/// with its reason.
+pub async fn route_and_settle(
+    registry: &impl ClusterRegistry,
+    publisher: &impl DispatchPublisher,
+    intake: &impl Settle,
+    policy: &RetryPolicy,
+    messages: &[QueueMessage],
+) -> RouteReport {
+    let mut report = handle_route(registry, publisher, messages).await;
+    settle_route(intake, policy, messages, &mut report).await;
+    report
+}
+
+/// Settle each routed message (`report` comes from [`handle_route`] over `messages`).
+pub async fn settle_route(
+    intake: &impl Settle,
+    policy: &RetryPolicy,
+    messages: &[QueueMessage],
+    report: &mut RouteReport,
+) {
+    for (message, routed) in messages.iter().zip(&mut report.messages) {
+        let failure = match &routed.verdict {
+            RouteVerdict::Routed { .. } => None,
+            RouteVerdict::Failed { reason } => Some(reason.as_str()),
+        };
+        let key = routed.push.as_ref().map(|push| push.key.as_str());
+        let settlement = route_settlement(policy, message, failure, key);
+        routed.settled = Some(settle(intake, message, &settlement).await);
+    }
+}
+
 /// Routes messages in order. A failure fails that message and every later message of the
 /// same group, so a project's pushes keep their order. A body that is not a `Push` fails
-/// too: the queue's redrive policy moves it to the intake dead-letter queue.
+/// too, and is dead-lettered with that reason once its attempts are used up.
 pub async fn handle_route(
     registry: &impl ClusterRegistry,
     queue: &impl DispatchPublisher,
-    messages: &[IntakeMessage],
+    messages: &[QueueMessage],
 ) -> RouteReport {
     let clusters = match registry.clusters().await {
         Ok(clusters) => clusters,
@@ -71,6 +103,7 @@ pub async fn handle_route(
                             reason: reason.clone(),
                         },
                         unusable: Vec::new(),
+                        settled: None,
                     })
                     .collect(),
             };
@@ -110,6 +143,7 @@ pub async fn handle_route(
             push: push.ok(),
             verdict,
             unusable,
+            settled: None,
         });
     }
     report

@@ -2,23 +2,25 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::*;
-use crate::handlers::dispatch::{DispatchMessage, Verdict, handle_dispatch};
+use crate::handlers::dispatch::{DispatchMemory, DispatchPorts, DispatchRules, handle_dispatch};
 use crate::handlers::plan::tests::{entry, receiver, repository};
-use crate::outcome::denials::Denials;
-use crate::outcome::retry::RetryPolicy;
+use crate::outcome::verdict::{DeadLetterPlan, RetryPlan, Verdict};
 use crate::ports::RegistryReadError;
 use crate::push::PushEvent;
 use crate::push::tests::sample_push;
 use crate::registry::ClusterEntry;
-use crate::testing::{FakeCluster, MemoryQueue, StaticRegistry};
+use crate::testing::{FakeCluster, MemoryQueue, MemorySettle, StaticRegistry, TestClock};
 
 const KUBE_TOKEN: &str = "kube-token-SECRET-7";
 
-fn intake(push: &Push) -> IntakeMessage {
-    IntakeMessage {
+fn intake(push: &Push) -> QueueMessage {
+    QueueMessage {
         id: "i1".into(),
+        source: "intake".into(),
+        receipt: "r1".into(),
         group: push.project.id.to_string(),
         body: push.to_json(),
+        receive_count: 1,
     }
 }
 
@@ -248,22 +250,30 @@ async fn route_then_dispatch(
     let queue = MemoryQueue::default();
     let report = handle_route(registry, &queue, &[intake(&sample_push())]).await;
     assert!(report.failed_ids().is_empty(), "{report:?}");
-    let messages: Vec<DispatchMessage> = queue
+    let messages: Vec<QueueMessage> = queue
         .dispatches
         .lock()
         .unwrap()
         .iter()
-        .map(|d| DispatchMessage {
+        .map(|d| QueueMessage {
             id: format!("d-{}", d.cluster),
+            source: "dispatch".into(),
+            receipt: format!("r-{}", d.cluster),
+            group: d.cluster.clone(),
             body: d.to_json(),
             receive_count,
         })
         .collect();
-    let report = handle_dispatch(
+    let ports = DispatchPorts {
         registry,
-        cluster,
-        &RetryPolicy::default(),
-        &Denials::default(),
+        clusters: cluster,
+        queue: &MemorySettle::default(),
+        clock: &TestClock::default(),
+    };
+    let report = handle_dispatch(
+        &ports,
+        &DispatchRules::default(),
+        &DispatchMemory::default(),
         &messages,
         now(),
     )
@@ -308,7 +318,7 @@ async fn a_push_for_an_invalid_entry_is_dead_lettered_at_once_naming_the_field()
     assert_eq!(verdicts.len(), 2, "{verdicts:?}");
     assert_eq!(verdicts[0].0, "bad");
     match &verdicts[0].1 {
-        Verdict::DeadLetter { reason, status } => {
+        Verdict::DeadLetter(DeadLetterPlan { reason, status, .. }) => {
             assert!(reason.contains("cluster bad is invalid"), "{reason}");
             assert!(reason.contains("server:"), "{reason}");
             assert!(!reason.contains(KUBE_TOKEN), "{reason}");
@@ -339,11 +349,16 @@ async fn a_push_for_an_unreadable_entry_is_retried_then_dead_lettered_with_the_r
 
         assert_eq!(verdicts[0].0, "locked", "{verdicts:?}");
         match (&verdicts[0].1, gives_up) {
-            (Verdict::Retry { reason, delay_secs }, false) => {
+            (
+                Verdict::Retry(RetryPlan {
+                    reason, delay_secs, ..
+                }),
+                false,
+            ) => {
                 assert!(reason.contains("AccessDeniedException"), "{reason}");
                 assert!(*delay_secs > 0);
             }
-            (Verdict::DeadLetter { reason, .. }, true) => {
+            (Verdict::DeadLetter(DeadLetterPlan { reason, .. }), true) => {
                 assert!(
                     reason.starts_with(&format!("gave up after {receive_count} attempts")),
                     "{reason}"

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::refs::{self, RefMiss};
 use super::url;
-use crate::flux::{GIT_REPOSITORY_GROUP, GitRepository, Receiver, ResourceSelector};
+use crate::flux::{GIT_REPOSITORY_GROUP, GitRepository, Receiver, ResourceSelector, SourceStatus};
 use crate::push::Push;
 
 const GIT_REPOSITORY_KIND: &str = "GitRepository";
@@ -32,12 +32,89 @@ pub enum RepoSkip {
     Ref(#[from] RefMiss),
     #[error("is suspended")]
     Suspended,
-    #[error("already at the pushed revision `{revision}`")]
+    #[error(
+        "already at the pushed revision `{revision}`, made after the push was received, with no reconcile pending"
+    )]
     AlreadyAtRevision { revision: String },
 }
 
-/// Whether this push should trigger this GitRepository: URL, then ref, then suspended, then already-at.
+/// How recent the status a verdict is made on is: only a fresh read may skip anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Read for this very decision.
+    Fresh,
+    /// From a cache: it may predate the push.
+    Cached,
+}
+
+/// What [`repository_verdict`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepositoryVerdict {
+    Trigger,
+    Skip(RepoSkip),
+    /// It would be skipped as already at the revision, but the status was cached: read it
+    /// again before skipping (until then it is a trigger).
+    LookAgain,
+}
+
+/// How far apart fluxrelay's clock and a cluster's may be (NTP keeps them within
+/// milliseconds): an artifact counts as made after a push only when its time is at least
+/// this much later than the push's acceptance.
+pub const CLOCK_SKEW_ALLOWANCE: time::Duration = time::Duration::seconds(5);
+
+/// Flux has provably fetched the ref after the push: the source is Ready on its current
+/// generation, no requested reconcile is pending, and its artifact was made at least
+/// [`CLOCK_SKEW_ALLOWANCE`] after the push was accepted. An artifact at the pushed commit
+/// made earlier proves nothing: a fetch that started before the ref moved again (a
+/// rollback, A→B then B→A) may still land on the other commit.
+pub fn settled_after(status: &SourceStatus, received_at: &str) -> bool {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    let parse = |text: &str| OffsetDateTime::parse(text, &Rfc3339).ok();
+    let (Some(received), Some(made)) = (
+        parse(received_at),
+        status.artifact_updated_at.as_deref().and_then(parse),
+    ) else {
+        return false;
+    };
+    let current_generation =
+        status.generation.is_some() && status.generation == status.observed_generation;
+    let nothing_pending = status
+        .requested_at
+        .as_ref()
+        .is_none_or(|requested| status.last_handled_reconcile_at.as_ref() == Some(requested));
+    status.ready && current_generation && nothing_pending && made >= received + CLOCK_SKEW_ALLOWANCE
+}
+
+/// Whether this push should trigger this GitRepository: URL, then ref, then suspended,
+/// then already reconciled (decided only on a [`Freshness::Fresh`] status).
 pub fn repository_verdict(
+    repo: &GitRepository,
+    push: &Push,
+    aliases: &BTreeMap<String, String>,
+    freshness: Freshness,
+) -> RepositoryVerdict {
+    match repository_skip(repo, push, aliases) {
+        Err(skip) => RepositoryVerdict::Skip(skip),
+        Ok(()) => {
+            let reconciled = refs::already_at(
+                &refs::effective_ref(repo.git_ref.as_ref()),
+                repo.artifact_revision.as_deref(),
+                push,
+            ) && settled_after(&repo.status, &push.received_at);
+            match (reconciled, freshness) {
+                (false, _) => RepositoryVerdict::Trigger,
+                (true, Freshness::Cached) => RepositoryVerdict::LookAgain,
+                (true, Freshness::Fresh) => RepositoryVerdict::Skip(RepoSkip::AlreadyAtRevision {
+                    revision: repo.artifact_revision.clone().unwrap_or_default(),
+                }),
+            }
+        }
+    }
+}
+
+/// The rules that do not depend on the source's status: URL, ref, suspended.
+pub fn repository_skip(
     repo: &GitRepository,
     push: &Push,
     aliases: &BTreeMap<String, String>,
@@ -53,11 +130,6 @@ pub fn repository_verdict(
     refs::ref_triggers(&rule, push)?;
     if repo.suspend {
         return Err(RepoSkip::Suspended);
-    }
-    if refs::already_at(&rule, repo.artifact_revision.as_deref(), push) {
-        return Err(RepoSkip::AlreadyAtRevision {
-            revision: repo.artifact_revision.clone().unwrap_or_default(),
-        });
     }
     Ok(())
 }

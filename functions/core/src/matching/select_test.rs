@@ -1,7 +1,7 @@
 use super::*;
-use crate::flux::{GitRepositoryRef, ObjectRef, ReceiverType};
-use crate::push::PushEvent;
+use crate::flux::{GitRepositoryRef, ObjectRef, ReceiverType, SourceStatus};
 use crate::push::tests::sample_push;
+use crate::push::{Push, PushEvent};
 
 const PUSHED: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
@@ -20,6 +20,31 @@ fn tracking_repo() -> GitRepository {
         }),
         suspend: false,
         artifact_revision: Some("main@sha1:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb".into()),
+        // Settled, and made 10 s after the sample push was accepted.
+        status: settled_status(),
+    }
+}
+
+fn settled_status() -> SourceStatus {
+    SourceStatus {
+        generation: Some(2),
+        observed_generation: Some(2),
+        ready: true,
+        requested_at: Some("2026-11-22T00:00:01Z".into()),
+        last_handled_reconcile_at: Some("2026-11-22T00:00:01Z".into()),
+        artifact_updated_at: Some("2026-11-22T00:00:10Z".into()),
+    }
+}
+
+fn verdict(
+    repo: &GitRepository,
+    push: &Push,
+    aliases: &BTreeMap<String, String>,
+) -> Result<(), RepoSkip> {
+    match repository_verdict(repo, push, aliases, Freshness::Fresh) {
+        RepositoryVerdict::Trigger => Ok(()),
+        RepositoryVerdict::Skip(skip) => Err(skip),
+        RepositoryVerdict::LookAgain => panic!("a fresh view never asks to look again"),
     }
 }
 
@@ -41,7 +66,7 @@ fn repository_verdict_checks_url_then_ref_then_suspended_then_revision() {
         tracked: "release".into(),
         pushed: "refs/heads/main".into(),
     };
-    for (why, repo, verdict) in [
+    for (why, repo, expected) in [
         (
             "a repository tracking the pushed branch",
             tracking_repo(),
@@ -132,7 +157,120 @@ fn repository_verdict_checks_url_then_ref_then_suspended_then_revision() {
             Err(RepoSkip::Suspended),
         ),
     ] {
-        assert_eq!(repository_verdict(&repo, &push, &aliases), verdict, "{why}");
+        assert_eq!(verdict(&repo, &push, &aliases), expected, "{why}");
+    }
+}
+
+/// "Already at the pushed revision" skips a trigger only when Flux provably fetched after
+/// the push: on a fresh status, Ready on its generation, nothing pending, and the artifact
+/// made at least the clock allowance after the push was accepted. Anything less triggers.
+#[test]
+fn already_reconciled_needs_a_fresh_settled_status_made_after_the_push() {
+    let push = sample_push(); // accepted 2026-11-22T00:00:00Z
+    let at_pushed = |change: fn(&mut SourceStatus)| {
+        with(|r| {
+            r.artifact_revision = Some(format!("main@sha1:{PUSHED}"));
+            change(&mut r.status);
+        })
+    };
+    let cases: Vec<(&str, GitRepository, Freshness, RepositoryVerdict)> = vec![
+        (
+            "settled, fresh",
+            at_pushed(|_| {}),
+            Freshness::Fresh,
+            RepositoryVerdict::Skip(RepoSkip::AlreadyAtRevision {
+                revision: format!("main@sha1:{PUSHED}"),
+            }),
+        ),
+        (
+            "settled, but cached",
+            at_pushed(|_| {}),
+            Freshness::Cached,
+            RepositoryVerdict::LookAgain,
+        ),
+        (
+            "another revision, cached",
+            tracking_repo(),
+            Freshness::Cached,
+            RepositoryVerdict::Trigger,
+        ),
+        (
+            "made exactly the allowance after",
+            at_pushed(|s| s.artifact_updated_at = Some("2026-11-22T00:00:05Z".into())),
+            Freshness::Fresh,
+            RepositoryVerdict::Skip(RepoSkip::AlreadyAtRevision {
+                revision: format!("main@sha1:{PUSHED}"),
+            }),
+        ),
+        (
+            "made within the allowance",
+            at_pushed(|s| s.artifact_updated_at = Some("2026-11-22T00:00:04Z".into())),
+            Freshness::Fresh,
+            RepositoryVerdict::Trigger,
+        ),
+        (
+            "made before the push (a rollback may still land elsewhere)",
+            at_pushed(|s| s.artifact_updated_at = Some("2026-11-21T23:59:00Z".into())),
+            Freshness::Fresh,
+            RepositoryVerdict::Trigger,
+        ),
+        (
+            "no artifact time",
+            at_pushed(|s| s.artifact_updated_at = None),
+            Freshness::Fresh,
+            RepositoryVerdict::Trigger,
+        ),
+        (
+            "an unreadable artifact time",
+            at_pushed(|s| s.artifact_updated_at = Some("soon".into())),
+            Freshness::Fresh,
+            RepositoryVerdict::Trigger,
+        ),
+        (
+            "not Ready",
+            at_pushed(|s| s.ready = false),
+            Freshness::Fresh,
+            RepositoryVerdict::Trigger,
+        ),
+        (
+            "an old generation observed",
+            at_pushed(|s| s.observed_generation = Some(1)),
+            Freshness::Fresh,
+            RepositoryVerdict::Trigger,
+        ),
+        (
+            "no generation",
+            at_pushed(|s| {
+                s.generation = None;
+                s.observed_generation = None;
+            }),
+            Freshness::Fresh,
+            RepositoryVerdict::Trigger,
+        ),
+        (
+            "a requested reconcile still pending",
+            at_pushed(|s| s.requested_at = Some("2026-11-22T00:00:20Z".into())),
+            Freshness::Fresh,
+            RepositoryVerdict::Trigger,
+        ),
+        (
+            "no reconcile ever requested",
+            at_pushed(|s| {
+                s.requested_at = None;
+                s.last_handled_reconcile_at = None;
+            }),
+            Freshness::Fresh,
+            RepositoryVerdict::Skip(RepoSkip::AlreadyAtRevision {
+                revision: format!("main@sha1:{PUSHED}"),
+            }),
+        ),
+    ];
+    for (why, repo, freshness, expected) in cases {
+        assert_eq!(
+            repository_verdict(&repo, &push, &BTreeMap::new(), freshness),
+            expected,
+            "{why}"
+        );
     }
 }
 
@@ -142,7 +280,7 @@ fn branch_deletions_trigger_no_repository() {
     deletion.after = "0".repeat(40);
     deletion.checkout_sha = None;
     assert_eq!(
-        repository_verdict(&tracking_repo(), &deletion, &BTreeMap::new()),
+        verdict(&tracking_repo(), &deletion, &BTreeMap::new()),
         Err(RepoSkip::Ref(RefMiss::BranchDeleted {
             pushed: "refs/heads/main".into()
         }))
@@ -156,23 +294,20 @@ fn branch_deletions_trigger_no_repository() {
             ..GitRepositoryRef::default()
         })
     });
-    assert_eq!(
-        repository_verdict(&semver, &tag_deletion, &BTreeMap::new()),
-        Ok(())
-    );
+    assert_eq!(verdict(&semver, &tag_deletion, &BTreeMap::new()), Ok(()));
 }
 
 #[test]
 fn skip_reasons_never_echo_credentials_in_spec_url() {
     let repo =
         with(|r| r.url = Some("https://user:s3cr3t@gitlab.example.com/other/project.git".into()));
-    let skip = repository_verdict(&repo, &sample_push(), &BTreeMap::new()).unwrap_err();
+    let skip = verdict(&repo, &sample_push(), &BTreeMap::new()).unwrap_err();
     assert_eq!(
         skip.to_string(),
         "spec.url names `gitlab.example.com/other/project`, not the pushed project"
     );
     let unsupported = with(|r| r.url = Some("file://user:s3cr3t@host/x".into()));
-    let skip = repository_verdict(&unsupported, &sample_push(), &BTreeMap::new()).unwrap_err();
+    let skip = verdict(&unsupported, &sample_push(), &BTreeMap::new()).unwrap_err();
     assert!(!skip.to_string().contains("s3cr3t"));
 }
 

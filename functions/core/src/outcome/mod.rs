@@ -4,3 +4,6 @@
 pub mod classify;
 pub mod denials;
 pub mod retry;
+pub mod settle;
+pub mod supersede;
+pub mod verdict;

@@ -198,8 +198,18 @@ async fn a_burst_of_pushes_is_coalesced_into_one_call_carrying_the_latest_push()
     assert_eq!(
         verdicts(&report),
         vec![
-            ("m0", &Verdict::Superseded { by: push_with('c').key }),
-            ("m1", &Verdict::Superseded { by: push_with('c').key }),
+            (
+                "m0",
+                &Verdict::Superseded {
+                    by: push_with('c').key
+                }
+            ),
+            (
+                "m1",
+                &Verdict::Superseded {
+                    by: push_with('c').key
+                }
+            ),
             (
                 "m2",
                 &Verdict::Delivered {
@@ -327,7 +337,9 @@ async fn receiver_answers_decide_retry_or_dead_letter() {
                 // Retried by a new message on the retry queue: the original is done.
                 assert!(report.failed_ids().is_empty(), "{name}");
             }
-            (Verdict::DeadLetter(DeadLetterPlan { reason, .. }), fragment) if fragment != "retry" => {
+            (Verdict::DeadLetter(DeadLetterPlan { reason, .. }), fragment)
+                if fragment != "retry" =>
+            {
                 assert!(reason.contains(fragment), "{name}: {reason}");
                 assert!(
                     report.failed_ids().is_empty(),
@@ -499,7 +511,8 @@ async fn a_receiver_404_that_persists_is_permanent() {
         &[message("m1", "prod", sample_push(), 1)],
     )
     .await;
-    let Verdict::DeadLetter(DeadLetterPlan { reason, status, .. }) = &report.messages[0].verdict else {
+    let Verdict::DeadLetter(DeadLetterPlan { reason, status, .. }) = &report.messages[0].verdict
+    else {
         panic!("{report:?}")
     };
     assert!(reason.contains("still not found"), "{reason}");
@@ -546,8 +559,14 @@ async fn a_failure_holds_back_no_other_target_message_or_cluster() {
         panic!("{report:?}")
     };
     assert_eq!(retry.only, Some(vec!["receiver/flux-system/r".to_string()]));
-    assert!(matches!(verdict_of(&report, "p2"), Verdict::Delivered { .. }));
-    assert!(matches!(verdict_of(&report, "s1"), Verdict::Delivered { .. }));
+    assert!(matches!(
+        verdict_of(&report, "p2"),
+        Verdict::Delivered { .. }
+    ));
+    assert!(matches!(
+        verdict_of(&report, "s1"),
+        Verdict::Delivered { .. }
+    ));
     // The retry left the cluster's FIFO group: a new message on the retry queue, and the
     // original acknowledged, so nothing of prod waits behind it.
     assert!(report.failed_ids().is_empty(), "{report:?}");
@@ -585,7 +604,11 @@ async fn a_receiver_that_stays_not_ready_does_not_delay_another_receiver_of_the_
     cluster.receivers.lock().unwrap().push(not_ready);
     let dispatcher = Dispatcher::default();
     let first = dispatcher
-        .run(&registry, &cluster, &[message("m1", "prod", push_at('a', 1), 1)])
+        .run(
+            &registry,
+            &cluster,
+            &[message("m1", "prod", push_at('a', 1), 1)],
+        )
         .await;
     let Verdict::Retry(retry) = verdict_of(&first, "m1") else {
         panic!("{first:?}")
@@ -610,7 +633,9 @@ async fn a_receiver_that_stays_not_ready_does_not_delay_another_receiver_of_the_
             now() + Duration::seconds(20),
         )
         .await;
-    assert!(matches!(verdict_of(&second, "m1-retry"), Verdict::Superseded { by } if by == &push_at('b', 70).key));
+    assert!(
+        matches!(verdict_of(&second, "m1-retry"), Verdict::Superseded { by } if by == &push_at('b', 70).key)
+    );
     let Verdict::Retry(retry) = verdict_of(&second, "m2") else {
         panic!("{second:?}")
     };
@@ -618,7 +643,10 @@ async fn a_receiver_that_stays_not_ready_does_not_delay_another_receiver_of_the_
         retry.only,
         Some(vec!["receiver/flux-system/tenant-b".to_string()])
     );
-    assert_eq!(cluster.sent_paths(), vec![hook("tok", "r"), hook("tok", "r")]);
+    assert_eq!(
+        cluster.sent_paths(),
+        vec![hook("tok", "r"), hook("tok", "r")]
+    );
 }
 
 #[tokio::test]
@@ -700,7 +728,10 @@ async fn cluster_level_problems_fail_only_that_clusters_messages() {
         .await;
         // The same push twice: the first is superseded by the second, which carries the
         // failure (retried, or dead-lettered), and nothing stays on the queue.
-        assert!(matches!(verdict_of(&report, "m1"), Verdict::Superseded { .. }), "{report:?}");
+        assert!(
+            matches!(verdict_of(&report, "m1"), Verdict::Superseded { .. }),
+            "{report:?}"
+        );
         let expected = if retried { "retry" } else { "dead_lettered" };
         assert_eq!(verdict_of(&report, "m2").outcome(), expected, "{report:?}");
         assert!(report.failed_ids().is_empty(), "{report:?}");
@@ -820,7 +851,10 @@ async fn a_rollback_within_the_cache_window_is_triggered() {
     *cluster.repositories.lock().unwrap() = vec![repository_at('a', &made_after)];
     *cluster.repositories_fresh.lock().unwrap() = Some(vec![repository_at('b', &made_after)]);
     let report = run(&registry, &cluster, &[message("m1", "prod", rollback, 1)]).await;
-    assert!(matches!(verdict_of(&report, "m1"), Verdict::Delivered { .. }), "{report:?}");
+    assert!(
+        matches!(verdict_of(&report, "m1"), Verdict::Delivered { .. }),
+        "{report:?}"
+    );
     assert_eq!(cluster.sent_paths(), vec![hook("tok", "r")]);
     assert!(
         cluster
@@ -835,9 +869,22 @@ async fn a_rollback_within_the_cache_window_is_triggered() {
     // When the fresh read agrees (still at A, made after the push, settled), it is skipped.
     let (registry, cluster) = setup();
     *cluster.repositories.lock().unwrap() = vec![repository_at('a', &made_after)];
-    let report = run(&registry, &cluster, &[message("m1", "prod", push_at('a', 30), 1)]).await;
-    assert_eq!(verdict_of(&report, "m1"), &Verdict::NothingToTrigger, "{report:?}");
-    assert!(report.messages[0].skipped[0].reason.contains("already at the pushed revision"));
+    let report = run(
+        &registry,
+        &cluster,
+        &[message("m1", "prod", push_at('a', 30), 1)],
+    )
+    .await;
+    assert_eq!(
+        verdict_of(&report, "m1"),
+        &Verdict::NothingToTrigger,
+        "{report:?}"
+    );
+    assert!(
+        report.messages[0].skipped[0]
+            .reason
+            .contains("already at the pushed revision")
+    );
     assert!(cluster.sent_paths().is_empty());
 
     // At A but made before the rollback was accepted: a fetch in flight may still land on
@@ -845,9 +892,24 @@ async fn a_rollback_within_the_cache_window_is_triggered() {
     let (registry, cluster) = setup();
     let made_before = crate::ingest::rfc3339(now() - Duration::seconds(50));
     *cluster.repositories.lock().unwrap() = vec![repository_at('a', &made_before)];
-    let report = run(&registry, &cluster, &[message("m1", "prod", push_at('a', 30), 1)]).await;
-    assert!(matches!(verdict_of(&report, "m1"), Verdict::Delivered { .. }), "{report:?}");
-    assert!(cluster.lists.lock().unwrap().iter().all(|(_, _, fresh)| !fresh));
+    let report = run(
+        &registry,
+        &cluster,
+        &[message("m1", "prod", push_at('a', 30), 1)],
+    )
+    .await;
+    assert!(
+        matches!(verdict_of(&report, "m1"), Verdict::Delivered { .. }),
+        "{report:?}"
+    );
+    assert!(
+        cluster
+            .lists
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, _, fresh)| !fresh)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -875,11 +937,20 @@ async fn a_hung_apiserver_does_not_delay_another_cluster_and_is_retried_at_its_d
             ],
         )
         .await;
-    assert!(matches!(verdict_of(&report, "p1"), Verdict::Delivered { .. }), "{report:?}");
+    assert!(
+        matches!(verdict_of(&report, "p1"), Verdict::Delivered { .. }),
+        "{report:?}"
+    );
     let Verdict::Retry(retry) = verdict_of(&report, "h1") else {
         panic!("{report:?}")
     };
-    assert!(retry.reason.contains("did not finish within its 25 s budget"), "{}", retry.reason);
+    assert!(
+        retry
+            .reason
+            .contains("did not finish within its 25 s budget"),
+        "{}",
+        retry.reason
+    );
     // prod was settled at once; hung only at its deadline.
     let acknowledged = dispatcher.queue.acknowledged_at.lock().unwrap().clone();
     let when = |id: &str| {
@@ -889,12 +960,26 @@ async fn a_hung_apiserver_does_not_delay_another_cluster_and_is_retried_at_its_d
             .map(|(_, at)| at.duration_since(started))
             .unwrap_or_else(|| panic!("{id} not acknowledged: {acknowledged:?}"))
     };
-    assert!(when("p1") < std::time::Duration::from_secs(1), "{:?}", when("p1"));
-    assert!(when("h1") >= std::time::Duration::from_secs(25), "{:?}", when("h1"));
+    assert!(
+        when("p1") < std::time::Duration::from_secs(1),
+        "{:?}",
+        when("p1")
+    );
+    assert!(
+        when("h1") >= std::time::Duration::from_secs(25),
+        "{:?}",
+        when("h1")
+    );
     // The hung cluster's retry went to the retry queue, whole.
     let scheduled = dispatcher.queue.scheduled.lock().unwrap().clone();
     assert_eq!(scheduled.len(), 1);
-    assert_eq!((scheduled[0].0.cluster.as_str(), scheduled[0].0.only.as_ref()), ("hung", None));
+    assert_eq!(
+        (
+            scheduled[0].0.cluster.as_str(),
+            scheduled[0].0.only.as_ref()
+        ),
+        ("hung", None)
+    );
 }
 
 #[tokio::test]
@@ -904,11 +989,21 @@ async fn a_retry_that_comes_due_after_a_newer_push_was_delivered_is_superseded()
     // A at now-50 fails; B at now-40 is delivered at now-30; A's retry comes due at now.
     cluster.answer(&hook("tok", "r"), vec![Ok(status(503))]);
     dispatcher
-        .run_at(&registry, &cluster, &[message("a", "prod", push_at('a', 10), 1)], now() - Duration::seconds(45))
+        .run_at(
+            &registry,
+            &cluster,
+            &[message("a", "prod", push_at('a', 10), 1)],
+            now() - Duration::seconds(45),
+        )
         .await;
     let (retry, _) = dispatcher.queue.scheduled.lock().unwrap()[0].clone();
     dispatcher
-        .run_at(&registry, &cluster, &[message("b", "prod", push_at('b', 20), 1)], now() - Duration::seconds(30))
+        .run_at(
+            &registry,
+            &cluster,
+            &[message("b", "prod", push_at('b', 20), 1)],
+            now() - Duration::seconds(30),
+        )
         .await;
     let report = dispatcher
         .run(&registry, &cluster, &[queued("a-retry", &retry, 1)])
@@ -917,13 +1012,22 @@ async fn a_retry_that_comes_due_after_a_newer_push_was_delivered_is_superseded()
         panic!("{report:?}")
     };
     assert!(by.starts_with("a delivery at"), "{by}");
-    assert_eq!(cluster.sent_paths().len(), 2, "A once (503), B once; the retry sends nothing");
+    assert_eq!(
+        cluster.sent_paths().len(),
+        2,
+        "A once (503), B once; the retry sends nothing"
+    );
 
     // Another process (a cold container) does not remember the delivery: it triggers once
     // more, which costs a Git fetch and loses nothing.
     let cold = Dispatcher::default();
-    let report = cold.run(&registry, &cluster, &[queued("a-retry", &retry, 1)]).await;
-    assert!(matches!(verdict_of(&report, "a-retry"), Verdict::Delivered { .. }), "{report:?}");
+    let report = cold
+        .run(&registry, &cluster, &[queued("a-retry", &retry, 1)])
+        .await;
+    assert!(
+        matches!(verdict_of(&report, "a-retry"), Verdict::Delivered { .. }),
+        "{report:?}"
+    );
 }
 
 #[tokio::test]
@@ -946,16 +1050,31 @@ async fn a_delivery_to_a_receiver_for_another_ref_covers_nothing() {
     let dispatcher = Dispatcher::default();
     cluster.answer(&hook("tok", "r"), vec![Ok(status(503))]);
     dispatcher
-        .run_at(&registry, &cluster, &[message("main", "prod", push_at('a', 10), 1)], now() - Duration::seconds(45))
+        .run_at(
+            &registry,
+            &cluster,
+            &[message("main", "prod", push_at('a', 10), 1)],
+            now() - Duration::seconds(45),
+        )
         .await;
     let (retry, _) = dispatcher.queue.scheduled.lock().unwrap()[0].clone();
     let mut dev = push_at('b', 20);
     dev.git_ref = "refs/heads/dev".into();
     dispatcher
-        .run_at(&registry, &cluster, &[message("dev", "prod", dev, 1)], now() - Duration::seconds(30))
+        .run_at(
+            &registry,
+            &cluster,
+            &[message("dev", "prod", dev, 1)],
+            now() - Duration::seconds(30),
+        )
         .await;
-    let report = dispatcher.run(&registry, &cluster, &[queued("main-retry", &retry, 1)]).await;
-    assert!(matches!(verdict_of(&report, "main-retry"), Verdict::Delivered { .. }), "{report:?}");
+    let report = dispatcher
+        .run(&registry, &cluster, &[queued("main-retry", &retry, 1)])
+        .await;
+    assert!(
+        matches!(verdict_of(&report, "main-retry"), Verdict::Delivered { .. }),
+        "{report:?}"
+    );
     assert_eq!(cluster.sent_paths().len(), 3);
 }
 
@@ -1177,8 +1296,14 @@ async fn without_coalescing_each_failing_push_retries_on_its_own() {
     // Each push gets its own call: m0's fails and is retried on its own, m1's is
     // delivered, and nothing comes back in place or waits for anything.
     assert_eq!(cluster.sent_paths().len(), 2);
-    assert!(matches!(verdict_of(&report, "m0"), Verdict::Retry(_)), "{report:?}");
-    assert!(matches!(verdict_of(&report, "m1"), Verdict::Delivered { .. }), "{report:?}");
+    assert!(
+        matches!(verdict_of(&report, "m0"), Verdict::Retry(_)),
+        "{report:?}"
+    );
+    assert!(
+        matches!(verdict_of(&report, "m1"), Verdict::Delivered { .. }),
+        "{report:?}"
+    );
     assert!(report.failed_ids().is_empty());
 }
 
@@ -1223,7 +1348,12 @@ async fn a_denial_is_dead_lettered_only_once_it_has_lasted_ten_seconds() {
         cluster.answer(&target, vec![answer]);
         let verdict = dispatch_at(&registry, &cluster, &denials, receive_count, secs).await;
         match (expected, &verdict) {
-            ("retry", Verdict::Retry(RetryPlan { delay_secs, reason, .. })) => {
+            (
+                "retry",
+                Verdict::Retry(RetryPlan {
+                    delay_secs, reason, ..
+                }),
+            ) => {
                 assert!(*delay_secs >= DENIAL_RETRY_MIN_SECS, "{verdict:?}");
                 assert!(reason.contains("services/proxy"), "{reason}");
             }
@@ -1270,9 +1400,7 @@ async fn an_apiserver_that_denies_while_restarting_is_retried_not_dead_lettered(
         verdicts.push(dispatch_at(&registry, &cluster, &denials, receive_count, secs).await);
     }
     assert!(
-        verdicts[..3]
-            .iter()
-            .all(|v| matches!(v, Verdict::Retry(_))),
+        verdicts[..3].iter().all(|v| matches!(v, Verdict::Retry(_))),
         "{verdicts:?}"
     );
     assert!(

@@ -1,0 +1,98 @@
+//! `Settle` on the embedded queue: the same four operations the SQS adapter carries out,
+//! for `fluxrelay serve`. Which to call, and in what order, is core's rule
+//! (`fluxrelay_core::outcome::settle`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fluxrelay_core::ports::{DeadLetterReason, QueueError, QueueMessage, Settle};
+use fluxrelay_core::push::Dispatch;
+use tokio::sync::Notify;
+
+use super::{DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, Receipt};
+
+/// Settles messages received from an [`EmbeddedQueue`] (the message's `receipt` is the
+/// queue's receipt text). `freed` is notified whenever a message leaves its FIFO group or
+/// a retry is scheduled, so an idle consumer looks again at once.
+#[derive(Clone)]
+pub struct EmbeddedSettle {
+    queue: EmbeddedQueue,
+    freed: Option<Arc<Notify>>,
+}
+
+impl EmbeddedSettle {
+    pub fn new(queue: EmbeddedQueue) -> Self {
+        Self { queue, freed: None }
+    }
+
+    pub fn notifying(mut self, freed: Arc<Notify>) -> Self {
+        self.freed = Some(freed);
+        self
+    }
+
+    fn freed(&self) {
+        if let Some(freed) = &self.freed {
+            freed.notify_one();
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&EmbeddedQueue) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let queue = self.queue.clone();
+        tokio::task::spawn_blocking(move || operation(&queue))
+            .await
+            .map_err(|error| QueueError::new(format!("embedded queue task: {error}")))?
+    }
+}
+
+impl Settle for EmbeddedSettle {
+    async fn acknowledge(&self, message: &QueueMessage) -> Result<(), QueueError> {
+        let receipt: Receipt = message.receipt.parse()?;
+        self.blocking(move |queue| queue.delete(&receipt)).await?;
+        self.freed();
+        Ok(())
+    }
+
+    async fn retry_in_place(
+        &self,
+        message: &QueueMessage,
+        delay_secs: u32,
+    ) -> Result<(), QueueError> {
+        let receipt: Receipt = message.receipt.parse()?;
+        let delay = Duration::from_secs(delay_secs.into());
+        self.blocking(move |queue| queue.change_visibility(&receipt, delay))
+            .await
+    }
+
+    async fn schedule_retry(&self, dispatch: &Dispatch, delay_secs: u32) -> Result<(), QueueError> {
+        let body = dispatch.to_json();
+        let delay = Duration::from_secs(delay_secs.into());
+        self.blocking(move |queue| queue.send_delayed(DISPATCH_RETRY_QUEUE, &body, delay))
+            .await?;
+        self.freed();
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &QueueMessage,
+        body: &str,
+        reason: &DeadLetterReason,
+    ) -> Result<(), QueueError> {
+        let receipt: Receipt = message.receipt.parse()?;
+        // A retry's dead letter is the dispatch's, filed in the cluster's group: what
+        // `fluxrelay dlq` lists and redrives (as on AWS, where both queues' dead letters go
+        // to the dispatch dead-letter queue).
+        let file_as = (message.source == DISPATCH_RETRY_QUEUE)
+            .then(|| reason.cluster.clone())
+            .flatten();
+        let (body, reason) = (body.to_string(), reason.clone());
+        self.blocking(move |queue| {
+            let file_as = file_as.as_deref().map(|cluster| (DISPATCH_QUEUE, cluster));
+            queue.dead_letter_copy(&receipt, file_as, &body, &reason)
+        })
+        .await
+    }
+}

@@ -1,0 +1,175 @@
+//! The calls dispatch makes to one cluster: read its Flux objects, and trigger one target
+//! (a Receiver POST, or a GitRepository annotation), re-reading a Receiver whose path moved.
+
+use time::OffsetDateTime;
+use tracing::Instrument;
+
+use crate::flux::ObjectRef;
+use crate::handlers::plan::{
+    ClusterView, ReceiverCall, Target, configuration_failure, receiver_call,
+};
+use crate::matching::select::Freshness;
+use crate::outcome::classify::{
+    FailureClass, TriggerFailure, classify_apiserver_response, classify_receiver_response,
+};
+use crate::ports::{Annotator, ApiserverReadiness, FluxDiscovery, TriggerSender};
+use crate::push::Push;
+use crate::registry::{ClusterEntry, TriggerMode};
+use crate::trigger::request::{annotate_patch, requested_at};
+
+/// Read the cluster's GitRepositories (and Receivers, in receiver mode) in every namespace
+/// of the entry; `Fresh` bypasses any cache.
+pub(super) async fn discover(
+    api: &impl FluxDiscovery,
+    entry: &ClusterEntry,
+    freshness: Freshness,
+) -> Result<ClusterView, TriggerFailure> {
+    let fresh = freshness == Freshness::Fresh;
+    let mut view = ClusterView {
+        freshness,
+        ..ClusterView::default()
+    };
+    for namespace in &entry.namespaces {
+        view.repositories
+            .extend(api.git_repositories(entry, namespace, fresh).await?);
+        if entry.trigger.mode == TriggerMode::Receiver {
+            view.receivers
+                .extend(api.receivers(entry, namespace, fresh).await?);
+        }
+    }
+    Ok(view)
+}
+
+/// A 403 from an apiserver that is not ready is not trusted (it may not have loaded its
+/// RBAC yet): the denials become retryable and start no streak.
+pub(super) async fn distrust_if_unready<'f>(
+    api: &impl ApiserverReadiness,
+    entry: &ClusterEntry,
+    denials: impl IntoIterator<Item = &'f mut TriggerFailure>,
+) {
+    let Err(why) = api.apiserver_ready(entry).await else {
+        return;
+    };
+    for failure in denials {
+        failure.class = FailureClass::Retryable;
+        failure.reason = format!(
+            "{} (not trusted: the apiserver is not ready: {why})",
+            failure.reason
+        );
+    }
+}
+
+/// Trigger one target with `push`.
+pub(super) async fn trigger<C>(
+    api: &C,
+    entry: &ClusterEntry,
+    view: &ClusterView,
+    target: &Target,
+    push: &Push,
+    now: OffsetDateTime,
+) -> Result<(), TriggerFailure>
+where
+    C: FluxDiscovery + TriggerSender + Annotator,
+{
+    let span = tracing::info_span!(
+        "trigger",
+        key = %push.key,
+        project = %push.project.path,
+        git_ref = %push.git_ref,
+        target = %target,
+    );
+    trigger_in_span(api, entry, view, target, push, now)
+        .instrument(span)
+        .await
+}
+
+async fn trigger_in_span<C>(
+    api: &C,
+    entry: &ClusterEntry,
+    view: &ClusterView,
+    target: &Target,
+    push: &Push,
+    now: OffsetDateTime,
+) -> Result<(), TriggerFailure>
+where
+    C: FluxDiscovery + TriggerSender + Annotator,
+{
+    match target {
+        Target::Annotate { repository } => {
+            let patch = annotate_patch(&requested_at(now));
+            let response = api.annotate(entry, repository, &patch).await?;
+            classify_apiserver_response(&response, &format!("patch gitrepository {repository}"))
+        }
+        Target::Receiver { receiver, .. } => {
+            match send_to_receiver(api, entry, view, receiver, push).await {
+                Err(failure) if failure.class == FailureClass::Rediscover => {
+                    rediscover_and_resend(api, entry, receiver, push, failure).await
+                }
+                other => other,
+            }
+        }
+    }
+}
+
+async fn send_to_receiver(
+    api: &impl TriggerSender,
+    entry: &ClusterEntry,
+    view: &ClusterView,
+    id: &ObjectRef,
+    push: &Push,
+) -> Result<(), TriggerFailure> {
+    let Some(receiver) = view.receiver(id) else {
+        return Err(configuration_failure(
+            FailureClass::Permanent,
+            format!("Receiver {id} disappeared during dispatch"),
+        ));
+    };
+    match receiver_call(entry, receiver, push) {
+        ReceiverCall::Ready(request) => {
+            let response = api.send(entry, &request).await?;
+            classify_receiver_response(&response)
+        }
+        ReceiverCall::Skip(_) => Ok(()),
+        ReceiverCall::Problem(failure) => Err(failure),
+    }
+}
+
+/// A Receiver 404 usually means its token, and so its path, changed: read the Receiver
+/// again and resend once if the path moved; otherwise the 404 is final.
+async fn rediscover_and_resend<C>(
+    api: &C,
+    entry: &ClusterEntry,
+    id: &ObjectRef,
+    push: &Push,
+    first: TriggerFailure,
+) -> Result<(), TriggerFailure>
+where
+    C: FluxDiscovery + TriggerSender,
+{
+    let permanent = |reason: String| TriggerFailure {
+        class: FailureClass::Permanent,
+        reason,
+        ..first.clone()
+    };
+    let receivers = api.receivers(entry, &id.namespace, true).await?;
+    let view = ClusterView {
+        repositories: Vec::new(),
+        receivers,
+        freshness: Freshness::Fresh,
+    };
+    let Some(fresh) = view.receiver(id) else {
+        return Err(permanent(format!(
+            "{}; Receiver {id} no longer exists",
+            first.reason
+        )));
+    };
+    let old_path = fresh.webhook_path.clone();
+    match send_to_receiver(api, entry, &view, id, push).await {
+        Err(again) if again.class == FailureClass::Rediscover => Err(permanent(format!(
+            "{} (path {} re-read from the cluster, still not found)",
+            again.reason,
+            old_path.unwrap_or_default()
+        ))),
+        other => other,
+    }
+}
