@@ -10,7 +10,7 @@
 //!
 //! - [`client`]: building and caching each entry's client;
 //! - [`lists`]: discovery's lists and their cache;
-//! - [`transport`]: what a failure below HTTP was;
+//! - [`transport`]: what a failure below HTTP was, from the error's types;
 //! - here: the adapter itself, its requests and the ports it implements.
 
 mod client;
@@ -23,8 +23,7 @@ use std::time::Duration;
 
 use fluxrelay_core::flux::{GIT_REPOSITORY_GROUP, GitRepository, ObjectRef, Receiver};
 use fluxrelay_core::outcome::classify::{
-    FailureClass, Responder, TransportErrorKind, TriggerFailure, TriggerResponse, apiserver_status,
-    transport_failure,
+    FailureClass, Responder, TriggerFailure, TriggerResponse, apiserver_status, transport_failure,
 };
 use fluxrelay_core::ports::{Annotator, ApiserverReadiness, FluxDiscovery, TriggerSender};
 use fluxrelay_core::registry::ClusterEntry;
@@ -195,15 +194,7 @@ impl KubeClusters {
     ) -> Result<TriggerResponse, TriggerFailure> {
         let to_failure = |error: reqwest::Error| {
             let error = error.without_url();
-            let kind = if error.is_timeout() {
-                TransportErrorKind::Timeout
-            } else {
-                match transport_kind(&error) {
-                    TransportErrorKind::Other if error.is_connect() => TransportErrorKind::Connect,
-                    kind => kind,
-                }
-            };
-            transport_failure(kind, &error_chain(&error))
+            transport_failure(transport_kind(&error), &error_chain(&error))
         };
         let mut response = self
             .receiver_http()?
