@@ -9,16 +9,16 @@
 //! and is rebuilt with a fresh token before that token's reuse window ends.
 //!
 //! - [`client`]: building and caching each entry's client;
-//! - [`lists`]: discovery's lists and their cache;
+//! - [`lists`] and [`list_cache`]: discovery's lists and their bounded cache;
 //! - [`transport`]: what a failure below HTTP was, from the error's types;
 //! - here: the adapter itself, its requests and the ports it implements.
 
 mod client;
+mod list_cache;
 mod lists;
 mod transport;
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use fluxrelay_core::flux::{GIT_REPOSITORY_GROUP, GitRepository, ObjectRef, Receiver};
@@ -31,9 +31,14 @@ use fluxrelay_core::trigger::request::{MERGE_PATCH_CONTENT_TYPE, RequestTarget, 
 use http::header::CONTENT_TYPE;
 use http_body_util::BodyExt as _;
 
+pub use list_cache::{
+    DEFAULT_LIST_CACHE_BYTES, DEFAULT_LIST_CACHE_ENTRIES, ListCacheLimits, ListCacheUsage,
+};
+
 use crate::eks::EksTokens;
 use client::ClientCache;
-use lists::{CachedList, FluxKind};
+use list_cache::ListCache;
+use lists::{CachedList, ListKey};
 use transport::{error_chain, transport_kind};
 
 /// The most of a response body kept: enough for any `Status`, never a whole page.
@@ -63,12 +68,12 @@ impl Default for Timeouts {
 }
 
 /// The kube adapter: [`FluxDiscovery`], [`TriggerSender`] and [`Annotator`] for every
-/// registry entry, with one client per entry name and a short-lived list cache.
+/// registry entry, with one client per entry name and a short-lived, bounded list cache.
 pub struct KubeClusters {
     timeouts: Timeouts,
     list_ttl: Duration,
     clients: ClientCache,
-    lists: Mutex<HashMap<(String, FluxKind, String), CachedList>>,
+    lists: ListCache<ListKey, CachedList>,
     /// For absolute receiver URLs: no cluster credentials, no redirects, no proxy. Built on
     /// first use: loading the system's root certificates is most of a cold start, and
     /// most entries only ever use the service proxy.
@@ -93,10 +98,23 @@ impl KubeClusters {
             timeouts,
             list_ttl,
             clients: ClientCache::default(),
-            lists: Mutex::new(HashMap::new()),
+            lists: ListCache::new(list_ttl, ListCacheLimits::default()),
             receiver_http: OnceLock::new(),
             eks: EksTokens::from_default_chain(),
         })
+    }
+
+    /// How many lists, and about how many bytes of them, the list cache may hold
+    /// (default: [`DEFAULT_LIST_CACHE_ENTRIES`], [`DEFAULT_LIST_CACHE_BYTES`]). Starts
+    /// with an empty cache.
+    pub fn with_list_cache_limits(mut self, limits: ListCacheLimits) -> Self {
+        self.lists = ListCache::new(self.list_ttl, limits);
+        self
+    }
+
+    /// What the list cache holds now.
+    pub fn list_cache_usage(&self) -> ListCacheUsage {
+        self.lists.usage()
     }
 
     fn receiver_http(&self) -> Result<&reqwest::Client, TriggerFailure> {
@@ -230,10 +248,12 @@ impl FluxDiscovery for KubeClusters {
         namespace: &str,
         fresh: bool,
     ) -> Result<Vec<GitRepository>, TriggerFailure> {
-        let items = self
-            .list(cluster, FluxKind::GitRepositories, namespace, fresh)
-            .await?;
-        Ok(items.iter().map(GitRepository::from_json).collect())
+        // The port returns owned objects: a hit copies the parsed objects (far less than
+        // their JSON), after the cache's lock is released.
+        Ok(self
+            .list::<GitRepository>(cluster, namespace, fresh)
+            .await?
+            .to_vec())
     }
 
     async fn receivers(
@@ -242,10 +262,10 @@ impl FluxDiscovery for KubeClusters {
         namespace: &str,
         fresh: bool,
     ) -> Result<Vec<Receiver>, TriggerFailure> {
-        let items = self
-            .list(cluster, FluxKind::Receivers, namespace, fresh)
-            .await?;
-        Ok(items.iter().map(Receiver::from_json).collect())
+        Ok(self
+            .list::<Receiver>(cluster, namespace, fresh)
+            .await?
+            .to_vec())
     }
 }
 
