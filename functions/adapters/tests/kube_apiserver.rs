@@ -494,6 +494,25 @@ fn transport_failures_are_classed_and_absolute_urls_get_no_credentials_and_no_re
             .unwrap_err();
         assert_eq!(failure.responder, Responder::Transport, "{failure:?}");
         assert_eq!(failure.class, FailureClass::Permanent, "{failure:?}");
+        assert!(
+            failure
+                .reason
+                .starts_with("could not reach the server: TLS verification failed"),
+            "{}",
+            failure.reason
+        );
+        // The same at an absolute receiver URL: the apiserver's certificate is not signed
+        // by any root the receiver client trusts.
+        let untrusted = url::Url::parse(&format!("{}/hook/x", env.server())).unwrap();
+        let failure = clusters
+            .send(
+                &wrong_ca,
+                &receiver_post(RequestTarget::Absolute(untrusted)),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(failure.responder, Responder::Transport, "{failure:?}");
+        assert_eq!(failure.class, FailureClass::Permanent, "{failure:?}");
         assert!(failure.reason.contains("TLS"), "{}", failure.reason);
 
         // An absolute receiver URL: plain HTTP client, no cluster token, 302 not followed.
@@ -545,7 +564,13 @@ fn transport_failures_are_classed_and_absolute_urls_get_no_credentials_and_no_re
             let failure = impatient.send(&cluster, &request).await.unwrap_err();
             assert_eq!(failure.responder, Responder::Transport, "{failure:?}");
             assert_eq!(failure.class, FailureClass::Retryable, "{failure:?}");
-            assert!(failure.reason.contains("timed out"), "{}", failure.reason);
+            assert!(
+                failure
+                    .reason
+                    .starts_with("could not reach the server: timed out waiting for the answer"),
+                "{}",
+                failure.reason
+            );
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "{:?}",

@@ -315,10 +315,21 @@ pub fn classify_apiserver_response(
     ))
 }
 
+/// Why no HTTP answer came. Adapters tell these apart by the error's types (I/O error
+/// kinds, TLS errors, the HTTP client's own flags), never by its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportErrorKind {
+    /// No connection (TCP, or the TLS handshake) within the connect timeout: the address
+    /// is unreachable, or something on the way drops packets.
+    ConnectTimeout,
+    /// Connected and sent, but no answer within the read (or write) timeout: the server,
+    /// or the Receiver behind the service proxy, is slow or hung.
     Timeout,
+    /// Refused, reset or cut short (a restarting apiserver, a load balancer dropping the
+    /// connection, a handshake that ended early).
     Connect,
+    /// A certificate was rejected: we rejected the server's (unknown issuer, wrong name,
+    /// expired), or the server rejected ours.
     Tls,
     Other,
 }
@@ -328,7 +339,10 @@ pub enum TransportErrorKind {
 /// adapters should still pass an error without the URL (e.g. reqwest's `without_url`).
 pub fn transport_failure(kind: TransportErrorKind, detail: &str) -> TriggerFailure {
     let (class, what) = match kind {
-        TransportErrorKind::Timeout => (FailureClass::Retryable, "timed out"),
+        TransportErrorKind::ConnectTimeout => (FailureClass::Retryable, "timed out connecting"),
+        TransportErrorKind::Timeout => {
+            (FailureClass::Retryable, "timed out waiting for the answer")
+        }
         TransportErrorKind::Connect => (FailureClass::Retryable, "connection failed"),
         TransportErrorKind::Tls => (
             FailureClass::Permanent,

@@ -323,9 +323,14 @@ fn the_action_is_sanitised_too() {
 fn transport_failures_retry_except_tls() {
     for (kind, class, fragment) in [
         (
+            TransportErrorKind::ConnectTimeout,
+            Retryable,
+            "could not reach the server: timed out connecting: operation timed out",
+        ),
+        (
             TransportErrorKind::Timeout,
             Retryable,
-            "could not reach the server: timed out: operation timed out",
+            "could not reach the server: timed out waiting for the answer: operation timed out",
         ),
         (
             TransportErrorKind::Connect,
@@ -353,7 +358,7 @@ fn transport_failures_retry_except_tls() {
     }
     assert_eq!(
         transport_failure(TransportErrorKind::Timeout, "").reason,
-        "could not reach the server: timed out"
+        "could not reach the server: timed out waiting for the answer"
     );
     let long = transport_failure(TransportErrorKind::Other, &"d".repeat(1_000_000));
     assert!(long.reason.chars().count() < 400);
