@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use fluxrelay_adapters::cluster::KubeClusters;
-use fluxrelay_adapters::cluster_check::{Access, Permission, can_i, receiver_tokens};
+use fluxrelay_adapters::cluster_check::{Access, can_i, receiver_tokens};
 use fluxrelay_adapters::secrets::SecretsRegistry;
+use fluxrelay_core::access::needed_permissions;
 use fluxrelay_core::flux::{GitRepository, Receiver};
 use fluxrelay_core::matching::select::webhook_path;
 use fluxrelay_core::outcome::classify::apiserver_status;
@@ -505,57 +506,6 @@ fn describe_store(store: &Store) -> String {
     }
 }
 
-/// What dispatch does with this entry, as permissions.
-pub fn needed_permissions(entry: &ClusterEntry) -> Vec<Permission> {
-    let mut needed = Vec::new();
-    for namespace in &entry.namespaces {
-        needed.push(Permission {
-            verb: "list",
-            group: "source.toolkit.fluxcd.io",
-            resource: "gitrepositories",
-            namespace: namespace.clone(),
-            name: None,
-        });
-        match entry.trigger.mode {
-            TriggerMode::Receiver => needed.push(Permission {
-                verb: "list",
-                group: "notification.toolkit.fluxcd.io",
-                resource: "receivers",
-                namespace: namespace.clone(),
-                name: None,
-            }),
-            TriggerMode::Annotate => needed.push(Permission {
-                verb: "patch",
-                group: "source.toolkit.fluxcd.io",
-                resource: "gitrepositories",
-                namespace: namespace.clone(),
-                name: None,
-            }),
-        }
-    }
-    if entry.trigger.mode == TriggerMode::Receiver
-        && let ReceiverEndpoint::ServiceProxy(path) = &entry.trigger.receiver_endpoint
-        && let Some((namespace, service)) = proxy_service(path)
-    {
-        needed.push(Permission {
-            verb: "create",
-            group: "",
-            resource: "services/proxy",
-            namespace,
-            name: Some(service),
-        });
-    }
-    needed
-}
-
-/// `/api/v1/namespaces/<ns>/services/<id>/proxy` → (ns, id).
-fn proxy_service(path: &str) -> Option<(String, String)> {
-    let rest = path.strip_prefix("/api/v1/namespaces/")?;
-    let (namespace, rest) = rest.split_once("/services/")?;
-    let service = rest.strip_suffix("/proxy")?;
-    Some((namespace.to_string(), service.to_string()))
-}
-
 fn describe_repository(repository: &GitRepository) -> String {
     let git_ref = repository
         .git_ref
@@ -687,83 +637,5 @@ fn endpoint_label(entry: &ClusterEntry) -> String {
     match &entry.trigger.receiver_endpoint {
         ReceiverEndpoint::ServiceProxy(base) => format!("the service proxy {base}"),
         ReceiverEndpoint::Absolute(url) => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proxy_paths_name_their_service() {
-        for (path, expected) in [
-            (
-                "/api/v1/namespaces/flux-system/services/http:webhook-receiver:80/proxy",
-                Some(("flux-system", "http:webhook-receiver:80")),
-            ),
-            ("/api/v1/namespaces/a/services/b/proxy", Some(("a", "b"))),
-            ("/api/v1/namespaces/a/pods/b/proxy", None),
-            ("/api/v1/namespaces/a/services/b", None),
-        ] {
-            let got = proxy_service(path);
-            assert_eq!(
-                got.as_ref().map(|(n, s)| (n.as_str(), s.as_str())),
-                expected,
-                "{path}"
-            );
-        }
-    }
-
-    fn entry(extra: Value) -> ClusterEntry {
-        let mut value = json!({"name": "c", "server": "https://c.example.com", "auth": {"token": "t"}, "namespaces": ["flux-system", "apps"]});
-        if let (Some(object), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
-            object.extend(extra.clone());
-        }
-        ClusterEntry::from_value(&value).unwrap()
-    }
-
-    #[test]
-    fn receiver_mode_needs_lists_and_the_proxy_annotate_mode_needs_patch() {
-        let receiver: Vec<String> = needed_permissions(&entry(json!({})))
-            .iter()
-            .map(|p| p.to_string())
-            .collect();
-        assert_eq!(
-            receiver,
-            [
-                "list gitrepositories.source.toolkit.fluxcd.io in flux-system",
-                "list receivers.notification.toolkit.fluxcd.io in flux-system",
-                "list gitrepositories.source.toolkit.fluxcd.io in apps",
-                "list receivers.notification.toolkit.fluxcd.io in apps",
-                "create services/proxy http:webhook-receiver:80 in flux-system",
-            ]
-        );
-        let annotate: Vec<String> =
-            needed_permissions(&entry(json!({"trigger": {"mode": "annotate"}})))
-                .iter()
-                .map(|p| p.to_string())
-                .collect();
-        assert_eq!(
-            annotate,
-            [
-                "list gitrepositories.source.toolkit.fluxcd.io in flux-system",
-                "patch gitrepositories.source.toolkit.fluxcd.io in flux-system",
-                "list gitrepositories.source.toolkit.fluxcd.io in apps",
-                "patch gitrepositories.source.toolkit.fluxcd.io in apps",
-            ]
-        );
-        let absolute = needed_permissions(&entry(
-            json!({"trigger": {"webhook_receiver_url": "https://hooks.example.com"}}),
-        ));
-        assert!(absolute.iter().all(|p| p.resource != "services/proxy"));
-    }
-
-    #[test]
-    fn the_fix_for_a_missing_permission_is_a_role_rule() {
-        let proxy = needed_permissions(&entry(json!({}))).pop().unwrap();
-        assert_eq!(
-            proxy.rule(),
-            "{apiGroups: [\"\"], resources: [\"services/proxy\"], resourceNames: [\"http:webhook-receiver:80\"], verbs: [\"create\"]} in namespace flux-system"
-        );
     }
 }
