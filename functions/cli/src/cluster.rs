@@ -9,11 +9,12 @@ use fluxrelay_adapters::cluster_check::{Access, can_i, receiver_tokens};
 use fluxrelay_adapters::secrets::SecretsRegistry;
 use fluxrelay_core::access::needed_permissions;
 use fluxrelay_core::flux::{GitRepository, Receiver};
-use fluxrelay_core::matching::select::webhook_path;
+use fluxrelay_core::matching::receiver::{ReceiverState, receiver_state};
+use fluxrelay_core::matching::refs::effective_ref;
 use fluxrelay_core::outcome::classify::apiserver_status;
 use fluxrelay_core::ports::{FluxDiscovery, RegistryReadError, TriggerSender};
 use fluxrelay_core::registry::{ClusterEntry, ReceiverEndpoint, RegistryError, TriggerMode};
-use fluxrelay_core::trigger::request::{RequestTarget, TriggerRequest};
+use fluxrelay_core::trigger::request::probe_request;
 use serde_json::{Map, Value, json};
 
 use crate::config::ServeConfig;
@@ -22,6 +23,28 @@ use crate::kubeconfig::{KubeconfigContext, read_context};
 const OK: &str = "✓";
 const FAIL: &str = "✗";
 const NOTE: &str = "!";
+
+/// The verdict of one line of `cluster check`: a note does not fail the check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Pass,
+    Fail,
+    Note,
+}
+
+impl Mark {
+    fn pass_if(ok: bool) -> Self {
+        if ok { Mark::Pass } else { Mark::Fail }
+    }
+
+    fn symbol(self) -> &'static str {
+        match self {
+            Mark::Pass => OK,
+            Mark::Fail => FAIL,
+            Mark::Note => NOTE,
+        }
+    }
+}
 
 /// Where registry entries live.
 #[derive(Debug, Clone)]
@@ -407,9 +430,9 @@ pub async fn check(store: &Store, name: &str) -> Result<bool, String> {
     };
     let clusters = KubeClusters::with_defaults().map_err(|failure| failure.reason)?;
     let mut passed = true;
-    let mut report = |ok: bool, line: String| {
-        passed &= ok;
-        println!("{} {line}", if ok { OK } else { FAIL });
+    let mut report = |mark: Mark, line: String| {
+        passed &= mark != Mark::Fail;
+        println!("{} {line}", mark.symbol());
     };
     println!(
         "cluster {} ({}, auth {})",
@@ -420,13 +443,13 @@ pub async fn check(store: &Store, name: &str) -> Result<bool, String> {
     let client = match clusters.client_for(&entry).await {
         Ok(client) => client,
         Err(failure) => {
-            report(false, format!("build a client: {}", failure.reason));
+            report(Mark::Fail, format!("build a client: {}", failure.reason));
             return Ok(false);
         }
     };
     match client.apiserver_version().await {
         Ok(version) => report(
-            true,
+            Mark::Pass,
             format!(
                 "apiserver reachable, Kubernetes {}.{}",
                 version.major, version.minor
@@ -434,7 +457,7 @@ pub async fn check(store: &Store, name: &str) -> Result<bool, String> {
         ),
         Err(error) => {
             report(
-                false,
+                Mark::Fail,
                 format!(
                     "reach the apiserver: {}; check server, ca and network access",
                     fluxrelay_adapters::cluster_check::describe(error)
@@ -445,22 +468,25 @@ pub async fn check(store: &Store, name: &str) -> Result<bool, String> {
     }
     for permission in needed_permissions(&entry) {
         match can_i(&client, &permission).await {
-            Ok(Access::Allowed) => report(true, format!("may {permission}")),
+            Ok(Access::Allowed) => report(Mark::Pass, format!("may {permission}")),
             Ok(Access::Denied { reason }) => report(
-                false,
+                Mark::Fail,
                 format!(
                     "may not {permission} ({reason}); fix: add the rule {} to the identity's Role (infra/rbac.yaml has all of them)",
                     permission.rule()
                 ),
             ),
-            Err(problem) => report(false, format!("ask whether it may {permission}: {problem}")),
+            Err(problem) => report(
+                Mark::Fail,
+                format!("ask whether it may {permission}: {problem}"),
+            ),
         }
     }
     for namespace in &entry.namespaces {
         match clusters.git_repositories(&entry, namespace, true).await {
             Ok(repositories) => {
                 report(
-                    true,
+                    Mark::Pass,
                     format!("{} GitRepositories in {namespace}", repositories.len()),
                 );
                 for repository in &repositories {
@@ -468,7 +494,7 @@ pub async fn check(store: &Store, name: &str) -> Result<bool, String> {
                 }
             }
             Err(failure) => report(
-                false,
+                Mark::Fail,
                 format!("list GitRepositories in {namespace}: {}", failure.reason),
             ),
         }
@@ -476,16 +502,16 @@ pub async fn check(store: &Store, name: &str) -> Result<bool, String> {
             match clusters.receivers(&entry, namespace, true).await {
                 Ok(receivers) => {
                     report(
-                        true,
+                        Mark::Pass,
                         format!("{} Receivers in {namespace}", receivers.len()),
                     );
                     for receiver in &receivers {
-                        let (ok, line) = describe_receiver(&entry, receiver);
-                        report(ok, format!("  {line}"));
+                        let (mark, line) = describe_receiver(&entry, receiver);
+                        report(mark, format!("  {line}"));
                     }
                 }
                 Err(failure) => report(
-                    false,
+                    Mark::Fail,
                     format!("list Receivers in {namespace}: {}", failure.reason),
                 ),
             }
@@ -493,7 +519,7 @@ pub async fn check(store: &Store, name: &str) -> Result<bool, String> {
     }
     if entry.trigger.mode == TriggerMode::Receiver {
         let (ok, line) = probe_receiver(&clusters, &entry).await;
-        report(ok, line);
+        report(Mark::pass_if(ok), line);
     }
     Ok(passed)
 }
@@ -507,22 +533,11 @@ fn describe_store(store: &Store) -> String {
 }
 
 fn describe_repository(repository: &GitRepository) -> String {
-    let git_ref = repository
-        .git_ref
-        .as_ref()
-        .and_then(|r| {
-            r.name
-                .clone()
-                .or(r.commit.clone())
-                .or(r.semver.clone().map(|s| format!("semver {s}")))
-                .or(r.tag.clone().map(|t| format!("tag {t}")))
-                .or(r.branch.clone().map(|b| format!("branch {b}")))
-        })
-        .unwrap_or_else(|| "default branch".into());
     format!(
-        "GitRepository {}: {} ({git_ref}){}{}",
+        "GitRepository {}: {} ({}){}{}",
         repository.id,
         repository.url.as_deref().unwrap_or("(no url)"),
+        effective_ref(repository.git_ref.as_ref()),
         if repository.suspend {
             ", suspended"
         } else {
@@ -536,10 +551,13 @@ fn describe_repository(repository: &GitRepository) -> String {
     )
 }
 
-fn describe_receiver(entry: &ClusterEntry, receiver: &Receiver) -> (bool, String) {
-    let id = &receiver.id;
+/// A Receiver as dispatch sees it (core's `receiver_state`): passes when dispatch would call
+/// it for a push it takes, fails with dispatch's reason when dispatch would fail, and is a
+/// note, with dispatch's reason, when dispatch passes it by.
+fn describe_receiver(entry: &ClusterEntry, receiver: &Receiver) -> (Mark, String) {
     let head = format!(
-        "Receiver {id} ({}{}{})",
+        "Receiver {} ({}{}{})",
+        receiver.id,
         receiver.receiver_type.as_str(),
         if receiver.ready {
             ", ready"
@@ -552,56 +570,24 @@ fn describe_receiver(entry: &ClusterEntry, receiver: &Receiver) -> (bool, String
             .map(|p| format!(", {p}"))
             .unwrap_or_default()
     );
-    if receiver.suspend {
-        return (true, format!("{head}: suspended, skipped"));
-    }
-    let Some(path) = &receiver.webhook_path else {
-        return (
-            false,
-            format!("{head}: no status.webhookPath yet; is notification-controller running?"),
-        );
-    };
-    if !receiver.receiver_type.needs_token() {
-        return (receiver.ready, format!("{head}: needs no token"));
-    }
-    match entry.trigger.receiver_tokens.get(id) {
-        None => (
-            false,
-            format!(
-                "{head}: fix: add trigger.receiver_tokens[\"{id}\"] (the token in its secretRef) to the entry"
-            ),
-        ),
-        Some(token) if webhook_path(token.expose(), &id.name, &id.namespace) == *path => (
-            receiver.ready,
-            format!("{head}: token in the entry matches"),
-        ),
-        Some(_) => (
-            false,
-            format!(
-                "{head}: the entry's token does not produce this webhook path; fix: update trigger.receiver_tokens[\"{id}\"]"
-            ),
-        ),
+    match receiver_state(entry, receiver) {
+        ReceiverState::Callable { token: Some(_), .. } => {
+            (Mark::Pass, format!("{head}: token in the entry matches"))
+        }
+        ReceiverState::Callable { token: None, .. } => {
+            (Mark::Pass, format!("{head}: needs no token"))
+        }
+        ReceiverState::Skipped(skip) => (Mark::Note, format!("{head}: skipped: {skip}")),
+        ReceiverState::Unusable(problem) => (Mark::Fail, format!("{head}: {problem}")),
     }
 }
 
 /// POST to a path no Receiver has: the webhook receiver answers for itself (404) when the
 /// proxy reaches it; an apiserver `Status` means the proxy did not.
 async fn probe_receiver(clusters: &KubeClusters, entry: &ClusterEntry) -> (bool, String) {
-    const PROBE: &str = "/hook/fluxrelay-check";
-    let target = match &entry.trigger.receiver_endpoint {
-        ReceiverEndpoint::ServiceProxy(base) => {
-            RequestTarget::ApiServerPath(format!("{base}{PROBE}"))
-        }
-        ReceiverEndpoint::Absolute(url) => match url.join(PROBE.trim_start_matches('/')) {
-            Ok(url) => RequestTarget::Absolute(url),
-            Err(error) => return (false, format!("probe the receiver: bad URL: {error}")),
-        },
-    };
-    let request = TriggerRequest {
-        target,
-        method: http::Method::POST,
-        headers: http::HeaderMap::new(),
-        body: b"{}".to_vec(),
+    let request = match probe_request(&entry.trigger.receiver_endpoint) {
+        Ok(request) => request,
+        Err(error) => return (false, format!("probe the receiver: {error}")),
     };
     match clusters.send(entry, &request).await {
         Err(failure) => (
