@@ -242,3 +242,7 @@ fn endpoint_label(entry: &ClusterEntry) -> String {
         ReceiverEndpoint::Absolute(url) => url.to_string(),
     }
 }
+
+#[cfg(test)]
+#[path = "check_test.rs"]
+mod tests;
