@@ -9,59 +9,9 @@ use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 
-use fluxrelay_core::flux::ObjectRef;
+use fluxrelay_core::access::Permission;
+use fluxrelay_core::flux::{ObjectRef, RECEIVER_GROUP, ReceiverType};
 use fluxrelay_core::secret::Secret;
-
-/// One permission the dispatcher needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Permission {
-    pub verb: &'static str,
-    /// API group, `""` for the core group.
-    pub group: &'static str,
-    /// Plural resource, with subresource as `services/proxy`.
-    pub resource: &'static str,
-    pub namespace: String,
-    /// A resource name the rule must allow (`resourceNames`), if any.
-    pub name: Option<String>,
-}
-
-impl Permission {
-    /// The Role rule that grants it, as one line of YAML.
-    pub fn rule(&self) -> String {
-        let (resource, subresource) = match self.resource.split_once('/') {
-            Some((resource, sub)) => (resource, Some(sub)),
-            None => (self.resource, None),
-        };
-        let resources = match subresource {
-            Some(sub) => format!("{resource}/{sub}"),
-            None => resource.to_string(),
-        };
-        let names = self
-            .name
-            .as_ref()
-            .map(|name| format!(", resourceNames: [\"{name}\"]"))
-            .unwrap_or_default();
-        format!(
-            "{{apiGroups: [\"{}\"], resources: [\"{resources}\"]{names}, verbs: [\"{}\"]}} in namespace {}",
-            self.group, self.verb, self.namespace
-        )
-    }
-}
-
-impl std::fmt::Display for Permission {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let group = if self.group.is_empty() {
-            String::new()
-        } else {
-            format!(".{}", self.group)
-        };
-        write!(f, "{} {}{group}", self.verb, self.resource)?;
-        if let Some(name) = &self.name {
-            write!(f, " {name}")?;
-        }
-        write!(f, " in {}", self.namespace)
-    }
-}
 
 /// The apiserver's answer to "may I?".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,17 +23,14 @@ pub enum Access {
 /// Ask whether the client's identity has `permission`. `Err` when the question itself
 /// failed (unreachable, credentials rejected): the text says which.
 pub async fn can_i(client: &kube::Client, permission: &Permission) -> Result<Access, String> {
-    let (resource, subresource) = match permission.resource.split_once('/') {
-        Some((resource, sub)) => (resource.to_string(), Some(sub.to_string())),
-        None => (permission.resource.to_string(), None),
-    };
+    let (resource, subresource) = permission.resource_parts();
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
                 verb: Some(permission.verb.to_string()),
                 group: Some(permission.group.to_string()),
-                resource: Some(resource),
-                subresource,
+                resource: Some(resource.to_string()),
+                subresource: subresource.map(str::to_string),
                 namespace: Some(permission.namespace.clone()),
                 name: permission.name.clone(),
                 ..ResourceAttributes::default()
@@ -144,7 +91,7 @@ pub async fn receiver_tokens(
     namespace: &str,
 ) -> Result<Vec<ReceiverToken>, String> {
     let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("notification.toolkit.fluxcd.io", "v1", "Receiver"),
+        &GroupVersionKind::gvk(RECEIVER_GROUP, "v1", "Receiver"),
         "receivers",
     );
     let receivers: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
@@ -162,7 +109,7 @@ pub async fn receiver_tokens(
             .and_then(|value| value.as_str())
             .unwrap_or_default()
             .to_string();
-        if !matches!(receiver_type.as_str(), "gitlab" | "generic-hmac" | "github") {
+        if !ReceiverType::parse(&receiver_type).needs_token() {
             continue;
         }
         let secret_name = spec

@@ -190,7 +190,7 @@ fn cluster_check_names_each_missing_permission_and_a_stale_token_with_the_fix() 
         return;
     }
     runtime().block_on(async {
-        let (env, _receiver, _path) = cluster().await;
+        let (env, receiver, _path) = cluster().await;
         let dir = temp_dir("check");
         write_entry(&dir, &json!({
             "name": "nobody", "server": env.server(), "ca": env.ca_pem(),
@@ -220,8 +220,29 @@ fn cluster_check_names_each_missing_permission_and_a_stale_token_with_the_fix() 
         let checked = fluxrelay(&["cluster", "check", "stale", "--dir", dir.to_str().unwrap()]);
         let (stdout, _) = text(&checked);
         assert_eq!(checked.status.code(), Some(1), "{stdout}");
-        assert!(stdout.contains("the entry's token does not produce this webhook path; fix: update trigger.receiver_tokens[\"flux-system/gitlab-receiver\"]"), "{stdout}");
+        // Dispatch's reason, word for word: check and dispatch share the rule.
+        assert!(stdout.contains("✗   Receiver flux-system/gitlab-receiver (gitlab, ready, /hook/"), "{stdout}");
+        assert!(stdout.contains("trigger.receiver_tokens[\"flux-system/gitlab-receiver\"] does not produce the Receiver's webhook path: the Receiver's secret token changed; update the registry entry"), "{stdout}");
         assert!(!stdout.contains("an-old-token") && !stdout.contains(RECEIVER_TOKEN), "{stdout}");
+
+        // An absolute receiver URL with a base path: the probe goes under the base path,
+        // where dispatch sends webhooks (a relative join once dropped `/flux`). Over plain
+        // http, the gitlab Receiver fails as dispatch would fail it.
+        write_entry(&dir, &json!({
+            "name": "ingress", "server": env.server(), "ca": env.ca_pem(),
+            "auth": {"token": env.dispatcher_token()},
+            "trigger": {"webhook_receiver_url": format!("http://{}/flux", receiver.local_addr()),
+                        "receiver_tokens": {"flux-system/gitlab-receiver": RECEIVER_TOKEN}},
+        }));
+        receiver.clear();
+        let checked = fluxrelay(&["cluster", "check", "ingress", "--dir", dir.to_str().unwrap()]);
+        let (stdout, _) = text(&checked);
+        assert_eq!(checked.status.code(), Some(1), "{stdout}");
+        let probed: Vec<String> = receiver.hits().into_iter().map(|hit| hit.request_uri).collect();
+        assert_eq!(probed, ["/flux/hook/fluxrelay-check"], "{stdout}");
+        assert!(stdout.contains(&format!("✓ the webhook receiver answers through http://{}/flux (HTTP 404 for a probe path)", receiver.local_addr())), "{stdout}");
+        assert!(stdout.contains("Receiver flux-system/gitlab-receiver is of type gitlab, whose token is sent as it is, and trigger.webhook_receiver_url is not https"), "{stdout}");
+        assert!(!stdout.contains("services/proxy"), "no proxy permission for an absolute URL: {stdout}");
 
         let missing = fluxrelay(&["cluster", "check", "absent", "--dir", dir.to_str().unwrap()]);
         assert_eq!(missing.status.code(), Some(1));

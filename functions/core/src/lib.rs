@@ -4,6 +4,7 @@
 //! [`matching`] against Flux objects → [`trigger`] request → classified outcome. The
 //! [`handlers`] run that flow against the [`ports`], which the adapters implement.
 
+pub mod access;
 pub mod auth;
 pub mod flux;
 pub mod gitlab;

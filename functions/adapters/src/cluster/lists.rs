@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use fluxrelay_core::flux::{
     GIT_REPOSITORY_GROUP, GitRepository, GitRepositoryRef, ObjectRef, RECEIVER_GROUP, Receiver,
-    ReceiverType, ResourceSelector,
+    ReceiverType, ResourceSelector, SourceStatus,
 };
 use fluxrelay_core::outcome::classify::{
     TransportErrorKind, TriggerFailure, classify_apiserver_response, transport_failure,
@@ -102,7 +102,16 @@ impl Listed for GitRepository {
             git_ref,
             suspend: _,
             artifact_revision,
+            status,
         } = self;
+        let SourceStatus {
+            generation: _,
+            observed_generation: _,
+            ready: _,
+            requested_at,
+            last_handled_reconcile_at,
+            artifact_updated_at,
+        } = status;
         let git_ref = git_ref.as_ref().map_or(0, |git_ref| {
             let GitRepositoryRef {
                 branch,
@@ -121,6 +130,10 @@ impl Listed for GitRepository {
             + optional_text_bytes(url)
             + git_ref
             + optional_text_bytes(artifact_revision)
+            + [requested_at, last_handled_reconcile_at, artifact_updated_at]
+                .into_iter()
+                .map(optional_text_bytes)
+                .sum::<usize>()
     }
 }
 

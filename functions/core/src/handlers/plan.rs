@@ -4,13 +4,11 @@
 use std::fmt;
 
 use crate::flux::{GitRepository, ObjectRef, Receiver, ReceiverType};
-use crate::matching::select::{
-    Freshness, RepositoryVerdict, is_safe_webhook_path, receiver_selects, repository_verdict,
-    webhook_path,
-};
+use crate::matching::receiver::{ReceiverState, receiver_state};
+use crate::matching::select::{Freshness, RepositoryVerdict, receiver_selects, repository_verdict};
 use crate::outcome::classify::{FailureClass, Responder, TriggerFailure};
 use crate::push::{Dispatch, Push, PushEvent};
-use crate::registry::{ClusterEntry, ReceiverEndpoint, TriggerMode};
+use crate::registry::{ClusterEntry, TriggerMode};
 use crate::trigger::request::{TriggerRequest, receiver_request};
 
 /// The Flux objects of one cluster, across the entry's namespaces.
@@ -236,20 +234,17 @@ pub enum ReceiverCall {
 
 /// The request for one Receiver and push, or why there is none.
 pub fn receiver_call(entry: &ClusterEntry, receiver: &Receiver, push: &Push) -> ReceiverCall {
-    use FailureClass::{Permanent, Retryable};
     let id = &receiver.id;
-    if receiver.suspend {
-        return ReceiverCall::Skip("Receiver is suspended".to_string());
+    // Skips come before the push's event is looked at, problems after it: a Receiver that
+    // does not take this event is not called, so it cannot fail.
+    let state = receiver_state(entry, receiver);
+    if let ReceiverState::Skipped(skip) = &state {
+        return ReceiverCall::Skip(skip.to_string());
     }
     let wanted_event = match &receiver.receiver_type {
         ReceiverType::Gitlab => Some(push.event.gitlab_event_header()),
         ReceiverType::Github => Some("push"),
-        ReceiverType::Generic | ReceiverType::GenericHmac => None,
-        ReceiverType::Other(kind) => {
-            return ReceiverCall::Skip(format!(
-                "Receiver type {kind:?} cannot be called by fluxrelay"
-            ));
-        }
+        ReceiverType::Generic | ReceiverType::GenericHmac | ReceiverType::Other(_) => None,
     };
     if let Some(event) = wanted_event {
         let allowed = receiver.events.is_empty()
@@ -261,52 +256,19 @@ pub fn receiver_call(entry: &ClusterEntry, receiver: &Receiver, push: &Push) -> 
             return ReceiverCall::Skip(format!("spec.events does not include {event:?}"));
         }
     }
-    let Some(path) = receiver.webhook_path.as_deref().filter(|_| receiver.ready) else {
-        return ReceiverCall::Problem(configuration_failure(
-            Retryable,
-            format!("Receiver {id} is not Ready or has no status.webhookPath yet"),
-        ));
-    };
-    if !is_safe_webhook_path(path) {
-        return ReceiverCall::Problem(configuration_failure(
-            Permanent,
-            format!(
-                "Receiver {id} has a status.webhookPath that is not /hook/<hex>; refusing to send"
-            ),
-        ));
-    }
-    if receiver.receiver_type == ReceiverType::Gitlab
-        && matches!(&entry.trigger.receiver_endpoint, ReceiverEndpoint::Absolute(url) if url.scheme() != "https")
-    {
-        // A gitlab Receiver's token travels in a header as it is: never over plain http.
-        return ReceiverCall::Problem(configuration_failure(
-            Permanent,
-            format!(
-                "Receiver {id} is of type gitlab, whose token is sent as it is, and trigger.webhook_receiver_url is not https: use an https URL, the service proxy, or a generic-hmac Receiver"
-            ),
-        ));
-    }
-    let token = entry.trigger.receiver_tokens.get(id);
-    if let Some(token) = token {
-        if webhook_path(token.expose(), &id.name, &id.namespace) != path {
-            // Either our cached Receiver is stale or the registry token is: re-read the
-            // cluster first (Rediscover); only a mismatch on fresh objects is permanent.
+    let (path, token) = match state {
+        ReceiverState::Callable {
+            webhook_path,
+            token,
+        } => (webhook_path, token),
+        ReceiverState::Skipped(skip) => return ReceiverCall::Skip(skip.to_string()),
+        ReceiverState::Unusable(problem) => {
             return ReceiverCall::Problem(configuration_failure(
-                FailureClass::Rediscover,
-                format!(
-                    "trigger.receiver_tokens[\"{id}\"] does not produce the Receiver's webhook path: the Receiver's secret token changed; update the registry entry"
-                ),
+                problem.class(),
+                problem.to_string(),
             ));
         }
-    } else if receiver.receiver_type.needs_token() {
-        return ReceiverCall::Problem(configuration_failure(
-            Permanent,
-            format!(
-                "Receiver {id} is of type {} and needs its token: add trigger.receiver_tokens[\"{id}\"] to the registry entry",
-                receiver.receiver_type.as_str()
-            ),
-        ));
-    }
+    };
     match receiver_request(
         &entry.trigger.receiver_endpoint,
         &receiver.receiver_type,
@@ -316,7 +278,7 @@ pub fn receiver_call(entry: &ClusterEntry, receiver: &Receiver, push: &Push) -> 
     ) {
         Ok(request) => ReceiverCall::Ready(Box::new(request)),
         Err(error) => ReceiverCall::Problem(configuration_failure(
-            Permanent,
+            FailureClass::Permanent,
             format!("cannot build the request for Receiver {id}: {error}"),
         )),
     }

@@ -1,5 +1,6 @@
 //! Does a push concern a GitRepository, and which Receivers would trigger it.
 
+pub mod receiver;
 pub mod refs;
 pub mod select;
 pub mod url;

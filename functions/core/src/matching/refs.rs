@@ -26,6 +26,19 @@ pub enum RefRule {
     Branch(String),
 }
 
+/// What the rule follows, in the words an operator reads (`fluxrelay cluster check`).
+impl std::fmt::Display for RefRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefRule::Commit => f.write_str("a pinned commit"),
+            RefRule::Name(name) => write!(f, "ref {name}"),
+            RefRule::Semver(range) => write!(f, "semver {range}"),
+            RefRule::Tag(tag) => write!(f, "tag {tag}"),
+            RefRule::Branch(branch) => write!(f, "branch {branch}"),
+        }
+    }
+}
+
 /// The effective ref of a GitRepository by Flux's precedence commit > name > semver > tag > branch; none → branch `master`.
 pub fn effective_ref(spec: Option<&GitRepositoryRef>) -> RefRule {
     let Some(spec) = spec else {

@@ -677,3 +677,25 @@ fn already_at_only_when_the_revision_names_the_pushed_ref_and_commit() {
         );
     }
 }
+
+#[test]
+fn a_ref_rule_reads_as_what_it_follows() {
+    for (spec, words) in [
+        (None, "branch master"),
+        (Some(spec(&[("branch", "main")])), "branch main"),
+        (Some(spec(&[("tag", "v1.0.0")])), "tag v1.0.0"),
+        (Some(spec(&[("semver", ">=1.0.0")])), "semver >=1.0.0"),
+        (
+            Some(spec(&[("branch", "main"), ("name", "refs/heads/release")])),
+            "ref refs/heads/release",
+        ),
+        // The precedence is effective_ref's: a commit wins over a name, which
+        // `cluster check` once ranked the other way round.
+        (
+            Some(spec(&[("name", "refs/heads/release"), ("commit", COMMIT)])),
+            "a pinned commit",
+        ),
+    ] {
+        assert_eq!(effective_ref(spec.as_ref()).to_string(), words, "{spec:?}");
+    }
+}

@@ -335,6 +335,23 @@ pub fn receiver_request(
     })
 }
 
+/// A webhook path no Receiver has (Flux's are 64 hex digits): `fluxrelay cluster check`
+/// POSTs to it, and notification-controller's webhook receiver answers for itself (404)
+/// when the request reaches it.
+pub const PROBE_WEBHOOK_PATH: &str = "/hook/fluxrelay-check";
+
+/// The request `fluxrelay cluster check` sends to learn whether the receiver endpoint
+/// reaches the webhook receiver: a POST of `{}` to [`PROBE_WEBHOOK_PATH`], joined to the
+/// endpoint as every Receiver's webhook is, so it goes where dispatch's requests go.
+pub fn probe_request(endpoint: &ReceiverEndpoint) -> Result<TriggerRequest, RequestError> {
+    Ok(TriggerRequest {
+        target: request_target(endpoint, PROBE_WEBHOOK_PATH)?,
+        method: Method::POST,
+        headers: HeaderMap::new(),
+        body: b"{}".to_vec(),
+    })
+}
+
 /// RFC 3339 with nanoseconds (always nine digits), UTC, e.g. `2026-11-22T03:04:05.123456789Z`:
 /// the form `flux reconcile` writes, except that Go trims trailing zeros. Flux treats the
 /// value as an opaque token (any change triggers), so fixed width costs nothing and sorts.

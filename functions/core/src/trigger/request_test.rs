@@ -433,3 +433,76 @@ fn user_agent_names_fluxrelay_and_its_version() {
         format!("fluxrelay/{}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn the_probe_goes_where_a_receivers_webhook_goes() {
+    let absolute = |url: &str| ReceiverEndpoint::Absolute(url::Url::parse(url).unwrap());
+    for (endpoint, expected) in [
+        (
+            proxy(),
+            RequestTarget::ApiServerPath(format!("{PROXY}/hook/fluxrelay-check")),
+        ),
+        (
+            absolute("https://hooks.example.com"),
+            RequestTarget::Absolute(
+                url::Url::parse("https://hooks.example.com/hook/fluxrelay-check").unwrap(),
+            ),
+        ),
+        // A base path is kept, with or without its trailing slash. Check once joined the
+        // probe path as a relative URL, which drops a last segment without one: it probed
+        // https://hooks.example.com/hook/fluxrelay-check while dispatch called /flux/hook/….
+        (
+            absolute("https://hooks.example.com/flux/"),
+            RequestTarget::Absolute(
+                url::Url::parse("https://hooks.example.com/flux/hook/fluxrelay-check").unwrap(),
+            ),
+        ),
+        (
+            absolute("https://hooks.example.com/flux"),
+            RequestTarget::Absolute(
+                url::Url::parse("https://hooks.example.com/flux/hook/fluxrelay-check").unwrap(),
+            ),
+        ),
+        (
+            absolute("http://10.0.0.1:9292/a/b"),
+            RequestTarget::Absolute(
+                url::Url::parse("http://10.0.0.1:9292/a/b/hook/fluxrelay-check").unwrap(),
+            ),
+        ),
+    ] {
+        let probe = probe_request(&endpoint).unwrap();
+        assert_eq!(probe.target, expected, "{endpoint:?}");
+        assert_eq!(
+            (probe.method, probe.body.as_slice()),
+            (Method::POST, &b"{}"[..])
+        );
+        assert!(
+            probe.headers.is_empty(),
+            "no token, no signature: {:?}",
+            probe.headers
+        );
+
+        // The same base as a Receiver's webhook for that endpoint.
+        let webhook =
+            receiver_request(&endpoint, &ReceiverType::Generic, PATH, None, &push()).unwrap();
+        let base = |target: &RequestTarget, path: &str| match target {
+            RequestTarget::ApiServerPath(full) => full.strip_suffix(path).map(str::to_string),
+            RequestTarget::Absolute(url) => url.as_str().strip_suffix(path).map(str::to_string),
+        };
+        assert_eq!(
+            base(&probe.target, PROBE_WEBHOOK_PATH),
+            base(&webhook.target, PATH),
+            "{endpoint:?}"
+        );
+        assert!(base(&probe.target, PROBE_WEBHOOK_PATH).is_some());
+    }
+}
+
+#[test]
+fn the_probe_path_is_a_safe_webhook_path_no_receiver_has() {
+    assert_eq!(check_webhook_path(PROBE_WEBHOOK_PATH), Ok(()));
+    assert!(crate::matching::select::is_safe_webhook_path(
+        PROBE_WEBHOOK_PATH
+    ));
+    assert_ne!(PROBE_WEBHOOK_PATH.len(), "/hook/".len() + 64);
+}

@@ -1,0 +1,116 @@
+//! What dispatch asks of a cluster's apiserver, as RBAC permissions: the list
+//! `fluxrelay cluster check` asks about (`SelfSubjectAccessReview`, in the adapters) and
+//! `infra/rbac.yaml` grants.
+
+use std::fmt;
+
+use crate::flux::{GIT_REPOSITORY_GROUP, RECEIVER_GROUP};
+use crate::registry::{ClusterEntry, ReceiverEndpoint, TriggerMode};
+
+const GIT_REPOSITORIES: &str = "gitrepositories";
+const RECEIVERS: &str = "receivers";
+const SERVICES_PROXY: &str = "services/proxy";
+/// The core API group.
+const CORE_GROUP: &str = "";
+
+/// One permission the dispatcher needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission {
+    pub verb: &'static str,
+    /// API group, `""` for the core group.
+    pub group: &'static str,
+    /// Plural resource, with subresource as `services/proxy`.
+    pub resource: &'static str,
+    pub namespace: String,
+    /// A resource name the rule must allow (`resourceNames`), if any.
+    pub name: Option<String>,
+}
+
+impl Permission {
+    /// The resource and subresource (`services/proxy` → `services`, `proxy`), as an access
+    /// review asks for them.
+    pub fn resource_parts(&self) -> (&'static str, Option<&'static str>) {
+        match self.resource.split_once('/') {
+            Some((resource, subresource)) => (resource, Some(subresource)),
+            None => (self.resource, None),
+        }
+    }
+
+    /// The Role rule that grants it, as one line of YAML.
+    pub fn rule(&self) -> String {
+        let names = self
+            .name
+            .as_ref()
+            .map(|name| format!(", resourceNames: [\"{name}\"]"))
+            .unwrap_or_default();
+        format!(
+            "{{apiGroups: [\"{}\"], resources: [\"{}\"]{names}, verbs: [\"{}\"]}} in namespace {}",
+            self.group, self.resource, self.verb, self.namespace
+        )
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.verb, self.resource)?;
+        if !self.group.is_empty() {
+            write!(f, ".{}", self.group)?;
+        }
+        if let Some(name) = &self.name {
+            write!(f, " {name}")?;
+        }
+        write!(f, " in {}", self.namespace)
+    }
+}
+
+/// What dispatch does with this entry, as permissions: in each namespace, list
+/// GitRepositories and, by mode, list Receivers or patch GitRepositories; in receiver mode
+/// through the service proxy, create on that proxy's service.
+pub fn needed_permissions(entry: &ClusterEntry) -> Vec<Permission> {
+    let permission = |verb, group, resource, namespace: &str| Permission {
+        verb,
+        group,
+        resource,
+        namespace: namespace.to_string(),
+        name: None,
+    };
+    let mut needed = Vec::new();
+    for namespace in &entry.namespaces {
+        needed.push(permission(
+            "list",
+            GIT_REPOSITORY_GROUP,
+            GIT_REPOSITORIES,
+            namespace,
+        ));
+        needed.push(match entry.trigger.mode {
+            TriggerMode::Receiver => permission("list", RECEIVER_GROUP, RECEIVERS, namespace),
+            TriggerMode::Annotate => {
+                permission("patch", GIT_REPOSITORY_GROUP, GIT_REPOSITORIES, namespace)
+            }
+        });
+    }
+    if entry.trigger.mode == TriggerMode::Receiver
+        && let ReceiverEndpoint::ServiceProxy(path) = &entry.trigger.receiver_endpoint
+        && let Some((namespace, service)) = proxy_service(path)
+    {
+        needed.push(Permission {
+            name: Some(service.to_string()),
+            ..permission("create", CORE_GROUP, SERVICES_PROXY, namespace)
+        });
+    }
+    needed
+}
+
+/// `/api/v1/namespaces/<ns>/services/<id>/proxy` → (ns, id). RBAC sees the literal id, so
+/// it is what the rule's `resourceNames` must hold.
+pub fn proxy_service(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let (namespace, rest) = rest.split_once("/services/")?;
+    let service = rest.strip_suffix("/proxy")?;
+    let segment = |text: &str| !text.is_empty() && !text.contains('/');
+    (segment(namespace) && segment(service)).then_some((namespace, service))
+}
+
+#[cfg(test)]
+#[path = "access_test.rs"]
+mod tests;

@@ -1,0 +1,118 @@
+use serde_json::{Value, json};
+
+use super::*;
+
+fn entry(extra: Value) -> ClusterEntry {
+    let mut value = json!({"name": "c", "server": "https://c.example.com", "auth": {"token": "t"}, "namespaces": ["flux-system", "apps"]});
+    if let (Some(object), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
+        object.extend(extra.clone());
+    }
+    ClusterEntry::from_value(&value).unwrap()
+}
+
+fn described(entry: &ClusterEntry) -> Vec<String> {
+    needed_permissions(entry)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn proxy_paths_name_their_service() {
+    for (path, expected) in [
+        (
+            "/api/v1/namespaces/flux-system/services/http:webhook-receiver:80/proxy",
+            Some(("flux-system", "http:webhook-receiver:80")),
+        ),
+        ("/api/v1/namespaces/a/services/b/proxy", Some(("a", "b"))),
+        ("/api/v1/namespaces/a/pods/b/proxy", None),
+        ("/api/v1/namespaces/a/services/b", None),
+        ("/api/v1/namespaces//services/b/proxy", None),
+        ("/api/v1/namespaces/a/services//proxy", None),
+        ("/api/v1/namespaces/a/x/services/b/proxy", None),
+        ("/api/v1/namespaces/a/services/b/c/proxy", None),
+        ("", None),
+    ] {
+        assert_eq!(proxy_service(path), expected, "{path}");
+    }
+}
+
+#[test]
+fn receiver_mode_needs_lists_and_the_proxy_annotate_mode_needs_patch() {
+    assert_eq!(
+        described(&entry(json!({}))),
+        [
+            "list gitrepositories.source.toolkit.fluxcd.io in flux-system",
+            "list receivers.notification.toolkit.fluxcd.io in flux-system",
+            "list gitrepositories.source.toolkit.fluxcd.io in apps",
+            "list receivers.notification.toolkit.fluxcd.io in apps",
+            "create services/proxy http:webhook-receiver:80 in flux-system",
+        ]
+    );
+    assert_eq!(
+        described(&entry(json!({"trigger": {"mode": "annotate"}}))),
+        [
+            "list gitrepositories.source.toolkit.fluxcd.io in flux-system",
+            "patch gitrepositories.source.toolkit.fluxcd.io in flux-system",
+            "list gitrepositories.source.toolkit.fluxcd.io in apps",
+            "patch gitrepositories.source.toolkit.fluxcd.io in apps",
+        ]
+    );
+    // An absolute receiver URL is called without cluster credentials: no proxy rule.
+    assert_eq!(
+        described(&entry(
+            json!({"trigger": {"webhook_receiver_url": "https://hooks.example.com/flux/"}})
+        )),
+        [
+            "list gitrepositories.source.toolkit.fluxcd.io in flux-system",
+            "list receivers.notification.toolkit.fluxcd.io in flux-system",
+            "list gitrepositories.source.toolkit.fluxcd.io in apps",
+            "list receivers.notification.toolkit.fluxcd.io in apps",
+        ]
+    );
+    // The proxy rule names the service of the entry's own proxy path.
+    let other_proxy = needed_permissions(&entry(
+        json!({"trigger": {"webhook_receiver_url": "/api/v1/namespaces/ops/services/https:hooks:443/proxy"}}),
+    ));
+    assert_eq!(
+        other_proxy.last().map(ToString::to_string).as_deref(),
+        Some("create services/proxy https:hooks:443 in ops")
+    );
+}
+
+#[test]
+fn the_groups_are_the_flux_groups_discovery_uses() {
+    for permission in needed_permissions(&entry(json!({}))) {
+        let expected = match permission.resource {
+            "gitrepositories" => crate::flux::GIT_REPOSITORY_GROUP,
+            "receivers" => crate::flux::RECEIVER_GROUP,
+            _ => "",
+        };
+        assert_eq!(permission.group, expected, "{permission}");
+    }
+}
+
+#[test]
+fn the_fix_for_a_missing_permission_is_a_role_rule() {
+    let needed = needed_permissions(&entry(json!({})));
+    assert_eq!(
+        needed.last().map(Permission::rule).as_deref(),
+        Some(
+            "{apiGroups: [\"\"], resources: [\"services/proxy\"], resourceNames: [\"http:webhook-receiver:80\"], verbs: [\"create\"]} in namespace flux-system"
+        )
+    );
+    assert_eq!(
+        needed.first().map(Permission::rule).as_deref(),
+        Some(
+            "{apiGroups: [\"source.toolkit.fluxcd.io\"], resources: [\"gitrepositories\"], verbs: [\"list\"]} in namespace flux-system"
+        )
+    );
+    assert_eq!(
+        needed.last().map(Permission::resource_parts),
+        Some(("services", Some("proxy")))
+    );
+    assert_eq!(
+        needed.first().map(Permission::resource_parts),
+        Some(("gitrepositories", None))
+    );
+}
