@@ -26,7 +26,9 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use self::clock::millis;
 pub use self::clock::{Clock, ManualClock, SystemClock};
-pub use self::journal::{JOURNAL_RETENTION, JournalEntry, JournalRecord};
+pub use self::journal::{
+    JOURNAL_RETENTION, JournalEntry, JournalRecord, SKIP_DETAILS_KEPT, SKIPPED,
+};
 use self::store::storage;
 pub use crate::sqs::DeadLetterReason;
 
@@ -316,7 +318,9 @@ impl EmbeddedQueue {
         self.write(|transaction, now| store::release_leases(transaction, queue, now))
     }
 
-    /// Append to the push journal (and drop entries older than `JOURNAL_RETENTION`).
+    /// Append to the push journal, skips folded into one summary per push and cluster (give
+    /// one attempt's skips in one call: a later call is taken as a retry of the same
+    /// dispatch), and drop entries older than `JOURNAL_RETENTION`.
     pub fn record(&self, entries: &[JournalEntry]) -> Result<(), QueueError> {
         if entries.is_empty() {
             return Ok(());

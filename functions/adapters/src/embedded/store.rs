@@ -6,11 +6,12 @@
 use fluxrelay_core::ports::QueueError;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use super::journal;
 use super::{DeadLetter, Depth, NewMessage, Receipt, Received, SendOutcome};
 use crate::sqs::DeadLetterReason;
 
 /// Stored in `PRAGMA user_version`; bump it with a migration step in `migrate`.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE messages (
@@ -71,6 +72,12 @@ CREATE INDEX journal_by_key ON journal (key, id);
 CREATE INDEX journal_by_age ON journal (at);
 ";
 
+/// `journal.count`: how many entries a row stands for, 1 except for the skip summaries
+/// (see `journal`); the step folds the existing skips into summaries.
+const SCHEMA_V3: &str = "
+ALTER TABLE journal ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+";
+
 /// SQS FIFO limits for group and deduplication ids; keeping them makes the two paths agree.
 const MAX_ID_LEN: usize = 128;
 
@@ -93,13 +100,16 @@ pub(super) fn migrate(connection: &mut Connection) -> Result<(), QueueError> {
              {SCHEMA_VERSION}; use a newer fluxrelay"
         )));
     }
-    let steps = [(1, SCHEMA_V1), (2, SCHEMA_V2)];
+    let steps = [(1, SCHEMA_V1), (2, SCHEMA_V2), (3, SCHEMA_V3)];
     for (step_version, step) in steps {
         if version < step_version {
             transaction
                 .execute_batch(step)
                 .map_err(storage("migrate schema"))?;
         }
+    }
+    if version < 3 {
+        journal::summarise_existing_skips(&transaction)?;
     }
     if version != SCHEMA_VERSION {
         transaction
