@@ -1,12 +1,14 @@
 //! The push journal stays bounded on a real fleet: a push's skips on a cluster are one
-//! summary row, retries update it, the week's retention still applies, and an older file is
-//! migrated with its data.
+//! summary row, retries update it, a size cap drops the oldest pushes first and gives the
+//! space back to the file system, the week's retention still applies, and an older file is
+//! migrated with its data. Sizes are printed, never asserted against a clock:
+//! `cargo test -p fluxrelay-adapters --test embedded_journal -- --nocapture`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fluxrelay_adapters::embedded::{
     EmbeddedQueue, JOURNAL_RETENTION, JournalEntry, JournalRecord, ManualClock, SKIP_DETAILS_KEPT,
@@ -37,6 +39,15 @@ impl TempQueueFile {
         let clock = Arc::new(ManualClock::new(1_795_000_000_000));
         let queue = EmbeddedQueue::open_with_clock(&self.path, clock.clone()).unwrap();
         (queue, clock)
+    }
+
+    /// The main file's size once the WAL is written back into it (and truncated).
+    fn checkpointed_size(&self) -> u64 {
+        let connection = rusqlite::Connection::open(&self.path).unwrap();
+        connection
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        std::fs::metadata(&self.path).unwrap().len()
     }
 }
 
@@ -172,6 +183,7 @@ fn many_skips_of_one_push_on_one_cluster_are_one_row_with_the_count_and_the_firs
     assert_eq!(prod.not_kept(), 295);
     assert_eq!(records[4].details().collect::<Vec<_>>(), first_details(2));
     assert_eq!(records[4].not_kept(), 0);
+    assert_eq!(queue.journal_stats().unwrap().rows, 6);
 }
 
 #[test]
@@ -222,6 +234,86 @@ fn a_retried_dispatch_updates_the_summary_instead_of_adding_rows() {
         stages(&queue.journal(&other).unwrap()),
         [(Some("prod"), SKIPPED, 3)]
     );
+    assert_eq!(queue.journal_stats().unwrap().rows, 7);
+}
+
+#[test]
+fn the_cap_deletes_the_oldest_pushes_first_and_the_file_shrinks_after_incremental_vacuum() {
+    let file = TempQueueFile::new("cap");
+    let (queue, clock) = file.open_manual();
+    let pushes = 400;
+    let rows_per_push = queue_push(&queue, 0);
+    for n in 1..pushes {
+        clock.advance(Duration::from_secs(1));
+        queue_push(&queue, n);
+    }
+    let before = queue.journal_stats().unwrap();
+    let size_before = file.checkpointed_size();
+    assert_eq!(
+        before.rows,
+        rows_per_push * pushes as u64,
+        "under the default cap nothing is deleted"
+    );
+
+    let cap = 1024 * 1024;
+    queue.set_journal_max_bytes(cap);
+    // The first write prunes; the next ones give the free pages back, 4 MiB at a time.
+    for n in pushes..pushes + 3 {
+        clock.advance(Duration::from_secs(1));
+        queue_push(&queue, n);
+    }
+    let after = queue.journal_stats().unwrap();
+    let size_after = file.checkpointed_size();
+    println!(
+        "journal cap {cap} bytes: {} rows / {} bytes in a {size_before}-byte file became \
+         {} rows / {} bytes in a {size_after}-byte file",
+        before.rows, before.bytes, after.rows, after.bytes
+    );
+
+    assert!(after.bytes <= cap, "{after:?}");
+    assert!(
+        size_after < size_before / 2,
+        "{size_before} -> {size_after}: the freed pages went back to the file system"
+    );
+    let kept: Vec<bool> = (0..pushes + 3)
+        .map(|n| !queue.journal(&key(n)).unwrap().is_empty())
+        .collect();
+    let first_kept = kept.iter().position(|kept| *kept).unwrap();
+    assert!(first_kept > 0, "something was deleted");
+    assert!(
+        kept[first_kept..].iter().all(|kept| *kept),
+        "the oldest pushes went first: {kept:?}"
+    );
+    for n in first_kept..pushes + 3 {
+        assert_eq!(
+            queue.journal(&key(n)).unwrap().len() as u64,
+            rows_per_push,
+            "push {n} is kept whole"
+        );
+    }
+}
+
+/// Journal one push to 20 clusters with 300 skips each; returns its rows.
+fn queue_push(queue: &EmbeddedQueue, n: usize) -> u64 {
+    let key = key(n);
+    queue.record(&push_entries(&key, 20, 300)).unwrap();
+    queue.journal(&key).unwrap().len() as u64
+}
+
+#[test]
+fn under_the_cap_nothing_is_deleted_and_the_cap_can_be_read_back() {
+    let file = TempQueueFile::new("under-cap");
+    let (queue, _clock) = file.open_manual();
+    assert_eq!(
+        queue.journal_max_bytes(),
+        fluxrelay_adapters::embedded::DEFAULT_JOURNAL_MAX_BYTES
+    );
+    queue.set_journal_max_bytes(u64::MAX);
+    for n in 0..20 {
+        queue.record(&push_entries(&key(n), 3, 10)).unwrap();
+    }
+    assert_eq!(queue.journal_max_bytes(), u64::MAX);
+    assert_eq!(queue.journal_stats().unwrap().rows, 20 * (1 + 3 * 3));
 }
 
 #[test]
@@ -242,10 +334,10 @@ fn retention_still_prunes_summaries_and_entries_after_a_week() {
     clock.advance(Duration::from_millis(1));
     queue.record(&push_entries(&key(3), 2, 300)).unwrap();
     assert!(queue.journal(&old).unwrap().is_empty());
-    assert_eq!(queue.journal(&new).unwrap().len(), 7);
+    assert_eq!(queue.journal_stats().unwrap().rows, 14);
 }
 
-/// The schema as version 2 wrote it: one row per skip.
+/// The schema as version 2 wrote it: one row per skip, and no `auto_vacuum`.
 const SCHEMA_V2_FILE: &str = "
 CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL,
     group_id TEXT NOT NULL, dedup_id TEXT NOT NULL, body TEXT NOT NULL,
@@ -292,7 +384,7 @@ fn pragma(path: &Path, name: &str) -> i64 {
 }
 
 #[test]
-fn a_version_2_file_is_migrated_with_its_skips_summarised_and_its_data_kept() {
+fn a_version_2_file_is_migrated_with_its_skips_summarised_its_data_kept_and_vacuum_on() {
     let file = TempQueueFile::new("migrate-v2");
     let (key, other) = (key(1), key(2));
     {
@@ -328,10 +420,12 @@ fn a_version_2_file_is_migrated_with_its_skips_summarised_and_its_data_kept() {
         insert_v2(&connection, &key, Some("prod"), "delivered", "Receiver a/b");
         insert_v2(&connection, &other, Some("prod"), SKIPPED, &skip_detail(9));
     }
+    assert_eq!(pragma(&file.path, "auto_vacuum"), 0, "version 2 had none");
 
     let (queue, _clock) = file.open_manual();
 
     assert_eq!(pragma(&file.path, "user_version"), 3);
+    assert_eq!(pragma(&file.path, "auto_vacuum"), 2, "incremental");
     let records = queue.journal(&key).unwrap();
     assert_eq!(
         stages(&records),
@@ -372,4 +466,95 @@ fn a_version_2_file_is_migrated_with_its_skips_summarised_and_its_data_kept() {
     drop(queue);
     let (queue, _clock) = file.open_manual();
     assert_eq!(queue.journal(&key).unwrap(), records);
+}
+
+#[test]
+fn a_new_file_has_incremental_vacuum_from_the_start() {
+    let file = TempQueueFile::new("new-file");
+    drop(file.open_manual());
+    assert_eq!(pragma(&file.path, "auto_vacuum"), 2);
+    assert_eq!(pragma(&file.path, "user_version"), 3);
+}
+
+/// A day of a real fleet: 2,000 pushes, each to 20 clusters with 300 GitRepositories
+/// skipped on each. The old scheme's size is measured on a sample of its rows (writing all
+/// 12 million would take gigabytes) and multiplied out.
+#[test]
+fn prints_the_journal_of_a_fleets_day_summarised_and_as_one_row_per_skip() {
+    const PUSHES: usize = 2_000;
+    const CLUSTERS: usize = 20;
+    const SKIPPED_PER_CLUSTER: usize = 300;
+    const SAMPLE_PUSHES: usize = 10;
+
+    let file = TempQueueFile::new("fleet-day");
+    let (queue, clock) = file.open_manual();
+    queue.set_journal_max_bytes(u64::MAX);
+    let mut writing = Duration::ZERO;
+    let mut entries_written = 0_u64;
+    for n in 0..PUSHES {
+        clock.advance(Duration::from_millis(43_200));
+        let entries = push_entries(&key(n), CLUSTERS, SKIPPED_PER_CLUSTER);
+        entries_written += entries.len() as u64;
+        let started = Instant::now();
+        queue.record(&entries).unwrap();
+        writing += started.elapsed();
+    }
+    let write_seconds = writing.as_secs_f64();
+    let measured = Instant::now();
+    let summarised = queue.journal_stats().unwrap();
+    let stats_millis = measured.elapsed().as_secs_f64() * 1000.0;
+    let file_bytes = file.checkpointed_size();
+
+    let sample = TempQueueFile::new("fleet-day-old-scheme");
+    let old_bytes_per_row = {
+        let connection = rusqlite::Connection::open(&sample.path).unwrap();
+        connection.execute_batch(SCHEMA_V2_FILE).unwrap();
+        let transaction = connection.unchecked_transaction().unwrap();
+        let mut rows = 0_u64;
+        for n in 0..SAMPLE_PUSHES {
+            for entry in push_entries(&key(n), CLUSTERS, SKIPPED_PER_CLUSTER) {
+                insert_v2(
+                    &transaction,
+                    &entry.key,
+                    entry.cluster.as_deref(),
+                    &entry.stage,
+                    &entry.detail,
+                );
+                rows += 1;
+            }
+        }
+        transaction.commit().unwrap();
+        let bytes: u64 = connection
+            .query_row(
+                "SELECT SUM(pgsize) FROM dbstat('main', 1)
+                 WHERE name IN (SELECT name FROM sqlite_schema WHERE tbl_name = 'journal')",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        bytes as f64 / rows as f64
+    };
+    let old_bytes = old_bytes_per_row * entries_written as f64;
+    let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
+    let default_cap = fluxrelay_adapters::embedded::DEFAULT_JOURNAL_MAX_BYTES as f64;
+
+    println!(
+        "a day of {PUSHES} pushes x {CLUSTERS} clusters x {SKIPPED_PER_CLUSTER} skips:\n\
+         \x20 summarised: {} rows, {:.1} MiB of journal ({:.1} MiB file), {PUSHES} record calls took {write_seconds:.1} s; \
+         journal_stats() took {stats_millis:.0} ms\n\
+         \x20 one row per entry (old): {entries_written} rows, {:.0} MiB ({old_bytes_per_row:.0} bytes a row, \
+         measured on {SAMPLE_PUSHES} pushes)\n\
+         \x20 {:.0}x fewer rows, {:.0}x fewer bytes; the default {:.0} MiB cap holds {:.1} days \
+         (retention: {} days)",
+        summarised.rows,
+        mib(summarised.bytes as f64),
+        mib(file_bytes as f64),
+        mib(old_bytes),
+        entries_written as f64 / summarised.rows as f64,
+        old_bytes / summarised.bytes as f64,
+        mib(default_cap),
+        default_cap / summarised.bytes as f64,
+        JOURNAL_RETENTION.as_secs() / 86_400,
+    );
+    assert_eq!(summarised.rows, (PUSHES * (1 + CLUSTERS * 3)) as u64);
 }

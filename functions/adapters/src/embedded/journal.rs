@@ -1,7 +1,7 @@
 //! The push journal: what happened to a push (routed, each call to a cluster, delivered,
 //! skipped objects, retries, dead letter), by push key, so `fluxrelay explain` can answer
 //! "why didn't this push reconcile?" after the fact. Kept in the queue file, written in one
-//! transaction per batch, pruned after `JOURNAL_RETENTION`.
+//! transaction per batch, pruned after `JOURNAL_RETENTION` and to a size cap (`journal_cap`).
 //!
 //! One row per entry, except skips: a registry of 300 GitRepositories skips about 300 of
 //! them for every push on every cluster, which would be millions of rows a day. The skips of
