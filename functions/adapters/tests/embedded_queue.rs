@@ -418,7 +418,7 @@ fn a_version_1_file_is_migrated_and_keeps_its_messages() {
     let version: i64 = rusqlite_connection(&file)
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use fluxrelay_adapters::embedded::DEFAULT_JOURNAL_MAX_BYTES;
 use fluxrelay_core::auth::{AuthConfig, SigningKey};
 use fluxrelay_core::ingest::{DEFAULT_MAX_BODY_BYTES, IngestConfig};
 use fluxrelay_core::outcome::retry::RetryPolicy;
@@ -20,6 +21,9 @@ use serde_json::Value;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DISPATCH_WORKERS: usize = 4;
 const MAX_DISPATCH_WORKERS: usize = 64;
+const MIB: u64 = 1024 * 1024;
+/// A journal cap beyond 1 TiB is a typo, not a plan.
+const MAX_JOURNAL_MIB: i64 = 1024 * 1024;
 
 #[derive(Debug)]
 pub struct ServeConfig {
@@ -30,6 +34,8 @@ pub struct ServeConfig {
     pub clusters: Vec<ClusterEntry>,
     pub retry: RetryPolicy,
     pub dispatch_workers: usize,
+    /// The push journal's cap in the queue file (`journal_max_mib`).
+    pub journal_max_bytes: u64,
 }
 
 /// One thing wrong with the configuration.
@@ -189,6 +195,7 @@ pub fn default_data_dir() -> PathBuf {
 const TOP_LEVEL: &[&str] = &[
     "listen",
     "data_dir",
+    "journal_max_mib",
     "cluster_files",
     "cluster_dir",
     "webhook",
@@ -251,6 +258,9 @@ impl Reader<'_> {
             .unwrap_or_else(default_data_dir);
         let ingest = self.webhook(&table);
         let (retry, dispatch_workers) = self.dispatch(&table);
+        let journal_max_bytes = self
+            .integer(&table, "", "journal_max_mib", (1, MAX_JOURNAL_MIB))
+            .map_or(DEFAULT_JOURNAL_MAX_BYTES, |mib| mib.unsigned_abs() * MIB);
         let clusters = self.clusters(&table);
         Some(ServeConfig {
             file: self.file.clone(),
@@ -260,6 +270,7 @@ impl Reader<'_> {
             clusters,
             retry,
             dispatch_workers,
+            journal_max_bytes,
         })
     }
 

@@ -69,6 +69,7 @@ fn a_file_with_only_a_token_gets_every_default() {
     assert_eq!(config.ingest.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
     assert_eq!(config.retry, RetryPolicy::default());
     assert_eq!(config.dispatch_workers, DEFAULT_DISPATCH_WORKERS);
+    assert_eq!(config.journal_max_bytes, DEFAULT_JOURNAL_MAX_BYTES);
     assert!(config.clusters.is_empty());
 }
 
@@ -78,6 +79,7 @@ fn every_setting_is_read_and_relative_paths_follow_the_file() {
         r#"
 listen = "0.0.0.0:9090"
 data_dir = "state"
+journal_max_mib = 256
 
 [webhook]
 tokens = ["{TOKEN}"]
@@ -112,6 +114,7 @@ namespaces = ["flux-system", "apps"]
         }
     );
     assert_eq!(config.dispatch_workers, 2);
+    assert_eq!(config.journal_max_bytes, 256 * 1024 * 1024);
     assert_eq!(config.clusters.len(), 1);
     assert_eq!(config.clusters[0].name, "prod");
     assert_eq!(config.clusters[0].namespaces, ["flux-system", "apps"]);
@@ -274,6 +277,24 @@ fn every_problem_names_the_field_and_what_is_wrong() {
             format!("{token}[dispatch]\nretries = 3\n"),
             "dispatch.retries",
             "unknown field",
+        ),
+        (
+            "journal cap zero",
+            format!("journal_max_mib = 0\n{token}"),
+            "journal_max_mib",
+            "0 is out of range (1 to 1048576)",
+        ),
+        (
+            "journal cap beyond a tebibyte",
+            format!("journal_max_mib = 1048577\n{token}"),
+            "journal_max_mib",
+            "out of range",
+        ),
+        (
+            "journal cap with a unit",
+            format!("journal_max_mib = \"64 MiB\"\n{token}"),
+            "journal_max_mib",
+            "must be an integer, not string",
         ),
         (
             "cluster server http",

@@ -59,26 +59,14 @@ fn write_journal(
     let mut clusters: BTreeMap<&str, Vec<&JournalRecord>> = BTreeMap::new();
     for record in records {
         match &record.entry.cluster {
-            None => writeln!(
-                out,
-                "  {}  {:<13} {}",
-                at(record.at_ms),
-                record.entry.stage,
-                record.entry.detail
-            )?,
+            None => write_record(record, out)?,
             Some(cluster) => clusters.entry(cluster).or_default().push(record),
         }
     }
     for (cluster, records) in &clusters {
         writeln!(out, "cluster {cluster}:")?;
         for record in records {
-            writeln!(
-                out,
-                "  {}  {:<13} {}",
-                at(record.at_ms),
-                record.entry.stage,
-                record.entry.detail
-            )?;
+            write_record(record, out)?;
         }
     }
     writeln!(out, "summary:")?;
@@ -93,6 +81,25 @@ fn write_journal(
             .find(|record| record.entry.stage != "skipped")
             .map_or("in progress", |record| summary(&record.entry.stage));
         writeln!(out, "  {cluster}: {last}")?;
+    }
+    Ok(())
+}
+
+/// One line per detail kept (a push's skips on a cluster are one record with the first few),
+/// then how many more were counted.
+fn write_record(record: &JournalRecord, out: &mut impl Write) -> std::io::Result<()> {
+    let at = at(record.at_ms);
+    let stage = &record.entry.stage;
+    for detail in record.details() {
+        writeln!(out, "  {at}  {stage:<13} {detail}")?;
+    }
+    let not_kept = record.not_kept();
+    if not_kept > 0 {
+        writeln!(
+            out,
+            "  {at}  {stage:<13} and {not_kept} more ({} in all)",
+            record.count
+        )?;
     }
     Ok(())
 }
@@ -141,4 +148,79 @@ pub async fn explain_sqs(dlq_url: &str, key: &str, out: &mut impl Write) -> Resu
         .map_err(|error| format!("cannot write: {error}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use fluxrelay_adapters::embedded::JournalEntry;
+
+    use super::*;
+
+    fn record(cluster: Option<&str>, stage: &str, detail: &str, count: u64) -> JournalRecord {
+        JournalRecord {
+            at_ms: 1_795_000_000_000,
+            entry: JournalEntry::new("abc", cluster, stage, detail),
+            count,
+        }
+    }
+
+    fn written(records: &[JournalRecord]) -> String {
+        let mut out = Vec::new();
+        write_journal("abc", records, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_skip_summary_shows_its_details_one_per_line_and_how_many_more() {
+        let story = written(&[
+            record(None, "routed", "routed to prod", 1),
+            record(Some("prod"), "skipped", "a/one: url\na/two: ref", 300),
+            record(Some("prod"), "nothing_to_trigger", "no GitRepository", 1),
+        ]);
+
+        let prod: Vec<&str> = story
+            .lines()
+            .skip_while(|line| *line != "cluster prod:")
+            .skip(1)
+            .take(4)
+            .map(|line| line.split_once("Z  ").map_or(line, |(_, rest)| rest))
+            .collect();
+        assert_eq!(
+            prod,
+            [
+                "skipped       a/one: url",
+                "skipped       a/two: ref",
+                "skipped       and 298 more (300 in all)",
+                "nothing_to_trigger no GitRepository",
+            ],
+            "{story}"
+        );
+        assert!(
+            story.ends_with("  prod: nothing to trigger (see the skipped objects)\n"),
+            "the skips are not the verdict: {story}"
+        );
+    }
+
+    #[test]
+    fn a_record_with_every_detail_kept_or_no_detail_has_no_more_line() {
+        let cases = [
+            (
+                "all kept",
+                record(Some("prod"), "skipped", "a/one: url\na/two: ref", 2),
+            ),
+            (
+                "plain entry",
+                record(Some("prod"), "delivered", "Receiver a/b", 1),
+            ),
+            ("empty detail", record(Some("prod"), "queued", "", 1)),
+        ];
+        for (name, record) in cases {
+            let story = written(std::slice::from_ref(&record));
+            // Record lines carry the time; the summary's do not.
+            let lines = story.lines().filter(|line| line.contains("Z  "));
+            assert_eq!(lines.count(), record.details().count(), "{name}: {story}");
+            assert!(!story.contains("more ("), "{name}: {story}");
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! `GET /metrics`: what `fluxrelay serve` received, queued, delivered, retried and
-//! dead-lettered, per cluster, with queue depths read at scrape time.
+//! dead-lettered, per cluster, with queue depths and the journal's size read at scrape time.
 
 use fluxrelay_adapters::embedded::{
     DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, INTAKE_QUEUE,
@@ -49,6 +49,8 @@ pub struct Metrics {
     dispatches: Family<ClusterOutcome, Counter>,
     triggers: Family<ClusterOutcome, Counter>,
     queue_messages: Family<QueueState, Gauge>,
+    journal_rows: Gauge,
+    journal_bytes: Gauge,
     trigger_latency: Histogram,
 }
 
@@ -68,6 +70,8 @@ impl Metrics {
         let dispatches = Family::<ClusterOutcome, Counter>::default();
         let triggers = Family::<ClusterOutcome, Counter>::default();
         let queue_messages = Family::<QueueState, Gauge>::default();
+        let journal_rows = Gauge::default();
+        let journal_bytes = Gauge::default();
         let trigger_latency = Histogram::new(LATENCY_BUCKETS);
         registry.register(
             "webhooks_received",
@@ -106,6 +110,16 @@ impl Metrics {
             queue_messages.clone(),
         );
         registry.register(
+            "journal_rows",
+            "Rows in the push journal (fluxrelay explain); a push's skips on a cluster are one row",
+            journal_rows.clone(),
+        );
+        registry.register(
+            "journal_bytes",
+            "Bytes of the push journal's table and indexes in the queue file, kept under its cap",
+            journal_bytes.clone(),
+        );
+        registry.register(
             "trigger_latency_seconds",
             "Time from a push's webhook being accepted to its cluster's trigger succeeding",
             trigger_latency.clone(),
@@ -119,6 +133,8 @@ impl Metrics {
             dispatches,
             triggers,
             queue_messages,
+            journal_rows,
+            journal_bytes,
             trigger_latency,
         }
     }
@@ -201,7 +217,7 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with queue gauges read from `queue` now.
+    /// The text exposition, with queue and journal gauges read from `queue` now.
     pub fn render(&self, queue: &EmbeddedQueue) -> Result<String, String> {
         for name in [INTAKE_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE] {
             let depth = queue.depth(name).map_err(|error| error.to_string())?;
@@ -221,6 +237,11 @@ impl Metrics {
                     .set(i64::try_from(count).unwrap_or(i64::MAX));
             }
         }
+        let journal = queue.journal_stats().map_err(|error| error.to_string())?;
+        self.journal_rows
+            .set(i64::try_from(journal.rows).unwrap_or(i64::MAX));
+        self.journal_bytes
+            .set(i64::try_from(journal.bytes).unwrap_or(i64::MAX));
         let mut text = String::new();
         encode(&mut text, &self.registry).map_err(|error| error.to_string())?;
         Ok(text)
@@ -231,5 +252,48 @@ fn labels(cluster: &str, outcome: &str) -> ClusterOutcome {
     ClusterOutcome {
         cluster: cluster.to_string(),
         outcome: outcome.to_string(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use fluxrelay_adapters::embedded::JournalEntry;
+
+    use super::*;
+
+    fn gauge(text: &str, name: &str) -> i64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_journal_size_is_read_at_scrape_time() {
+        let dir = std::env::temp_dir().join(format!("fluxrelay-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let queue = EmbeddedQueue::open(dir.join("queue.sqlite")).unwrap();
+        let metrics = Metrics::new();
+
+        let before = metrics.render(&queue).unwrap();
+        let skips: Vec<JournalEntry> = (0..300)
+            .map(|n| JournalEntry::new("k", Some("prod"), "skipped", format!("a/{n}: url")))
+            .chain([JournalEntry::new("k", None, "routed", "routed to prod")])
+            .collect();
+        queue.record(&skips).unwrap();
+        let after = metrics.render(&queue).unwrap();
+        drop(queue);
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert_eq!(gauge(&before, "fluxrelay_journal_rows"), 0);
+        assert_eq!(gauge(&after, "fluxrelay_journal_rows"), 2, "{after}");
+        let page = 4096;
+        assert!(
+            gauge(&before, "fluxrelay_journal_bytes") >= page,
+            "{before}"
+        );
+        assert!(gauge(&after, "fluxrelay_journal_bytes") >= page, "{after}");
     }
 }

@@ -72,6 +72,7 @@ pub async fn run(
     let _lock = lock_data_dir(&config.data_dir).map_err(|message| problem("data_dir", message))?;
     let queue = EmbeddedQueue::open(config.data_dir.join(QUEUE_FILE))
         .map_err(|error| problem("data_dir", error.to_string()))?;
+    queue.set_journal_max_bytes(config.journal_max_bytes);
     for name in [INTAKE_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE] {
         let released = queue
             .release_leases(name)

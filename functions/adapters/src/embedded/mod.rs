@@ -12,6 +12,7 @@
 
 mod clock;
 mod journal;
+mod journal_cap;
 mod settle;
 mod store;
 
@@ -28,7 +29,11 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use self::clock::millis;
 pub use self::clock::{Clock, ManualClock, SystemClock};
-pub use self::journal::{JOURNAL_RETENTION, JournalEntry, JournalRecord};
+pub use self::journal::{
+    JOURNAL_RETENTION, JournalEntry, JournalRecord, SKIP_DETAILS_KEPT, SKIPPED,
+};
+use self::journal_cap::JournalCap;
+pub use self::journal_cap::{DEFAULT_JOURNAL_MAX_BYTES, JournalStats};
 pub use self::settle::EmbeddedSettle;
 use self::store::storage;
 pub use fluxrelay_core::ports::DeadLetterReason;
@@ -163,6 +168,7 @@ struct Inner {
     // or is short.
     connection: Mutex<Connection>,
     clock: Arc<dyn Clock>,
+    journal_cap: JournalCap,
 }
 
 impl fmt::Debug for EmbeddedQueue {
@@ -210,6 +216,7 @@ impl EmbeddedQueue {
                 path,
                 connection: Mutex::new(connection),
                 clock,
+                journal_cap: JournalCap::new(DEFAULT_JOURNAL_MAX_BYTES),
             }),
         })
     }
@@ -359,12 +366,36 @@ impl EmbeddedQueue {
         self.write(|transaction, now| store::release_leases(transaction, queue, now))
     }
 
-    /// Append to the push journal (and drop entries older than `JOURNAL_RETENTION`).
+    /// Append to the push journal: skips folded into one summary per push and cluster (give
+    /// one attempt's skips in one call: a later call is taken as a retry of the same
+    /// dispatch), entries older than `JOURNAL_RETENTION` dropped, the oldest pushes dropped
+    /// while the journal is over its cap, and free pages given back.
     pub fn record(&self, entries: &[JournalEntry]) -> Result<(), QueueError> {
         if entries.is_empty() {
             return Ok(());
         }
-        self.write(|transaction, now| journal::append(transaction, entries, now))
+        self.write(|transaction, now| {
+            journal::append(transaction, entries, now)?;
+            let cap = &self.inner.journal_cap;
+            cap.enforce(transaction)?;
+            journal_cap::reclaim(transaction, cap.keep_free_bytes())
+        })
+    }
+
+    /// Cap the journal's size (its table and indexes) from the next `record` on; the
+    /// default is `DEFAULT_JOURNAL_MAX_BYTES`.
+    pub fn set_journal_max_bytes(&self, max_bytes: u64) {
+        self.inner.journal_cap.set_max_bytes(max_bytes);
+    }
+
+    pub fn journal_max_bytes(&self) -> u64 {
+        self.inner.journal_cap.max_bytes()
+    }
+
+    /// The journal's rows and bytes on disk. Reads every page of the journal: for a scrape,
+    /// not for every write.
+    pub fn journal_stats(&self) -> Result<JournalStats, QueueError> {
+        journal_cap::stats(&self.lock())
     }
 
     /// The journal of one push, oldest first.

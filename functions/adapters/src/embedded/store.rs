@@ -6,11 +6,12 @@
 use fluxrelay_core::ports::QueueError;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use super::journal;
 use super::{DeadLetter, Depth, NewMessage, Receipt, Received, SendOutcome};
 use fluxrelay_core::ports::DeadLetterReason;
 
 /// Stored in `PRAGMA user_version`; bump it with a migration step in `migrate`.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE messages (
@@ -71,6 +72,15 @@ CREATE INDEX journal_by_key ON journal (key, id);
 CREATE INDEX journal_by_age ON journal (at);
 ";
 
+/// `journal.count`: how many entries a row stands for, 1 except for the skip summaries
+/// (see `journal`); the step folds the existing skips into summaries.
+const SCHEMA_V3: &str = "
+ALTER TABLE journal ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+";
+
+/// SQLite's code for `auto_vacuum = INCREMENTAL`.
+const AUTO_VACUUM_INCREMENTAL: i64 = 2;
+
 /// SQS FIFO limits for group and deduplication ids; keeping them makes the two paths agree.
 const MAX_ID_LEN: usize = 128;
 
@@ -79,8 +89,14 @@ pub(super) fn storage(operation: &'static str) -> impl Fn(rusqlite::Error) -> Qu
 }
 
 /// Create or check the schema. Runs in an IMMEDIATE transaction so two processes opening a
-/// new file at once do not both create it.
+/// new file at once do not both create it. Then makes sure freed pages can be given back
+/// (`auto_vacuum = INCREMENTAL`): a new file gets it before its first table; an older file
+/// needs one full VACUUM, after its skips were summarised (so the copy is the small one).
 pub(super) fn migrate(connection: &mut Connection) -> Result<(), QueueError> {
+    // Takes effect only on a file without tables yet; harmless otherwise.
+    connection
+        .execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+        .map_err(storage("set auto_vacuum"))?;
     let transaction = connection
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(storage("begin schema transaction"))?;
@@ -93,7 +109,7 @@ pub(super) fn migrate(connection: &mut Connection) -> Result<(), QueueError> {
              {SCHEMA_VERSION}; use a newer fluxrelay"
         )));
     }
-    let steps = [(1, SCHEMA_V1), (2, SCHEMA_V2)];
+    let steps = [(1, SCHEMA_V1), (2, SCHEMA_V2), (3, SCHEMA_V3)];
     for (step_version, step) in steps {
         if version < step_version {
             transaction
@@ -101,12 +117,26 @@ pub(super) fn migrate(connection: &mut Connection) -> Result<(), QueueError> {
                 .map_err(storage("migrate schema"))?;
         }
     }
+    if version < 3 {
+        journal::summarise_existing_skips(&transaction)?;
+    }
     if version != SCHEMA_VERSION {
         transaction
             .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
             .map_err(storage("write schema version"))?;
     }
-    transaction.commit().map_err(storage("commit schema"))
+    transaction.commit().map_err(storage("commit schema"))?;
+    let auto_vacuum: i64 = connection
+        .query_row("PRAGMA auto_vacuum", [], |row| row.get(0))
+        .map_err(storage("read auto_vacuum"))?;
+    if auto_vacuum != AUTO_VACUUM_INCREMENTAL {
+        // Checked on every open rather than tied to the step, so an interrupted VACUUM is
+        // simply done again.
+        connection
+            .execute_batch("VACUUM")
+            .map_err(storage("vacuum to enable incremental vacuum"))?;
+    }
+    Ok(())
 }
 
 fn validate(queue: &str, message: &NewMessage) -> Result<(), QueueError> {
