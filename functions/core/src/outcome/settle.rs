@@ -25,7 +25,7 @@ pub enum Settlement {
     Acknowledge,
     /// Send these, then delete it.
     FollowUp {
-        retry: Option<(Dispatch, u32)>,
+        retry: Option<(Box<Dispatch>, u32)>,
         dead_letter: Option<(String, DeadLetterReason)>,
     },
     /// Leave it to come back after the delay.
@@ -101,7 +101,7 @@ pub fn dispatch_settlement(
     };
     let retry = verdict
         .retry()
-        .and_then(|plan| narrowed(&plan.only).map(|follow| (follow, plan.delay_secs)));
+        .and_then(|plan| narrowed(&plan.only).map(|follow| (Box::new(follow), plan.delay_secs)));
     let dead_letter = verdict.dead_letter().map(|plan| {
         let body = match narrowed(&plan.only) {
             Some(follow) if plan.only.is_some() => follow.to_json(),

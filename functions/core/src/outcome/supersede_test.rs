@@ -91,7 +91,8 @@ fn newer_pushes_of_the_same_scope_take_over_older_ones() {
     let mut tag = dispatch("t", main, 6, None);
     tag.push.event = PushEvent::TagPush;
     // (name, batch, expected: index of the message that takes over each)
-    let cases: Vec<(&str, Vec<&Dispatch>, Vec<Option<usize>>)> = vec![
+    type Case<'a> = (&'a str, Vec<&'a Dispatch>, Vec<Option<usize>>);
+    let cases: Vec<Case> = vec![
         ("one push", vec![&a], vec![None]),
         (
             "a burst collapses onto the newest",
