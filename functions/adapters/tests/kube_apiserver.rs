@@ -97,6 +97,7 @@ fn entry(name: &str, server: &str, ca: Option<String>, credentials: Credentials)
         host_aliases: BTreeMap::new(),
         subscriptions: Vec::new(),
         trigger: TriggerConfig::default(),
+        confirm: None,
     }
 }
 

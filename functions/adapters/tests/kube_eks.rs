@@ -110,6 +110,7 @@ fn eks_entry(env: &KubeEnv, name: &str, eks_cluster: &str) -> ClusterEntry {
         host_aliases: BTreeMap::new(),
         subscriptions: Vec::new(),
         trigger: TriggerConfig::default(),
+        confirm: None,
     }
 }
 

@@ -62,6 +62,7 @@ fn entries(env: &KubeEnv) -> Vec<ClusterEntry> {
             host_aliases: BTreeMap::new(),
             subscriptions: Vec::new(),
             trigger: TriggerConfig::default(),
+            confirm: None,
         })
         .collect()
 }

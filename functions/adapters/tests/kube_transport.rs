@@ -46,6 +46,7 @@ fn entry(server: SocketAddr) -> ClusterEntry {
         host_aliases: BTreeMap::new(),
         subscriptions: Vec::new(),
         trigger: TriggerConfig::default(),
+        confirm: None,
     }
 }
 

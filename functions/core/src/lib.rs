@@ -2,12 +2,16 @@
 //!
 //! GitLab webhook → [`gitlab`] parse → [`push::Push`] → [`routing`] → [`push::Dispatch`] →
 //! [`matching`] against Flux objects → [`trigger`] request → classified outcome. The
-//! [`handlers`] run that flow against the [`ports`], which the adapters implement.
+//! [`handlers`] run that flow against the [`ports`], which the adapters implement. After a
+//! delivery, [`confirm`] follows the commit in the cluster and reports it to GitLab
+//! ([`gitlab_api`]).
 
 pub mod access;
 pub mod auth;
+pub mod confirm;
 pub mod flux;
 pub mod gitlab;
+pub mod gitlab_api;
 pub mod handlers;
 pub mod ingest;
 pub mod matching;

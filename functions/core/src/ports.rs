@@ -6,7 +6,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::confirm::message::Confirmation;
+use crate::confirm::objects::{HelmRelease, Kustomization};
 use crate::flux::{GitRepository, ObjectRef, Receiver};
+use crate::gitlab_api::{ApiError, ApiRequest, ApiResponse};
 use crate::outcome::classify::{TriggerFailure, TriggerResponse};
 use crate::push::{Dispatch, Push};
 use crate::registry::{ClusterEntry, ClusterListing, RegistryError};
@@ -90,6 +93,18 @@ pub trait Settle: Sync {
         body: &str,
         reason: &DeadLetterReason,
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// Put a confirmation on the confirm queue, delivered after `delay_secs` (a start has
+    /// `checks == 0` and is deduplicated per push and cluster where the queue can). Queues
+    /// without a confirm queue refuse, and a dispatcher only asks when it has one.
+    fn schedule_confirmation(
+        &self,
+        confirmation: &Confirmation,
+        delay_secs: u32,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send {
+        let _ = (confirmation, delay_secs);
+        async { Err(QueueError::new("this queue has no confirm queue")) }
+    }
 }
 
 /// Time, for deadlines and for when answers came: the handlers race each cluster's work
@@ -158,6 +173,53 @@ pub trait FluxDiscovery: Sync {
         namespace: &str,
         fresh: bool,
     ) -> impl Future<Output = Result<Vec<Receiver>, TriggerFailure>> + Send;
+}
+
+/// Read the objects that consume Flux sources, in one namespace, always fresh (a
+/// confirmation must see the status as it is now). A kind whose CRD is not installed is
+/// an empty list.
+pub trait FluxConsumers: Sync {
+    fn kustomizations(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+    ) -> impl Future<Output = Result<Vec<Kustomization>, TriggerFailure>> + Send;
+
+    fn helm_releases(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+    ) -> impl Future<Output = Result<Vec<HelmRelease>, TriggerFailure>> + Send;
+}
+
+/// GitLab's REST API: one request to the API of the push's instance, with that
+/// instance's token (configured by the operator; the instance only selects the entry).
+/// HTTP answers are `Ok` whatever their status.
+pub trait GitLabApi: Sync {
+    /// Whether an API URL and token are configured for this instance.
+    fn configured(&self, instance: &str) -> bool;
+
+    fn call(
+        &self,
+        instance: &str,
+        request: &ApiRequest,
+    ) -> impl Future<Output = Result<ApiResponse, ApiError>> + Send;
+}
+
+/// No GitLab API at all: every instance is unconfigured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoGitLab;
+
+impl GitLabApi for NoGitLab {
+    fn configured(&self, _instance: &str) -> bool {
+        false
+    }
+
+    async fn call(&self, instance: &str, _request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+        Err(ApiError::NotConfigured {
+            instance: instance.to_string(),
+        })
+    }
 }
 
 /// Send one Receiver webhook: to the cluster's own apiserver (service proxy, with the

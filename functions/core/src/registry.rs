@@ -40,6 +40,25 @@ pub struct ClusterEntry {
     /// A push goes to this cluster when any subscription matches.
     pub subscriptions: Vec<Subscription>,
     pub trigger: TriggerConfig,
+    /// Follow each delivered push until the cluster has applied it (`confirm` in the
+    /// entry); `None`: confirmation is off for this cluster, and its Role needs nothing
+    /// more (`docs/design.md`, "Confirmation").
+    pub confirm: Option<ConfirmOptions>,
+}
+
+/// What confirmation reads in a cluster. Kustomizations always; HelmReleases unless
+/// turned off (then the Role needs no `list` on them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfirmOptions {
+    pub helm_releases: bool,
+}
+
+impl Default for ConfirmOptions {
+    fn default() -> Self {
+        Self {
+            helm_releases: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -7,7 +7,8 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use super::{
-    ClusterEntry, Credentials, DEFAULT_NAMESPACE, ReceiverEndpoint, TriggerConfig, TriggerMode,
+    ClusterEntry, ConfirmOptions, Credentials, DEFAULT_NAMESPACE, ReceiverEndpoint, TriggerConfig,
+    TriggerMode,
 };
 use crate::flux::ObjectRef;
 use crate::secret::Secret;
@@ -55,6 +56,7 @@ const TOP_LEVEL_FIELDS: &[&str] = &[
     "host_aliases",
     "subscriptions",
     "trigger",
+    "confirm",
 ];
 
 impl ClusterEntry {
@@ -100,6 +102,7 @@ impl ClusterEntry {
         let host_aliases = host_aliases(object, &mut errors);
         let subscriptions = subscriptions(object.get("subscriptions"), &mut errors);
         let trigger = trigger(object.get("trigger"), &mut errors);
+        let confirm = confirm(object.get("confirm"), &mut errors);
 
         match (name, server, credentials, errors.is_empty()) {
             (Some(name), Some(server), Some(credentials), true) => Ok(ClusterEntry {
@@ -111,6 +114,7 @@ impl ClusterEntry {
                 host_aliases,
                 subscriptions,
                 trigger,
+                confirm,
             }),
             _ => Err(errors.into_error()),
         }
@@ -522,6 +526,42 @@ fn trigger(value: Option<&Value>, errors: &mut Errors) -> TriggerConfig {
         config.receiver_tokens = receiver_tokens(value, errors);
     }
     config
+}
+
+/// `confirm`: `true` (Kustomizations and HelmReleases), `false` or absent (off), or
+/// `{"helm_releases": bool}`.
+fn confirm(value: Option<&Value>, errors: &mut Errors) -> Option<ConfirmOptions> {
+    match value? {
+        Value::Bool(true) => Some(ConfirmOptions::default()),
+        Value::Bool(false) => None,
+        Value::Object(object) => {
+            let mut options = ConfirmOptions::default();
+            for (key, value) in object {
+                match (key.as_str(), value) {
+                    ("helm_releases", Value::Bool(flag)) => options.helm_releases = *flag,
+                    ("helm_releases", other) => errors.add(
+                        "confirm.helm_releases",
+                        format!("must be a boolean, found {}", type_name(other)),
+                    ),
+                    _ => errors.add(
+                        format!("confirm.{key}"),
+                        "unknown field (known: helm_releases)",
+                    ),
+                }
+            }
+            Some(options)
+        }
+        other => {
+            errors.add(
+                "confirm",
+                format!(
+                    "must be true, false or {{\"helm_releases\": bool}}, found {}",
+                    type_name(other)
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// A service-proxy path (`^/api/v1/namespaces/[^/]+/services/[^/]+/proxy$`) or an

@@ -396,3 +396,43 @@ fn secrets_never_appear_in_debug_or_errors() {
         assert!(!errors.contains(secret), "{secret} in {errors}");
     }
 }
+
+#[test]
+fn confirmation_is_off_unless_the_entry_turns_it_on() {
+    use crate::registry::ConfirmOptions;
+    let parse = |confirm: Option<serde_json::Value>| {
+        let entry = match confirm {
+            Some(value) => with(minimal(), "confirm", value),
+            None => minimal(),
+        };
+        ClusterEntry::from_value(&entry).map(|entry| entry.confirm)
+    };
+    assert_eq!(parse(None).unwrap(), None);
+    assert_eq!(parse(Some(json!(false))).unwrap(), None);
+    assert_eq!(
+        parse(Some(json!(true))).unwrap(),
+        Some(ConfirmOptions::default())
+    );
+    assert_eq!(
+        parse(Some(json!({"helm_releases": false}))).unwrap(),
+        Some(ConfirmOptions {
+            helm_releases: false
+        })
+    );
+    assert_eq!(
+        parse(Some(json!({}))).unwrap(),
+        Some(ConfirmOptions::default())
+    );
+    for (bad, path) in [
+        (json!("yes"), "confirm"),
+        (json!(1), "confirm"),
+        (json!({"helm_releases": "no"}), "confirm.helm_releases"),
+        (json!({"kustomizations": false}), "confirm.kustomizations"),
+    ] {
+        let error = parse(Some(bad.clone())).unwrap_err();
+        assert!(
+            error.errors.iter().any(|e| e.path == path),
+            "{bad}: {error}"
+        );
+    }
+}
