@@ -5,7 +5,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use crate::confirm::message::Confirmation;
+use crate::confirm::objects::{HelmRelease, Kustomization};
 use crate::flux::{GitRepository, ObjectRef, Receiver};
+use crate::gitlab_api::{ApiError, ApiRequest, ApiResponse, Method};
 use crate::outcome::classify::{TriggerFailure, TriggerResponse};
 use crate::ports::*;
 use crate::push::{Dispatch, Push};
@@ -127,6 +130,9 @@ pub struct MemorySettle {
     pub down: Mutex<bool>,
     pub refuse_retries: Mutex<bool>,
     pub refuse_dead_letters: Mutex<bool>,
+    /// Confirmations scheduled on the confirm queue, with their delays.
+    pub confirmations: Mutex<Vec<(Confirmation, u32)>>,
+    pub refuse_confirmations: Mutex<bool>,
 }
 
 impl MemorySettle {
@@ -170,6 +176,16 @@ impl Settle for MemorySettle {
     ) -> Result<(), QueueError> {
         self.refuse(&self.refuse_dead_letters)?;
         lock(&self.dead_letters).push((message.id.clone(), body.to_string(), reason.clone()));
+        Ok(())
+    }
+
+    async fn schedule_confirmation(
+        &self,
+        confirmation: &Confirmation,
+        delay_secs: u32,
+    ) -> Result<(), QueueError> {
+        self.refuse(&self.refuse_confirmations)?;
+        lock(&self.confirmations).push((confirmation.clone(), delay_secs));
         Ok(())
     }
 }
@@ -222,6 +238,8 @@ pub struct FakeCluster {
     pub readiness_checks: Mutex<usize>,
     /// Clusters whose apiserver never answers (every call waits forever).
     pub hung: Mutex<Vec<String>>,
+    pub kustomizations: Mutex<Vec<serde_json::Value>>,
+    pub helm_releases: Mutex<Vec<serde_json::Value>>,
 }
 
 pub fn status(code: u16) -> TriggerResponse {
@@ -369,5 +387,168 @@ impl Annotator for FakeCluster {
             merge_patch.to_vec(),
         ));
         self.next_answer(&format!("patch:{repository}"))
+    }
+}
+
+impl FluxConsumers for FakeCluster {
+    async fn kustomizations(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+    ) -> Result<Vec<Kustomization>, TriggerFailure> {
+        self.hang_if_hung(cluster).await;
+        lock(&self.lists).push((
+            cluster.name.clone(),
+            format!("kustomizations/{namespace}"),
+            true,
+        ));
+        if let Some(failure) = lock(&self.list_failure).clone() {
+            return Err(failure);
+        }
+        Ok(lock(&self.kustomizations)
+            .iter()
+            .map(Kustomization::from_json)
+            .filter(|k| k.id.namespace == namespace)
+            .collect())
+    }
+
+    async fn helm_releases(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+    ) -> Result<Vec<HelmRelease>, TriggerFailure> {
+        lock(&self.lists).push((
+            cluster.name.clone(),
+            format!("helmreleases/{namespace}"),
+            true,
+        ));
+        if let Some(failure) = lock(&self.list_failure).clone() {
+            return Err(failure);
+        }
+        Ok(lock(&self.helm_releases)
+            .iter()
+            .map(HelmRelease::from_json)
+            .filter(|h| h.id.namespace == namespace)
+            .collect())
+    }
+}
+
+/// GitLab's API for one instance: statuses posted are kept and listed back as GitLab lists
+/// them (the latest per name); scripted answers per endpoint come first.
+#[derive(Default)]
+pub struct FakeGitLab {
+    /// Instances with a token (`https://gitlab.example.com`).
+    pub configured: Vec<String>,
+    /// Answers by endpoint (`create_status`, `list_statuses`, `compare`), used in order.
+    pub answers: Mutex<BTreeMap<&'static str, VecDeque<Result<ApiResponse, ApiError>>>>,
+    /// Every request, in order.
+    pub requests: Mutex<Vec<ApiRequest>>,
+    /// Statuses as posted: (id, name, state, description).
+    pub statuses: Mutex<Vec<(u64, String, String, String)>>,
+}
+
+pub fn gitlab_answer(status: u16, body: serde_json::Value) -> Result<ApiResponse, ApiError> {
+    Ok(ApiResponse {
+        status,
+        body: body.to_string().into_bytes(),
+        ..ApiResponse::default()
+    })
+}
+
+impl FakeGitLab {
+    pub fn for_instance(instance: &str) -> Self {
+        Self {
+            configured: vec![instance.to_string()],
+            ..Self::default()
+        }
+    }
+
+    pub fn answer(&self, endpoint: &'static str, answers: Vec<Result<ApiResponse, ApiError>>) {
+        lock(&self.answers)
+            .entry(endpoint)
+            .or_default()
+            .extend(answers);
+    }
+
+    /// The (name, state) of every status post that GitLab accepted, in order.
+    pub fn posted(&self) -> Vec<(String, String)> {
+        lock(&self.statuses)
+            .iter()
+            .map(|(_, name, state, _)| (name.clone(), state.clone()))
+            .collect()
+    }
+
+    pub fn calls(&self, endpoint: &str) -> usize {
+        lock(&self.requests)
+            .iter()
+            .filter(|r| r.endpoint == endpoint)
+            .count()
+    }
+}
+
+impl GitLabApi for FakeGitLab {
+    fn configured(&self, instance: &str) -> bool {
+        self.configured.iter().any(|i| i == instance)
+    }
+
+    async fn call(&self, instance: &str, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+        if !self.configured(instance) {
+            return Err(ApiError::NotConfigured {
+                instance: instance.to_string(),
+            });
+        }
+        lock(&self.requests).push(request.clone());
+        if let Some(answer) = lock(&self.answers)
+            .get_mut(request.endpoint)
+            .and_then(VecDeque::pop_front)
+        {
+            if request.method == Method::Post
+                && answer
+                    .as_ref()
+                    .is_ok_and(|r| (200..300).contains(&r.status))
+            {
+                self.record(request);
+            }
+            return answer;
+        }
+        match request.endpoint {
+            "create_status" => {
+                let id = self.record(request);
+                gitlab_answer(201, serde_json::json!({"id": id}))
+            }
+            "list_statuses" => {
+                let name = request
+                    .query
+                    .iter()
+                    .find(|(k, _)| k == "name")
+                    .map(|(_, v)| v.clone());
+                let list: Vec<serde_json::Value> = lock(&self.statuses)
+                    .iter()
+                    .filter(|(_, n, _, _)| name.as_ref().is_none_or(|wanted| wanted == n))
+                    .map(|(id, n, state, description)| {
+                        serde_json::json!({"id": id, "name": n, "status": state, "description": description})
+                    })
+                    .collect();
+                gitlab_answer(200, serde_json::Value::Array(list))
+            }
+            _ => gitlab_answer(404, serde_json::json!({"message": "404 Not Found"})),
+        }
+    }
+}
+
+impl FakeGitLab {
+    fn record(&self, request: &ApiRequest) -> u64 {
+        let field = |key: &str| {
+            request
+                .form
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let mut statuses = lock(&self.statuses);
+        let id = statuses.len() as u64 + 1;
+        statuses.push((id, field("name"), field("state"), field("description")));
+        id
     }
 }

@@ -103,13 +103,15 @@ mod tests {
     fn posts_only_forward_at_most_three_times() {
         use ConfirmState::*;
         use StatusState as S;
-        let rows: Vec<(
+        // (last look, how it ended, posted, to post now, why)
+        type Row = (
             Option<ConfirmState>,
             Option<Outcome>,
             Option<S>,
             Option<S>,
-            &str,
-        )> = vec![
+            &'static str,
+        );
+        let rows: Vec<Row> = vec![
             (None, None, None, Some(S::Pending), "delivered: pending"),
             (
                 Some(Pending),

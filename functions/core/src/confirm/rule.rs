@@ -134,10 +134,11 @@ fn kustomization(ks: &Kustomization, commit: &str) -> Consumer {
             at: ready.and_then(|r| r.last_transition_time.clone()),
         };
     }
-    if !applied && revision::names(ks.last_attempted_revision.as_deref(), commit) {
-        if let Some((reason, message)) = failed(ready) {
-            return Consumer::Failed { reason, message };
-        }
+    if !applied
+        && revision::names(ks.last_attempted_revision.as_deref(), commit)
+        && let Some((reason, message)) = failed(ready)
+    {
+        return Consumer::Failed { reason, message };
     }
     Consumer::Waiting {
         why: describe(ready),
@@ -154,10 +155,11 @@ fn helm_release(hr: &HelmRelease, commit: &str) -> Consumer {
             at: ready.and_then(|r| r.last_transition_time.clone()),
         };
     }
-    if !deployed && revision::chart_version_names(hr.last_attempted_revision.as_deref(), commit) {
-        if let Some((reason, message)) = failed(ready) {
-            return Consumer::Failed { reason, message };
-        }
+    if !deployed
+        && revision::chart_version_names(hr.last_attempted_revision.as_deref(), commit)
+        && let Some((reason, message)) = failed(ready)
+    {
+        return Consumer::Failed { reason, message };
     }
     Consumer::Waiting {
         why: describe(ready),

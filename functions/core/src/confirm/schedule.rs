@@ -117,7 +117,7 @@ pub fn next_step(
 }
 
 fn minutes(secs: u32) -> String {
-    if secs % 60 == 0 {
+    if secs.is_multiple_of(60) {
         format!("{} min", secs / 60)
     } else {
         format!("{secs} s")
@@ -166,7 +166,15 @@ mod tests {
     #[test]
     fn every_look_ends_or_schedules_the_next() {
         let policy = ConfirmPolicy::default();
-        let rows: Vec<(ConfirmState, i64, u32, Result<u32, (Outcome, &str)>, &str)> = vec![
+        // (state seen, seconds since the start, requests so far, next delay or end, why)
+        type Row = (
+            ConfirmState,
+            i64,
+            u32,
+            Result<u32, (Outcome, &'static str)>,
+            &'static str,
+        );
+        let rows: Vec<Row> = vec![
             (
                 ConfirmState::Success,
                 5,

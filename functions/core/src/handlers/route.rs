@@ -1,9 +1,12 @@
 //! Route: each push on the intake queue → one `Dispatch` per subscribed cluster, and one
 //! per cluster whose registry entry cannot be used (see [`dispatch_clusters`]).
 
+use crate::gitlab_api::classify::{ApiOutcome, classify};
+use crate::gitlab_api::compare::{changed_paths, wants_compare};
+use crate::gitlab_api::request::{compare, project_id};
 use crate::outcome::retry::RetryPolicy;
 use crate::outcome::settle::{Settled, route_settlement, settle};
-use crate::ports::{ClusterRegistry, DispatchPublisher, QueueMessage, Settle};
+use crate::ports::{ClusterRegistry, DispatchPublisher, GitLabApi, NoGitLab, QueueMessage, Settle};
 use crate::push::{Dispatch, Push};
 use crate::registry::ClusterListing;
 use crate::routing::dispatch_clusters;
@@ -27,6 +30,22 @@ pub struct RoutedMessage {
     pub unusable: Vec<String>,
     /// How the intake message was settled (`None` until [`settle_route`] ran).
     pub settled: Option<Settled>,
+    /// Where the changed paths that `paths` subscriptions were matched against came from.
+    pub paths: PathsSource,
+}
+
+/// Where a push's changed paths came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PathsSource {
+    /// The payload's commits (no `paths` subscription cares, or no GitLab API token for
+    /// the instance: then a force-push shows only its new commits' paths).
+    #[default]
+    Payload,
+    /// GitLab's compare API, the two trees diffed (`straight=true`).
+    Compare,
+    /// The compare call failed: the paths are unknown, so every `paths` subscription takes
+    /// the push (a trigger too many costs a fetch; one too few, a stale cluster).
+    CompareFailed { reason: String },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,7 +77,20 @@ pub async fn route_and_settle(
     policy: &RetryPolicy,
     messages: &[QueueMessage],
 ) -> RouteReport {
-    let mut report = handle_route(registry, publisher, messages).await;
+    route_and_settle_with(registry, publisher, intake, policy, &NoGitLab, messages).await
+}
+
+/// [`route_and_settle`], taking changed paths from GitLab's compare API where a `paths`
+/// subscription depends on them and the instance has an API token.
+pub async fn route_and_settle_with(
+    registry: &impl ClusterRegistry,
+    publisher: &impl DispatchPublisher,
+    intake: &impl Settle,
+    policy: &RetryPolicy,
+    gitlab: &impl GitLabApi,
+    messages: &[QueueMessage],
+) -> RouteReport {
+    let mut report = handle_route_with(registry, publisher, gitlab, messages).await;
     settle_route(intake, policy, messages, &mut report).await;
     report
 }
@@ -89,6 +121,16 @@ pub async fn handle_route(
     queue: &impl DispatchPublisher,
     messages: &[QueueMessage],
 ) -> RouteReport {
+    handle_route_with(registry, queue, &NoGitLab, messages).await
+}
+
+/// [`handle_route`] with a GitLab API for changed paths.
+pub async fn handle_route_with(
+    registry: &impl ClusterRegistry,
+    queue: &impl DispatchPublisher,
+    gitlab: &impl GitLabApi,
+    messages: &[QueueMessage],
+) -> RouteReport {
     let clusters = match registry.clusters().await {
         Ok(clusters) => clusters,
         Err(error) => {
@@ -104,6 +146,7 @@ pub async fn handle_route(
                         },
                         unusable: Vec::new(),
                         settled: None,
+                        paths: PathsSource::Payload,
                     })
                     .collect(),
             };
@@ -112,17 +155,21 @@ pub async fn handle_route(
     let mut failed_groups: Vec<&str> = Vec::new();
     let mut report = RouteReport::default();
     for message in messages {
-        let push = Push::from_json(&message.body);
+        let mut push = Push::from_json(&message.body);
+        let mut paths = PathsSource::Payload;
         let verdict = if failed_groups.contains(&message.group.as_str()) {
             RouteVerdict::Failed {
                 reason: "held behind an earlier failed message of the same project".to_string(),
             }
         } else {
-            match &push {
+            match &mut push {
                 Err(error) => RouteVerdict::Failed {
                     reason: format!("not a Push message: {error}"),
                 },
-                Ok(push) => route_one(queue, push, &clusters).await,
+                Ok(push) => {
+                    paths = compared_paths(gitlab, push, &clusters).await;
+                    route_one(queue, push, &clusters).await
+                }
             }
         };
         let unusable = match &verdict {
@@ -144,9 +191,45 @@ pub async fn handle_route(
             verdict,
             unusable,
             settled: None,
+            paths,
         });
     }
     report
+}
+
+/// When a `paths` subscription depends on them and the instance has an API token, the
+/// push's changed paths become GitLab's straight compare of `before..after` (unknown when
+/// the call fails); otherwise they stay the payload's.
+async fn compared_paths(
+    gitlab: &impl GitLabApi,
+    push: &mut Push,
+    clusters: &ClusterListing,
+) -> PathsSource {
+    if !wants_compare(push, clusters) || !gitlab.configured(&push.instance) {
+        return PathsSource::Payload;
+    }
+    let request = compare(&project_id(push.project.id), &push.before, &push.after);
+    let answer = gitlab.call(&push.instance, &request).await;
+    // The time only matters for a 429's wait, which route does not use (no retry here).
+    let outcome = classify(&answer, time::OffsetDateTime::UNIX_EPOCH);
+    let compared = match (&answer, outcome) {
+        (Ok(response), ApiOutcome::Done) => changed_paths(&response.body)
+            .ok_or_else(|| "GitLab cut the diff (compare_timeout or its limits)".to_string()),
+        (_, ApiOutcome::RetryAfter { reason, .. } | ApiOutcome::Permanent { reason, .. }) => {
+            Err(reason)
+        }
+        _ => Err("no answer".to_string()),
+    };
+    match compared {
+        Ok(paths) => {
+            push.changed_paths = Some(paths);
+            PathsSource::Compare
+        }
+        Err(reason) => {
+            push.changed_paths = None;
+            PathsSource::CompareFailed { reason }
+        }
+    }
 }
 
 async fn route_one(

@@ -373,3 +373,157 @@ async fn a_push_for_an_unreadable_entry_is_retried_then_dead_lettered_with_the_r
         );
     }
 }
+
+// ---- changed paths from GitLab's compare API (issue 14) --------------------------------
+
+/// A force-push whose payload lists only the new commit (touching docs/), while the commit
+/// it dropped touched clusters/prod/.
+fn force_push() -> Push {
+    let mut push = sample_push();
+    push.changed_paths = Some(vec!["docs/readme.md".into()]);
+    push
+}
+
+fn paths_registry() -> StaticRegistry {
+    StaticRegistry {
+        entries: vec![
+            named("prod", json!([{"paths": ["clusters/prod/**"]}])),
+            named("docs", json!([{"paths": ["docs/**"]}])),
+        ],
+        ..Default::default()
+    }
+}
+
+fn routed(report: &RouteReport) -> Vec<String> {
+    match &report.messages[0].verdict {
+        RouteVerdict::Routed { clusters } => clusters.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_force_push_is_routed_by_the_straight_compare_of_the_two_trees() {
+    use crate::testing::{FakeGitLab, gitlab_answer};
+    let gitlab = FakeGitLab::for_instance("https://gitlab.example.com");
+    gitlab.answer(
+        "compare",
+        vec![gitlab_answer(
+            200,
+            json!({"diffs": [{"old_path": "clusters/prod/app.yaml", "new_path": "clusters/prod/app.yaml", "deleted_file": false},
+                             {"old_path": "docs/readme.md", "new_path": "docs/readme.md"}],
+                   "compare_timeout": false}),
+        )],
+    );
+    let queue = MemoryQueue::default();
+    let report =
+        handle_route_with(&paths_registry(), &queue, &gitlab, &[intake(&force_push())]).await;
+    assert_eq!(routed(&report), vec!["prod", "docs"]);
+    assert_eq!(report.messages[0].paths, PathsSource::Compare);
+    let request = gitlab.requests.lock().unwrap()[0].clone();
+    assert_eq!(request.path, "/projects/15/repository/compare");
+    assert!(request.query.contains(&("straight".into(), "true".into())));
+    assert!(request.query.contains(&("from".into(), "b".repeat(40))));
+    // The dispatched push carries the compared paths.
+    let dispatched = queue.dispatches.lock().unwrap().clone();
+    assert_eq!(
+        dispatched[0].push.changed_paths,
+        Some(vec![
+            "clusters/prod/app.yaml".into(),
+            "docs/readme.md".into()
+        ])
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_the_payload_decides_and_a_failed_compare_means_unknown() {
+    use crate::testing::{FakeGitLab, gitlab_answer};
+    // No token for the instance: the payload's paths (the documented limit).
+    let queue = MemoryQueue::default();
+    let report = handle_route_with(
+        &paths_registry(),
+        &queue,
+        &FakeGitLab::default(),
+        &[intake(&force_push())],
+    )
+    .await;
+    assert_eq!(routed(&report), vec!["docs"]);
+    assert_eq!(report.messages[0].paths, PathsSource::Payload);
+    // The call fails: unknown paths, so every paths subscriber gets it.
+    let gitlab = FakeGitLab::for_instance("https://gitlab.example.com");
+    gitlab.answer(
+        "compare",
+        vec![gitlab_answer(
+            404,
+            json!({"message": "404 Project Not Found"}),
+        )],
+    );
+    let report = handle_route_with(
+        &paths_registry(),
+        &MemoryQueue::default(),
+        &gitlab,
+        &[intake(&force_push())],
+    )
+    .await;
+    assert_eq!(routed(&report), vec!["prod", "docs"]);
+    assert!(
+        matches!(&report.messages[0].paths, PathsSource::CompareFailed { reason } if reason.contains("404"))
+    );
+    // GitLab cut the diff: unknown too.
+    let gitlab = FakeGitLab::for_instance("https://gitlab.example.com");
+    gitlab.answer(
+        "compare",
+        vec![gitlab_answer(
+            200,
+            json!({"diffs": [], "compare_timeout": true}),
+        )],
+    );
+    let report = handle_route_with(
+        &paths_registry(),
+        &MemoryQueue::default(),
+        &gitlab,
+        &[intake(&force_push())],
+    )
+    .await;
+    assert_eq!(routed(&report), vec!["prod", "docs"]);
+}
+
+#[tokio::test]
+async fn gitlab_is_asked_only_when_a_paths_subscription_could_decide() {
+    use crate::testing::FakeGitLab;
+    let gitlab = FakeGitLab::for_instance("https://gitlab.example.com");
+    let no_paths = StaticRegistry {
+        entries: vec![named("prod", json!([{"projects": ["mike/**"]}]))],
+        ..Default::default()
+    };
+    handle_route_with(
+        &no_paths,
+        &MemoryQueue::default(),
+        &gitlab,
+        &[intake(&force_push())],
+    )
+    .await;
+    let other_project = StaticRegistry {
+        entries: vec![named(
+            "prod",
+            json!([{"projects": ["other/**"], "paths": ["clusters/**"]}]),
+        )],
+        ..Default::default()
+    };
+    handle_route_with(
+        &other_project,
+        &MemoryQueue::default(),
+        &gitlab,
+        &[intake(&force_push())],
+    )
+    .await;
+    let mut created = force_push();
+    created.before = "0".repeat(40);
+    handle_route_with(
+        &paths_registry(),
+        &MemoryQueue::default(),
+        &gitlab,
+        &[intake(&created)],
+    )
+    .await;
+    assert_eq!(gitlab.calls("compare"), 0);
+}

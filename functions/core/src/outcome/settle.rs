@@ -203,6 +203,24 @@ pub async fn settle(
     }
 }
 
+/// Carry a settlement out, first starting the message's confirmation when it has one (a
+/// follow-up like any other: sent before the acknowledgement, and when it cannot be sent
+/// the message comes back instead).
+pub async fn settle_confirming(
+    queue: &impl Settle,
+    message: &QueueMessage,
+    settlement: &Settlement,
+    confirmation: Option<&crate::confirm::message::Confirmation>,
+) -> Settled {
+    if let Some(confirmation) = confirmation
+        && let Err(error) = queue.schedule_confirmation(confirmation, 0).await
+    {
+        let because = format!("could not start its confirmation: {error}");
+        return in_place(queue, message, FALLBACK_DELAY_SECS, Some(because)).await;
+    }
+    settle(queue, message, settlement).await
+}
+
 async fn in_place(
     queue: &impl Settle,
     message: &QueueMessage,

@@ -39,6 +39,9 @@ pub(super) struct ClusterWork<'a, R, C, T> {
 pub(super) struct Decided {
     pub verdicts: Vec<(Verdict, Vec<Skip>)>,
     pub targets: Vec<TargetOutcome>,
+    /// Whether the cluster's entry has `confirm` (`None`: the entry could not be read;
+    /// a confirmation is started anyway and dropped by the confirm stage if it is off).
+    pub confirm: Option<bool>,
 }
 
 impl Decided {
@@ -77,7 +80,13 @@ impl Decided {
         Decided {
             verdicts,
             targets: Vec::new(),
+            confirm: None,
         }
+    }
+
+    fn confirming(mut self, entry: &ClusterEntry) -> Decided {
+        self.confirm = Some(entry.confirm.is_some());
+        self
     }
 }
 
@@ -110,7 +119,8 @@ where
                 failure.class == FailureClass::Denied,
                 work.now,
             );
-            return Decided::whole_cluster_failed(rules, group, &failure, denied_for);
+            return Decided::whole_cluster_failed(rules, group, &failure, denied_for)
+                .confirming(&entry);
         }
     };
     let superseded = if rules.options.coalesce {
@@ -267,7 +277,11 @@ where
             (verdict, plan.skipped)
         })
         .collect();
-    Decided { verdicts, targets }
+    Decided {
+        verdicts,
+        targets,
+        confirm: Some(entry.confirm.is_some()),
+    }
 }
 
 /// The newest of these messages (latest acceptance; queue order breaks ties).

@@ -1500,3 +1500,106 @@ async fn readiness_is_asked_only_after_a_denial() {
     dispatch_at(&registry, &cluster, &Dispatcher::default(), 1, 0).await;
     assert_eq!(*cluster.readiness_checks.lock().unwrap(), 1);
 }
+
+// ---- confirmation starts (issue 14) --------------------------------------------------
+
+fn confirming_setup(confirm: bool) -> (StaticRegistry, FakeCluster) {
+    let (mut registry, cluster) = setup();
+    let mut extra = json!({"trigger": {"receiver_tokens": {"flux-system/r": "tok"}}});
+    if confirm {
+        extra["confirm"] = json!(true);
+    }
+    registry.entries = vec![entry(extra)];
+    (registry, cluster)
+}
+
+fn confirming_dispatcher() -> Dispatcher {
+    Dispatcher {
+        rules: DispatchRules {
+            confirm: true,
+            ..DispatchRules::default()
+        },
+        ..Dispatcher::default()
+    }
+}
+
+#[tokio::test]
+async fn a_delivered_push_starts_its_confirmation_before_it_is_acknowledged() {
+    let (registry, cluster) = confirming_setup(true);
+    let dispatcher = confirming_dispatcher();
+    let messages: Vec<QueueMessage> = ['a', 'b']
+        .iter()
+        .enumerate()
+        .map(|(i, c)| message(&format!("m{i}"), "prod", push_with(*c), 1))
+        .collect();
+    let report = dispatcher.run(&registry, &cluster, &messages).await;
+    // The newer push carried the call, the older was covered: both are followed.
+    let started = dispatcher.queue.confirmations.lock().unwrap().clone();
+    assert_eq!(started.len(), 2, "{started:?}");
+    assert!(
+        started
+            .iter()
+            .all(|(c, delay)| *delay == 0 && c.cluster == "prod" && c.checks == 0)
+    );
+    assert!(report.messages.iter().all(|m| m.confirming));
+    assert_eq!(dispatcher.queue.acknowledged.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn no_confirmation_without_confirm_in_the_entry_or_a_confirm_queue() {
+    for (confirm_entry, confirm_queue) in [(false, true), (true, false)] {
+        let (registry, cluster) = confirming_setup(confirm_entry);
+        let dispatcher = Dispatcher {
+            rules: DispatchRules {
+                confirm: confirm_queue,
+                ..DispatchRules::default()
+            },
+            ..Dispatcher::default()
+        };
+        let report = dispatcher
+            .run(
+                &registry,
+                &cluster,
+                &[message("m", "prod", sample_push(), 1)],
+            )
+            .await;
+        assert!(matches!(
+            verdict_of(&report, "m"),
+            Verdict::Delivered { .. }
+        ));
+        assert!(dispatcher.queue.confirmations.lock().unwrap().is_empty());
+        assert!(!report.messages[0].confirming);
+    }
+}
+
+#[tokio::test]
+async fn a_failed_trigger_starts_no_confirmation() {
+    let (registry, cluster) = confirming_setup(true);
+    cluster.answer(&hook("tok", "r"), vec![Ok(status(503))]);
+    let dispatcher = confirming_dispatcher();
+    dispatcher
+        .run(
+            &registry,
+            &cluster,
+            &[message("m", "prod", sample_push(), 1)],
+        )
+        .await;
+    assert!(dispatcher.queue.confirmations.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_confirmation_that_cannot_be_started_brings_the_dispatch_back() {
+    let (registry, cluster) = confirming_setup(true);
+    let dispatcher = confirming_dispatcher();
+    *dispatcher.queue.refuse_confirmations.lock().unwrap() = true;
+    let report = dispatcher
+        .run(
+            &registry,
+            &cluster,
+            &[message("m", "prod", sample_push(), 1)],
+        )
+        .await;
+    assert_eq!(report.failed_ids(), vec!["m"]);
+    assert!(dispatcher.queue.acknowledged.lock().unwrap().is_empty());
+    assert!(!report.messages[0].confirming);
+}

@@ -18,10 +18,11 @@ use tracing::Instrument;
 
 use self::cluster::{ClusterWork, Decided, handle_cluster};
 use super::plan::Skip;
+use crate::confirm::message::Confirmation;
 use crate::outcome::classify::{FailureClass, Responder, TriggerFailure};
 use crate::outcome::denials::Denials;
 use crate::outcome::retry::RetryPolicy;
-use crate::outcome::settle::{Settled, dispatch_settlement, settle};
+use crate::outcome::settle::{Settled, dispatch_settlement, settle, settle_confirming};
 use crate::outcome::supersede::Deliveries;
 use crate::outcome::verdict::{DeadLetterPlan, Verdict};
 use crate::ports::{
@@ -39,6 +40,8 @@ pub struct MessageOutcome {
     pub skipped: Vec<Skip>,
     /// How it was settled on its queue.
     pub settled: Settled,
+    /// Its confirmation was started (the trigger reached the cluster, which confirms).
+    pub confirming: bool,
 }
 
 /// One call made to a cluster, for the log, the metrics and the journal.
@@ -98,6 +101,9 @@ pub struct DispatchRules {
     /// How long one cluster may take in this batch; `None` for no limit. On Lambda it comes
     /// from the invocation's remaining time, in `serve` from the visibility timeout.
     pub cluster_budget: Option<Duration>,
+    /// This dispatcher has a confirm queue: a push delivered to a cluster whose entry has
+    /// `confirm` starts a confirmation (`docs/design.md`, "Confirmation").
+    pub confirm: bool,
 }
 
 /// What a dispatcher remembers between batches (per process: a `serve` run, a warm
@@ -159,6 +165,7 @@ where
             verdict,
             skipped: Vec::new(),
             settled,
+            confirming: false,
         }
     });
     let clusters = by_cluster
@@ -222,10 +229,24 @@ where
     }
     .instrument(span)
     .await;
+    let confirming = rules.confirm && decided.confirm != Some(false);
+    let delivered_at = ports.clock.now();
     let settled = join_all(group.iter().zip(&decided.verdicts).map(
         |((message, dispatch), (verdict, _))| {
             let settlement = dispatch_settlement(message, Some(dispatch), verdict);
-            async move { settle(ports.queue, message, &settlement).await }
+            let confirmation = (confirming && starts_confirmation(dispatch, verdict))
+                .then(|| Confirmation::start(&name, dispatch.push.clone(), delivered_at));
+            async move {
+                let settled =
+                    settle_confirming(ports.queue, message, &settlement, confirmation.as_ref())
+                        .await;
+                let started = confirmation.is_some()
+                    && !matches!(
+                        settled,
+                        Settled::RetriedInPlace { .. } | Settled::Failed { .. }
+                    );
+                (settled, started)
+            }
         },
     ))
     .await;
@@ -234,16 +255,27 @@ where
         .zip(decided.verdicts)
         .zip(settled)
         .map(
-            |(((message, dispatch), (verdict, skipped)), settled)| MessageOutcome {
+            |(((message, dispatch), (verdict, skipped)), (settled, confirming))| MessageOutcome {
                 message_id: message.id.clone(),
                 dispatch: Some(dispatch),
                 verdict,
                 skipped,
                 settled,
+                confirming,
             },
         )
         .collect();
     (outcomes, decided.targets)
+}
+
+/// A push starts a confirmation once its trigger reached the cluster: by its own call, or
+/// covered by a newer push's or a later delivery (then the rule will find the source past
+/// its commit: superseded). A deletion has no commit to follow.
+fn starts_confirmation(dispatch: &Dispatch, verdict: &Verdict) -> bool {
+    matches!(
+        verdict,
+        Verdict::Delivered { .. } | Verdict::Superseded { .. }
+    ) && !dispatch.push.is_deletion()
 }
 
 /// What a cluster that ran out of time failed with: retryable, because a hung or slow
