@@ -20,6 +20,7 @@
 # Applied to the cluster (and nothing else: NO Role/RoleBinding, NO GitRepository/Receiver -
 # tests apply infra/rbac.yaml and their own objects):
 #   CRDs gitrepositories.source.toolkit.fluxcd.io and receivers.notification.toolkit.fluxcd.io
+#   (and, for confirmation, kustomizations.kustomize.toolkit.fluxcd.io and helmreleases.helm.toolkit.fluxcd.io)
 #     (v1, spec/status preserve-unknown-fields, status subresource)
 #   Namespace flux-system; ServiceAccount flux-system/default
 #   Service flux-system/webhook-receiver (port `http` 80 -> targetPort `http-webhook`)
@@ -304,6 +305,41 @@ EOF
 until kcurl -o /dev/null "$SERVER/apis/source.toolkit.fluxcd.io/v1/gitrepositories" 2>/dev/null &&
       kcurl -o /dev/null "$SERVER/apis/notification.toolkit.fluxcd.io/v1/receivers" 2>/dev/null; do
   [ "$(date +%s)" -lt "$deadline" ] || die "CRDs not served after ${READY_TIMEOUT}s"
+  sleep 0.1
+done
+
+# --- 8b. confirmation (issue 14): the Flux objects that consume a GitRepository ----------------
+# Kustomization (kustomize.toolkit.fluxcd.io/v1) and HelmRelease (helm.toolkit.fluxcd.io/v2),
+# schemaless with a status subresource like the CRDs above (the real ones have the same
+# group, version, kind, plural and subresource). Nothing reconciles them: the Flux controller
+# stand-in (tests/testkit/src/flux_controller.rs) writes their status.
+confirm_crd() {  # confirm_crd PLURAL GROUP KIND VERSION
+  apply /apis/apiextensions.k8s.io/v1/customresourcedefinitions <<EOF
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: $1.$2}
+spec:
+  group: $2
+  names: {kind: $3, listKind: $3List, plural: $1, singular: ${3,,}}
+  scope: Namespaced
+  versions:
+  - name: $4
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
+          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
+EOF
+}
+confirm_crd kustomizations kustomize.toolkit.fluxcd.io Kustomization v1
+confirm_crd helmreleases helm.toolkit.fluxcd.io HelmRelease v2
+until kcurl -o /dev/null "$SERVER/apis/kustomize.toolkit.fluxcd.io/v1/kustomizations" 2>/dev/null &&
+      kcurl -o /dev/null "$SERVER/apis/helm.toolkit.fluxcd.io/v2/helmreleases" 2>/dev/null; do
+  [ "$(date +%s)" -lt "$deadline" ] || die "Kustomization/HelmRelease CRDs not served after ${READY_TIMEOUT}s"
   sleep 0.1
 done
 

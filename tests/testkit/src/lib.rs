@@ -11,6 +11,7 @@ pub mod chaos_fleet;
 pub mod decoy;
 pub mod fault_proxy;
 pub mod fixtures;
+pub mod flux_controller;
 pub mod gitlab;
 pub mod iam_authn;
 pub mod kube_env;

@@ -218,11 +218,29 @@ impl FluxReceiverEmulator {
         lock(&self.registry).hits.clone()
     }
 
+    /// A handle on the recorded hits that outlives this borrow (the Flux controller
+    /// stand-in follows the Receivers hit, as notification-controller annotates their
+    /// resources).
+    pub fn hit_feed(&self) -> HitFeed {
+        HitFeed(self.registry.clone())
+    }
+
     /// Forgets the recorded hits and any scripted failures; Receivers stay registered.
     pub fn clear(&self) {
         let mut registry = lock(&self.registry);
         registry.hits.clear();
         registry.scripted.clear();
+    }
+}
+
+/// The emulator's hits, readable from another task.
+#[derive(Clone)]
+pub struct HitFeed(Shared);
+
+impl HitFeed {
+    /// Every request so far, whatever its status, in arrival order.
+    pub fn hits(&self) -> Vec<Hit> {
+        lock(&self.0).hits.clone()
     }
 }
 
