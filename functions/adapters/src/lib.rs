@@ -7,6 +7,7 @@ pub mod cluster_check;
 pub mod eks;
 pub mod embedded;
 pub mod file_registry;
+pub mod gitlab;
 pub mod lambda;
 pub mod outcome_log;
 pub mod request_id;

@@ -148,6 +148,7 @@ pub fn dispatch(message: &MessageOutcome) {
             git_ref,
             cluster,
             targets = targets.join(","),
+            confirming = message.confirming,
             settled
         ),
         Verdict::Superseded { by } => tracing::info!(
@@ -157,6 +158,7 @@ pub fn dispatch(message: &MessageOutcome) {
             git_ref,
             cluster,
             by,
+            confirming = message.confirming,
             settled
         ),
         Verdict::NothingToTrigger => {
@@ -249,5 +251,118 @@ fn settled_text(settled: &Settled) -> &'static str {
         Settled::FollowedUp { .. } => "followed_up",
         Settled::RetriedInPlace { .. } => "retried_in_place",
         Settled::Failed { .. } => "settle_failed",
+    }
+}
+
+/// Each confirmation's round: a state change, each GitLab call, and how it ended (once per
+/// confirmation: `outcome="confirmed"` with `result`).
+pub fn confirm(report: &fluxrelay_core::handlers::confirm::ConfirmReport) {
+    use fluxrelay_core::confirm::message::Report;
+    use fluxrelay_core::handlers::confirm::ConfirmStep;
+    for message in &report.messages {
+        let Some(confirmation) = &message.confirmation else {
+            if let ConfirmStep::Unreadable { reason } = &message.step {
+                tracing::error!(
+                    outcome = "dead_lettered",
+                    queue = "confirm",
+                    reason,
+                    message_id = message.message_id
+                );
+            }
+            continue;
+        };
+        let push = &confirmation.push;
+        let (key, project, git_ref, cluster) = (
+            push.key.as_str(),
+            push.project.path.as_str(),
+            push.git_ref.as_str(),
+            confirmation.cluster.as_str(),
+        );
+        for call in &message.calls {
+            tracing::info!(
+                outcome = "gitlab_call",
+                key,
+                cluster,
+                endpoint = call.endpoint,
+                status = call.status,
+                state = call.state.map(|s| s.as_str()),
+                name = call.name
+            );
+        }
+        if let Some(ended) = message.ended() {
+            let reported = match (&message.step, &confirmation.report) {
+                (ConfirmStep::DeadLettered { .. }, _) => "dead_lettered",
+                (_, Report::NotConfigured) => "not_configured",
+                (_, Report::Failed { .. }) => "failed",
+                (_, Report::Active) => "posted",
+            };
+            let line = |level: tracing::Level| {
+                let seconds = confirmation.push_to_applied_secs();
+                if level == tracing::Level::INFO {
+                    tracing::info!(
+                        outcome = "confirmed",
+                        result = ended.outcome.as_str(),
+                        key,
+                        project,
+                        git_ref,
+                        cluster,
+                        reason = ended.reason,
+                        object = ended.object,
+                        push_to_applied_secs = seconds,
+                        checks = confirmation.checks,
+                        apiserver_requests = confirmation.requests,
+                        reported,
+                        message = ended.message
+                    );
+                } else {
+                    tracing::warn!(
+                        outcome = "confirmed",
+                        result = ended.outcome.as_str(),
+                        key,
+                        project,
+                        git_ref,
+                        cluster,
+                        reason = ended.reason,
+                        object = ended.object,
+                        checks = confirmation.checks,
+                        apiserver_requests = confirmation.requests,
+                        reported,
+                        message = ended.message
+                    );
+                }
+            };
+            if ended.outcome.is_alarming() || reported == "dead_lettered" {
+                line(tracing::Level::WARN);
+            } else {
+                line(tracing::Level::INFO);
+            }
+        } else if message.changed
+            && let Some(seen) = &message.seen
+        {
+            tracing::info!(
+                outcome = "confirming",
+                key,
+                cluster,
+                state = serde_json::to_value(seen.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string)),
+                reason = seen.reason,
+                checks = confirmation.checks
+            );
+        }
+        if let Settled::Failed { error }
+        | Settled::RetriedInPlace {
+            because: Some(error),
+            ..
+        } = &message.settled
+        {
+            tracing::warn!(
+                outcome = "settle_failed",
+                queue = "confirm",
+                key,
+                cluster,
+                error = error.as_str()
+            );
+        }
     }
 }

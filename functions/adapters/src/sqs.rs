@@ -19,6 +19,7 @@
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use fluxrelay_core::confirm::message::Confirmation;
 use fluxrelay_core::ports::{
     DeadLetterReason, DispatchPublisher, PushPublisher, QueueError, QueueMessage, Settle,
 };
@@ -127,9 +128,13 @@ impl SqsQueue {
             .client
             .send_message()
             .queue_url(dlq_url)
-            .message_body(body)
-            .message_group_id(group_id)
-            .message_deduplication_id(dedup_id);
+            .message_body(body);
+        // A standard dead-letter queue (the confirm queue's) takes no group or dedup id.
+        if dlq_url.ends_with(".fifo") {
+            request = request
+                .message_group_id(group_id)
+                .message_deduplication_id(dedup_id);
+        }
         for (name, value) in dead_letter_attributes(reason) {
             let attribute = MessageAttributeValue::builder()
                 .data_type("String")
@@ -260,6 +265,8 @@ pub struct SqsSettle {
     sources: Vec<String>,
     dead_letter_url: String,
     retry_url: Option<String>,
+    /// The confirm queue (standard): confirmations start and re-check there.
+    confirm_url: Option<String>,
 }
 
 impl SqsSettle {
@@ -273,7 +280,19 @@ impl SqsSettle {
             sources: vec![source.into()],
             dead_letter_url: dead_letter_url.into(),
             retry_url: None,
+            confirm_url: None,
         }
+    }
+
+    /// Confirmations are scheduled on this standard queue (`DelaySeconds` per message).
+    /// The confirm function settles its own messages with a settle whose source it is.
+    pub fn with_confirm_queue(mut self, confirm_url: impl Into<String>) -> Self {
+        self.confirm_url = Some(confirm_url.into());
+        self
+    }
+
+    pub fn confirms(&self) -> bool {
+        self.confirm_url.is_some()
     }
 
     /// Dispatch retries go to this standard queue, which is also a source of messages.
@@ -339,6 +358,30 @@ impl Settle for SqsSettle {
             .map_err(|error| {
                 QueueError::new(format!(
                     "SendMessage to retry queue {url} failed: {}",
+                    DisplayErrorContext(&error)
+                ))
+            })?;
+        Ok(())
+    }
+
+    async fn schedule_confirmation(
+        &self,
+        confirmation: &Confirmation,
+        delay_secs: u32,
+    ) -> Result<(), QueueError> {
+        let Some(url) = &self.confirm_url else {
+            return Err(QueueError::new("no confirm queue is configured"));
+        };
+        self.client
+            .send_message()
+            .queue_url(url)
+            .message_body(confirmation.to_json())
+            .delay_seconds(i32::try_from(delay_secs.min(MAX_DELAY_SECS)).unwrap_or(0))
+            .send()
+            .await
+            .map_err(|error| {
+                QueueError::new(format!(
+                    "SendMessage to confirm queue {url} failed: {}",
                     DisplayErrorContext(&error)
                 ))
             })?;

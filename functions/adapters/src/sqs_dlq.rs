@@ -15,6 +15,7 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
 };
+use fluxrelay_core::confirm::message::Confirmation;
 use fluxrelay_core::ports::{DeadLetterReason, QueueError};
 use fluxrelay_core::push::{Dispatch, Push};
 
@@ -44,6 +45,7 @@ impl SqsDeadLetter {
             .as_ref()
             .and_then(|reason| reason.cluster.clone())
             .or_else(|| Dispatch::from_json(&self.body).ok().map(|d| d.cluster))
+            .or_else(|| Confirmation::from_json(&self.body).ok().map(|c| c.cluster))
     }
 
     /// The FIFO group it belongs to on its source queue: the cluster for a `Dispatch`, the
@@ -63,6 +65,7 @@ impl SqsDeadLetter {
             .map(|dispatch| dispatch.push)
             .or_else(|_| Push::from_json(&self.body))
             .ok()
+            .or_else(|| Confirmation::from_json(&self.body).ok().map(|c| c.push))
     }
 }
 
@@ -190,19 +193,22 @@ pub async fn redrive_one(
     target_url: &str,
     message: &SqsDeadLetter,
 ) -> Result<(), QueueError> {
-    let group = message.source_group().ok_or_else(|| {
-        QueueError::new(format!(
-            "message {} is neither a Dispatch nor a Push; left on {dlq_url}",
-            message.message_id
-        ))
-    })?;
-    client
+    let mut send = client
         .send_message()
         .queue_url(target_url)
-        .message_body(&message.body)
-        .message_group_id(group)
-        .message_deduplication_id(format!("redrive-{}", message.message_id))
-        .send()
+        .message_body(&message.body);
+    if target_url.ends_with(".fifo") {
+        let group = message.source_group().ok_or_else(|| {
+            QueueError::new(format!(
+                "message {} is neither a Dispatch nor a Push; left on {dlq_url}",
+                message.message_id
+            ))
+        })?;
+        send = send
+            .message_group_id(group)
+            .message_deduplication_id(format!("redrive-{}", message.message_id));
+    }
+    send.send()
         .await
         .map_err(|error| sqs_error("SendMessage", target_url, error))?;
     client
@@ -216,9 +222,15 @@ pub async fn redrive_one(
 }
 
 /// The source queue of a dead-letter queue named as `template.yaml` names them:
-/// `...-dispatch-dlq.fifo` → `...-dispatch.fifo`.
+/// `...-dispatch-dlq.fifo` → `...-dispatch.fifo`; the standard confirm queue's
+/// `...-confirm-dlq` → `...-confirm`.
 pub fn source_queue_url(dlq_url: &str) -> Option<String> {
     dlq_url
         .strip_suffix("-dlq.fifo")
         .map(|stem| format!("{stem}.fifo"))
+        .or_else(|| {
+            dlq_url
+                .strip_suffix("-confirm-dlq")
+                .map(|stem| format!("{stem}-confirm"))
+        })
 }

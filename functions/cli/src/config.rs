@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use fluxrelay_adapters::embedded::DEFAULT_JOURNAL_MAX_BYTES;
 use fluxrelay_core::auth::{AuthConfig, SigningKey};
+use fluxrelay_core::gitlab_api::instances::GitLabInstances;
+use fluxrelay_core::handlers::confirm::ConfirmRules;
 use fluxrelay_core::ingest::{DEFAULT_MAX_BODY_BYTES, IngestConfig};
 use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_core::registry::ClusterEntry;
@@ -36,6 +38,11 @@ pub struct ServeConfig {
     pub dispatch_workers: usize,
     /// The push journal's cap in the queue file (`journal_max_mib`).
     pub journal_max_bytes: u64,
+    /// How confirmations run (`[confirm]`).
+    pub confirm: ConfirmRules,
+    /// GitLab API URL and token per instance (`[[gitlab]]`); empty: no statuses are
+    /// posted and changed paths come from the payload.
+    pub gitlab: GitLabInstances,
 }
 
 /// One thing wrong with the configuration.
@@ -201,6 +208,8 @@ const TOP_LEVEL: &[&str] = &[
     "webhook",
     "dispatch",
     "clusters",
+    "confirm",
+    "gitlab",
 ];
 const WEBHOOK: &[&str] = &[
     "tokens",
@@ -262,6 +271,8 @@ impl Reader<'_> {
             .integer(&table, "", "journal_max_mib", (1, MAX_JOURNAL_MIB))
             .map_or(DEFAULT_JOURNAL_MAX_BYTES, |mib| mib.unsigned_abs() * MIB);
         let clusters = self.clusters(&table);
+        let confirm = self.confirm(&table);
+        let gitlab = self.gitlab(&table);
         Some(ServeConfig {
             file: self.file.clone(),
             listen: listen?,
@@ -271,6 +282,8 @@ impl Reader<'_> {
             retry,
             dispatch_workers,
             journal_max_bytes,
+            confirm,
+            gitlab,
         })
     }
 
@@ -655,6 +668,9 @@ fn toml_to_json(value: &toml::Value) -> Value {
         ),
     }
 }
+
+#[path = "config_confirm.rs"]
+mod confirm;
 
 #[cfg(test)]
 #[path = "config_test.rs"]

@@ -441,3 +441,80 @@ fn data_dir_of_reads_only_the_data_dir() {
         "data_dir"
     );
 }
+
+// ---- [confirm] and [[gitlab]] (issue 14) -----------------------------------------------
+
+#[test]
+fn confirm_and_gitlab_have_defaults_and_read_every_source_of_token() {
+    let minimal = format!("[webhook]\ntokens = [\"{TOKEN}\"]\n");
+    let config = parse(&minimal).unwrap();
+    assert_eq!(config.confirm.policy.deadline_secs, 900);
+    assert_eq!(config.confirm.naming.name("a"), "fluxrelay/a");
+    assert!(config.confirm.summary_name.is_none());
+    assert!(config.gitlab.is_empty());
+
+    let dir = TempDir::new("gitlab-token");
+    let token_file = dir.write("gitlab.token", "  glpat-from-a-file\n");
+    let text = format!(
+        "{minimal}\n[confirm]\ndeadline_secs = 120\nstatus_name = \"deploy/{{cluster}}\"\nsummary_status = \"deploy\"\n\n\
+         [[gitlab]]\nurl = \"https://gitlab.example.com\"\ntoken = \"glpat-inline\"\n\n\
+         [[gitlab]]\nurl = \"https://code.example.org\"\ntoken_file = {:?}\n\n\
+         [[gitlab]]\nurl = \"https://third.example.net\"\napi_url = \"https://api.example.net/api/v4\"\ntoken_env = \"GITLAB_TOKEN\"\n",
+        token_file.display().to_string()
+    );
+    let env = FakeEnv(HashMap::from([("GITLAB_TOKEN", "glpat-from-env")]));
+    let config = ServeConfig::parse(Path::new(FILE), &text, &env).unwrap();
+    assert_eq!(config.confirm.policy.deadline_secs, 120);
+    assert_eq!(config.confirm.naming.name("a"), "deploy/a");
+    assert_eq!(config.confirm.summary_name.as_deref(), Some("deploy"));
+    let token = |instance: &str| {
+        config
+            .gitlab
+            .for_instance(instance)
+            .unwrap()
+            .token
+            .expose()
+            .to_string()
+    };
+    assert_eq!(token("https://gitlab.example.com"), "glpat-inline");
+    assert_eq!(token("https://code.example.org"), "glpat-from-a-file");
+    assert_eq!(token("https://third.example.net"), "glpat-from-env");
+    assert_eq!(
+        config
+            .gitlab
+            .for_instance("https://third.example.net")
+            .unwrap()
+            .api_url
+            .as_str(),
+        "https://api.example.net/api/v4"
+    );
+    assert!(
+        !format!("{config:?}").contains("glpat-"),
+        "tokens are redacted"
+    );
+}
+
+#[test]
+fn confirm_and_gitlab_mistakes_are_reported_by_field_without_the_token() {
+    let text = format!(
+        "[webhook]\ntokens = [\"{TOKEN}\"]\n\n[confirm]\ndeadline_secs = 5\nstatus_name = \"fluxrelay\"\nsummary_status = \"fluxrelay/x\"\nretries = 3\n\n\
+         [[gitlab]]\nurl = \"https://a.example\"\ntoken = \"glpat-secret-1\"\ntoken_env = \"X\"\n\n\
+         [[gitlab]]\nurl = \"https://b.example\"\napi_url = \"http://b.example/api/v4\"\ntoken = \"glpat-secret-2\"\n\n\
+         [[gitlab]]\ntoken = \"glpat-secret-3\"\n\n\
+         [[gitlab]]\nurl = \"https://c.example\"\ntoken_env = \"UNSET_TOKEN\"\n"
+    );
+    let error = parse(&text).unwrap_err();
+    let fields: Vec<&str> = error.problems.iter().map(|p| p.field.as_str()).collect();
+    for field in [
+        "confirm.deadline_secs",
+        "confirm.status_name",
+        "confirm.retries",
+        "gitlab[0]",
+        "gitlab[1].api_url",
+        "gitlab[2].url",
+        "gitlab[3].token_env",
+    ] {
+        assert!(fields.contains(&field), "{field} in {fields:?}");
+    }
+    assert!(!error.to_string().contains("glpat-secret"), "{error}");
+}

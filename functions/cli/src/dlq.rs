@@ -5,8 +5,11 @@
 use std::io::Write;
 use std::path::Path;
 
-use fluxrelay_adapters::embedded::{DISPATCH_QUEUE, DeadLetter, EmbeddedQueue, INTAKE_QUEUE};
+use fluxrelay_adapters::embedded::{
+    CONFIRM_QUEUE, DISPATCH_QUEUE, DeadLetter, EmbeddedQueue, INTAKE_QUEUE,
+};
 use fluxrelay_adapters::sqs_dlq::{self, BROWSE_HOLD, SqsDeadLetter};
+use fluxrelay_core::confirm::message::Confirmation;
 use fluxrelay_core::push::{Dispatch, Push};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -18,6 +21,8 @@ use crate::serve::QUEUE_FILE;
 pub enum QueueName {
     Dispatch,
     Intake,
+    /// Confirmations whose final commit status could not be posted (a redrive posts it).
+    Confirm,
 }
 
 impl QueueName {
@@ -25,6 +30,7 @@ impl QueueName {
         match self {
             QueueName::Dispatch => DISPATCH_QUEUE,
             QueueName::Intake => INTAKE_QUEUE,
+            QueueName::Confirm => CONFIRM_QUEUE,
         }
     }
 }
@@ -127,6 +133,7 @@ fn embedded_row(queue: QueueName, dead: &DeadLetter) -> Row {
     let push = match queue {
         QueueName::Dispatch => Dispatch::from_json(&dead.body).ok().map(|d| d.push),
         QueueName::Intake => Push::from_json(&dead.body).ok(),
+        QueueName::Confirm => Confirmation::from_json(&dead.body).ok().map(|c| c.push),
     };
     let (project, git_ref) = push
         .map(|push| (push.project.path, push.git_ref))

@@ -21,6 +21,11 @@ fn summary(stage: &str) -> &'static str {
         }
         "retry" | "trigger_failed" => "failing, will be retried",
         "queued" => "queued, not dispatched yet",
+        "confirming" => "delivered; confirming that the cluster applies it",
+        "applied" => "delivered and applied (confirmed)",
+        "apply_failed" => "delivered; the cluster failed to apply it (see the reason above)",
+        "overtaken" => "delivered; a newer commit reached the source first (superseded)",
+        "timed_out" => "delivered; not applied within the confirmation deadline",
         _ => "in progress",
     }
 }
@@ -78,7 +83,13 @@ fn write_journal(
         let last = records
             .iter()
             .rev()
-            .find(|record| record.entry.stage != "skipped")
+            // Status posts accompany a confirmation's state, as skips a verdict.
+            .find(|record| {
+                !matches!(
+                    record.entry.stage.as_str(),
+                    "skipped" | "status" | "status_failed"
+                )
+            })
             .map_or("in progress", |record| summary(&record.entry.stage));
         writeln!(out, "  {cluster}: {last}")?;
     }

@@ -3,11 +3,14 @@
 
 mod cluster;
 mod config;
+mod confirm_worker;
 mod dlq;
 mod explain;
 mod kubeconfig;
 mod metrics;
+mod metrics_confirm;
 mod serve;
+mod wait;
 mod workers;
 
 use std::net::SocketAddr;
@@ -51,6 +54,37 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Wait until each cluster has deployed a commit (from GitLab's commit statuses; for CI)
+    Wait(WaitArgs),
+}
+
+#[derive(clap::Args)]
+struct WaitArgs {
+    /// The project: its id, or its path (group/project); in GitLab CI $CI_PROJECT_ID
+    #[arg(long)]
+    project: String,
+    /// The commit; in GitLab CI $CI_COMMIT_SHA
+    #[arg(long)]
+    sha: String,
+    /// Only clusters matching this glob (repeatable; default: every cluster with a status).
+    /// A name without glob characters is waited for until its status appears
+    #[arg(long = "cluster")]
+    clusters: Vec<String>,
+    /// Give up after this long (15m, 90s, 1h)
+    #[arg(long, default_value = "15m")]
+    timeout: String,
+    /// How often to read the statuses
+    #[arg(long, default_value = "5s")]
+    poll: String,
+    /// GitLab's API root (default: $CI_API_V4_URL)
+    #[arg(long)]
+    gitlab_url: Option<String>,
+    /// The environment variable holding a token with read_api (or api) on the project
+    #[arg(long, default_value = "FLUXRELAY_GITLAB_TOKEN")]
+    token_env: String,
+    /// The status name template fluxrelay posts with ([confirm] status_name)
+    #[arg(long, default_value = fluxrelay_core::gitlab_api::statuses::DEFAULT_NAME_TEMPLATE)]
+    status_name: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -227,6 +261,72 @@ fn main() -> ExitCode {
         Command::Dlq { command } => dlq(command),
         Command::Explain(args) => explain(args),
         Command::Cluster { command } => cluster_command(command),
+        Command::Wait(args) => wait_command(args),
+    }
+}
+
+fn wait_command(args: WaitArgs) -> ExitCode {
+    let options = (|| -> Result<wait::WaitOptions, String> {
+        let api_url = args
+            .gitlab_url
+            .clone()
+            .or_else(|| {
+                std::env::var("CI_API_V4_URL")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
+            .ok_or("no GitLab API URL: pass --gitlab-url (in GitLab CI, $CI_API_V4_URL is used)")?;
+        let token = std::env::var(&args.token_env)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "environment variable {} (the GitLab token) is not set",
+                    args.token_env
+                )
+            })?;
+        Ok(wait::WaitOptions {
+            api_url,
+            token: fluxrelay_core::secret::Secret::new(token),
+            project: args.project.clone(),
+            sha: args.sha.clone(),
+            clusters: args.clusters.clone(),
+            timeout: wait::parse_duration(&args.timeout).map_err(|e| format!("--timeout: {e}"))?,
+            poll: wait::parse_duration(&args.poll)
+                .map_err(|e| format!("--poll: {e}"))?
+                .max(std::time::Duration::from_secs(1)),
+            naming: fluxrelay_core::gitlab_api::statuses::StatusNaming::new(&args.status_name)
+                .map_err(|e| format!("--status-name: {e}"))?,
+        })
+    })();
+    let options = match options {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("fluxrelay: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("fluxrelay: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let result = runtime.block_on(wait::wait(
+        options,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    ));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("fluxrelay: {message}");
+            ExitCode::from(EXIT_FAILED)
+        }
     }
 }
 

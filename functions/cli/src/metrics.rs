@@ -2,7 +2,7 @@
 //! dead-lettered, per cluster, with queue depths and the journal's size read at scrape time.
 
 use fluxrelay_adapters::embedded::{
-    DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, INTAKE_QUEUE,
+    CONFIRM_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, INTAKE_QUEUE,
 };
 use fluxrelay_core::handlers::dispatch::DispatchReport;
 use fluxrelay_core::ingest::{Accepted, IngestError};
@@ -16,6 +16,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+use crate::metrics_confirm::ConfirmMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -52,6 +54,8 @@ pub struct Metrics {
     journal_rows: Gauge,
     journal_bytes: Gauge,
     trigger_latency: Histogram,
+    /// Confirmation figures (`metrics_confirm.rs`).
+    pub confirm: ConfirmMetrics,
 }
 
 impl Default for Metrics {
@@ -124,7 +128,9 @@ impl Metrics {
             "Time from a push's webhook being accepted to its cluster's trigger succeeding",
             trigger_latency.clone(),
         );
+        let confirm = ConfirmMetrics::register(&mut registry);
         Self {
+            confirm,
             registry,
             received,
             ignored,
@@ -219,7 +225,12 @@ impl Metrics {
 
     /// The text exposition, with queue and journal gauges read from `queue` now.
     pub fn render(&self, queue: &EmbeddedQueue) -> Result<String, String> {
-        for name in [INTAKE_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE] {
+        for name in [
+            INTAKE_QUEUE,
+            DISPATCH_QUEUE,
+            DISPATCH_RETRY_QUEUE,
+            CONFIRM_QUEUE,
+        ] {
             let depth = queue.depth(name).map_err(|error| error.to_string())?;
             let dead = queue
                 .dead_letter_count(name)

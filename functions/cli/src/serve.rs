@@ -14,10 +14,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::embedded::{
-    DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, INTAKE_QUEUE,
+    CONFIRM_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, INTAKE_QUEUE,
 };
 use fluxrelay_adapters::file_registry::FileRegistry;
+use fluxrelay_adapters::gitlab::GitLabClient;
 use fluxrelay_adapters::outcome_log;
+use fluxrelay_core::handlers::confirm::{ConfirmMemory, ConfirmRules};
 use fluxrelay_core::handlers::dispatch::{DispatchMemory, DispatchOptions, DispatchRules};
 use fluxrelay_core::ingest::{IngestConfig, IngestError, IngestResponse, ingest};
 use time::OffsetDateTime;
@@ -73,7 +75,12 @@ pub async fn run(
     let queue = EmbeddedQueue::open(config.data_dir.join(QUEUE_FILE))
         .map_err(|error| problem("data_dir", error.to_string()))?;
     queue.set_journal_max_bytes(config.journal_max_bytes);
-    for name in [INTAKE_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE] {
+    for name in [
+        INTAKE_QUEUE,
+        DISPATCH_QUEUE,
+        DISPATCH_RETRY_QUEUE,
+        CONFIRM_QUEUE,
+    ] {
         let released = queue
             .release_leases(name)
             .map_err(|error| ServeError::Runtime(error.to_string()))?;
@@ -87,6 +94,7 @@ pub async fn run(
     }
     let clusters =
         KubeClusters::with_defaults().map_err(|failure| ServeError::Runtime(failure.reason))?;
+    let gitlab = GitLabClient::new(config.gitlab.clone()).map_err(ServeError::Runtime)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|error| {
@@ -109,12 +117,22 @@ pub async fn run(
             policy: config.retry,
             options: dispatch,
             cluster_budget: Some(workers::CLUSTER_BUDGET),
+            // serve always has its confirm queue: a cluster whose entry has `confirm`
+            // gets its deliveries confirmed.
+            confirm: true,
         },
         memory: DispatchMemory::default(),
         metrics: metrics.clone(),
         route_wake: route_wake.clone(),
         dispatch_wake: Arc::new(Notify::new()),
         dispatch_slots: Arc::new(Semaphore::new(config.dispatch_workers.max(1))),
+        gitlab,
+        confirm_rules: ConfirmRules {
+            cluster_budget: Some(crate::confirm_worker::CONFIRM_CLUSTER_BUDGET),
+            ..config.confirm.clone()
+        },
+        confirm_memory: ConfirmMemory::default(),
+        confirm_wake: Arc::new(Notify::new()),
     });
     let state = AppState {
         ingest: Arc::new(config.ingest),
@@ -132,14 +150,20 @@ pub async fn run(
     let tasks = vec![
         tokio::spawn(workers::run_route(workers.clone(), stopped.clone())),
         tokio::spawn(workers::run_dispatch(workers.clone(), stopped.clone())),
+        tokio::spawn(crate::confirm_worker::run_confirm(
+            workers.clone(),
+            stopped.clone(),
+        )),
     ];
     // Pick up what a previous run left queued.
     route_wake.notify_one();
     workers.dispatch_wake.notify_one();
+    workers.confirm_wake.notify_one();
     tracing::info!(
         addr = %address,
         data_dir = %config.data_dir.display(),
         clusters = config.clusters.len(),
+        gitlab_instances = config.gitlab.instances.len(),
         "listening"
     );
 

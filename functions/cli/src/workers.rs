@@ -12,11 +12,15 @@ use fluxrelay_adapters::embedded::{
     JournalEntry, Received,
 };
 use fluxrelay_adapters::file_registry::FileRegistry;
+use fluxrelay_adapters::gitlab::GitLabClient;
 use fluxrelay_adapters::outcome_log;
+use fluxrelay_core::handlers::confirm::{ConfirmMemory, ConfirmRules};
 use fluxrelay_core::handlers::dispatch::{
     DispatchMemory, DispatchPorts, DispatchReport, DispatchRules, handle_dispatch,
 };
-use fluxrelay_core::handlers::route::{RouteReport, RouteVerdict, route_and_settle};
+use fluxrelay_core::handlers::route::{
+    PathsSource, RouteReport, RouteVerdict, route_and_settle_with,
+};
 use fluxrelay_core::outcome::verdict::Verdict;
 use fluxrelay_core::ports::{QueueError, QueueMessage};
 use time::OffsetDateTime;
@@ -40,7 +44,7 @@ const DISPATCH_VISIBILITY: Duration = Duration::from_secs(180);
 pub const CLUSTER_BUDGET: Duration = Duration::from_secs(60);
 /// How often an idle worker looks for messages whose retry delay has passed; new
 /// messages wake it at once.
-const IDLE_POLL: Duration = Duration::from_millis(500);
+pub const IDLE_POLL: Duration = Duration::from_millis(500);
 
 pub struct Workers {
     pub queue: EmbeddedQueue,
@@ -53,10 +57,15 @@ pub struct Workers {
     pub dispatch_wake: Arc<Notify>,
     /// Dispatch batches handled at once: a cluster that hangs holds one, never the others.
     pub dispatch_slots: Arc<Semaphore>,
+    /// GitLab's API per instance (statuses, compare); no instance: nothing is posted.
+    pub gitlab: GitLabClient,
+    pub confirm_rules: ConfirmRules,
+    pub confirm_memory: ConfirmMemory,
+    pub confirm_wake: Arc<Notify>,
 }
 
 impl Workers {
-    fn settle(&self, wake: &Arc<Notify>) -> EmbeddedSettle {
+    pub(crate) fn settle(&self, wake: &Arc<Notify>) -> EmbeddedSettle {
         EmbeddedSettle::new(self.queue.clone()).notifying(wake.clone())
     }
 
@@ -70,15 +79,23 @@ impl Workers {
             return Ok(0);
         }
         let messages = queue_messages(INTAKE_QUEUE, &received);
-        let report = route_and_settle(
+        let report = route_and_settle_with(
             &self.registry,
             &self.queue,
             &self.settle(&self.route_wake),
             &self.rules.policy,
+            &self.gitlab,
             &messages,
         )
         .await;
         outcome_log::route(&report);
+        for message in &report.messages {
+            match &message.paths {
+                PathsSource::Payload => {}
+                PathsSource::Compare => self.metrics.confirm.record_compare("200"),
+                PathsSource::CompareFailed { .. } => self.metrics.confirm.record_compare("failed"),
+            }
+        }
         self.journal(route_journal(&report)).await;
         self.dispatch_wake.notify_one();
         Ok(received.len())
@@ -86,7 +103,7 @@ impl Workers {
 
     /// The journal is for explaining, not for delivery: failing to write it is logged
     /// and the work goes on.
-    async fn journal(&self, entries: Vec<JournalEntry>) {
+    pub(crate) async fn journal(&self, entries: Vec<JournalEntry>) {
         if let Err(error) = blocking(&self.queue, move |queue| queue.record(&entries)).await {
             tracing::warn!(outcome = "journal_failed", error = %error);
         }
@@ -109,10 +126,13 @@ impl Workers {
 
     /// Dispatch one batch: each cluster is settled as it finishes, inside the handler.
     pub async fn dispatch_batch(&self, messages: Vec<QueueMessage>) {
+        let settle = self
+            .settle(&self.dispatch_wake)
+            .notifying_confirmations(self.confirm_wake.clone());
         let ports = DispatchPorts {
             registry: &self.registry,
             clusters: &self.clusters,
-            queue: &self.settle(&self.dispatch_wake),
+            queue: &settle,
             clock: &TokioClock,
         };
         let report = handle_dispatch(
@@ -132,7 +152,7 @@ impl Workers {
     }
 }
 
-fn queue_messages(queue: &str, received: &[Received]) -> Vec<QueueMessage> {
+pub(crate) fn queue_messages(queue: &str, received: &[Received]) -> Vec<QueueMessage> {
     received
         .iter()
         .map(|message| QueueMessage {
@@ -283,7 +303,7 @@ fn dead_detail(
 }
 
 /// SQLite calls block; run them off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     queue: &EmbeddedQueue,
     operation: impl FnOnce(&EmbeddedQueue) -> Result<T, QueueError> + Send + 'static,
 ) -> Result<T, QueueError> {

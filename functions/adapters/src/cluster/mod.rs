@@ -14,6 +14,7 @@
 //! - here: the adapter itself, its requests and the ports it implements.
 
 mod client;
+mod consumers;
 mod list_cache;
 mod lists;
 mod transport;

@@ -45,6 +45,10 @@ pub const DISPATCH_QUEUE: &str = "dispatch";
 /// Dispatch retries: each message in a group of its own and deliverable after its delay,
 /// as the SQS standard queue the Lambda dispatch function retries through.
 pub const DISPATCH_RETRY_QUEUE: &str = "dispatch-retry";
+/// Confirmations (issue 14): each message in a group of its own, deliverable after its
+/// delay (the SQS standard confirm queue's `DelaySeconds`); a start is deduplicated per
+/// push and cluster within the window, so a dispatch that comes back starts no second one.
+pub const CONFIRM_QUEUE: &str = "confirm";
 /// A deduplication id seen this recently (from its first enqueue) is a duplicate, as in SQS.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(5 * 60);
 

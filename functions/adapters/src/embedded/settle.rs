@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fluxrelay_core::confirm::message::Confirmation;
 use fluxrelay_core::ports::{DeadLetterReason, QueueError, QueueMessage, Settle};
 use fluxrelay_core::push::Dispatch;
 use tokio::sync::Notify;
 
-use super::{DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, Receipt};
+use super::{CONFIRM_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, Receipt};
 
 /// Settles messages received from an [`EmbeddedQueue`] (the message's `receipt` is the
 /// queue's receipt text). `freed` is notified whenever a message leaves its FIFO group or
@@ -18,15 +19,26 @@ use super::{DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, Receipt};
 pub struct EmbeddedSettle {
     queue: EmbeddedQueue,
     freed: Option<Arc<Notify>>,
+    confirmations: Option<Arc<Notify>>,
 }
 
 impl EmbeddedSettle {
     pub fn new(queue: EmbeddedQueue) -> Self {
-        Self { queue, freed: None }
+        Self {
+            queue,
+            freed: None,
+            confirmations: None,
+        }
     }
 
     pub fn notifying(mut self, freed: Arc<Notify>) -> Self {
         self.freed = Some(freed);
+        self
+    }
+
+    /// Notify `wake` whenever a confirmation is scheduled (the confirm worker's).
+    pub fn notifying_confirmations(mut self, wake: Arc<Notify>) -> Self {
+        self.confirmations = Some(wake);
         self
     }
 
@@ -72,6 +84,26 @@ impl Settle for EmbeddedSettle {
         self.blocking(move |queue| queue.send_delayed(DISPATCH_RETRY_QUEUE, &body, delay))
             .await?;
         self.freed();
+        Ok(())
+    }
+
+    async fn schedule_confirmation(
+        &self,
+        confirmation: &Confirmation,
+        delay_secs: u32,
+    ) -> Result<(), QueueError> {
+        let body = confirmation.to_json();
+        let delay = Duration::from_secs(delay_secs.into());
+        // A start is deduplicated (its group is its own: the pair's dedup id).
+        let start = (confirmation.checks == 0 && delay_secs == 0).then(|| confirmation.dedup_id());
+        self.blocking(move |queue| match start {
+            Some(dedup) => queue.send(CONFIRM_QUEUE, &dedup, &dedup, &body).map(|_| ()),
+            None => queue.send_delayed(CONFIRM_QUEUE, &body, delay),
+        })
+        .await?;
+        if let Some(wake) = &self.confirmations {
+            wake.notify_one();
+        }
         Ok(())
     }
 

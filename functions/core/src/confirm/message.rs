@@ -152,6 +152,19 @@ impl Confirmation {
         Ok(confirmation)
     }
 
+    /// Seconds from the push's acceptance to the cluster reporting it applied (success
+    /// only; 0 when the cluster's clock is behind fluxrelay's).
+    pub fn push_to_applied_secs(&self) -> Option<f64> {
+        use time::format_description::well_known::Rfc3339;
+        let ended = self
+            .ended
+            .as_ref()
+            .filter(|e| e.outcome == Outcome::Success)?;
+        let applied = OffsetDateTime::parse(ended.applied_at.as_deref()?, &Rfc3339).ok()?;
+        let accepted = OffsetDateTime::parse(&self.push.received_at, &Rfc3339).ok()?;
+        Some((applied - accepted).as_seconds_f64().max(0.0))
+    }
+
     /// Deduplicates the start of one confirmation (the embedded queue's dedup window): a
     /// dispatch message that comes back after its confirmation was started does not start
     /// a second one.
@@ -228,6 +241,32 @@ mod tests {
         assert_eq!(a.dedup_id(), b.dedup_id());
         b.cluster = "prod-us".into();
         assert_ne!(a.dedup_id(), b.dedup_id());
+    }
+
+    #[test]
+    fn push_to_applied_counts_from_acceptance_to_the_last_ready() {
+        let mut confirmation = sample();
+        assert_eq!(confirmation.push_to_applied_secs(), None);
+        let ended = |outcome, applied_at: Option<&str>| Ended {
+            outcome,
+            reason: String::new(),
+            message: String::new(),
+            object: None,
+            applied_at: applied_at.map(str::to_string),
+            ended_at: String::new(),
+        };
+        confirmation.ended = Some(ended(Outcome::Success, Some("2026-11-22T00:00:12Z")));
+        assert_eq!(confirmation.push_to_applied_secs(), Some(12.0));
+        confirmation.ended = Some(ended(Outcome::Success, Some("2026-11-21T23:59:59Z")));
+        assert_eq!(
+            confirmation.push_to_applied_secs(),
+            Some(0.0),
+            "a clock behind"
+        );
+        confirmation.ended = Some(ended(Outcome::Failed, Some("2026-11-22T00:00:12Z")));
+        assert_eq!(confirmation.push_to_applied_secs(), None);
+        confirmation.ended = Some(ended(Outcome::Success, Some("yesterday")));
+        assert_eq!(confirmation.push_to_applied_secs(), None);
     }
 
     #[test]

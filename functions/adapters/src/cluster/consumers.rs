@@ -1,0 +1,119 @@
+//! Confirmation's lists: the Kustomizations and HelmReleases of one namespace, always read
+//! fresh (a confirmation must see the status as it is now), one plain GET each, classified
+//! like every other apiserver answer. A kind whose CRD is not installed (404) is empty.
+
+use fluxrelay_core::confirm::objects::{
+    HELM_RELEASE_GROUP, HelmRelease, KUSTOMIZATION_GROUP, Kustomization,
+};
+use fluxrelay_core::outcome::classify::{
+    TransportErrorKind, TriggerFailure, classify_apiserver_response, transport_failure,
+};
+use fluxrelay_core::ports::FluxConsumers;
+use fluxrelay_core::registry::ClusterEntry;
+use serde_json::Value;
+
+use super::{KubeClusters, configuration_failure};
+
+const MAX_LIST_BYTES: usize = 16 * 1024 * 1024;
+
+impl KubeClusters {
+    async fn list_json(
+        &self,
+        entry: &ClusterEntry,
+        namespace: &str,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Result<Vec<Value>, TriggerFailure> {
+        let action = format!("list {plural} in {namespace}");
+        if namespace.is_empty()
+            || !namespace
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(configuration_failure(format!(
+                "{action}: not a namespace name"
+            )));
+        }
+        let path = format!("/apis/{group}/{version}/namespaces/{namespace}/{plural}");
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let response = self
+            .request_apiserver(
+                entry,
+                http::Method::GET,
+                &path,
+                &headers,
+                &[],
+                MAX_LIST_BYTES,
+            )
+            .await?;
+        // No such resource: the CRD is not installed, so there are none of them.
+        let not_installed = response.status == 404
+            && serde_json::from_slice::<Value>(&response.body)
+                .ok()
+                .and_then(|status| {
+                    status
+                        .get("reason")
+                        .and_then(Value::as_str)
+                        .map(|r| r == "NotFound")
+                })
+                .unwrap_or(true);
+        if not_installed {
+            return Ok(Vec::new());
+        }
+        classify_apiserver_response(&response, &action).inspect_err(|failure| {
+            if failure.credentials_rejected {
+                self.forget_client(entry);
+            }
+        })?;
+        let unreadable =
+            |why: &str| transport_failure(TransportErrorKind::Other, &format!("{action}: {why}"));
+        if response.body.len() >= MAX_LIST_BYTES {
+            return Err(unreadable(
+                "the list is larger than fluxrelay reads (16 MiB)",
+            ));
+        }
+        match serde_json::from_slice::<Value>(&response.body) {
+            Ok(Value::Object(mut list)) => match list.remove("items") {
+                Some(Value::Array(items)) => Ok(items),
+                Some(Value::Null) | None => Ok(Vec::new()),
+                Some(_) => Err(unreadable("the list's items are not an array")),
+            },
+            _ => Err(unreadable("the answer is not a JSON list")),
+        }
+    }
+}
+
+impl FluxConsumers for KubeClusters {
+    async fn kustomizations(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+    ) -> Result<Vec<Kustomization>, TriggerFailure> {
+        let items = self
+            .list_json(
+                cluster,
+                namespace,
+                KUSTOMIZATION_GROUP,
+                "v1",
+                "kustomizations",
+            )
+            .await?;
+        Ok(items.iter().map(Kustomization::from_json).collect())
+    }
+
+    async fn helm_releases(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+    ) -> Result<Vec<HelmRelease>, TriggerFailure> {
+        let items = self
+            .list_json(cluster, namespace, HELM_RELEASE_GROUP, "v2", "helmreleases")
+            .await?;
+        Ok(items.iter().map(HelmRelease::from_json).collect())
+    }
+}
