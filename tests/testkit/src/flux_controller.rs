@@ -2,9 +2,9 @@
 //! annotation and kustomize-controller, against the real kube-apiserver. It writes what
 //! the controllers write, in their order (`docs/reference/flux.md` §1, §3, §6):
 //!
-//! 1. A Receiver hit (seen at the receiver emulator) annotates each GitRepository the
-//!    Receiver selects with `reconcile.fluxcd.io/requestedAt` = now, as
-//!    notification-controller does before it answers.
+//! 1. A Receiver hit annotates each GitRepository the Receiver selects with
+//!    `reconcile.fluxcd.io/requestedAt` = now before the receiver emulator answers 200, as
+//!    notification-controller does ([`crate::receiver::FluxReceiverEmulator::on_accept`]).
 //! 2. A GitRepository whose `requestedAt` differs from `status.lastHandledReconcileAt` (or
 //!    whose generation is new) is fetched after `fetch_delay`: the head of its ref in the
 //!    [`GitRemote`]; conditions are patched first, then `artifact` (`<branch>@sha1:<sha>`),
@@ -28,7 +28,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use crate::receiver::HitFeed;
+use crate::receiver::FluxReceiverEmulator;
 
 /// Branch and tag heads of the Git repositories the GitRepositories point at.
 #[derive(Clone, Default)]
@@ -94,7 +94,6 @@ struct State {
     fetching: BTreeMap<String, (Instant, String)>,
     /// Kustomization `ns/name` → (due, revision) of an apply in progress.
     applying: BTreeMap<String, (Instant, String)>,
-    hits_seen: usize,
     errors: Vec<String>,
 }
 
@@ -154,10 +153,11 @@ impl Apis {
 
 impl FluxControllerStandIn {
     /// Runs in the background (every 50 ms) until dropped, over `namespaces`, with
-    /// `default` behaviour unless [`FluxControllerStandIn::set_behaviour`] says otherwise.
+    /// `default` behaviour unless [`FluxControllerStandIn::set_behaviour`] says otherwise;
+    /// `receiver`'s 200s annotate the Receiver's GitRepositories before they are answered.
     pub fn start(
         admin: kube::Client,
-        hits: Option<HitFeed>,
+        receiver: Option<&FluxReceiverEmulator>,
         remote: GitRemote,
         namespaces: Vec<String>,
         default: Behaviour,
@@ -187,13 +187,23 @@ impl FluxControllerStandIn {
                 "receivers",
             ),
         };
+        let apis = Arc::new(apis);
+        if let Some(receiver) = receiver {
+            let (apis, state) = (apis.clone(), state.clone());
+            receiver.on_accept(Arc::new(move |id: String| {
+                let (apis, state) = (apis.clone(), state.clone());
+                Box::pin(async move {
+                    if let Err(error) = annotate_resources(&apis, &id).await {
+                        lock(&state).errors.push(error);
+                    }
+                })
+            }));
+        }
         let task = {
             let state = state.clone();
             tokio::spawn(async move {
                 loop {
-                    if let Err(error) =
-                        tick(&apis, &state, hits.as_ref(), &remote, &namespaces).await
-                    {
+                    if let Err(error) = tick(&apis, &state, &remote, &namespaces).await {
                         let mut state = lock(&state);
                         if state.errors.len() < 100 {
                             state.errors.push(error);
@@ -238,13 +248,9 @@ fn id(object: &DynamicObject) -> (String, String) {
 async fn tick(
     apis: &Apis,
     state: &Arc<Mutex<State>>,
-    hits: Option<&HitFeed>,
     remote: &GitRemote,
     namespaces: &[String],
 ) -> Result<(), String> {
-    if let Some(hits) = hits {
-        annotate_hit_resources(apis, state, hits).await?;
-    }
     for namespace in namespaces {
         let behaviour = {
             let state = lock(state);
@@ -274,28 +280,10 @@ async fn tick(
     Ok(())
 }
 
-/// notification-controller: each Receiver answered 200 annotates its resources.
-async fn annotate_hit_resources(
-    apis: &Apis,
-    state: &Arc<Mutex<State>>,
-    feed: &HitFeed,
-) -> Result<(), String> {
-    let hits = feed.hits();
-    let new: Vec<String> = {
-        let mut state = lock(state);
-        if hits.len() < state.hits_seen {
-            state.hits_seen = 0;
-        }
-        let new = hits[state.hits_seen..]
-            .iter()
-            .filter(|hit| hit.status == 200)
-            .filter_map(|hit| hit.receiver.clone())
-            .collect();
-        state.hits_seen = hits.len();
-        new
-    };
-    for receiver in new {
-        let (namespace, name) = receiver.split_once('/').unwrap_or(("", &receiver));
+/// notification-controller: a Receiver about to answer 200 annotates its resources.
+async fn annotate_resources(apis: &Apis, receiver: &str) -> Result<(), String> {
+    {
+        let (namespace, name) = receiver.split_once('/').unwrap_or(("", receiver));
         let object = apis
             .api(&apis.receiver, namespace)
             .get(name)

@@ -8,6 +8,7 @@
 
 pub mod chaos;
 pub mod chaos_fleet;
+pub mod confirm_world;
 pub mod decoy;
 pub mod fault_proxy;
 pub mod fixtures;

@@ -109,7 +109,16 @@ struct Registry {
     /// Scripted stalls per path ([`FluxReceiverEmulator::stall_next`]).
     stalls: HashMap<String, VecDeque<Duration>>,
     hits: Vec<Hit>,
+    /// Called with `namespace/name` of a Receiver about to answer 200, and awaited before
+    /// the answer: notification-controller annotates the Receiver's resources before it
+    /// answers ([`FluxReceiverEmulator::on_accept`]).
+    on_accept: Option<AcceptHook>,
 }
+
+/// What runs before a 200 (the Flux controller stand-in's annotation of the resources).
+pub type AcceptHook = Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
+>;
 
 type Shared = Arc<Mutex<Registry>>;
 
@@ -218,11 +227,10 @@ impl FluxReceiverEmulator {
         lock(&self.registry).hits.clone()
     }
 
-    /// A handle on the recorded hits that outlives this borrow (the Flux controller
-    /// stand-in follows the Receivers hit, as notification-controller annotates their
-    /// resources).
-    pub fn hit_feed(&self) -> HitFeed {
-        HitFeed(self.registry.clone())
+    /// Run `hook` (awaited) before every 200, with the Receiver's `namespace/name`, as
+    /// notification-controller annotates the selected resources before it answers.
+    pub fn on_accept(&self, hook: AcceptHook) {
+        lock(&self.registry).on_accept = Some(hook);
     }
 
     /// Forgets the recorded hits and any scripted failures; Receivers stay registered.
@@ -230,17 +238,6 @@ impl FluxReceiverEmulator {
         let mut registry = lock(&self.registry);
         registry.hits.clear();
         registry.scripted.clear();
-    }
-}
-
-/// The emulator's hits, readable from another task.
-#[derive(Clone)]
-pub struct HitFeed(Shared);
-
-impl HitFeed {
-    /// Every request so far, whatever its status, in arrival order.
-    pub fn hits(&self) -> Vec<Hit> {
-        lock(&self.0).hits.clone()
     }
 }
 
@@ -273,47 +270,58 @@ async fn handle(State(registry): State<Shared>, request: Request) -> Response {
     if let Some(stalled) = stall(&registry, &request_uri, &parts, &body, at).await {
         return stalled;
     }
-    let mut state = lock(&registry);
-    let matched = state
-        .paths
-        .iter()
-        .find(|(_, path)| **path == request_uri)
-        .and_then(|(id, _)| state.receivers.get(id))
-        .cloned();
-    let scripted = state
-        .scripted
-        .get_mut(&request_uri)
-        .and_then(VecDeque::pop_front);
-    let (status, reason, body) = match body {
-        Err(error) => (
-            400,
-            Some(format!("unable to read request body: {error}")),
-            Vec::new(),
-        ),
-        Ok(body) => {
-            let outcome = match scripted {
-                Some(status) => Err((status, "scripted by fail_next".to_string())),
-                None => answer(under_hook, matched.as_ref(), &parts.headers, &body),
-            };
-            match outcome {
-                Ok(()) => (200, None, body),
-                Err((status, reason)) => (status, Some(reason), body),
+    // The lock is released before the hook is awaited (a guard held across an await would
+    // make the handler's future not Send).
+    let (status, hook) = {
+        let mut state = lock(&registry);
+        let matched = state
+            .paths
+            .iter()
+            .find(|(_, path)| **path == request_uri)
+            .and_then(|(id, _)| state.receivers.get(id))
+            .cloned();
+        let scripted = state
+            .scripted
+            .get_mut(&request_uri)
+            .and_then(VecDeque::pop_front);
+        let (status, reason, body) = match body {
+            Err(error) => (
+                400,
+                Some(format!("unable to read request body: {error}")),
+                Vec::new(),
+            ),
+            Ok(body) => {
+                let outcome = match scripted {
+                    Some(status) => Err((status, "scripted by fail_next".to_string())),
+                    None => answer(under_hook, matched.as_ref(), &parts.headers, &body),
+                };
+                match outcome {
+                    Ok(()) => (200, None, body),
+                    Err((status, reason)) => (status, Some(reason), body),
+                }
             }
-        }
+        };
+        // A scripted status that is not a valid HTTP status is answered and recorded as 500.
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let hook = (status == StatusCode::OK)
+            .then(|| state.on_accept.clone())
+            .flatten()
+            .zip(matched.as_ref().map(ReceiverSpec::id));
+        state.hits.push(Hit {
+            receiver: matched.as_ref().map(ReceiverSpec::id),
+            method: parts.method.to_string(),
+            request_uri,
+            headers: parts.headers,
+            body,
+            status: status.as_u16(),
+            reason,
+            at,
+        });
+        (status, hook)
     };
-    // A scripted status that is not a valid HTTP status is answered and recorded as 500.
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    state.hits.push(Hit {
-        receiver: matched.as_ref().map(ReceiverSpec::id),
-        method: parts.method.to_string(),
-        request_uri,
-        headers: parts.headers,
-        body,
-        status: status.as_u16(),
-        reason,
-        at,
-    });
-    drop(state);
+    if let Some((hook, receiver)) = hook {
+        hook(receiver).await;
+    }
 
     let mut response = Response::new(Body::empty());
     *response.status_mut() = status;

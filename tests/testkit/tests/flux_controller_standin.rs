@@ -81,7 +81,7 @@ async fn the_stand_in_fetches_applies_fails_and_moves_on_as_flux_does() {
     remote.set(URL, "refs/heads/main", A);
     let controller = FluxControllerStandIn::start(
         kube.admin(),
-        Some(receiver.hit_feed()),
+        Some(&receiver),
         remote.clone(),
         vec!["flux-system".into()],
         Behaviour {

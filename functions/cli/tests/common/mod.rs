@@ -142,12 +142,27 @@ impl Serve {
 
     /// [`Serve::start`] with another `RUST_LOG` filter (e.g. `debug`).
     pub async fn start_with_log_filter(config: &Path, extra_args: &[&str], filter: &str) -> Serve {
+        Self::start_full(config, extra_args, filter, &[]).await
+    }
+
+    /// [`Serve::start`] with extra environment variables (e.g. a `token_env` secret).
+    pub async fn start_with_env(config: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Serve {
+        Self::start_full(config, extra_args, "info", env).await
+    }
+
+    async fn start_full(
+        config: &Path,
+        extra_args: &[&str],
+        filter: &str,
+        env: &[(&str, &str)],
+    ) -> Serve {
         let mut child = Command::new(fluxrelay_binary())
             .arg("serve")
             .arg("--config")
             .arg(config)
             .args(["--log-format", "json"])
             .args(extra_args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

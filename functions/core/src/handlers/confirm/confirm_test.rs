@@ -636,3 +636,42 @@ async fn a_follow_up_that_cannot_be_scheduled_leaves_the_message_to_come_back() 
     assert!(report.messages[0].settled.comes_back());
     assert_eq!(report.failed_ids(), vec!["m"]);
 }
+
+#[tokio::test]
+async fn two_clusters_ending_in_one_batch_post_the_summary_once() {
+    let stage = Stage {
+        rules: ConfirmRules {
+            summary_name: Some("fluxrelay".into()),
+            ..ConfirmRules::default()
+        },
+        ..Stage::new()
+    };
+    let registry = registry(&[("a", json!(true)), ("b", json!(true))]);
+    let report = stage
+        .run(
+            &registry,
+            &cluster_at(2),
+            &[
+                message("a", &start("a", "k"), 1),
+                message("b", &start("b", "k"), 1),
+            ],
+            now(),
+        )
+        .await;
+    assert!(
+        report.messages.iter().all(|m| m.step == ConfirmStep::Ended),
+        "{report:?}"
+    );
+    let summaries = stage
+        .gitlab
+        .posted()
+        .into_iter()
+        .filter(|(name, _)| name == "fluxrelay")
+        .count();
+    assert_eq!(summaries, 1);
+    assert_eq!(
+        stage.gitlab.calls("list_statuses"),
+        1,
+        "one read for the commit"
+    );
+}

@@ -170,11 +170,78 @@ where
         let span = tracing::info_span!("confirm", cluster = %name, messages = group.len());
         cluster_round(ports, rules, memory, name, group, now).instrument(span)
     });
-    for (messages, requests) in join_all(clusters).await {
-        report.messages.extend(messages);
+    let mut rounds = Vec::new();
+    for (done, requests) in join_all(clusters).await {
+        rounds.extend(done);
         report.requests.push(requests);
     }
+    summaries(ports.gitlab, rules, memory, &mut rounds, now).await;
+    let settled = join_all(
+        rounds
+            .into_iter()
+            .map(|round| settle_round(ports.queue, round)),
+    )
+    .await;
+    report.messages.extend(settled);
     report
+}
+
+/// The summaries of the commits whose confirmations ended in this batch, once per commit.
+async fn summaries(
+    gitlab: &impl GitLabApi,
+    rules: &ConfirmRules,
+    memory: &ConfirmMemory,
+    rounds: &mut [Round<'_>],
+    now: OffsetDateTime,
+) {
+    let mut commits: BTreeMap<(String, u64, String), Vec<usize>> = BTreeMap::new();
+    for (index, round) in rounds.iter_mut().enumerate() {
+        let Some(confirmation) = &mut round.confirmation else {
+            continue;
+        };
+        if post::summary_due(confirmation) {
+            let push = &confirmation.push;
+            commits
+                .entry((
+                    push.instance.clone(),
+                    push.project.id,
+                    crate::confirm::rule::pushed_commit(push).to_string(),
+                ))
+                .or_default()
+                .push(index);
+        } else if confirmation.report != Report::Active || rules.summary_name.is_none() {
+            confirmation.summary_due = false;
+        }
+    }
+    for indexes in commits.into_values() {
+        let mut posted = post::Posted {
+            calls: Vec::new(),
+            retry_secs: None,
+        };
+        let outcome = {
+            let members: Vec<&Confirmation> = indexes
+                .iter()
+                .filter_map(|i| rounds[*i].confirmation.as_ref())
+                .collect();
+            post::post_summary_once(gitlab, rules, memory, &mut posted, &members, now).await
+        };
+        if let Some(first) = indexes.first() {
+            rounds[*first].calls.extend(posted.calls);
+        }
+        for index in indexes {
+            let round = &mut rounds[index];
+            match outcome {
+                Ok(()) => {
+                    if let Some(confirmation) = &mut round.confirmation {
+                        confirmation.summary_due = false;
+                    }
+                }
+                Err(secs) => {
+                    round.delay_secs = Some(round.delay_secs.map_or(secs, |d| d.max(secs)));
+                }
+            }
+        }
+    }
 }
 
 /// What one read of a cluster found, or why there is nothing to look at.
@@ -220,14 +287,14 @@ fn look_cost(entry: &ClusterEntry, options: ConfirmOptions) -> u32 {
         .saturating_mul(kinds)
 }
 
-async fn cluster_round<R, C, G, Q, T>(
+async fn cluster_round<'m, R, C, G, Q, T>(
     ports: &ConfirmPorts<'_, R, C, G, Q, T>,
     rules: &ConfirmRules,
     memory: &ConfirmMemory,
     name: String,
-    group: Vec<(&QueueMessage, Confirmation)>,
+    group: Vec<(&'m QueueMessage, Confirmation)>,
     now: OffsetDateTime,
-) -> (Vec<ConfirmedMessage>, (String, u32))
+) -> (Vec<Round<'m>>, (String, u32))
 where
     R: ClusterRegistry,
     C: FluxDiscovery + FluxConsumers,
@@ -243,26 +310,19 @@ where
     if let Ok(entry) = &entry
         && entry.confirm.is_none()
     {
-        let settled = join_all(
-            group
-                .iter()
-                .map(|(message, _)| settle_done(ports.queue, message)),
-        )
-        .await;
-        let messages = group
+        let rounds = group
             .into_iter()
-            .zip(settled)
-            .map(|((message, confirmation), settled)| ConfirmedMessage {
-                message_id: message.id.clone(),
+            .map(|(message, confirmation)| Round {
+                message,
                 confirmation: Some(confirmation),
                 seen: None,
                 changed: false,
-                step: ConfirmStep::NotEnabled,
+                delay_secs: None,
                 calls: Vec::new(),
-                settled,
+                not_enabled: true,
             })
             .collect();
-        return (messages, (name, 0));
+        return (rounds, (name, 0));
     }
     let options = entry
         .as_ref()
@@ -333,17 +393,29 @@ struct Look<'a> {
     cost: u32,
 }
 
-async fn round<R, C, G, Q, T>(
+/// One message's round before it is settled (the summaries of the batch come in between).
+struct Round<'m> {
+    message: &'m QueueMessage,
+    confirmation: Option<Confirmation>,
+    seen: Option<Observation>,
+    changed: bool,
+    /// Look again (or post again) after this long; `None` once it ended and is reported.
+    delay_secs: Option<u32>,
+    calls: Vec<GitLabCall>,
+    /// The cluster does not confirm: the message is dropped.
+    not_enabled: bool,
+}
+
+async fn round<'m, R, C, G, Q, T>(
     ports: &ConfirmPorts<'_, R, C, G, Q, T>,
     rules: &ConfirmRules,
     memory: &ConfirmMemory,
-    message: &QueueMessage,
+    message: &'m QueueMessage,
     mut confirmation: Confirmation,
     look: Look<'_>,
     now: OffsetDateTime,
-) -> ConfirmedMessage
+) -> Round<'m>
 where
-    Q: Settle,
     G: GitLabApi,
 {
     let mut seen = None;
@@ -397,6 +469,59 @@ where
     if let Some(retry) = posted.retry_secs {
         delay_secs = Some(delay_secs.map_or(retry, |d| d.max(retry)));
     }
+    Round {
+        message,
+        confirmation: Some(confirmation),
+        seen,
+        changed,
+        delay_secs,
+        calls: posted.calls,
+        not_enabled: false,
+    }
+}
+
+/// Settle one round: a re-check is a new delayed message, an end is acknowledged (or its
+/// unpostable final status dead-lettered), then the message is acknowledged.
+async fn settle_round(queue: &impl Settle, round: Round<'_>) -> ConfirmedMessage {
+    let Round {
+        message,
+        confirmation,
+        seen,
+        changed,
+        mut delay_secs,
+        calls,
+        not_enabled,
+    } = round;
+    let Some(confirmation) = confirmation else {
+        // Not reached: unreadable messages are settled when they are read.
+        return ConfirmedMessage {
+            message_id: message.id.clone(),
+            confirmation: None,
+            seen,
+            changed,
+            step: ConfirmStep::Unreadable {
+                reason: String::new(),
+            },
+            calls,
+            settled: settle_done(queue, message).await,
+        };
+    };
+    if not_enabled {
+        return ConfirmedMessage {
+            message_id: message.id.clone(),
+            confirmation: Some(confirmation),
+            seen,
+            changed,
+            step: ConfirmStep::NotEnabled,
+            calls,
+            settled: settle_done(queue, message).await,
+        };
+    }
+    // An end whose summary is still owed comes back for it.
+    if confirmation.ended.is_some() && confirmation.summary_due && delay_secs.is_none() {
+        delay_secs = Some(FALLBACK_DELAY_SECS);
+    }
+    let ports_queue = queue;
     let (step, settled) = match (&confirmation.ended, delay_secs) {
         (Some(_), None) => match &confirmation.report {
             Report::Failed { reason, status } => {
@@ -405,7 +530,7 @@ where
                 redrivable.report = Report::Active;
                 redrivable.post_failures = 0;
                 let settled = dead_letter(
-                    ports.queue,
+                    ports_queue,
                     message,
                     &redrivable.to_json(),
                     &format!("the commit status could not be posted: {reason}"),
@@ -414,18 +539,18 @@ where
                 .await;
                 (ConfirmStep::DeadLettered { reason }, settled)
             }
-            _ => (ConfirmStep::Ended, settle_done(ports.queue, message).await),
+            _ => (ConfirmStep::Ended, settle_done(ports_queue, message).await),
         },
         (_, Some(delay)) => (
             ConfirmStep::Rechecked { delay_secs: delay },
-            reschedule(ports.queue, message, &confirmation, delay).await,
+            reschedule(ports_queue, message, &confirmation, delay).await,
         ),
         // Not ended and no delay cannot happen (a look always ends or reschedules).
         (None, None) => (
             ConfirmStep::Rechecked {
                 delay_secs: FALLBACK_DELAY_SECS,
             },
-            reschedule(ports.queue, message, &confirmation, FALLBACK_DELAY_SECS).await,
+            reschedule(ports_queue, message, &confirmation, FALLBACK_DELAY_SECS).await,
         ),
     };
     ConfirmedMessage {
@@ -434,7 +559,7 @@ where
         seen,
         changed,
         step,
-        calls: posted.calls,
+        calls,
         settled,
     }
 }

@@ -119,28 +119,52 @@ pub(super) async fn report(
             }
         }
     }
-    if confirmation.ended.is_some() && confirmation.summary_due {
-        match &rules.summary_name {
-            Some(summary_name) => {
-                match post_summary(
-                    gitlab,
-                    rules,
-                    memory,
-                    &mut posted,
-                    confirmation,
-                    summary_name,
-                    now,
-                )
-                .await
-                {
-                    Ok(()) | Err(Failure::Permanent { .. }) => confirmation.summary_due = false,
-                    Err(Failure::Retry { secs, .. }) => posted.retry_secs = Some(secs),
-                }
-            }
-            None => confirmation.summary_due = false,
-        }
+    if rules.summary_name.is_none() {
+        confirmation.summary_due = false;
     }
     posted
+}
+
+/// Whether this confirmation still owes the summary a look: it ended, its own status is
+/// posted, and statuses are being posted.
+pub(super) fn summary_due(confirmation: &Confirmation) -> bool {
+    confirmation.summary_due
+        && confirmation.report == Report::Active
+        && confirmation.ended.is_some()
+        && confirmation.posted.is_some_and(StatusState::is_terminal)
+}
+
+/// The summary for the confirmations of one commit that ended in this batch (they are
+/// brought up to date together, so two clusters ending at once post it once): `Ok` when it
+/// is done or cannot be done, `Err(secs)` to try again after that long.
+pub(super) async fn post_summary_once(
+    gitlab: &impl GitLabApi,
+    rules: &ConfirmRules,
+    memory: &ConfirmMemory,
+    posted: &mut Posted,
+    confirmations: &[&Confirmation],
+    now: OffsetDateTime,
+) -> Result<(), u32> {
+    let (Some(summary_name), Some(first)) = (&rules.summary_name, confirmations.first()) else {
+        return Ok(());
+    };
+    if let Some(wait) = memory.throttle.wait_secs(&first.push.instance, now) {
+        return Err(wait);
+    }
+    match post_summary(
+        gitlab,
+        rules,
+        memory,
+        posted,
+        confirmations,
+        summary_name,
+        now,
+    )
+    .await
+    {
+        Ok(()) | Err(Failure::Permanent { .. }) => Ok(()),
+        Err(Failure::Retry { secs, .. }) => Err(secs),
+    }
 }
 
 fn status_request(
@@ -242,10 +266,13 @@ async fn post_summary(
     rules: &ConfirmRules,
     memory: &ConfirmMemory,
     posted: &mut Posted,
-    confirmation: &Confirmation,
+    confirmations: &[&Confirmation],
     summary_name: &str,
     now: OffsetDateTime,
 ) -> Result<(), Failure> {
+    let Some(confirmation) = confirmations.first() else {
+        return Ok(());
+    };
     let instance = confirmation.push.instance.as_str();
     let project = project_id(confirmation.push.project.id);
     let commit = pushed_commit(&confirmation.push);
@@ -276,19 +303,19 @@ async fn post_summary(
         }
     }
     let naming: &StatusNaming = &rules.naming;
-    let own = confirmation
-        .ended
-        .as_ref()
-        .map(|ended| ended.outcome.status_state());
     let mut states: Vec<(String, StatusState)> = cluster_states(naming, &all)
         .into_iter()
         .filter(|(_, status)| status.name != summary_name)
         .filter_map(|(cluster, status)| Some((cluster, status.state?)))
         .collect();
-    if let Some(own) = own {
-        match states.iter_mut().find(|(c, _)| *c == confirmation.cluster) {
-            Some((_, state)) => *state = own,
-            None => states.push((confirmation.cluster.clone(), own)),
+    // This batch's own ends, as just posted (a list may not show them yet).
+    for own in confirmations {
+        let Some(state) = own.ended.as_ref().map(|e| e.outcome.status_state()) else {
+            continue;
+        };
+        match states.iter_mut().find(|(c, _)| *c == own.cluster) {
+            Some((_, current)) => *current = state,
+            None => states.push((own.cluster.clone(), state)),
         }
     }
     let Some((state, description)) = summary(&states) else {
