@@ -39,6 +39,8 @@ EXPECTED_POLICIES = {
         ("sqs:SendMessage", "GetAtt:IntakeDLQ.Arn"),
         ("secretsmanager:GetSecretValue", SECRET_ARN + "${RegistryPrefix}*"),
         ("secretsmanager:ListSecrets", "*"),
+        # Confirmation (issue 14): the GitLab token, for the compare API.
+        ("secretsmanager:GetSecretValue", SECRET_ARN + "${GitLabSecretName}-??????"),
     },
     "DispatchFunction": {
         ("sqs:DeleteMessage", "GetAtt:DispatchQueue.Arn"),
@@ -49,14 +51,27 @@ EXPECTED_POLICIES = {
         ("sqs:SendMessage", "GetAtt:DispatchDLQ.Arn"),
         ("secretsmanager:GetSecretValue", SECRET_ARN + "${RegistryPrefix}*"),
         ("secretsmanager:ListSecrets", "*"),
+        # Confirmation (issue 14): a delivery starts its confirmation.
+        ("sqs:SendMessage", "GetAtt:ConfirmQueue.Arn"),
+    },
+    # Confirmation (issue 14).
+    "ConfirmFunction": {
+        ("sqs:DeleteMessage", "GetAtt:ConfirmQueue.Arn"),
+        ("sqs:ChangeMessageVisibility", "GetAtt:ConfirmQueue.Arn"),
+        ("sqs:SendMessage", "GetAtt:ConfirmQueue.Arn"),
+        ("sqs:SendMessage", "GetAtt:ConfirmDLQ.Arn"),
+        ("secretsmanager:GetSecretValue", SECRET_ARN + "${RegistryPrefix}*"),
+        ("secretsmanager:ListSecrets", "*"),
+        ("secretsmanager:GetSecretValue", SECRET_ARN + "${GitLabSecretName}-??????"),
     },
 }
 # Standard queues: dispatch retries need a per-message delay, which FIFO queues lack, and a
 # standard queue's dead-letter queue must be standard too. Every other queue is FIFO.
-STANDARD_QUEUES = {"DispatchRetryQueue", "DispatchRetryDLQ"}
+STANDARD_QUEUES = {"DispatchRetryQueue", "DispatchRetryDLQ", "ConfirmQueue", "ConfirmDLQ"}
 # The only action allowed on Resource "*": AWS offers no resource-level scoping for it.
 UNSCOPABLE_ACTIONS = {"secretsmanager:ListSecrets"}
-FUNCTION_BINARIES = {"IngestFunction": "ingest", "RouteFunction": "route", "DispatchFunction": "dispatch"}
+FUNCTION_BINARIES = {"IngestFunction": "ingest", "RouteFunction": "route", "DispatchFunction": "dispatch",
+                     "ConfirmFunction": "confirm"}
 WEBHOOK_FUNCTION = "IngestFunction"
 FIFO_BATCH_MAX = 10
 
@@ -202,7 +217,7 @@ def statements(node, where=""):
 
 
 def check_functions(t: Template, c: Checks) -> None:
-    c.check(set(t.functions) == set(FUNCTION_BINARIES), "functions are exactly ingest, route, dispatch",
+    c.check(set(t.functions) == set(FUNCTION_BINARIES), "functions are exactly ingest, route, dispatch, confirm",
             f"found {sorted(t.functions)}")
     for lid, (res, props) in sorted(t.functions.items()):
         code_uri = props.get("CodeUri")
@@ -239,8 +254,8 @@ def sqs_events(t: Template):
 def check_event_sources(t: Template, c: Checks) -> None:
     events = list(sqs_events(t))
     consumers = {getatt_target(p.get("Queue")) for _, _, _, p in events}
-    c.check({"IntakeQueue", "DispatchQueue", "DispatchRetryQueue"} <= consumers,
-            "IntakeQueue, DispatchQueue and DispatchRetryQueue each have an SQS event source",
+    c.check({"IntakeQueue", "DispatchQueue", "DispatchRetryQueue", "ConfirmQueue"} <= consumers,
+            "IntakeQueue, DispatchQueue, DispatchRetryQueue and ConfirmQueue each have an SQS event source",
             f"consumed: {sorted(x for x in consumers if x)}")
     for lid, props, ename, ep in events:
         name = f"{lid}.{ename}"
@@ -296,7 +311,7 @@ def dead_letter_queues(t: Template) -> set:
 def check_queues(t: Template, c: Checks) -> None:
     dlq_of = redrive_targets(t)
     dlqs = dead_letter_queues(t)
-    c.check(len(t.queues) == 6, "six queues (intake, dispatch, dispatch retry and their DLQs)",
+    c.check(len(t.queues) == 8, "eight queues (intake, dispatch, dispatch retry, confirm and their DLQs)",
             f"found {sorted(t.queues)}")
     for qid, q in sorted(t.queues.items()):
         standard = qid in STANDARD_QUEUES
@@ -329,7 +344,7 @@ def check_queues(t: Template, c: Checks) -> None:
     intake = t.queues.get("IntakeQueue") or {}
     c.check(intake.get("DeduplicationScope") == "queue", "IntakeQueue DeduplicationScope is queue (push key is queue-wide)",
             f"got {intake.get('DeduplicationScope')!r}")
-    for qid in ("DispatchQueue", "DispatchRetryQueue"):
+    for qid in ("DispatchQueue", "DispatchRetryQueue", "ConfirmQueue"):
         mrc = (((t.queues.get(qid) or {}).get("RedrivePolicy") or {}).get("maxReceiveCount"))
         c.check(isinstance(mrc, int) and mrc > 8, f"{qid} maxReceiveCount > 8 (the code's own attempt limit)",
                 f"got {mrc!r}")
@@ -420,6 +435,17 @@ def check_alarms(t: Template, c: Checks) -> None:
         alarms = errors.get(f"Ref:{f}", [])
         c.check(any(fires_above_zero(p) for _, p in alarms), f"Errors alarm (> 0) on {f}",
                 f"alarms: {[a for a, _ in alarms]}")
+    # Confirmation (issue 14): commits not deployed (failed or timed out), from the confirm
+    # function's Embedded Metric Format lines, in the stack's own namespace.
+    not_deployed = [
+        lid for lid, res in t.resources.items()
+        if res.get("Type") == "AWS::CloudWatch::Alarm"
+        and (res.get("Properties") or {}).get("MetricName") == "ConfirmationsNotDeployed"
+        and norm((res.get("Properties") or {}).get("Namespace")) == "Ref:AWS::StackName"
+        and fires_above_zero(res.get("Properties") or {})
+    ]
+    c.check(bool(not_deployed), "an alarm (> 0) on ConfirmationsNotDeployed (the confirm function's EMF metric)",
+            "no such alarm")
     conditions = t.tpl.get("Conditions") or {}
     bad = []
     for lid, res in t.resources.items():

@@ -134,6 +134,26 @@ CASES = [
     ("a missing Errors alarm",
      without_resource("RouteErrorsAlarm"),
      ["Errors alarm (> 0) on RouteFunction"], []),
+    # --- confirmation (issue 14) ---
+    ("dispatch cannot start confirmations",
+     in_resource("DispatchFunction",
+                 "            - Sid: StartConfirmations\n"
+                 "              Effect: Allow\n"
+                 "              Action: sqs:SendMessage\n"
+                 "              Resource: !GetAtt ConfirmQueue.Arn\n", ""),
+     ["DispatchFunction policy grants exactly"], ["missing", "ConfirmQueue"]),
+    ("a FIFO confirm queue (no per-message delay)",
+     in_resource("ConfirmQueue", "QueueName: !Sub \"${AWS::StackName}-confirm\"",
+                 "QueueName: !Sub \"${AWS::StackName}-confirm.fifo\"\n      FifoQueue: true"),
+     ["ConfirmQueue is a standard queue"], []),
+    ("confirm may read every secret",
+     in_resource("ConfirmFunction",
+                 'Resource: !Sub "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${GitLabSecretName}-??????"',
+                 'Resource: !Sub "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:*"'),
+     ["ConfirmFunction policy grants exactly"], ["unexpected"]),
+    ("no alarm on confirmations that fail or time out",
+     without_resource("ConfirmationsNotDeployedAlarm"),
+     ["an alarm (> 0) on ConfirmationsNotDeployed"], []),
     ("an unconditional alarm action",
      in_resource("IngestErrorsAlarm", "AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]",
                  "AlarmActions: [!Ref AlarmTopicArn]"),

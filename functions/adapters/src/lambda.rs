@@ -134,7 +134,7 @@ use aws_config::BehaviorVersion;
 use fluxrelay_core::handlers::dispatch::{
     DispatchMemory, DispatchPorts, DispatchRules, handle_dispatch,
 };
-use fluxrelay_core::handlers::route::route_and_settle;
+use fluxrelay_core::handlers::route::route_and_settle_with;
 use fluxrelay_core::ingest::{IngestConfig, ingest};
 use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_core::ports::{Annotator, ApiserverReadiness, FluxDiscovery, TriggerSender};
@@ -143,6 +143,7 @@ use time::OffsetDateTime;
 use tokio::sync::RwLock;
 
 use crate::clock::TokioClock;
+use crate::gitlab_secret::FunctionGitLab;
 use crate::secrets::{SecretsRegistry, WebhookAuthError, load_webhook_auth};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -290,6 +291,9 @@ pub struct RouteFunction {
     /// The intake queue and its dead-letter queue, where route settles.
     pub intake: SqsSettle,
     pub policy: RetryPolicy,
+    /// GitLab's compare API for `paths` subscriptions (`GITLAB_SECRET_ID`; none: the
+    /// payload's paths).
+    pub gitlab: FunctionGitLab,
 }
 
 impl RouteFunction {
@@ -301,21 +305,24 @@ impl RouteFunction {
         env.check()?;
         let aws = aws_config().await;
         let sqs = aws_sdk_sqs::Client::new(&aws);
+        let gitlab = FunctionGitLab::from_env(&aws_sdk_secretsmanager::Client::new(&aws)).await?;
         Ok(Self {
             registry: registry_from_env(&aws),
             dispatches: SqsQueue::new(sqs.clone(), dispatch_url),
             intake: SqsSettle::new(sqs, intake_url, intake_dlq_url),
             policy: RetryPolicy::default(),
+            gitlab,
         })
     }
 
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, BoxError> {
         let messages = queue_messages(&event.payload);
-        let report = route_and_settle(
+        let report = route_and_settle_with(
             &self.registry,
             &self.dispatches,
             &self.intake,
             &self.policy,
+            &self.gitlab,
             &messages,
         )
         .await;
@@ -354,8 +361,16 @@ impl<C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness> Dispatch
         let retry_url = env.required("DISPATCH_RETRY_QUEUE_URL");
         let dlq_url = env.required("DISPATCH_DLQ_URL");
         let attempts = std::env::var("MAX_ATTEMPTS").ok();
+        // Optional: with it, deliveries to clusters whose entry has `confirm` start a
+        // confirmation there.
+        let confirm_url = std::env::var("CONFIRM_QUEUE_URL")
+            .ok()
+            .filter(|url| !url.trim().is_empty());
         env.check()?;
-        let mut rules = DispatchRules::default();
+        let mut rules = DispatchRules {
+            confirm: confirm_url.is_some(),
+            ..DispatchRules::default()
+        };
         if let Some(attempts) = attempts {
             rules.policy.max_attempts = attempts
                 .parse()
@@ -365,8 +380,14 @@ impl<C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness> Dispatch
         Ok(Self {
             registry: registry_from_env(&aws),
             clusters,
-            queue: SqsSettle::new(aws_sdk_sqs::Client::new(&aws), dispatch_url, dlq_url)
-                .with_retry_queue(retry_url),
+            queue: {
+                let queue = SqsSettle::new(aws_sdk_sqs::Client::new(&aws), dispatch_url, dlq_url)
+                    .with_retry_queue(retry_url);
+                match confirm_url {
+                    Some(url) => queue.with_confirm_queue(url),
+                    None => queue,
+                }
+            },
             rules,
             memory: DispatchMemory::default(),
         })
@@ -410,4 +431,109 @@ pub fn cluster_budget(deadline_ms: u64) -> Option<Duration> {
             .saturating_sub(SETTLE_RESERVE)
             .max(Duration::from_secs(1)),
     )
+}
+
+// ---- confirm (issue 14) ----
+
+use fluxrelay_core::confirm::schedule::ConfirmPolicy;
+use fluxrelay_core::gitlab_api::statuses::StatusNaming;
+use fluxrelay_core::handlers::confirm::{
+    ConfirmMemory, ConfirmPorts, ConfirmRules, handle_confirm,
+};
+use fluxrelay_core::ports::FluxConsumers;
+
+/// confirm: the confirm queue (standard, a delay per message) → per cluster, one read of
+/// its Flux objects → commit statuses on GitLab → the next look, or the end.
+pub struct ConfirmFunction<C> {
+    pub registry: SecretsRegistry,
+    pub clusters: C,
+    /// The confirm queue (source and where the next looks go) and its dead-letter queue.
+    pub queue: SqsSettle,
+    pub gitlab: FunctionGitLab,
+    pub rules: ConfirmRules,
+    /// GitLab's 429s, kept while the container is warm.
+    pub memory: ConfirmMemory,
+    /// CloudWatch namespace of the EMF lines.
+    pub metrics_namespace: String,
+}
+
+fn parsed_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>, BoxError> {
+    match std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(value) => value
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{name} is not a whole number").into()),
+    }
+}
+
+impl<C: FluxDiscovery + FluxConsumers> ConfirmFunction<C> {
+    pub async fn from_env(clusters: C) -> Result<Self, BoxError> {
+        let mut env = Env::default();
+        let confirm_url = env.required("CONFIRM_QUEUE_URL");
+        let dlq_url = env.required("CONFIRM_DLQ_URL");
+        env.check()?;
+        let mut policy = ConfirmPolicy::default();
+        if let Some(secs) = parsed_env("CONFIRM_DEADLINE_SECS")? {
+            policy.deadline_secs = secs;
+        }
+        if let Some(budget) = parsed_env("CONFIRM_REQUEST_BUDGET")? {
+            policy.request_budget = budget;
+        }
+        let naming = match std::env::var("STATUS_NAME").ok().filter(|v| !v.is_empty()) {
+            Some(template) => {
+                StatusNaming::new(&template).map_err(|e| format!("STATUS_NAME {e}"))?
+            }
+            None => StatusNaming::default(),
+        };
+        let summary_name = std::env::var("SUMMARY_STATUS_NAME")
+            .ok()
+            .filter(|v| !v.trim().is_empty());
+        let aws = aws_config().await;
+        let gitlab = FunctionGitLab::from_env(&aws_sdk_secretsmanager::Client::new(&aws)).await?;
+        let sqs = aws_sdk_sqs::Client::new(&aws);
+        Ok(Self {
+            registry: registry_from_env(&aws),
+            clusters,
+            queue: SqsSettle::new(sqs, confirm_url.clone(), dlq_url)
+                .with_confirm_queue(confirm_url),
+            gitlab,
+            rules: ConfirmRules {
+                policy,
+                naming,
+                summary_name,
+                ..ConfirmRules::default()
+            },
+            memory: ConfirmMemory::default(),
+            metrics_namespace: std::env::var("METRICS_NAMESPACE")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| crate::emf::DEFAULT_NAMESPACE.to_string()),
+        })
+    }
+
+    pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, BoxError> {
+        let messages = queue_messages(&event.payload);
+        let rules = ConfirmRules {
+            cluster_budget: cluster_budget(event.context.deadline).or(self.rules.cluster_budget),
+            ..self.rules.clone()
+        };
+        let ports = ConfirmPorts {
+            registry: &self.registry,
+            clusters: &self.clusters,
+            gitlab: &self.gitlab,
+            queue: &self.queue,
+            clock: &TokioClock,
+        };
+        let now = OffsetDateTime::now_utc();
+        let report = handle_confirm(&ports, &rules, &self.memory, &messages, now).await;
+        crate::outcome_log::confirm(&report);
+        let timestamp_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        for line in crate::emf::confirm_lines(&report, &self.metrics_namespace, timestamp_ms) {
+            // Straight to stdout, not through tracing: EMF wants `_aws` as an object.
+            println!("{line}");
+        }
+        Ok(batch_response(report.failed_ids()))
+    }
 }

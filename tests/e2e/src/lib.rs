@@ -114,3 +114,21 @@ pub async fn depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> usize {
     })
     .sum()
 }
+
+/// How many messages are on a queue: visible, in flight, or waiting out their delay.
+pub async fn delayed_depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> usize {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let delayed = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .expect("GetQueueAttributes")
+        .attributes
+        .unwrap_or_default()
+        .get(&QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    depth(sqs, queue_url).await + delayed
+}

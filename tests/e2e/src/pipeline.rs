@@ -7,9 +7,13 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::QueueAttributeName;
 use fluxrelay_adapters::cluster::KubeClusters;
-use fluxrelay_adapters::lambda::{DispatchFunction, IngestFunction, RouteFunction, WebhookAuth};
+use fluxrelay_adapters::gitlab_secret::{FunctionGitLab, RefreshingGitLab};
+use fluxrelay_adapters::lambda::{
+    ConfirmFunction, DispatchFunction, IngestFunction, RouteFunction, WebhookAuth,
+};
 use fluxrelay_adapters::secrets::SecretsRegistry;
 use fluxrelay_adapters::sqs::{SqsQueue, SqsSettle};
+use fluxrelay_core::handlers::confirm::{ConfirmMemory, ConfirmRules};
 use fluxrelay_core::handlers::dispatch::{DispatchMemory, DispatchRules};
 use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_testkit::kube_env::KubeEnv;
@@ -32,6 +36,9 @@ pub struct Queues {
     pub dispatch_dlq: String,
     /// Standard queue: dispatch retries, each with its own delay.
     pub dispatch_retry: String,
+    /// Standard queues: confirmations (each look with its own delay) and their dead letters.
+    pub confirm: String,
+    pub confirm_dlq: String,
 }
 
 pub struct Pipeline {
@@ -44,6 +51,7 @@ pub struct Pipeline {
     pub ingest: IngestFunction,
     pub route: RouteFunction,
     pub dispatch: DispatchFunction<KubeClusters>,
+    pub confirm: ConfirmFunction<KubeClusters>,
 }
 
 pub fn repo_root() -> std::path::PathBuf {
@@ -128,6 +136,7 @@ pub fn route_function(
             queues.intake_dlq.clone(),
         ),
         policy: test_retry_policy(),
+        gitlab: FunctionGitLab::None,
     }
 }
 
@@ -147,13 +156,58 @@ pub fn dispatch_function<C>(
             queues.dispatch.clone(),
             queues.dispatch_dlq.clone(),
         )
-        .with_retry_queue(queues.dispatch_retry.clone()),
+        .with_retry_queue(queues.dispatch_retry.clone())
+        .with_confirm_queue(queues.confirm.clone()),
         rules: DispatchRules {
             policy,
+            confirm: true,
             ..DispatchRules::default()
         },
         memory: DispatchMemory::default(),
     }
+}
+
+/// The name of the GitLab secret on moto (GITLAB_SECRET_ID).
+pub const GITLAB_SECRET: &str = "fluxrelay/gitlab";
+
+/// The confirm function over these queues; `gitlab` reads [`GITLAB_SECRET`] when true.
+pub async fn confirm_function<C>(
+    queues: &Queues,
+    secrets: &aws_sdk_secretsmanager::Client,
+    sqs: &aws_sdk_sqs::Client,
+    clusters: C,
+    rules: ConfirmRules,
+    gitlab: bool,
+) -> ConfirmFunction<C> {
+    ConfirmFunction {
+        registry: registry(secrets),
+        clusters,
+        queue: SqsSettle::new(
+            sqs.clone(),
+            queues.confirm.clone(),
+            queues.confirm_dlq.clone(),
+        )
+        .with_confirm_queue(queues.confirm.clone()),
+        gitlab: function_gitlab(secrets, gitlab).await,
+        rules,
+        memory: ConfirmMemory::default(),
+        metrics_namespace: "fluxrelay-test".into(),
+    }
+}
+
+/// The GitLab API of a function: from [`GITLAB_SECRET`] on moto, or none.
+pub async fn function_gitlab(
+    secrets: &aws_sdk_secretsmanager::Client,
+    gitlab: bool,
+) -> FunctionGitLab {
+    if !gitlab {
+        return FunctionGitLab::None;
+    }
+    FunctionGitLab::Secret(
+        RefreshingGitLab::load(secrets.clone(), GITLAB_SECRET)
+            .await
+            .expect("the GitLab secret on moto"),
+    )
 }
 
 impl Pipeline {
@@ -189,12 +243,16 @@ impl Pipeline {
         )
         .await;
         let dispatch_retry = standard_queue(&sqs, "fluxrelay-dispatch-retry").await;
+        let confirm_dlq = standard_queue(&sqs, "fluxrelay-confirm-dlq").await;
+        let confirm = standard_queue(&sqs, "fluxrelay-confirm").await;
         let queues = Queues {
             intake,
             intake_dlq,
             dispatch,
             dispatch_dlq,
             dispatch_retry,
+            confirm,
+            confirm_dlq,
         };
         secrets
             .create_secret()
@@ -223,6 +281,15 @@ impl Pipeline {
             KubeClusters::with_defaults().expect("kube clusters"),
             test_retry_policy(),
         );
+        let confirm = confirm_function(
+            &queues,
+            &secrets,
+            &sqs,
+            KubeClusters::with_defaults().expect("kube clusters"),
+            ConfirmRules::default(),
+            false,
+        )
+        .await;
         Pipeline {
             kube,
             receiver,
@@ -233,6 +300,7 @@ impl Pipeline {
             ingest,
             route,
             dispatch,
+            confirm,
         }
     }
 
@@ -370,12 +438,23 @@ impl Pipeline {
             .expect("dispatch")
     }
 
+    pub async fn confirm_batch(
+        &self,
+        event: SqsEvent,
+    ) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+        self.confirm
+            .handle(LambdaEvent::new(event, Context::default()))
+            .await
+            .expect("confirm")
+    }
+
     /// Runs route and dispatch the way their SQS event sources would, until both queues
     /// are empty (messages waiting out a visibility backoff included). Bounded.
     async fn queues_empty(&self) -> bool {
         depth(&self.sqs, &self.queues.intake).await
             + depth(&self.sqs, &self.queues.dispatch).await
-            + depth(&self.sqs, &self.queues.dispatch_retry).await
+            + crate::delayed_depth(&self.sqs, &self.queues.dispatch_retry).await
+            + crate::delayed_depth(&self.sqs, &self.queues.confirm).await
             == 0
     }
 
@@ -396,9 +475,15 @@ impl Pipeline {
                 let response = self.dispatch_batch(retries.clone()).await;
                 acknowledge(&self.sqs, &self.queues.dispatch_retry, &retries, &response).await;
             }
+            let confirms = receive_batch(&self.sqs, &self.queues.confirm).await;
+            if !confirms.records.is_empty() {
+                let response = self.confirm_batch(confirms.clone()).await;
+                acknowledge(&self.sqs, &self.queues.confirm, &confirms, &response).await;
+            }
             if intake.records.is_empty()
                 && dispatch.records.is_empty()
                 && retries.records.is_empty()
+                && confirms.records.is_empty()
             {
                 if self.queues_empty().await {
                     // moto's approximate counts can miss a message whose visibility was

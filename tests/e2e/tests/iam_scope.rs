@@ -22,9 +22,13 @@ use std::time::Duration;
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::lambda::{IngestFunction, WebhookAuth};
 use fluxrelay_adapters::sqs::SqsQueue;
+use fluxrelay_core::confirm::schedule::ConfirmPolicy;
+use fluxrelay_core::handlers::confirm::ConfirmRules;
 use fluxrelay_e2e::pipeline::{
-    Pipeline, dispatch_function, repo_root, route_function, test_retry_policy,
+    GITLAB_SECRET, Pipeline, confirm_function, dispatch_function, function_gitlab, repo_root,
+    route_function, test_retry_policy,
 };
+use fluxrelay_testkit::confirm_world::gitlab_with;
 use fluxrelay_testkit::moto::RecordCalls;
 use fluxrelay_testkit::netns;
 use serde_json::json;
@@ -151,11 +155,15 @@ async fn each_function_is_granted_exactly_the_aws_actions_its_code_calls() {
     let granted = template_grants();
 
     let mut p = Pipeline::start().await;
-    let recorders: BTreeMap<String, RecordCalls> =
-        ["IngestFunction", "RouteFunction", "DispatchFunction"]
-            .into_iter()
-            .map(|function| (function.to_string(), RecordCalls::new()))
-            .collect();
+    let recorders: BTreeMap<String, RecordCalls> = [
+        "IngestFunction",
+        "RouteFunction",
+        "DispatchFunction",
+        "ConfirmFunction",
+    ]
+    .into_iter()
+    .map(|function| (function.to_string(), RecordCalls::new()))
+    .collect();
     let calls = |function: &str| recorders[function].clone();
 
     // The functions as from_env builds them (webhook secret read at start, registry under
@@ -172,12 +180,47 @@ async fn each_function_is_granted_exactly_the_aws_actions_its_code_calls() {
         .with_refresh_floor(Duration::ZERO),
         queue: SqsQueue::new(p.moto.sqs_recorded(&ingest).await, p.queues.intake.clone()),
     };
+    // Confirmation (issue 14): the GitLab token in its secret, read by route (compare) and
+    // confirm (statuses); GitLab answers 401 to the second push, so its status is
+    // dead-lettered.
+    let sha = "2222222222222222222222222222222222222222";
+    let head = "da1560886d4f094c3e6c9ef40349f7d38b5d27d7";
+    let gitlab = gitlab_with(&["95790bf891e76fee5e1747ab589903a6a1f80f22", head, sha]).await;
+    p.secrets
+        .create_secret()
+        .name(GITLAB_SECRET)
+        .secret_string(
+            json!({"instances": [{"url": "https://gitlab.example.com", "api_url": gitlab.api_url(),
+                                  "token": fluxrelay_testkit::confirm_world::GITLAB_TOKEN}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("CreateSecret gitlab");
     let route = calls("RouteFunction");
     p.route = route_function(
         &p.queues,
         &p.moto.secrets_recorded(&route).await,
         &p.moto.sqs_recorded(&route).await,
     );
+    p.route.gitlab = function_gitlab(&p.moto.secrets_recorded(&route).await, true).await;
+    let confirm = calls("ConfirmFunction");
+    p.confirm = confirm_function(
+        &p.queues,
+        &p.moto.secrets_recorded(&confirm).await,
+        &p.moto.sqs_recorded(&confirm).await,
+        KubeClusters::with_defaults().expect("kube clusters"),
+        // Nothing in this cluster applies anything: each confirmation times out quickly.
+        ConfirmRules {
+            policy: ConfirmPolicy {
+                deadline_secs: 3,
+                ..ConfirmPolicy::default()
+            },
+            ..ConfirmRules::default()
+        },
+        true,
+    )
+    .await;
     let dispatch = calls("DispatchFunction");
     p.dispatch = dispatch_function(
         &p.queues,
@@ -190,7 +233,12 @@ async fn each_function_is_granted_exactly_the_aws_actions_its_code_calls() {
     p.git_repository("app", DIASPORA, json!({"branch": "master"}))
         .await;
     let path = p.flux_receiver("r", "generic", "t", &[], "app").await;
-    p.register(p.entry("prod", json!({}))).await;
+    p.register(p.entry("prod", json!({"confirm": true}))).await;
+    p.kube
+        .apply(&fluxrelay_testkit::confirm_world::rbac_with_confirm(
+            "flux-system",
+        ))
+        .await;
 
     // Ingest: a refused token (the secret is re-read in case it was rotated), then a push
     // accepted and enqueued.
@@ -206,7 +254,7 @@ async fn each_function_is_granted_exactly_the_aws_actions_its_code_calls() {
     assert_eq!(statuses, vec![503, 200], "{:?}", p.receiver.hits());
 
     // Another push, which the receiver refuses with a 400: dead-lettered with its reason.
-    let sha = "2222222222222222222222222222222222222222";
+    gitlab.revoke_token(fluxrelay_testkit::confirm_world::GITLAB_TOKEN);
     let second = Pipeline::edited_event("ingest-push-hook.json", |hook| {
         hook["after"] = json!(sha);
         hook["checkout_sha"] = json!(sha);
