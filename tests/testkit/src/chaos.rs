@@ -285,6 +285,116 @@ impl fmt::Display for Books {
     }
 }
 
+/// Confirmation (issue 14): every pair whose trigger reached its cluster (delivered or
+/// superseded, and not dead-lettered) ends in exactly one outcome, none left pending. The
+/// ground truth is GitLab (the stand-in): each end is a terminal commit status named for the
+/// cluster on the push's commit, which outlives any crash of fluxrelay.
+#[derive(Debug, Default)]
+pub struct ConfirmationBooks {
+    /// Pairs that must end.
+    pub expected: usize,
+    /// By outcome: success, failed, superseded, timed_out.
+    pub ended: BTreeMap<String, usize>,
+    pub pending: usize,
+    pub pending_examples: Vec<String>,
+    /// Pairs with terminal statuses of more than one outcome.
+    pub conflicting: usize,
+    pub conflicting_examples: Vec<String>,
+}
+
+/// The outcome a terminal commit status stands for (`canceled` says which in its
+/// description); `None` for a status that is not terminal.
+pub fn status_outcome(state: &str, description: &str) -> Option<&'static str> {
+    match state {
+        "success" => Some("success"),
+        "failed" => Some("failed"),
+        "canceled" if description.starts_with("superseded") => Some("superseded"),
+        "canceled" => Some("timed_out"),
+        _ => None,
+    }
+}
+
+impl ConfirmationBooks {
+    /// `statuses(after, cluster)`: every status (state, description) posted for the cluster
+    /// on that commit, oldest first.
+    pub fn reconcile(
+        pushes: &[AckedPush],
+        clusters: &[String],
+        deliveries: &[Delivery],
+        dead_letters: &[DeadLetter],
+        statuses: impl Fn(&str, &str) -> Vec<(String, String)>,
+    ) -> ConfirmationBooks {
+        let mut reached: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut latest: HashMap<(String, String), usize> = HashMap::new();
+        let by_after: HashMap<&str, &AckedPush> =
+            pushes.iter().map(|p| (p.after.as_str(), p)).collect();
+        for delivery in deliveries {
+            if let Some(push) = by_after.get(delivery.after.as_str()) {
+                reached.insert((delivery.cluster.clone(), push.after.clone()));
+                let slot = latest
+                    .entry((delivery.cluster.clone(), push.git_ref.clone()))
+                    .or_default();
+                *slot = (*slot).max(push.order + 1);
+            }
+        }
+        let dead: BTreeSet<(&str, &str)> = dead_letters
+            .iter()
+            .map(|l| (l.cluster.as_str(), l.key.as_str()))
+            .collect();
+        let mut books = ConfirmationBooks::default();
+        for push in pushes {
+            for cluster in clusters {
+                let own = reached.contains(&(cluster.clone(), push.after.clone()));
+                let covered = latest
+                    .get(&(cluster.clone(), push.git_ref.clone()))
+                    .is_some_and(|highest| *highest > push.order);
+                if !(own || covered) || dead.contains(&(cluster.as_str(), push.key.as_str())) {
+                    continue;
+                }
+                books.expected += 1;
+                let outcomes: BTreeSet<&'static str> = statuses(&push.after, cluster)
+                    .iter()
+                    .filter_map(|(state, description)| status_outcome(state, description))
+                    .collect();
+                match outcomes.len() {
+                    0 => {
+                        books.pending += 1;
+                        if books.pending_examples.len() < 10 {
+                            books.pending_examples.push(format!(
+                                "push {} ({} @ {}) on {cluster}",
+                                push.n, push.git_ref, push.after
+                            ));
+                        }
+                    }
+                    1 => {
+                        let outcome = outcomes.iter().next().copied().unwrap_or_default();
+                        *books.ended.entry(outcome.to_string()).or_default() += 1;
+                    }
+                    _ => {
+                        books.conflicting += 1;
+                        if books.conflicting_examples.len() < 10 {
+                            books
+                                .conflicting_examples
+                                .push(format!("push {} on {cluster}: {outcomes:?}", push.n));
+                        }
+                    }
+                }
+            }
+        }
+        books
+    }
+}
+
+impl fmt::Display for ConfirmationBooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "confirmations: expected {} | ended {:?} | pending {} | conflicting {}",
+            self.expected, self.ended, self.pending, self.conflicting
+        )
+    }
+}
+
 /// The reason class of a dead letter: `rbac` for an apiserver 403 (a permission removed),
 /// `gave-up` for retries exhausted, `no-reason` for a queue redrive, else `other`.
 pub fn reason_class(reason: &str) -> String {
@@ -492,6 +602,52 @@ mod tests {
             reason_class,
         );
         assert_eq!((books.delivered, books.superseded, books.lost), (1, 0, 1));
+    }
+
+    #[test]
+    fn every_reached_pair_must_end_once() {
+        let pushes = [
+            push(0, "refs/heads/b", 0),
+            push(1, "refs/heads/b", 1),
+            push(2, "refs/tags/v2", 0),
+        ];
+        let clusters = ["a".to_string()];
+        // 1 delivered (0 covered by it); 2 dead-lettered: not expected.
+        let deliveries = [delivery("a", "refs/heads/b", 1)];
+        let dead = [DeadLetter {
+            cluster: "a".into(),
+            key: "key2".into(),
+            reason: "403".into(),
+            at: None,
+        }];
+        let statuses = |after: &str, _cluster: &str| -> Vec<(String, String)> {
+            if after == format!("{:040x}", 1) {
+                vec![
+                    ("running".into(), String::new()),
+                    ("success".into(), "applied".into()),
+                ]
+            } else {
+                vec![("pending".into(), String::new())]
+            }
+        };
+        let books = ConfirmationBooks::reconcile(&pushes, &clusters, &deliveries, &dead, statuses);
+        assert_eq!(books.expected, 2, "{books}");
+        assert_eq!(books.ended.get("success"), Some(&1), "{books}");
+        assert_eq!(books.pending, 1, "push 0 is still pending: {books}");
+        let conflicting = |_: &str, _: &str| {
+            vec![
+                ("success".to_string(), String::new()),
+                ("canceled".to_string(), "timed out: x".to_string()),
+            ]
+        };
+        let books =
+            ConfirmationBooks::reconcile(&pushes, &clusters, &deliveries, &dead, conflicting);
+        assert_eq!(books.conflicting, 2, "{books}");
+        assert_eq!(
+            status_outcome("canceled", "superseded: y"),
+            Some("superseded")
+        );
+        assert_eq!(status_outcome("running", ""), None);
     }
 
     #[test]

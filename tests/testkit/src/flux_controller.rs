@@ -379,7 +379,10 @@ async fn fetch_if_due(
     let api = apis.api(&apis.git, &namespace);
     let url = text(data, "/spec/url").unwrap_or_default();
     let (branch, tag) = (text(data, "/spec/ref/branch"), text(data, "/spec/ref/tag"));
-    let name_ref = tag.or(branch).unwrap_or("master");
+    // A semver range follows the remote's `semver` head (the test sets it to the tag it
+    // means to win).
+    let semver = text(data, "/spec/ref/semver").map(|_| "semver");
+    let name_ref = tag.or(semver).or(branch).unwrap_or("master");
     let old = text(data, "/status/artifact/revision").map(str::to_string);
     let Some(head) = remote.head(url, name_ref) else {
         let failure = json!({"status": {

@@ -53,15 +53,23 @@ pub fn description(confirmation: &Confirmation) -> String {
     }
 }
 
-/// A terminal post is about to be made again by a message that came back (a crash or a
-/// lost acknowledgement after an earlier attempt may already have posted it, and a second
-/// terminal post would add a duplicate status): list the status by name first.
+/// Read the status by name before this terminal post, and post nothing if it already ended:
+/// - after a redelivery (a crash or a lost acknowledgement after an earlier attempt may
+///   already have posted it, and a second terminal post would add a duplicate status);
+/// - before a `canceled` (superseded or timed out): a duplicate confirmation of the same
+///   push and cluster (a trigger delivered twice, at least once) that starts late can find
+///   the source past a commit its twin already saw applied; GitLab keeps the first end.
+///
+/// A success or a failure is posted without the read, so the usual path stays at three
+/// calls.
 pub fn must_read_first(
     confirmation: &Confirmation,
     state: StatusState,
     receive_count: u32,
 ) -> bool {
-    state.is_terminal() && receive_count > 1 && confirmation.posted != Some(state)
+    state.is_terminal()
+        && confirmation.posted != Some(state)
+        && (receive_count > 1 || state == StatusState::Canceled)
 }
 
 #[cfg(test)]
@@ -233,5 +241,10 @@ mod tests {
             !must_read_first(&c, StatusState::Running, 2),
             "a same-state 400 says it already"
         );
+        assert!(
+            must_read_first(&c, StatusState::Canceled, 1),
+            "a cancel never overwrites an end"
+        );
+        assert!(!must_read_first(&c, StatusState::Failed, 1));
     }
 }

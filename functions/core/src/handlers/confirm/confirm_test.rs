@@ -675,3 +675,41 @@ async fn two_clusters_ending_in_one_batch_post_the_summary_once() {
         "one read for the commit"
     );
 }
+
+#[tokio::test]
+async fn a_late_twin_never_cancels_an_end_already_reported() {
+    let stage = Stage::new();
+    // The twin confirmation (the same push, delivered twice) already reported success.
+    stage.gitlab.statuses.lock().unwrap().push((
+        1,
+        "fluxrelay/prod".into(),
+        "success".into(),
+        "applied".into(),
+    ));
+    // This one starts late and finds the source moved on: superseded, but not posted.
+    let cluster = FakeCluster::default();
+    cluster
+        .repositories
+        .lock()
+        .unwrap()
+        .push(source(&format!("main@sha1:{OLD}"), true));
+    let report = stage
+        .run(
+            &registry(&[("prod", json!(true))]),
+            &cluster,
+            &[message("m", &start("prod", "k"), 1)],
+            now(),
+        )
+        .await;
+    assert_eq!(
+        report.messages[0].ended().unwrap().outcome,
+        Outcome::Superseded
+    );
+    assert_eq!(
+        stage.gitlab.calls("create_status"),
+        0,
+        "{:?}",
+        stage.gitlab.posted()
+    );
+    assert_eq!(stage.gitlab.calls("list_statuses"), 1);
+}

@@ -223,8 +223,8 @@ async fn call(
     }
 }
 
-/// After a redelivery: is the latest status of this name already this state and
-/// description? (A failed read answers no: posting again is the lesser harm.)
+/// Is the latest status of this name already this end, or any end (success, failed,
+/// canceled)? A failed read answers no: posting again is the lesser harm.
 async fn already_posted(
     gitlab: &impl GitLabApi,
     posted: &mut Posted,
@@ -254,8 +254,9 @@ async fn already_posted(
     };
     latest_by_name(&list).iter().any(|status| {
         status.name == name
-            && status.state == Some(state)
-            && status.description == crate::gitlab_api::cut_to_field(description)
+            && (status.state.is_some_and(StatusState::is_terminal)
+                || (status.state == Some(state)
+                    && status.description == crate::gitlab_api::cut_to_field(description)))
     })
 }
 
