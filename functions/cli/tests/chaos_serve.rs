@@ -4,7 +4,9 @@
 //! the dispatcher's Role is removed and restored, and `serve` itself is killed with SIGKILL
 //! and restarted on its data directory. Then the books: every (push, cluster) pair was
 //! delivered (or superseded: a newer push of the same ref triggered it), or is a dead letter with
-//! a reason; lost must be 0.
+//! a reason; lost must be 0. And confirmations (issue 14): every cluster confirms, the
+//! Flux controller stand-in fetches and applies, and every pair whose trigger reached its
+//! cluster ends in exactly one outcome at the GitLab stand-in, none left pending.
 //!
 //! CI size: 300 pushes × 5 clusters. `FLUXRELAY_CHAOS=long` runs 10,000 × 20
 //! (`FLUXRELAY_CHAOS_PUSHES`, `_CLUSTERS`, `_POSTING_SECS` and `_SEED` override; see
@@ -23,9 +25,13 @@ use common::{
     run_fluxrelay, write_config,
 };
 use fluxrelay_testkit::chaos::{
-    AckedPush, Books, DeadLetter, FaultLog, Rng, Scale, rbac_removal_hold, reason_class,
+    AckedPush, Books, ConfirmationBooks, DeadLetter, FaultLog, Rng, Scale, rbac_removal_hold,
+    reason_class,
 };
 use fluxrelay_testkit::chaos_fleet::{self, FleetCluster, PushKind, ROLE};
+use fluxrelay_testkit::confirm_world::GITLAB_TOKEN;
+use fluxrelay_testkit::flux_controller::{Behaviour, FluxControllerStandIn, GitRemote};
+use fluxrelay_testkit::gitlab::GitLabStandIn;
 use fluxrelay_testkit::kube_faults::ApiserverControl;
 use fluxrelay_testkit::netns;
 use serde_json::Value;
@@ -65,14 +71,55 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
         BRANCHES,
     )
     .await;
-    let entries: Vec<Value> = fleet.iter().map(|c| c.entry(&cluster.kube)).collect();
+    // Confirmation: every cluster confirms (with the confirm Role), Flux is the stand-in
+    // (fetching the heads the posters set, applying nothing: a source alone is applied),
+    // GitLab is the stand-in, which knows both projects and each pushed commit.
+    for member in &fleet {
+        cluster
+            .kube
+            .apply(&fluxrelay_testkit::confirm_world::rbac_with_confirm(
+                &member.namespace,
+            ))
+            .await;
+    }
+    let remote = GitRemote::default();
+    let _flux = FluxControllerStandIn::start(
+        cluster.kube.admin(),
+        Some(&cluster.receiver),
+        remote.clone(),
+        fleet.iter().map(|c| c.namespace.clone()).collect(),
+        Behaviour {
+            fetch_delay: Duration::from_millis(200),
+            ..Behaviour::default()
+        },
+    );
+    let gitlab = Arc::new(
+        GitLabStandIn::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap(),
+    );
+    gitlab.add_token(GITLAB_TOKEN, 1, &["api"]);
+    gitlab.add_project(15, "mike/diaspora");
+    gitlab.add_project(1, "jsmith/example");
+    let entries: Vec<Value> = fleet
+        .iter()
+        .map(|c| {
+            let mut entry = c.entry(&cluster.kube);
+            entry["confirm"] = serde_json::json!(true);
+            entry
+        })
+        .collect();
     let dir = TempDir::new("chaos-serve");
     // Transient faults last seconds; 60 attempts at 1–2 s apart outlast them, so only a
     // permanent answer (an apiserver 403 while the Role is gone) dead-letters.
     let config = write_config(
         dir.path(),
         &entries,
-        "max_attempts = 60\nretry_base_secs = 1\nretry_max_secs = 2\nworkers = 4\n",
+        &format!(
+            "max_attempts = 60\nretry_base_secs = 1\nretry_max_secs = 2\nworkers = 4\n\n\
+             [confirm]\ndeadline_secs = 30\n\n[[gitlab]]\nurl = \"http://example.com\"\napi_url = \"{}\"\ntoken = \"{GITLAB_TOKEN}\"\n",
+            gitlab.api_url()
+        ),
     );
     let data_dir = dir.path().join("data").to_string_lossy().into_owned();
     let serve = Serve::start(&config, &[]).await;
@@ -96,6 +143,7 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
     let mut posters = Vec::new();
     for queue in queues {
         let (tally, kinds, webhooks) = (tally.clone(), kinds.clone(), webhooks.clone());
+        let (gitlab, remote) = (gitlab.clone(), remote.clone());
         let pause = scale.posting / (queue.len().max(1) as u32);
         posters.push(tokio::spawn(async move {
             let client = http_client();
@@ -103,6 +151,19 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
             for (order, n) in queue.into_iter().enumerate() {
                 let (event, hook, git_ref) =
                     chaos_fleet::payload(&webhooks, n, &kinds[n], before.as_deref());
+                // The commit exists at GitLab, and the remote's head (or newest tag) moves.
+                let sha = chaos_fleet::commit(n);
+                match &kinds[n] {
+                    PushKind::Branch(branch) => {
+                        let name = chaos_fleet::branch_name(*branch);
+                        gitlab.commit(15, &name, &sha, None, &[("deploy", Some(&sha))]);
+                        remote.set(chaos_fleet::BRANCH_PROJECT_URL, &name, &sha);
+                    }
+                    PushKind::Tag => {
+                        gitlab.commit(1, "tags", &sha, None, &[("deploy", Some(&sha))]);
+                        remote.set(chaos_fleet::TAG_PROJECT_URL, "semver", &sha);
+                    }
+                }
                 let deadline = Instant::now() + Duration::from_secs(180);
                 let mut key = None;
                 while key.is_none() && Instant::now() < deadline {
@@ -261,18 +322,40 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
             })
             .collect()
     };
-    let settle_deadline = Instant::now() + Duration::from_secs(if scale.long { 1800 } else { 120 });
-    let books = loop {
+    let settle_deadline = Instant::now() + Duration::from_secs(if scale.long { 1800 } else { 180 });
+    let statuses = |after: &str, cluster: &str| -> Vec<(String, String)> {
+        let name = format!("fluxrelay/{cluster}");
+        [15, 1]
+            .iter()
+            .flat_map(|project| gitlab.statuses(*project, after))
+            .filter(|status| status.name == name)
+            .map(|status| (status.state, status.description.unwrap_or_default()))
+            .collect()
+    };
+    let (books, letters, confirmations) = loop {
         let deliveries = chaos_fleet::deliveries(&cluster.receiver, &fleet);
         let letters = dead_letters();
         let books = Books::reconcile(&tally.acked, &clusters, &deliveries, &letters, reason_class);
-        let drained = Metrics::scrape(&*serve.lock().await).await.queued() == 0.0;
-        if (books.lost == 0 && drained) || Instant::now() > settle_deadline {
-            break (books, letters);
+        let confirmations =
+            ConfirmationBooks::reconcile(&tally.acked, &clusters, &deliveries, &letters, statuses);
+        let metrics = Metrics::scrape(&*serve.lock().await).await;
+        let confirming: f64 = ["visible", "in_flight"]
+            .iter()
+            .map(|state| {
+                metrics.value(
+                    "fluxrelay_queue_messages",
+                    &[("queue", "confirm"), ("state", state)],
+                )
+            })
+            .sum();
+        let drained = metrics.queued() == 0.0 && confirming == 0.0;
+        if (books.lost == 0 && confirmations.pending == 0 && drained)
+            || Instant::now() > settle_deadline
+        {
+            break (books, letters, confirmations);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    let (books, letters) = books;
     let (scripted, stalled) = chaos_fleet::receiver_fault_hits(&cluster.receiver);
     let reasons: BTreeMap<String, usize> = letters.iter().fold(BTreeMap::new(), |mut map, l| {
         let short: String = l.reason.chars().take(160).collect();
@@ -280,7 +363,7 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
         map
     });
     eprintln!(
-        "chaos_serve books: {} pushes × {} clusters, acknowledged {} ({} requests, {} connection errors, other answers {:?}); posting {posting_took:.1?}, total {:.1?}\n  faults {:?}; receiver answered {scripted} scripted 5xx and {stalled} stalls\n  {books}\n  dead letters by fault window: {:?}\n  time line:\n{}\n  dead-letter reasons: {reasons:#?}",
+        "chaos_serve books: {} pushes × {} clusters, acknowledged {} ({} requests, {} connection errors, other answers {:?}); posting {posting_took:.1?}, total {:.1?}\n  faults {:?}; receiver answered {scripted} scripted 5xx and {stalled} stalls\n  {books}\n  {confirmations}\n  dead letters by fault window: {:?}\n  time line:\n{}\n  dead-letter reasons: {reasons:#?}",
         scale.pushes,
         scale.clusters,
         tally.acked.len(),
@@ -354,5 +437,21 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
     assert!(
         books.delivered + books.superseded + books.dead_lettered_total() == books.pairs,
         "{books}"
+    );
+    // Every pair whose trigger reached its cluster ended in exactly one outcome.
+    assert_eq!(
+        confirmations.pending, 0,
+        "confirmations left pending, e.g. {:#?}",
+        confirmations.pending_examples
+    );
+    assert_eq!(
+        confirmations.conflicting, 0,
+        "pairs with two different ends, e.g. {:#?}",
+        confirmations.conflicting_examples
+    );
+    assert!(confirmations.expected > 0, "{confirmations}");
+    assert!(
+        confirmations.ended.get("success").copied().unwrap_or(0) > 0,
+        "{confirmations}"
     );
 }
