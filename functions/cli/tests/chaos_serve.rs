@@ -444,11 +444,6 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
         "confirmations left pending, e.g. {:#?}",
         confirmations.pending_examples
     );
-    assert_eq!(
-        confirmations.conflicting, 0,
-        "pairs with two different ends, e.g. {:#?}",
-        confirmations.conflicting_examples
-    );
     assert!(confirmations.expected > 0, "{confirmations}");
     assert!(
         confirmations.ended.get("success").copied().unwrap_or(0) > 0,

@@ -27,14 +27,22 @@ use aws_sdk_sqs::types::{
 use fluxrelay_adapters::cluster::{KubeClusters, Timeouts};
 use fluxrelay_adapters::lambda::{IngestFunction, WebhookAuth};
 use fluxrelay_adapters::sqs::SqsQueue;
+use fluxrelay_core::confirm::schedule::ConfirmPolicy;
+use fluxrelay_core::handlers::confirm::ConfirmRules;
 use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_e2e::depth;
-use fluxrelay_e2e::pipeline::{Pipeline, dispatch_function, repo_root, route_function};
+use fluxrelay_e2e::pipeline::{
+    GITLAB_SECRET, Pipeline, confirm_function, dispatch_function, repo_root, route_function,
+};
 use fluxrelay_testkit::chaos::{
-    AckedPush, Books, DeadLetter, FaultLog, Rng, Scale, rbac_removal_hold, reason_class,
+    AckedPush, Books, ConfirmationBooks, DeadLetter, FaultLog, Rng, Scale, rbac_removal_hold,
+    reason_class,
 };
 use fluxrelay_testkit::chaos_fleet::{self, FleetCluster, PushKind, ROLE};
+use fluxrelay_testkit::confirm_world::{GITLAB_TOKEN, rbac_with_confirm};
 use fluxrelay_testkit::fault_proxy::FaultProxy;
+use fluxrelay_testkit::flux_controller::{Behaviour, FluxControllerStandIn, GitRemote};
+use fluxrelay_testkit::gitlab::GitLabStandIn;
 use fluxrelay_testkit::kube_faults::ApiserverControl;
 use fluxrelay_testkit::netns;
 use lambda_runtime::{Context, LambdaEvent};
@@ -82,9 +90,56 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
         std::fs::read_to_string(repo_root().join("infra/rbac.yaml")).expect("infra/rbac.yaml");
     let fleet =
         chaos_fleet::build(&p.kube, &p.receiver, &rbac_yaml, scale.clusters, BRANCHES).await;
+    // Confirmation: the first two clusters confirm (on moto, a confirmation's looks cost
+    // three SQS calls each, and moto is this mode's bottleneck); Flux and GitLab are the
+    // stand-ins.
+    // FLUXRELAY_CHAOS_CONFIRM=<n> confirms on n clusters instead (0: none).
+    let confirming_count = std::env::var("FLUXRELAY_CHAOS_CONFIRM")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(2);
+    let confirming: Vec<String> = fleet
+        .iter()
+        .take(confirming_count)
+        .map(|c| c.name.clone())
+        .collect();
     for cluster in &fleet {
-        p.register(cluster.entry(&p.kube)).await;
+        let mut entry = cluster.entry(&p.kube);
+        if confirming.contains(&cluster.name) {
+            p.kube.apply(&rbac_with_confirm(&cluster.namespace)).await;
+            entry["confirm"] = json!(true);
+        }
+        p.register(entry).await;
     }
+    let remote = GitRemote::default();
+    let _flux = FluxControllerStandIn::start(
+        p.kube.admin(),
+        Some(&p.receiver),
+        remote.clone(),
+        fleet.iter().map(|c| c.namespace.clone()).collect(),
+        Behaviour {
+            fetch_delay: Duration::from_millis(200),
+            ..Behaviour::default()
+        },
+    );
+    let gitlab = Arc::new(
+        GitLabStandIn::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap(),
+    );
+    gitlab.add_token(GITLAB_TOKEN, 1, &["api"]);
+    gitlab.add_project(15, "mike/diaspora");
+    gitlab.add_project(1, "jsmith/example");
+    p.secrets
+        .create_secret()
+        .name(GITLAB_SECRET)
+        .secret_string(
+            json!({"instances": [{"url": "https://gitlab.example.com", "api_url": gitlab.api_url(), "token": GITLAB_TOKEN}]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("CreateSecret gitlab");
     for queue in [&p.queues.intake, &p.queues.dispatch] {
         let dlq = if queue == &p.queues.intake {
             &p.queues.intake_dlq
@@ -155,6 +210,29 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
             max_delay_secs: 2,
         },
     );
+    p.confirm = confirm_function(
+        &p.queues,
+        &secrets,
+        &sqs,
+        KubeClusters::new(
+            Timeouts {
+                connect: Duration::from_secs(2),
+                read: READ_TIMEOUT,
+                write: READ_TIMEOUT,
+            },
+            Duration::from_secs(30),
+        )
+        .expect("kube clusters"),
+        ConfirmRules {
+            policy: ConfirmPolicy {
+                deadline_secs: 30,
+                ..ConfirmPolicy::default()
+            },
+            ..ConfirmRules::default()
+        },
+        true,
+    )
+    .await;
     let mut apiserver = ApiserverControl::new(&p.kube);
     let p = Arc::new(p);
     let setup_took = started.elapsed();
@@ -163,11 +241,12 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Mutex::new(PollStats::default()));
     let mut pollers = Vec::new();
-    for (queue, is_route) in [
-        (p.queues.intake.clone(), true),
-        (p.queues.dispatch.clone(), false),
-        (p.queues.dispatch.clone(), false),
-        (p.queues.dispatch_retry.clone(), false),
+    for (queue, function) in [
+        (p.queues.intake.clone(), "route"),
+        (p.queues.dispatch.clone(), "dispatch"),
+        (p.queues.dispatch.clone(), "dispatch"),
+        (p.queues.dispatch_retry.clone(), "dispatch"),
+        (p.queues.confirm.clone(), "confirm"),
     ] {
         let (p, sqs, stop, stats) = (p.clone(), sqs.clone(), stop.clone(), stats.clone());
         pollers.push(tokio::spawn(async move {
@@ -182,10 +261,10 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
                     continue;
                 }
                 let lambda_event = LambdaEvent::new(event.clone(), Context::default());
-                let response = if is_route {
-                    p.route.handle(lambda_event).await
-                } else {
-                    p.dispatch.handle(lambda_event).await
+                let response = match function {
+                    "route" => p.route.handle(lambda_event).await,
+                    "confirm" => p.confirm.handle(lambda_event).await,
+                    _ => p.dispatch.handle(lambda_event).await,
                 }
                 .expect("the function never fails a whole batch");
                 stats.lock().unwrap().invocations += 1;
@@ -222,12 +301,26 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
             webhooks.clone(),
             template.clone(),
         );
+        let (gitlab, remote) = (gitlab.clone(), remote.clone());
         let pause = scale.posting / (queue.len().max(1) as u32);
         posters.push(tokio::spawn(async move {
             let mut before: Option<String> = None;
             for (order, n) in queue.into_iter().enumerate() {
                 let (event_name, hook, git_ref) =
                     chaos_fleet::payload(&webhooks, n, &kinds[n], before.as_deref());
+                // The commit exists at GitLab, and the remote's head (or newest tag) moves.
+                let sha = chaos_fleet::commit(n);
+                match &kinds[n] {
+                    PushKind::Branch(branch) => {
+                        let name = chaos_fleet::branch_name(*branch);
+                        gitlab.commit(15, &name, &sha, None, &[("deploy", Some(&sha))]);
+                        remote.set(chaos_fleet::BRANCH_PROJECT_URL, &name, &sha);
+                    }
+                    PushKind::Tag => {
+                        gitlab.commit(1, "tags", &sha, None, &[("deploy", Some(&sha))]);
+                        remote.set(chaos_fleet::TAG_PROJECT_URL, "semver", &sha);
+                    }
+                }
                 let mut event = template.clone();
                 event["headers"]["x-gitlab-event"] = json!(event_name);
                 event["body"] = json!(hook.to_string());
@@ -348,17 +441,36 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
     let tally = std::mem::take(&mut *tally.lock().unwrap());
     let clusters: Vec<String> = fleet.iter().map(|c| c.name.clone()).collect();
     let mut letters: Vec<DeadLetter> = Vec::new();
-    let settle_deadline = Instant::now() + Duration::from_secs(if scale.long { 1800 } else { 120 });
-    let books = loop {
+    let settle_deadline = Instant::now() + Duration::from_secs(if scale.long { 1800 } else { 300 });
+    let statuses = |after: &str, cluster: &str| -> Vec<(String, String)> {
+        let name = format!("fluxrelay/{cluster}");
+        [15, 1]
+            .iter()
+            .flat_map(|project| gitlab.statuses(*project, after))
+            .filter(|status| status.name == name)
+            .map(|status| (status.state, status.description.unwrap_or_default()))
+            .collect()
+    };
+    let (books, confirmations) = loop {
         letters.extend(take_dead_letters(&p.sqs, &p.queues.dispatch_dlq).await);
         let deliveries = chaos_fleet::deliveries(&p.receiver, &fleet);
         let books = Books::reconcile(&tally.acked, &clusters, &deliveries, &letters, reason_class);
+        let confirmations = ConfirmationBooks::reconcile(
+            &tally.acked,
+            &confirming,
+            &deliveries,
+            &letters,
+            statuses,
+        );
         let drained = depth(&p.sqs, &p.queues.intake).await
             + depth(&p.sqs, &p.queues.dispatch).await
-            + depth(&p.sqs, &p.queues.dispatch_retry).await
+            + fluxrelay_e2e::delayed_depth(&p.sqs, &p.queues.dispatch_retry).await
+            + fluxrelay_e2e::delayed_depth(&p.sqs, &p.queues.confirm).await
             == 0;
-        if (books.lost == 0 && drained) || Instant::now() > settle_deadline {
-            break books;
+        if (books.lost == 0 && confirmations.pending == 0 && drained)
+            || Instant::now() > settle_deadline
+        {
+            break (books, confirmations);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
@@ -375,7 +487,7 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
         map
     });
     eprintln!(
-        "chaos_aws books: {} pushes × {} clusters, acknowledged {} ({} ingest calls, other answers {:?}); {} function invocations, {} poller SQS errors, {} connections cut by the outage proxy; posting {posting_took:.1?}, total {:.1?}\n  faults {:?}; receiver answered {scripted} scripted 5xx and {stalled} stalls\n  {books}\n  intake dead letters {intake_dead}\n  dead letters by fault window: {:?}\n  time line:\n{}\n  dead-letter reasons: {reasons:#?}",
+        "chaos_aws books: {} pushes × {} clusters, acknowledged {} ({} ingest calls, other answers {:?}); {} function invocations, {} poller SQS errors, {} connections cut by the outage proxy; posting {posting_took:.1?}, total {:.1?}\n  faults {:?}; receiver answered {scripted} scripted 5xx and {stalled} stalls\n  {books}\n  {confirmations}\n  intake dead letters {intake_dead}\n  dead letters by fault window: {:?}\n  time line:\n{}\n  dead-letter reasons: {reasons:#?}",
         scale.pushes,
         scale.clusters,
         tally.acked.len(),
@@ -451,6 +563,16 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
     assert!(
         proxy.refused() > 0 || stats.sqs_errors > 0 || tally.other_answers.contains_key(&503),
         "the AWS outage was never felt"
+    );
+    // Every pair whose trigger reached its cluster ended in exactly one outcome.
+    assert_eq!(
+        confirmations.pending, 0,
+        "confirmations left pending, e.g. {:#?}",
+        confirmations.pending_examples
+    );
+    assert!(
+        confirming.is_empty() || confirmations.expected > 0,
+        "{confirmations}"
     );
 }
 
