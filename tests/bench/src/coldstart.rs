@@ -207,6 +207,10 @@ pub async fn lambdas(moto: &Moto, scale: &Scale, report: &mut Report) {
     let intake = url("bench-intake.fifo").await;
     let dispatch = url("bench-dispatch.fifo").await;
     let dispatch_dlq = url("bench-dispatch-dlq.fifo").await;
+    // What route and dispatch settle on (their from_env requires them since they settle
+    // their own messages); never used by the sample events' happy paths.
+    let intake_dlq = url("bench-intake-dlq.fifo").await;
+    let dispatch_retry = url("bench-dispatch-retry.fifo").await;
     let registry_prefix = format!("bench/fanout-{}/", scale.fanout[0]);
     let env = |pairs: &[(&str, &str)]| {
         pairs
@@ -228,6 +232,8 @@ pub async fn lambdas(moto: &Moto, scale: &Scale, report: &mut Report) {
             event_file: "route-batch.json",
             env: env(&[
                 ("DISPATCH_QUEUE_URL", &dispatch),
+                ("INTAKE_QUEUE_URL", &intake),
+                ("INTAKE_DLQ_URL", &intake_dlq),
                 ("REGISTRY_PREFIX", &registry_prefix),
             ]),
         },
@@ -237,6 +243,7 @@ pub async fn lambdas(moto: &Moto, scale: &Scale, report: &mut Report) {
             env: env(&[
                 ("DISPATCH_QUEUE_URL", &dispatch),
                 ("DISPATCH_DLQ_URL", &dispatch_dlq),
+                ("DISPATCH_RETRY_QUEUE_URL", &dispatch_retry),
                 ("REGISTRY_PREFIX", &registry_prefix),
             ]),
         },

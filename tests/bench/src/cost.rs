@@ -245,10 +245,130 @@ pub fn markdown(measured: &Measured, settings: &Settings) -> String {
     text
 }
 
+/// SQS standard requests (the confirm queue), us-east-1 list.
+const SQS_STANDARD_USD_PER_REQUEST: f64 = 0.40 / 1e6;
+/// The confirm function's memory (template.yaml) and an assumed handler time per look: it
+/// lists three kinds on one apiserver and posts at most one status, which the dispatch
+/// stage's measured delivery time (one proxied call) bounds from below; 3 × that is taken.
+const CONFIRM_MEMORY_MB: u32 = 256;
+
+/// One column of the confirmation stage's cost: 1 M pushes × `clusters` confirming clusters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConfirmEstimate {
+    pub invocations: f64,
+    pub gb_seconds: f64,
+    pub sqs_requests: f64,
+    pub gitlab_calls: f64,
+    pub apiserver_requests: f64,
+    pub usd: f64,
+}
+
+/// Each look is (at most) one invocation of the confirm function, and four SQS requests:
+/// the function's own send of the next look and delete of this one, and the poller's
+/// receive and delete.
+pub fn confirm_estimate(
+    confirmed: &crate::confirm_bench::ConfirmMeasured,
+    measured: &Measured,
+    pushes: f64,
+    clusters: u32,
+) -> ConfirmEstimate {
+    let confirmations = pushes * f64::from(clusters);
+    let looks = confirmations * confirmed.looks_per_confirmation;
+    let ms_per_look = 3.0 * measured.dispatch_ms;
+    let gb = gb_seconds(looks, ms_per_look, CONFIRM_MEMORY_MB);
+    let sqs = looks * 4.0;
+    ConfirmEstimate {
+        invocations: looks,
+        gb_seconds: gb,
+        sqs_requests: sqs,
+        gitlab_calls: confirmations * confirmed.gitlab_calls_per_confirmation,
+        apiserver_requests: confirmations * confirmed.apiserver_requests_per_confirmation,
+        usd: looks * LAMBDA_USD_PER_REQUEST
+            + gb * LAMBDA_ARM64_USD_PER_GB_SECOND
+            + sqs * SQS_STANDARD_USD_PER_REQUEST,
+    }
+}
+
+/// The confirmation stage's cost table, as Markdown.
+pub fn confirm_markdown(
+    confirmed: &crate::confirm_bench::ConfirmMeasured,
+    measured: &Measured,
+) -> String {
+    let columns: Vec<ConfirmEstimate> = CLUSTER_COUNTS
+        .iter()
+        .map(|&n| confirm_estimate(confirmed, measured, PUSHES, n))
+        .collect();
+    let mut text = format!(
+        "1 M pushes in 30 days × N clusters, every one confirming: an estimate from this run's confirmation stage, added to the table above.\n\n| | {} |\n|---|{}\n",
+        CLUSTER_COUNTS.map(|n| format!("N = {n}")).join(" | "),
+        "---|".repeat(CLUSTER_COUNTS.len())
+    );
+    let mut row = |label: &str, value: &dyn Fn(&ConfirmEstimate) -> String| {
+        let cells: Vec<String> = columns.iter().map(value).collect();
+        text.push_str(&format!("| {label} | {} |\n", cells.join(" | ")));
+    };
+    row("`confirm` invocations (one per look, at most)", &|e| {
+        thousands(e.invocations)
+    });
+    row("GB-seconds", &|e| thousands(e.gb_seconds));
+    row("SQS requests (confirm queue, standard)", &|e| {
+        thousands(e.sqs_requests)
+    });
+    row("estimated price, us-east-1 list (arm64)", &|e| {
+        format!("${:.2}", e.usd)
+    });
+    row("GitLab API calls", &|e| thousands(e.gitlab_calls));
+    row("apiserver requests (lists), all clusters", &|e| {
+        thousands(e.apiserver_requests)
+    });
+    text.push_str(&format!(
+        "\nInputs: {:.1} looks, {:.2} GitLab calls and {:.1} apiserver requests per confirmation, as measured (pushes one at a time, so no look was shared; a batch of a cluster's looks shares one read); {} MB; {:.1} ms per look assumed (3 × dispatch's measured {:.2} ms per delivery); SQS standard ${:.2} per 1 M requests. A look that ends early (superseded, failed) costs less; a commit that never applies costs the most looks (about 41 in the 15-minute deadline).\n",
+        confirmed.looks_per_confirmation,
+        confirmed.gitlab_calls_per_confirmation,
+        confirmed.apiserver_requests_per_confirmation,
+        CONFIRM_MEMORY_MB,
+        3.0 * measured.dispatch_ms,
+        measured.dispatch_ms,
+        SQS_STANDARD_USD_PER_REQUEST * 1e6,
+    ));
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::template::FunctionSettings;
+
+    #[test]
+    fn the_confirmation_stage_costs_four_sqs_requests_and_one_invocation_per_look() {
+        let confirmed = crate::confirm_bench::ConfirmMeasured {
+            looks_per_confirmation: 3.0,
+            gitlab_calls_per_confirmation: 3.0,
+            apiserver_requests_per_confirmation: 9.0,
+        };
+        let measured = Measured {
+            ingest_requests_per_push: 1.0,
+            route_requests_per_push: 1.0,
+            dispatch_requests_per_delivery: 0.0,
+            intake_poller_requests_per_batch: 2.0,
+            dispatch_poller_requests_per_batch: 2.0,
+            pushes_per_route_invocation: 1.0,
+            ingest_ms: 10.0,
+            route_ms: 10.0,
+            dispatch_ms: 5.0,
+            largest_message_bytes: 600,
+        };
+        let e = confirm_estimate(&confirmed, &measured, 1e6, 10);
+        // 10 M confirmations × 3 looks.
+        assert_eq!(e.invocations, 30e6);
+        assert_eq!(e.sqs_requests, 120e6);
+        // 30 M × 15 ms × 0.25 GB.
+        assert!((e.gb_seconds - 112_500.0).abs() < 1e-6, "{}", e.gb_seconds);
+        assert_eq!(e.gitlab_calls, 30e6);
+        assert_eq!(e.apiserver_requests, 90e6);
+        let usd = 30e6 * 0.2 / 1e6 + 112_500.0 * 0.000_013_333_4 + 120e6 * 0.4 / 1e6;
+        assert!((e.usd - usd).abs() < 1e-6, "{} vs {usd}", e.usd);
+    }
 
     fn settings() -> Settings {
         let function = |memory_mb, batch_size| FunctionSettings {

@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod coldstart;
+mod confirm_bench;
 mod cost;
 mod fanout;
 mod kube_load;
@@ -192,11 +193,16 @@ async fn run(scale: Scale, out: &Path) -> Report {
     serve_bench::latency(&setup, &scale, out, &mut report).await;
     serve_bench::coalescing(&setup, &scale, &mut report).await;
     kube_load::apiserver_requests(&setup, &scale, &mut report).await;
+    let confirmed = confirm_bench::confirmation(&setup, &scale, &mut report).await;
     let moto = fluxrelay_testkit::moto::Moto::start();
     let measured = sqs_path::latency(&setup, &moto, &scale, &mut report).await;
     report.section(
         "Cost model (estimate)",
         cost::markdown(&measured, &template::Settings::read()),
+    );
+    report.section(
+        "Cost model: the confirmation stage (estimate)",
+        cost::confirm_markdown(&confirmed, &measured),
     );
     fanout::fan_out(&moto, &scale, &mut report).await;
     coldstart::lambdas(&moto, &scale, &mut report).await;
@@ -226,6 +232,8 @@ fn build_then_rerun_in_namespace(args: &[String]) -> ExitCode {
         "fluxrelay-route",
         "-p",
         "fluxrelay-dispatch",
+        "-p",
+        "fluxrelay-confirm",
     ]);
     if profile_name() == "release" {
         build.arg("--release");

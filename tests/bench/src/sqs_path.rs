@@ -137,6 +137,7 @@ async fn wire(setup: &Setup, moto: &Moto, settings: &Settings) -> Wiring {
         dispatches: SqsQueue::new(sqs(1).await, &dispatch_queue),
         intake: SqsSettle::new(sqs(1).await, &intake, intake_dlq),
         policy: RetryPolicy::default(),
+        gitlab: fluxrelay_adapters::gitlab_secret::FunctionGitLab::None,
     });
     let dispatch = Arc::new(DispatchFunction {
         registry: registry(),
