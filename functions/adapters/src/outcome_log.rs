@@ -66,7 +66,15 @@ pub fn route(report: &RouteReport) {
                 }
             }
         }
-        if let Some(Settled::Failed { error }) = &message.settled {
+        if let Some(
+            Settled::Failed { error }
+            | Settled::AcknowledgeFailed { error }
+            | Settled::FollowedUp {
+                acknowledge_error: Some(error),
+                ..
+            },
+        ) = &message.settled
+        {
             tracing::warn!(
                 outcome = "settle_failed",
                 queue = "intake",
@@ -246,6 +254,7 @@ fn dead_lettered(message: &MessageOutcome, dead: &DeadLetterPlan, settled: &str)
 fn settled_text(settled: &Settled) -> &'static str {
     match settled {
         Settled::Acknowledged => "acknowledged",
+        Settled::AcknowledgeFailed { .. } => "acknowledge_failed",
         Settled::FollowedUp { .. } => "followed_up",
         Settled::RetriedInPlace { .. } => "retried_in_place",
         Settled::Failed { .. } => "settle_failed",
