@@ -18,7 +18,9 @@ use aws_sdk_sqs::types::{
 use fluxrelay_core::ports::{DeadLetterReason, QueueError};
 use fluxrelay_core::push::{Dispatch, Push};
 
-use crate::sqs::{ATTRIBUTE_CLUSTER, ATTRIBUTE_KEY, ATTRIBUTE_REASON, ATTRIBUTE_STATUS};
+use crate::sqs::{
+    ATTRIBUTE_ATTEMPTS, ATTRIBUTE_CLUSTER, ATTRIBUTE_KEY, ATTRIBUTE_REASON, ATTRIBUTE_STATUS,
+};
 
 /// How long a browse hides the messages it has seen; long enough to list a large queue,
 /// short enough that an interrupted browse does not delay a redrive by much.
@@ -133,6 +135,7 @@ fn dead_letter(message: &Message) -> Option<SqsDeadLetter> {
         status: custom(ATTRIBUTE_STATUS).and_then(|status| status.parse().ok()),
         cluster: custom(ATTRIBUTE_CLUSTER),
         key: custom(ATTRIBUTE_KEY),
+        attempts: custom(ATTRIBUTE_ATTEMPTS).and_then(|attempts| attempts.parse().ok()),
     });
     Some(SqsDeadLetter {
         message_id: message.message_id()?.to_string(),

@@ -74,6 +74,7 @@ fn reason(cluster: &str, key: &str) -> DeadLetterReason {
         status: Some(400),
         cluster: Some(cluster.into()),
         key: Some(key.into()),
+        attempts: None,
     }
 }
 

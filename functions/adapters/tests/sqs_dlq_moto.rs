@@ -21,6 +21,7 @@ async fn dead_letter(queue: &SqsQueue, dlq: &str, cluster: &str, n: u64) -> Disp
         status: Some(400),
         cluster: Some(cluster.into()),
         key: Some(dispatch.push.key.clone()),
+        attempts: None,
     };
     let message_id = format!("message-{n}");
     queue

@@ -182,7 +182,7 @@ fn sqs_row(queue_url: &str, dead: &SqsDeadLetter) -> Row {
         project,
         git_ref,
         status: dead.reason.as_ref().and_then(|reason| reason.status),
-        attempts: None,
+        attempts: dead.reason.as_ref().and_then(|reason| reason.attempts),
         key: dead
             .reason
             .as_ref()

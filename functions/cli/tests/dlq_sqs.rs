@@ -65,6 +65,7 @@ async fn lists_sqs_dead_letters_with_reasons_and_redrives_one_clusters_to_the_so
             status: Some(403),
             cluster: Some(cluster.into()),
             key: Some(dispatch.push.key.clone()),
+            attempts: None,
         };
         let id = format!("m{n}");
         queue

@@ -56,6 +56,9 @@ pub struct DeadLetterReason {
     pub cluster: Option<String>,
     /// The push key.
     pub key: Option<String>,
+    /// Attempts made in all (a retry is a new message, so its own receive count is not
+    /// the whole story).
+    pub attempts: Option<u32>,
 }
 
 /// Settle received messages. The rules of which to call, in what order, and what to do

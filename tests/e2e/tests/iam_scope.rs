@@ -23,7 +23,7 @@ use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::lambda::{IngestFunction, WebhookAuth};
 use fluxrelay_adapters::sqs::SqsQueue;
 use fluxrelay_e2e::pipeline::{
-    Pipeline, dispatch_function, repo_root, route_function, test_retry_policy,
+    Pipeline, Queues, dispatch_function, repo_root, route_function, test_retry_policy,
 };
 use fluxrelay_testkit::moto::RecordCalls;
 use fluxrelay_testkit::netns;
@@ -218,6 +218,77 @@ async fn each_function_is_granted_exactly_the_aws_actions_its_code_calls() {
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].0["push"]["after"], sha, "{dead:?}");
     assert_eq!(dead[0].1["fluxrelay.status"], "400", "{dead:?}");
+
+    // Dispatch's fallback: when a retry cannot be scheduled (here its queue does not
+    // exist), the message is hidden for its backoff on its own queue instead.
+    let missing_retry_queue = Queues {
+        intake: p.queues.intake.clone(),
+        intake_dlq: p.queues.intake_dlq.clone(),
+        dispatch: p.queues.dispatch.clone(),
+        dispatch_dlq: p.queues.dispatch_dlq.clone(),
+        dispatch_retry: format!("{}-missing", p.queues.dispatch_retry),
+    };
+    let working = std::mem::replace(
+        &mut p.dispatch,
+        dispatch_function(
+            &missing_retry_queue,
+            &p.moto.secrets_recorded(&dispatch).await,
+            &p.moto.sqs_recorded(&dispatch).await,
+            KubeClusters::with_defaults().expect("kube clusters"),
+            test_retry_policy(),
+        ),
+    );
+    let sha = "3333333333333333333333333333333333333333";
+    let third = Pipeline::edited_event("ingest-push-hook.json", |hook| {
+        hook["after"] = json!(sha);
+        hook["checkout_sha"] = json!(sha);
+    });
+    assert_eq!(p.post_event_json(&third).await.0, 202);
+    p.receiver.fail_next(&path, &[503]);
+    p.drain().await;
+    p.dispatch = working;
+    let last: Vec<u16> = p
+        .receiver
+        .hits()
+        .iter()
+        .rev()
+        .take(2)
+        .map(|hit| hit.status)
+        .collect();
+    assert_eq!(last, vec![200, 503], "retried in place, then delivered");
+
+    // Route: a body that is not a push is backed off, then dead-lettered with its reason.
+    p.sqs
+        .send_message()
+        .queue_url(&p.queues.intake)
+        .message_body("not a push")
+        .message_group_id("garbage")
+        .message_deduplication_id("garbage-1")
+        .send()
+        .await
+        .expect("SendMessage garbage");
+    p.drain().await;
+    let intake_dead = p
+        .sqs
+        .receive_message()
+        .queue_url(&p.queues.intake_dlq)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .expect("ReceiveMessage intake DLQ")
+        .messages
+        .unwrap_or_default();
+    assert_eq!(intake_dead.len(), 1, "{intake_dead:?}");
+    let reason = intake_dead[0]
+        .message_attributes
+        .as_ref()
+        .and_then(|a| a.get("fluxrelay.reason"))
+        .and_then(|v| v.string_value.clone())
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with("could not be routed after 8 attempts: not a Push"),
+        "{reason}"
+    );
 
     // The evidence, then the verdict.
     let mut called: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
