@@ -258,6 +258,7 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
                             after: chaos_fleet::commit(n),
                             order: if kinds[n] == PushKind::Tag { 0 } else { order },
                             key,
+                            acked_at: std::time::Instant::now(),
                         }),
                         None => counts.unacknowledged.push(n),
                     }
