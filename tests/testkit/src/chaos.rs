@@ -421,6 +421,71 @@ impl FaultLog {
     }
 }
 
+/// The obligations toward a cluster whose apiserver hung for the whole run: nothing was
+/// delivered there, so for each ref the newest acknowledged push must still be pending
+/// (`pending`: (cluster, push key) of the messages left on the queues) or dead-lettered;
+/// every older push of the ref is covered by it (a trigger fetches the head). Returns what
+/// is missing.
+pub fn hung_cluster_kept(
+    pushes: &[AckedPush],
+    cluster: &str,
+    pending: &[(String, String)],
+    dead_letters: &[DeadLetter],
+) -> Vec<String> {
+    let mut newest: HashMap<&str, &AckedPush> = HashMap::new();
+    for push in pushes {
+        let slot = newest.entry(push.git_ref.as_str()).or_insert(push);
+        if push.acked_at > slot.acked_at {
+            *slot = push;
+        }
+    }
+    let mut missing: Vec<String> = newest
+        .values()
+        .filter(|push| {
+            let kept = |c: &str, key: &str| c == cluster && key == push.key;
+            !pending.iter().any(|(c, key)| kept(c, key))
+                && !dead_letters
+                    .iter()
+                    .any(|letter| kept(&letter.cluster, &letter.key))
+        })
+        .map(|push| format!("push {} ({}, key {})", push.n, push.git_ref, push.key))
+        .collect();
+    missing.sort();
+    missing
+}
+
+/// Acknowledged → first `200` of each delivered (push, cluster) pair: p50, p90, p99.
+pub fn delivery_latencies(
+    pushes: &[AckedPush],
+    deliveries: &[Delivery],
+) -> Option<(Duration, Duration, Duration)> {
+    let acked: HashMap<&str, std::time::Instant> = pushes
+        .iter()
+        .map(|push| (push.after.as_str(), push.acked_at))
+        .collect();
+    let mut first: HashMap<(&str, &str), std::time::Instant> = HashMap::new();
+    for delivery in deliveries {
+        let slot = first
+            .entry((delivery.cluster.as_str(), delivery.after.as_str()))
+            .or_insert(delivery.at);
+        *slot = (*slot).min(delivery.at);
+    }
+    let mut latencies: Vec<Duration> = first
+        .iter()
+        .filter_map(|((_, after), at)| {
+            acked
+                .get(after)
+                .map(|acked| at.saturating_duration_since(*acked))
+        })
+        .collect();
+    if latencies.is_empty() {
+        return None;
+    }
+    latencies.sort();
+    let at = |q: usize| latencies[(latencies.len() - 1) * q / 100];
+    Some((at(50), at(90), at(99)))
+}
+
 /// How long a Role stays removed: the first removal, and one in four after it, outlasts
 /// dispatch's 10 s denial confirmation (so dead-lettering a real denial is exercised); the
 /// others are brief (a Role re-created by GitOps), which must dead-letter nothing.

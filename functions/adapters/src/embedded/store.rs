@@ -505,6 +505,17 @@ pub(super) fn release_leases(
         .map_err(storage("release leases"))
 }
 
+pub(super) fn peek(connection: &Connection, queue: &str) -> Result<Vec<String>, QueueError> {
+    connection
+        .prepare_cached("SELECT body FROM messages WHERE queue = ?1 ORDER BY id")
+        .and_then(|mut statement| {
+            statement
+                .query_map([queue], |row| row.get(0))?
+                .collect::<Result<Vec<String>, _>>()
+        })
+        .map_err(storage("peek messages"))
+}
+
 pub(super) fn dead_letter_count(connection: &Connection, queue: &str) -> Result<u64, QueueError> {
     connection
         .query_row(
