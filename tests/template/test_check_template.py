@@ -193,6 +193,30 @@ def main(argv: list[str]) -> int:
     report(grants.returncode == 0 and got == want, "--grants lists each function's expected actions",
            f"exit {grants.returncode}, got {grants.stdout.strip() or grants.stderr.strip()}, want {json.dumps(want)}")
 
+    # check_docs.py: the real docs pass; a doc naming a parameter the template lacks (the
+    # `WebhookSecretId` docs/operations.md once told `sam deploy --guided` users to set)
+    # fails, and so does a template parameter the operations guide leaves out.
+    docs_checker = HERE / "check_docs.py"
+    real_docs = subprocess.run([sys.executable, str(docs_checker), str(template)], capture_output=True, text=True)
+    report(real_docs.returncode == 0, f"check_docs.py on the docs as they are: exit {real_docs.returncode}",
+           real_docs.stdout + real_docs.stderr)
+    with tempfile.TemporaryDirectory(prefix="fluxrelay-docs-") as tmp:
+        operations = (TEMPLATE.parent / "docs" / "operations.md").read_text()
+        for case, text, words in [
+            ("a doc names parameter `WebhookSecretId`",
+             operations.replace("`WebhookSecretName`", "`WebhookSecretId`", 1), ["`WebhookSecretId`"]),
+            ("a doc names output <DispatchDLQUri>", operations + "\n`fluxrelay dlq list --sqs <DispatchDLQUri>`\n",
+             ["`DispatchDLQUri`"]),
+            ("the operations guide leaves out parameter LogLevel",
+             operations.replace("`LogLevel`", "`Log level`"), ["parameter LogLevel"]),
+        ]:
+            doc = Path(tmp) / "operations.md"
+            doc.write_text(text)
+            run = subprocess.run([sys.executable, str(docs_checker), str(template), str(doc)],
+                                 capture_output=True, text=True)
+            caught = run.returncode == 1 and any(w in run.stdout for w in words)
+            report(caught, f"check_docs.py catches: {case}", f"exit {run.returncode}: {run.stdout}")
+
     with tempfile.TemporaryDirectory(prefix="fluxrelay-template-") as tmp:
         for n, (case, edit, checks, words) in enumerate(CASES):
             try:
