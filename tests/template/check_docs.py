@@ -29,7 +29,7 @@ SUFFIXES = ("Url", "Name", "Arn", "Id", "Prefix", "Seconds", "Concurrency", "Lev
 # Names the docs quote that look like template names but are not ours: AWS's own attribute
 # names, and fluxrelay's Rust types.
 OTHER_NAMES = {"DelaySeconds", "MessageGroupId", "MessageDeduplicationId", "QueueUrl", "SecretId",
-               "SigningKey"}
+               "MaximumConcurrency", "SigningKey"}
 NAME = r"[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+"
 CODE = re.compile(rf"`({NAME})`")
 # Shapes that only ever name a parameter or an output, whatever the word ends with.
