@@ -147,6 +147,9 @@ struct ExplainArgs {
     /// On AWS: the dispatch dead-letter queue's URL (the stack's DispatchDLQUrl output)
     #[arg(long, value_name = "DLQ_URL", conflicts_with = "data_dir")]
     sqs: Option<String>,
+    /// With --sqs: look through at most this many dead letters
+    #[arg(long, value_name = "N", default_value_t = fluxrelay_adapters::sqs_dlq::BROWSE_MAX_MESSAGES, requires = "sqs")]
+    max: usize,
 }
 
 #[derive(clap::Args)]
@@ -197,6 +200,10 @@ struct QueueArgs {
     /// Only this cluster's dead letters
     #[arg(long)]
     cluster: Option<String>,
+    /// With --sqs: receive at most this many dead letters per run (a run also stops before
+    /// the first ones it hid would show again); run again for the rest
+    #[arg(long, value_name = "N", default_value_t = fluxrelay_adapters::sqs_dlq::BROWSE_MAX_MESSAGES, requires = "sqs")]
+    max: usize,
 }
 
 #[derive(Subcommand)]
@@ -332,6 +339,7 @@ fn dlq(command: DlqCommand) -> ExitCode {
                 let count = dlq::list_sqs(
                     url,
                     queue.cluster.as_deref(),
+                    dlq::sqs_limits(queue.max),
                     json,
                     &mut std::io::stdout().lock(),
                 )
@@ -357,8 +365,13 @@ fn dlq(command: DlqCommand) -> ExitCode {
         },
         DlqCommand::Redrive { queue, to } => match &queue.sqs {
             Some(url) => with_runtime(async {
-                let (count, target) =
-                    dlq::redrive_sqs(url, to.as_deref(), queue.cluster.as_deref()).await?;
+                let (count, target) = dlq::redrive_sqs(
+                    url,
+                    to.as_deref(),
+                    queue.cluster.as_deref(),
+                    dlq::sqs_limits(queue.max),
+                )
+                .await?;
                 println!("redrove {count} dead letter(s) to {target}");
                 Ok(())
             }),
@@ -384,7 +397,12 @@ fn dlq(command: DlqCommand) -> ExitCode {
 fn explain(args: ExplainArgs) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let result = match &args.sqs {
-        Some(url) => with_runtime(explain::explain_sqs(url, &args.key, &mut out)),
+        Some(url) => with_runtime(explain::explain_sqs(
+            url,
+            &args.key,
+            dlq::sqs_limits(args.max),
+            &mut out,
+        )),
         None => {
             let dir = match &args.data_dir {
                 Some(dir) => Ok(dir.clone()),

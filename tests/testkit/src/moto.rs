@@ -354,3 +354,36 @@ impl aws_sdk_sqs::config::Intercept for WireTime {
         Ok(())
     }
 }
+
+/// Holds every request of one operation (`x-amz-target`) for `delay` before it is sent,
+/// as a slow or distant endpoint would: what makes a long read take longer than a
+/// visibility timeout. Blocks the calling thread (use a multi-threaded runtime).
+#[derive(Debug, Clone)]
+pub struct SlowCalls {
+    target: &'static str,
+    delay: Duration,
+}
+
+impl SlowCalls {
+    pub fn new(target: &'static str, delay: Duration) -> Self {
+        Self { target, delay }
+    }
+}
+
+impl aws_sdk_sqs::config::Intercept for SlowCalls {
+    fn name(&self) -> &'static str {
+        "SlowCalls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_sqs::config::RuntimeComponents,
+        _: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if context.request().headers().get("x-amz-target") == Some(self.target) {
+            std::thread::sleep(self.delay);
+        }
+        Ok(())
+    }
+}
