@@ -27,6 +27,7 @@ from cfnlint.decode import decode
 # written as the template spells it after normalisation (see `norm`): "GetAtt:X.Arn" or
 # "Sub:<string>" or a literal.
 SECRET_ARN = "Sub:arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
+REGISTRY_INDEX = "Sub:${RegistryBucket.Arn}/${RegistryIndexKey}"
 EXPECTED_POLICIES = {
     "IngestFunction": {
         ("sqs:SendMessage", "GetAtt:IntakeQueue.Arn"),
@@ -39,8 +40,7 @@ EXPECTED_POLICIES = {
         ("sqs:DeleteMessage", "GetAtt:IntakeQueue.Arn"),
         ("sqs:ChangeMessageVisibility", "GetAtt:IntakeQueue.Arn"),
         ("sqs:SendMessage", "GetAtt:IntakeDLQ.Arn"),
-        ("secretsmanager:GetSecretValue", SECRET_ARN + "${RegistryPrefix}*"),
-        ("secretsmanager:ListSecrets", "*"),
+        ("s3:GetObject", REGISTRY_INDEX),
     },
     "DispatchFunction": {
         ("sqs:ReceiveMessage", "GetAtt:DispatchQueue.Arn"),
@@ -53,15 +53,16 @@ EXPECTED_POLICIES = {
         ("sqs:ChangeMessageVisibility", "GetAtt:DispatchRetryQueue.Arn"),
         ("sqs:SendMessage", "GetAtt:DispatchRetryQueue.Arn"),
         ("sqs:SendMessage", "GetAtt:DispatchDLQ.Arn"),
+        ("s3:GetObject", REGISTRY_INDEX),
         ("secretsmanager:GetSecretValue", SECRET_ARN + "${RegistryPrefix}*"),
-        ("secretsmanager:ListSecrets", "*"),
     },
 }
 # Standard queues: dispatch retries need a per-message delay, which FIFO queues lack, and a
 # standard queue's dead-letter queue must be standard too. Every other queue is FIFO.
 STANDARD_QUEUES = {"DispatchRetryQueue", "DispatchRetryDLQ"}
-# The only action allowed on Resource "*": AWS offers no resource-level scoping for it.
-UNSCOPABLE_ACTIONS = {"secretsmanager:ListSecrets"}
+# Actions allowed on Resource "*" (AWS offers no resource-level scoping for them): none
+# since no function lists the registry's secrets.
+UNSCOPABLE_ACTIONS: set = set()
 FUNCTION_BINARIES = {"IngestFunction": "ingest", "RouteFunction": "route", "DispatchFunction": "dispatch"}
 WEBHOOK_FUNCTION = "IngestFunction"
 FIFO_BATCH_MAX = 10
@@ -366,6 +367,18 @@ def check_queue_ownership(t: Template, c: Checks) -> None:
     c.check(not bad, "no function can receive, delete or re-time another function's queue", "; ".join(bad))
 
 
+# Actions that read a stored credential (a secret value, or the key that decrypts one).
+CREDENTIAL_READS = {"secretsmanager:GetSecretValue", "secretsmanager:BatchGetSecretValue", "kms:Decrypt"}
+# Route processes payload content: it must hold no credential.
+
+
+def check_credentials(t: Template, c: Checks) -> None:
+    _res, props = t.functions.get("RouteFunction", ({}, {}))
+    grants, _problems = function_grants(props)
+    reads = sorted(f"{a} on {r}" for a, r in grants if a in CREDENTIAL_READS)
+    c.check(not reads, "RouteFunction can read no credential", "; ".join(reads))
+
+
 def redrive_targets(t: Template) -> dict:
     """queue -> the queue its RedrivePolicy names (None when it has none)."""
     return {
@@ -460,7 +473,7 @@ def check_iam(t: Template, c: Checks) -> None:
             if not (resources == ["*"] and set(as_list(st.get("Action"))) <= UNSCOPABLE_ACTIONS and st.get("Action")):
                 wild_resources.append(f"{where}: Resource '*' with Action {st.get('Action')!r}")
     c.check(not wild_actions, "no IAM Action contains '*'", "; ".join(wild_actions))
-    c.check(not wild_resources, "Resource '*' only on statements of secretsmanager:ListSecrets alone",
+    c.check(not wild_resources, "no function policy has Resource '*'",
             "; ".join(wild_resources))
 
     for lid, (_res, props) in sorted(t.functions.items()):
@@ -570,6 +583,7 @@ def main(argv: list[str]) -> int:
     check_iam(t, c)
     check_concurrency(t, c)
     check_queue_ownership(t, c)
+    check_credentials(t, c)
     check_alarms(t, c)
     check_webhook_url(t, c)
     print(f"{c.passed} passed, {c.failed} failed")

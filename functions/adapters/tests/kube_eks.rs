@@ -28,9 +28,7 @@ use fluxrelay_core::ports::{
     Settle, TriggerSender,
 };
 use fluxrelay_core::push::Dispatch;
-use fluxrelay_core::registry::{
-    ClusterEntry, ClusterListing, Credentials, DEFAULT_RECEIVER_PROXY, TriggerConfig,
-};
+use fluxrelay_core::registry::{ClusterEntry, Credentials, DEFAULT_RECEIVER_PROXY, TriggerConfig};
 use fluxrelay_core::trigger::request::{RequestTarget, TriggerRequest};
 use fluxrelay_testkit::iam_authn::{IamAuthnConfig, Review, TestAccount};
 use fluxrelay_testkit::kube_env::{KubeEnv, KubeEnvOptions};
@@ -181,10 +179,6 @@ async fn eks_cluster() -> (KubeEnv, FluxReceiverEmulator, String) {
 struct Entries(Vec<ClusterEntry>);
 
 impl ClusterRegistry for Entries {
-    async fn clusters(&self) -> Result<Arc<ClusterListing>, RegistryReadError> {
-        Ok(Arc::new(ClusterListing::usable(self.0.clone())))
-    }
-
     async fn cluster(&self, name: &str) -> Result<Option<Arc<ClusterEntry>>, RegistryReadError> {
         Ok(self
             .0

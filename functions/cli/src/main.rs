@@ -57,7 +57,8 @@ enum Command {
 enum StoreKind {
     /// One <name>.json per cluster in --dir (fluxrelay serve's cluster_dir)
     File,
-    /// One secret per cluster under --prefix (the AWS functions' registry)
+    /// The AWS functions' registry: the index object in --bucket, and one secret under
+    /// --prefix for each cluster whose entry holds a credential
     Secretsmanager,
 }
 
@@ -69,8 +70,15 @@ struct StoreArgs {
     #[arg(long, default_value = "clusters.d")]
     dir: PathBuf,
     /// The secret name prefix for --store secretsmanager
-    #[arg(long, default_value = fluxrelay_adapters::secrets::DEFAULT_PREFIX)]
+    #[arg(long, default_value = fluxrelay_adapters::registry_aws::DEFAULT_PREFIX)]
     prefix: String,
+    /// The registry bucket for --store secretsmanager (the stack's RegistryBucketName
+    /// output; default: $FLUXRELAY_REGISTRY_BUCKET)
+    #[arg(long)]
+    bucket: Option<String>,
+    /// The registry index's key in --bucket
+    #[arg(long, default_value = fluxrelay_adapters::registry_aws::DEFAULT_INDEX_KEY)]
+    index_key: String,
     /// Instead: the clusters of this fluxrelay serve configuration (list and check only)
     #[arg(long)]
     config: Option<PathBuf>,
@@ -82,7 +90,15 @@ impl StoreArgs {
             (Some(file), _) => cluster::Store::ServeConfig(file.clone()),
             (None, StoreKind::File) => cluster::Store::Files(self.dir.clone()),
             (None, StoreKind::Secretsmanager) => cluster::Store::SecretsManager {
-                prefix: self.prefix.clone(),
+                location: fluxrelay_adapters::registry_aws::RegistryLocation {
+                    bucket: self
+                        .bucket
+                        .clone()
+                        .or_else(|| std::env::var("FLUXRELAY_REGISTRY_BUCKET").ok())
+                        .unwrap_or_default(),
+                    index_key: self.index_key.clone(),
+                    prefix: self.prefix.clone(),
+                },
             },
         }
     }
@@ -129,6 +145,15 @@ enum ClusterCommand {
     /// Connect as the entry and check every permission, object and the receiver, with fixes
     Check {
         name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// From one secret per cluster (before issue 13) to the registry index: says what it
+    /// would do; --apply does it (use with --store secretsmanager)
+    Migrate {
+        /// Write the index (and copy a secret whose name is not <prefix><name>)
+        #[arg(long)]
+        apply: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -460,6 +485,9 @@ fn cluster_command(command: ClusterCommand) -> ExitCode {
             eprintln!("{count} cluster(s)");
             Ok(())
         }),
+        ClusterCommand::Migrate { apply, store } => {
+            with_runtime(cluster::migrate(&store.store(), apply))
+        }
         ClusterCommand::Check { name, store } => with_runtime(async {
             if cluster::check(&store.store(), &name).await? {
                 Ok(())

@@ -1,6 +1,8 @@
 //! The cluster registry entry: one per cluster, a Secrets Manager secret (or a local file).
 //! Parsing and validation live in `registry/parse.rs`; this file is the validated shape.
 
+pub mod index;
+pub mod last_good;
 mod parse;
 
 use std::collections::BTreeMap;
@@ -137,6 +139,21 @@ pub struct ClusterListing {
 }
 
 impl ClusterListing {
+    /// What route needs of it.
+    pub fn routes(&self) -> RouteListing {
+        RouteListing {
+            routes: self
+                .entries
+                .iter()
+                .map(|entry| ClusterRoute {
+                    name: entry.name.clone(),
+                    subscriptions: entry.subscriptions.clone(),
+                })
+                .collect(),
+            unusable: self.unusable.clone(),
+        }
+    }
+
     /// A registry in which every entry can be used.
     pub fn usable(entries: Vec<ClusterEntry>) -> Self {
         Self {
@@ -155,3 +172,24 @@ impl ClusterListing {
         self.entries.is_empty()
     }
 }
+
+/// What route needs of a cluster: its name and subscriptions, nothing that reaches it.
+#[derive(Debug, Clone)]
+pub struct ClusterRoute {
+    pub name: String,
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// What route reads (`ports::RouteTable`): the clusters and their subscriptions.
+#[derive(Debug, Clone, Default)]
+pub struct RouteListing {
+    /// In registry order.
+    pub routes: Vec<ClusterRoute>,
+    /// Clusters whose subscriptions are unknown because their entry does not validate:
+    /// route sends them every push, and dispatch dead-letters it with the entry's problem.
+    /// A cluster whose entry merely could not be *read* is never here: unreadable is not
+    /// unfiltered (its last good subscriptions stay in `routes`). Names fit to be a FIFO
+    /// message group, sorted, each once, none of `routes`.
+    pub unusable: Vec<String>,
+}
+

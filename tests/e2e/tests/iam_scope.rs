@@ -71,6 +71,8 @@ fn iam_actions(target: &str) -> Vec<String> {
     let prefix = match service {
         "AmazonSQS" => "sqs",
         "secretsmanager" => "secretsmanager",
+        "s3" => "s3",
+        "eks" => "eks",
         other => panic!(
             "recorded a call to service {other:?} ({target}): add its IAM prefix to iam_actions"
         ),
@@ -206,12 +208,13 @@ async fn each_function_is_granted_exactly_the_aws_actions_its_code_calls() {
     let route = calls("RouteFunction");
     p.route = route_function(
         &p.queues,
-        &p.moto.secrets_recorded(&route).await,
+        &p.moto.s3_with(vec![route.clone()]).await,
         &p.moto.sqs_recorded(&route).await,
     );
     let dispatch = calls("DispatchFunction");
     p.dispatch = dispatch_function(
         &p.queues,
+        &p.moto.s3_with(vec![dispatch.clone()]).await,
         &p.moto.secrets_recorded(&dispatch).await,
         &p.moto.sqs_recorded(&dispatch).await,
         KubeClusters::with_defaults().expect("kube clusters"),
