@@ -55,6 +55,7 @@ EXPECTED_POLICIES = {
         ("sqs:SendMessage", "GetAtt:DispatchDLQ.Arn"),
         ("s3:GetObject", REGISTRY_INDEX),
         ("secretsmanager:GetSecretValue", SECRET_ARN + "${RegistryPrefix}*"),
+        ("eks:DescribeCluster", "Sub:arn:${AWS::Partition}:eks:*:${AWS::AccountId}:cluster/*"),
     },
 }
 # Standard queues: dispatch retries need a per-message delay, which FIFO queues lack, and a

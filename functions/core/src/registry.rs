@@ -193,3 +193,29 @@ pub struct RouteListing {
     pub unusable: Vec<String>,
 }
 
+/// Whether an entry's `server` is the endpoint a cluster's provider reports (EKS
+/// `DescribeCluster`): the same https origin, compared as URLs (host case, an explicit
+/// default port and a trailing `/` do not matter; anything else does). A credential minted
+/// for that cluster goes only to its own endpoint.
+pub fn same_endpoint(server: &url::Url, endpoint: &str) -> bool {
+    let Ok(endpoint) = url::Url::parse(endpoint) else {
+        return false;
+    };
+    let plain = |url: &url::Url| {
+        url.scheme() == "https"
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && matches!(url.path(), "" | "/")
+    };
+    plain(server)
+        && plain(&endpoint)
+        && server.host_str().map(str::to_ascii_lowercase)
+            == endpoint.host_str().map(str::to_ascii_lowercase)
+        && server.port_or_known_default() == endpoint.port_or_known_default()
+}
+
+#[cfg(test)]
+#[path = "registry/endpoint_test.rs"]
+mod endpoint_tests;
