@@ -36,10 +36,25 @@ use serde_json::json;
 
 const DIASPORA: &str = "https://example.com/mike/diaspora.git";
 const WEBHOOK_SECRET: &str = "fluxrelay/webhook";
-/// Dispatch's check of an `eks` entry's server before it mints a token. This pipeline's
-/// clusters use static tokens, so it is not called here; `kube_eks.rs` calls it through the
-/// real SDK.
-const EKS_ENDPOINT_CHECK: &str = "eks:DescribeCluster";
+/// Grants this pipeline's paths do not call, each with where it is called (through the real
+/// SDK).
+const NOT_ON_THIS_PATH: [(&str, &str, &str); 3] = [
+    (
+        "DispatchFunction",
+        "eks:DescribeCluster",
+        "the endpoint check of an `eks` entry: functions/adapters/tests/kube_eks.rs",
+    ),
+    (
+        "RouteFunction",
+        "sqs:ChangeMessageVisibility",
+        "a push that could not be routed waits in place (Settle::retry_in_place): functions/adapters/tests/sqs_moto.rs",
+    ),
+    (
+        "DispatchFunction",
+        "sqs:ChangeMessageVisibility",
+        "a message whose retry could not be scheduled waits in place: functions/adapters/tests/sqs_moto.rs",
+    ),
+];
 /// What only the event source mapping calls (with the function's role): granted, never
 /// called by the function's code.
 const EVENT_SOURCE_ACTIONS: [&str; 2] = ["sqs:ReceiveMessage", "sqs:GetQueueAttributes"];
@@ -168,8 +183,11 @@ fn mismatches(
             if EVENT_SOURCE_ACTIONS.contains(&action.as_str()) {
                 continue; // the event source mapping's; its queues are checked apart
             }
-            if function == "DispatchFunction" && action == EKS_ENDPOINT_CHECK {
-                continue; // called for `eks` entries only: functions/adapters/tests/kube_eks.rs
+            if NOT_ON_THIS_PATH
+                .iter()
+                .any(|(f, a, _)| f == function && a == action)
+            {
+                continue;
             }
             problems.push(format!(
                 "template.yaml grants {function} the unused action {action}: remove it or add the path that needs it"
