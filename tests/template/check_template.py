@@ -5,8 +5,8 @@ Usage: ~/.cache/fluxrelay/venv/bin/python tests/template/check_template.py templ
        ~/.cache/fluxrelay/venv/bin/python tests/template/check_template.py --grants template.yaml
 
 Prints one PASS/FAIL line per check and "N passed, M failed" last; exits 1 on any failure.
-With --grants, prints instead each function's granted IAM actions as one JSON object
-({"IngestFunction": ["secretsmanager:GetSecretValue", "sqs:SendMessage"], ...}), read
+With --grants, prints instead each function's granted IAM actions and their resources as
+one JSON object ({"IngestFunction": {"sqs:SendMessage": ["IntakeQueue"], ...}, ...}), read
 the same way the IAM check reads them (tests/e2e/tests/iam_scope.rs compares it with
 what each function's code calls).
 The template is loaded with cfn-lint's own YAML loader, so !Ref, !Sub, !GetAtt, !If and
@@ -27,6 +27,7 @@ from cfnlint.decode import decode
 # written as the template spells it after normalisation (see `norm`): "GetAtt:X.Arn" or
 # "Sub:<string>" or a literal.
 SECRET_ARN = "Sub:arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
+REGISTRY_INDEX = "Sub:${RegistryBucket.Arn}/${RegistryIndexKey}"
 EXPECTED_POLICIES = {
     "IngestFunction": {
         ("sqs:SendMessage", "GetAtt:IntakeQueue.Arn"),
@@ -34,31 +35,44 @@ EXPECTED_POLICIES = {
     },
     "RouteFunction": {
         ("sqs:SendMessage", "GetAtt:DispatchQueue.Arn"),
+        ("sqs:ReceiveMessage", "GetAtt:IntakeQueue.Arn"),
+        ("sqs:GetQueueAttributes", "GetAtt:IntakeQueue.Arn"),
         ("sqs:DeleteMessage", "GetAtt:IntakeQueue.Arn"),
         ("sqs:ChangeMessageVisibility", "GetAtt:IntakeQueue.Arn"),
         ("sqs:SendMessage", "GetAtt:IntakeDLQ.Arn"),
-        ("secretsmanager:GetSecretValue", SECRET_ARN + "${RegistryPrefix}*"),
-        ("secretsmanager:ListSecrets", "*"),
+        ("s3:GetObject", REGISTRY_INDEX),
     },
     "DispatchFunction": {
+        ("sqs:ReceiveMessage", "GetAtt:DispatchQueue.Arn"),
+        ("sqs:ReceiveMessage", "GetAtt:DispatchRetryQueue.Arn"),
+        ("sqs:GetQueueAttributes", "GetAtt:DispatchQueue.Arn"),
+        ("sqs:GetQueueAttributes", "GetAtt:DispatchRetryQueue.Arn"),
         ("sqs:DeleteMessage", "GetAtt:DispatchQueue.Arn"),
         ("sqs:DeleteMessage", "GetAtt:DispatchRetryQueue.Arn"),
         ("sqs:ChangeMessageVisibility", "GetAtt:DispatchQueue.Arn"),
         ("sqs:ChangeMessageVisibility", "GetAtt:DispatchRetryQueue.Arn"),
         ("sqs:SendMessage", "GetAtt:DispatchRetryQueue.Arn"),
         ("sqs:SendMessage", "GetAtt:DispatchDLQ.Arn"),
+        ("s3:GetObject", REGISTRY_INDEX),
         ("secretsmanager:GetSecretValue", SECRET_ARN + "${RegistryPrefix}*"),
-        ("secretsmanager:ListSecrets", "*"),
+        ("eks:DescribeCluster", "Sub:arn:${AWS::Partition}:eks:*:${AWS::AccountId}:cluster/*"),
     },
 }
 # Standard queues: dispatch retries need a per-message delay, which FIFO queues lack, and a
 # standard queue's dead-letter queue must be standard too. Every other queue is FIFO.
 STANDARD_QUEUES = {"DispatchRetryQueue", "DispatchRetryDLQ"}
-# The only action allowed on Resource "*": AWS offers no resource-level scoping for it.
-UNSCOPABLE_ACTIONS = {"secretsmanager:ListSecrets"}
+# Actions allowed on Resource "*" (AWS offers no resource-level scoping for them): none
+# since no function lists the registry's secrets.
+UNSCOPABLE_ACTIONS: set = set()
 FUNCTION_BINARIES = {"IngestFunction": "ingest", "RouteFunction": "route", "DispatchFunction": "dispatch"}
 WEBHOOK_FUNCTION = "IngestFunction"
 FIFO_BATCH_MAX = 10
+# What an event source mapping polls a queue with, and what settling a received message
+# takes: a function may hold these only on the queues its own event sources read.
+CONSUME_ACTIONS = {"sqs:ReceiveMessage", "sqs:GetQueueAttributes", "sqs:DeleteMessage",
+                   "sqs:ChangeMessageVisibility"}
+# The most concurrency the public webhook function may take (what it reserves).
+WEBHOOK_MAX_CONCURRENCY = 100
 
 
 class Checks:
@@ -128,13 +142,13 @@ class Template:
 
     def param_values(self, name: str) -> list:
         """Every value a parameter can take that matters: its AllowedValues, or its
-        Default and MinValue (the lowest it can go)."""
+        Default, MinValue and MaxValue (the lowest and highest it can go)."""
         p = self.params.get(name)
         if p is None:
             return []
         if "AllowedValues" in p:
             return list(p["AllowedValues"])
-        return [v for v in (p.get("Default"), p.get("MinValue")) if v is not None]
+        return [v for v in (p.get("Default"), p.get("MinValue"), p.get("MaxValue")) if v is not None]
 
     def resolve(self, value, env: dict) -> list:
         """All concrete values of `value`; `env` pins some parameters. Unresolvable -> []."""
@@ -230,20 +244,41 @@ def check_functions(t: Template, c: Checks) -> None:
 
 
 def sqs_events(t: Template):
-    for lid, (_res, props) in sorted(t.functions.items()):
-        for ename, ev in sorted((props.get("Events") or {}).items()):
-            if isinstance(ev, dict) and ev.get("Type") == "SQS":
-                yield lid, props, ename, ev.get("Properties") or {}
+    """Every SQS event source: (function, its properties, mapping id, mapping properties),
+    from the AWS::Lambda::EventSourceMapping resources."""
+    for eid, res in sorted(t.resources.items()):
+        if res.get("Type") != "AWS::Lambda::EventSourceMapping":
+            continue
+        ep = res.get("Properties") or {}
+        target = norm(ep.get("FunctionName"))
+        lid = target[len("Ref:"):] if isinstance(target, str) and target.startswith("Ref:") else None
+        _res, props = t.functions.get(lid, ({}, {}))
+        yield lid, props, eid, ep
+
+
+def consumers_of(t: Template) -> dict:
+    """queue -> the functions whose event sources read it."""
+    out = {}
+    for lid, _props, _eid, ep in sqs_events(t):
+        out.setdefault(getatt_target(ep.get("EventSourceArn")), set()).add(lid)
+    return out
 
 
 def check_event_sources(t: Template, c: Checks) -> None:
     events = list(sqs_events(t))
-    consumers = {getatt_target(p.get("Queue")) for _, _, _, p in events}
-    c.check({"IntakeQueue", "DispatchQueue", "DispatchRetryQueue"} <= consumers,
+    sam_events = [f"{lid}.{ename}" for lid, (_res, props) in sorted(t.functions.items())
+                  for ename, ev in sorted((props.get("Events") or {}).items())
+                  if isinstance(ev, dict) and ev.get("Type") == "SQS"]
+    c.check(not sam_events, "no SAM SQS Events (SAM would add AWSLambdaSQSQueueExecutionRole: every queue of the account)",
+            f"found {sam_events}")
+    consumers = consumers_of(t)
+    c.check({"IntakeQueue", "DispatchQueue", "DispatchRetryQueue"} <= set(consumers),
             "IntakeQueue, DispatchQueue and DispatchRetryQueue each have an SQS event source",
             f"consumed: {sorted(x for x in consumers if x)}")
     for lid, props, ename, ep in events:
         name = f"{lid}.{ename}"
+        c.check(lid in t.functions, f"{name} invokes a function of this template (FunctionName: !Ref)",
+                f"FunctionName is {ep.get('FunctionName')!r}")
         batch = ep.get("BatchSize")
         c.check(isinstance(batch, int) and 1 <= batch <= FIFO_BATCH_MAX, f"{name} BatchSize <= {FIFO_BATCH_MAX} (FIFO limit)",
                 f"got {batch!r}")
@@ -255,10 +290,10 @@ def check_event_sources(t: Template, c: Checks) -> None:
         c.check(bool(mc) and all(isinstance(x, int) and x >= 2 for x in mc), f"{name} ScalingConfig.MaximumConcurrency >= 2",
                 f"got {mc_raw!r} -> {mc}")
         # Visibility >= 6 x timeout, for every value the shared parameters can take.
-        qid = getatt_target(ep.get("Queue"))
+        qid = getatt_target(ep.get("EventSourceArn"))
         queue = t.queues.get(qid)
         if queue is None:
-            c.check(False, f"{name} consumes a queue of this template", f"Queue is {ep.get('Queue')!r}")
+            c.check(False, f"{name} consumes a queue of this template", f"EventSourceArn is {ep.get('EventSourceArn')!r}")
             continue
         shared = sorted(t.param_refs(props.get("Timeout")) | t.param_refs(queue.get("VisibilityTimeout")))
         envs = [{}]
@@ -277,6 +312,72 @@ def check_event_sources(t: Template, c: Checks) -> None:
                         bad.append(f"{env or 'defaults'}: visibility {v} < 6 x timeout {to}")
         c.check(not bad, f"{qid} VisibilityTimeout >= 6 x {lid} Timeout (all {len(envs)} parameter values)",
                 "; ".join(bad[:3]))
+
+
+def parameter_envs(t: Template, *values) -> list:
+    """Every combination of the values of the parameters `values` refer to."""
+    envs = [{}]
+    for p in sorted(set().union(*(t.param_refs(v) for v in values))):
+        envs = [dict(e, **{p: v}) for e in envs for v in t.param_values(p)]
+    return envs
+
+
+def check_concurrency(t: Template, c: Checks) -> None:
+    """Each function reserves its concurrency, which is also its ceiling: the public
+    webhook function a bounded amount, each SQS consumer at least what its event sources
+    may invoke at once. So no flood of one function takes another's."""
+    events = list(sqs_events(t))
+    for lid, (_res, props) in sorted(t.functions.items()):
+        reserved = props.get("ReservedConcurrentExecutions")
+        mine = [ep for f, _p, _e, ep in events if f == lid]
+        bad = []
+        envs = parameter_envs(t, reserved, *[(ep.get("ScalingConfig") or {}).get("MaximumConcurrency") for ep in mine])
+        for env in envs:
+            budgets = t.resolve(reserved, env)
+            if not budgets or not all(isinstance(b, int) and b >= 1 for b in budgets):
+                bad.append(f"{env or 'defaults'}: ReservedConcurrentExecutions {reserved!r} -> {budgets}")
+                continue
+            if lid == WEBHOOK_FUNCTION and max(budgets) > WEBHOOK_MAX_CONCURRENCY:
+                bad.append(f"{env or 'defaults'}: {max(budgets)} > {WEBHOOK_MAX_CONCURRENCY}")
+            maxima = [t.resolve((ep.get("ScalingConfig") or {}).get("MaximumConcurrency"), env) for ep in mine]
+            if any(len(m) != 1 for m in maxima):
+                bad.append(f"{env or 'defaults'}: unresolvable MaximumConcurrency {maxima}")
+                continue
+            need = sum(m[0] for m in maxima)
+            if min(budgets) < need:
+                bad.append(f"{env or 'defaults'}: reserved {min(budgets)} < {need}, the sum of its event sources' MaximumConcurrency")
+        what = (f"reserves 1..{WEBHOOK_MAX_CONCURRENCY} (a flood of the public URL stops there)" if lid == WEBHOOK_FUNCTION
+                else "reserves at least its event sources' MaximumConcurrency")
+        c.check(not bad, f"{lid} {what} (all {len(envs)} parameter values)", "; ".join(bad[:3]))
+
+
+def check_queue_ownership(t: Template, c: Checks) -> None:
+    """A function receives, deletes, re-times or reads the attributes of its own queues
+    only: those its event sources read."""
+    consumers = consumers_of(t)
+    bad = []
+    for lid, (_res, props) in sorted(t.functions.items()):
+        grants, _problems = function_grants(props)
+        for action, resource in sorted(grants):
+            if action not in CONSUME_ACTIONS:
+                continue
+            qid = getatt_target(resource) if resource.startswith("GetAtt:") else None
+            owners = consumers.get(qid, set())
+            if lid not in owners:
+                bad.append(f"{lid} has {action} on {resource} (read by {sorted(owners) or 'no event source'})")
+    c.check(not bad, "no function can receive, delete or re-time another function's queue", "; ".join(bad))
+
+
+# Actions that read a stored credential (a secret value, or the key that decrypts one).
+CREDENTIAL_READS = {"secretsmanager:GetSecretValue", "secretsmanager:BatchGetSecretValue", "kms:Decrypt"}
+# Route processes payload content: it must hold no credential.
+
+
+def check_credentials(t: Template, c: Checks) -> None:
+    _res, props = t.functions.get("RouteFunction", ({}, {}))
+    grants, _problems = function_grants(props)
+    reads = sorted(f"{a} on {r}" for a, r in grants if a in CREDENTIAL_READS)
+    c.check(not reads, "RouteFunction can read no credential", "; ".join(reads))
 
 
 def redrive_targets(t: Template) -> dict:
@@ -373,7 +474,7 @@ def check_iam(t: Template, c: Checks) -> None:
             if not (resources == ["*"] and set(as_list(st.get("Action"))) <= UNSCOPABLE_ACTIONS and st.get("Action")):
                 wild_resources.append(f"{where}: Resource '*' with Action {st.get('Action')!r}")
     c.check(not wild_actions, "no IAM Action contains '*'", "; ".join(wild_actions))
-    c.check(not wild_resources, "Resource '*' only on statements of secretsmanager:ListSecrets alone",
+    c.check(not wild_resources, "no function policy has Resource '*'",
             "; ".join(wild_resources))
 
     for lid, (_res, props) in sorted(t.functions.items()):
@@ -449,13 +550,18 @@ def check_webhook_url(t: Template, c: Checks) -> None:
 
 
 def print_grants(t: Template) -> int:
-    """`--grants`: each function's granted actions, as one JSON object on stdout. Exits 1
+    """`--grants`: each function's granted actions and the resources of each, as one JSON
+    object on stdout ({"RouteFunction": {"sqs:DeleteMessage": ["IntakeQueue"], ...}}; a
+    resource is a logical id for `!GetAtt X.Arn`, else its normalised spelling). Exits 1
     (with the reason on stderr) when a function's policies cannot be read as inline
     statements, since its grants would then be incomplete."""
     out, problems = {}, []
     for lid, (_res, props) in sorted(t.functions.items()):
         grants, unreadable = function_grants(props)
-        out[lid] = sorted({a for a, _ in grants})
+        by_action = {}
+        for action, resource in grants:
+            by_action.setdefault(action, set()).add(getatt_target(resource) or resource)
+        out[lid] = {action: sorted(resources) for action, resources in sorted(by_action.items())}
         problems += [f"{lid}: {p}" for p in unreadable]
     if problems:
         print("cannot list every grant: " + "; ".join(problems), file=sys.stderr)
@@ -476,6 +582,9 @@ def main(argv: list[str]) -> int:
     check_event_sources(t, c)
     check_queues(t, c)
     check_iam(t, c)
+    check_concurrency(t, c)
+    check_queue_ownership(t, c)
+    check_credentials(t, c)
     check_alarms(t, c)
     check_webhook_url(t, c)
     print(f"{c.passed} passed, {c.failed} failed")

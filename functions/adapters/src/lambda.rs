@@ -143,7 +143,8 @@ use time::OffsetDateTime;
 use tokio::sync::RwLock;
 
 use crate::clock::TokioClock;
-use crate::secrets::{SecretsRegistry, WebhookAuthError, load_webhook_auth};
+use crate::registry_aws::{AwsRegistry, RegistryIndexReader};
+use crate::secrets::{WebhookAuthError, load_webhook_auth};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -284,7 +285,8 @@ impl IngestFunction {
 }
 
 pub struct RouteFunction {
-    pub registry: SecretsRegistry,
+    /// The registry index alone: route reads no secret (and may not: see template.yaml).
+    pub registry: RegistryIndexReader,
     /// The dispatch queue, where route sends.
     pub dispatches: SqsQueue,
     /// The intake queue and its dead-letter queue, where route settles.
@@ -298,11 +300,12 @@ impl RouteFunction {
         let dispatch_url = env.required("DISPATCH_QUEUE_URL");
         let intake_url = env.required("INTAKE_QUEUE_URL");
         let intake_dlq_url = env.required("INTAKE_DLQ_URL");
+        let bucket = env.required("REGISTRY_BUCKET");
         env.check()?;
         let aws = aws_config().await;
         let sqs = aws_sdk_sqs::Client::new(&aws);
         Ok(Self {
-            registry: registry_from_env(&aws),
+            registry: index_from_env(&aws, bucket),
             dispatches: SqsQueue::new(sqs.clone(), dispatch_url),
             intake: SqsSettle::new(sqs, intake_url, intake_dlq_url),
             policy: RetryPolicy::default(),
@@ -323,14 +326,13 @@ impl RouteFunction {
     }
 }
 
-fn registry_from_env(aws: &aws_config::SdkConfig) -> SecretsRegistry {
-    let prefix = std::env::var("REGISTRY_PREFIX")
-        .unwrap_or_else(|_| crate::secrets::DEFAULT_PREFIX.to_string());
-    SecretsRegistry::with_settings(
-        aws_sdk_secretsmanager::Client::new(aws),
-        prefix,
-        crate::secrets::DEFAULT_TTL,
-    )
+/// The registry index at `REGISTRY_BUCKET` / `REGISTRY_INDEX_KEY` (default `clusters.json`).
+fn index_from_env(aws: &aws_config::SdkConfig, bucket: String) -> RegistryIndexReader {
+    let key = std::env::var("REGISTRY_INDEX_KEY")
+        .ok()
+        .filter(|key| !key.trim().is_empty())
+        .unwrap_or_else(|| crate::registry_aws::DEFAULT_INDEX_KEY.to_string());
+    RegistryIndexReader::new(aws_sdk_s3::Client::new(aws), bucket, key)
 }
 
 /// Kept back from the invocation's remaining time for settling what the clusters decided
@@ -338,7 +340,7 @@ fn registry_from_env(aws: &aws_config::SdkConfig) -> SecretsRegistry {
 pub const SETTLE_RESERVE: Duration = Duration::from_secs(5);
 
 pub struct DispatchFunction<C> {
-    pub registry: SecretsRegistry,
+    pub registry: AwsRegistry,
     pub clusters: C,
     /// The dispatch queue, its retry queue and its dead-letter queue.
     pub queue: SqsSettle,
@@ -354,6 +356,7 @@ impl<C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness> Dispatch
         let retry_url = env.required("DISPATCH_RETRY_QUEUE_URL");
         let dlq_url = env.required("DISPATCH_DLQ_URL");
         let attempts = std::env::var("MAX_ATTEMPTS").ok();
+        let bucket = env.required("REGISTRY_BUCKET");
         env.check()?;
         let mut rules = DispatchRules::default();
         if let Some(attempts) = attempts {
@@ -362,8 +365,16 @@ impl<C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness> Dispatch
                 .map_err(|_| "MAX_ATTEMPTS is not a whole number")?;
         }
         let aws = aws_config().await;
+        let prefix = std::env::var("REGISTRY_PREFIX")
+            .ok()
+            .filter(|prefix| !prefix.trim().is_empty())
+            .unwrap_or_else(|| crate::registry_aws::DEFAULT_PREFIX.to_string());
         Ok(Self {
-            registry: registry_from_env(&aws),
+            registry: AwsRegistry::new(
+                index_from_env(&aws, bucket),
+                aws_sdk_secretsmanager::Client::new(&aws),
+                prefix,
+            ),
             clusters,
             queue: SqsSettle::new(aws_sdk_sqs::Client::new(&aws), dispatch_url, dlq_url)
                 .with_retry_queue(retry_url),

@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod file_registry;
 pub mod lambda;
 pub mod outcome_log;
+pub mod registry_aws;
 pub mod request_id;
 pub mod secrets;
 pub mod sqs;

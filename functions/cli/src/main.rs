@@ -57,7 +57,8 @@ enum Command {
 enum StoreKind {
     /// One <name>.json per cluster in --dir (fluxrelay serve's cluster_dir)
     File,
-    /// One secret per cluster under --prefix (the AWS functions' registry)
+    /// The AWS functions' registry: the index object in --bucket, and one secret under
+    /// --prefix for each cluster whose entry holds a credential
     Secretsmanager,
 }
 
@@ -69,8 +70,15 @@ struct StoreArgs {
     #[arg(long, default_value = "clusters.d")]
     dir: PathBuf,
     /// The secret name prefix for --store secretsmanager
-    #[arg(long, default_value = fluxrelay_adapters::secrets::DEFAULT_PREFIX)]
+    #[arg(long, default_value = fluxrelay_adapters::registry_aws::DEFAULT_PREFIX)]
     prefix: String,
+    /// The registry bucket for --store secretsmanager (the stack's RegistryBucketName
+    /// output; default: $FLUXRELAY_REGISTRY_BUCKET)
+    #[arg(long)]
+    bucket: Option<String>,
+    /// The registry index's key in --bucket
+    #[arg(long, default_value = fluxrelay_adapters::registry_aws::DEFAULT_INDEX_KEY)]
+    index_key: String,
     /// Instead: the clusters of this fluxrelay serve configuration (list and check only)
     #[arg(long)]
     config: Option<PathBuf>,
@@ -82,7 +90,15 @@ impl StoreArgs {
             (Some(file), _) => cluster::Store::ServeConfig(file.clone()),
             (None, StoreKind::File) => cluster::Store::Files(self.dir.clone()),
             (None, StoreKind::Secretsmanager) => cluster::Store::SecretsManager {
-                prefix: self.prefix.clone(),
+                location: fluxrelay_adapters::registry_aws::RegistryLocation {
+                    bucket: self
+                        .bucket
+                        .clone()
+                        .or_else(|| std::env::var("FLUXRELAY_REGISTRY_BUCKET").ok())
+                        .unwrap_or_default(),
+                    index_key: self.index_key.clone(),
+                    prefix: self.prefix.clone(),
+                },
             },
         }
     }
@@ -132,6 +148,15 @@ enum ClusterCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// From one secret per cluster (before issue 13) to the registry index: says what it
+    /// would do; --apply does it (use with --store secretsmanager)
+    Migrate {
+        /// Write the index (and copy a secret whose name is not <prefix><name>)
+        #[arg(long)]
+        apply: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -147,6 +172,9 @@ struct ExplainArgs {
     /// On AWS: the dispatch dead-letter queue's URL (the stack's DispatchDLQUrl output)
     #[arg(long, value_name = "DLQ_URL", conflicts_with = "data_dir")]
     sqs: Option<String>,
+    /// With --sqs: look through at most this many dead letters
+    #[arg(long, value_name = "N", default_value_t = fluxrelay_adapters::sqs_dlq::BROWSE_MAX_MESSAGES, requires = "sqs")]
+    max: usize,
 }
 
 #[derive(clap::Args)]
@@ -197,6 +225,10 @@ struct QueueArgs {
     /// Only this cluster's dead letters
     #[arg(long)]
     cluster: Option<String>,
+    /// With --sqs: receive at most this many dead letters per run (a run also stops before
+    /// the first ones it hid would show again); run again for the rest
+    #[arg(long, value_name = "N", default_value_t = fluxrelay_adapters::sqs_dlq::BROWSE_MAX_MESSAGES, requires = "sqs")]
+    max: usize,
 }
 
 #[derive(Subcommand)]
@@ -332,6 +364,7 @@ fn dlq(command: DlqCommand) -> ExitCode {
                 let count = dlq::list_sqs(
                     url,
                     queue.cluster.as_deref(),
+                    dlq::sqs_limits(queue.max),
                     json,
                     &mut std::io::stdout().lock(),
                 )
@@ -357,8 +390,13 @@ fn dlq(command: DlqCommand) -> ExitCode {
         },
         DlqCommand::Redrive { queue, to } => match &queue.sqs {
             Some(url) => with_runtime(async {
-                let (count, target) =
-                    dlq::redrive_sqs(url, to.as_deref(), queue.cluster.as_deref()).await?;
+                let (count, target) = dlq::redrive_sqs(
+                    url,
+                    to.as_deref(),
+                    queue.cluster.as_deref(),
+                    dlq::sqs_limits(queue.max),
+                )
+                .await?;
                 println!("redrove {count} dead letter(s) to {target}");
                 Ok(())
             }),
@@ -384,7 +422,12 @@ fn dlq(command: DlqCommand) -> ExitCode {
 fn explain(args: ExplainArgs) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let result = match &args.sqs {
-        Some(url) => with_runtime(explain::explain_sqs(url, &args.key, &mut out)),
+        Some(url) => with_runtime(explain::explain_sqs(
+            url,
+            &args.key,
+            dlq::sqs_limits(args.max),
+            &mut out,
+        )),
         None => {
             let dir = match &args.data_dir {
                 Some(dir) => Ok(dir.clone()),
@@ -442,6 +485,9 @@ fn cluster_command(command: ClusterCommand) -> ExitCode {
             eprintln!("{count} cluster(s)");
             Ok(())
         }),
+        ClusterCommand::Migrate { apply, store } => {
+            with_runtime(cluster::migrate(&store.store(), apply))
+        }
         ClusterCommand::Check { name, store } => with_runtime(async {
             if cluster::check(&store.store(), &name).await? {
                 Ok(())

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::flux::{GitRepository, ObjectRef, Receiver};
 use crate::outcome::classify::{TriggerFailure, TriggerResponse};
 use crate::push::{Dispatch, Push};
-use crate::registry::{ClusterEntry, ClusterListing, RegistryError};
+use crate::registry::{ClusterEntry, RegistryError, RouteListing};
 use crate::trigger::request::TriggerRequest;
 
 /// A queue refused or could not take messages. The message is for logs: it may name
@@ -129,13 +129,16 @@ pub enum RegistryReadError {
     Invalid { name: String, error: RegistryError },
 }
 
-pub trait ClusterRegistry: Sync {
-    /// Every entry, usable or not. `Err` only when the registry as a whole cannot be read
-    /// (one broken entry never makes the others unavailable).
-    fn clusters(
-        &self,
-    ) -> impl Future<Output = Result<Arc<ClusterListing>, RegistryReadError>> + Send;
+/// What route reads of the registry: every cluster's name and subscriptions, and nothing
+/// that reaches a cluster (no server, no credential).
+pub trait RouteTable: Sync {
+    /// `Err` only when the registry as a whole cannot be read and nothing was read before
+    /// (a failed re-read keeps the last good subscriptions: unreadable is not unfiltered).
+    fn routes(&self) -> impl Future<Output = Result<Arc<RouteListing>, RegistryReadError>> + Send;
+}
 
+/// What dispatch reads of the registry: one cluster's whole entry, credentials included.
+pub trait ClusterRegistry: Sync {
     fn cluster(
         &self,
         name: &str,

@@ -1,6 +1,8 @@
 //! The cluster registry entry: one per cluster, a Secrets Manager secret (or a local file).
 //! Parsing and validation live in `registry/parse.rs`; this file is the validated shape.
 
+pub mod index;
+pub mod last_good;
 mod parse;
 
 use std::collections::BTreeMap;
@@ -137,6 +139,21 @@ pub struct ClusterListing {
 }
 
 impl ClusterListing {
+    /// What route needs of it.
+    pub fn routes(&self) -> RouteListing {
+        RouteListing {
+            routes: self
+                .entries
+                .iter()
+                .map(|entry| ClusterRoute {
+                    name: entry.name.clone(),
+                    subscriptions: entry.subscriptions.clone(),
+                })
+                .collect(),
+            unusable: self.unusable.clone(),
+        }
+    }
+
     /// A registry in which every entry can be used.
     pub fn usable(entries: Vec<ClusterEntry>) -> Self {
         Self {
@@ -155,3 +172,50 @@ impl ClusterListing {
         self.entries.is_empty()
     }
 }
+
+/// What route needs of a cluster: its name and subscriptions, nothing that reaches it.
+#[derive(Debug, Clone)]
+pub struct ClusterRoute {
+    pub name: String,
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// What route reads (`ports::RouteTable`): the clusters and their subscriptions.
+#[derive(Debug, Clone, Default)]
+pub struct RouteListing {
+    /// In registry order.
+    pub routes: Vec<ClusterRoute>,
+    /// Clusters whose subscriptions are unknown because their entry does not validate:
+    /// route sends them every push, and dispatch dead-letters it with the entry's problem.
+    /// A cluster whose entry merely could not be *read* is never here: unreadable is not
+    /// unfiltered (its last good subscriptions stay in `routes`). Names fit to be a FIFO
+    /// message group, sorted, each once, none of `routes`.
+    pub unusable: Vec<String>,
+}
+
+/// Whether an entry's `server` is the endpoint a cluster's provider reports (EKS
+/// `DescribeCluster`): the same https origin, compared as URLs (host case, an explicit
+/// default port and a trailing `/` do not matter; anything else does). A credential minted
+/// for that cluster goes only to its own endpoint.
+pub fn same_endpoint(server: &url::Url, endpoint: &str) -> bool {
+    let Ok(endpoint) = url::Url::parse(endpoint) else {
+        return false;
+    };
+    let plain = |url: &url::Url| {
+        url.scheme() == "https"
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && matches!(url.path(), "" | "/")
+    };
+    plain(server)
+        && plain(&endpoint)
+        && server.host_str().map(str::to_ascii_lowercase)
+            == endpoint.host_str().map(str::to_ascii_lowercase)
+        && server.port_or_known_default() == endpoint.port_or_known_default()
+}
+
+#[cfg(test)]
+#[path = "registry/endpoint_test.rs"]
+mod endpoint_tests;

@@ -9,7 +9,7 @@ use crate::flux::{GitRepository, ObjectRef, Receiver};
 use crate::outcome::classify::{TriggerFailure, TriggerResponse};
 use crate::ports::*;
 use crate::push::{Dispatch, Push};
-use crate::registry::{ClusterEntry, ClusterListing};
+use crate::registry::{ClusterEntry, ClusterListing, RouteListing};
 use crate::trigger::request::{RequestTarget, TriggerRequest};
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -87,15 +87,29 @@ impl StaticRegistry {
     }
 }
 
-impl ClusterRegistry for StaticRegistry {
-    async fn clusters(&self) -> Result<Arc<ClusterListing>, RegistryReadError> {
+/// Route's view: an `Invalid` entry's subscriptions are unknown (unusable); an
+/// `Unavailable` one's are its last good ones, which this registry does not have, so it is
+/// not routed at all (as the registry index never reports one: see `registry::index`).
+impl RouteTable for StaticRegistry {
+    async fn routes(&self) -> Result<Arc<RouteListing>, RegistryReadError> {
         self.down()?;
-        Ok(Arc::new(ClusterListing {
+        let listing = ClusterListing {
             entries: self.entries.clone(),
-            unusable: self.unusable.iter().map(|(name, _)| name.clone()).collect(),
-        }))
+            unusable: self
+                .unusable
+                .iter()
+                .filter(|(_, error)| matches!(error, RegistryReadError::Invalid { .. }))
+                .map(|(name, _)| name.clone())
+                .collect(),
+        };
+        let mut routes = listing.routes();
+        routes.unusable.sort();
+        routes.unusable.dedup();
+        Ok(Arc::new(routes))
     }
+}
 
+impl ClusterRegistry for StaticRegistry {
     async fn cluster(&self, name: &str) -> Result<Option<Arc<ClusterEntry>>, RegistryReadError> {
         self.down()?;
         if let Some((_, error)) = self.unusable.iter().find(|(unusable, _)| unusable == name) {

@@ -103,6 +103,8 @@ pub async fn depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> usize {
         .expect("GetQueueAttributes")
         .attributes
         .unwrap_or_default();
+    // A retry waiting out its delay is work still to do: moto (as SQS) counts it only as
+    // delayed.
     [
         QueueAttributeName::ApproximateNumberOfMessages,
         QueueAttributeName::ApproximateNumberOfMessagesNotVisible,

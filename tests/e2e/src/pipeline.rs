@@ -8,7 +8,9 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_sqs::types::QueueAttributeName;
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::lambda::{DispatchFunction, IngestFunction, RouteFunction, WebhookAuth};
-use fluxrelay_adapters::secrets::SecretsRegistry;
+use fluxrelay_adapters::registry_aws::{
+    AwsRegistry, RegistryIndexReader, RegistryLocation, store_entry,
+};
 use fluxrelay_adapters::sqs::{SqsQueue, SqsSettle};
 use fluxrelay_core::handlers::dispatch::{DispatchMemory, DispatchRules};
 use fluxrelay_core::outcome::retry::RetryPolicy;
@@ -40,6 +42,7 @@ pub struct Pipeline {
     pub moto: Moto,
     pub sqs: aws_sdk_sqs::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    pub s3: aws_sdk_s3::Client,
     pub queues: Queues,
     pub ingest: IngestFunction,
     pub route: RouteFunction,
@@ -103,24 +106,39 @@ pub fn test_retry_policy() -> RetryPolicy {
     }
 }
 
-/// The registry every function of the pipeline reads.
-pub fn registry(secrets: &aws_sdk_secretsmanager::Client) -> SecretsRegistry {
-    SecretsRegistry::with_settings(
+/// Where the pipeline's registry lives on moto (the template's defaults).
+pub fn registry_location() -> RegistryLocation {
+    RegistryLocation {
+        bucket: "fluxrelay-registry".into(),
+        index_key: fluxrelay_adapters::registry_aws::DEFAULT_INDEX_KEY.into(),
+        prefix: "fluxrelay/clusters/".into(),
+    }
+}
+
+/// The registry index, as route reads it.
+pub fn registry_index(s3: &aws_sdk_s3::Client) -> RegistryIndexReader {
+    let location = registry_location();
+    RegistryIndexReader::new(s3.clone(), location.bucket, location.index_key)
+}
+
+/// The registry as dispatch reads it.
+pub fn registry(s3: &aws_sdk_s3::Client, secrets: &aws_sdk_secretsmanager::Client) -> AwsRegistry {
+    AwsRegistry::new(
+        registry_index(s3),
         secrets.clone(),
-        "fluxrelay/clusters/",
-        Duration::from_secs(60),
+        registry_location().prefix,
     )
 }
 
-/// The route function over these queues, with its own SQS client (a recording one in the
-/// IAM test).
+/// The route function over these queues, with its own SQS and S3 clients (recording ones
+/// in the IAM test). Route reads the registry index only.
 pub fn route_function(
     queues: &Queues,
-    secrets: &aws_sdk_secretsmanager::Client,
+    s3: &aws_sdk_s3::Client,
     sqs: &aws_sdk_sqs::Client,
 ) -> RouteFunction {
     RouteFunction {
-        registry: registry(secrets),
+        registry: registry_index(s3),
         dispatches: SqsQueue::new(sqs.clone(), queues.dispatch.clone()),
         intake: SqsSettle::new(
             sqs.clone(),
@@ -134,13 +152,14 @@ pub fn route_function(
 /// The dispatch function over these queues.
 pub fn dispatch_function<C>(
     queues: &Queues,
+    s3: &aws_sdk_s3::Client,
     secrets: &aws_sdk_secretsmanager::Client,
     sqs: &aws_sdk_sqs::Client,
     clusters: C,
     policy: RetryPolicy,
 ) -> DispatchFunction<C> {
     DispatchFunction {
-        registry: registry(secrets),
+        registry: registry(s3, secrets),
         clusters,
         queue: SqsSettle::new(
             sqs.clone(),
@@ -173,6 +192,8 @@ impl Pipeline {
         let moto = Moto::start();
         let sqs = moto.sqs().await;
         let secrets = moto.secrets().await;
+        let s3 = moto.s3().await;
+        moto.create_bucket(&registry_location().bucket).await;
 
         let intake_dlq = fifo_queue(&sqs, "fluxrelay-intake-dlq.fifo", None).await;
         let dispatch_dlq = fifo_queue(&sqs, "fluxrelay-dispatch-dlq.fifo", None).await;
@@ -215,9 +236,10 @@ impl Pipeline {
             .with_refresh_floor(Duration::ZERO),
             queue: SqsQueue::new(sqs.clone(), queues.intake.clone()),
         };
-        let route = route_function(&queues, &secrets, &sqs);
+        let route = route_function(&queues, &s3, &sqs);
         let dispatch = dispatch_function(
             &queues,
+            &s3,
             &secrets,
             &sqs,
             KubeClusters::with_defaults().expect("kube clusters"),
@@ -229,6 +251,7 @@ impl Pipeline {
             moto,
             sqs,
             secrets,
+            s3,
             queues,
             ingest,
             route,
@@ -250,15 +273,12 @@ impl Pipeline {
         entry
     }
 
+    /// Registers an entry as `fluxrelay cluster add --store secretsmanager` does: its secret
+    /// (when it holds one) and its item in the registry index.
     pub async fn register(&self, entry: Value) {
-        let name = entry["name"].as_str().expect("entry name").to_string();
-        self.secrets
-            .create_secret()
-            .name(format!("fluxrelay/clusters/{name}"))
-            .secret_string(entry.to_string())
-            .send()
+        store_entry(&self.s3, &self.secrets, &registry_location(), &entry, false)
             .await
-            .expect("CreateSecret cluster");
+            .expect("register the cluster on moto");
     }
 
     /// A GitRepository in flux-system.

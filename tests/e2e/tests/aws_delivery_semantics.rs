@@ -368,9 +368,10 @@ async fn aws_a_hung_apiserver_does_not_delay_another_cluster() {
     let mut hung = p.entry("hung", json!({}));
     hung["server"] = json!(format!("https://{}", hung_listener.local_addr().unwrap()));
     p.register(hung).await;
-    p.route = route_function(&p.queues, &p.secrets, &p.sqs);
+    p.route = route_function(&p.queues, &p.s3, &p.sqs);
     p.dispatch = dispatch_function(
         &p.queues,
+        &p.s3,
         &p.secrets,
         &p.sqs,
         KubeClusters::with_defaults().unwrap(),

@@ -142,6 +142,11 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
         .await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    );
     p.ingest = IngestFunction {
         auth: WebhookAuth::load(
             secrets.clone(),
@@ -152,9 +157,10 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
         .expect("webhook auth"),
         queue: SqsQueue::new(sqs.clone(), p.queues.intake.clone()),
     };
-    p.route = route_function(&p.queues, &secrets, &sqs);
+    p.route = route_function(&p.queues, &s3, &sqs);
     p.dispatch = dispatch_function(
         &p.queues,
+        &s3,
         &secrets,
         &sqs,
         KubeClusters::new(

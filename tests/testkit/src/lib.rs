@@ -9,6 +9,7 @@
 pub mod chaos;
 pub mod chaos_fleet;
 pub mod decoy;
+pub mod eks_api;
 pub mod fault_proxy;
 pub mod fixtures;
 pub mod iam_authn;

@@ -35,7 +35,7 @@ pub use list_cache::{
     DEFAULT_LIST_CACHE_BYTES, DEFAULT_LIST_CACHE_ENTRIES, ListCacheLimits, ListCacheUsage,
 };
 
-use crate::eks::EksTokens;
+use crate::eks::{EksEndpoints, EksTokens};
 use client::ClientCache;
 use list_cache::ListCache;
 use lists::{CachedList, ListKey};
@@ -79,6 +79,8 @@ pub struct KubeClusters {
     /// most entries only ever use the service proxy.
     receiver_http: OnceLock<reqwest::Client>,
     eks: EksTokens,
+    /// Checked before any token is minted for an `eks` entry.
+    eks_endpoints: EksEndpoints,
 }
 
 fn configuration_failure(reason: impl Into<String>) -> TriggerFailure {
@@ -101,6 +103,7 @@ impl KubeClusters {
             lists: ListCache::new(list_ttl, ListCacheLimits::default()),
             receiver_http: OnceLock::new(),
             eks: EksTokens::from_default_chain(),
+            eks_endpoints: EksEndpoints::from_default_chain(),
         })
     }
 
@@ -143,6 +146,13 @@ impl KubeClusters {
     /// default chain, looked up on first use, and the wall clock).
     pub fn with_eks_tokens(mut self, eks: EksTokens) -> Self {
         self.eks = eks;
+        self
+    }
+
+    /// Where `eks` entries' servers are checked (default: DescribeCluster with the
+    /// `aws-config` default chain, looked up on first use).
+    pub fn with_eks_endpoints(mut self, endpoints: EksEndpoints) -> Self {
+        self.eks_endpoints = endpoints;
         self
     }
 

@@ -3,9 +3,9 @@
 
 use crate::outcome::retry::RetryPolicy;
 use crate::outcome::settle::{Settled, route_settlement, settle};
-use crate::ports::{ClusterRegistry, DispatchPublisher, QueueMessage, Settle};
+use crate::ports::{DispatchPublisher, QueueMessage, RouteTable, Settle};
 use crate::push::{Dispatch, Push};
-use crate::registry::ClusterListing;
+use crate::registry::RouteListing;
 use crate::routing::dispatch_clusters;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl RouteReport {
 /// routed is acknowledged, a failure comes back after a backoff until it is dead-lettered
 /// with its reason.
 pub async fn route_and_settle(
-    registry: &impl ClusterRegistry,
+    registry: &impl RouteTable,
     publisher: &impl DispatchPublisher,
     intake: &impl Settle,
     policy: &RetryPolicy,
@@ -85,11 +85,11 @@ pub async fn settle_route(
 /// same group, so a project's pushes keep their order. A body that is not a `Push` fails
 /// too, and is dead-lettered with that reason once its attempts are used up.
 pub async fn handle_route(
-    registry: &impl ClusterRegistry,
+    registry: &impl RouteTable,
     queue: &impl DispatchPublisher,
     messages: &[QueueMessage],
 ) -> RouteReport {
-    let clusters = match registry.clusters().await {
+    let clusters = match registry.routes().await {
         Ok(clusters) => clusters,
         Err(error) => {
             let reason = error.to_string();
@@ -152,7 +152,7 @@ pub async fn handle_route(
 async fn route_one(
     queue: &impl DispatchPublisher,
     push: &Push,
-    clusters: &ClusterListing,
+    clusters: &RouteListing,
 ) -> RouteVerdict {
     let dispatches: Vec<Dispatch> = dispatch_clusters(push, clusters)
         .into_iter()

@@ -414,6 +414,46 @@ fn host_aliases(object: &Map<String, Value>, errors: &mut Errors) -> BTreeMap<St
         .collect()
 }
 
+/// A `subscriptions` field alone (the registry index lists them apart from the entry), with
+/// the same rules and messages as in a whole entry.
+pub(crate) fn subscriptions_only(
+    value: Option<&Value>,
+) -> Result<Vec<Subscription>, RegistryError> {
+    let mut errors = Errors::default();
+    let subscriptions = subscriptions(value, &mut errors);
+    if errors.is_empty() {
+        Ok(subscriptions)
+    } else {
+        Err(errors.into_error())
+    }
+}
+
+/// The fields of an entry that hold a secret: none may be in the registry index, which route
+/// reads.
+pub(crate) fn secret_fields(object: &Map<String, Value>) -> Vec<&'static str> {
+    let auth = object.get("auth").and_then(Value::as_object);
+    let trigger = object.get("trigger").and_then(Value::as_object);
+    [
+        ("auth.token", auth.is_some_and(|a| a.contains_key("token"))),
+        (
+            "auth.client_key",
+            auth.is_some_and(|a| a.contains_key("client_key")),
+        ),
+        (
+            "auth.client_cert",
+            auth.is_some_and(|a| a.contains_key("client_cert")),
+        ),
+        ("kubeconfig", object.contains_key("kubeconfig")),
+        (
+            "trigger.receiver_tokens",
+            trigger.is_some_and(|t| t.contains_key("receiver_tokens")),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(field, present)| present.then_some(field))
+    .collect()
+}
+
 fn subscriptions(value: Option<&Value>, errors: &mut Errors) -> Vec<Subscription> {
     let Some(value) = value else {
         return vec![Subscription::default()];
