@@ -6,6 +6,7 @@ mod config;
 mod dlq;
 mod explain;
 mod kubeconfig;
+mod listener;
 mod metrics;
 mod serve;
 mod workers;
