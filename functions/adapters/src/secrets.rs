@@ -467,13 +467,12 @@ fn parse_webhook_auth(text: &str) -> Result<AuthConfig, AuthProblem> {
     })
 }
 
+/// Tokens, signing keys, and the `instance_secrets` entries still to read.
+type WebhookSecrets = (Vec<Secret>, Vec<SigningKey>, Vec<Value>);
+
 /// The tokens and keys of one object (the secret, or one of its `instance_secrets`), and
 /// the `instance_secrets` entries when `top` (they do not nest).
-fn webhook_secrets(
-    value: &Value,
-    prefix: &str,
-    top: bool,
-) -> Result<(Vec<Secret>, Vec<SigningKey>, Vec<Value>), AuthProblem> {
+fn webhook_secrets(value: &Value, prefix: &str, top: bool) -> Result<WebhookSecrets, AuthProblem> {
     let at = |field: &str| {
         if prefix.is_empty() {
             field.to_string()
