@@ -621,3 +621,28 @@ signing_keys = ["{key}"]
         assert!(!error.to_string().contains(TIED), "{why}: {error}");
     }
 }
+
+#[test]
+fn the_example_config_parses_and_shows_the_http_defaults() {
+    let text = include_str!("../../../examples/fluxrelay.toml");
+    let config = parse(text).unwrap();
+    assert_eq!(config.http, HttpLimits::default());
+    // Every [http] key is written out in the example, and every documented key is known.
+    for key in HTTP {
+        assert!(
+            text.contains(&format!("\n{key} = ")),
+            "examples/fluxrelay.toml does not show http.{key}"
+        );
+    }
+    assert!(text.contains("[[webhook.instance_secrets]]"));
+    for key in WEBHOOK
+        .iter()
+        .chain(INSTANCE_SECRETS)
+        .filter(|key| **key != "instance_secrets")
+    {
+        assert!(
+            text.contains(&format!(" {key} = ")) || text.contains(&format!("\n{key} = ")),
+            "examples/fluxrelay.toml does not document webhook key {key}"
+        );
+    }
+}
