@@ -23,6 +23,8 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower::ServiceExt as _;
@@ -41,6 +43,17 @@ pub struct ConnectionLimits {
     pub shutdown_grace: Duration,
 }
 
+/// What the listener counts, for `/metrics` (handles shared with the registry).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionMetrics {
+    /// Connections open now.
+    pub open: Gauge,
+    /// Idle connections closed to make room for a new one (the cap was reached).
+    pub closed_for_room: Counter,
+    /// Connections closed because their request head was not complete in time.
+    pub header_timeouts: Counter,
+}
+
 /// What shutting down took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stopped {
@@ -54,9 +67,10 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    metrics: ConnectionMetrics,
     shutdown: impl Future<Output = ()>,
 ) -> Stopped {
-    let pool = Arc::new(Pool::new(limits.max_connections));
+    let pool = Arc::new(Pool::new(limits.max_connections, metrics.clone()));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -108,11 +122,15 @@ pub async fn serve(
             })
         };
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let header_timeouts = metrics.header_timeouts.clone();
         tokio::spawn(async move {
             let evicted = slot.evict.clone();
             tokio::select! {
                 result = connection => {
                     if let Err(error) = result {
+                        if error.is_timeout() {
+                            header_timeouts.inc();
+                        }
                         tracing::debug!(error = %error, "connection closed");
                     }
                 }
@@ -150,6 +168,7 @@ struct Pool {
     state: Mutex<PoolState>,
     /// Notified when a connection closes.
     freed: Notify,
+    metrics: ConnectionMetrics,
 }
 
 #[derive(Default)]
@@ -163,11 +182,12 @@ struct PoolState {
 }
 
 impl Pool {
-    fn new(max: usize) -> Pool {
+    fn new(max: usize, metrics: ConnectionMetrics) -> Pool {
         Pool {
             max: max.max(1),
             state: Mutex::new(PoolState::default()),
             freed: Notify::new(),
+            metrics,
         }
     }
 
@@ -190,6 +210,7 @@ impl Pool {
                 state.idle_since.remove(&connection);
                 // A stored permit: the signal is not lost if the task is not waiting yet.
                 evict.notify_one();
+                self.metrics.closed_for_room.inc();
                 true
             }
             None => false,
@@ -223,6 +244,7 @@ impl Slot {
             state.next += 1;
             state.next
         };
+        pool.metrics.open.inc();
         let slot = Slot(Arc::new(SlotInner {
             pool,
             id,
@@ -259,6 +281,7 @@ impl Drop for SlotInner {
             }
             state.open = state.open.saturating_sub(1);
         }
+        self.pool.metrics.open.dec();
         self.pool.freed.notify_one();
     }
 }
@@ -279,7 +302,8 @@ mod tests {
 
     #[test]
     fn the_longest_idle_connection_goes_first_and_a_busy_one_never() {
-        let pool = Arc::new(Pool::new(3));
+        let metrics = ConnectionMetrics::default();
+        let pool = Arc::new(Pool::new(3, metrics.clone()));
         let first = Slot::open(pool.clone());
         let second = Slot::open(pool.clone());
         let third = Slot::open(pool.clone());
@@ -298,6 +322,7 @@ mod tests {
         assert_eq!(pool.open(), 1);
         drop(third);
         assert_eq!(pool.open(), 0);
+        assert_eq!((metrics.open.get(), metrics.closed_for_room.get()), (0, 2));
     }
 
     trait ReadyNow {

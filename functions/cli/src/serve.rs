@@ -135,6 +135,7 @@ pub async fn run(
         metrics,
         route_wake: route_wake.clone(),
     };
+    let metrics = state.metrics.clone();
     let app = router(state, &config.http);
     let connections = connection_limits(&config.http);
 
@@ -153,10 +154,16 @@ pub async fn run(
         "listening"
     );
 
-    let stopped = listener::serve(listener, app, connections, async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new webhooks; finishing work in hand");
-    })
+    let stopped = listener::serve(
+        listener,
+        app,
+        connections,
+        metrics.connections(),
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new webhooks; finishing work in hand");
+        },
+    )
     .await;
     let _ = stop_workers.send(true);
     for task in tasks {
@@ -184,6 +191,10 @@ fn router(state: AppState, limits: &HttpLimits) -> Router {
         || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout);
     let webhook = Router::new().route("/webhook", post(webhook)).route_layer(
         ServiceBuilder::new()
+            .layer(middleware::map_response_with_state(
+                state.clone(),
+                count_request_timeout,
+            ))
             .layer(timeout())
             .layer(middleware::from_fn_with_state(
                 state.clone(),
@@ -200,6 +211,19 @@ fn router(state: AppState, limits: &HttpLimits) -> Router {
                 .layer(ConcurrencyLimitLayer::new(OPERATIONS_CONCURRENCY)),
         );
     webhook.merge(operations).with_state(state)
+}
+
+/// A 408 from the request timeout is an answer the handler never gave: count it here.
+async fn count_request_timeout(State(state): State<AppState>, response: Response) -> Response {
+    if response.status() == StatusCode::REQUEST_TIMEOUT {
+        state.metrics.record_request_timeout();
+        tracing::warn!(
+            outcome = "rejected",
+            status = 408u16,
+            reason = "the request body did not arrive within http.request_timeout_secs"
+        );
+    }
+    response
 }
 
 /// The configured limits, with the connection cap lowered to what the process may open.

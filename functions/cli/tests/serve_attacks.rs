@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Cluster, EXAMPLE_URL, Serve, TempDir, WEBHOOK_TOKEN, tag_push, tag_ref, write_config,
+    Cluster, EXAMPLE_URL, Metrics, Serve, TempDir, WEBHOOK_TOKEN, tag_push, tag_ref, write_config,
 };
 use fluxrelay_testkit::netns;
 use serde_json::json;
@@ -302,7 +302,7 @@ attack_test!(
     8
 );
 
-const TABLE_HEAD: &str = "| attack | attacking connections | connects | connect errors | closed by serve | longest held | 401s / 408s | slowest legitimate push | /healthz / /metrics | peak RSS (VmHWM) | SIGTERM to exit |";
+const TABLE_HEAD: &str = "| attack | attacking connections | connects | connect errors | closed by serve | longest held | 401s / 408s | /metrics: closed for room / header timeouts / request timeouts | slowest legitimate push | /healthz / /metrics | peak RSS (VmHWM) | SIGTERM to exit |";
 
 async fn under_attack(kind: Kind, connections: usize) {
     let cluster = Cluster::start().await;
@@ -376,12 +376,18 @@ async fn under_attack(kind: Kind, connections: usize) {
     let timed_out = load(&attack.stats.answered_408);
     let other_answers = load(&attack.stats.other_answers);
     let peak_kib = peak_rss_kib(pid);
+    // What serve says about it on /metrics.
+    let scrape = Metrics::scrape(&serve).await;
+    let counter = |name: &str| scrape.get(name, &[]).unwrap_or(0.0) as usize;
+    let closed_for_room = counter("fluxrelay_http_connections_closed_for_room_total");
+    let header_timeouts = counter("fluxrelay_http_header_timeouts_total");
+    let request_timeouts = counter("fluxrelay_http_request_timeouts_total");
     let (status, stop_took) = serve
         .terminate(SHUTDOWN_GRACE + Duration::from_secs(20))
         .await;
     let stats = attack.stop();
     let row = format!(
-        "| {kind:?} | {connections} | {connected} | {connect_errors} | {closed} | {:.1} s | {answered} / {timed_out} | {:.0} ms | {:.0} ms / {:.0} ms | {:.1} MiB | {:.2} s |",
+        "| {kind:?} | {connections} | {connected} | {connect_errors} | {closed} | {:.1} s | {answered} / {timed_out} | {closed_for_room} / {header_timeouts} / {request_timeouts} | {:.0} ms | {:.0} ms / {:.0} ms | {:.1} MiB | {:.2} s |",
         stats.longest_held_ms.load(Ordering::Relaxed) as f64 / 1000.0,
         slowest_push.as_secs_f64() * 1000.0,
         health_took.as_secs_f64() * 1000.0,
@@ -400,10 +406,16 @@ async fn under_attack(kind: Kind, connections: usize) {
         "{kind:?}: SIGTERM to exit took {stop_took:?}; the bound is the shutdown grace ({SHUTDOWN_GRACE:?})"
     );
     match kind {
-        Kind::Idle | Kind::Slowloris => assert!(
-            closed >= connections,
-            "{kind:?}: the server closed only {closed} of {connections} attacking connections by itself"
-        ),
+        Kind::Idle | Kind::Slowloris => {
+            assert!(
+                closed >= connections,
+                "{kind:?}: the server closed only {closed} of {connections} attacking connections by itself"
+            );
+            assert!(
+                closed_for_room + header_timeouts > 0,
+                "{kind:?}: /metrics counted no connection closed"
+            );
+        }
         Kind::SlowBodyWrongToken => {
             assert!(
                 answered >= connections,
@@ -416,10 +428,16 @@ async fn under_attack(kind: Kind, connections: usize) {
             );
         }
         Kind::Flood401 => assert!(answered > 0, "{kind:?}: no 401 answered"),
-        Kind::SlowBodyRightToken => assert!(
-            timed_out >= connections,
-            "{kind:?}: only {timed_out} of {connections} slow bodies were cut by the request timeout (408)"
-        ),
+        Kind::SlowBodyRightToken => {
+            assert!(
+                timed_out >= connections,
+                "{kind:?}: only {timed_out} of {connections} slow bodies were cut by the request timeout (408)"
+            );
+            assert!(
+                request_timeouts >= timed_out,
+                "{kind:?}: /metrics counted {request_timeouts} request timeouts, the attackers saw {timed_out}"
+            );
+        }
     }
     assert_eq!(
         other_answers, 0,
