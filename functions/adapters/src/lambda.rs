@@ -14,18 +14,34 @@ use crate::sqs::{SqsQueue, SqsSettle};
 
 /// JSON logs on stdout (CloudWatch adds the timestamp and request id), level from `RUST_LOG`.
 pub fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(log_layer(std::io::stdout))
+        .try_init();
+}
+
+/// The functions' log lines: one JSON object each, with every span the line is logged in
+/// (the batch's cluster, the call's push key, project, ref and target), so an adapter's
+/// own lines can be followed by push and cluster; written through [`Redacting`]: the span
+/// list carries kube-client's `http.url` at debug, and a webhook path may be a secret.
+///
+/// [`Redacting`]: crate::log_writer::Redacting
+pub fn log_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
-        // Every span a line is logged in (the batch's cluster, the call's push key, project,
-        // ref and target), so an adapter's own lines can be followed by push and cluster.
         .with_current_span(false)
         .with_span_list(true)
         .without_time()
-        .with_env_filter(filter)
-        .try_init();
+        .with_writer(crate::log_writer::Redacting(writer))
 }
 
 /// A function's environment, read once at start-up: every missing variable is reported

@@ -8,6 +8,7 @@ pub mod eks;
 pub mod embedded;
 pub mod file_registry;
 pub mod lambda;
+pub mod log_writer;
 pub mod outcome_log;
 pub mod registry_aws;
 pub mod request_id;

@@ -3,7 +3,7 @@
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
-use fluxrelay_core::auth::{AuthConfig, AuthConfigError, SigningKey};
+use fluxrelay_core::auth::{AuthConfig, AuthConfigError, SigningKey, TiedSecrets};
 use fluxrelay_core::secret::Secret;
 use serde_json::Value;
 
@@ -27,8 +27,10 @@ pub enum WebhookAuthError {
     },
 }
 
-/// Read the webhook auth secret, JSON `{"tokens": ["..."], "signing_keys": ["whsec_..."]}`
-/// (either list may be absent; at least one secret must be configured).
+/// Read the webhook auth secret, JSON `{"tokens": ["..."], "signing_keys": ["whsec_..."],
+/// "instance_secrets": [{"instances": ["gitlab.example.com"], "tokens": [...],
+/// "signing_keys": [...]}]}` (every list may be absent; at least one secret must be
+/// configured). Secrets in `instance_secrets` vouch only for pushes from their instances.
 pub async fn load_webhook_auth(
     client: &Client,
     secret_id: &str,
@@ -70,7 +72,6 @@ enum AuthProblem {
 
 /// Parsed by hand, not with serde: serde's messages quote the offending value.
 fn parse_webhook_auth(text: &str) -> Result<AuthConfig, AuthProblem> {
-    let malformed = |message: &str| AuthProblem::Malformed(message.to_string());
     let value: Value = serde_json::from_str(text).map_err(|error| {
         AuthProblem::Malformed(format!(
             "not valid JSON (line {}, column {})",
@@ -78,48 +79,110 @@ fn parse_webhook_auth(text: &str) -> Result<AuthConfig, AuthProblem> {
             error.column()
         ))
     })?;
-    let Some(object) = value.as_object() else {
-        return Err(malformed("must be a JSON object"));
-    };
-    if object
-        .keys()
-        .any(|key| key != "tokens" && key != "signing_keys")
-    {
-        return Err(malformed(
-            "has an unknown field (only `tokens` and `signing_keys` are read)",
-        ));
+    let (tokens, keys, tied) = webhook_secrets(&value, "", true)?;
+    let mut all_tied = Vec::new();
+    for (index, entry) in tied.iter().enumerate() {
+        let field = format!("instance_secrets[{index}]");
+        let (tokens, signing_keys, _) = webhook_secrets(entry, &field, false)?;
+        let instances = strings(entry, &field, "instances")?;
+        all_tied.push(TiedSecrets {
+            instances,
+            tokens,
+            signing_keys,
+        });
     }
-    let strings = |field: &str| -> Result<Vec<String>, AuthProblem> {
-        match object.get(field) {
-            None | Some(Value::Null) => Ok(Vec::new()),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(index, item)| {
-                    item.as_str().map(str::to_string).ok_or_else(|| {
-                        AuthProblem::Malformed(format!("{field}[{index}] must be a string"))
-                    })
-                })
-                .collect(),
-            Some(_) => Err(AuthProblem::Malformed(format!(
-                "{field} must be a list of strings"
-            ))),
+    AuthConfig::with_tied(tokens, keys, all_tied).map_err(|error| AuthProblem::Invalid {
+        field: "(secret)".into(),
+        error,
+    })
+}
+
+/// Tokens, signing keys, and the `instance_secrets` entries still to read.
+type WebhookSecrets = (Vec<Secret>, Vec<SigningKey>, Vec<Value>);
+
+/// The tokens and keys of one object (the secret, or one of its `instance_secrets`), and
+/// the `instance_secrets` entries when `top` (they do not nest).
+fn webhook_secrets(value: &Value, prefix: &str, top: bool) -> Result<WebhookSecrets, AuthProblem> {
+    let at = |field: &str| {
+        if prefix.is_empty() {
+            field.to_string()
+        } else {
+            format!("{prefix}.{field}")
         }
     };
-    let tokens: Vec<Secret> = strings("tokens")?.into_iter().map(Secret::new).collect();
+    let Some(object) = value.as_object() else {
+        let what = if prefix.is_empty() {
+            "the secret"
+        } else {
+            prefix
+        };
+        return Err(AuthProblem::Malformed(format!(
+            "{what} must be a JSON object"
+        )));
+    };
+    let known: &[&str] = if top {
+        &["tokens", "signing_keys", "instance_secrets"]
+    } else {
+        &["instances", "tokens", "signing_keys"]
+    };
+    if object.keys().any(|key| !known.contains(&key.as_str())) {
+        return Err(AuthProblem::Malformed(format!(
+            "{} has an unknown field (only {} are read)",
+            if prefix.is_empty() { "it" } else { prefix },
+            known
+                .iter()
+                .map(|key| format!("`{key}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let tokens: Vec<Secret> = strings(value, prefix, "tokens")?
+        .into_iter()
+        .map(Secret::new)
+        .collect();
     let mut keys = Vec::new();
-    for (index, key) in strings("signing_keys")?.iter().enumerate() {
+    for (index, key) in strings(value, prefix, "signing_keys")?.iter().enumerate() {
         keys.push(
             SigningKey::parse(key).map_err(|error| AuthProblem::Invalid {
-                field: format!("signing_keys[{index}]"),
+                field: at(&format!("signing_keys[{index}]")),
                 error,
             })?,
         );
     }
-    AuthConfig::new(tokens, keys).map_err(|error| AuthProblem::Invalid {
-        field: "(secret)".into(),
-        error,
-    })
+    let tied = match object.get("instance_secrets") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) if top => items.clone(),
+        Some(_) => {
+            return Err(AuthProblem::Malformed(
+                "instance_secrets must be a list of objects".into(),
+            ));
+        }
+    };
+    Ok((tokens, keys, tied))
+}
+
+/// A list of strings at `field` of `value` (absent or null: empty).
+fn strings(value: &Value, prefix: &str, field: &str) -> Result<Vec<String>, AuthProblem> {
+    let name = if prefix.is_empty() {
+        field.to_string()
+    } else {
+        format!("{prefix}.{field}")
+    };
+    match value.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                item.as_str().map(str::to_string).ok_or_else(|| {
+                    AuthProblem::Malformed(format!("{name}[{index}] must be a string"))
+                })
+            })
+            .collect(),
+        Some(_) => Err(AuthProblem::Malformed(format!(
+            "{name} must be a list of strings"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -9,14 +9,17 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use fluxrelay_adapters::embedded::DEFAULT_JOURNAL_MAX_BYTES;
-use fluxrelay_core::auth::{AuthConfig, SigningKey};
+use fluxrelay_core::auth::{AuthConfig, SigningKey, TiedSecrets};
 use fluxrelay_core::ingest::{DEFAULT_MAX_BODY_BYTES, IngestConfig};
 use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_core::registry::ClusterEntry;
 use fluxrelay_core::secret::Secret;
 use serde_json::Value;
+
+use crate::listener::ConnectionLimits;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DISPATCH_WORKERS: usize = 4;
@@ -24,6 +27,32 @@ const MAX_DISPATCH_WORKERS: usize = 64;
 const MIB: u64 = 1024 * 1024;
 /// A journal cap beyond 1 TiB is a typo, not a plan.
 const MAX_JOURNAL_MIB: i64 = 1024 * 1024;
+
+/// The HTTP listener's limits (`[http]`): what a client that is not GitLab can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub connections: ConnectionLimits,
+    /// From the end of a request's head to its answer: reading the body, authenticating,
+    /// queueing (and waiting for a `/webhook` slot). 408 past it.
+    pub request_timeout: Duration,
+    /// `/webhook` requests past the head check at once (each may buffer a body up to
+    /// `max_body_bytes`); more wait, within their request timeout.
+    pub webhook_concurrency: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            connections: ConnectionLimits {
+                header_read_timeout: Duration::from_secs(5),
+                max_connections: 512,
+                shutdown_grace: Duration::from_secs(10),
+            },
+            request_timeout: Duration::from_secs(10),
+            webhook_concurrency: 16,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct ServeConfig {
@@ -36,6 +65,7 @@ pub struct ServeConfig {
     pub dispatch_workers: usize,
     /// The push journal's cap in the queue file (`journal_max_mib`).
     pub journal_max_bytes: u64,
+    pub http: HttpLimits,
 }
 
 /// One thing wrong with the configuration.
@@ -200,7 +230,15 @@ const TOP_LEVEL: &[&str] = &[
     "cluster_dir",
     "webhook",
     "dispatch",
+    "http",
     "clusters",
+];
+const HTTP: &[&str] = &[
+    "header_read_timeout_secs",
+    "request_timeout_secs",
+    "max_connections",
+    "webhook_concurrency",
+    "shutdown_grace_secs",
 ];
 const WEBHOOK: &[&str] = &[
     "tokens",
@@ -211,6 +249,17 @@ const WEBHOOK: &[&str] = &[
     "signing_key_env",
     "max_body_bytes",
     "timestamp_tolerance_secs",
+    "instance_secrets",
+];
+/// `[[webhook.instance_secrets]]`: secrets that vouch only for these GitLab instances.
+const INSTANCE_SECRETS: &[&str] = &[
+    "instances",
+    "tokens",
+    "token_files",
+    "token_env",
+    "signing_keys",
+    "signing_key_files",
+    "signing_key_env",
 ];
 const DISPATCH: &[&str] = &[
     "max_attempts",
@@ -262,6 +311,7 @@ impl Reader<'_> {
             .integer(&table, "", "journal_max_mib", (1, MAX_JOURNAL_MIB))
             .map_or(DEFAULT_JOURNAL_MAX_BYTES, |mib| mib.unsigned_abs() * MIB);
         let clusters = self.clusters(&table);
+        let http = self.http(&table);
         Some(ServeConfig {
             file: self.file.clone(),
             listen: listen?,
@@ -271,7 +321,45 @@ impl Reader<'_> {
             retry,
             dispatch_workers,
             journal_max_bytes,
+            http,
         })
+    }
+
+    fn http(&mut self, table: &Table) -> HttpLimits {
+        let empty = Table::new();
+        let http = self.subtable(table, "http").unwrap_or(&empty);
+        self.unknown_keys("http", http, HTTP);
+        let mut limits = HttpLimits::default();
+        let secs = |reader: &mut Self, key: &str, range: (i64, i64), into: &mut Duration| {
+            if let Some(value) = reader.integer(http, "http", key, range) {
+                *into = Duration::from_secs(value.unsigned_abs());
+            }
+        };
+        secs(
+            self,
+            "header_read_timeout_secs",
+            (1, 60),
+            &mut limits.connections.header_read_timeout,
+        );
+        secs(
+            self,
+            "request_timeout_secs",
+            (1, 300),
+            &mut limits.request_timeout,
+        );
+        secs(
+            self,
+            "shutdown_grace_secs",
+            (1, 300),
+            &mut limits.connections.shutdown_grace,
+        );
+        if let Some(value) = self.integer(http, "http", "max_connections", (16, 100_000)) {
+            limits.connections.max_connections = value.unsigned_abs() as usize;
+        }
+        if let Some(value) = self.integer(http, "http", "webhook_concurrency", (1, 1024)) {
+            limits.webhook_concurrency = value.unsigned_abs() as usize;
+        }
+        limits
     }
 
     fn resolve(&self, path: &str) -> PathBuf {
@@ -388,20 +476,8 @@ impl Reader<'_> {
         let empty = Table::new();
         let webhook = self.subtable(table, "webhook").unwrap_or(&empty);
         self.unknown_keys("webhook", webhook, WEBHOOK);
-        let tokens = self.secrets(webhook, "tokens", "token_files", "token_env");
-        let mut signing_keys = Vec::new();
-        let keys = self.secrets(
-            webhook,
-            "signing_keys",
-            "signing_key_files",
-            "signing_key_env",
-        );
-        for (field, key) in keys {
-            match SigningKey::parse(key.expose()) {
-                Ok(key) => signing_keys.push(key),
-                Err(error) => self.problem(field, error.to_string()),
-            }
-        }
+        let (tokens, signing_keys) = self.token_and_keys(webhook, "webhook");
+        let tied = self.instance_secrets(webhook);
         let max_body_bytes = self
             .integer(
                 webhook,
@@ -411,11 +487,11 @@ impl Reader<'_> {
             )
             .map_or(DEFAULT_MAX_BODY_BYTES, |bytes| bytes as usize);
         let tolerance = self.integer(webhook, "webhook", "timestamp_tolerance_secs", (0, 86_400));
-        let tokens: Vec<Secret> = tokens.into_iter().map(|(_, token)| token).collect();
-        let auth = AuthConfig::new(tokens, signing_keys).and_then(|auth| match tolerance {
-            Some(secs) => auth.with_timestamp_tolerance_secs(secs),
-            None => Ok(auth),
-        });
+        let auth =
+            AuthConfig::with_tied(tokens, signing_keys, tied).and_then(|auth| match tolerance {
+                Some(secs) => auth.with_timestamp_tolerance_secs(secs),
+                None => Ok(auth),
+            });
         match auth {
             Ok(auth) => Some(IngestConfig {
                 auth,
@@ -428,22 +504,98 @@ impl Reader<'_> {
         }
     }
 
+    /// The accepted tokens and signing keys of one table (`[webhook]`, or one of its
+    /// `instance_secrets`), each from its three sources.
+    fn token_and_keys(&mut self, table: &Table, prefix: &str) -> (Vec<Secret>, Vec<SigningKey>) {
+        let tokens = self.secrets(table, prefix, "tokens", "token_files", "token_env");
+        let mut signing_keys = Vec::new();
+        let keys = self.secrets(
+            table,
+            prefix,
+            "signing_keys",
+            "signing_key_files",
+            "signing_key_env",
+        );
+        for (field, key) in keys {
+            match SigningKey::parse(key.expose()) {
+                Ok(key) => signing_keys.push(key),
+                Err(error) => self.problem(field, error.to_string()),
+            }
+        }
+        let tokens = tokens.into_iter().map(|(_, token)| token).collect();
+        (tokens, signing_keys)
+    }
+
+    /// `[[webhook.instance_secrets]]`: tokens and keys accepted only for pushes from the
+    /// GitLab instances named in each table's `instances` (host names or URLs).
+    fn instance_secrets(&mut self, webhook: &Table) -> Vec<TiedSecrets> {
+        let items = match webhook.get("instance_secrets") {
+            None => return Vec::new(),
+            Some(toml::Value::Array(items)) => items,
+            Some(other) => {
+                self.problem(
+                    "webhook.instance_secrets",
+                    format!(
+                        "must be an array of tables ([[webhook.instance_secrets]]), not {}",
+                        other.type_str()
+                    ),
+                );
+                return Vec::new();
+            }
+        };
+        let mut tied = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let prefix = format!("webhook.instance_secrets[{index}]");
+            let Some(table) = item.as_table() else {
+                self.problem(prefix, format!("must be a table, not {}", item.type_str()));
+                continue;
+            };
+            self.unknown_keys(&prefix, table, INSTANCE_SECRETS);
+            let instances = self.strings(table, &prefix, "instances");
+            for (position, instance) in instances.iter().enumerate() {
+                if fluxrelay_core::subscriptions::instance_host(instance).is_empty() {
+                    self.problem(
+                        format!("{prefix}.instances[{position}]"),
+                        "must be a GitLab host name or URL, e.g. \"gitlab.example.com\"",
+                    );
+                }
+            }
+            if instances.is_empty() {
+                self.problem(
+                    join(&prefix, "instances"),
+                    "must name at least one GitLab instance (without one, put the secrets in [webhook])",
+                );
+            }
+            let (tokens, signing_keys) = self.token_and_keys(table, &prefix);
+            if tokens.is_empty() && signing_keys.is_empty() {
+                self.problem(prefix.clone(), "names no token and no signing key");
+            }
+            tied.push(TiedSecrets {
+                instances,
+                tokens,
+                signing_keys,
+            });
+        }
+        tied
+    }
+
     /// Each secret with the field it came from (for error messages, never its value).
     fn secrets(
         &mut self,
-        webhook: &Table,
+        table: &Table,
+        prefix: &str,
         inline: &str,
         files: &str,
         env: &str,
     ) -> Vec<(String, Secret)> {
         let mut secrets: Vec<(String, Secret)> = self
-            .strings(webhook, "webhook", inline)
+            .strings(table, prefix, inline)
             .into_iter()
             .enumerate()
-            .map(|(index, value)| (format!("webhook.{inline}[{index}]"), Secret::new(value)))
+            .map(|(index, value)| (format!("{prefix}.{inline}[{index}]"), Secret::new(value)))
             .collect();
-        for (index, path) in self.strings(webhook, "webhook", files).iter().enumerate() {
-            let field = format!("webhook.{files}[{index}]");
+        for (index, path) in self.strings(table, prefix, files).iter().enumerate() {
+            let field = format!("{prefix}.{files}[{index}]");
             let resolved = self.resolve(path);
             match std::fs::read_to_string(&resolved) {
                 Ok(text) => secrets.push((field, Secret::new(text.trim()))),
@@ -453,8 +605,8 @@ impl Reader<'_> {
                 ),
             }
         }
-        for (index, name) in self.strings(webhook, "webhook", env).iter().enumerate() {
-            let field = format!("webhook.{env}[{index}]");
+        for (index, name) in self.strings(table, prefix, env).iter().enumerate() {
+            let field = format!("{prefix}.{env}[{index}]");
             match self.env.var(name).filter(|value| !value.is_empty()) {
                 Some(value) => secrets.push((field, Secret::new(value))),
                 None => self.problem(field, format!("environment variable {name} is not set")),

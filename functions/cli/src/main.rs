@@ -6,6 +6,7 @@ mod config;
 mod dlq;
 mod explain;
 mod kubeconfig;
+mod listener;
 mod metrics;
 mod serve;
 mod workers;
@@ -265,9 +266,11 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Every line, in both formats and at every level, has its webhook paths redacted: a
+    // library's span (kube-client's, at debug) carries the URL it calls.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(fluxrelay_adapters::log_writer::Redacting(std::io::stderr))
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -383,7 +383,9 @@ fn instance_origin(header: Option<&str>, web_url: &str) -> Result<String, Malfor
         })
 }
 
-fn origin(text: &str) -> Option<String> {
+/// `scheme://host[:port]` in lower case, without a default port, when `text` is an
+/// http(s) URL: how a push's instance is written.
+pub fn origin(text: &str) -> Option<String> {
     let url = url::Url::parse(text.trim()).ok()?;
     if !matches!(url.scheme(), "http" | "https") {
         return None;

@@ -1,15 +1,18 @@
 //! The ingest flow and its outcome taxonomy: every answer GitLab can get, with its status.
 //!
-//! Order: size cap (413) → authentication (401) → parse (400, or 202 ignored) → enqueue
-//! (503) → 202 accepted. A 202 is sent only after the enqueue succeeded.
+//! Order: size cap (413) → authentication (401) → parse (400, or 202 ignored) → the
+//! instance the secrets allow (401) → enqueue (503) → 202 accepted. A 202 is sent only
+//! after the enqueue succeeded. What needs no body — the declared size, the token, the
+//! signature headers' shape and age, the instance header against the token — is
+//! [`check_head`], which `serve` runs before it reads the body and [`ingest`] runs first.
 
 use http::HeaderMap;
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::auth::{AuthConfig, AuthFailure, authenticate};
-use crate::gitlab::{Delivery, MalformedEvent, ParsedEvent, parse_event};
+use crate::auth::{AuthConfig, AuthFailure, InstanceScope, authenticate, preauthenticate};
+use crate::gitlab::{Delivery, INSTANCE_HEADER, MalformedEvent, ParsedEvent, parse_event};
 use crate::ports::{PushPublisher, QueueError};
 
 /// Under the 6 MB Lambda request limit; a GitLab push with 20 commits is far smaller.
@@ -134,6 +137,57 @@ pub fn delivery_id(headers: &HeaderMap, request_id: &str) -> String {
     }
 }
 
+/// The checks that need only the request head, in [`ingest`]'s order: a declared
+/// `Content-Length` over the cap (413), then the token, the signature headers and the
+/// `X-Gitlab-Instance` header against the instances the token allows (401). A request
+/// refused here is refused by [`ingest`] with the same answer, so an entrypoint may answer
+/// it without reading the body. With only signing keys configured, a stranger who sends
+/// well-formed, fresh signature headers gets past this and costs a body read (up to the
+/// cap): configure a token as well to refuse strangers before their body.
+pub fn check_head(
+    config: &IngestConfig,
+    headers: &HeaderMap,
+    now_unix: i64,
+) -> Result<(), IngestError> {
+    if let Some(size) = declared_length(headers).filter(|size| *size > config.max_body_bytes) {
+        return Err(IngestError::TooLarge {
+            size,
+            limit: config.max_body_bytes,
+        });
+    }
+    let scope = preauthenticate(&config.auth, headers, now_unix)?;
+    // The header is the instance of every push in the request when present; when it is
+    // absent (older GitLab), the instance comes from the body and is checked after parsing.
+    let mut instances = headers.get_all(INSTANCE_HEADER).iter();
+    if let (Some(instance), None) = (instances.next(), instances.next()) {
+        // Written as the push's instance will be; a header that is no URL is not used.
+        let instance = instance.to_str().ok().and_then(crate::gitlab::origin);
+        if instance.is_some_and(|instance| !scope.allows(&instance)) {
+            return Err(IngestError::Unauthenticated(AuthFailure::OtherInstance));
+        }
+    }
+    Ok(())
+}
+
+/// `Content-Length` when it is one plain number.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => value.to_str().ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Every push must come from an instance the request's secrets allow: a delivery signed
+/// for one GitLab instance and replayed with another's `X-Gitlab-Instance` is refused.
+fn check_instances(scope: &InstanceScope, pushes: &[crate::push::Push]) -> Result<(), IngestError> {
+    if pushes.iter().all(|push| scope.allows(&push.instance)) {
+        Ok(())
+    } else {
+        Err(IngestError::Unauthenticated(AuthFailure::OtherInstance))
+    }
+}
+
 /// Authenticate, parse and durably enqueue one webhook. `request_id` must be unique per
 /// request (the Lambda request id; `serve` makes its own): it identifies deliveries that
 /// carry no `Idempotency-Key`.
@@ -151,7 +205,8 @@ pub async fn ingest(
             limit: config.max_body_bytes,
         });
     }
-    authenticate(&config.auth, headers, body, now.unix_timestamp())?;
+    check_head(config, headers, now.unix_timestamp())?;
+    let authenticated = authenticate(&config.auth, headers, body, now.unix_timestamp())?;
     let received_at = rfc3339(now);
     let id = delivery_id(headers, request_id);
     let delivery = Delivery {
@@ -167,6 +222,7 @@ pub async fn ingest(
         }
         ParsedEvent::Pushes(pushes) => pushes,
     };
+    check_instances(&authenticated.instances, &pushes)?;
     queue
         .publish_pushes(&pushes)
         .await
@@ -183,3 +239,7 @@ mod tests;
 #[cfg(test)]
 #[path = "ingest_bad_input_test.rs"]
 mod bad_input_tests;
+
+#[cfg(test)]
+#[path = "ingest_instance_test.rs"]
+mod instance_tests;

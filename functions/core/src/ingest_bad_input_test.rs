@@ -37,6 +37,8 @@ enum Auth {
     Token,
     /// `webhook-signature` required, no token configured.
     Signed,
+    /// `X-Gitlab-Token` required, the token tied to `gitlab.example.com` only.
+    Tied,
 }
 
 /// What the answer must be.
@@ -159,6 +161,15 @@ fn config(auth: Auth) -> IngestConfig {
             let key = format!("whsec_{}", BASE64.encode(SIGNING_KEY_BYTES));
             AuthConfig::new(vec![], vec![SigningKey::parse(&key).unwrap()])
         }
+        Auth::Tied => AuthConfig::with_tied(
+            vec![],
+            vec![],
+            vec![crate::auth::TiedSecrets {
+                instances: vec!["gitlab.example.com".into()],
+                tokens: vec![Secret::new(TOKEN)],
+                signing_keys: vec![],
+            }],
+        ),
     };
     IngestConfig::new(auth.unwrap())
 }
@@ -838,7 +849,123 @@ fn cases() -> Vec<Case> {
                 ensure(p[0].changed_paths.is_none(), "changed paths unknown")
             }),
         ),
+        // The request head alone (check_head, what serve answers before reading a body).
+        case(
+            "declared Content-Length over the cap with a wrong token: 413 first",
+            push_headers_with(
+                "X-Gitlab-Token",
+                vec![h("X-Gitlab-Token", "wrong"), h("Content-Length", "5242881")],
+            ),
+            PUSH_HOOK,
+            Expect::Rejected(413, "too_large"),
+        ),
+        case(
+            "a Content-Length that is not a number: the body decides",
+            push_headers_with("", vec![h("Content-Length", "lots")]),
+            PUSH_HOOK,
+            Expect::Accepted(1, |_| Ok(())),
+        ),
+        case(
+            "two Content-Length values: the body decides",
+            push_headers_with(
+                "",
+                vec![h("Content-Length", "99999999"), h("Content-Length", "1")],
+            ),
+            PUSH_HOOK,
+            Expect::Accepted(1, |_| Ok(())),
+        ),
+        // A token tied to gitlab.example.com (X-Gitlab-Instance is not signed: a delivery
+        // replayed with another instance must not become that instance's push).
+        tied(
+            "tied token from its instance",
+            push_headers(),
+            Expect::Accepted(1, |p| {
+                ensure(
+                    p[0].instance == "https://gitlab.example.com",
+                    "its instance",
+                )
+            }),
+        ),
+        tied(
+            "tied token, instance header in capitals, with a path and the default port",
+            push_headers_with(
+                "X-Gitlab-Instance",
+                vec![h("X-Gitlab-Instance", "HTTPS://GITLAB.EXAMPLE.COM:443/x")],
+            ),
+            Expect::Accepted(1, |_| Ok(())),
+        ),
+        tied(
+            "tied token, another instance's header",
+            push_headers_with(
+                "X-Gitlab-Instance",
+                vec![h("X-Gitlab-Instance", "https://gitlab.other.example")],
+            ),
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        tied(
+            "tied token, a look-alike host (a suffix is not the host)",
+            push_headers_with(
+                "X-Gitlab-Instance",
+                vec![h(
+                    "X-Gitlab-Instance",
+                    "https://gitlab.example.com.evil.test",
+                )],
+            ),
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        tied(
+            "tied token, the instance behind user info",
+            push_headers_with(
+                "X-Gitlab-Instance",
+                vec![h(
+                    "X-Gitlab-Instance",
+                    "https://gitlab.example.com@evil.test",
+                )],
+            ),
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        tied(
+            "tied token, the same host over http (the port differs, the host does not)",
+            push_headers_with(
+                "X-Gitlab-Instance",
+                vec![h("X-Gitlab-Instance", "http://gitlab.example.com")],
+            ),
+            Expect::Accepted(1, |_| Ok(())),
+        ),
+        tied(
+            "tied token, no instance header: from project.web_url (example.com)",
+            push_headers_with("X-Gitlab-Instance", vec![]),
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        tied(
+            "tied token, an instance header that is no URL: from project.web_url",
+            push_headers_with(
+                "X-Gitlab-Instance",
+                vec![h("X-Gitlab-Instance", "gitlab.example.com")],
+            ),
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        tied(
+            "tied token, a duplicated instance header",
+            push_headers_with(
+                "",
+                vec![h("X-Gitlab-Instance", "https://gitlab.example.com")],
+            ),
+            Expect::Rejected(400, "malformed"),
+        ),
+        tied(
+            "tied token, a wrong token is still 401",
+            push_headers_with("X-Gitlab-Token", vec![h("X-Gitlab-Token", "wrong")]),
+            Expect::Rejected(401, "unauthenticated"),
+        ),
     ]
+}
+
+fn tied(name: &'static str, headers: Vec<(&'static str, Vec<u8>)>, expect: Expect) -> Case {
+    Case {
+        auth: Auth::Tied,
+        ..case(name, headers, PUSH_HOOK, expect)
+    }
 }
 
 fn run(case: &Case) -> (Result<Accepted, IngestError>, IngestResponse, Vec<Push>) {

@@ -154,9 +154,9 @@ fn what_check_says_of_a_receiver_is_what_dispatch_does_with_it() {
             [P, P, P, P, N, N, F, F, F],
         ),
         (
-            "plain http URL: no gitlab token over it",
+            "plain http URL: no gitlab token and no generic path over it",
             entry(Some("http://hooks.example.com"), Some(TOKEN)),
-            [F, P, P, P, N, N, F, F, F],
+            [F, F, P, P, N, N, F, F, F],
         ),
     ];
     let receivers = receivers();

@@ -200,6 +200,35 @@ pub fn is_safe_webhook_path(path: &str) -> bool {
         })
 }
 
+/// `text` with the secret part of every webhook path replaced: `…/hook/<redacted>`. A
+/// generic Receiver's path is its only secret, and libraries log the URLs they call
+/// (kube-client's `HTTP` span at debug carries `http.url`), so every log line written by
+/// fluxrelay's processes passes through this. The part replaced is what
+/// [`is_safe_webhook_path`] allows after the prefix, so no path dispatch can call escapes.
+pub fn redact_webhook_paths(text: &str) -> std::borrow::Cow<'_, str> {
+    const REDACTED: &str = "<redacted>";
+    let is_digest_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    if !text.contains(WEBHOOK_PATH_PREFIX) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut redacted = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(WEBHOOK_PATH_PREFIX) {
+        let after = at + WEBHOOK_PATH_PREFIX.len();
+        redacted.push_str(&rest[..after]);
+        let digest = rest[after..]
+            .bytes()
+            .take_while(|b| is_digest_byte(*b))
+            .count();
+        if digest > 0 {
+            redacted.push_str(REDACTED);
+        }
+        rest = &rest[after + digest..];
+    }
+    redacted.push_str(rest);
+    std::borrow::Cow::Owned(redacted)
+}
+
 #[cfg(test)]
 #[path = "select_test.rs"]
 mod tests;
