@@ -636,9 +636,9 @@ fn cases() -> Vec<Case> {
         // ---- ignored: 202 with a reason, never 4xx -------------------------------------------
         case(
             "unknown X-Gitlab-Event",
-            gitlab("Pipeline Hook"),
+            gitlab("Job Hook"),
             b"{}".to_vec(),
-            Expect::Ignored("Pipeline Hook"),
+            Expect::Ignored("Job Hook"),
         ),
         case(
             "unknown X-Gitlab-Event with a body that is not JSON",

@@ -5,12 +5,14 @@
 //! [`handlers`] run that flow against the [`ports`], which the adapters implement.
 
 pub mod access;
+pub mod artifacts;
 pub mod auth;
 pub mod flux;
 pub mod gitlab;
 pub mod handlers;
 pub mod ingest;
 pub mod matching;
+pub mod oci;
 pub mod outcome;
 pub mod ports;
 pub mod push;
