@@ -149,6 +149,7 @@ fn debug_of_every_type_holding_a_secret_is_redacted() {
             ObjectRef::new("flux-system", "r"),
             Secret::new(RECEIVER_TOKEN),
         )]),
+        ..TriggerConfig::default()
     };
     assert_eq!(
         trigger.receiver_tokens.values().next().map(Secret::expose),
