@@ -190,6 +190,8 @@ fn route_journal(report: &RouteReport) -> Vec<JournalEntry> {
                     format!("{what}; {reason}"),
                 ));
             }
+            // Only an EventBridge event that is no push is ignored, and it carries none.
+            RouteVerdict::Ignored { .. } => {}
         }
     }
     entries

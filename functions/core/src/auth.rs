@@ -4,6 +4,10 @@
 //! `X-Gitlab-Token`, and (flag `webhook_signing_token`, MR !230944) a Standard Webhooks
 //! HMAC-SHA256 signature over `{webhook-id}.{webhook-timestamp}.{raw body}`. Either or both
 //! can be required, and each accepts several secrets at once so they can be rotated.
+//! Registries (Distribution, GitLab's container registry, Harbor) sign nothing: they send a
+//! static `Authorization` header configured on their side, checked by
+//! [`authenticate_registry`] against the registry tokens (or the webhook tokens when none
+//! are configured), with the same constant-time comparison and rotation.
 //! Sans-IO: the caller passes the headers, the raw body and the clock.
 
 use base64::Engine as _;
@@ -16,6 +20,9 @@ use subtle::{Choice, ConstantTimeEq};
 use crate::secret::Secret;
 
 pub const TOKEN_HEADER: &str = "x-gitlab-token";
+/// Where registries put their static credential.
+pub const AUTHORIZATION: &str = "authorization";
+const BEARER: &str = "bearer ";
 pub const WEBHOOK_ID: &str = "webhook-id";
 pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
 pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
@@ -119,6 +126,8 @@ impl std::fmt::Display for Check {
 pub struct AuthConfig {
     pub tokens: Vec<Secret>,
     pub signing_keys: Vec<SigningKey>,
+    /// Accepted in registry notifications' `Authorization` header; when empty, `tokens` are.
+    pub registry_tokens: Vec<Secret>,
     pub policy: AuthPolicy,
     pub timestamp_tolerance_secs: i64,
 }
@@ -147,10 +156,32 @@ impl AuthConfig {
         let config = AuthConfig {
             tokens,
             signing_keys,
+            registry_tokens: Vec::new(),
             policy,
             timestamp_tolerance_secs: DEFAULT_TIMESTAMP_TOLERANCE_SECS,
         };
         config.validated()
+    }
+
+    /// Tokens for registry notifications apart from GitLab's (several, for rotation).
+    pub fn with_registry_tokens(
+        self,
+        registry_tokens: Vec<Secret>,
+    ) -> Result<Self, AuthConfigError> {
+        AuthConfig {
+            registry_tokens,
+            ..self
+        }
+        .validated()
+    }
+
+    /// The tokens a registry notification may present.
+    pub fn accepted_registry_tokens(&self) -> &[Secret] {
+        if self.registry_tokens.is_empty() {
+            &self.tokens
+        } else {
+            &self.registry_tokens
+        }
     }
 
     pub fn with_policy(self, policy: AuthPolicy) -> Result<Self, AuthConfigError> {
@@ -170,6 +201,16 @@ impl AuthConfig {
     fn validated(self) -> Result<Self, AuthConfigError> {
         for (index, token) in self.tokens.iter().enumerate() {
             check_token_is_deliverable(token, index + 1)?;
+        }
+        for (index, token) in self.registry_tokens.iter().enumerate() {
+            check_token_is_deliverable(token, index + 1).map_err(|error| match error {
+                AuthConfigError::EmptyToken { position } => {
+                    AuthConfigError::EmptyRegistryToken { position }
+                }
+                _ => AuthConfigError::UndeliverableRegistryToken {
+                    position: index + 1,
+                },
+            })?;
         }
         let enabled = |requirement| requirement != Requirement::Off;
         if enabled(self.policy.token) && self.tokens.is_empty() {
@@ -217,6 +258,10 @@ pub enum AuthConfigError {
     EmptyToken { position: usize },
     #[error("accepted token #{position} has a control character or surrounding whitespace")]
     UndeliverableToken { position: usize },
+    #[error("registry token #{position} is empty")]
+    EmptyRegistryToken { position: usize },
+    #[error("registry token #{position} has a control character or surrounding whitespace")]
+    UndeliverableRegistryToken { position: usize },
     #[error("signing key is invalid: {reason}")]
     BadSigningKey { reason: &'static str },
     #[error("the {check} check is enabled but no {} is configured", .check.material())]
@@ -251,6 +296,10 @@ pub enum AuthFailure {
     SignatureMismatch,
     #[error("no x-gitlab-token or webhook-signature header that the policy checks is present")]
     NothingVerified,
+    #[error("authorization header does not match any accepted registry token")]
+    WrongRegistryToken,
+    #[error("no token is configured for registry notifications")]
+    NoRegistryToken,
 }
 
 /// Checks the request: the token first, then the signature; every enabled check must pass.
@@ -268,6 +317,28 @@ pub fn authenticate(
         Ok(())
     } else {
         Err(AuthFailure::NothingVerified)
+    }
+}
+
+/// A registry notification's `Authorization` header: one value, `Bearer <token>` (the
+/// scheme in any case) or the token alone (Harbor and GitLab's examples send it bare),
+/// equal to an accepted registry token. A body signature does not exist for registries.
+pub fn authenticate_registry(config: &AuthConfig, headers: &HeaderMap) -> Result<(), AuthFailure> {
+    let accepted = config.accepted_registry_tokens();
+    if accepted.is_empty() {
+        return Err(AuthFailure::NoRegistryToken);
+    }
+    let presented = required_header(headers, AUTHORIZATION)?.as_bytes();
+    let token = match presented.get(..BEARER.len()) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(BEARER.as_bytes()) => {
+            &presented[BEARER.len()..]
+        }
+        _ => presented,
+    };
+    if token_is_accepted(accepted, token) {
+        Ok(())
+    } else {
+        Err(AuthFailure::WrongRegistryToken)
     }
 }
 
@@ -443,3 +514,7 @@ fn parse_signature_entry(entry: &str) -> SignatureEntry {
 #[cfg(test)]
 #[path = "auth_test.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "auth_registry_test.rs"]
+mod registry_tests;

@@ -1,14 +1,19 @@
-//! The ingest flow and its outcome taxonomy: every answer GitLab can get, with its status.
+//! The ingest flow and its outcome taxonomy: every answer GitLab or a registry can get, with
+//! its status.
 //!
 //! Order: size cap (413) → authentication (401) → parse (400, or 202 ignored) → enqueue
-//! (503) → 202 accepted. A 202 is sent only after the enqueue succeeded.
+//! (503) → 202 accepted. A 202 is sent only after the enqueue succeeded. Each sender has its
+//! own endpoint on the same listener ([`Source::for_path`]), its own authentication
+//! (GitLab: token and signature; registries: the `Authorization` header) and its own parser;
+//! the rest is the same for all.
 
 use http::HeaderMap;
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::auth::{AuthConfig, AuthFailure, authenticate};
+use crate::artifacts::{distribution, harbor};
+use crate::auth::{AuthConfig, AuthFailure, authenticate, authenticate_registry};
 use crate::gitlab::{Delivery, MalformedEvent, ParsedEvent, parse_event};
 use crate::ports::{PushPublisher, QueueError};
 
@@ -134,10 +139,70 @@ pub fn delivery_id(headers: &HeaderMap, request_id: &str) -> String {
     }
 }
 
-/// Authenticate, parse and durably enqueue one webhook. `request_id` must be unique per
-/// request (the Lambda request id; `serve` makes its own): it identifies deliveries that
-/// carry no `Idempotency-Key`.
+/// Who sends to an endpoint, and so how it is authenticated and parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// GitLab project, group and system hooks, including pipeline hooks: `POST /webhook`.
+    Gitlab,
+    /// CNCF Distribution and GitLab container registry notifications:
+    /// `POST /registry/distribution`.
+    Distribution,
+    /// Harbor webhooks (Default or CloudEvents): `POST /registry/harbor`.
+    Harbor,
+}
+
+impl Source {
+    pub const GITLAB_PATH: &str = "/webhook";
+    pub const DISTRIBUTION_PATH: &str = "/registry/distribution";
+    pub const HARBOR_PATH: &str = "/registry/harbor";
+
+    /// The sender of an endpoint path; `None` for a path that is no endpoint.
+    pub fn for_path(path: &str) -> Option<Source> {
+        match path {
+            Self::GITLAB_PATH => Some(Source::Gitlab),
+            Self::DISTRIBUTION_PATH => Some(Source::Distribution),
+            Self::HARBOR_PATH => Some(Source::Harbor),
+            _ => None,
+        }
+    }
+
+    /// The name metrics and log lines use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Gitlab => "gitlab",
+            Source::Distribution => "distribution",
+            Source::Harbor => "harbor",
+        }
+    }
+}
+
+/// Authenticate, parse and durably enqueue one GitLab webhook ([`ingest_from`] with
+/// [`Source::Gitlab`]).
 pub async fn ingest(
+    config: &IngestConfig,
+    queue: &impl PushPublisher,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: OffsetDateTime,
+    request_id: &str,
+) -> Result<Accepted, IngestError> {
+    ingest_from(
+        Source::Gitlab,
+        config,
+        queue,
+        headers,
+        body,
+        now,
+        request_id,
+    )
+    .await
+}
+
+/// Authenticate, parse and durably enqueue one webhook from `source`. `request_id` must be
+/// unique per request (the Lambda request id; `serve` makes its own): it identifies
+/// deliveries that carry no `Idempotency-Key` or event id.
+pub async fn ingest_from(
+    source: Source,
     config: &IngestConfig,
     queue: &impl PushPublisher,
     headers: &HeaderMap,
@@ -151,14 +216,22 @@ pub async fn ingest(
             limit: config.max_body_bytes,
         });
     }
-    authenticate(&config.auth, headers, body, now.unix_timestamp())?;
+    match source {
+        Source::Gitlab => authenticate(&config.auth, headers, body, now.unix_timestamp())?,
+        Source::Distribution | Source::Harbor => authenticate_registry(&config.auth, headers)?,
+    }
     let received_at = rfc3339(now);
     let id = delivery_id(headers, request_id);
     let delivery = Delivery {
         received_at: &received_at,
         id: &id,
     };
-    let pushes = match parse_event(headers, body, &delivery)? {
+    let parsed = match source {
+        Source::Gitlab => parse_event(headers, body, &delivery)?,
+        Source::Distribution => distribution::parse(body, &delivery)?,
+        Source::Harbor => harbor::parse(body, &delivery)?,
+    };
+    let pushes = match parsed {
         ParsedEvent::Ignored { reason } => return Ok(Accepted::Ignored { reason }),
         ParsedEvent::Pushes(pushes) if pushes.is_empty() => {
             return Ok(Accepted::Ignored {
