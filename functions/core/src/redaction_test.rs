@@ -319,6 +319,7 @@ fn plan_problems_about_tokens_never_show_them() {
             receiver("bad", &format!("{RECEIVER_TOKEN}\n")),
         ],
         freshness: crate::matching::select::Freshness::Fresh,
+        ..ClusterView::default()
     };
     let plan = plan_push(&entry, &view, &sample_push());
     assert_eq!(plan.problems.len(), 2, "{plan:?}");

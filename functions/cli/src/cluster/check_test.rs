@@ -164,6 +164,7 @@ fn what_check_says_of_a_receiver_is_what_dispatch_does_with_it() {
         repositories: vec![repository()],
         receivers: receivers.clone(),
         freshness: fluxrelay_core::matching::select::Freshness::Fresh,
+        ..ClusterView::default()
     };
     for (why, entry, expected) in table {
         let plan = plan_push(&entry, &view, &push());
