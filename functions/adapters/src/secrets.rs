@@ -453,10 +453,10 @@ fn parse_webhook_auth(text: &str) -> Result<AuthConfig, AuthProblem> {
     };
     if object
         .keys()
-        .any(|key| key != "tokens" && key != "signing_keys")
+        .any(|key| !matches!(key.as_str(), "tokens" | "signing_keys" | "registry_tokens"))
     {
         return Err(malformed(
-            "has an unknown field (only `tokens` and `signing_keys` are read)",
+            "has an unknown field (only `tokens`, `signing_keys` and `registry_tokens` are read)",
         ));
     }
     let strings = |field: &str| -> Result<Vec<String>, AuthProblem> {
@@ -486,10 +486,16 @@ fn parse_webhook_auth(text: &str) -> Result<AuthConfig, AuthProblem> {
             })?,
         );
     }
-    AuthConfig::new(tokens, keys).map_err(|error| AuthProblem::Invalid {
-        field: "(secret)".into(),
-        error,
-    })
+    let registry_tokens: Vec<Secret> = strings("registry_tokens")?
+        .into_iter()
+        .map(Secret::new)
+        .collect();
+    AuthConfig::new(tokens, keys)
+        .and_then(|auth| auth.with_registry_tokens(registry_tokens))
+        .map_err(|error| AuthProblem::Invalid {
+            field: "(secret)".into(),
+            error,
+        })
 }
 
 #[cfg(test)]

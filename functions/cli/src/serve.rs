@@ -19,7 +19,7 @@ use fluxrelay_adapters::embedded::{
 use fluxrelay_adapters::file_registry::FileRegistry;
 use fluxrelay_adapters::outcome_log;
 use fluxrelay_core::handlers::dispatch::{DispatchMemory, DispatchOptions, DispatchRules};
-use fluxrelay_core::ingest::{IngestConfig, IngestError, IngestResponse, ingest};
+use fluxrelay_core::ingest::{IngestConfig, IngestError, IngestResponse, Source, ingest_from};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore, watch};
 
@@ -123,7 +123,9 @@ pub async fn run(
         route_wake: route_wake.clone(),
     };
     let app = Router::new()
-        .route("/webhook", post(webhook))
+        .route(Source::GITLAB_PATH, post(webhook))
+        .route(Source::DISTRIBUTION_PATH, post(distribution_webhook))
+        .route(Source::HARBOR_PATH, post(harbor_webhook))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .with_state(state);
@@ -185,12 +187,31 @@ fn lock_data_dir(dir: &Path) -> Result<File, String> {
     }
 }
 
-async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn webhook(state: State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    receive(Source::Gitlab, state, headers, body).await
+}
+
+async fn distribution_webhook(state: State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    receive(Source::Distribution, state, headers, body).await
+}
+
+async fn harbor_webhook(state: State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    receive(Source::Harbor, state, headers, body).await
+}
+
+/// One webhook from `source`: the same path for every sender, core's rules deciding.
+async fn receive(
+    source: Source,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let limit = state.ingest.max_body_bytes;
     // One byte over the cap is enough for ingest to answer 413 with its own message.
     let result = match to_bytes(body, limit.saturating_add(1)).await {
         Ok(bytes) => {
-            ingest(
+            ingest_from(
+                source,
                 &state.ingest,
                 &state.queue,
                 &headers,
