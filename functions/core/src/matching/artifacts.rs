@@ -462,6 +462,64 @@ fn already_at(object: &ArtifactObject, scope: &ArtifactScope, received_at: &str)
     (revision == pushed && settled_after(&object.status, received_at)).then(|| revision.to_string())
 }
 
+/// What an object follows, in the words an operator reads (`fluxrelay cluster check`), by
+/// the same precedence the rules above apply.
+pub fn follows(object: &ArtifactObject) -> String {
+    let text = |value: &Option<String>| value.clone().unwrap_or_else(|| "(none)".to_string());
+    match &object.spec {
+        ArtifactSpec::OciRepository { url, reference } => {
+            let rule = if reference.digest.is_some() {
+                "a pinned digest, so it is never triggered".to_string()
+            } else if let Some(range) = &reference.semver {
+                match &reference.semver_filter {
+                    Some(filter) => format!("semver {range}, tags matching {filter}"),
+                    None => format!("semver {range}"),
+                }
+            } else {
+                format!("tag {}", reference.tag.as_deref().unwrap_or(DEFAULT_TAG))
+            };
+            format!("{} ({rule})", text(url))
+        }
+        ArtifactSpec::HelmRepository { url, oci: true } => format!(
+            "{} (type oci: never triggered itself; the HelmCharts and HelmReleases that take charts from it are)",
+            text(url)
+        ),
+        ArtifactSpec::HelmRepository { url, oci: false } => {
+            format!("{} (not type oci: no artifact push concerns it)", text(url))
+        }
+        ArtifactSpec::HelmChart {
+            chart,
+            version,
+            source,
+        }
+        | ArtifactSpec::HelmRelease {
+            chart,
+            version,
+            source,
+            chart_ref: None,
+        } => format!(
+            "chart {} version {} from {}",
+            text(chart),
+            version.as_deref().unwrap_or(DEFAULT_CHART_VERSION),
+            source
+                .as_ref()
+                .map(|s| format!("{} {}", s.kind, s.name))
+                .unwrap_or_else(|| "(no sourceRef)".to_string())
+        ),
+        ArtifactSpec::HelmRelease {
+            chart_ref: Some(chart_ref),
+            ..
+        } => format!(
+            "spec.chartRef {} {} (that source is triggered, not the release)",
+            chart_ref.kind, chart_ref.name
+        ),
+        ArtifactSpec::ImageRepository { image, exclusions } => match exclusions {
+            Some(list) => format!("{} (tags excluded: {})", text(image), list.join(", ")),
+            None => text(image),
+        },
+    }
+}
+
 #[cfg(test)]
 #[path = "artifacts_test.rs"]
 mod tests;

@@ -700,3 +700,68 @@ fn scopes_come_from_the_event_and_the_entrys_subscriptions() {
     let without_kinds = entry(json!({}));
     assert_eq!(artifact_scopes(&without_kinds, &artifact_push), vec![]);
 }
+
+#[test]
+fn what_each_object_follows_reads_as_the_rules_decide() {
+    for (object, expected) in [
+        (
+            oci(
+                "a",
+                "oci://r.example/a",
+                json!({"digest": DIGEST, "tag": "v1"}),
+            ),
+            "oci://r.example/a (a pinned digest, so it is never triggered)",
+        ),
+        (
+            oci(
+                "a",
+                "oci://r.example/a",
+                json!({"semver": "1.x", "semverFilter": "^v", "tag": "v1"}),
+            ),
+            "oci://r.example/a (semver 1.x, tags matching ^v)",
+        ),
+        (
+            oci("a", "oci://r.example/a", json!({"tag": "v1"})),
+            "oci://r.example/a (tag v1)",
+        ),
+        (
+            oci("a", "oci://r.example/a", json!(null)),
+            "oci://r.example/a (tag latest)",
+        ),
+        (
+            object(
+                ArtifactKind::HelmRepository,
+                "h",
+                json!({"type": "oci", "url": "oci://r.example/c"}),
+            ),
+            "oci://r.example/c (type oci: never triggered itself",
+        ),
+        (
+            object(
+                ArtifactKind::HelmChart,
+                "c",
+                json!({"chart": "app", "sourceRef": {"kind": "HelmRepository", "name": "h"}}),
+            ),
+            "chart app version * from HelmRepository h",
+        ),
+        (
+            object(
+                ArtifactKind::HelmRelease,
+                "r",
+                json!({"chartRef": {"kind": "OCIRepository", "name": "o"}}),
+            ),
+            "spec.chartRef OCIRepository o",
+        ),
+        (
+            object(
+                ArtifactKind::ImageRepository,
+                "i",
+                json!({"image": "r.example/a"}),
+            ),
+            "r.example/a",
+        ),
+    ] {
+        let text = follows(&object);
+        assert!(text.starts_with(expected), "{text}");
+    }
+}
