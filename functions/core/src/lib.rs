@@ -2,7 +2,9 @@
 //!
 //! GitLab webhook → [`gitlab`] parse → [`push::Push`] → [`routing`] → [`push::Dispatch`] →
 //! [`matching`] against Flux objects → [`trigger`] request → classified outcome. The
-//! [`handlers`] run that flow against the [`ports`], which the adapters implement.
+//! [`handlers`] run that flow against the [`ports`], which the adapters implement. Registry
+//! notifications, Harbor webhooks and ECR events ([`artifacts`]) become the same `Push`,
+//! matched against OCI sources by [`matching::artifacts`] over [`oci`] locations.
 
 pub mod access;
 pub mod artifacts;

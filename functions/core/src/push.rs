@@ -152,8 +152,9 @@ pub struct Dispatch {
     /// Attempts made by the earlier messages of this delivery.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
-    /// Only these targets (`receiver/<ns>/<name>`, `gitrepository/<ns>/<name>`); `None`
-    /// for every target the push has in the cluster.
+    /// Only these targets (`receiver/<ns>/<name>`, `gitrepository/<ns>/<name>`, or an
+    /// artifact object such as `ocirepository/<ns>/<name>`); `None` for every target the
+    /// push has in the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only: Option<Vec<String>>,
 }
