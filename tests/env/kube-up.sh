@@ -21,6 +21,9 @@
 # tests apply infra/rbac.yaml and their own objects):
 #   CRDs gitrepositories.source.toolkit.fluxcd.io and receivers.notification.toolkit.fluxcd.io
 #     (v1, spec/status preserve-unknown-fields, status subresource)
+#   CRDs for artifact triggers, the same way: ocirepositories, helmrepositories, helmcharts
+#     (source.toolkit.fluxcd.io/v1), helmreleases (helm.toolkit.fluxcd.io/v2),
+#     imagerepositories (image.toolkit.fluxcd.io/v1)
 #   Namespace flux-system; ServiceAccount flux-system/default
 #   Service flux-system/webhook-receiver (port `http` 80 -> targetPort `http-webhook`)
 #   Pod flux-system/notification-controller-0 (never runs; status.podIP patched to 192.0.2.10)
@@ -306,6 +309,49 @@ until kcurl -o /dev/null "$SERVER/apis/source.toolkit.fluxcd.io/v1/gitrepositori
   [ "$(date +%s)" -lt "$deadline" ] || die "CRDs not served after ${READY_TIMEOUT}s"
   sleep 0.1
 done
+
+# --- 8b. artifact-trigger CRDs (issue 16) -------------------------------------------------------
+# OCIRepository, HelmRepository, HelmChart (source.toolkit.fluxcd.io/v1), HelmRelease
+# (helm.toolkit.fluxcd.io/v2) and ImageRepository (image.toolkit.fluxcd.io/v1), minimal like
+# the ones above, with their Flux API versions. Another block may create some of them too
+# (HelmRelease): each is created only when absent, so the blocks compose in either order.
+artifact_crd() {  # artifact_crd PLURAL GROUP KIND VERSION
+  kcurl -o /dev/null "$SERVER/apis/apiextensions.k8s.io/v1/customresourcedefinitions/$1.$2" 2>/dev/null && return 0
+  apply /apis/apiextensions.k8s.io/v1/customresourcedefinitions <<EOF
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: $1.$2}
+spec:
+  group: $2
+  names: {kind: $3, listKind: $3List, plural: $1, singular: ${3,,}}
+  scope: Namespaced
+  versions:
+  - name: $4
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
+          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
+EOF
+}
+ARTIFACT_CRDS="ocirepositories:source.toolkit.fluxcd.io:OCIRepository:v1
+helmrepositories:source.toolkit.fluxcd.io:HelmRepository:v1
+helmcharts:source.toolkit.fluxcd.io:HelmChart:v1
+helmreleases:helm.toolkit.fluxcd.io:HelmRelease:v2
+imagerepositories:image.toolkit.fluxcd.io:ImageRepository:v1"
+while IFS=: read -r plural group kind version; do
+  artifact_crd "$plural" "$group" "$kind" "$version"
+done <<< "$ARTIFACT_CRDS"
+while IFS=: read -r plural group kind version; do
+  until kcurl -o /dev/null "$SERVER/apis/$group/$version/$plural" 2>/dev/null; do
+    [ "$(date +%s)" -lt "$deadline" ] || die "CRD $plural.$group not served after ${READY_TIMEOUT}s"
+    sleep 0.1
+  done
+done <<< "$ARTIFACT_CRDS"
 
 # --- 9. outputs -----------------------------------------------------------------------------------
 {

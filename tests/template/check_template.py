@@ -66,6 +66,9 @@ STANDARD_QUEUES = {"DispatchRetryQueue", "DispatchRetryDLQ"}
 UNSCOPABLE_ACTIONS: set = set()
 FUNCTION_BINARIES = {"IngestFunction": "ingest", "RouteFunction": "route", "DispatchFunction": "dispatch"}
 WEBHOOK_FUNCTION = "IngestFunction"
+# EcrEvents=true: the EventBridge rule, its queue policy and content-based dedup on intake.
+ECR_CONDITION = "WithEcrEvents"
+ECR_CONTENT_DEDUP = {"Fn::If": [ECR_CONDITION, True, False]}
 FIFO_BATCH_MAX = 10
 # What an event source mapping polls a queue with, and what settling a received message
 # takes: a function may hold these only on the queues its own event sources read.
@@ -422,9 +425,13 @@ def check_queues(t: Template, c: Checks) -> None:
         c.check(ok and isinstance(mrc, int) and mrc >= 1, f"{qid} redrives to a {kind} DLQ of this template",
                 f"RedrivePolicy={q.get('RedrivePolicy')!r}")
         if not standard:
-            c.check(q.get("ContentBasedDeduplication") is False,
-                    f"{qid} ContentBasedDeduplication is false (app sets dedup ids)",
-                    f"got {q.get('ContentBasedDeduplication')!r}")
+            # The intake queue may take EventBridge's ECR events, which need content-based
+            # dedup; only under the EcrEvents condition (check_ecr_events).
+            cbd = q.get("ContentBasedDeduplication")
+            ok = cbd is False or (qid == "IntakeQueue" and cbd == ECR_CONTENT_DEDUP)
+            c.check(ok, f"{qid} ContentBasedDeduplication is false (app sets dedup ids)"
+                    + (", or true only with EcrEvents" if qid == "IntakeQueue" else ""),
+                    f"got {cbd!r}")
         rp = q.get("MessageRetentionPeriod")
         c.check(isinstance(rp, int) and rp >= 4 * 86400, f"{qid} retains messages >= 4 days", f"got {rp!r}")
     intake = t.queues.get("IntakeQueue") or {}
@@ -536,6 +543,52 @@ def check_alarms(t: Template, c: Checks) -> None:
     c.check(not bad, "alarm actions only under a Condition on AlarmTopicArn", ", ".join(bad))
 
 
+def check_ecr_events(t: Template, c: Checks) -> None:
+    """The optional ECR path: a rule for successful ECR pushes whose one target is the
+    intake queue with a static message group, a queue policy that lets EventBridge send
+    there from that rule alone, both under the EcrEvents condition."""
+    rules = {lid: r for lid, r in t.resources.items() if r.get("Type") == "AWS::Events::Rule"}
+    policies = {lid: r for lid, r in t.resources.items() if r.get("Type") == "AWS::SQS::QueuePolicy"}
+    c.check(set(rules) == {"EcrImagePushRule"} and set(policies) == {"IntakeQueueEcrPolicy"},
+            "one EventBridge rule (EcrImagePushRule) and one queue policy (IntakeQueueEcrPolicy)",
+            f"rules {sorted(rules)}, queue policies {sorted(policies)}")
+    rule = rules.get("EcrImagePushRule") or {}
+    policy = policies.get("IntakeQueueEcrPolicy") or {}
+    c.check(rule.get("Condition") == ECR_CONDITION and policy.get("Condition") == ECR_CONDITION,
+            f"the ECR rule and queue policy exist only under {ECR_CONDITION}",
+            f"rule {rule.get('Condition')!r}, policy {policy.get('Condition')!r}")
+    props = rule.get("Properties") or {}
+    pattern = props.get("EventPattern") or {}
+    detail = pattern.get("detail") or {}
+    c.check(pattern.get("source") == ["aws.ecr"] and pattern.get("detail-type") == ["ECR Image Action"]
+            and detail.get("action-type") == ["PUSH"] and detail.get("result") == ["SUCCESS"],
+            "the ECR rule matches successful ECR image pushes only", f"EventPattern={pattern!r}")
+    targets = as_list(props.get("Targets"))
+    target = targets[0] if len(targets) == 1 and isinstance(targets[0], dict) else {}
+    group = (target.get("SqsParameters") or {}).get("MessageGroupId")
+    c.check(getatt_target(target.get("Arn")) == "IntakeQueue" and isinstance(group, str) and bool(group)
+            and "RoleArn" not in target,
+            "the ECR rule's one target is the intake queue, with a static MessageGroupId and no RoleArn",
+            f"Targets={targets!r}")
+    statements_ = list(statements(policy.get("Properties") or {}))
+    ok = len(statements_) == 1
+    if ok:
+        _, st = statements_[0]
+        condition = ((st.get("Condition") or {}).get("ArnEquals") or {}).get("aws:SourceArn")
+        ok = (st.get("Effect") == "Allow"
+              and (st.get("Principal") or {}).get("Service") == "events.amazonaws.com"
+              and as_list(st.get("Action")) == ["sqs:SendMessage"]
+              and getatt_target(st.get("Resource")) == "IntakeQueue"
+              and getatt_target(condition) == "EcrImagePushRule")
+    queues = [norm(q) for q in as_list((policy.get("Properties") or {}).get("Queues"))]
+    c.check(ok and queues == ["Ref:IntakeQueue"],
+            "the intake queue policy lets events.amazonaws.com SendMessage from the ECR rule only",
+            f"Queues={queues!r} statements={statements_!r}")
+    cbd = (t.queues.get("IntakeQueue") or {}).get("ContentBasedDeduplication")
+    c.check(cbd == ECR_CONTENT_DEDUP, f"IntakeQueue ContentBasedDeduplication is !If [{ECR_CONDITION}, true, false]",
+            f"got {cbd!r}")
+
+
 def check_webhook_url(t: Template, c: Checks) -> None:
     _res, props = t.functions.get(WEBHOOK_FUNCTION, ({}, {}))
     url = props.get("FunctionUrlConfig") or {}
@@ -586,6 +639,7 @@ def main(argv: list[str]) -> int:
     check_queue_ownership(t, c)
     check_credentials(t, c)
     check_alarms(t, c)
+    check_ecr_events(t, c)
     check_webhook_url(t, c)
     print(f"{c.passed} passed, {c.failed} failed")
     return 1 if c.failed else 0

@@ -175,6 +175,22 @@ CASES = [
     ("no Function URL",
      in_resource("IngestFunction", "AuthType: NONE", "AuthType: AWS_IAM"),
      ["IngestFunction has a Function URL"], ["AWS_IAM"]),
+    ("intake content-based dedup on whatever the EcrEvents parameter says",
+     in_resource("IntakeQueue", "ContentBasedDeduplication: !If [WithEcrEvents, true, false]",
+                 "ContentBasedDeduplication: true"),
+     ["IntakeQueue ContentBasedDeduplication is false", "IntakeQueue ContentBasedDeduplication is !If"], ["True"]),
+    ("ECR rule outside the EcrEvents condition",
+     in_resource("EcrImagePushRule", "    Condition: WithEcrEvents\n", ""),
+     ["the ECR rule and queue policy exist only under WithEcrEvents"], ["None"]),
+    ("ECR rule takes every ECR image action",
+     in_resource("EcrImagePushRule", "          action-type: [PUSH]\n", ""),
+     ["the ECR rule matches successful ECR image pushes only"], ["SUCCESS"]),
+    ("ECR rule target without a message group",
+     in_resource("EcrImagePushRule", "          SqsParameters:\n            MessageGroupId: ecr\n", ""),
+     ["the ECR rule's one target is the intake queue"], ["IntakeQueue"]),
+    ("queue policy lets any EventBridge rule send",
+     in_resource("IntakeQueueEcrPolicy", "            Condition:\n              ArnEquals:\n                aws:SourceArn: !GetAtt EcrImagePushRule.Arn\n", ""),
+     ["the intake queue policy lets events.amazonaws.com SendMessage from the ECR rule only"], ["events.amazonaws.com"]),
 ]
 
 

@@ -151,7 +151,7 @@ use fluxrelay_core::handlers::dispatch::{
     DispatchMemory, DispatchPorts, DispatchRules, handle_dispatch,
 };
 use fluxrelay_core::handlers::route::route_and_settle;
-use fluxrelay_core::ingest::{IngestConfig, ingest};
+use fluxrelay_core::ingest::{IngestConfig, Source, ingest_from};
 use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_core::ports::{Annotator, ApiserverReadiness, FluxDiscovery, TriggerSender};
 use lambda_runtime::LambdaEvent;
@@ -272,8 +272,12 @@ impl IngestFunction {
             .filter(|id| !id.is_empty())
             .unwrap_or_else(|| crate::request_id::unique("lambda"));
         let body: &[u8] = request.body().as_ref();
+        // The Function URL serves registries on their paths, GitLab on every other one (its
+        // root included, as before registries were served).
+        let source = Source::for_path(request.uri().path()).unwrap_or(Source::Gitlab);
         let config = self.auth.config(false).await;
-        let mut result = ingest(
+        let mut result = ingest_from(
+            source,
             &config,
             &self.queue,
             request.headers(),
@@ -285,7 +289,8 @@ impl IngestFunction {
         if matches!(result, Err(IngestError::Unauthenticated(_))) {
             let fresh = self.auth.config(true).await;
             if !Arc::ptr_eq(&fresh, &config) {
-                result = ingest(
+                result = ingest_from(
+                    source,
                     &fresh,
                     &self.queue,
                     request.headers(),

@@ -42,6 +42,12 @@ pub fn route(report: &RouteReport) {
                 },
                 message_id = message.message_id
             ),
+            RouteVerdict::Ignored { reason } => tracing::info!(
+                outcome = "ignored",
+                queue = "intake",
+                reason,
+                message_id = message.message_id
+            ),
             RouteVerdict::Failed { reason } => {
                 let dead = message.settled.as_ref().is_some_and(Settled::dead_lettered);
                 if dead {

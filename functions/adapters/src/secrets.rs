@@ -91,10 +91,18 @@ fn parse_webhook_auth(text: &str) -> Result<AuthConfig, AuthProblem> {
             signing_keys,
         });
     }
-    AuthConfig::with_tied(tokens, keys, all_tied).map_err(|error| AuthProblem::Invalid {
-        field: "(secret)".into(),
-        error,
-    })
+    // Registries (POST /registry/...) send these in Authorization; without any, they send
+    // one of `tokens`.
+    let registry_tokens: Vec<Secret> = strings(&value, "", "registry_tokens")?
+        .into_iter()
+        .map(Secret::new)
+        .collect();
+    AuthConfig::with_tied(tokens, keys, all_tied)
+        .and_then(|auth| auth.with_registry_tokens(registry_tokens))
+        .map_err(|error| AuthProblem::Invalid {
+            field: "(secret)".into(),
+            error,
+        })
 }
 
 /// Tokens, signing keys, and the `instance_secrets` entries still to read.
@@ -121,7 +129,12 @@ fn webhook_secrets(value: &Value, prefix: &str, top: bool) -> Result<WebhookSecr
         )));
     };
     let known: &[&str] = if top {
-        &["tokens", "signing_keys", "instance_secrets"]
+        &[
+            "tokens",
+            "signing_keys",
+            "instance_secrets",
+            "registry_tokens",
+        ]
     } else {
         &["instances", "tokens", "signing_keys"]
     };

@@ -106,3 +106,26 @@ fn webhook_auth_ties_secrets_to_instances_and_keeps_the_old_form() {
         assert!(!message.contains("SECRET"), "{text}: {message}");
     }
 }
+
+#[test]
+fn webhook_auth_reads_registry_tokens_and_checks_them_without_showing_them() {
+    let config = parse_webhook_auth(r#"{"tokens": ["a"], "registry_tokens": ["r1", "r2"]}"#)
+        .ok()
+        .unwrap();
+    assert_eq!(config.registry_tokens.len(), 2);
+    assert_eq!(config.accepted_registry_tokens().len(), 2);
+    for (text, expected) in [
+        (
+            r#"{"tokens": ["a"], "registry_tokens": "reg-SECRET"}"#,
+            "registry_tokens must be a list of strings",
+        ),
+        (
+            r#"{"tokens": ["a"], "registry_tokens": ["reg-SECRET "]}"#,
+            "registry token #1 has a control character or surrounding whitespace",
+        ),
+    ] {
+        let message = problem(text);
+        assert!(message.contains(expected), "{text}: {message}");
+        assert!(!message.contains("SECRET"), "{text}: {message}");
+    }
+}

@@ -247,6 +247,9 @@ const WEBHOOK: &[&str] = &[
     "signing_keys",
     "signing_key_files",
     "signing_key_env",
+    "registry_tokens",
+    "registry_token_files",
+    "registry_token_env",
     "max_body_bytes",
     "timestamp_tolerance_secs",
     "instance_secrets",
@@ -487,11 +490,25 @@ impl Reader<'_> {
             )
             .map_or(DEFAULT_MAX_BODY_BYTES, |bytes| bytes as usize);
         let tolerance = self.integer(webhook, "webhook", "timestamp_tolerance_secs", (0, 86_400));
-        let auth =
-            AuthConfig::with_tied(tokens, signing_keys, tied).and_then(|auth| match tolerance {
+        // Registries (POST /registry/...) send these in Authorization; without any, they
+        // send one of `tokens`.
+        let registry_tokens: Vec<Secret> = self
+            .secrets(
+                webhook,
+                "webhook",
+                "registry_tokens",
+                "registry_token_files",
+                "registry_token_env",
+            )
+            .into_iter()
+            .map(|(_, token)| token)
+            .collect();
+        let auth = AuthConfig::with_tied(tokens, signing_keys, tied)
+            .and_then(|auth| match tolerance {
                 Some(secs) => auth.with_timestamp_tolerance_secs(secs),
                 None => Ok(auth),
-            });
+            })
+            .and_then(|auth| auth.with_registry_tokens(registry_tokens));
         match auth {
             Ok(auth) => Some(IngestConfig {
                 auth,

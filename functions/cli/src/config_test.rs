@@ -646,3 +646,35 @@ fn the_example_config_parses_and_shows_the_http_defaults() {
         );
     }
 }
+
+#[test]
+fn registry_tokens_come_from_the_three_sources_and_default_to_the_webhook_tokens() {
+    let dir = TempDir::new("registry-tokens");
+    dir.write("registry", "registry-token-from-file\n");
+    let file = dir.write(
+        "fluxrelay.toml",
+        &format!("[webhook]\ntokens = [\"{TOKEN}\"]\nregistry_tokens = [\"inline-registry-token\"]\nregistry_token_files = [\"registry\"]\nregistry_token_env = [\"REGISTRY_TOKEN\"]\n"),
+    );
+    let env = FakeEnv(HashMap::from([(
+        "REGISTRY_TOKEN",
+        "registry-token-from-env",
+    )]));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let config = ServeConfig::parse(&file, &text, &env).unwrap();
+    let registry = &config.ingest.auth.registry_tokens;
+    assert_eq!(registry.len(), 3);
+    assert!(registry[0].matches(b"inline-registry-token"));
+    assert!(registry[1].matches(b"registry-token-from-file"));
+    assert!(registry[2].matches(b"registry-token-from-env"));
+
+    let defaulted = parse(&format!("[webhook]\ntokens = [\"{TOKEN}\"]\n")).unwrap();
+    assert!(defaulted.ingest.auth.registry_tokens.is_empty());
+    assert!(defaulted.ingest.auth.accepted_registry_tokens()[0].matches(TOKEN.as_bytes()));
+
+    let error = parse(&format!(
+        "[webhook]\ntokens = [\"{TOKEN}\"]\nregistry_tokens = [\"\"]\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("registry token #1 is empty"), "{error}");
+}

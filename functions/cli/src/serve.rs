@@ -21,7 +21,7 @@ use fluxrelay_adapters::file_registry::FileRegistry;
 use fluxrelay_adapters::outcome_log;
 use fluxrelay_core::handlers::dispatch::{DispatchMemory, DispatchOptions, DispatchRules};
 use fluxrelay_core::ingest::{
-    Accepted, IngestConfig, IngestError, IngestResponse, check_head, ingest,
+    Accepted, IngestConfig, IngestError, IngestResponse, Source, check_head, ingest_from,
 };
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -189,19 +189,23 @@ pub async fn run(
 fn router(state: AppState, limits: &HttpLimits) -> Router {
     let timeout =
         || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout);
-    let webhook = Router::new().route("/webhook", post(webhook)).route_layer(
-        ServiceBuilder::new()
-            .layer(middleware::map_response_with_state(
-                state.clone(),
-                count_request_timeout,
-            ))
-            .layer(timeout())
-            .layer(middleware::from_fn_with_state(
-                state.clone(),
-                refuse_by_head,
-            ))
-            .layer(ConcurrencyLimitLayer::new(limits.webhook_concurrency)),
-    );
+    let webhooks = Router::new()
+        .route(Source::GITLAB_PATH, post(webhook))
+        .route(Source::DISTRIBUTION_PATH, post(distribution_webhook))
+        .route(Source::HARBOR_PATH, post(harbor_webhook))
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(middleware::map_response_with_state(
+                    state.clone(),
+                    count_request_timeout,
+                ))
+                .layer(timeout())
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    refuse_by_head,
+                ))
+                .layer(ConcurrencyLimitLayer::new(limits.webhook_concurrency)),
+        );
     let operations = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
@@ -210,7 +214,7 @@ fn router(state: AppState, limits: &HttpLimits) -> Router {
                 .layer(timeout())
                 .layer(ConcurrencyLimitLayer::new(OPERATIONS_CONCURRENCY)),
         );
-    webhook.merge(operations).with_state(state)
+    webhooks.merge(operations).with_state(state)
 }
 
 /// A 408 from the request timeout is an answer the handler never gave: count it here.
@@ -248,8 +252,12 @@ fn connection_limits(limits: &HttpLimits) -> ConnectionLimits {
 /// wrong or missing token, bad signature headers, an instance the token is not for), with
 /// the answer `ingest` would give, before a byte of the body is read.
 async fn refuse_by_head(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // Only the webhook routes carry this layer, so every path here is a source's.
+    let Some(source) = Source::for_path(request.uri().path()) else {
+        return next.run(request).await;
+    };
     let now = OffsetDateTime::now_utc().unix_timestamp();
-    match check_head(&state.ingest, request.headers(), now) {
+    match check_head(source, &state.ingest, request.headers(), now) {
         Ok(()) => next.run(request).await,
         Err(error) => answer(&state, Err(error)),
     }
@@ -274,12 +282,31 @@ fn lock_data_dir(dir: &Path) -> Result<File, String> {
     }
 }
 
-async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn webhook(state: State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    receive(Source::Gitlab, state, headers, body).await
+}
+
+async fn distribution_webhook(state: State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    receive(Source::Distribution, state, headers, body).await
+}
+
+async fn harbor_webhook(state: State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    receive(Source::Harbor, state, headers, body).await
+}
+
+/// One webhook from `source`: the same path for every sender, core's rules deciding.
+async fn receive(
+    source: Source,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let limit = state.ingest.max_body_bytes;
     // One byte over the cap is enough for ingest to answer 413 with its own message.
     let result = match to_bytes(body, limit.saturating_add(1)).await {
         Ok(bytes) => {
-            ingest(
+            ingest_from(
+                source,
                 &state.ingest,
                 &state.queue,
                 &headers,

@@ -20,7 +20,7 @@ use fluxrelay_core::handlers::dispatch::{
 use fluxrelay_core::handlers::route::{RouteReport, RouteVerdict, route_and_settle};
 use fluxrelay_core::outcome::verdict::Verdict;
 use fluxrelay_core::ports::{QueueError, QueueMessage};
-use fluxrelay_core::push::Dispatch;
+use fluxrelay_core::push::{Dispatch, PushEvent};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore, watch};
 
@@ -154,14 +154,27 @@ fn route_journal(report: &RouteReport) -> Vec<JournalEntry> {
     let mut entries = Vec::new();
     for message in &report.messages {
         let Some(push) = &message.push else { continue };
-        let what = format!(
-            "accepted {}: {} {} {}..{}",
-            push.received_at,
-            push.project.path,
-            push.git_ref,
-            short(&push.before),
-            short(&push.after)
-        );
+        let what = match push.event {
+            PushEvent::ArtifactPush => format!(
+                "accepted {}: artifact {}:{} ({})",
+                push.received_at, push.project.web_url, push.git_ref, push.after
+            ),
+            PushEvent::Pipeline => format!(
+                "accepted {}: successful pipeline of {} {} at {}",
+                push.received_at,
+                push.project.path,
+                push.git_ref,
+                short(&push.after)
+            ),
+            PushEvent::Push | PushEvent::TagPush => format!(
+                "accepted {}: {} {} {}..{}",
+                push.received_at,
+                push.project.path,
+                push.git_ref,
+                short(&push.before),
+                short(&push.after)
+            ),
+        };
         match &message.verdict {
             RouteVerdict::Routed { clusters } => {
                 let routed = if clusters.is_empty() {
@@ -192,6 +205,8 @@ fn route_journal(report: &RouteReport) -> Vec<JournalEntry> {
                     format!("{what}; {reason}"),
                 ));
             }
+            // Only an EventBridge event that is no push is ignored, and it carries none.
+            RouteVerdict::Ignored { .. } => {}
         }
     }
     entries
@@ -245,7 +260,18 @@ fn dispatch_journal(report: &DispatchReport) -> Vec<JournalEntry> {
             ),
             Verdict::NothingToTrigger => add(
                 "nothing_to_trigger",
-                "no GitRepository in the cluster tracks this project and ref".to_string(),
+                match dispatch.push.event {
+                    PushEvent::ArtifactPush => {
+                        "no Flux object in the cluster follows this repository and tag"
+                    }
+                    PushEvent::Pipeline => {
+                        "no artifact source in the cluster lies under this project"
+                    }
+                    PushEvent::Push | PushEvent::TagPush => {
+                        "no GitRepository in the cluster tracks this project and ref"
+                    }
+                }
+                .to_string(),
             ),
             Verdict::Retry(retry) => add(
                 "retry",

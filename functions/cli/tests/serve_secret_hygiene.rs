@@ -3,8 +3,10 @@
 //! and `trace`), every answer of /webhook, /metrics and /healthz, and the output of
 //! `dlq list --json` and `explain`, over a run with two webhook tokens and a signing key, a
 //! client-certificate cluster and a token cluster, `gitlab` and `generic-hmac` Receiver
-//! tokens, a `generic` Receiver (whose webhook path is its only secret), 401s, a 400, a
-//! retry after a 503 and a dead letter. No secret, raw or base64, may appear in any of it.
+//! tokens, a `generic` Receiver (whose webhook path is its only secret), a registry token
+//! with registry notifications and Harbor webhooks (accepted, refused, malformed), 401s, a
+//! 400, a retry after a 503 and a dead letter. No secret, raw or base64, may appear in any
+//! of it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[macro_use]
@@ -31,6 +33,31 @@ const GITLAB_RECEIVER_TOKEN: &str = "serve-gitlab-receiver-token-0c5d";
 const HMAC_RECEIVER_TOKEN: &str = "serve-hmac-receiver-token-93ab";
 /// Only makes the generic Receiver's path; fluxrelay never holds it.
 const GENERIC_RECEIVER_TOKEN: &str = "serve-generic-receiver-token-77f2";
+
+const REGISTRY_TOKEN: &str = "serve-registry-notification-token-4f2a";
+
+/// POSTs `body` to a registry endpoint with `authorization`: (status, body text).
+async fn notify(serve: &Serve, path: &str, authorization: &str, body: &str) -> (u16, String) {
+    let response = http_client()
+        .post(serve.url(path))
+        .header("content-type", "application/json")
+        .header("authorization", authorization)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+fn core_fixture(path: &str) -> String {
+    std::fs::read_to_string(
+        common::repo_root()
+            .join("functions/core/tests/fixtures")
+            .join(path),
+    )
+    .unwrap()
+}
 
 fn signing_key() -> String {
     format!("whsec_{}", BASE64.encode(SIGNING_KEY_BYTES))
@@ -147,7 +174,7 @@ async fn run_once(cluster: &Cluster, generic_path: &str, format: &str, level: &s
     let config = write_config(dir.path(), &[token_cluster, cert_cluster], "");
     let text = std::fs::read_to_string(&config).unwrap();
     let webhook = format!(
-        "tokens = [\"{WEBHOOK_TOKEN}\", \"{SECOND_WEBHOOK_TOKEN}\"]\nsigning_keys = [\"{}\"]",
+        "tokens = [\"{WEBHOOK_TOKEN}\", \"{SECOND_WEBHOOK_TOKEN}\"]\nsigning_keys = [\"{}\"]\nregistry_tokens = [\"{REGISTRY_TOKEN}\"]",
         signing_key()
     );
     let edited = text.replace(&format!("tokens = [\"{WEBHOOK_TOKEN}\"]"), &webhook);
@@ -234,6 +261,46 @@ async fn run_once(cluster: &Cluster, generic_path: &str, format: &str, level: &s
         "{statuses:?}"
     );
 
+    // Registries: a notification and a Harbor webhook accepted with the registry token, the
+    // webhook token refused there, a malformed notification.
+    let registry_push = core_fixture("registry/gitlab-registry-manifest-push.json");
+    let harbor_push = core_fixture("harbor/push-artifact-default-by-tag.json");
+    let bearer = format!("Bearer {REGISTRY_TOKEN}");
+    for (what, path, authorization, body, expected) in [
+        (
+            "registry push",
+            "/registry/distribution",
+            bearer.as_str(),
+            registry_push.as_str(),
+            202,
+        ),
+        (
+            "harbor push",
+            "/registry/harbor",
+            REGISTRY_TOKEN,
+            harbor_push.as_str(),
+            202,
+        ),
+        (
+            "registry, webhook token",
+            "/registry/distribution",
+            WEBHOOK_TOKEN,
+            registry_push.as_str(),
+            401,
+        ),
+        (
+            "registry, truncated",
+            "/registry/distribution",
+            bearer.as_str(),
+            "{\"events\": [",
+            400,
+        ),
+    ] {
+        let (status, body) = notify(&serve, path, authorization, body).await;
+        assert_eq!(status, expected, "{what}: {body}");
+        outputs.push((format!("{path} {what} ({status})"), body));
+    }
+
     for path in ["/metrics", "/healthz", "/webhook"] {
         let response = http_client().get(serve.url(path)).send().await.unwrap();
         outputs.push((format!("GET {path}"), response.text().await.unwrap()));
@@ -294,6 +361,7 @@ async fn run_once(cluster: &Cluster, generic_path: &str, format: &str, level: &s
             "generic receiver webhook path",
             generic_path.trim_start_matches("/hook/").to_string(),
         ),
+        ("registry token", REGISTRY_TOKEN.to_string()),
     ];
     let forms = forbidden_forms(&secrets);
     for (where_, text) in &outputs {

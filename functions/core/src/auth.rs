@@ -4,6 +4,10 @@
 //! `X-Gitlab-Token`, and (flag `webhook_signing_token`, MR !230944) a Standard Webhooks
 //! HMAC-SHA256 signature over `{webhook-id}.{webhook-timestamp}.{raw body}`. Either or both
 //! can be required, and each accepts several secrets at once so they can be rotated.
+//! Registries (Distribution, GitLab's container registry, Harbor) sign nothing: they send a
+//! static `Authorization` header configured on their side, checked by
+//! [`authenticate_registry`] against the registry tokens (or the webhook tokens when none
+//! are configured), with the same constant-time comparison and rotation.
 //! Sans-IO: the caller passes the headers, the raw body and the clock.
 
 use base64::Engine as _;
@@ -19,6 +23,9 @@ use crate::secret::Secret;
 use crate::subscriptions::instance_host;
 
 pub const TOKEN_HEADER: &str = "x-gitlab-token";
+/// Where registries put their static credential.
+pub const AUTHORIZATION: &str = "authorization";
+const BEARER: &str = "bearer ";
 pub const WEBHOOK_ID: &str = "webhook-id";
 pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
 pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
@@ -185,6 +192,8 @@ pub struct AuthConfig {
     pub signing_keys: Vec<SigningKey>,
     /// Accepted only for their instances.
     pub tied: Vec<TiedSecrets>,
+    /// Accepted in registry notifications' `Authorization` header; when empty, `tokens` are.
+    pub registry_tokens: Vec<Secret>,
     pub policy: AuthPolicy,
     pub timestamp_tolerance_secs: i64,
 }
@@ -246,10 +255,32 @@ impl AuthConfig {
             tokens,
             signing_keys,
             tied,
+            registry_tokens: Vec::new(),
             policy,
             timestamp_tolerance_secs: DEFAULT_TIMESTAMP_TOLERANCE_SECS,
         };
         config.validated()
+    }
+
+    /// Tokens for registry notifications apart from GitLab's (several, for rotation).
+    pub fn with_registry_tokens(
+        self,
+        registry_tokens: Vec<Secret>,
+    ) -> Result<Self, AuthConfigError> {
+        AuthConfig {
+            registry_tokens,
+            ..self
+        }
+        .validated()
+    }
+
+    /// The tokens a registry notification may present.
+    pub fn accepted_registry_tokens(&self) -> &[Secret] {
+        if self.registry_tokens.is_empty() {
+            &self.tokens
+        } else {
+            &self.registry_tokens
+        }
     }
 
     pub fn with_policy(self, policy: AuthPolicy) -> Result<Self, AuthConfigError> {
@@ -295,6 +326,16 @@ impl AuthConfig {
     fn validated(self) -> Result<Self, AuthConfigError> {
         for (index, (token, _)) in self.all_tokens().enumerate() {
             check_token_is_deliverable(token, index + 1)?;
+        }
+        for (index, token) in self.registry_tokens.iter().enumerate() {
+            check_token_is_deliverable(token, index + 1).map_err(|error| match error {
+                AuthConfigError::EmptyToken { position } => {
+                    AuthConfigError::EmptyRegistryToken { position }
+                }
+                _ => AuthConfigError::UndeliverableRegistryToken {
+                    position: index + 1,
+                },
+            })?;
         }
         let enabled = |requirement| requirement != Requirement::Off;
         if enabled(self.policy.token) && self.all_tokens().next().is_none() {
@@ -342,6 +383,10 @@ pub enum AuthConfigError {
     EmptyToken { position: usize },
     #[error("accepted token #{position} has a control character or surrounding whitespace")]
     UndeliverableToken { position: usize },
+    #[error("registry token #{position} is empty")]
+    EmptyRegistryToken { position: usize },
+    #[error("registry token #{position} has a control character or surrounding whitespace")]
+    UndeliverableRegistryToken { position: usize },
     #[error("signing key is invalid: {reason}")]
     BadSigningKey { reason: &'static str },
     #[error("the {check} check is enabled but no {} is configured", .check.material())]
@@ -386,6 +431,10 @@ pub enum AuthFailure {
         "the x-gitlab-token or webhook-signature secret of this request is not for the GitLab instance it comes from"
     )]
     OtherInstance,
+    #[error("authorization header does not match any accepted registry token")]
+    WrongRegistryToken,
+    #[error("no token is configured for registry notifications")]
+    NoRegistryToken,
 }
 
 /// Checks the request: the token first, then the signature; every enabled check must pass.
@@ -423,6 +472,38 @@ pub fn preauthenticate(
         return Err(AuthFailure::NothingVerified);
     }
     Ok(token.unwrap_or(InstanceScope::Any))
+}
+
+/// A registry notification's `Authorization` header: one value, `Bearer <token>` (the
+/// scheme in any case) or the token alone (Harbor and GitLab's examples send it bare),
+/// equal to an accepted registry token. A body signature does not exist for registries.
+pub fn authenticate_registry(config: &AuthConfig, headers: &HeaderMap) -> Result<(), AuthFailure> {
+    let accepted = config.accepted_registry_tokens();
+    if accepted.is_empty() {
+        return Err(AuthFailure::NoRegistryToken);
+    }
+    let presented = required_header(headers, AUTHORIZATION)?.as_bytes();
+    let token = match presented.get(..BEARER.len()) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(BEARER.as_bytes()) => {
+            &presented[BEARER.len()..]
+        }
+        _ => presented,
+    };
+    if token_is_accepted(accepted, token) {
+        Ok(())
+    } else {
+        Err(AuthFailure::WrongRegistryToken)
+    }
+}
+
+/// Compares against every accepted token, even after a match, so the time taken does not
+/// reveal which token matched.
+fn token_is_accepted(accepted: &[Secret], presented: &[u8]) -> bool {
+    let mut matched = Choice::from(0);
+    for token in accepted {
+        matched |= token.expose().as_bytes().ct_eq(presented);
+    }
+    !presented.is_empty() && bool::from(matched)
 }
 
 /// The instances the matching token allows; `None` when the policy skipped the token.
@@ -633,3 +714,7 @@ fn parse_signature_entry(entry: &str) -> SignatureEntry {
 #[cfg(test)]
 #[path = "auth_test.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "auth_registry_test.rs"]
+mod registry_tests;

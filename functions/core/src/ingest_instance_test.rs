@@ -254,7 +254,7 @@ fn check_head_refuses_what_the_head_alone_disproves() {
         ("signature only: a stale timestamp", &signature_only, stale, Err("unauthenticated")),
     ];
     for (why, config, headers, expected) in cases {
-        let got = check_head(config, &headers, NOW).map_err(|error| error.code());
+        let got = check_head(Source::Gitlab, config, &headers, NOW).map_err(|error| error.code());
         assert_eq!(got, expected, "{why}");
         // Whatever the head check refuses, ingest refuses with the same code.
         if let Err(code) = expected {

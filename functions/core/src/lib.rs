@@ -2,15 +2,19 @@
 //!
 //! GitLab webhook → [`gitlab`] parse → [`push::Push`] → [`routing`] → [`push::Dispatch`] →
 //! [`matching`] against Flux objects → [`trigger`] request → classified outcome. The
-//! [`handlers`] run that flow against the [`ports`], which the adapters implement.
+//! [`handlers`] run that flow against the [`ports`], which the adapters implement. Registry
+//! notifications, Harbor webhooks and ECR events ([`artifacts`]) become the same `Push`,
+//! matched against OCI sources by [`matching::artifacts`] over [`oci`] locations.
 
 pub mod access;
+pub mod artifacts;
 pub mod auth;
 pub mod flux;
 pub mod gitlab;
 pub mod handlers;
 pub mod ingest;
 pub mod matching;
+pub mod oci;
 pub mod outcome;
 pub mod ports;
 pub mod push;

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::flux::artifacts::{ArtifactKind, ArtifactObject};
 use crate::flux::{GitRepository, ObjectRef, Receiver};
 use crate::outcome::classify::{TriggerFailure, TriggerResponse};
 use crate::push::{Dispatch, Push};
@@ -164,6 +165,17 @@ pub trait FluxDiscovery: Sync {
         namespace: &str,
         fresh: bool,
     ) -> impl Future<Output = Result<Vec<Receiver>, TriggerFailure>> + Send;
+
+    /// The objects of one artifact kind (OCIRepository, HelmRepository, HelmChart,
+    /// HelmRelease, ImageRepository), listed at `ArtifactKind::list_path`. Asked only for
+    /// the kinds the entry's `trigger.artifact_kinds` names, and only for artifact events.
+    fn artifact_objects(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+        kind: ArtifactKind,
+        fresh: bool,
+    ) -> impl Future<Output = Result<Vec<ArtifactObject>, TriggerFailure>> + Send;
 }
 
 /// Send one Receiver webhook: to the cluster's own apiserver (service proxy, with the
@@ -193,6 +205,16 @@ pub trait Annotator: Sync {
         &self,
         cluster: &ClusterEntry,
         repository: &ObjectRef,
+        merge_patch: &[u8],
+    ) -> impl Future<Output = Result<TriggerResponse, TriggerFailure>> + Send;
+
+    /// JSON-merge-patch one object of an artifact kind at `ArtifactKind::object_path`
+    /// (annotate mode, artifact events).
+    fn annotate_object(
+        &self,
+        cluster: &ClusterEntry,
+        kind: ArtifactKind,
+        object: &ObjectRef,
         merge_patch: &[u8],
     ) -> impl Future<Output = Result<TriggerResponse, TriggerFailure>> + Send;
 }

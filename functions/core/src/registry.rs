@@ -5,11 +5,12 @@ pub mod index;
 pub mod last_good;
 mod parse;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use parse::{FieldError, RegistryError};
 
 use crate::flux::ObjectRef;
+use crate::flux::artifacts::ArtifactKind;
 use crate::secret::Secret;
 use crate::subscriptions::Subscription;
 
@@ -39,7 +40,8 @@ pub struct ClusterEntry {
     /// Alternative Git host names (alias → canonical), e.g. an SSH host that differs from
     /// the web host. Applied to both sides before URLs are compared.
     pub host_aliases: BTreeMap<String, String>,
-    /// A push goes to this cluster when any subscription matches.
+    /// A push goes to this cluster when any subscription matches. Without subscriptions in
+    /// the entry: every Git push and every artifact push.
     pub subscriptions: Vec<Subscription>,
     pub trigger: TriggerConfig,
 }
@@ -112,6 +114,13 @@ pub struct TriggerConfig {
     pub receiver_endpoint: ReceiverEndpoint,
     /// Secret tokens of `gitlab`, `generic-hmac` and `github` Receivers, by `namespace/name`.
     pub receiver_tokens: BTreeMap<ObjectRef, Secret>,
+    /// The Flux kinds dispatch reads and triggers for artifact events (registry pushes,
+    /// project pipelines); empty (the default) for none, so a cluster whose Role only
+    /// covers GitRepositories never lists anything else.
+    pub artifact_kinds: BTreeSet<ArtifactKind>,
+    /// Registries reached under several names: alias `host[:port]` → canonical
+    /// `host[:port]`, applied to both sides before artifact locations are compared.
+    pub registry_aliases: BTreeMap<String, String>,
 }
 
 impl Default for TriggerConfig {
@@ -120,6 +129,8 @@ impl Default for TriggerConfig {
             mode: TriggerMode::Receiver,
             receiver_endpoint: ReceiverEndpoint::ServiceProxy(DEFAULT_RECEIVER_PROXY.to_string()),
             receiver_tokens: BTreeMap::new(),
+            artifact_kinds: BTreeSet::new(),
+            registry_aliases: BTreeMap::new(),
         }
     }
 }

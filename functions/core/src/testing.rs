@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use crate::flux::artifacts::{ArtifactKind, ArtifactObject};
 use crate::flux::{GitRepository, ObjectRef, Receiver};
 use crate::outcome::classify::{TriggerFailure, TriggerResponse};
 use crate::ports::*;
@@ -236,7 +237,14 @@ pub struct FakeCluster {
     pub readiness_checks: Mutex<usize>,
     /// Clusters whose apiserver never answers (every call waits forever).
     pub hung: Mutex<Vec<String>>,
+    /// Objects of the artifact kinds, as the apiserver returns them.
+    pub artifacts: Mutex<Vec<(ArtifactKind, serde_json::Value)>>,
+    /// Artifact objects patched: cluster, kind, object, body.
+    pub patched_objects: Mutex<Vec<PatchedObject>>,
 }
+
+/// An artifact object a [`FakeCluster`] was asked to patch: cluster, kind, object, body.
+pub type PatchedObject = (String, ArtifactKind, ObjectRef, Vec<u8>);
 
 pub fn status(code: u16) -> TriggerResponse {
     TriggerResponse {
@@ -342,6 +350,30 @@ impl FluxDiscovery for FakeCluster {
             .filter(|r| r.id.namespace == namespace)
             .collect())
     }
+
+    async fn artifact_objects(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+        kind: ArtifactKind,
+        fresh: bool,
+    ) -> Result<Vec<ArtifactObject>, TriggerFailure> {
+        self.hang_if_hung(cluster).await;
+        lock(&self.lists).push((
+            cluster.name.clone(),
+            format!("{}/{namespace}", kind.plural()),
+            fresh,
+        ));
+        if let Some(failure) = lock(&self.list_failure).clone() {
+            return Err(failure);
+        }
+        Ok(lock(&self.artifacts)
+            .iter()
+            .filter(|(listed, _)| *listed == kind)
+            .map(|(_, value)| ArtifactObject::from_json(kind, value))
+            .filter(|object| object.id.namespace == namespace)
+            .collect())
+    }
 }
 
 impl ApiserverReadiness for FakeCluster {
@@ -383,5 +415,21 @@ impl Annotator for FakeCluster {
             merge_patch.to_vec(),
         ));
         self.next_answer(&format!("patch:{repository}"))
+    }
+
+    async fn annotate_object(
+        &self,
+        cluster: &ClusterEntry,
+        kind: ArtifactKind,
+        object: &ObjectRef,
+        merge_patch: &[u8],
+    ) -> Result<TriggerResponse, TriggerFailure> {
+        lock(&self.patched_objects).push((
+            cluster.name.clone(),
+            kind,
+            object.clone(),
+            merge_patch.to_vec(),
+        ));
+        self.next_answer(&format!("patch:{}/{object}", kind.object_prefix()))
     }
 }

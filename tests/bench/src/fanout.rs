@@ -85,6 +85,7 @@ pub async fn fan_out(moto: &Moto, scale: &Scale, report: &mut Report) {
         match &routed.messages[0].verdict {
             RouteVerdict::Routed { clusters: to } => assert_eq!(to.len(), clusters),
             RouteVerdict::Failed { reason } => panic!("route failed: {reason}"),
+            RouteVerdict::Ignored { reason } => panic!("route ignored a push: {reason}"),
         }
         let calls = batches.count() + singles.count();
         let queued = sqs

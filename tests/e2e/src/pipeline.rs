@@ -476,3 +476,52 @@ impl Pipeline {
         }
     }
 }
+
+// ---- artifact triggers (issue 16): registry endpoints and EventBridge on the intake queue --
+
+impl Pipeline {
+    /// POSTs `body` to the ingest function's Function URL at `path` (`/registry/distribution`,
+    /// `/registry/harbor`, `/webhook`) with exactly `headers`: (status, JSON body). The event
+    /// is `events/ingest-push-hook.json`'s, with path, headers and body replaced.
+    pub async fn post_function_url(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, Value) {
+        let text = std::fs::read_to_string(repo_root().join("events/ingest-push-hook.json"))
+            .expect("event file");
+        let mut event: Value = serde_json::from_str(&text).expect("event JSON");
+        event["rawPath"] = json!(path);
+        event["requestContext"]["http"]["path"] = json!(path);
+        let mut map = serde_json::Map::new();
+        map.insert("content-type".into(), json!("application/json"));
+        for (name, value) in headers {
+            map.insert(name.to_ascii_lowercase(), json!(value));
+        }
+        event["headers"] = Value::Object(map);
+        event["body"] = json!(body);
+        self.post_event_json(&event.to_string()).await
+    }
+
+    /// Puts an EventBridge event on the intake queue as the template's `EcrImagePushRule`
+    /// target does: the event JSON as the body, the static message group `ecr`, no
+    /// deduplication id (the queue deduplicates by content, as `EcrEvents=true` sets it).
+    pub async fn send_eventbridge_event(&self, event: &Value) {
+        self.sqs
+            .set_queue_attributes()
+            .queue_url(&self.queues.intake)
+            .attributes(QueueAttributeName::ContentBasedDeduplication, "true")
+            .send()
+            .await
+            .expect("SetQueueAttributes ContentBasedDeduplication");
+        self.sqs
+            .send_message()
+            .queue_url(&self.queues.intake)
+            .message_group_id("ecr")
+            .message_body(event.to_string())
+            .send()
+            .await
+            .expect("SendMessage EventBridge event");
+    }
+}

@@ -20,7 +20,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use fluxrelay_adapters::lambda::{IngestFunction, WebhookAuth};
 use fluxrelay_adapters::sqs::SqsQueue;
-use fluxrelay_e2e::pipeline::{Pipeline, SAMPLE_WEBHOOK_TOKEN};
+use fluxrelay_e2e::pipeline::{Pipeline, SAMPLE_WEBHOOK_TOKEN, repo_root};
 use fluxrelay_testkit::kube_env::DISPATCHER_CERT_BINDING;
 use fluxrelay_testkit::netns;
 use fluxrelay_testkit::secret_forms::forbidden_forms;
@@ -35,6 +35,7 @@ const GITLAB_RECEIVER_TOKEN: &str = "gitlab-receiver-token-77e0b1";
 const HMAC_RECEIVER_TOKEN: &str = "hmac-receiver-token-a4c2f9";
 /// Only makes the generic Receiver's path; fluxrelay never holds it.
 const GENERIC_RECEIVER_TOKEN: &str = "generic-receiver-token-5d81e0";
+const REGISTRY_TOKEN: &str = "registry-notification-token-0b7d3e";
 const DIASPORA: &str = "https://example.com/mike/diaspora.git";
 
 /// Everything one layer writes; `echo`: also to stderr, so a failing test shows it.
@@ -162,7 +163,8 @@ async fn no_secret_appears_in_any_log_line_answer_or_dead_letter_of_the_aws_path
         .put_secret_value()
         .secret_id("fluxrelay/webhook")
         .secret_string(
-            json!({"tokens": [SAMPLE_WEBHOOK_TOKEN, SECOND_WEBHOOK_TOKEN], "signing_keys": [signing_key()]})
+            json!({"tokens": [SAMPLE_WEBHOOK_TOKEN, SECOND_WEBHOOK_TOKEN], "signing_keys": [signing_key()],
+                   "registry_tokens": [REGISTRY_TOKEN]})
                 .to_string(),
         )
         .send()
@@ -249,6 +251,47 @@ async fn no_secret_appears_in_any_log_line_answer_or_dead_letter_of_the_aws_path
     assert_eq!(post(&p, third, a).await, 202);
     p.drain().await;
 
+    // Registry endpoints with the registry token: a notification and a Harbor webhook
+    // (routed, nothing to trigger: no artifact kinds), a wrong token, a malformed body.
+    let fixture = |path: &str| {
+        std::fs::read_to_string(repo_root().join("functions/core/tests/fixtures").join(path))
+            .unwrap()
+    };
+    let bearer = format!("Bearer {REGISTRY_TOKEN}");
+    for (path, authorization, body, expected) in [
+        (
+            "/registry/distribution",
+            bearer.as_str(),
+            fixture("registry/gitlab-registry-manifest-push.json"),
+            202,
+        ),
+        (
+            "/registry/harbor",
+            REGISTRY_TOKEN,
+            fixture("harbor/push-artifact-default-by-tag.json"),
+            202,
+        ),
+        (
+            "/registry/distribution",
+            SAMPLE_WEBHOOK_TOKEN,
+            fixture("registry/gitlab-registry-manifest-push.json"),
+            401,
+        ),
+        (
+            "/registry/harbor",
+            bearer.as_str(),
+            "{\"type\": \"PUSH_ARTIFACT\", ".to_string(),
+            400,
+        ),
+    ] {
+        let (status, answer) = p
+            .post_function_url(path, &[("authorization", authorization)], &body)
+            .await;
+        assert_eq!(status, expected, "{path}: {answer}");
+        a.push((status, answer.to_string()));
+    }
+    p.drain().await;
+
     let dead = p.take_dead_letters().await;
     assert_eq!(dead.len(), 2, "one per cluster: {dead:?}");
     let hits = p.receiver.hits();
@@ -305,6 +348,7 @@ async fn no_secret_appears_in_any_log_line_answer_or_dead_letter_of_the_aws_path
         ("kube token", p.kube.dispatcher_token()),
         ("client key", p.kube.dispatcher_key_pem()),
         ("gitlab receiver token", GITLAB_RECEIVER_TOKEN.to_string()),
+        ("registry token", REGISTRY_TOKEN.to_string()),
         (
             "generic-hmac receiver token",
             HMAC_RECEIVER_TOKEN.to_string(),

@@ -1,6 +1,11 @@
 //! Route: each push on the intake queue → one `Dispatch` per subscribed cluster, and one
 //! per cluster whose registry entry cannot be used (see [`dispatch_clusters`]).
+//!
+//! The intake queue also carries what an EventBridge rule puts there: Amazon ECR `ECR Image
+//! Action` events, read by core's parser ([`read_intake`]) into the same `Push`.
 
+use crate::artifacts::ecr;
+use crate::gitlab::ParsedEvent;
 use crate::outcome::retry::RetryPolicy;
 use crate::outcome::settle::{Settled, route_settlement, settle};
 use crate::ports::{DispatchPublisher, QueueMessage, RouteTable, Settle};
@@ -15,6 +20,38 @@ pub enum RouteVerdict {
     Routed { clusters: Vec<String> },
     /// Not done; the message stays on the intake queue and comes back.
     Failed { reason: String },
+    /// An EventBridge event that is not a push (an image deleted, a failed push, a push by
+    /// digest): acknowledged, routed nowhere.
+    Ignored { reason: String },
+}
+
+/// What an intake message holds: a push, or an EventBridge event that is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntakeBody {
+    Push(Box<Push>),
+    Ignored(String),
+}
+
+/// Reads an intake message: fluxrelay's own `Push`, or an EventBridge ECR event (the
+/// `Push` it reports). `Err` says why it is neither.
+pub fn read_intake(body: &str) -> Result<IntakeBody, String> {
+    let error = match Push::from_json(body) {
+        Ok(push) => return Ok(IntakeBody::Push(Box::new(push))),
+        Err(error) => error,
+    };
+    if !ecr::is_eventbridge_event(body) {
+        return Err(format!("not a Push message: {error}"));
+    }
+    match ecr::parse(body.as_bytes()) {
+        Ok(ParsedEvent::Pushes(pushes)) => match <[Push; 1]>::try_from(pushes) {
+            Ok([push]) => Ok(IntakeBody::Push(Box::new(push))),
+            Err(_) => Err("an ECR event gave other than one push".to_string()),
+        },
+        Ok(ParsedEvent::Ignored { reason }) => Ok(IntakeBody::Ignored(reason)),
+        Err(malformed) => Err(format!(
+            "an EventBridge ECR event that cannot be read: {malformed}"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +109,7 @@ pub async fn settle_route(
 ) {
     for (message, routed) in messages.iter().zip(&mut report.messages) {
         let failure = match &routed.verdict {
-            RouteVerdict::Routed { .. } => None,
+            RouteVerdict::Routed { .. } | RouteVerdict::Ignored { .. } => None,
             RouteVerdict::Failed { reason } => Some(reason.as_str()),
         };
         let key = routed.push.as_ref().map(|push| push.key.as_str());
@@ -98,7 +135,10 @@ pub async fn handle_route(
                     .iter()
                     .map(|m| RoutedMessage {
                         message_id: m.id.clone(),
-                        push: Push::from_json(&m.body).ok(),
+                        push: match read_intake(&m.body) {
+                            Ok(IntakeBody::Push(push)) => Some(*push),
+                            _ => None,
+                        },
                         verdict: RouteVerdict::Failed {
                             reason: reason.clone(),
                         },
@@ -112,17 +152,20 @@ pub async fn handle_route(
     let mut failed_groups: Vec<&str> = Vec::new();
     let mut report = RouteReport::default();
     for message in messages {
-        let push = Push::from_json(&message.body);
+        let intake = read_intake(&message.body);
         let verdict = if failed_groups.contains(&message.group.as_str()) {
             RouteVerdict::Failed {
                 reason: "held behind an earlier failed message of the same project".to_string(),
             }
         } else {
-            match &push {
-                Err(error) => RouteVerdict::Failed {
-                    reason: format!("not a Push message: {error}"),
+            match &intake {
+                Err(reason) => RouteVerdict::Failed {
+                    reason: reason.clone(),
                 },
-                Ok(push) => route_one(queue, push, &clusters).await,
+                Ok(IntakeBody::Ignored(reason)) => RouteVerdict::Ignored {
+                    reason: reason.clone(),
+                },
+                Ok(IntakeBody::Push(push)) => route_one(queue, push, &clusters).await,
             }
         };
         let unusable = match &verdict {
@@ -131,7 +174,11 @@ pub async fn handle_route(
                 .filter(|name| clusters.unusable.contains(name))
                 .cloned()
                 .collect(),
-            RouteVerdict::Failed { .. } => Vec::new(),
+            RouteVerdict::Failed { .. } | RouteVerdict::Ignored { .. } => Vec::new(),
+        };
+        let push = match intake {
+            Ok(IntakeBody::Push(push)) => Some(*push),
+            _ => None,
         };
         if matches!(verdict, RouteVerdict::Failed { .. })
             && !failed_groups.contains(&message.group.as_str())
@@ -140,7 +187,7 @@ pub async fn handle_route(
         }
         report.messages.push(RoutedMessage {
             message_id: message.id.clone(),
-            push: push.ok(),
+            push,
             verdict,
             unusable,
             settled: None,
@@ -173,3 +220,7 @@ async fn route_one(
 #[cfg(test)]
 #[path = "route_test.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "route_artifacts_test.rs"]
+mod artifact_tests;

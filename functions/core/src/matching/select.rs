@@ -9,7 +9,9 @@ use sha2::{Digest, Sha256};
 
 use super::refs::{self, RefMiss};
 use super::url;
-use crate::flux::{GIT_REPOSITORY_GROUP, GitRepository, Receiver, ResourceSelector, SourceStatus};
+use crate::flux::{
+    GIT_REPOSITORY_GROUP, GitRepository, ObjectRef, Receiver, ResourceSelector, SourceStatus,
+};
 use crate::push::Push;
 
 const GIT_REPOSITORY_KIND: &str = "GitRepository";
@@ -139,43 +141,63 @@ pub fn repository_skip(
 /// equal to the repo's, and name equal to the repo's name, or name `*` whose matchLabels are all present on
 /// the repo with equal values (empty matchLabels with `*` selects all GitRepositories in that namespace).
 pub fn receiver_selects(receiver: &Receiver, repo: &GitRepository) -> bool {
+    receiver_selects_object(
+        receiver,
+        GIT_REPOSITORY_KIND,
+        GIT_REPOSITORY_GROUP,
+        &repo.id,
+        &repo.labels,
+    )
+}
+
+/// [`receiver_selects`] for an object of any kind: its `kind`, API `group`, id and labels.
+pub fn receiver_selects_object(
+    receiver: &Receiver,
+    kind: &str,
+    group: &str,
+    id: &ObjectRef,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     receiver
         .resources
         .iter()
-        .any(|selector| selector_selects(selector, &receiver.id.namespace, repo))
+        .any(|selector| selector_selects(selector, &receiver.id.namespace, kind, group, id, labels))
 }
 
 fn selector_selects(
     selector: &ResourceSelector,
     receiver_namespace: &str,
-    repo: &GitRepository,
+    kind: &str,
+    group: &str,
+    id: &ObjectRef,
+    labels: &BTreeMap<String, String>,
 ) -> bool {
     let namespace = selector.namespace.as_deref().unwrap_or(receiver_namespace);
     let name_selects = if selector.name == "*" {
         selector
             .match_labels
             .iter()
-            .all(|(key, value)| repo.labels.get(key) == Some(value))
+            .all(|(key, value)| labels.get(key) == Some(value))
     } else {
         // flux.rs reads a missing name as ""; an empty name selects nothing.
-        !selector.name.is_empty() && selector.name == repo.id.name
+        !selector.name.is_empty() && selector.name == id.name
     };
-    selector.kind == GIT_REPOSITORY_KIND
+    selector.kind == kind
         && selector
             .api_version
             .as_deref()
-            .is_none_or(is_git_repository_api_version)
-        && namespace == repo.id.namespace
+            .is_none_or(|api_version| is_api_version_of(api_version, group))
+        && namespace == id.namespace
         && name_selects
 }
 
-/// `source.toolkit.fluxcd.io/<version>`, any version: which one the Receiver names does
-/// not change which object it annotates.
-fn is_git_repository_api_version(api_version: &str) -> bool {
+/// `<group>/<version>`, any version: which one the Receiver names does not change which
+/// object it annotates.
+fn is_api_version_of(api_version: &str, group: &str) -> bool {
     matches!(
         api_version.split_once('/'),
-        Some((group, version))
-            if group == GIT_REPOSITORY_GROUP && !version.is_empty() && !version.contains('/')
+        Some((named, version))
+            if named == group && !version.is_empty() && !version.contains('/')
     )
 }
 
