@@ -23,7 +23,7 @@ def function_url_request(event_header, fixture, token=SAMPLE_TOKEN, request_id="
     headers = {
         "content-type": "application/json",
         "user-agent": "GitLab/18.10.0",
-        "idempotency-key": f"9d2c6f3e-0000-4000-8000-00000000000{request_id}",
+        "idempotency-key": idempotency_key(request_id),
         "x-gitlab-event": event_header,
         "x-gitlab-instance": INSTANCE,
         "x-gitlab-webhook-uuid": f"3c1a1f0e-0000-4000-8000-00000000000{request_id}",
@@ -56,10 +56,18 @@ def function_url_request(event_header, fixture, token=SAMPLE_TOKEN, request_id="
     }
 
 
-def push_from_project_hook(fixture):
+def idempotency_key(request_id):
+    """GitLab's Idempotency-Key: its own for every delivery (each hook of each event)."""
+    return f"9d2c6f3e-0000-4000-8000-00000000000{request_id}"
+
+
+def push_from_project_hook(fixture, request_id):
+    """The Push ingest makes of the fixture delivered with `request_id`'s Idempotency-Key
+    (the key includes the delivery: docs/design.md, "Messages")."""
     hook = json.loads((FIXTURES / fixture).read_text())
     project = hook["project"]
-    key = hashlib.sha256(f"{INSTANCE}|{hook['project_id']}|{hook['ref']}|{hook['before']}|{hook['after']}".encode()).hexdigest()
+    delivery = f"idempotency-key:{idempotency_key(request_id)}"
+    key = hashlib.sha256(f"{INSTANCE}|{hook['project_id']}|{hook['ref']}|{hook['before']}|{hook['after']}|{delivery}".encode()).hexdigest()
     return {
         "v": 1, "key": key, "instance": INSTANCE,
         "event": "tag_push" if hook["ref"].startswith("refs/tags/") else "push",
@@ -99,14 +107,15 @@ def write(name, event):
 
 
 def main():
-    for name, header, fixture in [
-        ("ingest-push-hook.json", "Push Hook", "push_hook.json"),
-        ("ingest-tag-push-hook.json", "Tag Push Hook", "tag_push_hook.json"),
-        ("ingest-system-hook-push.json", "System Hook", "system_hook_push.json"),
-        ("ingest-system-hook-repository-update.json", "System Hook", "system_hook_repository_update.json"),
-        ("ingest-merge-request-hook.json", "Merge Request Hook", "merge_request_hook.json"),
+    # Each delivery its own request id, so its own Idempotency-Key, as GitLab sends them.
+    for name, header, fixture, request_id in [
+        ("ingest-push-hook.json", "Push Hook", "push_hook.json", "1"),
+        ("ingest-tag-push-hook.json", "Tag Push Hook", "tag_push_hook.json", "2"),
+        ("ingest-system-hook-push.json", "System Hook", "system_hook_push.json", "3"),
+        ("ingest-system-hook-repository-update.json", "System Hook", "system_hook_repository_update.json", "4"),
+        ("ingest-merge-request-hook.json", "Merge Request Hook", "merge_request_hook.json", "5"),
     ]:
-        write(name, function_url_request(header, fixture))
+        write(name, function_url_request(header, fixture, request_id=request_id))
     # The webhook bodies alone, byte for byte, to POST to `fluxrelay serve` with curl.
     (EVENTS / "webhooks").mkdir(exist_ok=True)
     for fixture in sorted(FIXTURES.glob("*.json")):
@@ -114,8 +123,8 @@ def main():
         (EVENTS / "webhooks" / fixture.name.replace("_", "-")).write_bytes(raw)
     write("ingest-wrong-token.json", function_url_request("Push Hook", "push_hook.json", token="not-the-token", request_id="9"))
 
-    push = push_from_project_hook("push_hook.json")
-    tag = push_from_project_hook("tag_push_hook.json")
+    push = push_from_project_hook("push_hook.json", "1")
+    tag = push_from_project_hook("tag_push_hook.json", "2")
     write("route-batch.json", {"Records": [
         sqs_record("route-msg-1", push, str(push["project"]["id"]), push["key"], "fluxrelay-intake.fifo"),
         sqs_record("route-msg-2", tag, str(tag["project"]["id"]), tag["key"], "fluxrelay-intake.fifo"),

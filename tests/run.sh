@@ -35,6 +35,7 @@ export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1
 "$FLUXRELAY_SAM" validate --lint -t template.yaml
 "$FLUXRELAY_CACHE/venv/bin/python" tests/template/check_template.py template.yaml
 "$FLUXRELAY_CACHE/venv/bin/python" tests/template/test_check_template.py
+"$FLUXRELAY_CACHE/venv/bin/python" tests/template/check_docs.py
 
 step "benchmark smoke run (each benchmark once, so none can rot)"
 cargo bench -p fluxrelay-core --locked -- --test

@@ -19,7 +19,7 @@ use std::task::{Context, Poll, Waker};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use fluxrelay_core::auth::{AuthConfig, SigningKey};
-use fluxrelay_core::ingest::{Accepted, IngestConfig, IngestResponse, ingest};
+use fluxrelay_core::ingest::{Accepted, IngestConfig, IngestResponse, delivery_id, ingest};
 use fluxrelay_core::ports::{PushPublisher, QueueError};
 use fluxrelay_core::{Push, Secret};
 use hmac::{Hmac, Mac};
@@ -31,10 +31,11 @@ const KEY_BYTES: [u8; 32] = [0x42; 32];
 const NOW: i64 = 1_763_800_000;
 /// Small, so the fuzzer reaches the 413 branch too.
 const MAX_BODY: usize = 8 * 1024;
-const EVENTS: [&str; 6] = [
+const EVENTS: [&str; 7] = [
     "Push Hook",
     "Tag Push Hook",
     "System Hook",
+    "Pipeline Hook",
     "Merge Request Hook",
     "push hook",
     "",
@@ -146,7 +147,7 @@ fuzz_target!(|data: &[u8]| {
 
     let queue = RecordingQueue::default();
     let now = time::OffsetDateTime::from_unix_timestamp(NOW).expect("a valid time");
-    let result = poll_once(ingest(&config(signed), &queue, &headers, body, now))
+    let result = poll_once(ingest(&config(signed), &queue, &headers, body, now, "fuzz"))
         .expect("ingest with an in-memory queue completes on the first poll");
     let response = IngestResponse::from_result(&result);
     let enqueued = queue.0.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -169,16 +170,20 @@ fuzz_target!(|data: &[u8]| {
             );
             for push in &enqueued {
                 assert!(push.git_ref.starts_with("refs/") && push.git_ref.len() > 5);
-                assert_eq!(
-                    push.key,
-                    Push::compute_key(
-                        &push.instance,
-                        push.project.id,
-                        &push.git_ref,
-                        &push.before,
-                        &push.after
-                    )
-                );
+                // A Git push's key is its fields and the delivery (a pipeline's adds its id).
+                if push.event.is_git_push() {
+                    assert_eq!(
+                        push.key,
+                        Push::compute_key(
+                            &push.instance,
+                            push.project.id,
+                            &push.git_ref,
+                            &push.before,
+                            &push.after,
+                            &delivery_id(&headers, "fuzz")
+                        )
+                    );
+                }
                 for text in [&push.git_ref, &push.project.path, &push.project.web_url] {
                     assert!(!text.is_empty() && !text.chars().any(char::is_control));
                 }

@@ -22,6 +22,9 @@
 #   CRDs gitrepositories.source.toolkit.fluxcd.io and receivers.notification.toolkit.fluxcd.io
 #   (and, for confirmation, kustomizations.kustomize.toolkit.fluxcd.io and helmreleases.helm.toolkit.fluxcd.io)
 #     (v1, spec/status preserve-unknown-fields, status subresource)
+#   CRDs for artifact triggers, the same way: ocirepositories, helmrepositories, helmcharts
+#     (source.toolkit.fluxcd.io/v1), helmreleases (helm.toolkit.fluxcd.io/v2),
+#     imagerepositories (image.toolkit.fluxcd.io/v1)
 #   Namespace flux-system; ServiceAccount flux-system/default
 #   Service flux-system/webhook-receiver (port `http` 80 -> targetPort `http-webhook`)
 #   Pod flux-system/notification-controller-0 (never runs; status.podIP patched to 192.0.2.10)
@@ -308,12 +311,16 @@ until kcurl -o /dev/null "$SERVER/apis/source.toolkit.fluxcd.io/v1/gitrepositori
   sleep 0.1
 done
 
-# --- 8b. confirmation (issue 14): the Flux objects that consume a GitRepository ----------------
-# Kustomization (kustomize.toolkit.fluxcd.io/v1) and HelmRelease (helm.toolkit.fluxcd.io/v2),
-# schemaless with a status subresource like the CRDs above (the real ones have the same
-# group, version, kind, plural and subresource). Nothing reconciles them: the Flux controller
+# --- 8b. the other Flux kinds -------------------------------------------------------------------
+# Artifact triggers (issue 16): OCIRepository, HelmRepository, HelmChart
+# (source.toolkit.fluxcd.io/v1), HelmRelease (helm.toolkit.fluxcd.io/v2) and ImageRepository
+# (image.toolkit.fluxcd.io/v1). Confirmation (issue 14): Kustomization
+# (kustomize.toolkit.fluxcd.io/v1) and HelmRelease, the objects that consume a source. Each
+# minimal like the ones above (schemaless, a status subresource, the real group, version,
+# kind and plural), created only when absent. Nothing reconciles them: the Flux controller
 # stand-in (tests/testkit/src/flux_controller.rs) writes their status.
-confirm_crd() {  # confirm_crd PLURAL GROUP KIND VERSION
+flux_crd() {  # flux_crd PLURAL GROUP KIND VERSION
+  kcurl -o /dev/null "$SERVER/apis/apiextensions.k8s.io/v1/customresourcedefinitions/$1.$2" 2>/dev/null && return 0
   apply /apis/apiextensions.k8s.io/v1/customresourcedefinitions <<EOF
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -335,13 +342,21 @@ spec:
           status: {type: object, x-kubernetes-preserve-unknown-fields: true}
 EOF
 }
-confirm_crd kustomizations kustomize.toolkit.fluxcd.io Kustomization v1
-confirm_crd helmreleases helm.toolkit.fluxcd.io HelmRelease v2
-until kcurl -o /dev/null "$SERVER/apis/kustomize.toolkit.fluxcd.io/v1/kustomizations" 2>/dev/null &&
-      kcurl -o /dev/null "$SERVER/apis/helm.toolkit.fluxcd.io/v2/helmreleases" 2>/dev/null; do
-  [ "$(date +%s)" -lt "$deadline" ] || die "Kustomization/HelmRelease CRDs not served after ${READY_TIMEOUT}s"
-  sleep 0.1
-done
+FLUX_CRDS="ocirepositories:source.toolkit.fluxcd.io:OCIRepository:v1
+helmrepositories:source.toolkit.fluxcd.io:HelmRepository:v1
+helmcharts:source.toolkit.fluxcd.io:HelmChart:v1
+helmreleases:helm.toolkit.fluxcd.io:HelmRelease:v2
+imagerepositories:image.toolkit.fluxcd.io:ImageRepository:v1
+kustomizations:kustomize.toolkit.fluxcd.io:Kustomization:v1"
+while IFS=: read -r plural group kind version; do
+  flux_crd "$plural" "$group" "$kind" "$version"
+done <<< "$FLUX_CRDS"
+while IFS=: read -r plural group kind version; do
+  until kcurl -o /dev/null "$SERVER/apis/$group/$version/$plural" 2>/dev/null; do
+    [ "$(date +%s)" -lt "$deadline" ] || die "CRD $plural.$group not served after ${READY_TIMEOUT}s"
+    sleep 0.1
+  done
+done <<< "$FLUX_CRDS"
 
 # --- 9. outputs -----------------------------------------------------------------------------------
 {

@@ -5,8 +5,8 @@ Usage: ~/.cache/fluxrelay/venv/bin/python tests/template/check_template.py templ
        ~/.cache/fluxrelay/venv/bin/python tests/template/check_template.py --grants template.yaml
 
 Prints one PASS/FAIL line per check and "N passed, M failed" last; exits 1 on any failure.
-With --grants, prints instead each function's granted IAM actions as one JSON object
-({"IngestFunction": ["secretsmanager:GetSecretValue", "sqs:SendMessage"], ...}), read
+With --grants, prints instead each function's granted IAM actions and their resources as
+one JSON object ({"IngestFunction": {"sqs:SendMessage": ["IntakeQueue"], ...}, ...}), read
 the same way the IAM check reads them (tests/e2e/tests/iam_scope.rs compares it with
 what each function's code calls).
 The template is loaded with cfn-lint's own YAML loader, so !Ref, !Sub, !GetAtt, !If and
@@ -27,6 +27,7 @@ from cfnlint.decode import decode
 # written as the template spells it after normalisation (see `norm`): "GetAtt:X.Arn" or
 # "Sub:<string>" or a literal.
 SECRET_ARN = "Sub:arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
+REGISTRY_INDEX = "Sub:${RegistryBucket.Arn}/${RegistryIndexKey}"
 EXPECTED_POLICIES = {
     "IngestFunction": {
         ("sqs:SendMessage", "GetAtt:IntakeQueue.Arn"),
@@ -34,46 +35,63 @@ EXPECTED_POLICIES = {
     },
     "RouteFunction": {
         ("sqs:SendMessage", "GetAtt:DispatchQueue.Arn"),
+        ("sqs:ReceiveMessage", "GetAtt:IntakeQueue.Arn"),
+        ("sqs:GetQueueAttributes", "GetAtt:IntakeQueue.Arn"),
         ("sqs:DeleteMessage", "GetAtt:IntakeQueue.Arn"),
         ("sqs:ChangeMessageVisibility", "GetAtt:IntakeQueue.Arn"),
         ("sqs:SendMessage", "GetAtt:IntakeDLQ.Arn"),
-        ("secretsmanager:GetSecretValue", SECRET_ARN + "${RegistryPrefix}*"),
-        ("secretsmanager:ListSecrets", "*"),
-        # Confirmation (issue 14): the GitLab token, for the compare API.
-        ("secretsmanager:GetSecretValue", SECRET_ARN + "${GitLabSecretName}-??????"),
+        ("s3:GetObject", REGISTRY_INDEX),
     },
     "DispatchFunction": {
+        ("sqs:ReceiveMessage", "GetAtt:DispatchQueue.Arn"),
+        ("sqs:ReceiveMessage", "GetAtt:DispatchRetryQueue.Arn"),
+        ("sqs:GetQueueAttributes", "GetAtt:DispatchQueue.Arn"),
+        ("sqs:GetQueueAttributes", "GetAtt:DispatchRetryQueue.Arn"),
         ("sqs:DeleteMessage", "GetAtt:DispatchQueue.Arn"),
         ("sqs:DeleteMessage", "GetAtt:DispatchRetryQueue.Arn"),
         ("sqs:ChangeMessageVisibility", "GetAtt:DispatchQueue.Arn"),
         ("sqs:ChangeMessageVisibility", "GetAtt:DispatchRetryQueue.Arn"),
         ("sqs:SendMessage", "GetAtt:DispatchRetryQueue.Arn"),
         ("sqs:SendMessage", "GetAtt:DispatchDLQ.Arn"),
+        ("s3:GetObject", REGISTRY_INDEX),
         ("secretsmanager:GetSecretValue", SECRET_ARN + "${RegistryPrefix}*"),
-        ("secretsmanager:ListSecrets", "*"),
+        ("eks:DescribeCluster", "Sub:arn:${AWS::Partition}:eks:*:${AWS::AccountId}:cluster/*"),
         # Confirmation (issue 14): a delivery starts its confirmation.
         ("sqs:SendMessage", "GetAtt:ConfirmQueue.Arn"),
     },
-    # Confirmation (issue 14).
+    # Confirmation (issue 14): the registry as dispatch reads it, and the GitLab token.
     "ConfirmFunction": {
+        ("sqs:ReceiveMessage", "GetAtt:ConfirmQueue.Arn"),
+        ("sqs:GetQueueAttributes", "GetAtt:ConfirmQueue.Arn"),
         ("sqs:DeleteMessage", "GetAtt:ConfirmQueue.Arn"),
         ("sqs:ChangeMessageVisibility", "GetAtt:ConfirmQueue.Arn"),
         ("sqs:SendMessage", "GetAtt:ConfirmQueue.Arn"),
         ("sqs:SendMessage", "GetAtt:ConfirmDLQ.Arn"),
+        ("s3:GetObject", REGISTRY_INDEX),
+        ("eks:DescribeCluster", "Sub:arn:${AWS::Partition}:eks:*:${AWS::AccountId}:cluster/*"),
         ("secretsmanager:GetSecretValue", SECRET_ARN + "${RegistryPrefix}*"),
-        ("secretsmanager:ListSecrets", "*"),
         ("secretsmanager:GetSecretValue", SECRET_ARN + "${GitLabSecretName}-??????"),
     },
 }
 # Standard queues: dispatch retries need a per-message delay, which FIFO queues lack, and a
 # standard queue's dead-letter queue must be standard too. Every other queue is FIFO.
 STANDARD_QUEUES = {"DispatchRetryQueue", "DispatchRetryDLQ", "ConfirmQueue", "ConfirmDLQ"}
-# The only action allowed on Resource "*": AWS offers no resource-level scoping for it.
-UNSCOPABLE_ACTIONS = {"secretsmanager:ListSecrets"}
+# Actions allowed on Resource "*" (AWS offers no resource-level scoping for them): none
+# since no function lists the registry's secrets.
+UNSCOPABLE_ACTIONS: set = set()
 FUNCTION_BINARIES = {"IngestFunction": "ingest", "RouteFunction": "route", "DispatchFunction": "dispatch",
                      "ConfirmFunction": "confirm"}
 WEBHOOK_FUNCTION = "IngestFunction"
+# EcrEvents=true: the EventBridge rule, its queue policy and content-based dedup on intake.
+ECR_CONDITION = "WithEcrEvents"
+ECR_CONTENT_DEDUP = {"Fn::If": [ECR_CONDITION, True, False]}
 FIFO_BATCH_MAX = 10
+# What an event source mapping polls a queue with, and what settling a received message
+# takes: a function may hold these only on the queues its own event sources read.
+CONSUME_ACTIONS = {"sqs:ReceiveMessage", "sqs:GetQueueAttributes", "sqs:DeleteMessage",
+                   "sqs:ChangeMessageVisibility"}
+# The most concurrency the public webhook function may take (what it reserves).
+WEBHOOK_MAX_CONCURRENCY = 100
 
 
 class Checks:
@@ -143,13 +161,13 @@ class Template:
 
     def param_values(self, name: str) -> list:
         """Every value a parameter can take that matters: its AllowedValues, or its
-        Default and MinValue (the lowest it can go)."""
+        Default, MinValue and MaxValue (the lowest and highest it can go)."""
         p = self.params.get(name)
         if p is None:
             return []
         if "AllowedValues" in p:
             return list(p["AllowedValues"])
-        return [v for v in (p.get("Default"), p.get("MinValue")) if v is not None]
+        return [v for v in (p.get("Default"), p.get("MinValue"), p.get("MaxValue")) if v is not None]
 
     def resolve(self, value, env: dict) -> list:
         """All concrete values of `value`; `env` pins some parameters. Unresolvable -> []."""
@@ -245,20 +263,41 @@ def check_functions(t: Template, c: Checks) -> None:
 
 
 def sqs_events(t: Template):
-    for lid, (_res, props) in sorted(t.functions.items()):
-        for ename, ev in sorted((props.get("Events") or {}).items()):
-            if isinstance(ev, dict) and ev.get("Type") == "SQS":
-                yield lid, props, ename, ev.get("Properties") or {}
+    """Every SQS event source: (function, its properties, mapping id, mapping properties),
+    from the AWS::Lambda::EventSourceMapping resources."""
+    for eid, res in sorted(t.resources.items()):
+        if res.get("Type") != "AWS::Lambda::EventSourceMapping":
+            continue
+        ep = res.get("Properties") or {}
+        target = norm(ep.get("FunctionName"))
+        lid = target[len("Ref:"):] if isinstance(target, str) and target.startswith("Ref:") else None
+        _res, props = t.functions.get(lid, ({}, {}))
+        yield lid, props, eid, ep
+
+
+def consumers_of(t: Template) -> dict:
+    """queue -> the functions whose event sources read it."""
+    out = {}
+    for lid, _props, _eid, ep in sqs_events(t):
+        out.setdefault(getatt_target(ep.get("EventSourceArn")), set()).add(lid)
+    return out
 
 
 def check_event_sources(t: Template, c: Checks) -> None:
     events = list(sqs_events(t))
-    consumers = {getatt_target(p.get("Queue")) for _, _, _, p in events}
-    c.check({"IntakeQueue", "DispatchQueue", "DispatchRetryQueue", "ConfirmQueue"} <= consumers,
+    sam_events = [f"{lid}.{ename}" for lid, (_res, props) in sorted(t.functions.items())
+                  for ename, ev in sorted((props.get("Events") or {}).items())
+                  if isinstance(ev, dict) and ev.get("Type") == "SQS"]
+    c.check(not sam_events, "no SAM SQS Events (SAM would add AWSLambdaSQSQueueExecutionRole: every queue of the account)",
+            f"found {sam_events}")
+    consumers = consumers_of(t)
+    c.check({"IntakeQueue", "DispatchQueue", "DispatchRetryQueue", "ConfirmQueue"} <= set(consumers),
             "IntakeQueue, DispatchQueue, DispatchRetryQueue and ConfirmQueue each have an SQS event source",
             f"consumed: {sorted(x for x in consumers if x)}")
     for lid, props, ename, ep in events:
         name = f"{lid}.{ename}"
+        c.check(lid in t.functions, f"{name} invokes a function of this template (FunctionName: !Ref)",
+                f"FunctionName is {ep.get('FunctionName')!r}")
         batch = ep.get("BatchSize")
         c.check(isinstance(batch, int) and 1 <= batch <= FIFO_BATCH_MAX, f"{name} BatchSize <= {FIFO_BATCH_MAX} (FIFO limit)",
                 f"got {batch!r}")
@@ -270,10 +309,10 @@ def check_event_sources(t: Template, c: Checks) -> None:
         c.check(bool(mc) and all(isinstance(x, int) and x >= 2 for x in mc), f"{name} ScalingConfig.MaximumConcurrency >= 2",
                 f"got {mc_raw!r} -> {mc}")
         # Visibility >= 6 x timeout, for every value the shared parameters can take.
-        qid = getatt_target(ep.get("Queue"))
+        qid = getatt_target(ep.get("EventSourceArn"))
         queue = t.queues.get(qid)
         if queue is None:
-            c.check(False, f"{name} consumes a queue of this template", f"Queue is {ep.get('Queue')!r}")
+            c.check(False, f"{name} consumes a queue of this template", f"EventSourceArn is {ep.get('EventSourceArn')!r}")
             continue
         shared = sorted(t.param_refs(props.get("Timeout")) | t.param_refs(queue.get("VisibilityTimeout")))
         envs = [{}]
@@ -292,6 +331,72 @@ def check_event_sources(t: Template, c: Checks) -> None:
                         bad.append(f"{env or 'defaults'}: visibility {v} < 6 x timeout {to}")
         c.check(not bad, f"{qid} VisibilityTimeout >= 6 x {lid} Timeout (all {len(envs)} parameter values)",
                 "; ".join(bad[:3]))
+
+
+def parameter_envs(t: Template, *values) -> list:
+    """Every combination of the values of the parameters `values` refer to."""
+    envs = [{}]
+    for p in sorted(set().union(*(t.param_refs(v) for v in values))):
+        envs = [dict(e, **{p: v}) for e in envs for v in t.param_values(p)]
+    return envs
+
+
+def check_concurrency(t: Template, c: Checks) -> None:
+    """Each function reserves its concurrency, which is also its ceiling: the public
+    webhook function a bounded amount, each SQS consumer at least what its event sources
+    may invoke at once. So no flood of one function takes another's."""
+    events = list(sqs_events(t))
+    for lid, (_res, props) in sorted(t.functions.items()):
+        reserved = props.get("ReservedConcurrentExecutions")
+        mine = [ep for f, _p, _e, ep in events if f == lid]
+        bad = []
+        envs = parameter_envs(t, reserved, *[(ep.get("ScalingConfig") or {}).get("MaximumConcurrency") for ep in mine])
+        for env in envs:
+            budgets = t.resolve(reserved, env)
+            if not budgets or not all(isinstance(b, int) and b >= 1 for b in budgets):
+                bad.append(f"{env or 'defaults'}: ReservedConcurrentExecutions {reserved!r} -> {budgets}")
+                continue
+            if lid == WEBHOOK_FUNCTION and max(budgets) > WEBHOOK_MAX_CONCURRENCY:
+                bad.append(f"{env or 'defaults'}: {max(budgets)} > {WEBHOOK_MAX_CONCURRENCY}")
+            maxima = [t.resolve((ep.get("ScalingConfig") or {}).get("MaximumConcurrency"), env) for ep in mine]
+            if any(len(m) != 1 for m in maxima):
+                bad.append(f"{env or 'defaults'}: unresolvable MaximumConcurrency {maxima}")
+                continue
+            need = sum(m[0] for m in maxima)
+            if min(budgets) < need:
+                bad.append(f"{env or 'defaults'}: reserved {min(budgets)} < {need}, the sum of its event sources' MaximumConcurrency")
+        what = (f"reserves 1..{WEBHOOK_MAX_CONCURRENCY} (a flood of the public URL stops there)" if lid == WEBHOOK_FUNCTION
+                else "reserves at least its event sources' MaximumConcurrency")
+        c.check(not bad, f"{lid} {what} (all {len(envs)} parameter values)", "; ".join(bad[:3]))
+
+
+def check_queue_ownership(t: Template, c: Checks) -> None:
+    """A function receives, deletes, re-times or reads the attributes of its own queues
+    only: those its event sources read."""
+    consumers = consumers_of(t)
+    bad = []
+    for lid, (_res, props) in sorted(t.functions.items()):
+        grants, _problems = function_grants(props)
+        for action, resource in sorted(grants):
+            if action not in CONSUME_ACTIONS:
+                continue
+            qid = getatt_target(resource) if resource.startswith("GetAtt:") else None
+            owners = consumers.get(qid, set())
+            if lid not in owners:
+                bad.append(f"{lid} has {action} on {resource} (read by {sorted(owners) or 'no event source'})")
+    c.check(not bad, "no function can receive, delete or re-time another function's queue", "; ".join(bad))
+
+
+# Actions that read a stored credential (a secret value, or the key that decrypts one).
+CREDENTIAL_READS = {"secretsmanager:GetSecretValue", "secretsmanager:BatchGetSecretValue", "kms:Decrypt"}
+# Route processes payload content: it must hold no credential.
+
+
+def check_credentials(t: Template, c: Checks) -> None:
+    _res, props = t.functions.get("RouteFunction", ({}, {}))
+    grants, _problems = function_grants(props)
+    reads = sorted(f"{a} on {r}" for a, r in grants if a in CREDENTIAL_READS)
+    c.check(not reads, "RouteFunction can read no credential", "; ".join(reads))
 
 
 def redrive_targets(t: Template) -> dict:
@@ -336,9 +441,13 @@ def check_queues(t: Template, c: Checks) -> None:
         c.check(ok and isinstance(mrc, int) and mrc >= 1, f"{qid} redrives to a {kind} DLQ of this template",
                 f"RedrivePolicy={q.get('RedrivePolicy')!r}")
         if not standard:
-            c.check(q.get("ContentBasedDeduplication") is False,
-                    f"{qid} ContentBasedDeduplication is false (app sets dedup ids)",
-                    f"got {q.get('ContentBasedDeduplication')!r}")
+            # The intake queue may take EventBridge's ECR events, which need content-based
+            # dedup; only under the EcrEvents condition (check_ecr_events).
+            cbd = q.get("ContentBasedDeduplication")
+            ok = cbd is False or (qid == "IntakeQueue" and cbd == ECR_CONTENT_DEDUP)
+            c.check(ok, f"{qid} ContentBasedDeduplication is false (app sets dedup ids)"
+                    + (", or true only with EcrEvents" if qid == "IntakeQueue" else ""),
+                    f"got {cbd!r}")
         rp = q.get("MessageRetentionPeriod")
         c.check(isinstance(rp, int) and rp >= 4 * 86400, f"{qid} retains messages >= 4 days", f"got {rp!r}")
     intake = t.queues.get("IntakeQueue") or {}
@@ -388,7 +497,7 @@ def check_iam(t: Template, c: Checks) -> None:
             if not (resources == ["*"] and set(as_list(st.get("Action"))) <= UNSCOPABLE_ACTIONS and st.get("Action")):
                 wild_resources.append(f"{where}: Resource '*' with Action {st.get('Action')!r}")
     c.check(not wild_actions, "no IAM Action contains '*'", "; ".join(wild_actions))
-    c.check(not wild_resources, "Resource '*' only on statements of secretsmanager:ListSecrets alone",
+    c.check(not wild_resources, "no function policy has Resource '*'",
             "; ".join(wild_resources))
 
     for lid, (_res, props) in sorted(t.functions.items()):
@@ -461,6 +570,52 @@ def check_alarms(t: Template, c: Checks) -> None:
     c.check(not bad, "alarm actions only under a Condition on AlarmTopicArn", ", ".join(bad))
 
 
+def check_ecr_events(t: Template, c: Checks) -> None:
+    """The optional ECR path: a rule for successful ECR pushes whose one target is the
+    intake queue with a static message group, a queue policy that lets EventBridge send
+    there from that rule alone, both under the EcrEvents condition."""
+    rules = {lid: r for lid, r in t.resources.items() if r.get("Type") == "AWS::Events::Rule"}
+    policies = {lid: r for lid, r in t.resources.items() if r.get("Type") == "AWS::SQS::QueuePolicy"}
+    c.check(set(rules) == {"EcrImagePushRule"} and set(policies) == {"IntakeQueueEcrPolicy"},
+            "one EventBridge rule (EcrImagePushRule) and one queue policy (IntakeQueueEcrPolicy)",
+            f"rules {sorted(rules)}, queue policies {sorted(policies)}")
+    rule = rules.get("EcrImagePushRule") or {}
+    policy = policies.get("IntakeQueueEcrPolicy") or {}
+    c.check(rule.get("Condition") == ECR_CONDITION and policy.get("Condition") == ECR_CONDITION,
+            f"the ECR rule and queue policy exist only under {ECR_CONDITION}",
+            f"rule {rule.get('Condition')!r}, policy {policy.get('Condition')!r}")
+    props = rule.get("Properties") or {}
+    pattern = props.get("EventPattern") or {}
+    detail = pattern.get("detail") or {}
+    c.check(pattern.get("source") == ["aws.ecr"] and pattern.get("detail-type") == ["ECR Image Action"]
+            and detail.get("action-type") == ["PUSH"] and detail.get("result") == ["SUCCESS"],
+            "the ECR rule matches successful ECR image pushes only", f"EventPattern={pattern!r}")
+    targets = as_list(props.get("Targets"))
+    target = targets[0] if len(targets) == 1 and isinstance(targets[0], dict) else {}
+    group = (target.get("SqsParameters") or {}).get("MessageGroupId")
+    c.check(getatt_target(target.get("Arn")) == "IntakeQueue" and isinstance(group, str) and bool(group)
+            and "RoleArn" not in target,
+            "the ECR rule's one target is the intake queue, with a static MessageGroupId and no RoleArn",
+            f"Targets={targets!r}")
+    statements_ = list(statements(policy.get("Properties") or {}))
+    ok = len(statements_) == 1
+    if ok:
+        _, st = statements_[0]
+        condition = ((st.get("Condition") or {}).get("ArnEquals") or {}).get("aws:SourceArn")
+        ok = (st.get("Effect") == "Allow"
+              and (st.get("Principal") or {}).get("Service") == "events.amazonaws.com"
+              and as_list(st.get("Action")) == ["sqs:SendMessage"]
+              and getatt_target(st.get("Resource")) == "IntakeQueue"
+              and getatt_target(condition) == "EcrImagePushRule")
+    queues = [norm(q) for q in as_list((policy.get("Properties") or {}).get("Queues"))]
+    c.check(ok and queues == ["Ref:IntakeQueue"],
+            "the intake queue policy lets events.amazonaws.com SendMessage from the ECR rule only",
+            f"Queues={queues!r} statements={statements_!r}")
+    cbd = (t.queues.get("IntakeQueue") or {}).get("ContentBasedDeduplication")
+    c.check(cbd == ECR_CONTENT_DEDUP, f"IntakeQueue ContentBasedDeduplication is !If [{ECR_CONDITION}, true, false]",
+            f"got {cbd!r}")
+
+
 def check_webhook_url(t: Template, c: Checks) -> None:
     _res, props = t.functions.get(WEBHOOK_FUNCTION, ({}, {}))
     url = props.get("FunctionUrlConfig") or {}
@@ -475,13 +630,18 @@ def check_webhook_url(t: Template, c: Checks) -> None:
 
 
 def print_grants(t: Template) -> int:
-    """`--grants`: each function's granted actions, as one JSON object on stdout. Exits 1
+    """`--grants`: each function's granted actions and the resources of each, as one JSON
+    object on stdout ({"RouteFunction": {"sqs:DeleteMessage": ["IntakeQueue"], ...}}; a
+    resource is a logical id for `!GetAtt X.Arn`, else its normalised spelling). Exits 1
     (with the reason on stderr) when a function's policies cannot be read as inline
     statements, since its grants would then be incomplete."""
     out, problems = {}, []
     for lid, (_res, props) in sorted(t.functions.items()):
         grants, unreadable = function_grants(props)
-        out[lid] = sorted({a for a, _ in grants})
+        by_action = {}
+        for action, resource in grants:
+            by_action.setdefault(action, set()).add(getatt_target(resource) or resource)
+        out[lid] = {action: sorted(resources) for action, resources in sorted(by_action.items())}
         problems += [f"{lid}: {p}" for p in unreadable]
     if problems:
         print("cannot list every grant: " + "; ".join(problems), file=sys.stderr)
@@ -502,7 +662,11 @@ def main(argv: list[str]) -> int:
     check_event_sources(t, c)
     check_queues(t, c)
     check_iam(t, c)
+    check_concurrency(t, c)
+    check_queue_ownership(t, c)
+    check_credentials(t, c)
     check_alarms(t, c)
+    check_ecr_events(t, c)
     check_webhook_url(t, c)
     print(f"{c.passed} passed, {c.failed} failed")
     return 1 if c.failed else 0

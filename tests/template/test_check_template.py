@@ -78,21 +78,55 @@ def without_resource(lid: str):
 # those FAIL lines must contain)
 CASES = [
     ("BatchSize 11 on a FIFO event source",
-     in_resource("RouteFunction", "BatchSize: 10", "BatchSize: 11"),
-     ["RouteFunction.Intake BatchSize <= 10"], ["11"]),
+     in_resource("IntakeEventSource", "BatchSize: 10", "BatchSize: 11"),
+     ["RouteFunction.IntakeEventSource BatchSize <= 10"], ["11"]),
     ("FunctionResponseTypes misspelt ReportBatchItemFailure",
-     in_resource("DispatchFunction", "BatchSize: 10 # the FIFO maximum\n            FunctionResponseTypes: [ReportBatchItemFailures]",
-                 "BatchSize: 10 # the FIFO maximum\n            FunctionResponseTypes: [ReportBatchItemFailure]"),
-     ["DispatchFunction.Dispatch FunctionResponseTypes == ['ReportBatchItemFailures']"], ["ReportBatchItemFailure'"]),
+     in_resource("DispatchEventSource", "FunctionResponseTypes: [ReportBatchItemFailures]",
+                 "FunctionResponseTypes: [ReportBatchItemFailure]"),
+     ["DispatchFunction.DispatchEventSource FunctionResponseTypes == ['ReportBatchItemFailures']"],
+     ["ReportBatchItemFailure'"]),
+    ("a SAM SQS event (SAM adds AWSLambdaSQSQueueExecutionRole: every queue of the account)",
+     in_resource("RouteFunction", "      Policies:\n",
+                 "      Events:\n        Intake:\n          Type: SQS\n          Properties:\n"
+                 "            Queue: !GetAtt IntakeQueue.Arn\n      Policies:\n"),
+     ["no SAM SQS Events"], ["RouteFunction.Intake"]),
+    ("route may delete on dispatch's queue",
+     in_resource("RouteFunction", "                - sqs:ChangeMessageVisibility\n              Resource: !GetAtt IntakeQueue.Arn",
+                 "                - sqs:ChangeMessageVisibility\n              Resource: [!GetAtt IntakeQueue.Arn, !GetAtt DispatchQueue.Arn]"),
+     ["no function can receive, delete or re-time another function's queue", "RouteFunction policy grants exactly"],
+     ["RouteFunction", "DispatchQueue"]),
+    ("ingest without reserved concurrency (a flood takes the account's)",
+     in_resource("IngestFunction", "      ReservedConcurrentExecutions: !Ref IngestMaxConcurrency\n", ""),
+     ["IngestFunction reserves 1..100"], ["None"]),
+    ("ingest may reserve 1000",
+     anywhere("    MaxValue: 100\n    Description: >-\n      Reserved concurrency of the ingest",
+              "    MaxValue: 1000\n    Description: >-\n      Reserved concurrency of the ingest"),
+     ["IngestFunction reserves 1..100"], ["> 100"]),
+    ("route's event source may invoke more than route reserves",
+     in_resource("IntakeEventSource", "MaximumConcurrency: 5", "MaximumConcurrency: 6"),
+     ["RouteFunction reserves at least its event sources' MaximumConcurrency"], ["reserved 5 < 6"]),
+    ("dispatch reserves less than its two event sources together",
+     anywhere('"5": { DispatchReserved: 10 }', '"5": { DispatchReserved: 5 }'),
+     ["DispatchFunction reserves at least its event sources' MaximumConcurrency"], ["reserved 5 < 10"]),
     ("an added sqs:* action",
      in_resource("IngestFunction", "Action: sqs:SendMessage", 'Action: [sqs:SendMessage, "sqs:*"]'),
      ["no IAM Action contains '*'", "IngestFunction policy grants exactly"], ["sqs:*"]),
     ('Resource: "*" on GetSecretValue',
-     in_resource("RouteFunction",
+     in_resource("DispatchFunction",
                  'Resource: !Sub "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${RegistryPrefix}*"',
                  'Resource: "*"'),
-     ["Resource '*' only on statements of secretsmanager:ListSecrets alone", "RouteFunction policy grants exactly"],
+     ["no function policy has Resource '*'", "DispatchFunction policy grants exactly"],
      ["GetSecretValue"]),
+    ("route may read the clusters' secrets again",
+     in_resource("RouteFunction", "              Action: s3:GetObject\n",
+                 "              Action: [s3:GetObject, secretsmanager:GetSecretValue]\n"),
+     ["RouteFunction can read no credential", "RouteFunction policy grants exactly"],
+     ["secretsmanager:GetSecretValue"]),
+    ("secretsmanager:ListSecrets on '*' for dispatch",
+     in_resource("DispatchFunction", "            - Sid: ReadClusterSecrets\n",
+                 "            - Sid: List\n              Effect: Allow\n              Action: secretsmanager:ListSecrets\n"
+                 "              Resource: \"*\"\n            - Sid: ReadClusterSecrets\n"),
+     ["no function policy has Resource '*'", "DispatchFunction policy grants exactly"], ["ListSecrets"]),
     ("an extra granted action (sqs:DeleteQueue on the dispatch queue)",
      in_resource("DispatchFunction", "Action: sqs:SendMessage\n              Resource: !GetAtt DispatchDLQ.Arn",
                  "Action: [sqs:SendMessage, sqs:DeleteQueue]\n              Resource: !GetAtt DispatchDLQ.Arn"),
@@ -161,6 +195,22 @@ CASES = [
     ("no Function URL",
      in_resource("IngestFunction", "AuthType: NONE", "AuthType: AWS_IAM"),
      ["IngestFunction has a Function URL"], ["AWS_IAM"]),
+    ("intake content-based dedup on whatever the EcrEvents parameter says",
+     in_resource("IntakeQueue", "ContentBasedDeduplication: !If [WithEcrEvents, true, false]",
+                 "ContentBasedDeduplication: true"),
+     ["IntakeQueue ContentBasedDeduplication is false", "IntakeQueue ContentBasedDeduplication is !If"], ["True"]),
+    ("ECR rule outside the EcrEvents condition",
+     in_resource("EcrImagePushRule", "    Condition: WithEcrEvents\n", ""),
+     ["the ECR rule and queue policy exist only under WithEcrEvents"], ["None"]),
+    ("ECR rule takes every ECR image action",
+     in_resource("EcrImagePushRule", "          action-type: [PUSH]\n", ""),
+     ["the ECR rule matches successful ECR image pushes only"], ["SUCCESS"]),
+    ("ECR rule target without a message group",
+     in_resource("EcrImagePushRule", "          SqsParameters:\n            MessageGroupId: ecr\n", ""),
+     ["the ECR rule's one target is the intake queue"], ["IntakeQueue"]),
+    ("queue policy lets any EventBridge rule send",
+     in_resource("IntakeQueueEcrPolicy", "            Condition:\n              ArnEquals:\n                aws:SourceArn: !GetAtt EcrImagePushRule.Arn\n", ""),
+     ["the intake queue policy lets events.amazonaws.com SendMessage from the ECR rule only"], ["events.amazonaws.com"]),
 ]
 
 
@@ -205,13 +255,41 @@ def main(argv: list[str]) -> int:
     # --grants on the real template: exactly the actions the checker expects of each function.
     grants = subprocess.run([sys.executable, str(CHECKER), "--grants", str(template)],
                             capture_output=True, text=True)
-    want = {f: sorted({a for a, _ in pairs}) for f, pairs in checker.EXPECTED_POLICIES.items()}
+    want = {}
+    for f, pairs in checker.EXPECTED_POLICIES.items():
+        for action, resource in pairs:
+            want.setdefault(f, {}).setdefault(action, set()).add(checker.getatt_target(resource) or resource)
+    want = {f: {a: sorted(r) for a, r in sorted(by.items())} for f, by in want.items()}
     try:
         got = json.loads(grants.stdout)
     except json.JSONDecodeError:
         got = None
-    report(grants.returncode == 0 and got == want, "--grants lists each function's expected actions",
+    report(grants.returncode == 0 and got == want, "--grants lists each function's expected actions and resources",
            f"exit {grants.returncode}, got {grants.stdout.strip() or grants.stderr.strip()}, want {json.dumps(want)}")
+
+    # check_docs.py: the real docs pass; a doc naming a parameter the template lacks (the
+    # `WebhookSecretId` docs/operations.md once told `sam deploy --guided` users to set)
+    # fails, and so does a template parameter the operations guide leaves out.
+    docs_checker = HERE / "check_docs.py"
+    real_docs = subprocess.run([sys.executable, str(docs_checker), str(template)], capture_output=True, text=True)
+    report(real_docs.returncode == 0, f"check_docs.py on the docs as they are: exit {real_docs.returncode}",
+           real_docs.stdout + real_docs.stderr)
+    with tempfile.TemporaryDirectory(prefix="fluxrelay-docs-") as tmp:
+        operations = (TEMPLATE.parent / "docs" / "operations.md").read_text()
+        for case, text, words in [
+            ("a doc names parameter `WebhookSecretId`",
+             operations.replace("`WebhookSecretName`", "`WebhookSecretId`", 1), ["`WebhookSecretId`"]),
+            ("a doc names output <DispatchDLQUri>", operations + "\n`fluxrelay dlq list --sqs <DispatchDLQUri>`\n",
+             ["`DispatchDLQUri`"]),
+            ("the operations guide leaves out parameter LogLevel",
+             operations.replace("`LogLevel`", "`Log level`"), ["parameter LogLevel"]),
+        ]:
+            doc = Path(tmp) / "operations.md"
+            doc.write_text(text)
+            run = subprocess.run([sys.executable, str(docs_checker), str(template), str(doc)],
+                                 capture_output=True, text=True)
+            caught = run.returncode == 1 and any(w in run.stdout for w in words)
+            report(caught, f"check_docs.py catches: {case}", f"exit {run.returncode}: {run.stdout}")
 
     with tempfile.TemporaryDirectory(prefix="fluxrelay-template-") as tmp:
         for n, (case, edit, checks, words) in enumerate(CASES):

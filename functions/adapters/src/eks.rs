@@ -13,7 +13,7 @@
 //! environment variables) and the clock.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -50,12 +50,163 @@ pub enum EksTokenError {
     CredentialsUnavailable(String),
     #[error("could not sign the STS GetCallerIdentity request: {0}")]
     Signing(String),
+    /// The entry's server is not where EKS says the cluster is: whoever wrote the entry
+    /// could otherwise have the function's token sent to a host of their choice.
+    #[error(
+        "server {server} is not the endpoint of EKS cluster {cluster} in {region} ({endpoint}, from DescribeCluster): no token is minted for it; fix the entry's server"
+    )]
+    NotTheClusterEndpoint {
+        server: String,
+        cluster: String,
+        region: String,
+        endpoint: String,
+    },
+    #[error(
+        "EKS cluster {cluster} does not exist in {region} for this account (DescribeCluster), so its endpoint cannot be checked and no token is minted"
+    )]
+    ClusterNotFound { cluster: String, region: String },
+    /// DescribeCluster failed for another reason (throttled, denied, unreachable).
+    #[error("DescribeCluster of EKS cluster {cluster} in {region} failed: {message}")]
+    DescribeFailed {
+        cluster: String,
+        region: String,
+        message: String,
+    },
 }
 
 impl EksTokenError {
-    /// Only missing credentials can fix themselves; a bad entry or a signing failure cannot.
+    /// Missing credentials and a failed DescribeCluster can fix themselves; a bad entry, a
+    /// server that is not the cluster's endpoint, or a signing failure cannot.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, EksTokenError::CredentialsUnavailable(_))
+        matches!(
+            self,
+            EksTokenError::CredentialsUnavailable(_) | EksTokenError::DescribeFailed { .. }
+        )
+    }
+}
+
+/// How long an endpoint DescribeCluster reported is trusted (an EKS cluster's endpoint does
+/// not change in its life).
+pub const ENDPOINT_TTL: Duration = Duration::from_secs(60 * 60);
+
+enum EndpointConfig {
+    /// Loaded on first use, so a process that never meets an `eks` entry never looks.
+    DefaultChain(OnceCell<aws_config::SdkConfig>),
+    Given(aws_config::SdkConfig),
+}
+
+/// Where each EKS cluster really is, from `DescribeCluster` in the cluster's region with
+/// the function's own role (so only clusters of its account), cached for [`ENDPOINT_TTL`].
+/// [`EksEndpoints::check`] runs before any token is minted for an entry.
+pub struct EksEndpoints {
+    config: EndpointConfig,
+    cache: std::sync::Mutex<std::collections::HashMap<(String, String), (String, Instant)>>,
+}
+
+impl EksEndpoints {
+    pub fn from_default_chain() -> Self {
+        Self {
+            config: EndpointConfig::DefaultChain(OnceCell::new()),
+            cache: Default::default(),
+        }
+    }
+
+    /// This AWS configuration (its region is replaced by each entry's).
+    pub fn from_config(config: aws_config::SdkConfig) -> Self {
+        Self {
+            config: EndpointConfig::Given(config),
+            cache: Default::default(),
+        }
+    }
+
+    async fn sdk_config(&self) -> &aws_config::SdkConfig {
+        match &self.config {
+            EndpointConfig::Given(config) => config,
+            EndpointConfig::DefaultChain(cell) => {
+                cell.get_or_init(
+                    || aws_config::load_defaults(aws_config::BehaviorVersion::latest()),
+                )
+                .await
+            }
+        }
+    }
+
+    /// The endpoint EKS reports for `cluster` in `region`.
+    pub async fn endpoint(&self, cluster: &str, region: &str) -> Result<String, EksTokenError> {
+        let key = (cluster.to_string(), region.to_string());
+        if let Some((endpoint, at)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            && at.elapsed() < ENDPOINT_TTL
+        {
+            return Ok(endpoint.clone());
+        }
+        let config = aws_sdk_eks::config::Builder::from(self.sdk_config().await)
+            .region(aws_config::Region::new(region.to_string()))
+            .build();
+        let answer = aws_sdk_eks::Client::from_conf(config)
+            .describe_cluster()
+            .name(cluster)
+            .send()
+            .await;
+        let endpoint = match answer {
+            Ok(output) => output
+                .cluster()
+                .and_then(|described| described.endpoint())
+                .map(str::to_string)
+                .ok_or_else(|| EksTokenError::DescribeFailed {
+                    cluster: cluster.to_string(),
+                    region: region.to_string(),
+                    message: "it reports no endpoint yet (still being created?)".into(),
+                })?,
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|service| service.is_resource_not_found_exception()) =>
+            {
+                return Err(EksTokenError::ClusterNotFound {
+                    cluster: cluster.to_string(),
+                    region: region.to_string(),
+                });
+            }
+            Err(error) => {
+                return Err(EksTokenError::DescribeFailed {
+                    cluster: cluster.to_string(),
+                    region: region.to_string(),
+                    message: aws_sdk_eks::error::DisplayErrorContext(&error).to_string(),
+                });
+            }
+        };
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, (endpoint.clone(), Instant::now()));
+        Ok(endpoint)
+    }
+
+    /// `Ok` only when `server` is the EKS cluster's own endpoint (core's `same_endpoint`).
+    /// A malformed cluster or region is refused before any call.
+    pub async fn check(
+        &self,
+        server: &url::Url,
+        cluster: &str,
+        region: &str,
+    ) -> Result<(), EksTokenError> {
+        check_cluster(cluster)?;
+        sts_host(region)?;
+        let endpoint = self.endpoint(cluster, region).await?;
+        if fluxrelay_core::registry::same_endpoint(server, &endpoint) {
+            Ok(())
+        } else {
+            Err(EksTokenError::NotTheClusterEndpoint {
+                server: server.to_string(),
+                cluster: cluster.to_string(),
+                region: region.to_string(),
+                endpoint,
+            })
+        }
     }
 }
 

@@ -4,20 +4,22 @@
 
 use std::sync::Arc;
 
-use fluxrelay_core::ports::{ClusterRegistry, RegistryReadError};
-use fluxrelay_core::registry::ClusterEntry;
-use fluxrelay_core::registry::ClusterListing;
+use fluxrelay_core::ports::{ClusterRegistry, RegistryReadError, RouteTable};
+use fluxrelay_core::registry::{ClusterEntry, ClusterListing, RouteListing};
 
 #[derive(Debug, Clone)]
 pub struct FileRegistry {
     /// Every entry validated at start-up, so none is unusable.
     listing: Arc<ClusterListing>,
+    routes: Arc<RouteListing>,
 }
 
 impl FileRegistry {
     pub fn new(entries: Vec<ClusterEntry>) -> Self {
+        let listing = ClusterListing::usable(entries);
         Self {
-            listing: Arc::new(ClusterListing::usable(entries)),
+            routes: Arc::new(listing.routes()),
+            listing: Arc::new(listing),
         }
     }
 
@@ -26,11 +28,13 @@ impl FileRegistry {
     }
 }
 
-impl ClusterRegistry for FileRegistry {
-    async fn clusters(&self) -> Result<Arc<ClusterListing>, RegistryReadError> {
-        Ok(Arc::clone(&self.listing))
+impl RouteTable for FileRegistry {
+    async fn routes(&self) -> Result<Arc<RouteListing>, RegistryReadError> {
+        Ok(Arc::clone(&self.routes))
     }
+}
 
+impl ClusterRegistry for FileRegistry {
     async fn cluster(&self, name: &str) -> Result<Option<Arc<ClusterEntry>>, RegistryReadError> {
         Ok(self
             .listing

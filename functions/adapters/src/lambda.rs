@@ -14,18 +14,34 @@ use crate::sqs::{SqsQueue, SqsSettle};
 
 /// JSON logs on stdout (CloudWatch adds the timestamp and request id), level from `RUST_LOG`.
 pub fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(log_layer(std::io::stdout))
+        .try_init();
+}
+
+/// The functions' log lines: one JSON object each, with every span the line is logged in
+/// (the batch's cluster, the call's push key, project, ref and target), so an adapter's
+/// own lines can be followed by push and cluster; written through [`Redacting`]: the span
+/// list carries kube-client's `http.url` at debug, and a webhook path may be a secret.
+///
+/// [`Redacting`]: crate::log_writer::Redacting
+pub fn log_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
-        // Every span a line is logged in (the batch's cluster, the call's push key, project,
-        // ref and target), so an adapter's own lines can be followed by push and cluster.
         .with_current_span(false)
         .with_span_list(true)
         .without_time()
-        .with_env_filter(filter)
-        .try_init();
+        .with_writer(crate::log_writer::Redacting(writer))
 }
 
 /// A function's environment, read once at start-up: every missing variable is reported
@@ -134,8 +150,8 @@ use aws_config::BehaviorVersion;
 use fluxrelay_core::handlers::dispatch::{
     DispatchMemory, DispatchPorts, DispatchRules, handle_dispatch,
 };
-use fluxrelay_core::handlers::route::route_and_settle_with;
-use fluxrelay_core::ingest::{IngestConfig, ingest};
+use fluxrelay_core::handlers::route::route_and_settle;
+use fluxrelay_core::ingest::{IngestConfig, Source, ingest_from};
 use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_core::ports::{Annotator, ApiserverReadiness, FluxDiscovery, TriggerSender};
 use lambda_runtime::LambdaEvent;
@@ -144,7 +160,8 @@ use tokio::sync::RwLock;
 
 use crate::clock::TokioClock;
 use crate::gitlab_secret::FunctionGitLab;
-use crate::secrets::{SecretsRegistry, WebhookAuthError, load_webhook_auth};
+use crate::registry_aws::{AwsRegistry, RegistryIndexReader};
+use crate::secrets::{WebhookAuthError, load_webhook_auth};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -256,8 +273,12 @@ impl IngestFunction {
             .filter(|id| !id.is_empty())
             .unwrap_or_else(|| crate::request_id::unique("lambda"));
         let body: &[u8] = request.body().as_ref();
+        // The Function URL serves registries on their paths, GitLab on every other one (its
+        // root included, as before registries were served).
+        let source = Source::for_path(request.uri().path()).unwrap_or(Source::Gitlab);
         let config = self.auth.config(false).await;
-        let mut result = ingest(
+        let mut result = ingest_from(
+            source,
             &config,
             &self.queue,
             request.headers(),
@@ -269,7 +290,8 @@ impl IngestFunction {
         if matches!(result, Err(IngestError::Unauthenticated(_))) {
             let fresh = self.auth.config(true).await;
             if !Arc::ptr_eq(&fresh, &config) {
-                result = ingest(
+                result = ingest_from(
+                    source,
                     &fresh,
                     &self.queue,
                     request.headers(),
@@ -285,15 +307,13 @@ impl IngestFunction {
 }
 
 pub struct RouteFunction {
-    pub registry: SecretsRegistry,
+    /// The registry index alone: route reads no secret (and may not: see template.yaml).
+    pub registry: RegistryIndexReader,
     /// The dispatch queue, where route sends.
     pub dispatches: SqsQueue,
     /// The intake queue and its dead-letter queue, where route settles.
     pub intake: SqsSettle,
     pub policy: RetryPolicy,
-    /// GitLab's compare API for `paths` subscriptions (`GITLAB_SECRET_ID`; none: the
-    /// payload's paths).
-    pub gitlab: FunctionGitLab,
 }
 
 impl RouteFunction {
@@ -302,27 +322,28 @@ impl RouteFunction {
         let dispatch_url = env.required("DISPATCH_QUEUE_URL");
         let intake_url = env.required("INTAKE_QUEUE_URL");
         let intake_dlq_url = env.required("INTAKE_DLQ_URL");
+        let bucket = env.required("REGISTRY_BUCKET");
         env.check()?;
         let aws = aws_config().await;
         let sqs = aws_sdk_sqs::Client::new(&aws);
-        let gitlab = FunctionGitLab::from_env(&aws_sdk_secretsmanager::Client::new(&aws)).await?;
         Ok(Self {
-            registry: registry_from_env(&aws),
+            registry: index_from_env(&aws, bucket),
             dispatches: SqsQueue::new(sqs.clone(), dispatch_url),
             intake: SqsSettle::new(sqs, intake_url, intake_dlq_url),
             policy: RetryPolicy::default(),
-            gitlab,
         })
     }
 
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, BoxError> {
         let messages = queue_messages(&event.payload);
-        let report = route_and_settle_with(
+        // No GitLab API here: route handles payload content and holds no credential, the
+        // GitLab token included, so `paths` subscriptions see the payload's paths
+        // (docs/design.md, "Changed paths").
+        let report = route_and_settle(
             &self.registry,
             &self.dispatches,
             &self.intake,
             &self.policy,
-            &self.gitlab,
             &messages,
         )
         .await;
@@ -330,14 +351,27 @@ impl RouteFunction {
     }
 }
 
-fn registry_from_env(aws: &aws_config::SdkConfig) -> SecretsRegistry {
+/// The cluster registry: the index at `REGISTRY_BUCKET`, the entries' secrets under
+/// `REGISTRY_PREFIX` (dispatch and confirm read both).
+fn registry_from_env(aws: &aws_config::SdkConfig, bucket: String) -> AwsRegistry {
     let prefix = std::env::var("REGISTRY_PREFIX")
-        .unwrap_or_else(|_| crate::secrets::DEFAULT_PREFIX.to_string());
-    SecretsRegistry::with_settings(
+        .ok()
+        .filter(|prefix| !prefix.trim().is_empty())
+        .unwrap_or_else(|| crate::registry_aws::DEFAULT_PREFIX.to_string());
+    AwsRegistry::new(
+        index_from_env(aws, bucket),
         aws_sdk_secretsmanager::Client::new(aws),
         prefix,
-        crate::secrets::DEFAULT_TTL,
     )
+}
+
+/// The registry index at `REGISTRY_BUCKET` / `REGISTRY_INDEX_KEY` (default `clusters.json`).
+fn index_from_env(aws: &aws_config::SdkConfig, bucket: String) -> RegistryIndexReader {
+    let key = std::env::var("REGISTRY_INDEX_KEY")
+        .ok()
+        .filter(|key| !key.trim().is_empty())
+        .unwrap_or_else(|| crate::registry_aws::DEFAULT_INDEX_KEY.to_string());
+    RegistryIndexReader::new(aws_sdk_s3::Client::new(aws), bucket, key)
 }
 
 /// Kept back from the invocation's remaining time for settling what the clusters decided
@@ -345,7 +379,7 @@ fn registry_from_env(aws: &aws_config::SdkConfig) -> SecretsRegistry {
 pub const SETTLE_RESERVE: Duration = Duration::from_secs(5);
 
 pub struct DispatchFunction<C> {
-    pub registry: SecretsRegistry,
+    pub registry: AwsRegistry,
     pub clusters: C,
     /// The dispatch queue, its retry queue and its dead-letter queue.
     pub queue: SqsSettle,
@@ -361,6 +395,7 @@ impl<C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness> Dispatch
         let retry_url = env.required("DISPATCH_RETRY_QUEUE_URL");
         let dlq_url = env.required("DISPATCH_DLQ_URL");
         let attempts = std::env::var("MAX_ATTEMPTS").ok();
+        let bucket = env.required("REGISTRY_BUCKET");
         // Optional: with it, deliveries to clusters whose entry has `confirm` start a
         // confirmation there.
         let confirm_url = std::env::var("CONFIRM_QUEUE_URL")
@@ -378,7 +413,7 @@ impl<C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness> Dispatch
         }
         let aws = aws_config().await;
         Ok(Self {
-            registry: registry_from_env(&aws),
+            registry: registry_from_env(&aws, bucket),
             clusters,
             queue: {
                 let queue = SqsSettle::new(aws_sdk_sqs::Client::new(&aws), dispatch_url, dlq_url)
@@ -445,7 +480,7 @@ use fluxrelay_core::ports::FluxConsumers;
 /// confirm: the confirm queue (standard, a delay per message) → per cluster, one read of
 /// its Flux objects → commit statuses on GitLab → the next look, or the end.
 pub struct ConfirmFunction<C> {
-    pub registry: SecretsRegistry,
+    pub registry: AwsRegistry,
     pub clusters: C,
     /// The confirm queue (source and where the next looks go) and its dead-letter queue.
     pub queue: SqsSettle,
@@ -473,6 +508,7 @@ impl<C: FluxDiscovery + FluxConsumers> ConfirmFunction<C> {
         let mut env = Env::default();
         let confirm_url = env.required("CONFIRM_QUEUE_URL");
         let dlq_url = env.required("CONFIRM_DLQ_URL");
+        let bucket = env.required("REGISTRY_BUCKET");
         env.check()?;
         let mut policy = ConfirmPolicy::default();
         if let Some(secs) = parsed_env("CONFIRM_DEADLINE_SECS")? {
@@ -494,7 +530,7 @@ impl<C: FluxDiscovery + FluxConsumers> ConfirmFunction<C> {
         let gitlab = FunctionGitLab::from_env(&aws_sdk_secretsmanager::Client::new(&aws)).await?;
         let sqs = aws_sdk_sqs::Client::new(&aws);
         Ok(Self {
-            registry: registry_from_env(&aws),
+            registry: registry_from_env(&aws, bucket),
             clusters,
             queue: SqsSettle::new(sqs, confirm_url.clone(), dlq_url)
                 .with_confirm_queue(confirm_url),

@@ -42,6 +42,12 @@ pub fn route(report: &RouteReport) {
                 },
                 message_id = message.message_id
             ),
+            RouteVerdict::Ignored { reason } => tracing::info!(
+                outcome = "ignored",
+                queue = "intake",
+                reason,
+                message_id = message.message_id
+            ),
             RouteVerdict::Failed { reason } => {
                 let dead = message.settled.as_ref().is_some_and(Settled::dead_lettered);
                 if dead {
@@ -66,7 +72,15 @@ pub fn route(report: &RouteReport) {
                 }
             }
         }
-        if let Some(Settled::Failed { error }) = &message.settled {
+        if let Some(
+            Settled::Failed { error }
+            | Settled::AcknowledgeFailed { error }
+            | Settled::FollowedUp {
+                acknowledge_error: Some(error),
+                ..
+            },
+        ) = &message.settled
+        {
             tracing::warn!(
                 outcome = "settle_failed",
                 queue = "intake",
@@ -248,6 +262,7 @@ fn dead_lettered(message: &MessageOutcome, dead: &DeadLetterPlan, settled: &str)
 fn settled_text(settled: &Settled) -> &'static str {
     match settled {
         Settled::Acknowledged => "acknowledged",
+        Settled::AcknowledgeFailed { .. } => "acknowledge_failed",
         Settled::FollowedUp { .. } => "followed_up",
         Settled::RetriedInPlace { .. } => "retried_in_place",
         Settled::Failed { .. } => "settle_failed",

@@ -47,6 +47,7 @@ pub const ATTRIBUTE_REASON: &str = "fluxrelay.reason";
 pub const ATTRIBUTE_STATUS: &str = "fluxrelay.status";
 pub const ATTRIBUTE_CLUSTER: &str = "fluxrelay.cluster";
 pub const ATTRIBUTE_KEY: &str = "fluxrelay.key";
+pub const ATTRIBUTE_ATTEMPTS: &str = "fluxrelay.attempts";
 
 /// One FIFO queue (intake, dispatch, or either dead-letter queue).
 #[derive(Debug, Clone)]
@@ -543,6 +544,10 @@ fn dead_letter_attributes(reason: &DeadLetterReason) -> Vec<(&'static str, Strin
             reason.cluster.as_deref().map(attribute_value),
         ),
         (ATTRIBUTE_KEY, reason.key.as_deref().map(attribute_value)),
+        (
+            ATTRIBUTE_ATTEMPTS,
+            reason.attempts.map(|attempts| attempts.to_string()),
+        ),
     ];
     for (name, value) in optional {
         // SQS refuses empty attribute values: an absent and an empty value look the same.

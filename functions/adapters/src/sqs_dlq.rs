@@ -7,8 +7,14 @@
 //! in a group of its own (its message id); only messages the queue's redrive policy moved
 //! (after `maxReceiveCount`) keep their cluster's group, and a browse may see just the
 //! first of those per cluster — `Browse::maybe_incomplete` says so.
+//!
+//! A browse is bounded: it receives page by page ([`Browser`]) and stops at the first of an
+//! empty receive, `max_messages` received, or the hold running out (`margin` before the
+//! first message it hid could show again, so nothing it saw is received twice); a message
+//! seen again stops it too. What it did not reach is for the next run.
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
@@ -19,11 +25,143 @@ use fluxrelay_core::confirm::message::Confirmation;
 use fluxrelay_core::ports::{DeadLetterReason, QueueError};
 use fluxrelay_core::push::{Dispatch, Push};
 
-use crate::sqs::{ATTRIBUTE_CLUSTER, ATTRIBUTE_KEY, ATTRIBUTE_REASON, ATTRIBUTE_STATUS};
+use crate::sqs::{
+    ATTRIBUTE_ATTEMPTS, ATTRIBUTE_CLUSTER, ATTRIBUTE_KEY, ATTRIBUTE_REASON, ATTRIBUTE_STATUS,
+};
 
 /// How long a browse hides the messages it has seen; long enough to list a large queue,
 /// short enough that an interrupted browse does not delay a redrive by much.
-pub const BROWSE_HOLD: Duration = Duration::from_secs(60);
+pub const BROWSE_HOLD: Duration = Duration::from_secs(120);
+/// A browse stops receiving this long before its hold ends, to finish with what it saw.
+pub const BROWSE_MARGIN: Duration = Duration::from_secs(30);
+/// Most dead letters one browse receives (and keeps in memory).
+pub const BROWSE_MAX_MESSAGES: usize = 10_000;
+
+/// How far one browse goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrowseLimits {
+    /// How long each received message stays hidden.
+    pub hold: Duration,
+    /// Stop receiving once less than this is left of the hold.
+    pub margin: Duration,
+    /// Stop receiving after this many messages.
+    pub max_messages: usize,
+}
+
+impl Default for BrowseLimits {
+    fn default() -> Self {
+        Self {
+            hold: BROWSE_HOLD,
+            margin: BROWSE_MARGIN,
+            max_messages: BROWSE_MAX_MESSAGES,
+        }
+    }
+}
+
+/// Why a browse stopped receiving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrowseStop {
+    /// An empty receive: every visible message was seen.
+    Empty,
+    /// `max_messages` were received.
+    Limit,
+    /// The hold was about to end.
+    Hold,
+    /// A message came back (its hold ended, or another reader let it go).
+    SeenAgain,
+}
+
+impl BrowseStop {
+    /// What a person should know when the browse did not reach the end of the queue.
+    pub fn note(self, received: usize) -> Option<String> {
+        match self {
+            BrowseStop::Empty => None,
+            BrowseStop::Limit => Some(format!(
+                "stopped after {received} dead letters (--max {received}); more are on the queue: run again (a redrive continues where this one stopped), or raise --max"
+            )),
+            BrowseStop::Hold | BrowseStop::SeenAgain => Some(format!(
+                "stopped after {received} dead letters: the queue could not be read before the first ones would show again; more may be on the queue: run again"
+            )),
+        }
+    }
+}
+
+/// Receives a dead-letter queue page by page, within [`BrowseLimits`].
+pub struct Browser<'a> {
+    client: &'a Client,
+    dlq_url: &'a str,
+    limits: BrowseLimits,
+    started: Instant,
+    seen: HashSet<String>,
+    stop: Option<BrowseStop>,
+}
+
+impl<'a> Browser<'a> {
+    pub fn new(client: &'a Client, dlq_url: &'a str, limits: BrowseLimits) -> Self {
+        Self {
+            client,
+            dlq_url,
+            limits,
+            started: Instant::now(),
+            seen: HashSet::new(),
+            stop: None,
+        }
+    }
+
+    /// Messages received so far.
+    pub fn received(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Why it stopped; `None` while it has not.
+    pub fn stopped(&self) -> Option<BrowseStop> {
+        self.stop
+    }
+
+    /// The next page (at most 10 messages, each hidden for the hold); `None` once stopped.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<SqsDeadLetter>>, QueueError> {
+        if self.stop.is_some() {
+            return Ok(None);
+        }
+        let room = self.limits.max_messages.saturating_sub(self.seen.len());
+        if room == 0 {
+            self.stop = Some(BrowseStop::Limit);
+            return Ok(None);
+        }
+        if self.started.elapsed() + self.limits.margin >= self.limits.hold {
+            self.stop = Some(BrowseStop::Hold);
+            return Ok(None);
+        }
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(self.dlq_url)
+            .max_number_of_messages(i32::try_from(room.min(10)).unwrap_or(10))
+            .wait_time_seconds(0)
+            .visibility_timeout(
+                i32::try_from(self.limits.hold.as_secs().max(1)).unwrap_or(i32::MAX),
+            )
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|error| sqs_error("ReceiveMessage", self.dlq_url, error))?;
+        let received = output.messages();
+        if received.is_empty() {
+            self.stop = Some(BrowseStop::Empty);
+            return Ok(None);
+        }
+        let mut page = Vec::with_capacity(received.len());
+        for message in received.iter().filter_map(dead_letter) {
+            if self.seen.insert(message.message_id.clone()) {
+                page.push(message);
+            } else {
+                self.stop = Some(BrowseStop::SeenAgain);
+            }
+        }
+        Ok(Some(page))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqsDeadLetter {
@@ -59,6 +197,15 @@ impl SqsDeadLetter {
             .map(|push| push.project.id.to_string())
     }
 
+    /// Only what [`release`] needs (the receipt handle), so a long browse keeps no bodies.
+    pub fn hold_only(self) -> SqsDeadLetter {
+        SqsDeadLetter {
+            body: String::new(),
+            reason: None,
+            ..self
+        }
+    }
+
     /// The push it carries (for project and ref in listings).
     pub fn push(&self) -> Option<Push> {
         Dispatch::from_json(&self.body)
@@ -69,13 +216,15 @@ impl SqsDeadLetter {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Browse {
     /// Oldest first.
     pub messages: Vec<SqsDeadLetter>,
     /// Some messages share a FIFO group, so later ones of that group may be hidden behind
     /// them until the next browse.
     pub maybe_incomplete: bool,
+    /// Why it stopped: anything but `Empty` means more may be on the queue.
+    pub stopped: BrowseStop,
 }
 
 fn sqs_error(operation: &str, queue_url: &str, error: impl std::error::Error) -> QueueError {
@@ -85,40 +234,31 @@ fn sqs_error(operation: &str, queue_url: &str, error: impl std::error::Error) ->
     ))
 }
 
-/// Receive every visible message of `dlq_url`, hiding each for `hold`. Call `release` (or
-/// `delete`) for each afterwards.
-pub async fn browse(client: &Client, dlq_url: &str, hold: Duration) -> Result<Browse, QueueError> {
-    let mut browse = Browse::default();
-    loop {
-        let output = client
-            .receive_message()
-            .queue_url(dlq_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(0)
-            .visibility_timeout(i32::try_from(hold.as_secs()).unwrap_or(i32::MAX))
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .map_err(|error| sqs_error("ReceiveMessage", dlq_url, error))?;
-        let received = output.messages();
-        if received.is_empty() {
-            break;
-        }
-        browse
-            .messages
-            .extend(received.iter().filter_map(dead_letter));
+/// Receive the visible messages of `dlq_url` within `limits`, each hidden for the hold;
+/// `progress` is told the count after each page. Call `release` (or `delete`) for each
+/// afterwards.
+pub async fn browse(
+    client: &Client,
+    dlq_url: &str,
+    limits: BrowseLimits,
+    mut progress: impl FnMut(usize),
+) -> Result<Browse, QueueError> {
+    let mut browser = Browser::new(client, dlq_url, limits);
+    let mut messages = Vec::new();
+    while let Some(page) = browser.next_page().await? {
+        messages.extend(page);
+        progress(messages.len());
     }
-    browse.messages.sort_by_key(|message| message.sent_at_ms);
-    let mut groups: Vec<&str> = browse
-        .messages
-        .iter()
-        .map(|m| m.group_id.as_str())
-        .collect();
+    messages.sort_by_key(|message| message.sent_at_ms);
+    let mut groups: Vec<&str> = messages.iter().map(|m| m.group_id.as_str()).collect();
     groups.sort_unstable();
     groups.dedup();
-    browse.maybe_incomplete = groups.len() < browse.messages.len();
-    Ok(browse)
+    let maybe_incomplete = groups.len() < messages.len();
+    Ok(Browse {
+        messages,
+        maybe_incomplete,
+        stopped: browser.stopped().unwrap_or(BrowseStop::Empty),
+    })
 }
 
 fn dead_letter(message: &Message) -> Option<SqsDeadLetter> {
@@ -136,6 +276,7 @@ fn dead_letter(message: &Message) -> Option<SqsDeadLetter> {
         status: custom(ATTRIBUTE_STATUS).and_then(|status| status.parse().ok()),
         cluster: custom(ATTRIBUTE_CLUSTER),
         key: custom(ATTRIBUTE_KEY),
+        attempts: custom(ATTRIBUTE_ATTEMPTS).and_then(|attempts| attempts.parse().ok()),
     });
     Some(SqsDeadLetter {
         message_id: message.message_id()?.to_string(),

@@ -184,6 +184,7 @@ fn dead_letter_attributes_leave_out_what_is_absent_or_empty() {
         status: Some(400),
         cluster: Some("prod".into()),
         key: Some("\n".into()),
+        attempts: None,
     });
     assert_eq!(
         attributes,

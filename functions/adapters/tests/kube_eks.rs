@@ -16,7 +16,7 @@ use aws_credential_types::Credentials as AwsCredentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use fluxrelay_adapters::clock::TokioClock;
 use fluxrelay_adapters::cluster::KubeClusters;
-use fluxrelay_adapters::eks::{Clock, EksTokens};
+use fluxrelay_adapters::eks::{Clock, EksEndpoints, EksTokens};
 use fluxrelay_core::flux::ObjectRef;
 use fluxrelay_core::handlers::dispatch::{
     DispatchMemory, DispatchPorts, DispatchRules, handle_dispatch,
@@ -28,10 +28,9 @@ use fluxrelay_core::ports::{
     Settle, TriggerSender,
 };
 use fluxrelay_core::push::Dispatch;
-use fluxrelay_core::registry::{
-    ClusterEntry, ClusterListing, Credentials, DEFAULT_RECEIVER_PROXY, TriggerConfig,
-};
+use fluxrelay_core::registry::{ClusterEntry, Credentials, DEFAULT_RECEIVER_PROXY, TriggerConfig};
 use fluxrelay_core::trigger::request::{RequestTarget, TriggerRequest};
+use fluxrelay_testkit::eks_api::EksApi;
 use fluxrelay_testkit::iam_authn::{IamAuthnConfig, Review, TestAccount};
 use fluxrelay_testkit::kube_env::{KubeEnv, KubeEnvOptions};
 use fluxrelay_testkit::receiver::{FluxReceiverEmulator, ReceiverSpec};
@@ -80,8 +79,9 @@ impl Clock for TestClock {
     }
 }
 
-/// The real adapter, with the test role's credentials and the given clock.
-fn clusters(clock: Arc<TestClock>) -> KubeClusters {
+/// The real adapter, with the test role's credentials and the given clock, checking
+/// servers against the EKS API stand-in, which says the test cluster is the apiserver.
+async fn clusters(clock: Arc<TestClock>, eks_api: &EksApi) -> KubeClusters {
     let credentials = AwsCredentials::new(
         ACCESS_KEY,
         SECRET_KEY,
@@ -95,6 +95,16 @@ fn clusters(clock: Arc<TestClock>) -> KubeClusters {
             SharedCredentialsProvider::new(credentials),
             clock,
         ))
+        .with_eks_endpoints(EksEndpoints::from_config(eks_api.sdk_config().await))
+}
+
+/// The EKS API as it would answer for the test cluster: its endpoint is the apiserver.
+async fn eks_api(env: &KubeEnv) -> EksApi {
+    EksApi::start(&[
+        (CLUSTER_ID, &env.server()),
+        ("another-cluster", &env.server()),
+    ])
+    .await
 }
 
 fn eks_entry(env: &KubeEnv, name: &str, eks_cluster: &str) -> ClusterEntry {
@@ -182,10 +192,6 @@ async fn eks_cluster() -> (KubeEnv, FluxReceiverEmulator, String) {
 struct Entries(Vec<ClusterEntry>);
 
 impl ClusterRegistry for Entries {
-    async fn clusters(&self) -> Result<Arc<ClusterListing>, RegistryReadError> {
-        Ok(Arc::new(ClusterListing::usable(self.0.clone())))
-    }
-
     async fn cluster(&self, name: &str) -> Result<Option<Arc<ClusterEntry>>, RegistryReadError> {
         Ok(self
             .0
@@ -294,7 +300,8 @@ fn an_eks_entry_lists_flux_objects_and_triggers_the_receiver_through_the_proxy()
     }
     runtime().block_on(async {
         let (env, emulator, path) = eks_cluster().await;
-        let clusters = clusters(TestClock::at(SystemTime::now()));
+        let api = eks_api(&env).await;
+        let clusters = clusters(TestClock::at(SystemTime::now()), &api).await;
         let entry = eks_entry(&env, "prod-eks", CLUSTER_ID);
 
         let repositories = clusters
@@ -344,9 +351,10 @@ fn tokens_for_another_cluster_or_past_fifteen_minutes_are_401_and_retried() {
     }
     runtime().block_on(async {
         let (env, emulator, path) = eks_cluster().await;
+        let api = eks_api(&env).await;
 
         // Signed for another cluster id: the authenticator's signature check fails.
-        let clusters_now = clusters(TestClock::at(SystemTime::now()));
+        let clusters_now = clusters(TestClock::at(SystemTime::now()), &api).await;
         let other = eks_entry(&env, "other", "another-cluster");
         let failure = clusters_now
             .git_repositories(&other, NAMESPACE, true)
@@ -379,9 +387,11 @@ fn tokens_for_another_cluster_or_past_fifteen_minutes_are_401_and_retried() {
         }
 
         // Signed 20 minutes ago: expired for the authenticator.
-        let clusters_past = clusters(TestClock::at(
-            SystemTime::now() - Duration::from_secs(20 * 60),
-        ));
+        let clusters_past = clusters(
+            TestClock::at(SystemTime::now() - Duration::from_secs(20 * 60)),
+            &api,
+        )
+        .await;
         let entry = eks_entry(&env, "prod-eks", CLUSTER_ID);
         let failure = clusters_past
             .receivers(&entry, NAMESPACE, true)
@@ -402,7 +412,7 @@ fn tokens_for_another_cluster_or_past_fifteen_minutes_are_401_and_retried() {
         );
 
         // The same entry with a current clock is fine: the refusal was the token's age.
-        let clusters_now = clusters(TestClock::at(SystemTime::now()));
+        let clusters_now = clusters(TestClock::at(SystemTime::now()), &api).await;
         assert_eq!(
             clusters_now
                 .receivers(&entry, NAMESPACE, true)
@@ -421,9 +431,10 @@ fn a_token_is_reused_within_its_window_and_a_new_one_minted_after() {
     }
     runtime().block_on(async {
         let (env, _emulator, _path) = eks_cluster().await;
+        let api = eks_api(&env).await;
         let start = SystemTime::now();
         let clock = TestClock::at(start);
-        let clusters = clusters(clock.clone());
+        let clusters = clusters(clock.clone(), &api).await;
         let entry = eks_entry(&env, "prod-eks", CLUSTER_ID);
         let minute = Duration::from_secs(60);
         // `fresh` bypasses the list cache: every call goes to the apiserver.
@@ -474,5 +485,68 @@ fn a_token_is_reused_within_its_window_and_a_new_one_minted_after() {
             "{:?}",
             tokens()
         );
+    });
+}
+
+/// Whoever can write the registry index can name the real EKS cluster with a server of
+/// their own (here with the apiserver's own serving certificate, so TLS passes): no token
+/// may be minted for it, let alone sent (issue 13).
+#[test]
+fn an_eks_entry_whose_server_is_not_the_clusters_endpoint_gets_no_token() {
+    if !netns::enter("an_eks_entry_whose_server_is_not_the_clusters_endpoint_gets_no_token") {
+        return;
+    }
+    runtime().block_on(async {
+        let (env, emulator, path) = eks_cluster().await;
+        let api = eks_api(&env).await;
+        let cert = std::fs::read_to_string(env.dir().join("apiserver.crt")).unwrap();
+        let key = std::fs::read_to_string(env.dir().join("apiserver.key")).unwrap();
+        let collector = fluxrelay_testkit::decoy::Decoy::tls(
+            "127.0.0.1:7443",
+            &cert,
+            &key,
+            std::sync::Arc::new(|_| {
+                fluxrelay_testkit::decoy::http_response(
+                    200,
+                    &[("content-type", "application/json")],
+                    br#"{"kind":"List","apiVersion":"v1","items":[]}"#,
+                )
+            }),
+        )
+        .await;
+        let clusters = clusters(TestClock::at(SystemTime::now()), &api).await;
+        let mut entry = eks_entry(&env, "prod-eks", CLUSTER_ID);
+        entry.server = url::Url::parse("https://127.0.0.1:7443").unwrap();
+
+        let refused = clusters.git_repositories(&entry, NAMESPACE, true).await;
+        let sent = clusters.send(&entry, &proxy_post(&path)).await;
+
+        assert_eq!(
+            collector.connections(),
+            0,
+            "a token for {CLUSTER_ID} was sent to a host that is not its endpoint: {:?}",
+            collector
+                .seen()
+                .iter()
+                .map(|seen| &seen.target)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(api.asked(), [CLUSTER_ID], "asked once, then cached");
+        for failure in [refused.unwrap_err(), sent.unwrap_err()] {
+            assert!(
+                failure
+                    .reason
+                    .contains("is not the endpoint of EKS cluster fluxrelay-test"),
+                "{failure:?}"
+            );
+            assert_eq!(failure.class, FailureClass::Permanent, "{failure:?}");
+            assert_eq!(failure.responder, Responder::Configuration, "{failure:?}");
+        }
+        assert!(emulator.accepted(NAMESPACE, RECEIVER).is_empty());
+
+        // The cluster's own endpoint still works.
+        let good = eks_entry(&env, "prod-eks-2", CLUSTER_ID);
+        let repositories = clusters.git_repositories(&good, NAMESPACE, true).await;
+        assert!(repositories.is_ok(), "{repositories:?}");
     });
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use fluxrelay_adapters::sqs::SqsQueue;
-use fluxrelay_adapters::sqs_dlq::{BROWSE_HOLD, browse, redrive_one, release, source_queue_url};
+use fluxrelay_adapters::sqs_dlq::{
+    BrowseLimits, BrowseStop, browse, redrive_one, release, source_queue_url,
+};
 use fluxrelay_core::ports::DeadLetterReason;
 use fluxrelay_core::push::Dispatch;
 use fluxrelay_testkit::fixtures::push;
@@ -21,6 +23,7 @@ async fn dead_letter(queue: &SqsQueue, dlq: &str, cluster: &str, n: u64) -> Disp
         status: Some(400),
         cluster: Some(cluster.into()),
         key: Some(dispatch.push.key.clone()),
+        attempts: None,
     };
     let message_id = format!("message-{n}");
     queue
@@ -31,7 +34,9 @@ async fn dead_letter(queue: &SqsQueue, dlq: &str, cluster: &str, n: u64) -> Disp
 }
 
 async fn visible_count(client: &Client, url: &str) -> usize {
-    let browsed = browse(client, url, Duration::from_secs(5)).await.unwrap();
+    let browsed = browse(client, url, BrowseLimits::default(), |_| {})
+        .await
+        .unwrap();
     release(client, url, &browsed.messages).await.unwrap();
     browsed.messages.len()
 }
@@ -49,7 +54,9 @@ async fn a_browse_sees_every_dead_letter_with_its_reason_oldest_first_and_releas
         sent.push(dead_letter(&queue, &dlq, cluster, n).await);
     }
 
-    let browsed = browse(&client, &dlq, BROWSE_HOLD).await.unwrap();
+    let browsed = browse(&client, &dlq, BrowseLimits::default(), |_| {})
+        .await
+        .unwrap();
 
     assert_eq!(browsed.messages.len(), 23);
     assert!(!browsed.maybe_incomplete);
@@ -74,7 +81,7 @@ async fn a_browse_sees_every_dead_letter_with_its_reason_oldest_first_and_releas
     assert_eq!(first.push().unwrap().key, reason.key.clone().unwrap());
     // Hidden while browsed, visible again once released.
     assert!(
-        browse(&client, &dlq, BROWSE_HOLD)
+        browse(&client, &dlq, BrowseLimits::default(), |_| {})
             .await
             .unwrap()
             .messages
@@ -102,7 +109,9 @@ async fn messages_the_redrive_policy_moved_have_no_reason_but_a_cluster_and_may_
             .unwrap();
     }
 
-    let browsed = browse(&client, &dlq, BROWSE_HOLD).await.unwrap();
+    let browsed = browse(&client, &dlq, BrowseLimits::default(), |_| {})
+        .await
+        .unwrap();
 
     assert!(!browsed.messages.is_empty());
     assert!(browsed.messages.iter().all(|m| m.reason.is_none()));
@@ -136,7 +145,9 @@ async fn redrive_puts_a_dead_letter_back_in_its_cluster_group_and_removes_it_fro
         .send()
         .await
         .unwrap();
-    let browsed = browse(&client, &dlq, BROWSE_HOLD).await.unwrap();
+    let browsed = browse(&client, &dlq, BrowseLimits::default(), |_| {})
+        .await
+        .unwrap();
     let (prod, others): (Vec<_>, Vec<_>) = browsed
         .messages
         .into_iter()
@@ -160,7 +171,9 @@ async fn redrive_puts_a_dead_letter_back_in_its_cluster_group_and_removes_it_fro
         let group = &message.attributes().unwrap()[&MessageSystemAttributeName::MessageGroupId];
         assert_eq!(group, "prod");
     }
-    let left = browse(&client, &dlq, BROWSE_HOLD).await.unwrap();
+    let left = browse(&client, &dlq, BrowseLimits::default(), |_| {})
+        .await
+        .unwrap();
     assert_eq!(left.messages.len(), 1);
     assert_eq!(left.messages[0].cluster().as_deref(), Some("staging"));
     assert_eq!(left.messages[0].push().unwrap().key, kept.push.key);
@@ -181,7 +194,9 @@ async fn a_body_that_is_neither_dispatch_nor_push_is_not_redriven() {
         .send()
         .await
         .unwrap();
-    let browsed = browse(&client, &dlq, BROWSE_HOLD).await.unwrap();
+    let browsed = browse(&client, &dlq, BrowseLimits::default(), |_| {})
+        .await
+        .unwrap();
 
     let error = redrive_one(&client, &dlq, &target, &browsed.messages[0])
         .await
@@ -212,4 +227,91 @@ fn the_source_queue_follows_the_template_naming() {
     ] {
         assert_eq!(source_queue_url(dlq).as_deref(), source, "{dlq}");
     }
+}
+
+/// A dead-letter queue that takes longer to read than the browse hides each message: the
+/// first messages show again while the browse is still receiving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browse_longer_than_its_hold_ends_and_sees_each_message_once() {
+    let moto = Moto::start();
+    let plain = moto.sqs().await;
+    let dlq = create_fifo_queue(&plain, "stack-dispatch-dlq.fifo").await;
+    let queue = SqsQueue::new(plain.clone(), dlq.clone());
+    for n in 1..=40 {
+        dead_letter(&queue, &dlq, "prod", n).await;
+    }
+    // Each receive takes 400 ms: 4 receives outlast a 1 s hold.
+    let config = aws_sdk_sqs::config::Builder::from(&moto.sdk_config().await)
+        .interceptor(fluxrelay_testkit::moto::SlowCalls::new(
+            "AmazonSQS.ReceiveMessage",
+            Duration::from_millis(400),
+        ))
+        .build();
+    let slow = Client::from_conf(config);
+
+    let limits = BrowseLimits {
+        hold: Duration::from_secs(1),
+        margin: Duration::from_millis(200),
+        ..BrowseLimits::default()
+    };
+    let mut pages = Vec::new();
+    let browsed = tokio::time::timeout(
+        Duration::from_secs(30),
+        browse(&slow, &dlq, limits, |count| pages.push(count)),
+    )
+    .await
+    .expect("the browse never ended: messages whose hold ran out were received again and again")
+    .unwrap();
+
+    let mut ids: Vec<&str> = browsed
+        .messages
+        .iter()
+        .map(|m| m.message_id.as_str())
+        .collect();
+    let received = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), received, "a message was listed twice");
+    assert!(
+        matches!(browsed.stopped, BrowseStop::Hold | BrowseStop::SeenAgain),
+        "{:?} after {received}",
+        browsed.stopped
+    );
+    assert!(received < 40, "{received}");
+    assert!(browsed.stopped.note(received).is_some());
+    // Progress was reported page by page.
+    assert_eq!(pages.last(), Some(&received), "{pages:?}");
+    println!(
+        "stopped after {received} of 40 ({:?}), pages {pages:?}",
+        browsed.stopped
+    );
+}
+
+#[tokio::test]
+async fn a_browse_stops_at_its_limit_and_the_next_one_still_sees_everything() {
+    let moto = Moto::start();
+    let client = moto.sqs().await;
+    let dlq = create_fifo_queue(&client, "stack-dispatch-dlq.fifo").await;
+    let queue = SqsQueue::new(client.clone(), dlq.clone());
+    for n in 1..=25 {
+        dead_letter(&queue, &dlq, "prod", n).await;
+    }
+    let limits = BrowseLimits {
+        max_messages: 12,
+        ..BrowseLimits::default()
+    };
+
+    let first = browse(&client, &dlq, limits, |_| {}).await.unwrap();
+
+    assert_eq!(first.messages.len(), 12);
+    assert_eq!(first.stopped, BrowseStop::Limit);
+    assert!(first.stopped.note(12).unwrap().contains("--max"));
+    release(&client, &dlq, &first.messages).await.unwrap();
+    assert_eq!(visible_count(&client, &dlq).await, 25);
+    let all = browse(&client, &dlq, BrowseLimits::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(all.stopped, BrowseStop::Empty);
+    assert!(all.stopped.note(25).is_none());
+    release(&client, &dlq, &all.messages).await.unwrap();
 }

@@ -268,6 +268,7 @@ async fn dead_letter_puts_the_message_on_the_dlq_with_the_four_attributes() {
         status: Some(400),
         cluster: Some("prod".into()),
         key: Some(dispatch.push.key.clone()),
+        attempts: None,
     };
 
     queue

@@ -9,9 +9,10 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use fluxrelay_adapters::embedded::DEFAULT_JOURNAL_MAX_BYTES;
-use fluxrelay_core::auth::{AuthConfig, SigningKey};
+use fluxrelay_core::auth::{AuthConfig, SigningKey, TiedSecrets};
 use fluxrelay_core::gitlab_api::instances::GitLabInstances;
 use fluxrelay_core::handlers::confirm::ConfirmRules;
 use fluxrelay_core::ingest::{DEFAULT_MAX_BODY_BYTES, IngestConfig};
@@ -20,12 +21,40 @@ use fluxrelay_core::registry::ClusterEntry;
 use fluxrelay_core::secret::Secret;
 use serde_json::Value;
 
+use crate::listener::ConnectionLimits;
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DISPATCH_WORKERS: usize = 4;
 const MAX_DISPATCH_WORKERS: usize = 64;
 const MIB: u64 = 1024 * 1024;
 /// A journal cap beyond 1 TiB is a typo, not a plan.
 const MAX_JOURNAL_MIB: i64 = 1024 * 1024;
+
+/// The HTTP listener's limits (`[http]`): what a client that is not GitLab can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub connections: ConnectionLimits,
+    /// From the end of a request's head to its answer: reading the body, authenticating,
+    /// queueing (and waiting for a `/webhook` slot). 408 past it.
+    pub request_timeout: Duration,
+    /// `/webhook` requests past the head check at once (each may buffer a body up to
+    /// `max_body_bytes`); more wait, within their request timeout.
+    pub webhook_concurrency: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            connections: ConnectionLimits {
+                header_read_timeout: Duration::from_secs(5),
+                max_connections: 512,
+                shutdown_grace: Duration::from_secs(10),
+            },
+            request_timeout: Duration::from_secs(10),
+            webhook_concurrency: 16,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct ServeConfig {
@@ -43,6 +72,7 @@ pub struct ServeConfig {
     /// GitLab API URL and token per instance (`[[gitlab]]`); empty: no statuses are
     /// posted and changed paths come from the payload.
     pub gitlab: GitLabInstances,
+    pub http: HttpLimits,
 }
 
 /// One thing wrong with the configuration.
@@ -207,9 +237,17 @@ const TOP_LEVEL: &[&str] = &[
     "cluster_dir",
     "webhook",
     "dispatch",
+    "http",
     "clusters",
     "confirm",
     "gitlab",
+];
+const HTTP: &[&str] = &[
+    "header_read_timeout_secs",
+    "request_timeout_secs",
+    "max_connections",
+    "webhook_concurrency",
+    "shutdown_grace_secs",
 ];
 const WEBHOOK: &[&str] = &[
     "tokens",
@@ -218,8 +256,22 @@ const WEBHOOK: &[&str] = &[
     "signing_keys",
     "signing_key_files",
     "signing_key_env",
+    "registry_tokens",
+    "registry_token_files",
+    "registry_token_env",
     "max_body_bytes",
     "timestamp_tolerance_secs",
+    "instance_secrets",
+];
+/// `[[webhook.instance_secrets]]`: secrets that vouch only for these GitLab instances.
+const INSTANCE_SECRETS: &[&str] = &[
+    "instances",
+    "tokens",
+    "token_files",
+    "token_env",
+    "signing_keys",
+    "signing_key_files",
+    "signing_key_env",
 ];
 const DISPATCH: &[&str] = &[
     "max_attempts",
@@ -273,6 +325,7 @@ impl Reader<'_> {
         let clusters = self.clusters(&table);
         let confirm = self.confirm(&table);
         let gitlab = self.gitlab(&table);
+        let http = self.http(&table);
         Some(ServeConfig {
             file: self.file.clone(),
             listen: listen?,
@@ -284,7 +337,45 @@ impl Reader<'_> {
             journal_max_bytes,
             confirm,
             gitlab,
+            http,
         })
+    }
+
+    fn http(&mut self, table: &Table) -> HttpLimits {
+        let empty = Table::new();
+        let http = self.subtable(table, "http").unwrap_or(&empty);
+        self.unknown_keys("http", http, HTTP);
+        let mut limits = HttpLimits::default();
+        let secs = |reader: &mut Self, key: &str, range: (i64, i64), into: &mut Duration| {
+            if let Some(value) = reader.integer(http, "http", key, range) {
+                *into = Duration::from_secs(value.unsigned_abs());
+            }
+        };
+        secs(
+            self,
+            "header_read_timeout_secs",
+            (1, 60),
+            &mut limits.connections.header_read_timeout,
+        );
+        secs(
+            self,
+            "request_timeout_secs",
+            (1, 300),
+            &mut limits.request_timeout,
+        );
+        secs(
+            self,
+            "shutdown_grace_secs",
+            (1, 300),
+            &mut limits.connections.shutdown_grace,
+        );
+        if let Some(value) = self.integer(http, "http", "max_connections", (16, 100_000)) {
+            limits.connections.max_connections = value.unsigned_abs() as usize;
+        }
+        if let Some(value) = self.integer(http, "http", "webhook_concurrency", (1, 1024)) {
+            limits.webhook_concurrency = value.unsigned_abs() as usize;
+        }
+        limits
     }
 
     fn resolve(&self, path: &str) -> PathBuf {
@@ -401,20 +492,8 @@ impl Reader<'_> {
         let empty = Table::new();
         let webhook = self.subtable(table, "webhook").unwrap_or(&empty);
         self.unknown_keys("webhook", webhook, WEBHOOK);
-        let tokens = self.secrets(webhook, "tokens", "token_files", "token_env");
-        let mut signing_keys = Vec::new();
-        let keys = self.secrets(
-            webhook,
-            "signing_keys",
-            "signing_key_files",
-            "signing_key_env",
-        );
-        for (field, key) in keys {
-            match SigningKey::parse(key.expose()) {
-                Ok(key) => signing_keys.push(key),
-                Err(error) => self.problem(field, error.to_string()),
-            }
-        }
+        let (tokens, signing_keys) = self.token_and_keys(webhook, "webhook");
+        let tied = self.instance_secrets(webhook);
         let max_body_bytes = self
             .integer(
                 webhook,
@@ -424,11 +503,25 @@ impl Reader<'_> {
             )
             .map_or(DEFAULT_MAX_BODY_BYTES, |bytes| bytes as usize);
         let tolerance = self.integer(webhook, "webhook", "timestamp_tolerance_secs", (0, 86_400));
-        let tokens: Vec<Secret> = tokens.into_iter().map(|(_, token)| token).collect();
-        let auth = AuthConfig::new(tokens, signing_keys).and_then(|auth| match tolerance {
-            Some(secs) => auth.with_timestamp_tolerance_secs(secs),
-            None => Ok(auth),
-        });
+        // Registries (POST /registry/...) send these in Authorization; without any, they
+        // send one of `tokens`.
+        let registry_tokens: Vec<Secret> = self
+            .secrets(
+                webhook,
+                "webhook",
+                "registry_tokens",
+                "registry_token_files",
+                "registry_token_env",
+            )
+            .into_iter()
+            .map(|(_, token)| token)
+            .collect();
+        let auth = AuthConfig::with_tied(tokens, signing_keys, tied)
+            .and_then(|auth| match tolerance {
+                Some(secs) => auth.with_timestamp_tolerance_secs(secs),
+                None => Ok(auth),
+            })
+            .and_then(|auth| auth.with_registry_tokens(registry_tokens));
         match auth {
             Ok(auth) => Some(IngestConfig {
                 auth,
@@ -441,22 +534,98 @@ impl Reader<'_> {
         }
     }
 
+    /// The accepted tokens and signing keys of one table (`[webhook]`, or one of its
+    /// `instance_secrets`), each from its three sources.
+    fn token_and_keys(&mut self, table: &Table, prefix: &str) -> (Vec<Secret>, Vec<SigningKey>) {
+        let tokens = self.secrets(table, prefix, "tokens", "token_files", "token_env");
+        let mut signing_keys = Vec::new();
+        let keys = self.secrets(
+            table,
+            prefix,
+            "signing_keys",
+            "signing_key_files",
+            "signing_key_env",
+        );
+        for (field, key) in keys {
+            match SigningKey::parse(key.expose()) {
+                Ok(key) => signing_keys.push(key),
+                Err(error) => self.problem(field, error.to_string()),
+            }
+        }
+        let tokens = tokens.into_iter().map(|(_, token)| token).collect();
+        (tokens, signing_keys)
+    }
+
+    /// `[[webhook.instance_secrets]]`: tokens and keys accepted only for pushes from the
+    /// GitLab instances named in each table's `instances` (host names or URLs).
+    fn instance_secrets(&mut self, webhook: &Table) -> Vec<TiedSecrets> {
+        let items = match webhook.get("instance_secrets") {
+            None => return Vec::new(),
+            Some(toml::Value::Array(items)) => items,
+            Some(other) => {
+                self.problem(
+                    "webhook.instance_secrets",
+                    format!(
+                        "must be an array of tables ([[webhook.instance_secrets]]), not {}",
+                        other.type_str()
+                    ),
+                );
+                return Vec::new();
+            }
+        };
+        let mut tied = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let prefix = format!("webhook.instance_secrets[{index}]");
+            let Some(table) = item.as_table() else {
+                self.problem(prefix, format!("must be a table, not {}", item.type_str()));
+                continue;
+            };
+            self.unknown_keys(&prefix, table, INSTANCE_SECRETS);
+            let instances = self.strings(table, &prefix, "instances");
+            for (position, instance) in instances.iter().enumerate() {
+                if fluxrelay_core::subscriptions::instance_host(instance).is_empty() {
+                    self.problem(
+                        format!("{prefix}.instances[{position}]"),
+                        "must be a GitLab host name or URL, e.g. \"gitlab.example.com\"",
+                    );
+                }
+            }
+            if instances.is_empty() {
+                self.problem(
+                    join(&prefix, "instances"),
+                    "must name at least one GitLab instance (without one, put the secrets in [webhook])",
+                );
+            }
+            let (tokens, signing_keys) = self.token_and_keys(table, &prefix);
+            if tokens.is_empty() && signing_keys.is_empty() {
+                self.problem(prefix.clone(), "names no token and no signing key");
+            }
+            tied.push(TiedSecrets {
+                instances,
+                tokens,
+                signing_keys,
+            });
+        }
+        tied
+    }
+
     /// Each secret with the field it came from (for error messages, never its value).
     fn secrets(
         &mut self,
-        webhook: &Table,
+        table: &Table,
+        prefix: &str,
         inline: &str,
         files: &str,
         env: &str,
     ) -> Vec<(String, Secret)> {
         let mut secrets: Vec<(String, Secret)> = self
-            .strings(webhook, "webhook", inline)
+            .strings(table, prefix, inline)
             .into_iter()
             .enumerate()
-            .map(|(index, value)| (format!("webhook.{inline}[{index}]"), Secret::new(value)))
+            .map(|(index, value)| (format!("{prefix}.{inline}[{index}]"), Secret::new(value)))
             .collect();
-        for (index, path) in self.strings(webhook, "webhook", files).iter().enumerate() {
-            let field = format!("webhook.{files}[{index}]");
+        for (index, path) in self.strings(table, prefix, files).iter().enumerate() {
+            let field = format!("{prefix}.{files}[{index}]");
             let resolved = self.resolve(path);
             match std::fs::read_to_string(&resolved) {
                 Ok(text) => secrets.push((field, Secret::new(text.trim()))),
@@ -466,8 +635,8 @@ impl Reader<'_> {
                 ),
             }
         }
-        for (index, name) in self.strings(webhook, "webhook", env).iter().enumerate() {
-            let field = format!("webhook.{env}[{index}]");
+        for (index, name) in self.strings(table, prefix, env).iter().enumerate() {
+            let field = format!("{prefix}.{env}[{index}]");
             match self.env.var(name).filter(|value| !value.is_empty()) {
                 Some(value) => secrets.push((field, Secret::new(value))),
                 None => self.problem(field, format!("environment variable {name} is not set")),

@@ -495,6 +495,102 @@ fn confirm_and_gitlab_have_defaults_and_read_every_source_of_token() {
 }
 
 #[test]
+fn http_limits_have_defaults_and_are_read_and_checked() {
+    let defaults = parse(&format!("[webhook]\ntokens = [\"{TOKEN}\"]\n")).unwrap();
+    assert_eq!(defaults.http, HttpLimits::default());
+    assert_eq!(
+        (
+            defaults.http.connections.header_read_timeout,
+            defaults.http.request_timeout,
+            defaults.http.connections.max_connections,
+            defaults.http.webhook_concurrency,
+            defaults.http.connections.shutdown_grace,
+        ),
+        (
+            Duration::from_secs(5),
+            Duration::from_secs(10),
+            512,
+            16,
+            Duration::from_secs(10)
+        )
+    );
+    let text = format!(
+        "[webhook]\ntokens = [\"{TOKEN}\"]\n[http]\nheader_read_timeout_secs = 3\nrequest_timeout_secs = 8\nmax_connections = 2048\nwebhook_concurrency = 4\nshutdown_grace_secs = 20\n"
+    );
+    let read = parse(&text).unwrap().http;
+    assert_eq!(read.connections.header_read_timeout, Duration::from_secs(3));
+    assert_eq!(read.request_timeout, Duration::from_secs(8));
+    assert_eq!(read.connections.max_connections, 2048);
+    assert_eq!(read.webhook_concurrency, 4);
+    assert_eq!(read.connections.shutdown_grace, Duration::from_secs(20));
+
+    let token = format!("[webhook]\ntokens = [\"{TOKEN}\"]\n");
+    for (why, http, field, words) in [
+        (
+            "no header timeout",
+            "header_read_timeout_secs = 0",
+            "http.header_read_timeout_secs",
+            "out of range (1 to 60)",
+        ),
+        (
+            "a header timeout past GitLab's own",
+            "header_read_timeout_secs = 61",
+            "http.header_read_timeout_secs",
+            "out of range",
+        ),
+        (
+            "no request timeout",
+            "request_timeout_secs = 0",
+            "http.request_timeout_secs",
+            "out of range (1 to 300)",
+        ),
+        (
+            "too few connections",
+            "max_connections = 8",
+            "http.max_connections",
+            "out of range (16 to 100000)",
+        ),
+        (
+            "no webhook slot",
+            "webhook_concurrency = 0",
+            "http.webhook_concurrency",
+            "out of range (1 to 1024)",
+        ),
+        (
+            "an endless shutdown",
+            "shutdown_grace_secs = 3600",
+            "http.shutdown_grace_secs",
+            "out of range (1 to 300)",
+        ),
+        (
+            "a string",
+            "max_connections = \"many\"",
+            "http.max_connections",
+            "must be an integer, not string",
+        ),
+        (
+            "a typo",
+            "max_conections = 10",
+            "http.max_conections",
+            "unknown field",
+        ),
+    ] {
+        let error = parse(&format!("{token}[http]\n{http}\n")).unwrap_err();
+        let problem = error
+            .problems
+            .iter()
+            .find(|p| p.field == field)
+            .unwrap_or_else(|| panic!("{why}: no problem for {field} in {error}"));
+        assert!(problem.problem.contains(words), "{why}: {problem}");
+    }
+    let not_a_table = parse(&format!("http = 5\n{token}")).unwrap_err();
+    assert!(
+        not_a_table.to_string().contains("http: must be a table"),
+        "{not_a_table}"
+    );
+}
+
+#[test]
 fn confirm_and_gitlab_mistakes_are_reported_by_field_without_the_token() {
     let text = format!(
         "[webhook]\ntokens = [\"{TOKEN}\"]\n\n[confirm]\ndeadline_secs = 5\nstatus_name = \"fluxrelay\"\nsummary_status = \"fluxrelay/x\"\nretries = 3\n\n\
@@ -517,4 +613,145 @@ fn confirm_and_gitlab_mistakes_are_reported_by_field_without_the_token() {
         assert!(fields.contains(&field), "{field} in {fields:?}");
     }
     assert!(!error.to_string().contains("glpat-secret"), "{error}");
+}
+
+#[test]
+fn instance_secrets_tie_tokens_and_keys_to_instances() {
+    const TIED: &str = "tied-webhook-token-4e1a";
+    let key = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let text = format!(
+        r#"
+[webhook]
+tokens = ["{TOKEN}"]
+
+[[webhook.instance_secrets]]
+instances = ["gitlab.example.com", "https://gitlab.example.org:8443"]
+tokens = ["{TIED}"]
+signing_keys = ["{key}"]
+"#
+    );
+    let config = parse(&text).unwrap();
+    let auth = &config.ingest.auth;
+    assert_eq!(auth.tokens.len(), 1);
+    assert_eq!(auth.tied.len(), 1);
+    assert_eq!(
+        auth.tied[0].instances,
+        ["gitlab.example.com", "https://gitlab.example.org:8443"]
+    );
+    assert!(auth.tied[0].tokens[0].matches(TIED.as_bytes()));
+    assert_eq!(auth.tied[0].signing_keys.len(), 1);
+
+    // Only tied secrets: still a complete configuration.
+    let only_tied = format!(
+        "[[webhook.instance_secrets]]\ninstances = [\"gitlab.example.com\"]\ntokens = [\"{TIED}\"]\n"
+    );
+    assert!(parse(&only_tied).is_ok());
+
+    for (why, table, field, words) in [
+        (
+            "no instances",
+            format!("tokens = [\"{TIED}\"]"),
+            "webhook.instance_secrets[0].instances",
+            "at least one GitLab instance",
+        ),
+        (
+            "an empty instance",
+            format!("instances = [\"https://\"]\ntokens = [\"{TIED}\"]"),
+            "webhook.instance_secrets[0].instances[0]",
+            "host name or URL",
+        ),
+        (
+            "no secret",
+            "instances = [\"gitlab.example.com\"]".to_string(),
+            "webhook.instance_secrets[0]",
+            "no token and no signing key",
+        ),
+        (
+            "a bad key",
+            "instances = [\"gitlab.example.com\"]\nsigning_keys = [\"whsec_short\"]".to_string(),
+            "webhook.instance_secrets[0].signing_keys[0]",
+            "signing key is invalid",
+        ),
+        (
+            "an unset variable",
+            "instances = [\"gitlab.example.com\"]\ntoken_env = [\"FLUXRELAY_UNSET_TIED\"]"
+                .to_string(),
+            "webhook.instance_secrets[0].token_env[0]",
+            "FLUXRELAY_UNSET_TIED is not set",
+        ),
+        (
+            "a typo",
+            format!("instances = [\"gitlab.example.com\"]\ntoken = [\"{TIED}\"]"),
+            "webhook.instance_secrets[0].token",
+            "unknown field",
+        ),
+    ] {
+        let text =
+            format!("[webhook]\ntokens = [\"{TOKEN}\"]\n[[webhook.instance_secrets]]\n{table}\n");
+        let error = parse(&text).unwrap_err();
+        let problem = error
+            .problems
+            .iter()
+            .find(|p| p.field == field)
+            .unwrap_or_else(|| panic!("{why}: no problem for {field} in {error}"));
+        assert!(problem.problem.contains(words), "{why}: {problem}");
+        assert!(!error.to_string().contains(TIED), "{why}: {error}");
+    }
+}
+
+#[test]
+fn the_example_config_parses_and_shows_the_http_defaults() {
+    let text = include_str!("../../../examples/fluxrelay.toml");
+    let config = parse(text).unwrap();
+    assert_eq!(config.http, HttpLimits::default());
+    // Every [http] key is written out in the example, and every documented key is known.
+    for key in HTTP {
+        assert!(
+            text.contains(&format!("\n{key} = ")),
+            "examples/fluxrelay.toml does not show http.{key}"
+        );
+    }
+    assert!(text.contains("[[webhook.instance_secrets]]"));
+    for key in WEBHOOK
+        .iter()
+        .chain(INSTANCE_SECRETS)
+        .filter(|key| **key != "instance_secrets")
+    {
+        assert!(
+            text.contains(&format!(" {key} = ")) || text.contains(&format!("\n{key} = ")),
+            "examples/fluxrelay.toml does not document webhook key {key}"
+        );
+    }
+}
+
+#[test]
+fn registry_tokens_come_from_the_three_sources_and_default_to_the_webhook_tokens() {
+    let dir = TempDir::new("registry-tokens");
+    dir.write("registry", "registry-token-from-file\n");
+    let file = dir.write(
+        "fluxrelay.toml",
+        &format!("[webhook]\ntokens = [\"{TOKEN}\"]\nregistry_tokens = [\"inline-registry-token\"]\nregistry_token_files = [\"registry\"]\nregistry_token_env = [\"REGISTRY_TOKEN\"]\n"),
+    );
+    let env = FakeEnv(HashMap::from([(
+        "REGISTRY_TOKEN",
+        "registry-token-from-env",
+    )]));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let config = ServeConfig::parse(&file, &text, &env).unwrap();
+    let registry = &config.ingest.auth.registry_tokens;
+    assert_eq!(registry.len(), 3);
+    assert!(registry[0].matches(b"inline-registry-token"));
+    assert!(registry[1].matches(b"registry-token-from-file"));
+    assert!(registry[2].matches(b"registry-token-from-env"));
+
+    let defaulted = parse(&format!("[webhook]\ntokens = [\"{TOKEN}\"]\n")).unwrap();
+    assert!(defaulted.ingest.auth.registry_tokens.is_empty());
+    assert!(defaulted.ingest.auth.accepted_registry_tokens()[0].matches(TOKEN.as_bytes()));
+
+    let error = parse(&format!(
+        "[webhook]\ntokens = [\"{TOKEN}\"]\nregistry_tokens = [\"\"]\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("registry token #1 is empty"), "{error}");
 }

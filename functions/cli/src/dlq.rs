@@ -8,7 +8,7 @@ use std::path::Path;
 use fluxrelay_adapters::embedded::{
     CONFIRM_QUEUE, DISPATCH_QUEUE, DeadLetter, EmbeddedQueue, INTAKE_QUEUE,
 };
-use fluxrelay_adapters::sqs_dlq::{self, BROWSE_HOLD, SqsDeadLetter};
+use fluxrelay_adapters::sqs_dlq::{self, BrowseLimits, Browser, SqsDeadLetter};
 use fluxrelay_core::confirm::message::Confirmation;
 use fluxrelay_core::push::{Dispatch, Push};
 use serde_json::json;
@@ -189,7 +189,7 @@ fn sqs_row(queue_url: &str, dead: &SqsDeadLetter) -> Row {
         project,
         git_ref,
         status: dead.reason.as_ref().and_then(|reason| reason.status),
-        attempts: None,
+        attempts: dead.reason.as_ref().and_then(|reason| reason.attempts),
         key: dead
             .reason
             .as_ref()
@@ -206,18 +206,42 @@ fn wanted(dead: &SqsDeadLetter, cluster: Option<&str>) -> bool {
     cluster.is_none_or(|cluster| dead.cluster().as_deref() == Some(cluster))
 }
 
+/// The default browse limits with at most `max` messages.
+pub fn sqs_limits(max: usize) -> BrowseLimits {
+    BrowseLimits {
+        max_messages: max,
+        ..BrowseLimits::default()
+    }
+}
+
+/// Tells on stderr (stdout is the list) how many dead letters a browse has received, each
+/// time the count passes another 1,000.
+pub(crate) fn show_progress() -> impl FnMut(usize) {
+    let mut thousands = 0;
+    move |received: usize| {
+        if received / 1_000 > thousands {
+            thousands = received / 1_000;
+            eprintln!("… {received} dead letters received");
+        }
+    }
+}
+
 const INCOMPLETE: &str = "note: some dead letters share a FIFO group (moved by the queue's redrive policy); later ones of such a group show up once earlier ones are redriven";
 
 pub async fn list_sqs(
     dlq_url: &str,
     cluster: Option<&str>,
+    limits: BrowseLimits,
     as_json: bool,
     out: &mut impl Write,
 ) -> Result<usize, String> {
     let client = sqs_client().await;
-    let browsed = sqs_dlq::browse(&client, dlq_url, BROWSE_HOLD)
+    let browsed = sqs_dlq::browse(&client, dlq_url, limits, show_progress())
         .await
         .map_err(|error| error.to_string())?;
+    if let Some(note) = browsed.stopped.note(browsed.messages.len()) {
+        eprintln!("note: {note}");
+    }
     let rows: Vec<Row> = browsed
         .messages
         .iter()
@@ -235,11 +259,13 @@ pub async fn list_sqs(
 }
 
 /// Redrive the wanted dead letters of `dlq_url` to `target_url` (default: the source queue
-/// by the template's naming); everything else is made visible again at once.
+/// by the template's naming), page by page as they are received; everything else is made
+/// visible again at the end. Only what is not redriven is kept in memory.
 pub async fn redrive_sqs(
     dlq_url: &str,
     target_url: Option<&str>,
     cluster: Option<&str>,
+    limits: BrowseLimits,
 ) -> Result<(usize, String), String> {
     let target = match target_url {
         Some(url) => url.to_string(),
@@ -248,28 +274,47 @@ pub async fn redrive_sqs(
         })?,
     };
     let client = sqs_client().await;
-    let browsed = sqs_dlq::browse(&client, dlq_url, BROWSE_HOLD)
-        .await
-        .map_err(|error| error.to_string())?;
+    let mut browser = Browser::new(&client, dlq_url, limits);
     let mut redriven = 0;
     let mut left = Vec::new();
     let mut problems = Vec::new();
-    for dead in browsed.messages {
-        if !wanted(&dead, cluster) {
-            left.push(dead);
-            continue;
-        }
-        match sqs_dlq::redrive_one(&client, dlq_url, &target, &dead).await {
-            Ok(()) => redriven += 1,
+    let mut groups = std::collections::HashSet::new();
+    let mut shared_group = false;
+    let mut progress = show_progress();
+    loop {
+        let page = match browser.next_page().await {
+            Ok(Some(page)) => page,
+            Ok(None) => break,
             Err(error) => {
                 problems.push(error.to_string());
-                left.push(dead);
+                break;
+            }
+        };
+        for dead in page {
+            shared_group |= !groups.insert(dead.group_id.clone());
+            if !wanted(&dead, cluster) {
+                left.push(dead.hold_only());
+                continue;
+            }
+            match sqs_dlq::redrive_one(&client, dlq_url, &target, &dead).await {
+                Ok(()) => redriven += 1,
+                Err(error) => {
+                    problems.push(error.to_string());
+                    left.push(dead.hold_only());
+                }
             }
         }
+        progress(browser.received());
     }
     let released = sqs_dlq::release(&client, dlq_url, &left).await;
-    if browsed.maybe_incomplete {
+    if shared_group {
         eprintln!("{INCOMPLETE}");
+    }
+    if let Some(note) = browser
+        .stopped()
+        .and_then(|stop| stop.note(browser.received()))
+    {
+        eprintln!("note: {note}");
     }
     if let Err(error) = released {
         problems.push(error.to_string());

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use crate::dlq::{at, open, sqs_client};
+use crate::dlq::{at, open, show_progress, sqs_client};
 use crate::serve::QUEUE_FILE;
 use fluxrelay_adapters::embedded::JournalRecord;
-use fluxrelay_adapters::sqs_dlq::{self, BROWSE_HOLD};
+use fluxrelay_adapters::sqs_dlq::{self, BrowseLimits};
 
 /// Stages after which nothing more happens to the push on that cluster.
 fn summary(stage: &str) -> &'static str {
@@ -115,11 +115,19 @@ fn write_record(record: &JournalRecord, out: &mut impl Write) -> std::io::Result
     Ok(())
 }
 
-pub async fn explain_sqs(dlq_url: &str, key: &str, out: &mut impl Write) -> Result<(), String> {
+pub async fn explain_sqs(
+    dlq_url: &str,
+    key: &str,
+    limits: BrowseLimits,
+    out: &mut impl Write,
+) -> Result<(), String> {
     let client = sqs_client().await;
-    let browsed = sqs_dlq::browse(&client, dlq_url, BROWSE_HOLD)
+    let browsed = sqs_dlq::browse(&client, dlq_url, limits, show_progress())
         .await
         .map_err(|error| error.to_string())?;
+    if let Some(note) = browsed.stopped.note(browsed.messages.len()) {
+        eprintln!("note: {note}");
+    }
     let mut written = Ok(());
     let mut found = 0;
     for dead in &browsed.messages {

@@ -7,6 +7,7 @@ mod confirm_worker;
 mod dlq;
 mod explain;
 mod kubeconfig;
+mod listener;
 mod metrics;
 mod metrics_confirm;
 mod serve;
@@ -91,7 +92,8 @@ struct WaitArgs {
 enum StoreKind {
     /// One <name>.json per cluster in --dir (fluxrelay serve's cluster_dir)
     File,
-    /// One secret per cluster under --prefix (the AWS functions' registry)
+    /// The AWS functions' registry: the index object in --bucket, and one secret under
+    /// --prefix for each cluster whose entry holds a credential
     Secretsmanager,
 }
 
@@ -103,8 +105,15 @@ struct StoreArgs {
     #[arg(long, default_value = "clusters.d")]
     dir: PathBuf,
     /// The secret name prefix for --store secretsmanager
-    #[arg(long, default_value = fluxrelay_adapters::secrets::DEFAULT_PREFIX)]
+    #[arg(long, default_value = fluxrelay_adapters::registry_aws::DEFAULT_PREFIX)]
     prefix: String,
+    /// The registry bucket for --store secretsmanager (the stack's RegistryBucketName
+    /// output; default: $FLUXRELAY_REGISTRY_BUCKET)
+    #[arg(long)]
+    bucket: Option<String>,
+    /// The registry index's key in --bucket
+    #[arg(long, default_value = fluxrelay_adapters::registry_aws::DEFAULT_INDEX_KEY)]
+    index_key: String,
     /// Instead: the clusters of this fluxrelay serve configuration (list and check only)
     #[arg(long)]
     config: Option<PathBuf>,
@@ -116,7 +125,15 @@ impl StoreArgs {
             (Some(file), _) => cluster::Store::ServeConfig(file.clone()),
             (None, StoreKind::File) => cluster::Store::Files(self.dir.clone()),
             (None, StoreKind::Secretsmanager) => cluster::Store::SecretsManager {
-                prefix: self.prefix.clone(),
+                location: fluxrelay_adapters::registry_aws::RegistryLocation {
+                    bucket: self
+                        .bucket
+                        .clone()
+                        .or_else(|| std::env::var("FLUXRELAY_REGISTRY_BUCKET").ok())
+                        .unwrap_or_default(),
+                    index_key: self.index_key.clone(),
+                    prefix: self.prefix.clone(),
+                },
             },
         }
     }
@@ -166,6 +183,15 @@ enum ClusterCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// From one secret per cluster (before issue 13) to the registry index: says what it
+    /// would do; --apply does it (use with --store secretsmanager)
+    Migrate {
+        /// Write the index (and copy a secret whose name is not <prefix><name>)
+        #[arg(long)]
+        apply: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -181,6 +207,9 @@ struct ExplainArgs {
     /// On AWS: the dispatch dead-letter queue's URL (the stack's DispatchDLQUrl output)
     #[arg(long, value_name = "DLQ_URL", conflicts_with = "data_dir")]
     sqs: Option<String>,
+    /// With --sqs: look through at most this many dead letters
+    #[arg(long, value_name = "N", default_value_t = fluxrelay_adapters::sqs_dlq::BROWSE_MAX_MESSAGES, requires = "sqs")]
+    max: usize,
 }
 
 #[derive(clap::Args)]
@@ -231,6 +260,10 @@ struct QueueArgs {
     /// Only this cluster's dead letters
     #[arg(long)]
     cluster: Option<String>,
+    /// With --sqs: receive at most this many dead letters per run (a run also stops before
+    /// the first ones it hid would show again); run again for the rest
+    #[arg(long, value_name = "N", default_value_t = fluxrelay_adapters::sqs_dlq::BROWSE_MAX_MESSAGES, requires = "sqs")]
+    max: usize,
 }
 
 #[derive(Subcommand)]
@@ -333,9 +366,11 @@ fn wait_command(args: WaitArgs) -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Every line, in both formats and at every level, has its webhook paths redacted: a
+    // library's span (kube-client's, at debug) carries the URL it calls.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(fluxrelay_adapters::log_writer::Redacting(std::io::stderr))
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -432,6 +467,7 @@ fn dlq(command: DlqCommand) -> ExitCode {
                 let count = dlq::list_sqs(
                     url,
                     queue.cluster.as_deref(),
+                    dlq::sqs_limits(queue.max),
                     json,
                     &mut std::io::stdout().lock(),
                 )
@@ -457,8 +493,13 @@ fn dlq(command: DlqCommand) -> ExitCode {
         },
         DlqCommand::Redrive { queue, to } => match &queue.sqs {
             Some(url) => with_runtime(async {
-                let (count, target) =
-                    dlq::redrive_sqs(url, to.as_deref(), queue.cluster.as_deref()).await?;
+                let (count, target) = dlq::redrive_sqs(
+                    url,
+                    to.as_deref(),
+                    queue.cluster.as_deref(),
+                    dlq::sqs_limits(queue.max),
+                )
+                .await?;
                 println!("redrove {count} dead letter(s) to {target}");
                 Ok(())
             }),
@@ -484,7 +525,12 @@ fn dlq(command: DlqCommand) -> ExitCode {
 fn explain(args: ExplainArgs) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let result = match &args.sqs {
-        Some(url) => with_runtime(explain::explain_sqs(url, &args.key, &mut out)),
+        Some(url) => with_runtime(explain::explain_sqs(
+            url,
+            &args.key,
+            dlq::sqs_limits(args.max),
+            &mut out,
+        )),
         None => {
             let dir = match &args.data_dir {
                 Some(dir) => Ok(dir.clone()),
@@ -542,6 +588,9 @@ fn cluster_command(command: ClusterCommand) -> ExitCode {
             eprintln!("{count} cluster(s)");
             Ok(())
         }),
+        ClusterCommand::Migrate { apply, store } => {
+            with_runtime(cluster::migrate(&store.store(), apply))
+        }
         ClusterCommand::Check { name, store } => with_runtime(async {
             if cluster::check(&store.store(), &name).await? {
                 Ok(())

@@ -56,6 +56,8 @@ pub struct Metrics {
     trigger_latency: Histogram,
     /// Confirmation figures (`metrics_confirm.rs`).
     pub confirm: ConfirmMetrics,
+    connections: crate::listener::ConnectionMetrics,
+    request_timeouts: Counter,
 }
 
 impl Default for Metrics {
@@ -129,6 +131,28 @@ impl Metrics {
             trigger_latency.clone(),
         );
         let confirm = ConfirmMetrics::register(&mut registry);
+        let connections = crate::listener::ConnectionMetrics::default();
+        let request_timeouts = Counter::default();
+        registry.register(
+            "http_connections",
+            "HTTP connections open now (at most http.max_connections, briefly more while the longest-idle one closes)",
+            connections.open.clone(),
+        );
+        registry.register(
+            "http_connections_closed_for_room",
+            "Idle HTTP connections closed to make room for a new one (http.max_connections was reached)",
+            connections.closed_for_room.clone(),
+        );
+        registry.register(
+            "http_header_timeouts",
+            "HTTP connections closed because their request head was not complete within http.header_read_timeout_secs (including idle ones)",
+            connections.header_timeouts.clone(),
+        );
+        registry.register(
+            "http_request_timeouts",
+            "Requests answered 408 because their body and answer took longer than http.request_timeout_secs",
+            request_timeouts.clone(),
+        );
         Self {
             confirm,
             registry,
@@ -142,7 +166,18 @@ impl Metrics {
             journal_rows,
             journal_bytes,
             trigger_latency,
+            connections,
+            request_timeouts,
         }
+    }
+
+    /// The listener's counters (shared handles: the listener updates them).
+    pub fn connections(&self) -> crate::listener::ConnectionMetrics {
+        self.connections.clone()
+    }
+
+    pub fn record_request_timeout(&self) {
+        self.request_timeouts.inc();
     }
 
     pub fn record_ingest(&self, result: &Result<Accepted, IngestError>) {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fluxrelay_adapters::cluster::KubeClusters;
@@ -21,16 +22,28 @@ use fluxrelay_adapters::gitlab::GitLabClient;
 use fluxrelay_adapters::outcome_log;
 use fluxrelay_core::handlers::confirm::{ConfirmMemory, ConfirmRules};
 use fluxrelay_core::handlers::dispatch::{DispatchMemory, DispatchOptions, DispatchRules};
-use fluxrelay_core::ingest::{IngestConfig, IngestError, IngestResponse, ingest};
+use fluxrelay_core::ingest::{
+    Accepted, IngestConfig, IngestError, IngestResponse, Source, check_head, ingest_from,
+};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore, watch};
+use tower::ServiceBuilder;
+use tower::limit::ConcurrencyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
-use crate::config::{ConfigError, Problem, ServeConfig};
+use crate::config::{ConfigError, HttpLimits, Problem, ServeConfig};
+use crate::listener::{self, ConnectionLimits};
 use crate::metrics::Metrics;
 use crate::workers::{self, Workers};
 
 pub const QUEUE_FILE: &str = "queue.sqlite";
 const LOCK_FILE: &str = "serve.lock";
+/// `/healthz` and `/metrics` requests at once: their own slots, so a flood of `/webhook`
+/// cannot take them (a scrape reads the queue file: a few at a time is plenty).
+const OPERATIONS_CONCURRENCY: usize = 4;
+/// File descriptors kept for the queue file, the kube clients and the log, above the
+/// connections.
+const RESERVED_FILES: usize = 64;
 
 /// Why `serve` could not start (config-level, exit 78) or stopped with an error (exit 1).
 #[derive(Debug, thiserror::Error)]
@@ -140,11 +153,9 @@ pub async fn run(
         metrics,
         route_wake: route_wake.clone(),
     };
-    let app = Router::new()
-        .route("/webhook", post(webhook))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_text))
-        .with_state(state);
+    let metrics = state.metrics.clone();
+    let app = router(state, &config.http);
+    let connections = connection_limits(&config.http);
 
     let (stop_workers, stopped) = watch::channel(false);
     let tasks = vec![
@@ -167,12 +178,17 @@ pub async fn run(
         "listening"
     );
 
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    let stopped = listener::serve(
+        listener,
+        app,
+        connections,
+        metrics.connections(),
+        async move {
             shutdown.await;
             tracing::info!("shutting down: no new webhooks; finishing work in hand");
-        })
-        .await;
+        },
+    )
+    .await;
     let _ = stop_workers.send(true);
     for task in tasks {
         let _ = task.await;
@@ -184,10 +200,91 @@ pub async fn run(
         tracing::info!(
             intake = intake.visible + intake.in_flight,
             dispatch = dispatch.visible + dispatch.in_flight,
+            connections_cut = stopped.cut,
             "stopped; queued messages are kept for the next start"
         );
     }
-    served.map_err(|error| ServeError::Runtime(format!("HTTP server: {error}")))
+    Ok(())
+}
+
+/// `/webhook` behind, from the outside in: the request timeout (408), the head check (a
+/// wrong token is refused before its body is read, and takes no slot), and its own
+/// concurrency limit. `/healthz` and `/metrics` have their own limit and timeout.
+fn router(state: AppState, limits: &HttpLimits) -> Router {
+    let timeout =
+        || TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout);
+    let webhooks = Router::new()
+        .route(Source::GITLAB_PATH, post(webhook))
+        .route(Source::DISTRIBUTION_PATH, post(distribution_webhook))
+        .route(Source::HARBOR_PATH, post(harbor_webhook))
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(middleware::map_response_with_state(
+                    state.clone(),
+                    count_request_timeout,
+                ))
+                .layer(timeout())
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    refuse_by_head,
+                ))
+                .layer(ConcurrencyLimitLayer::new(limits.webhook_concurrency)),
+        );
+    let operations = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(timeout())
+                .layer(ConcurrencyLimitLayer::new(OPERATIONS_CONCURRENCY)),
+        );
+    webhooks.merge(operations).with_state(state)
+}
+
+/// A 408 from the request timeout is an answer the handler never gave: count it here.
+async fn count_request_timeout(State(state): State<AppState>, response: Response) -> Response {
+    if response.status() == StatusCode::REQUEST_TIMEOUT {
+        state.metrics.record_request_timeout();
+        tracing::warn!(
+            outcome = "rejected",
+            status = 408u16,
+            reason = "the request body did not arrive within http.request_timeout_secs"
+        );
+    }
+    response
+}
+
+/// The configured limits, with the connection cap lowered to what the process may open.
+fn connection_limits(limits: &HttpLimits) -> ConnectionLimits {
+    let mut connections = limits.connections;
+    if let Some(files) = listener::open_files_limit() {
+        let room = files.saturating_sub(RESERVED_FILES).max(1);
+        if connections.max_connections > room {
+            tracing::warn!(
+                max_connections = connections.max_connections,
+                open_files_limit = files,
+                using = room,
+                "http.max_connections is above what the open-files limit allows (raise LimitNOFILE / ulimit -n)"
+            );
+            connections.max_connections = room;
+        }
+    }
+    connections
+}
+
+/// Answers from the head alone what the head decides (a declared size over the cap, a
+/// wrong or missing token, bad signature headers, an instance the token is not for), with
+/// the answer `ingest` would give, before a byte of the body is read.
+async fn refuse_by_head(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // Only the webhook routes carry this layer, so every path here is a source's.
+    let Some(source) = Source::for_path(request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    match check_head(source, &state.ingest, request.headers(), now) {
+        Ok(()) => next.run(request).await,
+        Err(error) => answer(&state, Err(error)),
+    }
 }
 
 /// One `serve` per data directory: a second would deliver the first one's in-flight
@@ -209,12 +306,31 @@ fn lock_data_dir(dir: &Path) -> Result<File, String> {
     }
 }
 
-async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn webhook(state: State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    receive(Source::Gitlab, state, headers, body).await
+}
+
+async fn distribution_webhook(state: State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    receive(Source::Distribution, state, headers, body).await
+}
+
+async fn harbor_webhook(state: State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    receive(Source::Harbor, state, headers, body).await
+}
+
+/// One webhook from `source`: the same path for every sender, core's rules deciding.
+async fn receive(
+    source: Source,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let limit = state.ingest.max_body_bytes;
     // One byte over the cap is enough for ingest to answer 413 with its own message.
     let result = match to_bytes(body, limit.saturating_add(1)).await {
         Ok(bytes) => {
-            ingest(
+            ingest_from(
+                source,
                 &state.ingest,
                 &state.queue,
                 &headers,
@@ -241,6 +357,11 @@ async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Body) 
                 .into_response();
         }
     };
+    answer(&state, result)
+}
+
+/// The answer to GitLab, its log line and its metrics.
+fn answer(state: &AppState, result: Result<Accepted, IngestError>) -> Response {
     outcome_log::ingest(&result);
     state.metrics.record_ingest(&result);
     if result.is_ok() {

@@ -2,7 +2,8 @@
 //! same handlers as the Lambda functions, settled the way SQS settles them (delete, a
 //! visibility backoff, or the dead-letter table with a reason).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fluxrelay_adapters::clock::TokioClock;
@@ -23,6 +24,7 @@ use fluxrelay_core::handlers::route::{
 };
 use fluxrelay_core::outcome::verdict::Verdict;
 use fluxrelay_core::ports::{QueueError, QueueMessage};
+use fluxrelay_core::push::{Dispatch, PushEvent};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore, watch};
 
@@ -172,14 +174,27 @@ fn route_journal(report: &RouteReport) -> Vec<JournalEntry> {
     let mut entries = Vec::new();
     for message in &report.messages {
         let Some(push) = &message.push else { continue };
-        let what = format!(
-            "accepted {}: {} {} {}..{}",
-            push.received_at,
-            push.project.path,
-            push.git_ref,
-            short(&push.before),
-            short(&push.after)
-        );
+        let what = match push.event {
+            PushEvent::ArtifactPush => format!(
+                "accepted {}: artifact {}:{} ({})",
+                push.received_at, push.project.web_url, push.git_ref, push.after
+            ),
+            PushEvent::Pipeline => format!(
+                "accepted {}: successful pipeline of {} {} at {}",
+                push.received_at,
+                push.project.path,
+                push.git_ref,
+                short(&push.after)
+            ),
+            PushEvent::Push | PushEvent::TagPush => format!(
+                "accepted {}: {} {} {}..{}",
+                push.received_at,
+                push.project.path,
+                push.git_ref,
+                short(&push.before),
+                short(&push.after)
+            ),
+        };
         match &message.verdict {
             RouteVerdict::Routed { clusters } => {
                 let routed = if clusters.is_empty() {
@@ -210,6 +225,8 @@ fn route_journal(report: &RouteReport) -> Vec<JournalEntry> {
                     format!("{what}; {reason}"),
                 ));
             }
+            // Only an EventBridge event that is no push is ignored, and it carries none.
+            RouteVerdict::Ignored { .. } => {}
         }
     }
     entries
@@ -263,7 +280,18 @@ fn dispatch_journal(report: &DispatchReport) -> Vec<JournalEntry> {
             ),
             Verdict::NothingToTrigger => add(
                 "nothing_to_trigger",
-                "no GitRepository in the cluster tracks this project and ref".to_string(),
+                match dispatch.push.event {
+                    PushEvent::ArtifactPush => {
+                        "no Flux object in the cluster follows this repository and tag"
+                    }
+                    PushEvent::Pipeline => {
+                        "no artifact source in the cluster lies under this project"
+                    }
+                    PushEvent::Push | PushEvent::TagPush => {
+                        "no GitRepository in the cluster tracks this project and ref"
+                    }
+                }
+                .to_string(),
             ),
             Verdict::Retry(retry) => add(
                 "retry",
@@ -338,11 +366,16 @@ pub async fn run_route(workers: Arc<Workers>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Dispatch until `stop` turns true. Batches run concurrently, up to the slots: a batch
-/// whose cluster hangs holds one slot until its deadline, while the next batches (other
-/// clusters' messages: a cluster's FIFO group is busy while its batch runs) go on. On
-/// stop, the batches in hand are finished first.
+/// Dispatch until `stop` turns true. Each received batch is split by cluster, and each
+/// cluster's share runs as a task of its own, up to `dispatch_slots` at once: a cluster
+/// that hangs holds one slot until its deadline, never a batch of other clusters with it.
+/// A cluster is handled by one task at a time (its FIFO group already keeps its dispatch
+/// messages together; its retries come from the retry queue, in no group): messages for a
+/// busy cluster join that task's backlog, handled as one batch when it is done, instead of
+/// taking another slot. On stop, the tasks in hand are finished first.
 pub async fn run_dispatch(workers: Arc<Workers>, mut stop: watch::Receiver<bool>) {
+    // Clusters being handled, each with the messages that arrived for it meanwhile.
+    let busy: Arc<Mutex<HashMap<String, Vec<QueueMessage>>>> = Arc::default();
     let mut failures: u32 = 0;
     let mut running = tokio::task::JoinSet::new();
     while !*stop.borrow() {
@@ -356,11 +389,42 @@ pub async fn run_dispatch(workers: Arc<Workers>, mut stop: watch::Receiver<bool>
             Ok(messages) if messages.is_empty() => IDLE_POLL,
             Ok(messages) => {
                 failures = 0;
-                let batch = workers.clone();
-                running.spawn(async move {
-                    batch.dispatch_batch(messages).await;
-                    drop(permit);
-                });
+                let mut permit = Some(permit);
+                for (cluster, share) in by_cluster(messages) {
+                    {
+                        let mut busy = lock(&busy);
+                        if let Some(backlog) = busy.get_mut(&cluster) {
+                            backlog.extend(share);
+                            continue;
+                        }
+                        busy.insert(cluster.clone(), Vec::new());
+                    }
+                    let slot = match permit.take() {
+                        Some(slot) => slot,
+                        None => match workers.dispatch_slots.clone().acquire_owned().await {
+                            Ok(slot) => slot,
+                            Err(_) => break,
+                        },
+                    };
+                    let (batch, busy) = (workers.clone(), busy.clone());
+                    running.spawn(async move {
+                        let mut share = share;
+                        loop {
+                            batch.dispatch_batch(share).await;
+                            let mut waiting = lock(&busy);
+                            match waiting.get_mut(&cluster).map(std::mem::take) {
+                                Some(backlog) if !backlog.is_empty() => share = backlog,
+                                _ => {
+                                    waiting.remove(&cluster);
+                                    break;
+                                }
+                            }
+                        }
+                        drop(slot);
+                        // The cluster's next messages may be waiting on the queue.
+                        batch.dispatch_wake.notify_one();
+                    });
+                }
                 continue;
             }
             Err(error) => {
@@ -377,4 +441,26 @@ pub async fn run_dispatch(workers: Arc<Workers>, mut stop: watch::Receiver<bool>
         }
     }
     while running.join_next().await.is_some() {}
+}
+
+/// A batch's messages by cluster, in queue order within each (an unreadable body is a
+/// share of its own: dispatch dead-letters it).
+fn by_cluster(messages: Vec<QueueMessage>) -> Vec<(String, Vec<QueueMessage>)> {
+    let mut shares: Vec<(String, Vec<QueueMessage>)> = Vec::new();
+    for message in messages {
+        let cluster = Dispatch::from_json(&message.body)
+            .map(|dispatch| dispatch.cluster)
+            .unwrap_or_else(|_| format!("\u{0}unreadable:{}", message.id));
+        match shares.iter_mut().find(|(name, _)| *name == cluster) {
+            Some((_, share)) => share.push(message),
+            None => shares.push((cluster, vec![message])),
+        }
+    }
+    shares
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

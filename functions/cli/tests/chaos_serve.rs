@@ -25,8 +25,8 @@ use common::{
     run_fluxrelay, write_config,
 };
 use fluxrelay_testkit::chaos::{
-    AckedPush, Books, ConfirmationBooks, DeadLetter, FaultLog, Rng, Scale, rbac_removal_hold,
-    reason_class,
+    AckedPush, Books, ConfirmationBooks, DeadLetter, FaultLog, Rng, Scale, delivery_latencies,
+    hung_cluster_kept, rbac_removal_hold, reason_class,
 };
 use fluxrelay_testkit::chaos_fleet::{self, FleetCluster, PushKind, ROLE};
 use fluxrelay_testkit::confirm_world::GITLAB_TOKEN;
@@ -37,6 +37,8 @@ use fluxrelay_testkit::netns;
 use serde_json::Value;
 
 const BRANCHES: usize = 3;
+/// The cluster whose apiserver never answers.
+const HUNG: &str = "hung";
 const TAG_POSTERS: usize = 4;
 /// Past the kube client's 15 s read timeout (adapters' DEFAULT_READ_TIMEOUT).
 const STALL: Duration = Duration::from_secs(16);
@@ -101,7 +103,7 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
     gitlab.add_token(GITLAB_TOKEN, 1, &["api"]);
     gitlab.add_project(15, "mike/diaspora");
     gitlab.add_project(1, "jsmith/example");
-    let entries: Vec<Value> = fleet
+    let mut entries: Vec<Value> = fleet
         .iter()
         .map(|c| {
             let mut entry = c.entry(&cluster.kube);
@@ -109,6 +111,19 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
             entry
         })
         .collect();
+    // One more cluster whose apiserver hangs for the whole run: it accepts connections and
+    // never answers (a stopped process). Its pushes must wait for it without delaying the
+    // others, and none may be dropped.
+    // (FLUXRELAY_CHAOS_HUNG=0 leaves it out, to compare the others' latency without it.)
+    let with_hung = std::env::var("FLUXRELAY_CHAOS_HUNG").map_or(true, |v| v != "0");
+    let hung_apiserver = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // (It does not confirm: nothing of it ever applies.)
+    let mut hung = fleet[0].entry(&cluster.kube);
+    hung["name"] = Value::from(HUNG);
+    hung["server"] = Value::from(format!("https://{}", hung_apiserver.local_addr().unwrap()));
+    if with_hung {
+        entries.push(hung);
+    }
     let dir = TempDir::new("chaos-serve");
     // Transient faults last seconds; 60 attempts at 1–2 s apart outlast them, so only a
     // permanent answer (an apiserver 403 while the Role is gone) dead-letters.
@@ -194,6 +209,7 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
                             after: chaos_fleet::commit(n),
                             order: if kinds[n] == PushKind::Tag { 0 } else { order },
                             key,
+                            acked_at: std::time::Instant::now(),
                         }),
                         None => counts.unacknowledged.push(n),
                     }
@@ -338,17 +354,17 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
         let books = Books::reconcile(&tally.acked, &clusters, &deliveries, &letters, reason_class);
         let confirmations =
             ConfirmationBooks::reconcile(&tally.acked, &clusters, &deliveries, &letters, statuses);
+        // The hung cluster's messages stay queued: drained is the intake and the confirm
+        // queue, and every pair of the healthy clusters accounted for.
         let metrics = Metrics::scrape(&*serve.lock().await).await;
-        let confirming: f64 = ["visible", "in_flight"]
-            .iter()
-            .map(|state| {
+        let drained = ["intake", "confirm"].iter().all(|queue| {
+            ["visible", "in_flight"].iter().all(|state| {
                 metrics.value(
                     "fluxrelay_queue_messages",
-                    &[("queue", "confirm"), ("state", state)],
-                )
+                    &[("queue", queue), ("state", state)],
+                ) == 0.0
             })
-            .sum();
-        let drained = metrics.queued() == 0.0 && confirming == 0.0;
+        });
         if (books.lost == 0 && confirmations.pending == 0 && drained)
             || Instant::now() > settle_deadline
         {
@@ -449,4 +465,46 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
         confirmations.ended.get("success").copied().unwrap_or(0) > 0,
         "{confirmations}"
     );
+
+    // The hung cluster: what is left on the queues is its, and for each ref its newest
+    // push is still there (or dead-lettered), waiting for the apiserver.
+    serve.lock().await.terminate(Duration::from_secs(30)).await;
+    let queue = fluxrelay_adapters::embedded::EmbeddedQueue::open(
+        std::path::Path::new(&data_dir).join("queue.sqlite"),
+    )
+    .unwrap();
+    let mut pending: Vec<(String, String)> = Vec::new();
+    for name in ["dispatch", "dispatch-retry"] {
+        for body in queue.peek(name).unwrap() {
+            let dispatch = fluxrelay_core::push::Dispatch::from_json(&body).unwrap();
+            pending.push((dispatch.cluster, dispatch.push.key));
+        }
+    }
+    let healthy_pending: Vec<&(String, String)> =
+        pending.iter().filter(|(c, _)| c != HUNG).collect();
+    assert!(
+        healthy_pending.is_empty(),
+        "healthy clusters' work left queued: {healthy_pending:?}"
+    );
+    if with_hung {
+        let missing = hung_cluster_kept(&tally.acked, HUNG, &pending, &letters);
+        assert!(
+            missing.is_empty(),
+            "pushes the hung cluster would never get: {missing:?}"
+        );
+    }
+    let deliveries = chaos_fleet::deliveries(&cluster.receiver, &fleet);
+    let (p50, p90, p99) = delivery_latencies(&tally.acked, &deliveries).unwrap();
+    eprintln!(
+        "chaos_serve: {} the healthy clusters' acknowledged → delivered latency: p50 {p50:.1?}, p90 {p90:.1?}, p99 {p99:.1?}",
+        if with_hung {
+            format!(
+                "beside a cluster whose apiserver hung for the whole run ({} of its messages pending),",
+                pending.len()
+            )
+        } else {
+            "with no hung cluster (FLUXRELAY_CHAOS_HUNG=0),".to_string()
+        }
+    );
+    drop(hung_apiserver);
 }

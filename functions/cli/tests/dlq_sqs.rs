@@ -65,6 +65,7 @@ async fn lists_sqs_dead_letters_with_reasons_and_redrives_one_clusters_to_the_so
             status: Some(403),
             cluster: Some(cluster.into()),
             key: Some(dispatch.push.key.clone()),
+            attempts: None,
         };
         let id = format!("m{n}");
         queue
@@ -138,4 +139,50 @@ async fn redrive_refuses_to_guess_the_target_of_an_unconventional_queue_name() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("pass --to QUEUE_URL"), "{stderr}");
+}
+
+/// `--max` bounds a run; the run says it stopped, and the next redrive continues where the
+/// last one stopped (redriven messages are gone from the dead-letter queue).
+#[tokio::test]
+async fn a_run_stops_at_max_says_so_and_redrive_continues_where_it_stopped() {
+    let moto = Moto::start();
+    let client = moto.sqs().await;
+    let dispatch_queue = create_fifo_queue(&client, "fr-dispatch.fifo").await;
+    let dlq = create_fifo_queue(&client, "fr-dispatch-dlq.fifo").await;
+    let queue = SqsQueue::new(client.clone(), dlq.clone());
+    for n in 1..=12u64 {
+        let dispatch = Dispatch::new("prod", push(n, &format!("{n}")));
+        let reason = DeadLetterReason {
+            reason: format!("receiver answered 400 ({n})"),
+            status: Some(400),
+            cluster: Some("prod".into()),
+            key: Some(dispatch.push.key.clone()),
+            attempts: None,
+        };
+        let id = format!("m{n}");
+        queue
+            .dead_letter(&dlq, &dispatch.to_json(), &id, &id, &reason)
+            .await
+            .unwrap();
+    }
+
+    let listed = fluxrelay(
+        &moto,
+        &["dlq", "list", "--sqs", &dlq, "--json", "--max", "5"],
+    );
+    assert_eq!(stdout(&listed).lines().count(), 5);
+    let note = String::from_utf8_lossy(&listed.stderr).to_string();
+    assert!(note.contains("stopped after 5 dead letters"), "{note}");
+
+    let mut redriven = Vec::new();
+    for _ in 0..3 {
+        let run = fluxrelay(&moto, &["dlq", "redrive", "--sqs", &dlq, "--max", "5"]);
+        redriven.push(stdout(&run).trim().to_string());
+    }
+    assert_eq!(
+        redriven,
+        [5, 5, 2].map(|n| format!("redrove {n} dead letter(s) to {dispatch_queue}")),
+    );
+    let left = stdout(&fluxrelay(&moto, &["dlq", "list", "--sqs", &dlq, "--json"]));
+    assert_eq!(left.lines().count(), 0, "{left}");
 }

@@ -1,5 +1,7 @@
-//! Ingest CPU per push: authenticate + parse + normalise each GitLab fixture, with the
-//! enqueue replaced by a publisher that only counts (the queue is measured elsewhere).
+//! Ingest CPU per push: authenticate + parse + normalise each GitLab fixture, and each
+//! artifact event kind (a registry notification, Harbor's two formats, a pipeline hook;
+//! an ECR event as route reads it off the intake queue), with the enqueue replaced by a
+//! publisher that only counts (the queue is measured elsewhere).
 //! Before timing, each case is checked to give the outcome it should, so a broken path
 //! cannot pass as a fast one.
 
@@ -14,7 +16,8 @@ use time::OffsetDateTime;
 
 use fluxrelay_core::Secret;
 use fluxrelay_core::auth::{AuthConfig, SigningKey};
-use fluxrelay_core::ingest::{Accepted, IngestConfig, ingest};
+use fluxrelay_core::handlers::route::{IntakeBody, read_intake};
+use fluxrelay_core::ingest::{Accepted, IngestConfig, Source, ingest, ingest_from};
 use fluxrelay_core::ports::{PushPublisher, QueueError};
 use fluxrelay_core::push::Push;
 
@@ -138,7 +141,103 @@ fn bench_ingest(c: &mut Criterion) {
             )
         })
     });
+    bench_artifacts(&mut group, &token_only, now);
     group.finish();
+}
+
+/// (name, endpoint, X-Gitlab-Event for GitLab, body, accepted): the artifact event kinds.
+const ARTIFACT_FIXTURES: &[(&str, Source, &str, &[u8], bool)] = &[
+    (
+        "registry: GitLab container registry push",
+        Source::Distribution,
+        "",
+        include_bytes!("../tests/fixtures/registry/gitlab-registry-manifest-push.json"),
+        true,
+    ),
+    (
+        "registry: distribution envelope by digest (ignored)",
+        Source::Distribution,
+        "",
+        include_bytes!("../tests/fixtures/registry/distribution-push-envelope.json"),
+        false,
+    ),
+    (
+        "harbor: Default push by tag",
+        Source::Harbor,
+        "",
+        include_bytes!("../tests/fixtures/harbor/push-artifact-default-by-tag.json"),
+        true,
+    ),
+    (
+        "harbor: CloudEvents push by digest (ignored)",
+        Source::Harbor,
+        "",
+        include_bytes!("../tests/fixtures/harbor/push-artifact-cloudevents.json"),
+        false,
+    ),
+    (
+        "pipeline_hook (success)",
+        Source::Gitlab,
+        "Pipeline Hook",
+        include_bytes!("../tests/fixtures/gitlab/pipeline_hook.json"),
+        true,
+    ),
+];
+
+const ECR_PUSH: &str = include_str!("../tests/fixtures/ecr/image-action-push.json");
+
+fn bench_artifacts(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    config: &IngestConfig,
+    now: OffsetDateTime,
+) {
+    for (name, source, event, body, accepted) in ARTIFACT_FIXTURES {
+        let mut headers = HeaderMap::new();
+        if *source == Source::Gitlab {
+            headers = self::headers(event);
+        } else {
+            headers.insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap(),
+            );
+        }
+        let outcome = ingest_from(
+            *source,
+            config,
+            &CountingQueue,
+            &headers,
+            body,
+            now,
+            "bench",
+        )
+        .now_or_never();
+        let enqueued = matches!(outcome, Some(Ok(Accepted::Enqueued { .. })));
+        let ignored = matches!(outcome, Some(Ok(Accepted::Ignored { .. })));
+        assert!(
+            (*accepted && enqueued) || (!*accepted && ignored),
+            "{name}: {outcome:?}"
+        );
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                black_box(
+                    ingest_from(
+                        *source,
+                        config,
+                        &CountingQueue,
+                        black_box(&headers),
+                        black_box(body),
+                        now,
+                        "bench",
+                    )
+                    .now_or_never(),
+                )
+            })
+        });
+    }
+    assert!(matches!(read_intake(ECR_PUSH), Ok(IntakeBody::Push(_))));
+    group.bench_function("ecr: EventBridge event read by route", |b| {
+        b.iter(|| black_box(read_intake(black_box(ECR_PUSH))))
+    });
 }
 
 // python3 -c 'import hmac,hashlib,base64;k=bytes(range(32));b=open("functions/core/tests/fixtures/gitlab/push_hook.json","rb").read();print("v1,"+base64.b64encode(hmac.new(k,b"msg_2Lh5T3vtKdhVuFv7bUHOfE.1763800000."+b,hashlib.sha256).digest()).decode())'

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::flux::artifacts::ArtifactKind;
 use crate::flux::{GIT_REPOSITORY_GROUP, RECEIVER_GROUP};
 use crate::registry::{ClusterEntry, ReceiverEndpoint, TriggerMode};
 
@@ -64,8 +65,10 @@ impl fmt::Display for Permission {
 }
 
 /// What dispatch does with this entry, as permissions: in each namespace, list
-/// GitRepositories and, by mode, list Receivers or patch GitRepositories; in receiver mode
-/// through the service proxy, create on that proxy's service.
+/// GitRepositories and, by mode, list Receivers or patch GitRepositories; list each kind of
+/// the entry's `trigger.artifact_kinds` and, in annotate mode, patch each (but
+/// HelmRepository, which is never triggered); in receiver mode through the service proxy,
+/// create on that proxy's service.
 pub fn needed_permissions(entry: &ClusterEntry) -> Vec<Permission> {
     let permission = |verb, group, resource, namespace: &str| Permission {
         verb,
@@ -88,6 +91,13 @@ pub fn needed_permissions(entry: &ClusterEntry) -> Vec<Permission> {
                 permission("patch", GIT_REPOSITORY_GROUP, GIT_REPOSITORIES, namespace)
             }
         });
+        for kind in &entry.trigger.artifact_kinds {
+            needed.push(permission("list", kind.group(), kind.plural(), namespace));
+            if entry.trigger.mode == TriggerMode::Annotate && *kind != ArtifactKind::HelmRepository
+            {
+                needed.push(permission("patch", kind.group(), kind.plural(), namespace));
+            }
+        }
     }
     if entry.trigger.mode == TriggerMode::Receiver
         && let ReceiverEndpoint::ServiceProxy(path) = &entry.trigger.receiver_endpoint

@@ -116,3 +116,55 @@ fn the_fix_for_a_missing_permission_is_a_role_rule() {
         Some(("gitrepositories", None))
     );
 }
+
+#[test]
+fn artifact_kinds_add_their_list_and_in_annotate_mode_their_patch() {
+    let kinds = json!([
+        "OCIRepository",
+        "HelmRepository",
+        "HelmChart",
+        "HelmRelease",
+        "ImageRepository"
+    ]);
+    let flux_system = |all: Vec<String>| -> Vec<String> {
+        all.into_iter()
+            .filter(|p| p.ends_with("in flux-system"))
+            .collect()
+    };
+    assert_eq!(
+        flux_system(described(&entry(
+            json!({"trigger": {"artifact_kinds": kinds}})
+        ))),
+        [
+            "list gitrepositories.source.toolkit.fluxcd.io in flux-system",
+            "list receivers.notification.toolkit.fluxcd.io in flux-system",
+            "list ocirepositories.source.toolkit.fluxcd.io in flux-system",
+            "list helmrepositories.source.toolkit.fluxcd.io in flux-system",
+            "list helmcharts.source.toolkit.fluxcd.io in flux-system",
+            "list helmreleases.helm.toolkit.fluxcd.io in flux-system",
+            "list imagerepositories.image.toolkit.fluxcd.io in flux-system",
+            "create services/proxy http:webhook-receiver:80 in flux-system",
+        ]
+    );
+    // Annotate mode patches what it triggers; an OCI HelmRepository is never triggered.
+    assert_eq!(
+        flux_system(described(&entry(
+            json!({"trigger": {"mode": "annotate", "artifact_kinds": ["OCIRepository", "HelmRepository", "HelmChart"]}})
+        ))),
+        [
+            "list gitrepositories.source.toolkit.fluxcd.io in flux-system",
+            "patch gitrepositories.source.toolkit.fluxcd.io in flux-system",
+            "list ocirepositories.source.toolkit.fluxcd.io in flux-system",
+            "patch ocirepositories.source.toolkit.fluxcd.io in flux-system",
+            "list helmrepositories.source.toolkit.fluxcd.io in flux-system",
+            "list helmcharts.source.toolkit.fluxcd.io in flux-system",
+            "patch helmcharts.source.toolkit.fluxcd.io in flux-system",
+        ]
+    );
+    // Only the kinds the entry names: none by default.
+    assert!(
+        described(&entry(json!({})))
+            .iter()
+            .all(|p| !p.contains("oci") && !p.contains("helm") && !p.contains("image"))
+    );
+}

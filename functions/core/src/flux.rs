@@ -1,8 +1,11 @@
-//! The two Flux objects fluxrelay reads, reduced to the fields its rules use.
+//! The Flux objects fluxrelay reads, reduced to the fields its rules use: GitRepository and
+//! Receiver here, the kinds an artifact push concerns in [`artifacts`].
 //!
 //! They are read from untyped JSON (a `kube` `DynamicObject` serialises to exactly the
 //! object the apiserver returned), leniently: a missing or mistyped field becomes "absent",
 //! and the rules decide what absent means. No input here can fail or panic.
+
+pub mod artifacts;
 
 use std::collections::BTreeMap;
 

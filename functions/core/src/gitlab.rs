@@ -6,6 +6,7 @@
 //! fail, and an unsupported event is not a failure.
 
 mod payload;
+mod pipeline;
 
 use std::collections::BTreeSet;
 
@@ -45,7 +46,7 @@ pub enum MalformedEvent {
     EventHeaderNotText,
     #[error("body is not valid UTF-8 JSON: {0}")]
     NotJson(String),
-    #[error("body does not have the shape of a GitLab {event} event: {detail}")]
+    #[error("body does not have the shape of a {event} event: {detail}")]
     Shape { event: &'static str, detail: String },
     #[error("field {field}: {problem}")]
     Field {
@@ -54,7 +55,7 @@ pub enum MalformedEvent {
     },
 }
 
-fn field(field: &'static str, problem: impl Into<String>) -> MalformedEvent {
+pub(crate) fn field(field: &'static str, problem: impl Into<String>) -> MalformedEvent {
     MalformedEvent::Field {
         field,
         problem: problem.into(),
@@ -93,12 +94,13 @@ pub fn parse_event(
 
     match event {
         "Push Hook" | "Tag Push Hook" => {
-            let payload: PushPayload = decode(body, "push")?;
+            let payload: PushPayload = decode(body, "GitLab push")?;
             let push =
                 normalise_push(payload, instance_header, HookKind::ProjectOrGroup, delivery)?;
             Ok(ParsedEvent::Pushes(vec![push]))
         }
         "System Hook" => parse_system_hook(body, instance_header, delivery),
+        "Pipeline Hook" => pipeline::parse(body, instance_header, delivery),
         other => Ok(ParsedEvent::Ignored {
             reason: format!("event {} is not a push", quote_untrusted(other)),
         }),
@@ -115,16 +117,16 @@ fn parse_system_hook(
         event_name: Option<String>,
         object_kind: Option<String>,
     }
-    let kind: Kind = decode(body, "system hook")?;
+    let kind: Kind = decode(body, "GitLab system hook")?;
     let name = kind.event_name.or(kind.object_kind).unwrap_or_default();
     match name.as_str() {
         "push" | "tag_push" => {
-            let payload: PushPayload = decode(body, "system hook push")?;
+            let payload: PushPayload = decode(body, "GitLab system hook push")?;
             let push = normalise_push(payload, instance_header, HookKind::System, delivery)?;
             Ok(ParsedEvent::Pushes(vec![push]))
         }
         "repository_update" => {
-            let payload: RepositoryUpdatePayload = decode(body, "repository_update")?;
+            let payload: RepositoryUpdatePayload = decode(body, "GitLab repository_update")?;
             normalise_repository_update(payload, instance_header, delivery).map(ParsedEvent::Pushes)
         }
         other => Ok(ParsedEvent::Ignored {
@@ -133,7 +135,7 @@ fn parse_system_hook(
     }
 }
 
-fn single_header<'a>(
+pub(crate) fn single_header<'a>(
     headers: &'a HeaderMap,
     name: &'static str,
     display: &'static str,
@@ -146,7 +148,7 @@ fn single_header<'a>(
     Ok(first)
 }
 
-fn decode<'a, T: serde::Deserialize<'a>>(
+pub(crate) fn decode<'a, T: serde::Deserialize<'a>>(
     body: &'a [u8],
     event: &'static str,
 ) -> Result<T, MalformedEvent> {
@@ -180,7 +182,7 @@ fn bounded_detail(error: &serde_json::Error) -> String {
 }
 
 /// Untrusted text in a reason: bounded, printable, quoted.
-fn quote_untrusted(text: &str) -> String {
+pub(crate) fn quote_untrusted(text: &str) -> String {
     let clean: String = text.chars().filter(|c| !c.is_control()).take(64).collect();
     format!("{clean:?}")
 }
@@ -331,7 +333,11 @@ fn normalise_project(
     })
 }
 
-fn check_text(name: &'static str, value: &str, max: usize) -> Result<(), MalformedEvent> {
+pub(crate) fn check_text(
+    name: &'static str,
+    value: &str,
+    max: usize,
+) -> Result<(), MalformedEvent> {
     if value.is_empty() {
         return Err(field(name, "empty"));
     }
@@ -347,7 +353,7 @@ fn check_text(name: &'static str, value: &str, max: usize) -> Result<(), Malform
     Ok(())
 }
 
-fn check_ref(git_ref: &str) -> Result<(), MalformedEvent> {
+pub(crate) fn check_ref(git_ref: &str) -> Result<(), MalformedEvent> {
     check_text("ref", git_ref, MAX_NAME_BYTES)?;
     if !git_ref.starts_with("refs/") || git_ref.len() <= "refs/".len() {
         return Err(field("ref", "is not a full ref (refs/...)"));
@@ -356,7 +362,7 @@ fn check_ref(git_ref: &str) -> Result<(), MalformedEvent> {
 }
 
 /// SHA-1 (40) or SHA-256 (64) object ids in lower-case hex.
-fn check_sha(name: &'static str, sha: &str) -> Result<(), MalformedEvent> {
+pub(crate) fn check_sha(name: &'static str, sha: &str) -> Result<(), MalformedEvent> {
     let hex = sha
         .bytes()
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
@@ -371,7 +377,10 @@ fn check_sha(name: &'static str, sha: &str) -> Result<(), MalformedEvent> {
 
 /// The instance origin, `scheme://host[:port]` in lower case: from `X-Gitlab-Instance`, or
 /// from the project's web URL for GitLab versions that do not send the header.
-fn instance_origin(header: Option<&str>, web_url: &str) -> Result<String, MalformedEvent> {
+pub(crate) fn instance_origin(
+    header: Option<&str>,
+    web_url: &str,
+) -> Result<String, MalformedEvent> {
     header
         .and_then(origin)
         .or_else(|| origin(web_url))
@@ -383,7 +392,9 @@ fn instance_origin(header: Option<&str>, web_url: &str) -> Result<String, Malfor
         })
 }
 
-fn origin(text: &str) -> Option<String> {
+/// `scheme://host[:port]` in lower case, without a default port, when `text` is an
+/// http(s) URL: how a push's instance is written.
+pub fn origin(text: &str) -> Option<String> {
     let url = url::Url::parse(text.trim()).ok()?;
     if !matches!(url.scheme(), "http" | "https") {
         return None;

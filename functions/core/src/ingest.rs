@@ -1,15 +1,25 @@
-//! The ingest flow and its outcome taxonomy: every answer GitLab can get, with its status.
+//! The ingest flow and its outcome taxonomy: every answer GitLab or a registry can get, with
+//! its status.
 //!
-//! Order: size cap (413) → authentication (401) → parse (400, or 202 ignored) → enqueue
-//! (503) → 202 accepted. A 202 is sent only after the enqueue succeeded.
+//! Order: size cap (413) → authentication (401) → parse (400, or 202 ignored) → the
+//! instance the secrets allow (401) → enqueue (503) → 202 accepted. A 202 is sent only
+//! after the enqueue succeeded. What needs no body — the declared size, the token, the
+//! signature headers' shape and age, the instance header against the token — is
+//! [`check_head`], which `serve` runs before it reads the body and [`ingest_from`] runs first.
+//! Each sender has its own endpoint on the same listener ([`Source::for_path`]), its own
+//! authentication (GitLab: token and signature; registries: the `Authorization` header)
+//! and its own parser; the rest is the same for all.
 
 use http::HeaderMap;
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::auth::{AuthConfig, AuthFailure, authenticate};
-use crate::gitlab::{Delivery, MalformedEvent, ParsedEvent, parse_event};
+use crate::artifacts::{distribution, harbor};
+use crate::auth::{
+    AuthConfig, AuthFailure, InstanceScope, authenticate, authenticate_registry, preauthenticate,
+};
+use crate::gitlab::{Delivery, INSTANCE_HEADER, MalformedEvent, ParsedEvent, parse_event};
 use crate::ports::{PushPublisher, QueueError};
 
 /// Under the 6 MB Lambda request limit; a GitLab push with 20 commits is far smaller.
@@ -134,10 +144,134 @@ pub fn delivery_id(headers: &HeaderMap, request_id: &str) -> String {
     }
 }
 
-/// Authenticate, parse and durably enqueue one webhook. `request_id` must be unique per
-/// request (the Lambda request id; `serve` makes its own): it identifies deliveries that
-/// carry no `Idempotency-Key`.
+/// The checks that need only the request head, in [`ingest_from`]'s order: a declared
+/// `Content-Length` over the cap (413), then the sender's credentials (401). For GitLab:
+/// the token, the signature headers and the `X-Gitlab-Instance` header against the
+/// instances the token allows; for a registry: its `Authorization` header, which decides
+/// alone. A request refused here is refused by [`ingest_from`] with the same answer, so an
+/// entrypoint may answer it without reading the body. With only signing keys configured, a
+/// stranger who sends well-formed, fresh signature headers gets past this and costs a body
+/// read (up to the cap): configure a token as well to refuse strangers before their body.
+pub fn check_head(
+    source: Source,
+    config: &IngestConfig,
+    headers: &HeaderMap,
+    now_unix: i64,
+) -> Result<(), IngestError> {
+    if let Some(size) = declared_length(headers).filter(|size| *size > config.max_body_bytes) {
+        return Err(IngestError::TooLarge {
+            size,
+            limit: config.max_body_bytes,
+        });
+    }
+    match source {
+        Source::Gitlab => check_gitlab_head(config, headers, now_unix),
+        Source::Distribution | Source::Harbor => Ok(authenticate_registry(&config.auth, headers)?),
+    }
+}
+
+fn check_gitlab_head(
+    config: &IngestConfig,
+    headers: &HeaderMap,
+    now_unix: i64,
+) -> Result<(), IngestError> {
+    let scope = preauthenticate(&config.auth, headers, now_unix)?;
+    // The header is the instance of every push in the request when present; when it is
+    // absent (older GitLab), the instance comes from the body and is checked after parsing.
+    let mut instances = headers.get_all(INSTANCE_HEADER).iter();
+    if let (Some(instance), None) = (instances.next(), instances.next()) {
+        // Written as the push's instance will be; a header that is no URL is not used.
+        let instance = instance.to_str().ok().and_then(crate::gitlab::origin);
+        if instance.is_some_and(|instance| !scope.allows(&instance)) {
+            return Err(IngestError::Unauthenticated(AuthFailure::OtherInstance));
+        }
+    }
+    Ok(())
+}
+
+/// `Content-Length` when it is one plain number.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => value.to_str().ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Every push must come from an instance the request's secrets allow: a delivery signed
+/// for one GitLab instance and replayed with another's `X-Gitlab-Instance` is refused.
+fn check_instances(scope: &InstanceScope, pushes: &[crate::push::Push]) -> Result<(), IngestError> {
+    if pushes.iter().all(|push| scope.allows(&push.instance)) {
+        Ok(())
+    } else {
+        Err(IngestError::Unauthenticated(AuthFailure::OtherInstance))
+    }
+}
+
+/// Who sends to an endpoint, and so how it is authenticated and parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// GitLab project, group and system hooks, including pipeline hooks: `POST /webhook`.
+    Gitlab,
+    /// CNCF Distribution and GitLab container registry notifications:
+    /// `POST /registry/distribution`.
+    Distribution,
+    /// Harbor webhooks (Default or CloudEvents): `POST /registry/harbor`.
+    Harbor,
+}
+
+impl Source {
+    pub const GITLAB_PATH: &str = "/webhook";
+    pub const DISTRIBUTION_PATH: &str = "/registry/distribution";
+    pub const HARBOR_PATH: &str = "/registry/harbor";
+
+    /// The sender of an endpoint path; `None` for a path that is no endpoint.
+    pub fn for_path(path: &str) -> Option<Source> {
+        match path {
+            Self::GITLAB_PATH => Some(Source::Gitlab),
+            Self::DISTRIBUTION_PATH => Some(Source::Distribution),
+            Self::HARBOR_PATH => Some(Source::Harbor),
+            _ => None,
+        }
+    }
+
+    /// The name metrics and log lines use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Gitlab => "gitlab",
+            Source::Distribution => "distribution",
+            Source::Harbor => "harbor",
+        }
+    }
+}
+
+/// Authenticate, parse and durably enqueue one GitLab webhook ([`ingest_from`] with
+/// [`Source::Gitlab`]).
 pub async fn ingest(
+    config: &IngestConfig,
+    queue: &impl PushPublisher,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: OffsetDateTime,
+    request_id: &str,
+) -> Result<Accepted, IngestError> {
+    ingest_from(
+        Source::Gitlab,
+        config,
+        queue,
+        headers,
+        body,
+        now,
+        request_id,
+    )
+    .await
+}
+
+/// Authenticate, parse and durably enqueue one webhook from `source`. `request_id` must be
+/// unique per request (the Lambda request id; `serve` makes its own): it identifies
+/// deliveries that carry no `Idempotency-Key` or event id.
+pub async fn ingest_from(
+    source: Source,
     config: &IngestConfig,
     queue: &impl PushPublisher,
     headers: &HeaderMap,
@@ -151,14 +285,27 @@ pub async fn ingest(
             limit: config.max_body_bytes,
         });
     }
-    authenticate(&config.auth, headers, body, now.unix_timestamp())?;
+    check_head(source, config, headers, now.unix_timestamp())?;
+    let scope = match source {
+        Source::Gitlab => {
+            authenticate(&config.auth, headers, body, now.unix_timestamp())?.instances
+        }
+        // The registry's token, checked with the head, vouches for no GitLab instance; its
+        // pushes name their registry.
+        Source::Distribution | Source::Harbor => InstanceScope::Any,
+    };
     let received_at = rfc3339(now);
     let id = delivery_id(headers, request_id);
     let delivery = Delivery {
         received_at: &received_at,
         id: &id,
     };
-    let pushes = match parse_event(headers, body, &delivery)? {
+    let parsed = match source {
+        Source::Gitlab => parse_event(headers, body, &delivery)?,
+        Source::Distribution => distribution::parse(body, &delivery)?,
+        Source::Harbor => harbor::parse(body, &delivery)?,
+    };
+    let pushes = match parsed {
         ParsedEvent::Ignored { reason } => return Ok(Accepted::Ignored { reason }),
         ParsedEvent::Pushes(pushes) if pushes.is_empty() => {
             return Ok(Accepted::Ignored {
@@ -167,6 +314,7 @@ pub async fn ingest(
         }
         ParsedEvent::Pushes(pushes) => pushes,
     };
+    check_instances(&scope, &pushes)?;
     queue
         .publish_pushes(&pushes)
         .await
@@ -183,3 +331,7 @@ mod tests;
 #[cfg(test)]
 #[path = "ingest_bad_input_test.rs"]
 mod bad_input_tests;
+
+#[cfg(test)]
+#[path = "ingest_instance_test.rs"]
+mod instance_tests;

@@ -37,6 +37,8 @@ enum Auth {
     Token,
     /// `webhook-signature` required, no token configured.
     Signed,
+    /// `X-Gitlab-Token` required, the token tied to `gitlab.example.com` only.
+    Tied,
 }
 
 /// What the answer must be.
@@ -51,6 +53,8 @@ enum Expect {
 
 struct Case {
     name: &'static str,
+    /// The endpoint the request is sent to.
+    source: Source,
     auth: Auth,
     /// Raw header values: those `http` refuses to represent (CR, LF, NUL) never reach
     /// ingest, exactly as a request carrying them would be refused by the HTTP parser.
@@ -67,10 +71,25 @@ fn case(
 ) -> Case {
     Case {
         name,
+        source: Source::Gitlab,
         auth: Auth::Token,
         headers,
         body: body.into(),
         expect,
+    }
+}
+
+/// A request to a registry endpoint (`/registry/distribution`, `/registry/harbor`).
+fn registry_case(
+    name: &'static str,
+    source: Source,
+    headers: Vec<(&'static str, Vec<u8>)>,
+    body: impl Into<Vec<u8>>,
+    expect: Expect,
+) -> Case {
+    Case {
+        source,
+        ..case(name, headers, body, expect)
     }
 }
 
@@ -159,6 +178,15 @@ fn config(auth: Auth) -> IngestConfig {
             let key = format!("whsec_{}", BASE64.encode(SIGNING_KEY_BYTES));
             AuthConfig::new(vec![], vec![SigningKey::parse(&key).unwrap()])
         }
+        Auth::Tied => AuthConfig::with_tied(
+            vec![],
+            vec![],
+            vec![crate::auth::TiedSecrets {
+                instances: vec!["gitlab.example.com".into()],
+                tokens: vec![Secret::new(TOKEN)],
+                signing_keys: vec![],
+            }],
+        ),
     };
     IngestConfig::new(auth.unwrap())
 }
@@ -192,6 +220,12 @@ fn header_map(case: &Case) -> HeaderMap {
 }
 
 fn cases() -> Vec<Case> {
+    let mut cases = gitlab_cases();
+    cases.extend(artifact_cases());
+    cases
+}
+
+fn gitlab_cases() -> Vec<Case> {
     let now = NOW;
     let signed = |body: &[u8]| signature_headers(&SIGNING_KEY_BYTES, now, body);
     let long_ref = format!("refs/heads/{}", "r".repeat(crate::gitlab::MAX_NAME_BYTES));
@@ -636,9 +670,9 @@ fn cases() -> Vec<Case> {
         // ---- ignored: 202 with a reason, never 4xx -------------------------------------------
         case(
             "unknown X-Gitlab-Event",
-            gitlab("Pipeline Hook"),
+            gitlab("Job Hook"),
             b"{}".to_vec(),
-            Expect::Ignored("Pipeline Hook"),
+            Expect::Ignored("Job Hook"),
         ),
         case(
             "unknown X-Gitlab-Event with a body that is not JSON",
@@ -838,7 +872,123 @@ fn cases() -> Vec<Case> {
                 ensure(p[0].changed_paths.is_none(), "changed paths unknown")
             }),
         ),
+        // The request head alone (check_head, what serve answers before reading a body).
+        case(
+            "declared Content-Length over the cap with a wrong token: 413 first",
+            push_headers_with(
+                "X-Gitlab-Token",
+                vec![h("X-Gitlab-Token", "wrong"), h("Content-Length", "5242881")],
+            ),
+            PUSH_HOOK,
+            Expect::Rejected(413, "too_large"),
+        ),
+        case(
+            "a Content-Length that is not a number: the body decides",
+            push_headers_with("", vec![h("Content-Length", "lots")]),
+            PUSH_HOOK,
+            Expect::Accepted(1, |_| Ok(())),
+        ),
+        case(
+            "two Content-Length values: the body decides",
+            push_headers_with(
+                "",
+                vec![h("Content-Length", "99999999"), h("Content-Length", "1")],
+            ),
+            PUSH_HOOK,
+            Expect::Accepted(1, |_| Ok(())),
+        ),
+        // A token tied to gitlab.example.com (X-Gitlab-Instance is not signed: a delivery
+        // replayed with another instance must not become that instance's push).
+        tied(
+            "tied token from its instance",
+            push_headers(),
+            Expect::Accepted(1, |p| {
+                ensure(
+                    p[0].instance == "https://gitlab.example.com",
+                    "its instance",
+                )
+            }),
+        ),
+        tied(
+            "tied token, instance header in capitals, with a path and the default port",
+            push_headers_with(
+                "X-Gitlab-Instance",
+                vec![h("X-Gitlab-Instance", "HTTPS://GITLAB.EXAMPLE.COM:443/x")],
+            ),
+            Expect::Accepted(1, |_| Ok(())),
+        ),
+        tied(
+            "tied token, another instance's header",
+            push_headers_with(
+                "X-Gitlab-Instance",
+                vec![h("X-Gitlab-Instance", "https://gitlab.other.example")],
+            ),
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        tied(
+            "tied token, a look-alike host (a suffix is not the host)",
+            push_headers_with(
+                "X-Gitlab-Instance",
+                vec![h(
+                    "X-Gitlab-Instance",
+                    "https://gitlab.example.com.evil.test",
+                )],
+            ),
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        tied(
+            "tied token, the instance behind user info",
+            push_headers_with(
+                "X-Gitlab-Instance",
+                vec![h(
+                    "X-Gitlab-Instance",
+                    "https://gitlab.example.com@evil.test",
+                )],
+            ),
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        tied(
+            "tied token, the same host over http (the port differs, the host does not)",
+            push_headers_with(
+                "X-Gitlab-Instance",
+                vec![h("X-Gitlab-Instance", "http://gitlab.example.com")],
+            ),
+            Expect::Accepted(1, |_| Ok(())),
+        ),
+        tied(
+            "tied token, no instance header: from project.web_url (example.com)",
+            push_headers_with("X-Gitlab-Instance", vec![]),
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        tied(
+            "tied token, an instance header that is no URL: from project.web_url",
+            push_headers_with(
+                "X-Gitlab-Instance",
+                vec![h("X-Gitlab-Instance", "gitlab.example.com")],
+            ),
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        tied(
+            "tied token, a duplicated instance header",
+            push_headers_with(
+                "",
+                vec![h("X-Gitlab-Instance", "https://gitlab.example.com")],
+            ),
+            Expect::Rejected(400, "malformed"),
+        ),
+        tied(
+            "tied token, a wrong token is still 401",
+            push_headers_with("X-Gitlab-Token", vec![h("X-Gitlab-Token", "wrong")]),
+            Expect::Rejected(401, "unauthenticated"),
+        ),
     ]
+}
+
+fn tied(name: &'static str, headers: Vec<(&'static str, Vec<u8>)>, expect: Expect) -> Case {
+    Case {
+        auth: Auth::Tied,
+        ..case(name, headers, PUSH_HOOK, expect)
+    }
 }
 
 fn run(case: &Case) -> (Result<Accepted, IngestError>, IngestResponse, Vec<Push>) {
@@ -846,7 +996,8 @@ fn run(case: &Case) -> (Result<Accepted, IngestError>, IngestResponse, Vec<Push>
     let headers = header_map(case);
     let now = OffsetDateTime::from_unix_timestamp(NOW).unwrap();
     // The in-memory queue never waits, so the future completes on its first poll.
-    let result = ingest(
+    let result = ingest_from(
+        case.source,
         &config(case.auth),
         &queue,
         &headers,
@@ -865,6 +1016,7 @@ fn run(case: &Case) -> (Result<Accepted, IngestError>, IngestResponse, Vec<Push>
 fn bad_input_table() {
     let cases = cases();
     assert!(cases.len() >= 30, "{} cases", cases.len());
+    println!("{} cases", cases.len());
     let mut failures = Vec::new();
     for case in &cases {
         let (result, response, pushes) = run(case);
@@ -930,6 +1082,335 @@ fn bad_input_table() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+const GITLAB_REGISTRY_PUSH: &[u8] =
+    include_bytes!("../tests/fixtures/registry/gitlab-registry-manifest-push.json");
+const DISTRIBUTION_ENVELOPE: &[u8] =
+    include_bytes!("../tests/fixtures/registry/distribution-push-envelope.json");
+const DISTRIBUTION_PULL: &[u8] =
+    include_bytes!("../tests/fixtures/registry/distribution-manifest-pull.json");
+const HARBOR_BY_TAG: &[u8] =
+    include_bytes!("../tests/fixtures/harbor/push-artifact-default-by-tag.json");
+const HARBOR_BY_DIGEST: &[u8] =
+    include_bytes!("../tests/fixtures/harbor/push-artifact-default-by-digest.json");
+const HARBOR_CLOUDEVENTS: &[u8] =
+    include_bytes!("../tests/fixtures/harbor/push-artifact-cloudevents.json");
+const HARBOR_PULL: &[u8] =
+    include_bytes!("../tests/fixtures/harbor/pull-artifact-cloudevents.json");
+const PIPELINE: &[u8] = include_bytes!("../tests/fixtures/gitlab/pipeline_hook.json");
+
+/// Registry endpoints and pipeline hooks: the same order of checks (size, authentication,
+/// parse, enqueue), `Authorization` instead of `X-Gitlab-Token`.
+fn artifact_cases() -> Vec<Case> {
+    let bearer = || vec![h("Authorization", format!("Bearer {TOKEN}"))];
+    let artifact = |p: &[Push]| {
+        ensure(
+            p.iter()
+                .all(|p| p.event == PushEvent::ArtifactPush && p.artifact().is_some()),
+            "artifact pushes",
+        )
+    };
+    let distribution = Source::Distribution;
+    let harbor = Source::Harbor;
+    let registry_edit =
+        |edit: fn(&mut Value)| json_with(GITLAB_REGISTRY_PUSH, |v| edit(&mut v["events"][0]));
+    vec![
+        // ---- Distribution / GitLab container registry: authentication -------------------
+        registry_case(
+            "registry: bearer token",
+            distribution,
+            bearer(),
+            GITLAB_REGISTRY_PUSH,
+            Expect::Accepted(1, artifact),
+        ),
+        registry_case(
+            "registry: bare token, as GitLab's example sends it",
+            distribution,
+            vec![h("Authorization", TOKEN)],
+            GITLAB_REGISTRY_PUSH,
+            Expect::Accepted(1, artifact),
+        ),
+        registry_case(
+            "registry: Authorization missing",
+            distribution,
+            vec![],
+            GITLAB_REGISTRY_PUSH,
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        registry_case(
+            "registry: wrong token",
+            distribution,
+            vec![h("Authorization", "Bearer not-the-token")],
+            GITLAB_REGISTRY_PUSH,
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        registry_case(
+            "registry: X-Gitlab-Token is not read",
+            distribution,
+            vec![h("X-Gitlab-Token", TOKEN)],
+            GITLAB_REGISTRY_PUSH,
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        registry_case(
+            "registry: Authorization duplicated",
+            distribution,
+            vec![
+                h("Authorization", format!("Bearer {TOKEN}")),
+                h("Authorization", format!("Bearer {TOKEN}")),
+            ],
+            GITLAB_REGISTRY_PUSH,
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        registry_case(
+            "registry: token with a CRLF is lost, so it is missing",
+            distribution,
+            vec![h("Authorization", format!("Bearer {TOKEN}\r\nX: y"))],
+            GITLAB_REGISTRY_PUSH,
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        registry_case(
+            "registry: wrong token on an event that would be ignored",
+            distribution,
+            vec![h("Authorization", "x")],
+            DISTRIBUTION_PULL,
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        registry_case(
+            "registry: over the size cap with a wrong token is 413",
+            distribution,
+            vec![h("Authorization", "x")],
+            vec![b' '; DEFAULT_MAX_BODY_BYTES + 1],
+            Expect::Rejected(413, "too_large"),
+        ),
+        // ---- Distribution: what is and is not a push -----------------------------------------
+        registry_case(
+            "registry: any Content-Type is read",
+            distribution,
+            vec![
+                h("Authorization", format!("Bearer {TOKEN}")),
+                h(
+                    "Content-Type",
+                    "application/vnd.docker.distribution.events.v2+json",
+                ),
+            ],
+            GITLAB_REGISTRY_PUSH,
+            Expect::Accepted(1, artifact),
+        ),
+        registry_case(
+            "registry: pull",
+            distribution,
+            bearer(),
+            DISTRIBUTION_PULL,
+            Expect::Ignored("action \"pull\""),
+        ),
+        registry_case(
+            "registry: manifest by digest and blob pushes",
+            distribution,
+            bearer(),
+            DISTRIBUTION_ENVELOPE,
+            Expect::Ignored("no tagged manifest push"),
+        ),
+        registry_case(
+            "registry: no events",
+            distribution,
+            bearer(),
+            r#"{"events": []}"#,
+            Expect::Ignored("holds no event"),
+        ),
+        registry_case(
+            "registry: a 10 KiB action is quoted short",
+            distribution,
+            bearer(),
+            registry_edit(|e| e["action"] = json!("a".repeat(10 * 1024))),
+            Expect::Ignored("action"),
+        ),
+        registry_case(
+            "registry: not JSON",
+            distribution,
+            bearer(),
+            b"\xff not json".to_vec(),
+            Expect::Rejected(400, "malformed"),
+        ),
+        registry_case(
+            "registry: no envelope",
+            distribution,
+            bearer(),
+            "{}",
+            Expect::Rejected(400, "malformed"),
+        ),
+        registry_case(
+            "registry: a GitLab push sent to the registry endpoint",
+            distribution,
+            bearer(),
+            PUSH_HOOK,
+            Expect::Rejected(400, "malformed"),
+        ),
+        registry_case(
+            "registry: CRLF and a header inside the tag",
+            distribution,
+            bearer(),
+            registry_edit(|e| e["target"]["tag"] = json!("v1\r\nX-Injected: 1")),
+            Expect::Rejected(400, "malformed"),
+        ),
+        registry_case(
+            "registry: repository climbing out",
+            distribution,
+            bearer(),
+            registry_edit(|e| e["target"]["repository"] = json!("../../etc")),
+            Expect::Rejected(400, "malformed"),
+        ),
+        registry_case(
+            "registry: host with a path",
+            distribution,
+            bearer(),
+            registry_edit(|e| e["request"]["host"] = json!("169.254.169.254/latest")),
+            Expect::Rejected(400, "malformed"),
+        ),
+        registry_case(
+            "registry: digest missing",
+            distribution,
+            bearer(),
+            registry_edit(|e| {
+                e["target"].as_object_mut().unwrap().remove("digest");
+            }),
+            Expect::Rejected(400, "malformed"),
+        ),
+        registry_case(
+            "registry: 101 events",
+            distribution,
+            bearer(),
+            json!({"events": vec![json!({"action": "pull"}); 101]}).to_string(),
+            Expect::Rejected(400, "malformed"),
+        ),
+        // ---- Harbor ------------------------------------------------------------------------
+        registry_case(
+            "harbor: Default push by tag",
+            harbor,
+            vec![h("Authorization", TOKEN)],
+            HARBOR_BY_TAG,
+            Expect::Accepted(1, artifact),
+        ),
+        registry_case(
+            "harbor: CloudEvents push by tag",
+            harbor,
+            bearer(),
+            json_with(HARBOR_CLOUDEVENTS, |v| {
+                v["data"]["resources"][0]["tag"] = json!("v2")
+            }),
+            Expect::Accepted(1, artifact),
+        ),
+        registry_case(
+            "harbor: untagged push",
+            harbor,
+            bearer(),
+            HARBOR_BY_DIGEST,
+            Expect::Ignored("no tag"),
+        ),
+        registry_case(
+            "harbor: CloudEvents untagged push",
+            harbor,
+            bearer(),
+            HARBOR_CLOUDEVENTS,
+            Expect::Ignored("no tag"),
+        ),
+        registry_case(
+            "harbor: pull",
+            harbor,
+            bearer(),
+            HARBOR_PULL,
+            Expect::Ignored("harbor.artifact.pulled"),
+        ),
+        registry_case(
+            "harbor: wrong token",
+            harbor,
+            vec![h("Authorization", "Bearer nope")],
+            HARBOR_BY_TAG,
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        registry_case(
+            "harbor: not JSON",
+            harbor,
+            bearer(),
+            "not json",
+            Expect::Rejected(400, "malformed"),
+        ),
+        registry_case(
+            "harbor: resource URL without a host",
+            harbor,
+            bearer(),
+            json_with(HARBOR_BY_TAG, |v| {
+                v["event_data"]["resources"][0]["resource_url"] = json!("debian:latest")
+            }),
+            Expect::Rejected(400, "malformed"),
+        ),
+        registry_case(
+            "harbor: a distribution envelope sent to the Harbor endpoint",
+            harbor,
+            bearer(),
+            GITLAB_REGISTRY_PUSH,
+            Expect::Ignored("is not an artifact push"),
+        ),
+        // ---- GitLab pipeline hooks ----------------------------------------------------------
+        case(
+            "pipeline: success",
+            gitlab("Pipeline Hook"),
+            PIPELINE,
+            Expect::Accepted(1, |p| {
+                ensure(
+                    p[0].event == PushEvent::Pipeline && p[0].git_ref == "refs/heads/master",
+                    "a pipeline of master",
+                )
+            }),
+        ),
+        case(
+            "pipeline: failed triggers nothing",
+            gitlab("Pipeline Hook"),
+            json_with(PIPELINE, |v| {
+                v["object_attributes"]["status"] = json!("failed")
+            }),
+            Expect::Ignored("not success"),
+        ),
+        case(
+            "pipeline: running triggers nothing",
+            gitlab("Pipeline Hook"),
+            json_with(PIPELINE, |v| {
+                v["object_attributes"]["status"] = json!("running")
+            }),
+            Expect::Ignored("not success"),
+        ),
+        case(
+            "pipeline: wrong token",
+            vec![
+                h("X-Gitlab-Event", "Pipeline Hook"),
+                h("X-Gitlab-Token", "x"),
+            ],
+            PIPELINE,
+            Expect::Rejected(401, "unauthenticated"),
+        ),
+        case(
+            "pipeline: empty body",
+            gitlab("Pipeline Hook"),
+            "{}",
+            Expect::Rejected(400, "malformed"),
+        ),
+        case(
+            "pipeline: commit not hex",
+            gitlab("Pipeline Hook"),
+            json_with(PIPELINE, |v| {
+                v["object_attributes"]["sha"] = json!("not-a-sha")
+            }),
+            Expect::Rejected(400, "malformed"),
+        ),
+        case(
+            "pipeline: CRLF in the ref",
+            gitlab("Pipeline Hook"),
+            json_with(PIPELINE, |v| {
+                v["object_attributes"]["ref"] = json!("main\r\nX: 1")
+            }),
+            Expect::Rejected(400, "malformed"),
+        ),
+    ]
 }
 
 #[test]

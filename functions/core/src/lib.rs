@@ -2,11 +2,14 @@
 //!
 //! GitLab webhook → [`gitlab`] parse → [`push::Push`] → [`routing`] → [`push::Dispatch`] →
 //! [`matching`] against Flux objects → [`trigger`] request → classified outcome. The
-//! [`handlers`] run that flow against the [`ports`], which the adapters implement. After a
+//! [`handlers`] run that flow against the [`ports`], which the adapters implement. Registry
+//! notifications, Harbor webhooks and ECR events ([`artifacts`]) become the same `Push`,
+//! matched against OCI sources by [`matching::artifacts`] over [`oci`] locations. After a
 //! delivery, [`confirm`] follows the commit in the cluster and reports it to GitLab
 //! ([`gitlab_api`]).
 
 pub mod access;
+pub mod artifacts;
 pub mod auth;
 pub mod confirm;
 pub mod flux;
@@ -15,6 +18,7 @@ pub mod gitlab_api;
 pub mod handlers;
 pub mod ingest;
 pub mod matching;
+pub mod oci;
 pub mod outcome;
 pub mod ports;
 pub mod push;

@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use crate::confirm::message::Confirmation;
 use crate::confirm::objects::{HelmRelease, Kustomization};
+use crate::flux::artifacts::{ArtifactKind, ArtifactObject};
 use crate::flux::{GitRepository, ObjectRef, Receiver};
 use crate::gitlab_api::{ApiError, ApiRequest, ApiResponse};
 use crate::outcome::classify::{TriggerFailure, TriggerResponse};
 use crate::push::{Dispatch, Push};
-use crate::registry::{ClusterEntry, ClusterListing, RegistryError};
+use crate::registry::{ClusterEntry, RegistryError, RouteListing};
 use crate::trigger::request::TriggerRequest;
 
 /// A queue refused or could not take messages. The message is for logs: it may name
@@ -59,6 +60,9 @@ pub struct DeadLetterReason {
     pub cluster: Option<String>,
     /// The push key.
     pub key: Option<String>,
+    /// Attempts made in all (a retry is a new message, so its own receive count is not
+    /// the whole story).
+    pub attempts: Option<u32>,
 }
 
 /// Settle received messages. The rules of which to call, in what order, and what to do
@@ -141,13 +145,16 @@ pub enum RegistryReadError {
     Invalid { name: String, error: RegistryError },
 }
 
-pub trait ClusterRegistry: Sync {
-    /// Every entry, usable or not. `Err` only when the registry as a whole cannot be read
-    /// (one broken entry never makes the others unavailable).
-    fn clusters(
-        &self,
-    ) -> impl Future<Output = Result<Arc<ClusterListing>, RegistryReadError>> + Send;
+/// What route reads of the registry: every cluster's name and subscriptions, and nothing
+/// that reaches a cluster (no server, no credential).
+pub trait RouteTable: Sync {
+    /// `Err` only when the registry as a whole cannot be read and nothing was read before
+    /// (a failed re-read keeps the last good subscriptions: unreadable is not unfiltered).
+    fn routes(&self) -> impl Future<Output = Result<Arc<RouteListing>, RegistryReadError>> + Send;
+}
 
+/// What dispatch reads of the registry: one cluster's whole entry, credentials included.
+pub trait ClusterRegistry: Sync {
     fn cluster(
         &self,
         name: &str,
@@ -173,6 +180,17 @@ pub trait FluxDiscovery: Sync {
         namespace: &str,
         fresh: bool,
     ) -> impl Future<Output = Result<Vec<Receiver>, TriggerFailure>> + Send;
+
+    /// The objects of one artifact kind (OCIRepository, HelmRepository, HelmChart,
+    /// HelmRelease, ImageRepository), listed at `ArtifactKind::list_path`. Asked only for
+    /// the kinds the entry's `trigger.artifact_kinds` names, and only for artifact events.
+    fn artifact_objects(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+        kind: ArtifactKind,
+        fresh: bool,
+    ) -> impl Future<Output = Result<Vec<ArtifactObject>, TriggerFailure>> + Send;
 }
 
 /// Read the objects that consume Flux sources, in one namespace, always fresh (a
@@ -249,6 +267,16 @@ pub trait Annotator: Sync {
         &self,
         cluster: &ClusterEntry,
         repository: &ObjectRef,
+        merge_patch: &[u8],
+    ) -> impl Future<Output = Result<TriggerResponse, TriggerFailure>> + Send;
+
+    /// JSON-merge-patch one object of an artifact kind at `ArtifactKind::object_path`
+    /// (annotate mode, artifact events).
+    fn annotate_object(
+        &self,
+        cluster: &ClusterEntry,
+        kind: ArtifactKind,
+        object: &ObjectRef,
         merge_patch: &[u8],
     ) -> impl Future<Output = Result<TriggerResponse, TriggerFailure>> + Send;
 }

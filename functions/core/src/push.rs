@@ -7,20 +7,30 @@ use sha2::{Digest, Sha256};
 pub const PUSH_VERSION: u32 = 1;
 pub const DISPATCH_VERSION: u32 = 1;
 
-/// What GitLab reported: a branch push or a tag push (creation, update or deletion).
+/// What happened: a Git branch push or tag push (creation, update or deletion) reported by
+/// GitLab, a successful GitLab pipeline, or an artifact pushed to a registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PushEvent {
     Push,
     TagPush,
+    /// A GitLab pipeline that succeeded: `ref` and `after` are the pipeline's ref and commit.
+    Pipeline,
+    /// A tagged manifest pushed to a registry (`crate::artifacts`): `instance` is
+    /// `oci://<registry>`, `project.path` the repository, `ref` the tag and `after` the
+    /// manifest digest.
+    ArtifactPush,
 }
 
 impl PushEvent {
-    /// The `X-Gitlab-Event` value GitLab uses for this event on a project hook.
+    /// The `X-Gitlab-Event` value GitLab uses for this event on a project hook. An
+    /// artifact push is no GitLab event; a `gitlab` Receiver is sent `Artifact Push Hook`.
     pub fn gitlab_event_header(self) -> &'static str {
         match self {
             PushEvent::Push => "Push Hook",
             PushEvent::TagPush => "Tag Push Hook",
+            PushEvent::Pipeline => "Pipeline Hook",
+            PushEvent::ArtifactPush => "Artifact Push Hook",
         }
     }
 
@@ -28,7 +38,14 @@ impl PushEvent {
         match self {
             PushEvent::Push => "push",
             PushEvent::TagPush => "tag_push",
+            PushEvent::Pipeline => "pipeline",
+            PushEvent::ArtifactPush => "artifact_push",
         }
+    }
+
+    /// A Git ref change, which GitRepositories follow.
+    pub fn is_git_push(self) -> bool {
+        matches!(self, PushEvent::Push | PushEvent::TagPush)
     }
 }
 
@@ -43,7 +60,9 @@ pub struct Project {
     pub default_branch: Option<String>,
 }
 
-/// One changed ref of one project, normalised from any GitLab hook kind.
+/// One changed ref of one project, normalised from any GitLab hook kind; or one successful
+/// pipeline; or one artifact pushed to a registry, whose registry, repository, tag and
+/// digest ride in `instance`, `project`, `ref` and `after` (`crate::artifacts`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Push {
     pub v: u32,
@@ -133,8 +152,9 @@ pub struct Dispatch {
     /// Attempts made by the earlier messages of this delivery.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
-    /// Only these targets (`receiver/<ns>/<name>`, `gitrepository/<ns>/<name>`); `None`
-    /// for every target the push has in the cluster.
+    /// Only these targets (`receiver/<ns>/<name>`, `gitrepository/<ns>/<name>`, or an
+    /// artifact object such as `ocirepository/<ns>/<name>`); `None` for every target the
+    /// push has in the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only: Option<Vec<String>>,
 }

@@ -149,6 +149,7 @@ fn debug_of_every_type_holding_a_secret_is_redacted() {
             ObjectRef::new("flux-system", "r"),
             Secret::new(RECEIVER_TOKEN),
         )]),
+        ..TriggerConfig::default()
     };
     assert_eq!(
         trigger.receiver_tokens.values().next().map(Secret::expose),
@@ -318,6 +319,7 @@ fn plan_problems_about_tokens_never_show_them() {
             receiver("bad", &format!("{RECEIVER_TOKEN}\n")),
         ],
         freshness: crate::matching::select::Freshness::Fresh,
+        ..ClusterView::default()
     };
     let plan = plan_push(&entry, &view, &sample_push());
     assert_eq!(plan.problems.len(), 2, "{plan:?}");

@@ -1,13 +1,16 @@
 //! The cluster registry entry: one per cluster, a Secrets Manager secret (or a local file).
 //! Parsing and validation live in `registry/parse.rs`; this file is the validated shape.
 
+pub mod index;
+pub mod last_good;
 mod parse;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use parse::{FieldError, RegistryError};
 
 use crate::flux::ObjectRef;
+use crate::flux::artifacts::ArtifactKind;
 use crate::secret::Secret;
 use crate::subscriptions::Subscription;
 
@@ -37,7 +40,8 @@ pub struct ClusterEntry {
     /// Alternative Git host names (alias → canonical), e.g. an SSH host that differs from
     /// the web host. Applied to both sides before URLs are compared.
     pub host_aliases: BTreeMap<String, String>,
-    /// A push goes to this cluster when any subscription matches.
+    /// A push goes to this cluster when any subscription matches. Without subscriptions in
+    /// the entry: every Git push and every artifact push.
     pub subscriptions: Vec<Subscription>,
     pub trigger: TriggerConfig,
     /// Follow each delivered push until the cluster has applied it (`confirm` in the
@@ -129,6 +133,13 @@ pub struct TriggerConfig {
     pub receiver_endpoint: ReceiverEndpoint,
     /// Secret tokens of `gitlab`, `generic-hmac` and `github` Receivers, by `namespace/name`.
     pub receiver_tokens: BTreeMap<ObjectRef, Secret>,
+    /// The Flux kinds dispatch reads and triggers for artifact events (registry pushes,
+    /// project pipelines); empty (the default) for none, so a cluster whose Role only
+    /// covers GitRepositories never lists anything else.
+    pub artifact_kinds: BTreeSet<ArtifactKind>,
+    /// Registries reached under several names: alias `host[:port]` → canonical
+    /// `host[:port]`, applied to both sides before artifact locations are compared.
+    pub registry_aliases: BTreeMap<String, String>,
 }
 
 impl Default for TriggerConfig {
@@ -137,6 +148,8 @@ impl Default for TriggerConfig {
             mode: TriggerMode::Receiver,
             receiver_endpoint: ReceiverEndpoint::ServiceProxy(DEFAULT_RECEIVER_PROXY.to_string()),
             receiver_tokens: BTreeMap::new(),
+            artifact_kinds: BTreeSet::new(),
+            registry_aliases: BTreeMap::new(),
         }
     }
 }
@@ -156,6 +169,21 @@ pub struct ClusterListing {
 }
 
 impl ClusterListing {
+    /// What route needs of it.
+    pub fn routes(&self) -> RouteListing {
+        RouteListing {
+            routes: self
+                .entries
+                .iter()
+                .map(|entry| ClusterRoute {
+                    name: entry.name.clone(),
+                    subscriptions: entry.subscriptions.clone(),
+                })
+                .collect(),
+            unusable: self.unusable.clone(),
+        }
+    }
+
     /// A registry in which every entry can be used.
     pub fn usable(entries: Vec<ClusterEntry>) -> Self {
         Self {
@@ -174,3 +202,50 @@ impl ClusterListing {
         self.entries.is_empty()
     }
 }
+
+/// What route needs of a cluster: its name and subscriptions, nothing that reaches it.
+#[derive(Debug, Clone)]
+pub struct ClusterRoute {
+    pub name: String,
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// What route reads (`ports::RouteTable`): the clusters and their subscriptions.
+#[derive(Debug, Clone, Default)]
+pub struct RouteListing {
+    /// In registry order.
+    pub routes: Vec<ClusterRoute>,
+    /// Clusters whose subscriptions are unknown because their entry does not validate:
+    /// route sends them every push, and dispatch dead-letters it with the entry's problem.
+    /// A cluster whose entry merely could not be *read* is never here: unreadable is not
+    /// unfiltered (its last good subscriptions stay in `routes`). Names fit to be a FIFO
+    /// message group, sorted, each once, none of `routes`.
+    pub unusable: Vec<String>,
+}
+
+/// Whether an entry's `server` is the endpoint a cluster's provider reports (EKS
+/// `DescribeCluster`): the same https origin, compared as URLs (host case, an explicit
+/// default port and a trailing `/` do not matter; anything else does). A credential minted
+/// for that cluster goes only to its own endpoint.
+pub fn same_endpoint(server: &url::Url, endpoint: &str) -> bool {
+    let Ok(endpoint) = url::Url::parse(endpoint) else {
+        return false;
+    };
+    let plain = |url: &url::Url| {
+        url.scheme() == "https"
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && matches!(url.path(), "" | "/")
+    };
+    plain(server)
+        && plain(&endpoint)
+        && server.host_str().map(str::to_ascii_lowercase)
+            == endpoint.host_str().map(str::to_ascii_lowercase)
+        && server.port_or_known_default() == endpoint.port_or_known_default()
+}
+
+#[cfg(test)]
+#[path = "registry/endpoint_test.rs"]
+mod endpoint_tests;

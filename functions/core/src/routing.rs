@@ -1,8 +1,8 @@
 //! Which clusters get a push: each registry entry's subscriptions decide.
 
 use crate::push::Push;
-use crate::registry::{ClusterEntry, ClusterListing};
-use crate::subscriptions::SubscriptionMiss;
+use crate::registry::{ClusterEntry, RouteListing};
+use crate::subscriptions::{Subscription, SubscriptionMiss};
 
 /// Why a cluster does not get a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,11 +14,16 @@ pub enum RouteMiss {
 }
 
 pub fn route(push: &Push, cluster: &ClusterEntry) -> Result<(), RouteMiss> {
+    route_by(push, &cluster.subscriptions)
+}
+
+/// Whether a cluster with these subscriptions gets the push.
+pub fn route_by(push: &Push, subscriptions: &[Subscription]) -> Result<(), RouteMiss> {
     if push.is_branch_deletion() {
         return Err(RouteMiss::BranchDeleted);
     }
-    let mut misses = Vec::with_capacity(cluster.subscriptions.len());
-    for subscription in &cluster.subscriptions {
+    let mut misses = Vec::with_capacity(subscriptions.len());
+    for subscription in subscriptions {
         match subscription.accepts(push) {
             Ok(()) => return Ok(()),
             Err(miss) => misses.push(miss),
@@ -41,13 +46,15 @@ pub fn subscribed_clusters<'a>(push: &Push, clusters: &'a [ClusterEntry]) -> Vec
 /// dead-letters it (or retries it, when the entry could not be read) with the entry's
 /// problem: a half-edited entry never makes a push vanish. A branch deletion goes nowhere,
 /// not even there: no cluster can trigger on it.
-pub fn dispatch_clusters(push: &Push, listing: &ClusterListing) -> Vec<String> {
+pub fn dispatch_clusters(push: &Push, listing: &RouteListing) -> Vec<String> {
     if push.is_branch_deletion() {
         return Vec::new();
     }
     let mut names: Vec<String> = Vec::new();
-    let subscribed = subscribed_clusters(push, &listing.entries)
-        .into_iter()
+    let subscribed = listing
+        .routes
+        .iter()
+        .filter(|cluster| route_by(push, &cluster.subscriptions).is_ok())
         .map(|cluster| &cluster.name);
     for name in subscribed.chain(&listing.unusable) {
         if !names.contains(name) {

@@ -1,10 +1,17 @@
-//! A cluster's subscriptions: project path globs, ref globs, GitLab instances and optional
-//! changed-path globs (monorepos), and whether one takes a push. Plain data over a `Push`;
-//! which clusters get a push is `routing`'s business.
+//! A cluster's subscriptions, and whether one takes a push. Plain data over a `Push`; which
+//! clusters get a push is `routing`'s business. Three kinds ([`Takes`]):
+//!
+//! - Git pushes: project path globs, ref globs, GitLab instances and optional changed-path
+//!   globs (monorepos);
+//! - artifact pushes from registries: the same three globs read as repositories, tags and
+//!   registries;
+//! - a project's artifacts: on a successful pipeline (or a tag push) of the projects, refs
+//!   and instances, the artifact sources under `<registry>/<project path>`.
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::push::Push;
+use crate::oci::normalize_registry;
+use crate::push::{Push, PushEvent};
 
 /// Glob syntax: `*` matches within one path segment, `**` across segments, `?`, `[a-z]` and
 /// `{a,b}` as usual. A dot is a literal dot.
@@ -75,14 +82,48 @@ fn compile(pattern: &str, case_insensitive: bool) -> Result<Glob, PatternError> 
 /// A cluster's interest in pushes. Every field defaults to "all".
 #[derive(Debug, Clone)]
 pub struct Subscription {
-    /// Globs on `path_with_namespace`, case-insensitive like GitLab's routing.
+    /// Globs on `path_with_namespace`, case-insensitive like GitLab's routing (for
+    /// [`Takes::ArtifactPushes`]: on the repository).
     pub projects: PatternList,
     pub refs: RefPatterns,
-    /// GitLab instances as host names (`gitlab.example.com`, optionally `:port`); empty = all.
+    /// GitLab instances as host names (`gitlab.example.com`, optionally `:port`); empty = all
+    /// (for [`Takes::ArtifactPushes`]: the registries, `host[:port]`).
     pub instances: Vec<String>,
     /// Globs on changed file paths; `None` = no path filter. A push whose changed paths are
     /// unknown always passes the filter.
     pub paths: Option<PatternList>,
+    /// Which events the subscription takes.
+    pub takes: Takes,
+}
+
+/// The kind of event a subscription takes, and what only that kind has.
+#[derive(Debug, Clone, Default)]
+pub enum Takes {
+    /// Git branch and tag pushes; they trigger GitRepositories.
+    #[default]
+    GitPushes,
+    /// Tagged artifacts pushed to a registry: `projects` are globs on the repository,
+    /// `instances` the registries, `tags` globs on the tag.
+    ArtifactPushes { tags: PatternList },
+    /// A successful pipeline (or a tag push) of the projects: the artifact sources under
+    /// `<registry>/<project path>` are triggered (the project's container registry).
+    ProjectArtifacts { on: ProjectEvent, registry: String },
+}
+
+/// What makes a [`Takes::ProjectArtifacts`] subscription trigger a project's artifacts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectEvent {
+    Pipeline,
+    TagPush,
+}
+
+impl ProjectEvent {
+    pub fn event(self) -> PushEvent {
+        match self {
+            ProjectEvent::Pipeline => PushEvent::Pipeline,
+            ProjectEvent::TagPush => PushEvent::TagPush,
+        }
+    }
 }
 
 impl Default for Subscription {
@@ -92,6 +133,7 @@ impl Default for Subscription {
             refs: RefPatterns::any(),
             instances: Vec::new(),
             paths: None,
+            takes: Takes::GitPushes,
         }
     }
 }
@@ -99,6 +141,8 @@ impl Default for Subscription {
 /// Why a subscription did not take a push; the first rule that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscriptionMiss {
+    /// The subscription takes another kind of event.
+    Event,
     Instance,
     Project,
     Ref,
@@ -106,10 +150,27 @@ pub enum SubscriptionMiss {
 }
 
 impl Subscription {
-    /// Takes every push (the default when an entry lists no subscriptions).
+    /// Takes every tagged artifact of every registry (with [`Subscription::default`], what an
+    /// entry without subscriptions takes).
+    pub fn every_artifact() -> Self {
+        Self {
+            takes: Takes::ArtifactPushes {
+                tags: PatternList::any(),
+            },
+            ..Self::default()
+        }
+    }
+
+    /// Takes every push of its kind (the default when an entry lists no subscriptions).
     pub fn takes_everything(&self) -> bool {
         let any = |list: &PatternList| list.patterns() == ["**"];
-        any(&self.projects)
+        let all_of_kind = match &self.takes {
+            Takes::GitPushes => true,
+            Takes::ArtifactPushes { tags } => any(tags),
+            Takes::ProjectArtifacts { .. } => false,
+        };
+        all_of_kind
+            && any(&self.projects)
             && any(&self.refs.full)
             && any(&self.refs.short)
             && self.instances.is_empty()
@@ -117,6 +178,17 @@ impl Subscription {
     }
 
     pub fn accepts(&self, push: &Push) -> Result<(), SubscriptionMiss> {
+        let event_taken = match &self.takes {
+            Takes::GitPushes => push.event.is_git_push(),
+            Takes::ArtifactPushes { .. } => push.event == PushEvent::ArtifactPush,
+            Takes::ProjectArtifacts { on, .. } => push.event == on.event(),
+        };
+        if !event_taken {
+            return Err(SubscriptionMiss::Event);
+        }
+        if let Takes::ArtifactPushes { tags } = &self.takes {
+            return self.accepts_artifact(push, tags);
+        }
         if !self.instances.is_empty() {
             let host = instance_host(&push.instance);
             if !self.instances.iter().any(|i| instance_host(i) == host) {
@@ -133,6 +205,27 @@ impl Subscription {
             && !changed.iter().any(|path| filter.is_match(path))
         {
             return Err(SubscriptionMiss::Paths);
+        }
+        Ok(())
+    }
+
+    /// Registry (Docker Hub under any of its names), repository glob, tag glob.
+    fn accepts_artifact(&self, push: &Push, tags: &PatternList) -> Result<(), SubscriptionMiss> {
+        if !self.instances.is_empty() {
+            let registry = normalize_registry(&instance_host(&push.instance));
+            let listed = self
+                .instances
+                .iter()
+                .any(|listed| normalize_registry(&instance_host(listed)) == registry);
+            if registry.is_none() || !listed {
+                return Err(SubscriptionMiss::Instance);
+            }
+        }
+        if !self.projects.is_match(&push.project.path) {
+            return Err(SubscriptionMiss::Project);
+        }
+        if !tags.is_match(&push.git_ref) {
+            return Err(SubscriptionMiss::Ref);
         }
         Ok(())
     }

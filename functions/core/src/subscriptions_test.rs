@@ -265,3 +265,222 @@ fn only_an_unrestricted_subscription_takes_everything() {
         assert_eq!(subscription.takes_everything(), expected, "{name}");
     }
 }
+
+fn artifact_push(registry: &str, repository: &str, tag: &str) -> Push {
+    use crate::artifacts::PushedArtifact;
+    use crate::gitlab::Delivery;
+    use crate::oci::OciLocation;
+    PushedArtifact::new(
+        OciLocation::from_parts(registry, repository).unwrap(),
+        tag,
+        &format!("sha256:{}", "c".repeat(64)),
+        ("tag", "digest"),
+    )
+    .unwrap()
+    .into_push(&Delivery {
+        received_at: "2026-11-22T00:00:00Z",
+        id: "request:x",
+    })
+}
+
+fn artifact_subscription(
+    registries: &[&str],
+    repositories: &[&str],
+    tags: &[&str],
+) -> Subscription {
+    Subscription {
+        instances: registries.iter().map(|r| r.to_string()).collect(),
+        projects: list(repositories, true),
+        takes: Takes::ArtifactPushes {
+            tags: list(tags, false),
+        },
+        ..Subscription::default()
+    }
+}
+
+#[test]
+fn each_kind_of_subscription_takes_only_its_kind_of_event() {
+    let git = sample_push();
+    let mut tag = sample_push();
+    tag.event = PushEvent::TagPush;
+    tag.git_ref = "refs/tags/v1".into();
+    let mut pipeline = sample_push();
+    pipeline.event = PushEvent::Pipeline;
+    let artifact = artifact_push("r.example", "mike/diaspora", "v1");
+    let project_artifacts = |on| Subscription {
+        takes: Takes::ProjectArtifacts {
+            on,
+            registry: "registry.example.com".into(),
+        },
+        ..Subscription::default()
+    };
+    let every_artifact = Subscription::every_artifact();
+    let cases: Vec<(&str, Subscription, [bool; 4])> = vec![
+        // [git push, tag push, pipeline, artifact push]
+        ("git", Subscription::default(), [true, true, false, false]),
+        (
+            "artifacts",
+            every_artifact.clone(),
+            [false, false, false, true],
+        ),
+        (
+            "pipeline",
+            project_artifacts(ProjectEvent::Pipeline),
+            [false, false, true, false],
+        ),
+        (
+            "tag push",
+            project_artifacts(ProjectEvent::TagPush),
+            [false, true, false, false],
+        ),
+    ];
+    for (name, subscription, expected) in cases {
+        for (push, taken) in [&git, &tag, &pipeline, &artifact].into_iter().zip(expected) {
+            let result = subscription.accepts(push);
+            assert_eq!(result.is_ok(), taken, "{name} × {:?}", push.event);
+            if !taken {
+                assert_eq!(
+                    result,
+                    Err(SubscriptionMiss::Event),
+                    "{name} × {:?}",
+                    push.event
+                );
+            }
+        }
+    }
+    assert!(every_artifact.takes_everything());
+    assert!(!project_artifacts(ProjectEvent::Pipeline).takes_everything());
+}
+
+#[test]
+fn registry_subscriptions_match_registry_repository_and_tag_with_negatives() {
+    let push = artifact_push("Registry.Example.com:5000", "team/app", "v1.2.3");
+    let hub = artifact_push("docker.io", "nginx", "1.27");
+    for (sub, push, expected) in [
+        (artifact_subscription(&[], &["**"], &["**"]), &push, Ok(())),
+        (
+            artifact_subscription(&["registry.example.com:5000"], &["**"], &["**"]),
+            &push,
+            Ok(()),
+        ),
+        (
+            artifact_subscription(&["REGISTRY.example.com:5000"], &["**"], &["**"]),
+            &push,
+            Ok(()),
+        ),
+        // The port is part of the registry.
+        (
+            artifact_subscription(&["registry.example.com"], &["**"], &["**"]),
+            &push,
+            Err(SubscriptionMiss::Instance),
+        ),
+        (
+            artifact_subscription(&["registry.example.com:5001"], &["**"], &["**"]),
+            &push,
+            Err(SubscriptionMiss::Instance),
+        ),
+        (
+            artifact_subscription(&["registryXexample.com:5000"], &["**"], &["**"]),
+            &push,
+            Err(SubscriptionMiss::Instance),
+        ),
+        // Docker Hub under any of its names.
+        (
+            artifact_subscription(&["docker.io"], &["library/*"], &["**"]),
+            &hub,
+            Ok(()),
+        ),
+        (
+            artifact_subscription(&["registry-1.docker.io"], &["library/nginx"], &["1.*"]),
+            &hub,
+            Ok(()),
+        ),
+        (
+            artifact_subscription(&["team/app"], &["**"], &["**"]),
+            &push,
+            Err(SubscriptionMiss::Instance),
+        ),
+        (
+            artifact_subscription(&[], &["team/*"], &["**"]),
+            &push,
+            Ok(()),
+        ),
+        (
+            artifact_subscription(&[], &["team"], &["**"]),
+            &push,
+            Err(SubscriptionMiss::Project),
+        ),
+        (
+            artifact_subscription(&[], &["team/app/*"], &["**"]),
+            &push,
+            Err(SubscriptionMiss::Project),
+        ),
+        (
+            artifact_subscription(&[], &["Team/App"], &["**"]),
+            &push,
+            Ok(()),
+        ),
+        (artifact_subscription(&[], &["**"], &["v*"]), &push, Ok(())),
+        (
+            artifact_subscription(&[], &["**"], &["v1.2.?"]),
+            &push,
+            Ok(()),
+        ),
+        (
+            artifact_subscription(&[], &["**"], &["v1.2"]),
+            &push,
+            Err(SubscriptionMiss::Ref),
+        ),
+        (
+            artifact_subscription(&[], &["**"], &["V*"]),
+            &push,
+            Err(SubscriptionMiss::Ref),
+        ),
+        (
+            artifact_subscription(&[], &["**"], &["v1.2.3.*"]),
+            &push,
+            Err(SubscriptionMiss::Ref),
+        ),
+    ] {
+        assert_eq!(
+            sub.accepts(push),
+            expected,
+            "{:?} {:?} {:?}",
+            sub.instances,
+            sub.projects.patterns(),
+            push.git_ref
+        );
+    }
+}
+
+#[test]
+fn a_project_artifacts_subscription_filters_like_a_git_one() {
+    let mut pipeline = sample_push();
+    pipeline.event = PushEvent::Pipeline;
+    let sub = |projects: &[&str], refs_: &[&str], instances: &[&str]| Subscription {
+        projects: list(projects, true),
+        refs: refs(refs_),
+        instances: instances.iter().map(|i| i.to_string()).collect(),
+        takes: Takes::ProjectArtifacts {
+            on: ProjectEvent::Pipeline,
+            registry: "registry.example.com".into(),
+        },
+        ..Subscription::default()
+    };
+    assert_eq!(
+        sub(&["mike/*"], &["main"], &["gitlab.example.com"]).accepts(&pipeline),
+        Ok(())
+    );
+    assert_eq!(
+        sub(&["other/*"], &["main"], &[]).accepts(&pipeline),
+        Err(SubscriptionMiss::Project)
+    );
+    assert_eq!(
+        sub(&["**"], &["dev"], &[]).accepts(&pipeline),
+        Err(SubscriptionMiss::Ref)
+    );
+    assert_eq!(
+        sub(&["**"], &["**"], &["gitlab.other.com"]).accepts(&pipeline),
+        Err(SubscriptionMiss::Instance)
+    );
+}

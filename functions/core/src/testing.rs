@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use crate::confirm::message::Confirmation;
 use crate::confirm::objects::{HelmRelease, Kustomization};
+use crate::flux::artifacts::{ArtifactKind, ArtifactObject};
 use crate::flux::{GitRepository, ObjectRef, Receiver};
 use crate::gitlab_api::{ApiError, ApiRequest, ApiResponse, Method};
 use crate::outcome::classify::{TriggerFailure, TriggerResponse};
 use crate::ports::*;
 use crate::push::{Dispatch, Push};
-use crate::registry::{ClusterEntry, ClusterListing};
+use crate::registry::{ClusterEntry, ClusterListing, RouteListing};
 use crate::trigger::request::{RequestTarget, TriggerRequest};
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -90,15 +91,29 @@ impl StaticRegistry {
     }
 }
 
-impl ClusterRegistry for StaticRegistry {
-    async fn clusters(&self) -> Result<Arc<ClusterListing>, RegistryReadError> {
+/// Route's view: an `Invalid` entry's subscriptions are unknown (unusable); an
+/// `Unavailable` one's are its last good ones, which this registry does not have, so it is
+/// not routed at all (as the registry index never reports one: see `registry::index`).
+impl RouteTable for StaticRegistry {
+    async fn routes(&self) -> Result<Arc<RouteListing>, RegistryReadError> {
         self.down()?;
-        Ok(Arc::new(ClusterListing {
+        let listing = ClusterListing {
             entries: self.entries.clone(),
-            unusable: self.unusable.iter().map(|(name, _)| name.clone()).collect(),
-        }))
+            unusable: self
+                .unusable
+                .iter()
+                .filter(|(_, error)| matches!(error, RegistryReadError::Invalid { .. }))
+                .map(|(name, _)| name.clone())
+                .collect(),
+        };
+        let mut routes = listing.routes();
+        routes.unusable.sort();
+        routes.unusable.dedup();
+        Ok(Arc::new(routes))
     }
+}
 
+impl ClusterRegistry for StaticRegistry {
     async fn cluster(&self, name: &str) -> Result<Option<Arc<ClusterEntry>>, RegistryReadError> {
         self.down()?;
         if let Some((_, error)) = self.unusable.iter().find(|(unusable, _)| unusable == name) {
@@ -240,7 +255,14 @@ pub struct FakeCluster {
     pub hung: Mutex<Vec<String>>,
     pub kustomizations: Mutex<Vec<serde_json::Value>>,
     pub helm_releases: Mutex<Vec<serde_json::Value>>,
+    /// Objects of the artifact kinds, as the apiserver returns them.
+    pub artifacts: Mutex<Vec<(ArtifactKind, serde_json::Value)>>,
+    /// Artifact objects patched: cluster, kind, object, body.
+    pub patched_objects: Mutex<Vec<PatchedObject>>,
 }
+
+/// An artifact object a [`FakeCluster`] was asked to patch: cluster, kind, object, body.
+pub type PatchedObject = (String, ArtifactKind, ObjectRef, Vec<u8>);
 
 pub fn status(code: u16) -> TriggerResponse {
     TriggerResponse {
@@ -346,6 +368,30 @@ impl FluxDiscovery for FakeCluster {
             .filter(|r| r.id.namespace == namespace)
             .collect())
     }
+
+    async fn artifact_objects(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+        kind: ArtifactKind,
+        fresh: bool,
+    ) -> Result<Vec<ArtifactObject>, TriggerFailure> {
+        self.hang_if_hung(cluster).await;
+        lock(&self.lists).push((
+            cluster.name.clone(),
+            format!("{}/{namespace}", kind.plural()),
+            fresh,
+        ));
+        if let Some(failure) = lock(&self.list_failure).clone() {
+            return Err(failure);
+        }
+        Ok(lock(&self.artifacts)
+            .iter()
+            .filter(|(listed, _)| *listed == kind)
+            .map(|(_, value)| ArtifactObject::from_json(kind, value))
+            .filter(|object| object.id.namespace == namespace)
+            .collect())
+    }
 }
 
 impl ApiserverReadiness for FakeCluster {
@@ -387,6 +433,22 @@ impl Annotator for FakeCluster {
             merge_patch.to_vec(),
         ));
         self.next_answer(&format!("patch:{repository}"))
+    }
+
+    async fn annotate_object(
+        &self,
+        cluster: &ClusterEntry,
+        kind: ArtifactKind,
+        object: &ObjectRef,
+        merge_patch: &[u8],
+    ) -> Result<TriggerResponse, TriggerFailure> {
+        lock(&self.patched_objects).push((
+            cluster.name.clone(),
+            kind,
+            object.clone(),
+            merge_patch.to_vec(),
+        ));
+        self.next_answer(&format!("patch:{}/{object}", kind.object_prefix()))
     }
 }
 

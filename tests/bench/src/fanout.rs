@@ -5,11 +5,10 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use fluxrelay_adapters::secrets::SecretsRegistry;
+use fluxrelay_adapters::registry_aws::{RegistryIndexReader, put_index_items};
 use fluxrelay_adapters::sqs::SqsQueue;
 use fluxrelay_core::handlers::route::{RouteVerdict, handle_route};
-use fluxrelay_core::ports::ClusterRegistry;
-use fluxrelay_core::ports::QueueMessage;
+use fluxrelay_core::ports::{QueueMessage, RouteTable};
 use fluxrelay_testkit::moto::{CountCalls, Moto, WireTime};
 use serde_json::json;
 
@@ -20,31 +19,27 @@ const SECTION: &str = "Fan-out (route on moto)";
 
 pub async fn fan_out(moto: &Moto, scale: &Scale, report: &mut Report) {
     let config = moto.sdk_config().await;
-    let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    let s3 = moto.s3().await;
+    let bucket = moto.create_bucket("bench-fanout-registry").await;
     for &clusters in scale.fanout {
         progress(format!("fan-out: registering {clusters} clusters on moto"));
-        let prefix = format!("bench/fanout-{clusters}/");
-        for chunk in (0..clusters).collect::<Vec<_>>().chunks(25) {
-            let creates = chunk.iter().map(|index| {
-                let name = format!("c{index:04}");
-                let entry = json!({
-                    "name": name,
-                    "server": "https://192.0.2.1:6443",
-                    "auth": {"token": "bench-token"},
-                });
-                secrets
-                    .create_secret()
-                    .name(format!("{prefix}{name}"))
-                    .secret_string(entry.to_string())
-                    .send()
-            });
-            for created in futures_util::future::join_all(creates).await {
-                created.expect("CreateSecret on moto");
-            }
-        }
-        let registry =
-            SecretsRegistry::with_settings(secrets.clone(), prefix, Duration::from_secs(600));
-        let listed = registry.clusters().await.expect("registry on moto").len();
+        // Route reads only the index: one item per cluster (its entry's secret, which
+        // dispatch alone reads, plays no part here).
+        let key = format!("fanout-{clusters}.json");
+        let items = (0..clusters)
+            .map(|index| json!({"name": format!("c{index:04}"), "secret": true}))
+            .collect();
+        put_index_items(&s3, &bucket, &key, items)
+            .await
+            .expect("registry index on moto");
+        let registry = RegistryIndexReader::new(s3.clone(), &bucket, &key)
+            .with_timing(Duration::from_secs(600), Duration::from_secs(600));
+        let listed = registry
+            .routes()
+            .await
+            .expect("registry on moto")
+            .routes
+            .len();
         assert_eq!(listed, clusters, "registry entries read back");
 
         let batches = CountCalls::new("AmazonSQS.SendMessageBatch");
@@ -90,6 +85,7 @@ pub async fn fan_out(moto: &Moto, scale: &Scale, report: &mut Report) {
         match &routed.messages[0].verdict {
             RouteVerdict::Routed { clusters: to } => assert_eq!(to.len(), clusters),
             RouteVerdict::Failed { reason } => panic!("route failed: {reason}"),
+            RouteVerdict::Ignored { reason } => panic!("route ignored a push: {reason}"),
         }
         let calls = batches.count() + singles.count();
         let queued = sqs

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::lambda::{DispatchFunction, IngestFunction, RouteFunction, WebhookAuth};
-use fluxrelay_adapters::secrets::SecretsRegistry;
+use fluxrelay_adapters::registry_aws::{
+    AwsRegistry, DEFAULT_INDEX_KEY, RegistryIndexReader, RegistryLocation, store_entry,
+};
 use fluxrelay_adapters::sqs::{SqsQueue, SqsSettle};
 use fluxrelay_core::handlers::dispatch::{DispatchMemory, DispatchRules};
 use fluxrelay_core::outcome::retry::RetryPolicy;
@@ -106,26 +108,18 @@ async fn wire(setup: &Setup, moto: &Moto, settings: &Settings) -> Wiring {
         .await
         .expect("webhook secret on moto");
     // One registered cluster, the first of the Setup's (namespace bench-00).
-    let entry = &setup.entries[0];
-    secrets
-        .create_secret()
-        .name(format!(
-            "{REGISTRY_PREFIX}{}",
-            entry["name"].as_str().unwrap()
-        ))
-        .secret_string(entry.to_string())
-        .send()
+    let s3 = moto.s3().await;
+    let location = RegistryLocation {
+        bucket: moto.create_bucket("bench-sqs-path-registry").await,
+        index_key: DEFAULT_INDEX_KEY.into(),
+        prefix: REGISTRY_PREFIX.into(),
+    };
+    store_entry(&s3, &secrets, &location, &setup.entries[0], false)
         .await
         .expect("registry entry on moto");
     let calls: [Arc<Calls>; 5] = std::array::from_fn(|_| Arc::new(Calls::new()));
     let sqs = |index: usize| moto.sqs_recorded(&calls[index].record);
-    let registry = || {
-        SecretsRegistry::with_settings(
-            secrets.clone(),
-            REGISTRY_PREFIX,
-            fluxrelay_adapters::secrets::DEFAULT_TTL,
-        )
-    };
+    let index = || RegistryIndexReader::new(s3.clone(), &location.bucket, &location.index_key);
     let ingest = IngestFunction {
         auth: WebhookAuth::load(secrets.clone(), WEBHOOK_SECRET, Duration::from_secs(300))
             .await
@@ -133,14 +127,13 @@ async fn wire(setup: &Setup, moto: &Moto, settings: &Settings) -> Wiring {
         queue: SqsQueue::new(sqs(0).await, &intake),
     };
     let route = Arc::new(RouteFunction {
-        registry: registry(),
+        registry: index(),
         dispatches: SqsQueue::new(sqs(1).await, &dispatch_queue),
         intake: SqsSettle::new(sqs(1).await, &intake, intake_dlq),
         policy: RetryPolicy::default(),
-        gitlab: fluxrelay_adapters::gitlab_secret::FunctionGitLab::None,
     });
     let dispatch = Arc::new(DispatchFunction {
-        registry: registry(),
+        registry: AwsRegistry::new(index(), secrets.clone(), REGISTRY_PREFIX),
         clusters: KubeClusters::with_defaults().expect("kube clusters"),
         queue: SqsSettle::new(sqs(2).await, &dispatch_queue, dispatch_dlq)
             .with_retry_queue(dispatch_retry),

@@ -1,6 +1,7 @@
 //! The few numbers of `template.yaml` the cost model and the SQS path stage need: each
-//! function's `MemorySize` and its SQS event source's `BatchSize`, read from the text (a
-//! function's own value, else `Globals: Function:`), so the report follows the template.
+//! function's `MemorySize` (its own value, else `Globals: Function:`) and the `BatchSize` of
+//! the event source mapping that reads its queue, read from the text, so the report follows
+//! the template.
 
 /// Lambda's own default when neither the function nor `Globals` sets `MemorySize`.
 const LAMBDA_DEFAULT_MEMORY_MB: u32 = 128;
@@ -28,20 +29,24 @@ impl Settings {
     }
 
     pub fn parse(text: &str) -> Settings {
-        let function = |name: &str| {
+        // `event_source`: the AWS::Lambda::EventSourceMapping that reads the function's
+        // queue (its work queue, for dispatch; the retry queue's has the same batch size).
+        let function = |name: &str, event_source: Option<&str>| {
             let block = resource_block(text, name)
                 .unwrap_or_else(|| panic!("template.yaml has no resource {name}"));
             FunctionSettings {
                 memory_mb: number(&block, "MemorySize")
                     .or_else(|| number(&globals_function(text), "MemorySize"))
                     .unwrap_or(LAMBDA_DEFAULT_MEMORY_MB),
-                batch_size: number(&block, "BatchSize"),
+                batch_size: event_source
+                    .and_then(|source| resource_block(text, source))
+                    .and_then(|source| number(&source, "BatchSize")),
             }
         };
         Settings {
-            ingest: function("IngestFunction"),
-            route: function("RouteFunction"),
-            dispatch: function("DispatchFunction"),
+            ingest: function("IngestFunction", None),
+            route: function("RouteFunction", Some("IntakeEventSource")),
+            dispatch: function("DispatchFunction", Some("DispatchEventSource")),
         }
     }
 }
@@ -107,19 +112,19 @@ Resources:
     Type: AWS::Serverless::Function
     Properties:
       Timeout: !Ref FunctionTimeoutSeconds
-      Events:
-        Intake:
-          Type: SQS
-          Properties:
-            BatchSize: 7 # a comment
+      BatchSize: 9 # not an event source's
   DispatchFunction:
     Type: AWS::Serverless::Function
     Properties:
       MemorySize: 256 # more CPU
-      Events:
-        Dispatch:
-          Properties:
-            BatchSize: !Ref Size
+  IntakeEventSource:
+    Type: AWS::Lambda::EventSourceMapping
+    Properties:
+      BatchSize: 7 # a comment
+  DispatchEventSource:
+    Type: AWS::Lambda::EventSourceMapping
+    Properties:
+      BatchSize: !Ref Size
   Other:
     Properties:
       MemorySize: 4096

@@ -88,7 +88,8 @@ pub async fn acknowledge(
     }
 }
 
-/// How many messages are on a queue, visible or in flight.
+/// How many messages are on a queue: visible, in flight, or waiting out a per-message delay
+/// (the dispatch retry queue's retries).
 pub async fn depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> usize {
     use aws_sdk_sqs::types::QueueAttributeName;
     let attributes = sqs
@@ -96,14 +97,18 @@ pub async fn depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> usize {
         .queue_url(queue_url)
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
         .send()
         .await
         .expect("GetQueueAttributes")
         .attributes
         .unwrap_or_default();
+    // A retry waiting out its delay is work still to do: moto (as SQS) counts it only as
+    // delayed.
     [
         QueueAttributeName::ApproximateNumberOfMessages,
         QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        QueueAttributeName::ApproximateNumberOfMessagesDelayed,
     ]
     .iter()
     .map(|name| {

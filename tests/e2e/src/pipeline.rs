@@ -11,7 +11,9 @@ use fluxrelay_adapters::gitlab_secret::{FunctionGitLab, RefreshingGitLab};
 use fluxrelay_adapters::lambda::{
     ConfirmFunction, DispatchFunction, IngestFunction, RouteFunction, WebhookAuth,
 };
-use fluxrelay_adapters::secrets::SecretsRegistry;
+use fluxrelay_adapters::registry_aws::{
+    AwsRegistry, RegistryIndexReader, RegistryLocation, store_entry,
+};
 use fluxrelay_adapters::sqs::{SqsQueue, SqsSettle};
 use fluxrelay_core::handlers::confirm::{ConfirmMemory, ConfirmRules};
 use fluxrelay_core::handlers::dispatch::{DispatchMemory, DispatchRules};
@@ -47,6 +49,7 @@ pub struct Pipeline {
     pub moto: Moto,
     pub sqs: aws_sdk_sqs::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    pub s3: aws_sdk_s3::Client,
     pub queues: Queues,
     pub ingest: IngestFunction,
     pub route: RouteFunction,
@@ -111,24 +114,39 @@ pub fn test_retry_policy() -> RetryPolicy {
     }
 }
 
-/// The registry every function of the pipeline reads.
-pub fn registry(secrets: &aws_sdk_secretsmanager::Client) -> SecretsRegistry {
-    SecretsRegistry::with_settings(
+/// Where the pipeline's registry lives on moto (the template's defaults).
+pub fn registry_location() -> RegistryLocation {
+    RegistryLocation {
+        bucket: "fluxrelay-registry".into(),
+        index_key: fluxrelay_adapters::registry_aws::DEFAULT_INDEX_KEY.into(),
+        prefix: "fluxrelay/clusters/".into(),
+    }
+}
+
+/// The registry index, as route reads it.
+pub fn registry_index(s3: &aws_sdk_s3::Client) -> RegistryIndexReader {
+    let location = registry_location();
+    RegistryIndexReader::new(s3.clone(), location.bucket, location.index_key)
+}
+
+/// The registry as dispatch reads it.
+pub fn registry(s3: &aws_sdk_s3::Client, secrets: &aws_sdk_secretsmanager::Client) -> AwsRegistry {
+    AwsRegistry::new(
+        registry_index(s3),
         secrets.clone(),
-        "fluxrelay/clusters/",
-        Duration::from_secs(60),
+        registry_location().prefix,
     )
 }
 
-/// The route function over these queues, with its own SQS client (a recording one in the
-/// IAM test).
+/// The route function over these queues, with its own SQS and S3 clients (recording ones
+/// in the IAM test). Route reads the registry index only.
 pub fn route_function(
     queues: &Queues,
-    secrets: &aws_sdk_secretsmanager::Client,
+    s3: &aws_sdk_s3::Client,
     sqs: &aws_sdk_sqs::Client,
 ) -> RouteFunction {
     RouteFunction {
-        registry: registry(secrets),
+        registry: registry_index(s3),
         dispatches: SqsQueue::new(sqs.clone(), queues.dispatch.clone()),
         intake: SqsSettle::new(
             sqs.clone(),
@@ -136,20 +154,20 @@ pub fn route_function(
             queues.intake_dlq.clone(),
         ),
         policy: test_retry_policy(),
-        gitlab: FunctionGitLab::None,
     }
 }
 
 /// The dispatch function over these queues.
 pub fn dispatch_function<C>(
     queues: &Queues,
+    s3: &aws_sdk_s3::Client,
     secrets: &aws_sdk_secretsmanager::Client,
     sqs: &aws_sdk_sqs::Client,
     clusters: C,
     policy: RetryPolicy,
 ) -> DispatchFunction<C> {
     DispatchFunction {
-        registry: registry(secrets),
+        registry: registry(s3, secrets),
         clusters,
         queue: SqsSettle::new(
             sqs.clone(),
@@ -173,6 +191,7 @@ pub const GITLAB_SECRET: &str = "fluxrelay/gitlab";
 /// The confirm function over these queues; `gitlab` reads [`GITLAB_SECRET`] when true.
 pub async fn confirm_function<C>(
     queues: &Queues,
+    s3: &aws_sdk_s3::Client,
     secrets: &aws_sdk_secretsmanager::Client,
     sqs: &aws_sdk_sqs::Client,
     clusters: C,
@@ -180,7 +199,7 @@ pub async fn confirm_function<C>(
     gitlab: bool,
 ) -> ConfirmFunction<C> {
     ConfirmFunction {
-        registry: registry(secrets),
+        registry: registry(s3, secrets),
         clusters,
         queue: SqsSettle::new(
             sqs.clone(),
@@ -227,6 +246,8 @@ impl Pipeline {
         let moto = Moto::start();
         let sqs = moto.sqs().await;
         let secrets = moto.secrets().await;
+        let s3 = moto.s3().await;
+        moto.create_bucket(&registry_location().bucket).await;
 
         let intake_dlq = fifo_queue(&sqs, "fluxrelay-intake-dlq.fifo", None).await;
         let dispatch_dlq = fifo_queue(&sqs, "fluxrelay-dispatch-dlq.fifo", None).await;
@@ -273,9 +294,10 @@ impl Pipeline {
             .with_refresh_floor(Duration::ZERO),
             queue: SqsQueue::new(sqs.clone(), queues.intake.clone()),
         };
-        let route = route_function(&queues, &secrets, &sqs);
+        let route = route_function(&queues, &s3, &sqs);
         let dispatch = dispatch_function(
             &queues,
+            &s3,
             &secrets,
             &sqs,
             KubeClusters::with_defaults().expect("kube clusters"),
@@ -283,6 +305,7 @@ impl Pipeline {
         );
         let confirm = confirm_function(
             &queues,
+            &s3,
             &secrets,
             &sqs,
             KubeClusters::with_defaults().expect("kube clusters"),
@@ -296,6 +319,7 @@ impl Pipeline {
             moto,
             sqs,
             secrets,
+            s3,
             queues,
             ingest,
             route,
@@ -318,15 +342,12 @@ impl Pipeline {
         entry
     }
 
+    /// Registers an entry as `fluxrelay cluster add --store secretsmanager` does: its secret
+    /// (when it holds one) and its item in the registry index.
     pub async fn register(&self, entry: Value) {
-        let name = entry["name"].as_str().expect("entry name").to_string();
-        self.secrets
-            .create_secret()
-            .name(format!("fluxrelay/clusters/{name}"))
-            .secret_string(entry.to_string())
-            .send()
+        store_entry(&self.s3, &self.secrets, &registry_location(), &entry, false)
             .await
-            .expect("CreateSecret cluster");
+            .expect("register the cluster on moto");
     }
 
     /// A GitRepository in flux-system.
@@ -539,5 +560,54 @@ impl Pipeline {
                 taken.push((body, attributes));
             }
         }
+    }
+}
+
+// ---- artifact triggers (issue 16): registry endpoints and EventBridge on the intake queue --
+
+impl Pipeline {
+    /// POSTs `body` to the ingest function's Function URL at `path` (`/registry/distribution`,
+    /// `/registry/harbor`, `/webhook`) with exactly `headers`: (status, JSON body). The event
+    /// is `events/ingest-push-hook.json`'s, with path, headers and body replaced.
+    pub async fn post_function_url(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, Value) {
+        let text = std::fs::read_to_string(repo_root().join("events/ingest-push-hook.json"))
+            .expect("event file");
+        let mut event: Value = serde_json::from_str(&text).expect("event JSON");
+        event["rawPath"] = json!(path);
+        event["requestContext"]["http"]["path"] = json!(path);
+        let mut map = serde_json::Map::new();
+        map.insert("content-type".into(), json!("application/json"));
+        for (name, value) in headers {
+            map.insert(name.to_ascii_lowercase(), json!(value));
+        }
+        event["headers"] = Value::Object(map);
+        event["body"] = json!(body);
+        self.post_event_json(&event.to_string()).await
+    }
+
+    /// Puts an EventBridge event on the intake queue as the template's `EcrImagePushRule`
+    /// target does: the event JSON as the body, the static message group `ecr`, no
+    /// deduplication id (the queue deduplicates by content, as `EcrEvents=true` sets it).
+    pub async fn send_eventbridge_event(&self, event: &Value) {
+        self.sqs
+            .set_queue_attributes()
+            .queue_url(&self.queues.intake)
+            .attributes(QueueAttributeName::ContentBasedDeduplication, "true")
+            .send()
+            .await
+            .expect("SetQueueAttributes ContentBasedDeduplication");
+        self.sqs
+            .send_message()
+            .queue_url(&self.queues.intake)
+            .message_group_id("ecr")
+            .message_body(event.to_string())
+            .send()
+            .await
+            .expect("SendMessage EventBridge event");
     }
 }

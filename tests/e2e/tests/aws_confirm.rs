@@ -10,7 +10,7 @@ use std::time::Duration;
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_core::confirm::schedule::ConfirmPolicy;
 use fluxrelay_core::handlers::confirm::ConfirmRules;
-use fluxrelay_e2e::pipeline::{GITLAB_SECRET, Pipeline, confirm_function, function_gitlab};
+use fluxrelay_e2e::pipeline::{GITLAB_SECRET, Pipeline, confirm_function};
 use fluxrelay_testkit::confirm_world::{
     BRANCH, ConfirmCluster, GITLAB_TOKEN, PROJECT_ID, REPOSITORY_URL, commit, confirm_clusters,
     gitlab_with, push_hook,
@@ -55,6 +55,7 @@ async fn world(names: &[&str], commits: &[&str], rules: ConfirmRules) -> World {
         .unwrap();
     p.confirm = confirm_function(
         &p.queues,
+        &p.s3,
         &p.secrets,
         &p.sqs,
         KubeClusters::with_defaults().unwrap(),
@@ -62,7 +63,6 @@ async fn world(names: &[&str], commits: &[&str], rules: ConfirmRules) -> World {
         true,
     )
     .await;
-    p.route.gitlab = function_gitlab(&p.secrets, true).await;
     for cluster in &clusters {
         p.register(cluster.entry(&p.kube)).await;
     }

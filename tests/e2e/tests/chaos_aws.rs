@@ -35,8 +35,8 @@ use fluxrelay_e2e::pipeline::{
     GITLAB_SECRET, Pipeline, confirm_function, dispatch_function, repo_root, route_function,
 };
 use fluxrelay_testkit::chaos::{
-    AckedPush, Books, ConfirmationBooks, DeadLetter, FaultLog, Rng, Scale, rbac_removal_hold,
-    reason_class,
+    AckedPush, Books, ConfirmationBooks, DeadLetter, FaultLog, Rng, Scale, delivery_latencies,
+    hung_cluster_kept, rbac_removal_hold, reason_class,
 };
 use fluxrelay_testkit::chaos_fleet::{self, FleetCluster, PushKind, ROLE};
 use fluxrelay_testkit::confirm_world::{GITLAB_TOKEN, rbac_with_confirm};
@@ -57,6 +57,10 @@ const STALL: Duration = Duration::from_secs(4);
 /// failed during an outage comes back soon) and a redrive far beyond the function's own
 /// attempt limit, so every dead letter carries the function's reason.
 const VISIBILITY_TIMEOUT_SECS: u32 = 8;
+/// The cluster whose apiserver never answers.
+const HUNG: &str = "hung";
+/// Concurrent invocations per dispatch event source (template: DispatchMaxConcurrency).
+const DISPATCH_CONCURRENCY: usize = 5;
 const MAX_RECEIVE_COUNT: u32 = 100;
 const MAX_ATTEMPTS: u32 = 60;
 
@@ -140,6 +144,18 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
         .send()
         .await
         .expect("CreateSecret gitlab");
+    // One more cluster whose apiserver hangs for the whole run: it accepts connections and
+    // never answers. Its pushes must wait for it without delaying the others, and none may
+    // be dropped. (FLUXRELAY_CHAOS_HUNG=0 leaves it out, to compare the others' latency.)
+    let with_hung = std::env::var("FLUXRELAY_CHAOS_HUNG").map_or(true, |v| v != "0");
+    let hung_apiserver = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    if with_hung {
+        let mut hung = fleet[0].entry(&p.kube);
+        hung["name"] = serde_json::Value::from(HUNG);
+        hung["server"] =
+            serde_json::Value::from(format!("https://{}", hung_apiserver.local_addr().unwrap()));
+        p.register(hung).await;
+    }
     for queue in [&p.queues.intake, &p.queues.dispatch] {
         let dlq = if queue == &p.queues.intake {
             &p.queues.intake_dlq
@@ -180,6 +196,11 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
         .await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    );
     p.ingest = IngestFunction {
         auth: WebhookAuth::load(
             secrets.clone(),
@@ -190,9 +211,10 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
         .expect("webhook auth"),
         queue: SqsQueue::new(sqs.clone(), p.queues.intake.clone()),
     };
-    p.route = route_function(&p.queues, &secrets, &sqs);
+    p.route = route_function(&p.queues, &s3, &sqs);
     p.dispatch = dispatch_function(
         &p.queues,
+        &s3,
         &secrets,
         &sqs,
         KubeClusters::new(
@@ -212,6 +234,7 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
     );
     p.confirm = confirm_function(
         &p.queues,
+        &s3,
         &secrets,
         &sqs,
         KubeClusters::new(
@@ -241,12 +264,14 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Mutex::new(PollStats::default()));
     let mut pollers = Vec::new();
-    let mut sources = vec![
-        (p.queues.intake.clone(), "route"),
-        (p.queues.dispatch.clone(), "dispatch"),
-        (p.queues.dispatch.clone(), "dispatch"),
-        (p.queues.dispatch_retry.clone(), "dispatch"),
-    ];
+    // As many concurrent invocations per event source as the template allows by default
+    // (route 5 is more than one poller needs here; dispatch and its retry queue 5 each,
+    // DispatchMaxConcurrency): an invocation waiting for a hung cluster holds one of them.
+    let mut sources = vec![(p.queues.intake.clone(), "route")];
+    for _ in 0..DISPATCH_CONCURRENCY {
+        sources.push((p.queues.dispatch.clone(), "dispatch"));
+        sources.push((p.queues.dispatch_retry.clone(), "dispatch"));
+    }
     // The confirm queue's poller only when a cluster confirms (moto is this mode's
     // bottleneck: without confirmation the run is the one it was before).
     if !confirming.is_empty() {
@@ -265,7 +290,16 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
-                let lambda_event = LambdaEvent::new(event.clone(), Context::default());
+                // As Lambda invokes it: with a deadline (a 30 s function timeout), from which
+                // dispatch gives each cluster its budget.
+                let mut context = Context::default();
+                context.deadline = u64::try_from(
+                    (time::OffsetDateTime::now_utc() + time::Duration::seconds(30))
+                        .unix_timestamp_nanos()
+                        / 1_000_000,
+                )
+                .unwrap_or(0);
+                let lambda_event = LambdaEvent::new(event.clone(), context);
                 let response = match function {
                     "route" => p.route.handle(lambda_event).await,
                     "confirm" => p.confirm.handle(lambda_event).await,
@@ -356,6 +390,7 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
                             after: chaos_fleet::commit(n),
                             order: if kinds[n] == PushKind::Tag { 0 } else { order },
                             key,
+                            acked_at: std::time::Instant::now(),
                         }),
                         None => counts.unacknowledged.push(n),
                     }
@@ -467,11 +502,14 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
             &letters,
             statuses,
         );
-        let drained = depth(&p.sqs, &p.queues.intake).await
-            + depth(&p.sqs, &p.queues.dispatch).await
-            + fluxrelay_e2e::delayed_depth(&p.sqs, &p.queues.dispatch_retry).await
-            + fluxrelay_e2e::delayed_depth(&p.sqs, &p.queues.confirm).await
-            == 0;
+        // With the hung cluster, its messages stay queued: drained is then the intake, and
+        // every pair of the healthy clusters accounted for.
+        let drained = depth(&p.sqs, &p.queues.intake).await == 0
+            && (with_hung
+                || depth(&p.sqs, &p.queues.dispatch).await
+                    + depth(&p.sqs, &p.queues.dispatch_retry).await
+                    == 0)
+            && fluxrelay_e2e::delayed_depth(&p.sqs, &p.queues.confirm).await == 0;
         if (books.lost == 0 && confirmations.pending == 0 && drained)
             || Instant::now() > settle_deadline
         {
@@ -484,6 +522,42 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
         poller.await.unwrap();
     }
     let intake_dead = depth(&p.sqs, &p.queues.intake_dlq).await;
+    // What is left queued: the hung cluster's, and for each ref its newest push.
+    tokio::time::sleep(Duration::from_secs(u64::from(VISIBILITY_TIMEOUT_SECS) + 3)).await;
+    let mut pending: Vec<(String, String)> = Vec::new();
+    for queue in [&p.queues.dispatch, &p.queues.dispatch_retry] {
+        for body in take_all(&p.sqs, queue).await {
+            let dispatch = fluxrelay_core::push::Dispatch::from_json(&body).unwrap();
+            pending.push((dispatch.cluster, dispatch.push.key));
+        }
+    }
+    let healthy_pending: Vec<&(String, String)> =
+        pending.iter().filter(|(c, _)| c != HUNG).collect();
+    assert!(
+        healthy_pending.is_empty(),
+        "healthy clusters' work left queued: {healthy_pending:?}"
+    );
+    if with_hung {
+        let missing = hung_cluster_kept(&tally.acked, HUNG, &pending, &letters);
+        assert!(
+            missing.is_empty(),
+            "pushes the hung cluster would never get: {missing:?}"
+        );
+    }
+    let deliveries = chaos_fleet::deliveries(&p.receiver, &fleet);
+    let (p50, p90, p99) = delivery_latencies(&tally.acked, &deliveries).unwrap();
+    eprintln!(
+        "chaos_aws: {} the healthy clusters' acknowledged → delivered latency: p50 {p50:.1?}, p90 {p90:.1?}, p99 {p99:.1?}",
+        if with_hung {
+            format!(
+                "beside a cluster whose apiserver hung for the whole run ({} of its messages pending),",
+                pending.len()
+            )
+        } else {
+            "with no hung cluster (FLUXRELAY_CHAOS_HUNG=0),".to_string()
+        }
+    );
+    drop(hung_apiserver);
     let (scripted, stalled) = chaos_fleet::receiver_fault_hits(&p.receiver);
     let stats = std::mem::take(&mut *stats.lock().unwrap());
     let reasons: BTreeMap<String, usize> = letters.iter().fold(BTreeMap::new(), |mut map, l| {
@@ -649,6 +723,39 @@ async fn acknowledge(
 }
 
 /// Takes every message off the dispatch dead-letter queue (directly on moto).
+/// Takes every message off a queue (the run is over): their bodies.
+async fn take_all(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    let mut empty = 0;
+    // A retry queue's messages may still be waiting out their delay (at most 2 s here).
+    while empty < 3 {
+        let messages = sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("ReceiveMessage")
+            .messages
+            .unwrap_or_default();
+        if messages.is_empty() {
+            empty += 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        for message in messages {
+            sqs.delete_message()
+                .queue_url(queue)
+                .receipt_handle(message.receipt_handle.clone().unwrap_or_default())
+                .send()
+                .await
+                .expect("DeleteMessage");
+            bodies.push(message.body.unwrap_or_default());
+        }
+    }
+    bodies
+}
+
 async fn take_dead_letters(sqs: &aws_sdk_sqs::Client, dlq: &str) -> Vec<DeadLetter> {
     let mut taken = Vec::new();
     loop {

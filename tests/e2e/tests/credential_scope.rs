@@ -132,10 +132,12 @@ async fn nothing_in_a_push_payload_changes_the_host_of_any_outgoing_request() {
         json!({"branch": "master"}),
     )
     .await;
+    // generic-hmac: a generic Receiver's secret path is refused over the plain-http
+    // absolute URL below.
     let path_alike = p
-        .flux_receiver("r-alike", "generic", "alike-token", &[], "look-alike")
+        .flux_receiver("r-alike", "generic-hmac", "alike-token", &[], "look-alike")
         .await;
-    let tokens = json!({"flux-system/r": RECEIVER_TOKEN});
+    let tokens = json!({"flux-system/r": RECEIVER_TOKEN, "flux-system/r-alike": "alike-token"});
     p.register(p.entry("via-proxy", json!({"trigger": {"receiver_tokens": tokens}})))
         .await;
     p.register(p.entry(

@@ -9,9 +9,14 @@
 //! actions, must equal the actions `check_template.py --grants template.yaml` reads from each
 //! function's `Policies`: nothing called without a grant, nothing granted without a caller.
 //!
-//! Receiving and deleting messages is not the functions' code: the Lambda event source
-//! mapping does it, with the role SAM adds (AWSLambdaSQSQueueExecutionRole). Here the test
-//! harness does it with its own client, which records nothing.
+//! Receiving messages is not the functions' code: the Lambda event source mapping does it,
+//! with the function's own role, granted `sqs:ReceiveMessage` and `sqs:GetQueueAttributes`
+//! on the function's own queues only (no SAM `AWSLambdaSQSQueueExecutionRole`, which allows
+//! every queue of the account). Here the test harness receives with its own client, which
+//! records nothing, so those two actions are the only grants no code path calls.
+//!
+//! A second test reads the grants alone: route can read no credential, and no function can
+//! receive, delete or re-time a queue another function consumes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,7 +30,7 @@ use fluxrelay_adapters::sqs::SqsQueue;
 use fluxrelay_core::confirm::schedule::ConfirmPolicy;
 use fluxrelay_core::handlers::confirm::ConfirmRules;
 use fluxrelay_e2e::pipeline::{
-    GITLAB_SECRET, Pipeline, confirm_function, dispatch_function, function_gitlab, repo_root,
+    GITLAB_SECRET, Pipeline, Queues, confirm_function, dispatch_function, repo_root,
     route_function, test_retry_policy,
 };
 use fluxrelay_testkit::confirm_world::gitlab_with;
@@ -35,13 +40,51 @@ use serde_json::json;
 
 const DIASPORA: &str = "https://example.com/mike/diaspora.git";
 const WEBHOOK_SECRET: &str = "fluxrelay/webhook";
-/// What the event source mapping calls with SAM's AWSLambdaSQSQueueExecutionRole; a function
-/// calling one of these itself would be relying on a policy meant for the poller.
-const EVENT_SOURCE_ACTIONS: [&str; 3] = [
-    "sqs:ReceiveMessage",
-    "sqs:DeleteMessage",
-    "sqs:GetQueueAttributes",
+/// Grants this pipeline's paths do not call, each with where it is called (through the real
+/// SDK).
+const NOT_ON_THIS_PATH: [(&str, &str, &str); 3] = [
+    (
+        "DispatchFunction",
+        "eks:DescribeCluster",
+        "the endpoint check of an `eks` entry: functions/adapters/tests/kube_eks.rs",
+    ),
+    (
+        "RouteFunction",
+        "sqs:ChangeMessageVisibility",
+        "a push that could not be routed waits in place (Settle::retry_in_place): functions/adapters/tests/sqs_moto.rs",
+    ),
+    (
+        "DispatchFunction",
+        "sqs:ChangeMessageVisibility",
+        "a message whose retry could not be scheduled waits in place: functions/adapters/tests/sqs_moto.rs",
+    ),
 ];
+/// What only the event source mapping calls (with the function's role): granted, never
+/// called by the function's code.
+const EVENT_SOURCE_ACTIONS: [&str; 2] = ["sqs:ReceiveMessage", "sqs:GetQueueAttributes"];
+/// What receives, settles or inspects a queue's messages: only on the queues the function's
+/// own event sources read.
+const CONSUME_ACTIONS: [&str; 4] = [
+    "sqs:ReceiveMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+];
+/// The queues each function's event source mappings read (template.yaml).
+const OWN_QUEUES: [(&str, &[&str]); 3] = [
+    ("IngestFunction", &[]),
+    ("RouteFunction", &["IntakeQueue"]),
+    ("DispatchFunction", &["DispatchQueue", "DispatchRetryQueue"]),
+];
+/// Actions that can read a stored credential (a secret value, or the key that decrypts it).
+const CREDENTIAL_READS: [&str; 3] = [
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:BatchGetSecretValue",
+    "kms:Decrypt",
+];
+
+/// Each function's grants: action -> resources (a logical id for `!GetAtt X.Arn`).
+type Grants = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
 
 /// The IAM actions one recorded operation (`x-amz-target`) needs.
 fn iam_actions(target: &str) -> Vec<String> {
@@ -51,6 +94,8 @@ fn iam_actions(target: &str) -> Vec<String> {
     let prefix = match service {
         "AmazonSQS" => "sqs",
         "secretsmanager" => "secretsmanager",
+        "s3" => "s3",
+        "eks" => "eks",
         other => panic!(
             "recorded a call to service {other:?} ({target}): add its IAM prefix to iam_actions"
         ),
@@ -89,8 +134,9 @@ fn venv_python() -> PathBuf {
     python
 }
 
-/// Each function's granted actions, as `check_template.py --grants template.yaml` reads them.
-fn template_grants() -> BTreeMap<String, BTreeSet<String>> {
+/// Each function's granted actions and their resources, as `check_template.py --grants
+/// template.yaml` reads them.
+fn template_grants() -> Grants {
     let python = venv_python();
     let output = Command::new(&python)
         .args([
@@ -110,7 +156,7 @@ fn template_grants() -> BTreeMap<String, BTreeSet<String>> {
     );
     serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
         panic!(
-            "check_template.py --grants printed no JSON object of action lists ({error}): {}",
+            "check_template.py --grants printed no JSON object of actions and resources ({error}): {}",
             String::from_utf8_lossy(&output.stdout)
         )
     })
@@ -129,7 +175,7 @@ fn mismatches(
         let calls = called.get(function).unwrap_or(&none);
         for action in calls.difference(grants) {
             let note = if EVENT_SOURCE_ACTIONS.contains(&action.as_str()) {
-                " (SAM's AWSLambdaSQSQueueExecutionRole allows it for the event source mapping, not for the function's code)"
+                " (the event source mapping polls with it; the function's code must not)"
             } else {
                 ""
             };
@@ -138,6 +184,15 @@ fn mismatches(
             ));
         }
         for action in grants.difference(calls) {
+            if EVENT_SOURCE_ACTIONS.contains(&action.as_str()) {
+                continue; // the event source mapping's; its queues are checked apart
+            }
+            if NOT_ON_THIS_PATH
+                .iter()
+                .any(|(f, a, _)| f == function && a == action)
+            {
+                continue;
+            }
             problems.push(format!(
                 "template.yaml grants {function} the unused action {action}: remove it or add the path that needs it"
             ));
@@ -152,7 +207,10 @@ async fn each_function_is_granted_exactly_the_aws_actions_its_code_calls() {
         return;
     }
     // First, so a missing venv fails before a cluster is started.
-    let granted = template_grants();
+    let granted: BTreeMap<String, BTreeSet<String>> = template_grants()
+        .into_iter()
+        .map(|(function, actions)| (function, actions.into_keys().collect()))
+        .collect();
 
     let mut p = Pipeline::start().await;
     let recorders: BTreeMap<String, RecordCalls> = [
@@ -180,8 +238,8 @@ async fn each_function_is_granted_exactly_the_aws_actions_its_code_calls() {
         .with_refresh_floor(Duration::ZERO),
         queue: SqsQueue::new(p.moto.sqs_recorded(&ingest).await, p.queues.intake.clone()),
     };
-    // Confirmation (issue 14): the GitLab token in its secret, read by route (compare) and
-    // confirm (statuses); GitLab answers 401 to the second push, so its status is
+    // Confirmation (issue 14): the GitLab token in its secret, read by confirm (statuses)
+    // only: route reads no credential; GitLab answers 401 to the second push, so its status is
     // dead-lettered.
     let sha = "2222222222222222222222222222222222222222";
     let head = "da1560886d4f094c3e6c9ef40349f7d38b5d27d7";
@@ -200,13 +258,13 @@ async fn each_function_is_granted_exactly_the_aws_actions_its_code_calls() {
     let route = calls("RouteFunction");
     p.route = route_function(
         &p.queues,
-        &p.moto.secrets_recorded(&route).await,
+        &p.moto.s3_with(vec![route.clone()]).await,
         &p.moto.sqs_recorded(&route).await,
     );
-    p.route.gitlab = function_gitlab(&p.moto.secrets_recorded(&route).await, true).await;
     let confirm = calls("ConfirmFunction");
     p.confirm = confirm_function(
         &p.queues,
+        &p.moto.s3_with(vec![confirm.clone()]).await,
         &p.moto.secrets_recorded(&confirm).await,
         &p.moto.sqs_recorded(&confirm).await,
         KubeClusters::with_defaults().expect("kube clusters"),
@@ -224,6 +282,7 @@ async fn each_function_is_granted_exactly_the_aws_actions_its_code_calls() {
     let dispatch = calls("DispatchFunction");
     p.dispatch = dispatch_function(
         &p.queues,
+        &p.moto.s3_with(vec![dispatch.clone()]).await,
         &p.moto.secrets_recorded(&dispatch).await,
         &p.moto.sqs_recorded(&dispatch).await,
         KubeClusters::with_defaults().expect("kube clusters"),
@@ -267,6 +326,80 @@ async fn each_function_is_granted_exactly_the_aws_actions_its_code_calls() {
     assert_eq!(dead[0].0["push"]["after"], sha, "{dead:?}");
     assert_eq!(dead[0].1["fluxrelay.status"], "400", "{dead:?}");
 
+    // Dispatch's fallback: when a retry cannot be scheduled (here its queue does not
+    // exist), the message is hidden for its backoff on its own queue instead.
+    let missing_retry_queue = Queues {
+        intake: p.queues.intake.clone(),
+        intake_dlq: p.queues.intake_dlq.clone(),
+        dispatch: p.queues.dispatch.clone(),
+        dispatch_dlq: p.queues.dispatch_dlq.clone(),
+        dispatch_retry: format!("{}-missing", p.queues.dispatch_retry),
+        confirm: p.queues.confirm.clone(),
+        confirm_dlq: p.queues.confirm_dlq.clone(),
+    };
+    let working = std::mem::replace(
+        &mut p.dispatch,
+        dispatch_function(
+            &missing_retry_queue,
+            &p.moto.s3_with(vec![dispatch.clone()]).await,
+            &p.moto.secrets_recorded(&dispatch).await,
+            &p.moto.sqs_recorded(&dispatch).await,
+            KubeClusters::with_defaults().expect("kube clusters"),
+            test_retry_policy(),
+        ),
+    );
+    let sha = "3333333333333333333333333333333333333333";
+    let third = Pipeline::edited_event("ingest-push-hook.json", |hook| {
+        hook["after"] = json!(sha);
+        hook["checkout_sha"] = json!(sha);
+    });
+    assert_eq!(p.post_event_json(&third).await.0, 202);
+    p.receiver.fail_next(&path, &[503]);
+    p.drain().await;
+    p.dispatch = working;
+    let last: Vec<u16> = p
+        .receiver
+        .hits()
+        .iter()
+        .rev()
+        .take(2)
+        .map(|hit| hit.status)
+        .collect();
+    assert_eq!(last, vec![200, 503], "retried in place, then delivered");
+
+    // Route: a body that is not a push is backed off, then dead-lettered with its reason.
+    p.sqs
+        .send_message()
+        .queue_url(&p.queues.intake)
+        .message_body("not a push")
+        .message_group_id("garbage")
+        .message_deduplication_id("garbage-1")
+        .send()
+        .await
+        .expect("SendMessage garbage");
+    p.drain().await;
+    let intake_dead = p
+        .sqs
+        .receive_message()
+        .queue_url(&p.queues.intake_dlq)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .expect("ReceiveMessage intake DLQ")
+        .messages
+        .unwrap_or_default();
+    assert_eq!(intake_dead.len(), 1, "{intake_dead:?}");
+    let reason = intake_dead[0]
+        .message_attributes
+        .as_ref()
+        .and_then(|a| a.get("fluxrelay.reason"))
+        .and_then(|v| v.string_value.clone())
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with("could not be routed after 8 attempts: not a Push"),
+        "{reason}"
+    );
+
     // The evidence, then the verdict.
     let mut called: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (function, recorder) in &recorders {
@@ -289,4 +422,34 @@ async fn each_function_is_granted_exactly_the_aws_actions_its_code_calls() {
         "template.yaml's IAM policies do not match what the code calls:\n{}",
         problems.join("\n")
     );
+}
+
+#[test]
+fn route_can_read_no_credential_and_no_function_touches_another_functions_queue() {
+    let grants = template_grants();
+    let mut problems = Vec::new();
+    for action in CREDENTIAL_READS {
+        if let Some(resources) = grants["RouteFunction"].get(action) {
+            problems.push(format!(
+                "RouteFunction may {action} on {resources:?}: route handles payload content and must hold no credential"
+            ));
+        }
+    }
+    for (function, own) in OWN_QUEUES {
+        let Some(actions) = grants.get(function) else {
+            problems.push(format!("template.yaml has no function {function}"));
+            continue;
+        };
+        for action in CONSUME_ACTIONS {
+            for queue in actions.get(action).into_iter().flatten() {
+                if !own.contains(&queue.as_str()) {
+                    problems.push(format!(
+                        "{function} may {action} on {queue}, which is not a queue its own event sources read ({own:?})"
+                    ));
+                }
+            }
+        }
+    }
+    println!("grants: {grants:#?}");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -39,9 +39,10 @@ fn permissions(role: &Value) -> Vec<(usize, String, String)> {
 
 /// Fresh route and dispatch functions: no registry or list cache from an earlier Role.
 fn fresh_functions(p: &mut Pipeline) {
-    p.route = route_function(&p.queues, &p.secrets, &p.sqs);
+    p.route = route_function(&p.queues, &p.s3, &p.sqs);
     p.dispatch = dispatch_function(
         &p.queues,
+        &p.s3,
         &p.secrets,
         &p.sqs,
         KubeClusters::with_defaults().unwrap(),

@@ -1,12 +1,15 @@
 //! Secret hygiene of the AWS path, end to end: every log line the three functions write
-//! (through `tracing`, as JSON, at `debug` for every target — more than the template's
-//! default `info`) and every answer ingest gives, over a run with webhook tokens and a
-//! signing key, a client-certificate cluster and a token cluster, `gitlab` and
-//! `generic-hmac` Receiver tokens, a 401, a 400, a retry after a 503 and a dead letter.
-//! None of the secrets, raw or base64, may appear in any of it, nor in the dead letters.
+//! (through `tracing`, in the functions' own JSON format and in the plain text format, each
+//! at `debug` and at `trace` for every target — more than the template's default `info`)
+//! and every answer ingest gives, over a run with webhook tokens and a signing key, a
+//! client-certificate cluster and a token cluster, `gitlab` and `generic-hmac` Receiver
+//! tokens, a `generic` Receiver (whose webhook path is its only secret), a 401, a 400, a
+//! retry after a 503 and a dead letter. None of the secrets, raw or base64, may appear in
+//! any of it, nor in the dead letters.
 //!
 //! `tracing` has one global subscriber per process: this file is its own test binary, and
-//! its one test installs a subscriber writing into a buffer before anything logs.
+//! its one test installs a subscriber, one layer per format and level each writing into
+//! its own buffer (through the functions' redacting writer), before anything logs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
@@ -17,7 +20,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use fluxrelay_adapters::lambda::{IngestFunction, WebhookAuth};
 use fluxrelay_adapters::sqs::SqsQueue;
-use fluxrelay_e2e::pipeline::{Pipeline, SAMPLE_WEBHOOK_TOKEN};
+use fluxrelay_e2e::pipeline::{Pipeline, SAMPLE_WEBHOOK_TOKEN, repo_root};
 use fluxrelay_testkit::kube_env::DISPATCHER_CERT_BINDING;
 use fluxrelay_testkit::netns;
 use fluxrelay_testkit::secret_forms::forbidden_forms;
@@ -30,17 +33,27 @@ const SECOND_WEBHOOK_TOKEN: &str = "second-webhook-token-3f9a61c2d8";
 const SIGNING_KEY_BYTES: &[u8] = b"fluxrelay-signing-key-32-bytes!!";
 const GITLAB_RECEIVER_TOKEN: &str = "gitlab-receiver-token-77e0b1";
 const HMAC_RECEIVER_TOKEN: &str = "hmac-receiver-token-a4c2f9";
+/// Only makes the generic Receiver's path; fluxrelay never holds it.
+const GENERIC_RECEIVER_TOKEN: &str = "generic-receiver-token-5d81e0";
+const REGISTRY_TOKEN: &str = "registry-notification-token-0b7d3e";
 const DIASPORA: &str = "https://example.com/mike/diaspora.git";
 
-/// Everything the subscriber writes.
+/// Everything one layer writes; `echo`: also to stderr, so a failing test shows it.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+struct Captured(Arc<Mutex<Vec<u8>>>, bool);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
 
 impl Write for Captured {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(bytes);
-        // Still shown when the test fails.
-        std::io::stderr().write_all(bytes)?;
+        if self.1 {
+            std::io::stderr().write_all(bytes)?;
+        }
         Ok(bytes.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -57,6 +70,16 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 
 fn signing_key() -> String {
     format!("whsec_{}", BASE64.encode(SIGNING_KEY_BYTES))
+}
+
+/// The plain text format (`fluxrelay serve --log-format text`), through the same
+/// redacting writer as the functions' JSON.
+fn text_layer<S>(captured: &Captured) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(fluxrelay_adapters::log_writer::Redacting(captured.clone()))
 }
 
 /// An events/ file, edited, with GitLab's token and a Standard Webhooks signature by `key`.
@@ -108,14 +131,30 @@ async fn no_secret_appears_in_any_log_line_answer_or_dead_letter_of_the_aws_path
     if !netns::enter("no_secret_appears_in_any_log_line_answer_or_dead_letter_of_the_aws_path") {
         return;
     }
-    let captured = Captured::default();
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(true)
-        .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-        .with_writer(captured.clone())
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let level = |level: &str| tracing_subscriber::EnvFilter::new(level);
+    let logs: Vec<(&str, &str, Captured)> = [
+        ("json", "debug"),
+        ("json", "trace"),
+        ("text", "debug"),
+        ("text", "trace"),
+    ]
+    .into_iter()
+    .map(|(format, filter)| {
+        (
+            format,
+            filter,
+            Captured(Arc::default(), (format, filter) == ("json", "debug")),
+        )
+    })
+    .collect();
+    tracing_subscriber::registry()
+        .with(fluxrelay_adapters::lambda::log_layer(logs[0].2.clone()).with_filter(level("debug")))
+        .with(fluxrelay_adapters::lambda::log_layer(logs[1].2.clone()).with_filter(level("trace")))
+        .with(text_layer(&logs[2].2).with_filter(level("debug")))
+        .with(text_layer(&logs[3].2).with_filter(level("trace")))
         .init();
 
     let mut p = Pipeline::start().await;
@@ -124,7 +163,8 @@ async fn no_secret_appears_in_any_log_line_answer_or_dead_letter_of_the_aws_path
         .put_secret_value()
         .secret_id("fluxrelay/webhook")
         .secret_string(
-            json!({"tokens": [SAMPLE_WEBHOOK_TOKEN, SECOND_WEBHOOK_TOKEN], "signing_keys": [signing_key()]})
+            json!({"tokens": [SAMPLE_WEBHOOK_TOKEN, SECOND_WEBHOOK_TOKEN], "signing_keys": [signing_key()],
+                   "registry_tokens": [REGISTRY_TOKEN]})
                 .to_string(),
         )
         .send()
@@ -148,6 +188,9 @@ async fn no_secret_appears_in_any_log_line_answer_or_dead_letter_of_the_aws_path
         .await;
     let hmac_path = p
         .flux_receiver("r-hmac", "generic-hmac", HMAC_RECEIVER_TOKEN, &[], "app")
+        .await;
+    let generic_path = p
+        .flux_receiver("r-generic", "generic", GENERIC_RECEIVER_TOKEN, &[], "app")
         .await;
     let tokens = json!({"trigger": {"receiver_tokens": {
         "flux-system/r-gitlab": GITLAB_RECEIVER_TOKEN,
@@ -208,6 +251,47 @@ async fn no_secret_appears_in_any_log_line_answer_or_dead_letter_of_the_aws_path
     assert_eq!(post(&p, third, a).await, 202);
     p.drain().await;
 
+    // Registry endpoints with the registry token: a notification and a Harbor webhook
+    // (routed, nothing to trigger: no artifact kinds), a wrong token, a malformed body.
+    let fixture = |path: &str| {
+        std::fs::read_to_string(repo_root().join("functions/core/tests/fixtures").join(path))
+            .unwrap()
+    };
+    let bearer = format!("Bearer {REGISTRY_TOKEN}");
+    for (path, authorization, body, expected) in [
+        (
+            "/registry/distribution",
+            bearer.as_str(),
+            fixture("registry/gitlab-registry-manifest-push.json"),
+            202,
+        ),
+        (
+            "/registry/harbor",
+            REGISTRY_TOKEN,
+            fixture("harbor/push-artifact-default-by-tag.json"),
+            202,
+        ),
+        (
+            "/registry/distribution",
+            SAMPLE_WEBHOOK_TOKEN,
+            fixture("registry/gitlab-registry-manifest-push.json"),
+            401,
+        ),
+        (
+            "/registry/harbor",
+            bearer.as_str(),
+            "{\"type\": \"PUSH_ARTIFACT\", ".to_string(),
+            400,
+        ),
+    ] {
+        let (status, answer) = p
+            .post_function_url(path, &[("authorization", authorization)], &body)
+            .await;
+        assert_eq!(status, expected, "{path}: {answer}");
+        a.push((status, answer.to_string()));
+    }
+    p.drain().await;
+
     let dead = p.take_dead_letters().await;
     assert_eq!(dead.len(), 2, "one per cluster: {dead:?}");
     let hits = p.receiver.hits();
@@ -217,26 +301,36 @@ async fn no_secret_appears_in_any_log_line_answer_or_dead_letter_of_the_aws_path
         "{statuses:?}"
     );
 
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    // The capture worked and covered the whole run.
-    for outcome in [
-        "rejected",
-        "accepted",
-        "ignored",
-        "routed",
-        "delivered",
-        "retry",
-        "dead_lettered",
-    ] {
-        assert!(
-            log.contains(&format!("\"outcome\":\"{outcome}\"")),
-            "no {outcome} line in:\n{log}"
+    let mut outputs = Vec::new();
+    for (format, filter, captured) in &logs {
+        let log = captured.text();
+        let which = format!("the {format} log at {filter}");
+        // The capture worked and covered the whole run.
+        for outcome in [
+            "rejected",
+            "accepted",
+            "ignored",
+            "routed",
+            "delivered",
+            "retry",
+            "dead_lettered",
+        ] {
+            let line = match *format {
+                "json" => format!("\"outcome\":\"{outcome}\""),
+                _ => format!("outcome=\"{outcome}\""),
+            };
+            assert!(log.contains(&line), "{which}: no {outcome} line");
+        }
+        for cluster in ["token-cluster", "cert-cluster"] {
+            assert!(log.contains(cluster), "{which}: {cluster} never logged");
+        }
+        eprintln!(
+            "{which}: {} lines, {} bytes",
+            log.lines().count(),
+            log.len()
         );
+        outputs.push((which, log));
     }
-    for cluster in ["token-cluster", "cert-cluster"] {
-        assert!(log.contains(cluster), "{cluster} never logged");
-    }
-    let mut outputs = vec![("the log".to_string(), log)];
     for (status, body) in &answers {
         outputs.push((format!("an ingest answer ({status})"), body.clone()));
     }
@@ -254,9 +348,14 @@ async fn no_secret_appears_in_any_log_line_answer_or_dead_letter_of_the_aws_path
         ("kube token", p.kube.dispatcher_token()),
         ("client key", p.kube.dispatcher_key_pem()),
         ("gitlab receiver token", GITLAB_RECEIVER_TOKEN.to_string()),
+        ("registry token", REGISTRY_TOKEN.to_string()),
         (
             "generic-hmac receiver token",
             HMAC_RECEIVER_TOKEN.to_string(),
+        ),
+        (
+            "generic receiver webhook path",
+            generic_path.trim_start_matches("/hook/").to_string(),
         ),
     ];
     let forms = forbidden_forms(&secrets);
@@ -264,5 +363,16 @@ async fn no_secret_appears_in_any_log_line_answer_or_dead_letter_of_the_aws_path
         for (name, form) in &forms {
             assert!(!text.contains(form.as_str()), "{name} appears in {where_}");
         }
+    }
+    // kube-client's span carries the URL of each call at debug: the redaction had
+    // something to do, in both formats (the JSON lines list their spans).
+    for (which, log) in outputs
+        .iter()
+        .filter(|(which, _)| which.ends_with(" log at debug") || which.ends_with(" log at trace"))
+    {
+        assert!(
+            log.contains("/hook/<redacted>"),
+            "{which}: no redacted webhook path; the checks above proved nothing"
+        );
     }
 }

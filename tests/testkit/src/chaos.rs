@@ -125,6 +125,8 @@ pub struct AckedPush {
     pub order: usize,
     /// The dedup key ingest answered with.
     pub key: String,
+    /// When its `202` came back: the push was accepted before this.
+    pub acked_at: std::time::Instant,
 }
 
 /// A request a Receiver answered 200.
@@ -133,6 +135,8 @@ pub struct Delivery {
     pub cluster: String,
     pub git_ref: String,
     pub after: String,
+    /// When the Receiver answered.
+    pub at: std::time::Instant,
 }
 
 /// A dead letter of the dispatch queue.
@@ -151,9 +155,10 @@ pub struct Books {
     pub pairs: usize,
     /// The Receiver saw this push's own trigger.
     pub delivered: usize,
-    /// Delivered by supersession: no trigger of its own, but a newer push to the same ref
-    /// triggered the same Receiver (coalesced in one batch, or a retry that a newer push's
-    /// delivery covered).
+    /// Delivered by supersession: no trigger of its own, but the same Receiver answered a
+    /// trigger of the same ref after the push was accepted (a Flux trigger fetches the ref's
+    /// head then, whichever push's body it carried): a newer push's, coalesced in one batch,
+    /// or any later one that a retry found had covered it.
     pub superseded: usize,
     /// In the dead-letter queue (and not delivered), by reason class.
     pub dead_lettered: BTreeMap<String, usize>,
@@ -185,9 +190,9 @@ impl Books {
             .iter()
             .map(|push| (push.after.as_str(), push))
             .collect();
-        // (cluster, after) → number of 200s; (cluster, ref) → highest order delivered.
+        // (cluster, after) → number of 200s; (cluster, ref) → when its latest 200 came.
         let mut calls: HashMap<(&str, &str), usize> = HashMap::new();
-        let mut latest: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut latest: HashMap<(&str, &str), std::time::Instant> = HashMap::new();
         let mut books = Books::default();
         for delivery in deliveries {
             match by_after.get(delivery.after.as_str()) {
@@ -197,8 +202,8 @@ impl Books {
                         .or_default() += 1;
                     let slot = latest
                         .entry((delivery.cluster.as_str(), push.git_ref.as_str()))
-                        .or_default();
-                    *slot = (*slot).max(push.order + 1);
+                        .or_insert(delivery.at);
+                    *slot = (*slot).max(delivery.at);
                 }
                 _ => books.unknown_deliveries += 1,
             }
@@ -226,9 +231,11 @@ impl Books {
                     .get(&(cluster.as_str(), push.after.as_str()))
                     .copied()
                     .unwrap_or(0);
+                // A trigger of the same ref answered after the push was acknowledged made
+                // Flux fetch a head that includes it.
                 let covered = latest
                     .get(&(cluster.as_str(), push.git_ref.as_str()))
-                    .is_some_and(|highest| *highest > push.order);
+                    .is_some_and(|answered| *answered > push.acked_at);
                 let letter = dead.get(&(cluster.as_str(), push.key.as_str()));
                 if own > 0 {
                     books.delivered += 1;
@@ -523,6 +530,71 @@ impl FaultLog {
     }
 }
 
+/// The obligations toward a cluster whose apiserver hung for the whole run: nothing was
+/// delivered there, so for each ref the newest acknowledged push must still be pending
+/// (`pending`: (cluster, push key) of the messages left on the queues) or dead-lettered;
+/// every older push of the ref is covered by it (a trigger fetches the head). Returns what
+/// is missing.
+pub fn hung_cluster_kept(
+    pushes: &[AckedPush],
+    cluster: &str,
+    pending: &[(String, String)],
+    dead_letters: &[DeadLetter],
+) -> Vec<String> {
+    let mut newest: HashMap<&str, &AckedPush> = HashMap::new();
+    for push in pushes {
+        let slot = newest.entry(push.git_ref.as_str()).or_insert(push);
+        if push.acked_at > slot.acked_at {
+            *slot = push;
+        }
+    }
+    let mut missing: Vec<String> = newest
+        .values()
+        .filter(|push| {
+            let kept = |c: &str, key: &str| c == cluster && key == push.key;
+            !pending.iter().any(|(c, key)| kept(c, key))
+                && !dead_letters
+                    .iter()
+                    .any(|letter| kept(&letter.cluster, &letter.key))
+        })
+        .map(|push| format!("push {} ({}, key {})", push.n, push.git_ref, push.key))
+        .collect();
+    missing.sort();
+    missing
+}
+
+/// Acknowledged → first `200` of each delivered (push, cluster) pair: p50, p90, p99.
+pub fn delivery_latencies(
+    pushes: &[AckedPush],
+    deliveries: &[Delivery],
+) -> Option<(Duration, Duration, Duration)> {
+    let acked: HashMap<&str, std::time::Instant> = pushes
+        .iter()
+        .map(|push| (push.after.as_str(), push.acked_at))
+        .collect();
+    let mut first: HashMap<(&str, &str), std::time::Instant> = HashMap::new();
+    for delivery in deliveries {
+        let slot = first
+            .entry((delivery.cluster.as_str(), delivery.after.as_str()))
+            .or_insert(delivery.at);
+        *slot = (*slot).min(delivery.at);
+    }
+    let mut latencies: Vec<Duration> = first
+        .iter()
+        .filter_map(|((_, after), at)| {
+            acked
+                .get(after)
+                .map(|acked| at.saturating_duration_since(*acked))
+        })
+        .collect();
+    if latencies.is_empty() {
+        return None;
+    }
+    latencies.sort();
+    let at = |q: usize| latencies[(latencies.len() - 1) * q / 100];
+    Some((at(50), at(90), at(99)))
+}
+
 /// How long a Role stays removed: the first removal, and one in four after it, outlasts
 /// dispatch's 10 s denial confirmation (so dead-lettering a real denial is exercised); the
 /// others are brief (a Role re-created by GitOps), which must dead-letter nothing.
@@ -538,6 +610,12 @@ pub fn rbac_removal_hold(rng: &mut Rng, removals_so_far: usize) -> Duration {
 mod tests {
     use super::*;
 
+    fn start() -> std::time::Instant {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        *START.get_or_init(std::time::Instant::now)
+    }
+
+    /// Push `n`, acknowledged at `n` seconds.
     fn push(n: usize, git_ref: &str, order: usize) -> AckedPush {
         AckedPush {
             n,
@@ -545,15 +623,23 @@ mod tests {
             after: format!("{n:040x}"),
             order,
             key: format!("key{n}"),
+            acked_at: start() + Duration::from_secs(n as u64),
         }
     }
 
-    fn delivery(cluster: &str, git_ref: &str, n: usize) -> Delivery {
+    /// A 200 for push `n`'s body, answered at `at` seconds.
+    fn delivery_at(cluster: &str, git_ref: &str, n: usize, at: u64) -> Delivery {
         Delivery {
             cluster: cluster.into(),
             git_ref: git_ref.into(),
             after: format!("{n:040x}"),
+            at: start() + Duration::from_secs(at),
         }
+    }
+
+    /// A 200 for push `n`'s body, answered just after it was acknowledged.
+    fn delivery(cluster: &str, git_ref: &str, n: usize) -> Delivery {
+        delivery_at(cluster, git_ref, n, n as u64 + 1)
     }
 
     #[test]
@@ -591,12 +677,12 @@ mod tests {
     }
 
     #[test]
-    fn an_earlier_push_does_not_cover_a_later_one() {
+    fn a_trigger_answered_before_a_push_was_acknowledged_does_not_cover_it() {
         let pushes = [push(0, "refs/heads/b", 0), push(1, "refs/heads/b", 1)];
         let books = Books::reconcile(
             &pushes,
             &["a".to_string()],
-            &[delivery("a", "refs/heads/b", 0)],
+            &[delivery_at("a", "refs/heads/b", 0, 0)],
             &[],
             reason_class,
         );
@@ -652,6 +738,30 @@ mod tests {
             Some("superseded")
         );
         assert_eq!(status_outcome("running", ""), None);
+    }
+
+    #[test]
+    fn a_trigger_answered_after_a_push_was_acknowledged_covers_it_whatever_it_carried() {
+        // Push 0's retry is answered after push 1 was acknowledged: Flux fetched a head
+        // that has push 1's commit.
+        let pushes = [push(0, "refs/heads/b", 0), push(1, "refs/heads/b", 1)];
+        let books = Books::reconcile(
+            &pushes,
+            &["a".to_string()],
+            &[delivery_at("a", "refs/heads/b", 0, 5)],
+            &[],
+            reason_class,
+        );
+        assert_eq!((books.delivered, books.superseded, books.lost), (1, 1, 0));
+        // Another ref's trigger covers nothing.
+        let books = Books::reconcile(
+            &pushes,
+            &["a".to_string()],
+            &[delivery_at("a", "refs/heads/other", 0, 5)],
+            &[],
+            reason_class,
+        );
+        assert_eq!(books.lost, 2, "{books}");
     }
 
     #[test]

@@ -229,6 +229,7 @@ pub fn deliveries(
         for hit in receiver.accepted(&cluster.namespace, "recv") {
             let (git_ref, after) = ref_and_after(&hit.body);
             deliveries.push(crate::chaos::Delivery {
+                at: hit.at,
                 cluster: cluster.name.clone(),
                 git_ref,
                 after,

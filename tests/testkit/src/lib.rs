@@ -10,6 +10,7 @@ pub mod chaos;
 pub mod chaos_fleet;
 pub mod confirm_world;
 pub mod decoy;
+pub mod eks_api;
 pub mod fault_proxy;
 pub mod fixtures;
 pub mod flux_controller;

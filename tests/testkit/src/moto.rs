@@ -128,6 +128,41 @@ impl Moto {
     pub async fn secrets(&self) -> aws_sdk_secretsmanager::Client {
         aws_sdk_secretsmanager::Client::new(&self.sdk_config().await)
     }
+
+    /// An S3 client on this server (path-style addressing: moto has no per-bucket hosts).
+    pub async fn s3(&self) -> aws_sdk_s3::Client {
+        self.s3_with(Vec::<RecordCalls>::new()).await
+    }
+
+    /// An S3 client whose requests also pass through `interceptors`.
+    pub async fn s3_with<I>(&self, interceptors: Vec<I>) -> aws_sdk_s3::Client
+    where
+        I: aws_sdk_s3::config::Intercept + 'static,
+    {
+        let mut config =
+            aws_sdk_s3::config::Builder::from(&self.sdk_config().await).force_path_style(true);
+        for interceptor in interceptors {
+            config = config.interceptor(interceptor);
+        }
+        aws_sdk_s3::Client::from_conf(config.build())
+    }
+
+    /// An EKS client on this server.
+    pub async fn eks(&self) -> aws_sdk_eks::Client {
+        aws_sdk_eks::Client::new(&self.sdk_config().await)
+    }
+
+    /// A bucket for the registry index; returns its name.
+    pub async fn create_bucket(&self, name: &str) -> String {
+        self.s3()
+            .await
+            .create_bucket()
+            .bucket(name)
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("moto could not create bucket {name}: {error:?}"));
+        name.to_string()
+    }
 }
 
 impl Drop for Moto {
@@ -224,15 +259,20 @@ impl aws_sdk_sqs::config::Intercept for RecordCalls {
         &self,
         context: &aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
         _: &aws_sdk_sqs::config::RuntimeComponents,
-        _: &mut aws_sdk_sqs::config::ConfigBag,
+        cfg: &mut aws_sdk_sqs::config::ConfigBag,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        // A request without the header is recorded too, so it cannot go unnoticed.
-        let target = context
-            .request()
-            .headers()
-            .get("x-amz-target")
-            .unwrap_or("(no x-amz-target)")
-            .to_string();
+        // REST APIs (S3, EKS) name no operation on the wire: the SDK's own metadata does,
+        // as `service.Operation`. A request with neither is recorded too.
+        let metadata = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>();
+        let target = match (context.request().headers().get("x-amz-target"), metadata) {
+            (Some(target), _) => target.to_string(),
+            (None, Some(metadata)) => format!(
+                "{}.{}",
+                metadata.service().to_ascii_lowercase(),
+                metadata.name()
+            ),
+            (None, None) => "(no x-amz-target)".to_string(),
+        };
         match self.targets.lock() {
             Ok(mut targets) => targets.push(target),
             Err(poisoned) => poisoned.into_inner().push(target),
@@ -350,6 +390,95 @@ impl aws_sdk_sqs::config::Intercept for WireTime {
                 Ok(mut spans) => spans.push(span),
                 Err(poisoned) => poisoned.into_inner().push(span),
             }
+        }
+        Ok(())
+    }
+}
+
+/// Holds every request of one operation (`x-amz-target`) for `delay` before it is sent,
+/// as a slow or distant endpoint would: what makes a long read take longer than a
+/// visibility timeout. Blocks the calling thread (use a multi-threaded runtime).
+#[derive(Debug, Clone)]
+pub struct SlowCalls {
+    target: &'static str,
+    delay: Duration,
+}
+
+impl SlowCalls {
+    pub fn new(target: &'static str, delay: Duration) -> Self {
+        Self { target, delay }
+    }
+}
+
+impl aws_sdk_sqs::config::Intercept for SlowCalls {
+    fn name(&self) -> &'static str {
+        "SlowCalls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_sqs::config::RuntimeComponents,
+        _: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if context.request().headers().get("x-amz-target") == Some(self.target) {
+            std::thread::sleep(self.delay);
+        }
+        Ok(())
+    }
+}
+
+/// Fails the requests of a client while switched on (before they are sent), as a throttled
+/// or denied read would fail: the SDK call returns an error and nothing reaches moto. Every
+/// request, or with [`FailCalls::only`] those of one operation (`x-amz-target`) whose body
+/// contains a text (e.g. one secret's name). Clones share the switch.
+#[derive(Debug, Clone, Default)]
+pub struct FailCalls {
+    on: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    only: Option<(&'static str, String)>,
+}
+
+impl FailCalls {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn only(target: &'static str, body_contains: impl Into<String>) -> Self {
+        Self {
+            only: Some((target, body_contains.into())),
+            ..Self::default()
+        }
+    }
+
+    pub fn fail(&self, on: bool) {
+        self.on.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl aws_sdk_sqs::config::Intercept for FailCalls {
+    fn name(&self) -> &'static str {
+        "FailCalls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_sqs::config::RuntimeComponents,
+        _: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let request = context.request();
+        let chosen = match &self.only {
+            None => true,
+            Some((target, text)) => {
+                request.headers().get("x-amz-target") == Some(*target)
+                    && request
+                        .body()
+                        .bytes()
+                        .is_some_and(|body| String::from_utf8_lossy(body).contains(text.as_str()))
+            }
+        };
+        if chosen && self.on.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("ThrottlingException: Rate exceeded (injected by FailCalls)".into());
         }
         Ok(())
     }

@@ -146,12 +146,20 @@ impl KubeClusters {
             return Ok(client);
         }
         let minted = match &entry.credentials {
-            Credentials::Eks { cluster, region } => Some(
-                self.eks
-                    .mint(cluster, region)
+            Credentials::Eks { cluster, region } => {
+                // The entry's server must be the cluster's own endpoint before a token
+                // for it exists at all.
+                self.eks_endpoints
+                    .check(&entry.server, cluster, region)
                     .await
-                    .map_err(|error| eks_failure(entry, &error))?,
-            ),
+                    .map_err(|error| eks_failure(entry, &error))?;
+                Some(
+                    self.eks
+                        .mint(cluster, region)
+                        .await
+                        .map_err(|error| eks_failure(entry, &error))?,
+                )
+            }
             _ => None,
         };
         let config = client_config(

@@ -1,5 +1,5 @@
-//! Discovery's lists: the GitRepositories or Receivers of one namespace, one plain GET
-//! each, classified like every other apiserver answer. A list is parsed once into the
+//! Discovery's lists: the GitRepositories, Receivers or objects of one artifact kind of one
+//! namespace, one plain GET each, classified like every other apiserver answer. A list is parsed once into the
 //! core's types and cached behind an `Arc`: a hit copies no JSON, and holds the cache's
 //! lock only to clone a pointer.
 
@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use fluxrelay_core::flux::artifacts::{
+    ArtifactKind, ArtifactObject, ArtifactSpec, OciReference, SourceReference,
+};
 use fluxrelay_core::flux::{
     GIT_REPOSITORY_GROUP, GitRepository, GitRepositoryRef, ObjectRef, RECEIVER_GROUP, Receiver,
     ReceiverType, ResourceSelector, SourceStatus,
@@ -24,11 +27,13 @@ use super::{KubeClusters, configuration_failure};
 /// A GitRepository or Receiver list, read whole (thousands of objects fit).
 const MAX_LIST_BYTES: usize = 16 * 1024 * 1024;
 
-/// The two Flux kinds discovery lists.
+/// The Flux kinds discovery lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum FluxKind {
     GitRepositories,
     Receivers,
+    /// One of the kinds an artifact event concerns (core's `ArtifactKind`).
+    Artifacts(ArtifactKind),
 }
 
 impl FluxKind {
@@ -36,15 +41,20 @@ impl FluxKind {
         match self {
             FluxKind::GitRepositories => "gitrepositories",
             FluxKind::Receivers => "receivers",
+            FluxKind::Artifacts(kind) => kind.plural(),
         }
     }
 
     fn resource(self) -> ApiResource {
-        let (group, kind) = match self {
-            FluxKind::GitRepositories => (GIT_REPOSITORY_GROUP, "GitRepository"),
-            FluxKind::Receivers => (RECEIVER_GROUP, "Receiver"),
+        let (group, version, kind) = match self {
+            FluxKind::GitRepositories => (GIT_REPOSITORY_GROUP, "v1", "GitRepository"),
+            FluxKind::Receivers => (RECEIVER_GROUP, "v1", "Receiver"),
+            FluxKind::Artifacts(kind) => (kind.group(), kind.version(), kind.kind()),
         };
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1", kind), self.plural())
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group, version, kind),
+            self.plural(),
+        )
     }
 }
 
@@ -63,12 +73,13 @@ pub(super) struct CachedList {
 pub(super) enum Items {
     GitRepositories(Arc<[GitRepository]>),
     Receivers(Arc<[Receiver]>),
+    Artifacts(Arc<[ArtifactObject]>),
 }
 
 /// A Flux kind discovery lists, read with the core's lenient reader.
 pub(super) trait Listed: Sized {
-    const KIND: FluxKind;
-    fn from_item(item: &Value) -> Self;
+    /// One item of a list of `kind` (a kind of `Self`).
+    fn from_item(kind: FluxKind, item: &Value) -> Self;
     fn share(items: Arc<[Self]>) -> Items;
     fn shared(items: &Items) -> Option<Arc<[Self]>>;
     /// Approximate bytes on the heap this object points to (not its own size).
@@ -76,9 +87,7 @@ pub(super) trait Listed: Sized {
 }
 
 impl Listed for GitRepository {
-    const KIND: FluxKind = FluxKind::GitRepositories;
-
-    fn from_item(item: &Value) -> Self {
+    fn from_item(_kind: FluxKind, item: &Value) -> Self {
         GitRepository::from_json(item)
     }
 
@@ -89,7 +98,7 @@ impl Listed for GitRepository {
     fn shared(items: &Items) -> Option<Arc<[Self]>> {
         match items {
             Items::GitRepositories(items) => Some(Arc::clone(items)),
-            Items::Receivers(_) => None,
+            Items::Receivers(_) | Items::Artifacts(_) => None,
         }
     }
 
@@ -138,9 +147,7 @@ impl Listed for GitRepository {
 }
 
 impl Listed for Receiver {
-    const KIND: FluxKind = FluxKind::Receivers;
-
-    fn from_item(item: &Value) -> Self {
+    fn from_item(_kind: FluxKind, item: &Value) -> Self {
         Receiver::from_json(item)
     }
 
@@ -151,7 +158,7 @@ impl Listed for Receiver {
     fn shared(items: &Items) -> Option<Arc<[Self]>> {
         match items {
             Items::Receivers(items) => Some(Arc::clone(items)),
-            Items::GitRepositories(_) => None,
+            Items::GitRepositories(_) | Items::Artifacts(_) => None,
         }
     }
 
@@ -200,6 +207,99 @@ impl Listed for Receiver {
     }
 }
 
+impl Listed for ArtifactObject {
+    fn from_item(kind: FluxKind, item: &Value) -> Self {
+        // Only artifact kinds are listed as `ArtifactObject`s (`KubeClusters::artifact_objects`).
+        let kind = match kind {
+            FluxKind::Artifacts(kind) => kind,
+            FluxKind::GitRepositories | FluxKind::Receivers => ArtifactKind::OciRepository,
+        };
+        ArtifactObject::from_json(kind, item)
+    }
+
+    fn share(items: Arc<[Self]>) -> Items {
+        Items::Artifacts(items)
+    }
+
+    fn shared(items: &Items) -> Option<Arc<[Self]>> {
+        match items {
+            Items::Artifacts(items) => Some(Arc::clone(items)),
+            Items::GitRepositories(_) | Items::Receivers(_) => None,
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let ArtifactObject {
+            kind: _,
+            id,
+            labels,
+            suspend: _,
+            spec,
+            artifact_revision,
+            status,
+        } = self;
+        let reference = |reference: &Option<SourceReference>| {
+            reference.as_ref().map_or(0, |r| {
+                r.kind.capacity() + r.name.capacity() + optional_text_bytes(&r.namespace)
+            })
+        };
+        let spec = match spec {
+            ArtifactSpec::OciRepository { url, reference } => {
+                let OciReference {
+                    digest,
+                    semver,
+                    semver_filter,
+                    tag,
+                } = reference;
+                [url, digest, semver, semver_filter, tag]
+                    .into_iter()
+                    .map(optional_text_bytes)
+                    .sum()
+            }
+            ArtifactSpec::HelmRepository { url, oci: _ } => optional_text_bytes(url),
+            ArtifactSpec::HelmChart {
+                chart,
+                version,
+                source,
+            } => optional_text_bytes(chart) + optional_text_bytes(version) + reference(source),
+            ArtifactSpec::HelmRelease {
+                chart,
+                version,
+                source,
+                chart_ref,
+            } => {
+                optional_text_bytes(chart)
+                    + optional_text_bytes(version)
+                    + reference(source)
+                    + reference(chart_ref)
+            }
+            ArtifactSpec::ImageRepository { image, exclusions } => {
+                optional_text_bytes(image)
+                    + exclusions.as_ref().map_or(0, |list| {
+                        list.capacity() * size_of::<String>()
+                            + list.iter().map(String::capacity).sum::<usize>()
+                    })
+            }
+        };
+        let SourceStatus {
+            generation: _,
+            observed_generation: _,
+            ready: _,
+            requested_at,
+            last_handled_reconcile_at,
+            artifact_updated_at,
+        } = status;
+        object_ref_bytes(id)
+            + labels_bytes(labels)
+            + spec
+            + optional_text_bytes(artifact_revision)
+            + [requested_at, last_handled_reconcile_at, artifact_updated_at]
+                .into_iter()
+                .map(optional_text_bytes)
+                .sum::<usize>()
+    }
+}
+
 fn optional_text_bytes(text: &Option<String>) -> usize {
     text.as_ref().map_or(0, String::capacity)
 }
@@ -228,15 +328,15 @@ fn list_bytes<T: Listed>(items: &[T]) -> usize {
 }
 
 impl KubeClusters {
-    /// The `T`s of one namespace: from the cache when read with the same entry less than
-    /// the TTL ago (and not `fresh`), else from the apiserver.
+    /// The `T`s of `kind` in one namespace: from the cache when read with the same entry
+    /// less than the TTL ago (and not `fresh`), else from the apiserver.
     pub(super) async fn list<T: Listed>(
         &self,
         entry: &ClusterEntry,
+        kind: FluxKind,
         namespace: &str,
         fresh: bool,
     ) -> Result<Arc<[T]>, TriggerFailure> {
-        let kind = T::KIND;
         let print = fingerprint(entry);
         let key: ListKey = (entry.name.clone(), kind, namespace.to_string());
         if !fresh
@@ -294,7 +394,9 @@ impl KubeClusters {
         }
         let items: Arc<[T]> = match serde_json::from_slice::<Value>(&response.body) {
             Ok(Value::Object(list)) => match list.get("items") {
-                Some(Value::Array(items)) => items.iter().map(T::from_item).collect(),
+                Some(Value::Array(items)) => {
+                    items.iter().map(|item| T::from_item(kind, item)).collect()
+                }
                 Some(Value::Null) | None => Arc::from([]),
                 Some(_) => return Err(unreadable("the list's items are not an array")),
             },

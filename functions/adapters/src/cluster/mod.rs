@@ -22,6 +22,7 @@ mod transport;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use fluxrelay_core::flux::artifacts::{ArtifactKind, ArtifactObject};
 use fluxrelay_core::flux::{GIT_REPOSITORY_GROUP, GitRepository, ObjectRef, Receiver};
 use fluxrelay_core::outcome::classify::{
     FailureClass, Responder, TriggerFailure, TriggerResponse, apiserver_status, transport_failure,
@@ -36,10 +37,10 @@ pub use list_cache::{
     DEFAULT_LIST_CACHE_BYTES, DEFAULT_LIST_CACHE_ENTRIES, ListCacheLimits, ListCacheUsage,
 };
 
-use crate::eks::EksTokens;
+use crate::eks::{EksEndpoints, EksTokens};
 use client::ClientCache;
 use list_cache::ListCache;
-use lists::{CachedList, ListKey};
+use lists::{CachedList, FluxKind, ListKey};
 use transport::{error_chain, transport_kind};
 
 /// The most of a response body kept: enough for any `Status`, never a whole page.
@@ -80,6 +81,8 @@ pub struct KubeClusters {
     /// most entries only ever use the service proxy.
     receiver_http: OnceLock<reqwest::Client>,
     eks: EksTokens,
+    /// Checked before any token is minted for an `eks` entry.
+    eks_endpoints: EksEndpoints,
 }
 
 fn configuration_failure(reason: impl Into<String>) -> TriggerFailure {
@@ -102,6 +105,7 @@ impl KubeClusters {
             lists: ListCache::new(list_ttl, ListCacheLimits::default()),
             receiver_http: OnceLock::new(),
             eks: EksTokens::from_default_chain(),
+            eks_endpoints: EksEndpoints::from_default_chain(),
         })
     }
 
@@ -144,6 +148,13 @@ impl KubeClusters {
     /// default chain, looked up on first use, and the wall clock).
     pub fn with_eks_tokens(mut self, eks: EksTokens) -> Self {
         self.eks = eks;
+        self
+    }
+
+    /// Where `eks` entries' servers are checked (default: DescribeCluster with the
+    /// `aws-config` default chain, looked up on first use).
+    pub fn with_eks_endpoints(mut self, endpoints: EksEndpoints) -> Self {
+        self.eks_endpoints = endpoints;
         self
     }
 
@@ -252,7 +263,7 @@ impl FluxDiscovery for KubeClusters {
         // The port returns owned objects: a hit copies the parsed objects (far less than
         // their JSON), after the cache's lock is released.
         Ok(self
-            .list::<GitRepository>(cluster, namespace, fresh)
+            .list::<GitRepository>(cluster, FluxKind::GitRepositories, namespace, fresh)
             .await?
             .to_vec())
     }
@@ -264,7 +275,20 @@ impl FluxDiscovery for KubeClusters {
         fresh: bool,
     ) -> Result<Vec<Receiver>, TriggerFailure> {
         Ok(self
-            .list::<Receiver>(cluster, namespace, fresh)
+            .list::<Receiver>(cluster, FluxKind::Receivers, namespace, fresh)
+            .await?
+            .to_vec())
+    }
+
+    async fn artifact_objects(
+        &self,
+        cluster: &ClusterEntry,
+        namespace: &str,
+        kind: ArtifactKind,
+        fresh: bool,
+    ) -> Result<Vec<ArtifactObject>, TriggerFailure> {
+        Ok(self
+            .list::<ArtifactObject>(cluster, FluxKind::Artifacts(kind), namespace, fresh)
             .await?
             .to_vec())
     }
@@ -335,6 +359,28 @@ impl Annotator for KubeClusters {
             CONTENT_TYPE,
             http::HeaderValue::from_static(MERGE_PATCH_CONTENT_TYPE),
         );
+        self.send_to_apiserver(cluster, http::Method::PATCH, &path, &headers, merge_patch)
+            .await
+    }
+
+    async fn annotate_object(
+        &self,
+        cluster: &ClusterEntry,
+        kind: ArtifactKind,
+        object: &ObjectRef,
+        merge_patch: &[u8],
+    ) -> Result<TriggerResponse, TriggerFailure> {
+        if !is_object_name(&object.namespace) || !is_object_name(&object.name) {
+            return Err(configuration_failure(format!(
+                "cannot annotate {kind} {object}: not a valid namespace and name"
+            )));
+        }
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            http::HeaderValue::from_static(MERGE_PATCH_CONTENT_TYPE),
+        );
+        let path = kind.object_path(object);
         self.send_to_apiserver(cluster, http::Method::PATCH, &path, &headers, merge_patch)
             .await
     }

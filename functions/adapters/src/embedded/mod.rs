@@ -412,6 +412,12 @@ impl EmbeddedQueue {
         journal::keys_with_prefix(&self.lock(), prefix)
     }
 
+    /// The bodies of every message on `queue`, whatever its state, oldest first: for
+    /// inspection (what is still pending), never for delivery.
+    pub fn peek(&self, queue: &str) -> Result<Vec<String>, QueueError> {
+        store::peek(&self.lock(), queue)
+    }
+
     pub fn dead_letter_count(&self, queue: &str) -> Result<u64, QueueError> {
         store::dead_letter_count(&self.lock(), queue)
     }

@@ -364,7 +364,7 @@ pub(super) fn dead_letter_copy(
             "INSERT INTO dead_letters (queue, group_id, dedup_id, body, receive_count,
                  first_enqueued_at, reason, status, cluster, key, dead_at)
              SELECT COALESCE(?9, queue), COALESCE(?10, group_id), dedup_id, ?3,
-                    receive_count, first_enqueued_at, ?4, ?5, ?6, ?7, ?8
+                    COALESCE(?11, receive_count), first_enqueued_at, ?4, ?5, ?6, ?7, ?8
              FROM messages WHERE id = ?1 AND receive_count = ?2",
             params![
                 receipt.message_id,
@@ -376,7 +376,8 @@ pub(super) fn dead_letter_copy(
                 reason.key,
                 now,
                 queue,
-                group
+                group,
+                reason.attempts
             ],
         )
         .map_err(storage("copy message to dead letters"))?;
@@ -445,6 +446,7 @@ pub(super) fn list_dead_letters(
                             status: row.get(7)?,
                             cluster: row.get(8)?,
                             key: row.get(9)?,
+                            attempts: row.get(4)?,
                         },
                         dead_at_ms: row.get(10)?,
                     })
@@ -501,6 +503,17 @@ pub(super) fn release_leases(
             params![queue, now],
         )
         .map_err(storage("release leases"))
+}
+
+pub(super) fn peek(connection: &Connection, queue: &str) -> Result<Vec<String>, QueueError> {
+    connection
+        .prepare_cached("SELECT body FROM messages WHERE queue = ?1 ORDER BY id")
+        .and_then(|mut statement| {
+            statement
+                .query_map([queue], |row| row.get(0))?
+                .collect::<Result<Vec<String>, _>>()
+        })
+        .map_err(storage("peek messages"))
 }
 
 pub(super) fn dead_letter_count(connection: &Connection, queue: &str) -> Result<u64, QueueError> {

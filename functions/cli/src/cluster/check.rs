@@ -1,13 +1,16 @@
 //! `fluxrelay cluster check`: connect as an entry and check what dispatch needs, by the
-//! rules dispatch uses (core's `needed_permissions`, `receiver_state`, `effective_ref` and
-//! `probe_request`), each failure with its fix.
+//! rules dispatch uses (core's `needed_permissions`, `receiver_state`, `effective_ref`,
+//! `follows`, `receiver_selects_object` and `probe_request`), each failure with its fix.
 
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::cluster_check::{Access, can_i};
 use fluxrelay_core::access::needed_permissions;
+use fluxrelay_core::flux::artifacts::{ArtifactKind, ArtifactObject};
 use fluxrelay_core::flux::{GitRepository, Receiver};
+use fluxrelay_core::matching::artifacts::follows;
 use fluxrelay_core::matching::receiver::{ReceiverState, receiver_state};
 use fluxrelay_core::matching::refs::effective_ref;
+use fluxrelay_core::matching::select::receiver_selects_object;
 use fluxrelay_core::outcome::classify::apiserver_status;
 use fluxrelay_core::ports::{FluxDiscovery, TriggerSender};
 use fluxrelay_core::registry::{ClusterEntry, ReceiverEndpoint, TriggerMode};
@@ -123,21 +126,44 @@ pub async fn check(store: &Store, name: &str) -> Result<bool, String> {
                 format!("list GitRepositories in {namespace}: {}", failure.reason),
             ),
         }
+        let mut receivers = Vec::new();
         if entry.trigger.mode == TriggerMode::Receiver {
             match clusters.receivers(&entry, namespace, true).await {
-                Ok(receivers) => {
+                Ok(listed) => {
                     report(
                         Mark::Pass,
-                        format!("{} Receivers in {namespace}", receivers.len()),
+                        format!("{} Receivers in {namespace}", listed.len()),
                     );
-                    for receiver in &receivers {
+                    for receiver in &listed {
                         let (mark, line) = describe_receiver(&entry, receiver);
+                        report(mark, format!("  {line}"));
+                    }
+                    receivers = listed;
+                }
+                Err(failure) => report(
+                    Mark::Fail,
+                    format!("list Receivers in {namespace}: {}", failure.reason),
+                ),
+            }
+        }
+        for kind in &entry.trigger.artifact_kinds {
+            match clusters
+                .artifact_objects(&entry, namespace, *kind, true)
+                .await
+            {
+                Ok(objects) => {
+                    report(
+                        Mark::Pass,
+                        format!("{} {kind} objects in {namespace}", objects.len()),
+                    );
+                    for object in &objects {
+                        let (mark, line) = describe_artifact(&entry, &receivers, object);
                         report(mark, format!("  {line}"));
                     }
                 }
                 Err(failure) => report(
                     Mark::Fail,
-                    format!("list Receivers in {namespace}: {}", failure.reason),
+                    format!("list {kind} objects in {namespace}: {}", failure.reason),
                 ),
             }
         }
@@ -166,6 +192,42 @@ fn describe_repository(repository: &GitRepository) -> String {
             .map(|revision| format!(", at {revision}"))
             .unwrap_or_default()
     )
+}
+
+/// An object of an artifact kind as dispatch sees it (core's `follows`), with a note when
+/// dispatch could trigger it but, in receiver mode, no Receiver lists it.
+fn describe_artifact(
+    entry: &ClusterEntry,
+    receivers: &[Receiver],
+    object: &ArtifactObject,
+) -> (Mark, String) {
+    let head = format!(
+        "{} {}: {}{}",
+        object.kind,
+        object.id,
+        follows(object),
+        if object.suspend { ", suspended" } else { "" }
+    );
+    let triggerable = object.kind != ArtifactKind::HelmRepository;
+    let selected = receivers.iter().any(|receiver| {
+        receiver_selects_object(
+            receiver,
+            object.kind.kind(),
+            object.kind.group(),
+            &object.id,
+            &object.labels,
+        )
+    });
+    if triggerable && entry.trigger.mode == TriggerMode::Receiver && !selected {
+        return (
+            Mark::Note,
+            format!(
+                "{head}: no Receiver lists it (add kind {} to a Receiver's resources, or use trigger.mode annotate)",
+                object.kind
+            ),
+        );
+    }
+    (Mark::Pass, head)
 }
 
 /// A Receiver as dispatch sees it (core's `receiver_state`): passes when dispatch would call

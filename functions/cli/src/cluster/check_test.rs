@@ -154,9 +154,9 @@ fn what_check_says_of_a_receiver_is_what_dispatch_does_with_it() {
             [P, P, P, P, N, N, F, F, F],
         ),
         (
-            "plain http URL: no gitlab token over it",
+            "plain http URL: no gitlab token and no generic path over it",
             entry(Some("http://hooks.example.com"), Some(TOKEN)),
-            [F, P, P, P, N, N, F, F, F],
+            [F, F, P, P, N, N, F, F, F],
         ),
     ];
     let receivers = receivers();
@@ -164,6 +164,7 @@ fn what_check_says_of_a_receiver_is_what_dispatch_does_with_it() {
         repositories: vec![repository()],
         receivers: receivers.clone(),
         freshness: fluxrelay_core::matching::select::Freshness::Fresh,
+        ..ClusterView::default()
     };
     for (why, entry, expected) in table {
         let plan = plan_push(&entry, &view, &push());
@@ -314,4 +315,47 @@ fn infra_rbac_yaml_grants_what_check_asks_for_in_either_mode_and_no_more() {
         })
         .collect();
     assert_eq!(asked, rbac_rules());
+}
+
+#[test]
+fn an_artifact_source_no_receiver_lists_is_a_note_and_a_listed_one_passes() {
+    use fluxrelay_core::flux::artifacts::{ArtifactKind, ArtifactObject};
+    let entry = ClusterEntry::from_value(&json!({
+        "name": "c", "server": "https://c.example", "auth": {"token": "t"},
+        "trigger": {"artifact_kinds": ["OCIRepository", "HelmRepository", "HelmChart"]}
+    }))
+    .unwrap();
+    let object = |kind, name: &str, spec: Value| {
+        ArtifactObject::from_json(
+            kind,
+            &json!({"metadata": {"name": name, "namespace": "flux-system"}, "spec": spec}),
+        )
+    };
+    let oci = object(
+        ArtifactKind::OciRepository,
+        "app",
+        json!({"url": "oci://r.example/app", "ref": {"semver": "1.x"}}),
+    );
+    let helm = object(
+        ArtifactKind::HelmRepository,
+        "charts",
+        json!({"type": "oci", "url": "oci://r.example/charts"}),
+    );
+    let lists_oci = Receiver::from_json(&json!({
+        "metadata": {"name": "r", "namespace": "flux-system"},
+        "spec": {"type": "generic", "resources": [{"kind": "OCIRepository", "name": "*"}]}
+    }));
+    let (mark, line) = describe_artifact(&entry, &[], &oci);
+    assert_eq!(mark, Mark::Note, "{line}");
+    assert!(
+        line.contains("no Receiver lists it (add kind OCIRepository"),
+        "{line}"
+    );
+    assert!(line.contains("oci://r.example/app (semver 1.x)"), "{line}");
+    let (mark, line) = describe_artifact(&entry, &[lists_oci], &oci);
+    assert_eq!(mark, Mark::Pass, "{line}");
+    // An OCI HelmRepository is never triggered, so no Receiver needs to list it.
+    let (mark, line) = describe_artifact(&entry, &[], &helm);
+    assert_eq!(mark, Mark::Pass, "{line}");
+    assert!(line.contains("never triggered itself"), "{line}");
 }

@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use fluxrelay_adapters::secrets::SecretsRegistry;
-use fluxrelay_core::ports::RegistryReadError;
+use fluxrelay_adapters::registry_aws::{AwsRegistry, RegistryIndexReader, RegistryLocation};
+use fluxrelay_core::ports::{ClusterRegistry, RegistryReadError};
 use fluxrelay_core::registry::{ClusterEntry, RegistryError};
 
 use crate::config::ServeConfig;
@@ -13,8 +13,9 @@ use crate::config::ServeConfig;
 pub enum Store {
     /// One `<name>.json` per cluster in a directory (`cluster_dir` of `fluxrelay serve`).
     Files(PathBuf),
-    /// One secret per cluster under a prefix (the AWS functions' registry).
-    SecretsManager { prefix: String },
+    /// The AWS functions' registry: the index object, and a secret per cluster that holds
+    /// a credential.
+    SecretsManager { location: RegistryLocation },
     /// The clusters of a `fluxrelay serve` configuration (read only).
     ServeConfig(PathBuf),
 }
@@ -22,7 +23,10 @@ pub enum Store {
 pub(super) fn describe_store(store: &Store) -> String {
     match store {
         Store::Files(dir) => dir.display().to_string(),
-        Store::SecretsManager { prefix } => format!("Secrets Manager under {prefix}"),
+        Store::SecretsManager { location } => format!(
+            "s3://{}/{} and Secrets Manager under {}",
+            location.bucket, location.index_key, location.prefix
+        ),
         Store::ServeConfig(file) => file.display().to_string(),
     }
 }
@@ -63,31 +67,50 @@ pub(super) async fn entries(
                 })
                 .collect())
         }
-        Store::SecretsManager { prefix } => {
-            let registry = SecretsRegistry::with_settings(
-                secrets_client().await,
-                prefix.clone(),
-                std::time::Duration::ZERO,
-            );
-            let (valid, unusable) = registry
-                .read_everything()
-                .await
-                .map_err(|error| error.to_string())?;
-            let mut all: Vec<(String, Result<ClusterEntry, String>)> = valid
-                .into_iter()
-                .map(|entry| (entry.name.clone(), Ok(entry)))
-                .collect();
-            all.extend(unusable.into_iter().map(|(name, error)| {
-                let problem = match error {
-                    RegistryReadError::Invalid { error, .. } => problems(&error),
-                    RegistryReadError::Unavailable(message) => message,
+        Store::SecretsManager { location } => {
+            let location = located(location)?;
+            let index =
+                RegistryIndexReader::new(s3_client().await, &location.bucket, &location.index_key)
+                    .with_timing(
+                        std::time::Duration::from_secs(600),
+                        std::time::Duration::ZERO,
+                    );
+            let listed = index.index().await.map_err(|error| error.to_string())?;
+            let registry = AwsRegistry::new(index, secrets_client().await, &location.prefix);
+            let mut all = Vec::new();
+            for name in listed.entries.keys() {
+                // Route follows the index's subscriptions, not the secret's: show those.
+                let subscriptions = listed
+                    .routes
+                    .routes
+                    .iter()
+                    .find(|route| &route.name == name)
+                    .map(|route| route.subscriptions.clone());
+                let entry = match registry.cluster(name).await {
+                    Ok(Some(entry)) => {
+                        let mut entry = (*entry).clone();
+                        if let Some(subscriptions) = subscriptions {
+                            entry.subscriptions = subscriptions;
+                        }
+                        Ok(entry)
+                    }
+                    Ok(None) => Err("not in the index".to_string()),
+                    Err(RegistryReadError::Invalid { error, .. }) => Err(problems(&error)),
+                    Err(RegistryReadError::Unavailable(message)) => Err(message),
                 };
-                (name, Err(problem))
-            }));
-            all.sort_by(|a, b| a.0.cmp(&b.0));
+                all.push((name.clone(), entry));
+            }
             Ok(all)
         }
     }
+}
+
+/// The location, once it names a bucket.
+pub(super) fn located(location: &RegistryLocation) -> Result<&RegistryLocation, String> {
+    if location.bucket.trim().is_empty() {
+        return Err("--store secretsmanager needs --bucket <RegistryBucketName> (the stack's output), or FLUXRELAY_REGISTRY_BUCKET".into());
+    }
+    Ok(location)
 }
 
 fn problems(error: &RegistryError) -> String {
@@ -119,47 +142,21 @@ pub(super) async fn store_entry(
             write_private(&path, text)?;
             Ok(path.display().to_string())
         }
-        Store::SecretsManager { prefix } => {
-            let client = secrets_client().await;
-            let secret_id = format!("{prefix}{name}");
-            let created = client
-                .create_secret()
-                .name(&secret_id)
-                .secret_string(text)
-                .description("fluxrelay cluster registry entry")
-                .send()
-                .await;
-            match created {
-                Ok(_) => Ok(format!("Secrets Manager secret {secret_id}")),
-                Err(error)
-                    if error
-                        .as_service_error()
-                        .is_some_and(|e| e.is_resource_exists_exception()) =>
-                {
-                    if !force {
-                        return Err(format!(
-                            "secret {secret_id} exists; pass --force to replace its value"
-                        ));
-                    }
-                    client
-                        .put_secret_value()
-                        .secret_id(&secret_id)
-                        .secret_string(text)
-                        .send()
-                        .await
-                        .map_err(|error| {
-                            format!(
-                                "cannot update secret {secret_id}: {}",
-                                aws_sdk_secretsmanager::error::DisplayErrorContext(&error)
-                            )
-                        })?;
-                    Ok(format!("Secrets Manager secret {secret_id} (new version)"))
-                }
-                Err(error) => Err(format!(
-                    "cannot create secret {secret_id}: {}",
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(&error)
-                )),
+        Store::SecretsManager { location } => {
+            let location = located(location)?;
+            let entry: serde_json::Value = serde_json::from_str(text)
+                .map_err(|error| format!("the entry is not JSON: {error}"))?;
+            if entry.get("name").and_then(serde_json::Value::as_str) != Some(name) {
+                return Err(format!("the entry is not named {name}"));
             }
+            fluxrelay_adapters::registry_aws::store_entry(
+                &s3_client().await,
+                &secrets_client().await,
+                location,
+                &entry,
+                force,
+            )
+            .await
         }
         Store::ServeConfig(file) => Err(format!(
             "cannot add to {}: use --dir (the config's cluster_dir) or --store secretsmanager",
@@ -187,9 +184,23 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
         .map_err(|error| format!("cannot write {}: {error}", path.display()))
 }
 
-async fn secrets_client() -> aws_sdk_secretsmanager::Client {
+pub(super) async fn secrets_client() -> aws_sdk_secretsmanager::Client {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .load()
         .await;
     aws_sdk_secretsmanager::Client::new(&config)
+}
+
+/// S3 with the environment's AWS configuration; `FLUXRELAY_S3_PATH_STYLE=1` for an endpoint
+/// without per-bucket host names (a local S3 stand-in).
+pub(super) async fn s3_client() -> aws_sdk_s3::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let path_style = std::env::var("FLUXRELAY_S3_PATH_STYLE").is_ok_and(|v| v == "1");
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(path_style)
+            .build(),
+    )
 }

@@ -142,25 +142,37 @@ impl Serve {
 
     /// [`Serve::start`] with another `RUST_LOG` filter (e.g. `debug`).
     pub async fn start_with_log_filter(config: &Path, extra_args: &[&str], filter: &str) -> Serve {
-        Self::start_full(config, extra_args, filter, &[]).await
+        Self::start_with_log(config, extra_args, filter, "json").await
     }
 
     /// [`Serve::start`] with extra environment variables (e.g. a `token_env` secret).
     pub async fn start_with_env(config: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Serve {
-        Self::start_full(config, extra_args, "info", env).await
+        Self::start_full(config, extra_args, "info", "json", env).await
+    }
+
+    /// [`Serve::start`] with another `RUST_LOG` filter and `--log-format` (`json` or
+    /// `text`; [`Serve::log_lines`] and [`Serve::outcomes`] read only `json`).
+    pub async fn start_with_log(
+        config: &Path,
+        extra_args: &[&str],
+        filter: &str,
+        format: &str,
+    ) -> Serve {
+        Self::start_full(config, extra_args, filter, format, &[]).await
     }
 
     async fn start_full(
         config: &Path,
         extra_args: &[&str],
         filter: &str,
+        format: &str,
         env: &[(&str, &str)],
     ) -> Serve {
         let mut child = Command::new(fluxrelay_binary())
             .arg("serve")
             .arg("--config")
             .arg(config)
-            .args(["--log-format", "json"])
+            .args(["--log-format", format])
             .args(extra_args)
             .envs(env.iter().copied())
             .env("RUST_LOG", filter)
@@ -188,12 +200,7 @@ impl Serve {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(addr) = serve
-                .log_lines()
-                .iter()
-                .find(|line| line["message"] == "listening")
-                .and_then(|line| line["addr"].as_str().map(str::to_string))
-            {
+            if let Some(addr) = serve.listening_addr() {
                 serve.addr = addr
                     .parse()
                     .unwrap_or_else(|error| panic!("listening on {addr:?}: {error}"));
@@ -213,6 +220,23 @@ impl Serve {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The address of the "listening" line, in the JSON or the text format.
+    fn listening_addr(&self) -> Option<String> {
+        let json = self
+            .log_lines()
+            .iter()
+            .find(|line| line["message"] == "listening")
+            .and_then(|line| line["addr"].as_str().map(str::to_string));
+        json.or_else(|| {
+            let log = self.log.lock().unwrap();
+            log.iter()
+                .filter(|line| line.contains(" listening "))
+                .flat_map(|line| line.split_whitespace())
+                .find_map(|word| word.strip_prefix("addr="))
+                .map(str::to_string)
+        })
     }
 
     pub fn pid(&self) -> u32 {

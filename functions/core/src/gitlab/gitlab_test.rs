@@ -314,7 +314,7 @@ fn events_that_are_not_pushes_are_ignored_with_a_reason() {
             "not even json",
             "\"Wiki Page Hook\" is not a push",
         ),
-        ("Pipeline Hook", "", "\"Pipeline Hook\" is not a push"),
+        ("Job Hook", "", "\"Job Hook\" is not a push"),
         (
             "System Hook",
             MERGE_REQUEST_HOOK,

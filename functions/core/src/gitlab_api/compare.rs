@@ -9,17 +9,17 @@
 use serde_json::Value;
 
 use crate::push::{Push, is_zero_sha};
-use crate::registry::ClusterListing;
+use crate::registry::RouteListing;
 
 /// Whether asking GitLab for the changed paths could change where this push goes: a
-/// usable entry has a `paths` subscription whose other rules take the push, and the push
+/// cluster's route has a `paths` subscription whose other rules take the push, and the push
 /// has two commits to compare (not a creation, not a deletion).
-pub fn wants_compare(push: &Push, listing: &ClusterListing) -> bool {
+pub fn wants_compare(push: &Push, listing: &RouteListing) -> bool {
     if is_zero_sha(&push.before) || push.is_deletion() || push.before == push.after {
         return false;
     }
-    listing.entries.iter().any(|entry| {
-        entry.subscriptions.iter().any(|subscription| {
+    listing.routes.iter().any(|route| {
+        route.subscriptions.iter().any(|subscription| {
             subscription.paths.is_some() && {
                 let mut unfiltered = subscription.clone();
                 unfiltered.paths = None;

@@ -1,8 +1,13 @@
 //! What one push asks of one cluster: which Receivers to call (or GitRepositories to
-//! annotate), what was skipped and why, and what cannot be done as configured.
+//! annotate), what was skipped and why, and what cannot be done as configured. An artifact
+//! event's targets (OCIRepositories, HelmCharts, HelmReleases, ImageRepositories) are
+//! planned in [`artifacts`].
+
+mod artifacts;
 
 use std::fmt;
 
+use crate::flux::artifacts::{ArtifactKind, ArtifactObject};
 use crate::flux::{GitRepository, ObjectRef, Receiver, ReceiverType};
 use crate::matching::receiver::{ReceiverState, receiver_state};
 use crate::matching::select::{Freshness, RepositoryVerdict, receiver_selects, repository_verdict};
@@ -18,6 +23,8 @@ pub struct ClusterView {
     pub receivers: Vec<Receiver>,
     /// Whether the lists were read for this decision or came from a cache.
     pub freshness: Freshness,
+    /// The objects of the entry's `trigger.artifact_kinds`, read only for artifact events.
+    pub artifacts: Vec<ArtifactObject>,
 }
 
 impl Default for ClusterView {
@@ -26,6 +33,7 @@ impl Default for ClusterView {
             repositories: Vec::new(),
             receivers: Vec::new(),
             freshness: Freshness::Cached,
+            artifacts: Vec::new(),
         }
     }
 }
@@ -50,6 +58,11 @@ pub enum Target {
     },
     Annotate {
         repository: ObjectRef,
+    },
+    /// An object of an artifact kind to annotate (annotate mode, artifact events).
+    AnnotateArtifact {
+        kind: ArtifactKind,
+        object: ObjectRef,
     },
 }
 
@@ -77,6 +90,7 @@ impl Target {
                 event.object_kind()
             ),
             Target::Annotate { repository } => format!("gitrepository/{repository}"),
+            Target::AnnotateArtifact { .. } => self.to_string(),
         }
     }
 }
@@ -86,6 +100,9 @@ impl fmt::Display for Target {
         match self {
             Target::Receiver { receiver, .. } => write!(f, "{}", receiver_object(receiver)),
             Target::Annotate { repository } => write!(f, "gitrepository/{repository}"),
+            Target::AnnotateArtifact { kind, object } => {
+                write!(f, "{}/{object}", kind.object_prefix())
+            }
         }
     }
 }
@@ -146,6 +163,10 @@ pub fn plan_dispatch(entry: &ClusterEntry, view: &ClusterView, dispatch: &Dispat
 
 pub fn plan_push(entry: &ClusterEntry, view: &ClusterView, push: &Push) -> PushPlan {
     let mut plan = PushPlan::default();
+    artifacts::plan_artifact_sources(entry, view, push, &mut plan);
+    if !push.event.is_git_push() {
+        return plan;
+    }
     for repository in &view.repositories {
         match repository_verdict(repository, push, &entry.host_aliases, view.freshness) {
             RepositoryVerdict::Trigger => {}
@@ -178,12 +199,28 @@ fn plan_receivers(
     push: &Push,
     plan: &mut PushPlan,
 ) {
+    let selected = add_receiver_targets(entry, view, push, plan, |receiver| {
+        receiver_selects(receiver, repository)
+    });
+    if !selected {
+        add_skip(
+            plan,
+            format!("gitrepository/{}", repository.id),
+            "matches the push, but no Receiver selects it (create one, or use trigger.mode annotate)".to_string(),
+        );
+    }
+}
+
+/// A target (or a skip, or a problem) for every Receiver that `selects`; whether any did.
+fn add_receiver_targets(
+    entry: &ClusterEntry,
+    view: &ClusterView,
+    push: &Push,
+    plan: &mut PushPlan,
+    selects: impl Fn(&Receiver) -> bool,
+) -> bool {
     let mut selected = false;
-    for receiver in view
-        .receivers
-        .iter()
-        .filter(|r| receiver_selects(r, repository))
-    {
+    for receiver in view.receivers.iter().filter(|r| selects(r)) {
         selected = true;
         match receiver_call(entry, receiver, push) {
             ReceiverCall::Ready(_) => add(
@@ -207,13 +244,7 @@ fn plan_receivers(
             ),
         }
     }
-    if !selected {
-        add_skip(
-            plan,
-            format!("gitrepository/{}", repository.id),
-            "matches the push, but no Receiver selects it (create one, or use trigger.mode annotate)".to_string(),
-        );
-    }
+    selected
 }
 
 fn add<T: PartialEq>(list: &mut Vec<T>, item: T) {

@@ -104,6 +104,7 @@ fn view() -> ClusterView {
         repositories: repositories.iter().map(GitRepository::from_json).collect(),
         receivers: receivers.iter().map(Receiver::from_json).collect(),
         freshness: crate::matching::select::Freshness::Fresh,
+        ..ClusterView::default()
     }
 }
 
@@ -261,6 +262,9 @@ fn payload_urls_choose_matches_by_location_and_never_the_request_target() {
                 match target {
                     Target::Annotate { repository } => {
                         matched.insert(repository.name.clone());
+                    }
+                    Target::AnnotateArtifact { object, .. } => {
+                        failures.push(format!("{context}: a Git push annotated {object}"));
                     }
                     Target::Receiver { receiver: id, .. } => {
                         let receiver = view.receiver(id).unwrap();

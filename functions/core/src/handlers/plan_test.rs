@@ -36,6 +36,7 @@ fn view(repositories: Vec<Value>, receivers: Vec<Value>) -> ClusterView {
         repositories: repositories.iter().map(GitRepository::from_json).collect(),
         receivers: receivers.iter().map(Receiver::from_json).collect(),
         freshness: Freshness::Fresh,
+        ..ClusterView::default()
     }
 }
 

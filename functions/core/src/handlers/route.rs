@@ -1,14 +1,19 @@
 //! Route: each push on the intake queue → one `Dispatch` per subscribed cluster, and one
 //! per cluster whose registry entry cannot be used (see [`dispatch_clusters`]).
+//!
+//! The intake queue also carries what an EventBridge rule puts there: Amazon ECR `ECR Image
+//! Action` events, read by core's parser ([`read_intake`]) into the same `Push`.
 
+use crate::artifacts::ecr;
+use crate::gitlab::ParsedEvent;
 use crate::gitlab_api::classify::{ApiOutcome, classify};
 use crate::gitlab_api::compare::{changed_paths, wants_compare};
 use crate::gitlab_api::request::{compare, project_id};
 use crate::outcome::retry::RetryPolicy;
 use crate::outcome::settle::{Settled, route_settlement, settle};
-use crate::ports::{ClusterRegistry, DispatchPublisher, GitLabApi, NoGitLab, QueueMessage, Settle};
+use crate::ports::{DispatchPublisher, GitLabApi, NoGitLab, QueueMessage, RouteTable, Settle};
 use crate::push::{Dispatch, Push};
-use crate::registry::ClusterListing;
+use crate::registry::RouteListing;
 use crate::routing::dispatch_clusters;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +23,38 @@ pub enum RouteVerdict {
     Routed { clusters: Vec<String> },
     /// Not done; the message stays on the intake queue and comes back.
     Failed { reason: String },
+    /// An EventBridge event that is not a push (an image deleted, a failed push, a push by
+    /// digest): acknowledged, routed nowhere.
+    Ignored { reason: String },
+}
+
+/// What an intake message holds: a push, or an EventBridge event that is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntakeBody {
+    Push(Box<Push>),
+    Ignored(String),
+}
+
+/// Reads an intake message: fluxrelay's own `Push`, or an EventBridge ECR event (the
+/// `Push` it reports). `Err` says why it is neither.
+pub fn read_intake(body: &str) -> Result<IntakeBody, String> {
+    let error = match Push::from_json(body) {
+        Ok(push) => return Ok(IntakeBody::Push(Box::new(push))),
+        Err(error) => error,
+    };
+    if !ecr::is_eventbridge_event(body) {
+        return Err(format!("not a Push message: {error}"));
+    }
+    match ecr::parse(body.as_bytes()) {
+        Ok(ParsedEvent::Pushes(pushes)) => match <[Push; 1]>::try_from(pushes) {
+            Ok([push]) => Ok(IntakeBody::Push(Box::new(push))),
+            Err(_) => Err("an ECR event gave other than one push".to_string()),
+        },
+        Ok(ParsedEvent::Ignored { reason }) => Ok(IntakeBody::Ignored(reason)),
+        Err(malformed) => Err(format!(
+            "an EventBridge ECR event that cannot be read: {malformed}"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +108,7 @@ impl RouteReport {
 /// routed is acknowledged, a failure comes back after a backoff until it is dead-lettered
 /// with its reason.
 pub async fn route_and_settle(
-    registry: &impl ClusterRegistry,
+    registry: &impl RouteTable,
     publisher: &impl DispatchPublisher,
     intake: &impl Settle,
     policy: &RetryPolicy,
@@ -83,7 +120,7 @@ pub async fn route_and_settle(
 /// [`route_and_settle`], taking changed paths from GitLab's compare API where a `paths`
 /// subscription depends on them and the instance has an API token.
 pub async fn route_and_settle_with(
-    registry: &impl ClusterRegistry,
+    registry: &impl RouteTable,
     publisher: &impl DispatchPublisher,
     intake: &impl Settle,
     policy: &RetryPolicy,
@@ -104,7 +141,7 @@ pub async fn settle_route(
 ) {
     for (message, routed) in messages.iter().zip(&mut report.messages) {
         let failure = match &routed.verdict {
-            RouteVerdict::Routed { .. } => None,
+            RouteVerdict::Routed { .. } | RouteVerdict::Ignored { .. } => None,
             RouteVerdict::Failed { reason } => Some(reason.as_str()),
         };
         let key = routed.push.as_ref().map(|push| push.key.as_str());
@@ -117,7 +154,7 @@ pub async fn settle_route(
 /// same group, so a project's pushes keep their order. A body that is not a `Push` fails
 /// too, and is dead-lettered with that reason once its attempts are used up.
 pub async fn handle_route(
-    registry: &impl ClusterRegistry,
+    registry: &impl RouteTable,
     queue: &impl DispatchPublisher,
     messages: &[QueueMessage],
 ) -> RouteReport {
@@ -126,12 +163,12 @@ pub async fn handle_route(
 
 /// [`handle_route`] with a GitLab API for changed paths.
 pub async fn handle_route_with(
-    registry: &impl ClusterRegistry,
+    registry: &impl RouteTable,
     queue: &impl DispatchPublisher,
     gitlab: &impl GitLabApi,
     messages: &[QueueMessage],
 ) -> RouteReport {
-    let clusters = match registry.clusters().await {
+    let clusters = match registry.routes().await {
         Ok(clusters) => clusters,
         Err(error) => {
             let reason = error.to_string();
@@ -140,7 +177,10 @@ pub async fn handle_route_with(
                     .iter()
                     .map(|m| RoutedMessage {
                         message_id: m.id.clone(),
-                        push: Push::from_json(&m.body).ok(),
+                        push: match read_intake(&m.body) {
+                            Ok(IntakeBody::Push(push)) => Some(*push),
+                            _ => None,
+                        },
                         verdict: RouteVerdict::Failed {
                             reason: reason.clone(),
                         },
@@ -155,18 +195,21 @@ pub async fn handle_route_with(
     let mut failed_groups: Vec<&str> = Vec::new();
     let mut report = RouteReport::default();
     for message in messages {
-        let mut push = Push::from_json(&message.body);
+        let mut intake = read_intake(&message.body);
         let mut paths = PathsSource::Payload;
         let verdict = if failed_groups.contains(&message.group.as_str()) {
             RouteVerdict::Failed {
                 reason: "held behind an earlier failed message of the same project".to_string(),
             }
         } else {
-            match &mut push {
-                Err(error) => RouteVerdict::Failed {
-                    reason: format!("not a Push message: {error}"),
+            match &mut intake {
+                Err(reason) => RouteVerdict::Failed {
+                    reason: reason.clone(),
                 },
-                Ok(push) => {
+                Ok(IntakeBody::Ignored(reason)) => RouteVerdict::Ignored {
+                    reason: reason.clone(),
+                },
+                Ok(IntakeBody::Push(push)) => {
                     paths = compared_paths(gitlab, push, &clusters).await;
                     route_one(queue, push, &clusters).await
                 }
@@ -178,7 +221,11 @@ pub async fn handle_route_with(
                 .filter(|name| clusters.unusable.contains(name))
                 .cloned()
                 .collect(),
-            RouteVerdict::Failed { .. } => Vec::new(),
+            RouteVerdict::Failed { .. } | RouteVerdict::Ignored { .. } => Vec::new(),
+        };
+        let push = match intake {
+            Ok(IntakeBody::Push(push)) => Some(*push),
+            _ => None,
         };
         if matches!(verdict, RouteVerdict::Failed { .. })
             && !failed_groups.contains(&message.group.as_str())
@@ -187,7 +234,7 @@ pub async fn handle_route_with(
         }
         report.messages.push(RoutedMessage {
             message_id: message.id.clone(),
-            push: push.ok(),
+            push,
             verdict,
             unusable,
             settled: None,
@@ -203,7 +250,7 @@ pub async fn handle_route_with(
 async fn compared_paths(
     gitlab: &impl GitLabApi,
     push: &mut Push,
-    clusters: &ClusterListing,
+    clusters: &RouteListing,
 ) -> PathsSource {
     if !wants_compare(push, clusters) || !gitlab.configured(&push.instance) {
         return PathsSource::Payload;
@@ -235,7 +282,7 @@ async fn compared_paths(
 async fn route_one(
     queue: &impl DispatchPublisher,
     push: &Push,
-    clusters: &ClusterListing,
+    clusters: &RouteListing,
 ) -> RouteVerdict {
     let dispatches: Vec<Dispatch> = dispatch_clusters(push, clusters)
         .into_iter()
@@ -256,3 +303,7 @@ async fn route_one(
 #[cfg(test)]
 #[path = "route_test.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "route_artifacts_test.rs"]
+mod artifact_tests;

@@ -1,8 +1,10 @@
 //! Does a push concern a GitRepository, and which Receivers would trigger it.
 
+pub mod artifacts;
 pub mod receiver;
 pub mod refs;
 pub mod select;
+pub mod semver_range;
 pub mod url;
 
 #[cfg(test)]

@@ -49,6 +49,10 @@ pub enum ReceiverProblem {
     )]
     TokenOverPlainHttp { receiver: ObjectRef },
     #[error(
+        "Receiver {receiver} is of type generic, whose webhook path is its only secret, and trigger.webhook_receiver_url is not https: use an https URL, the service proxy, or a generic-hmac Receiver"
+    )]
+    PathOverPlainHttp { receiver: ObjectRef },
+    #[error(
         "trigger.receiver_tokens[\"{receiver}\"] does not produce the Receiver's webhook path: the Receiver's secret token changed; update the registry entry"
     )]
     TokenMismatch { receiver: ObjectRef },
@@ -72,6 +76,7 @@ impl ReceiverProblem {
             ReceiverProblem::TokenMismatch { .. } => FailureClass::Rediscover,
             ReceiverProblem::UnsafeWebhookPath { .. }
             | ReceiverProblem::TokenOverPlainHttp { .. }
+            | ReceiverProblem::PathOverPlainHttp { .. }
             | ReceiverProblem::TokenMissing { .. } => FailureClass::Permanent,
         }
     }
@@ -79,8 +84,9 @@ impl ReceiverProblem {
 
 /// The state of `receiver` for the cluster of `entry`. The checks run in this order, and
 /// the first that fails decides: suspended, a type fluxrelay cannot call, not Ready or no
-/// `status.webhookPath`, an unsafe webhook path, a gitlab token bound for a plain-http
-/// URL, the entry's token not producing the webhook path, a needed token missing.
+/// `status.webhookPath`, an unsafe webhook path, a gitlab token or a generic Receiver's
+/// secret path bound for a plain-http URL, the entry's token not producing the webhook
+/// path, a needed token missing.
 pub fn receiver_state<'a>(entry: &'a ClusterEntry, receiver: &'a Receiver) -> ReceiverState<'a> {
     let id = &receiver.id;
     let unusable =
@@ -104,6 +110,12 @@ pub fn receiver_state<'a>(entry: &'a ClusterEntry, receiver: &'a Receiver) -> Re
         && matches!(&entry.trigger.receiver_endpoint, ReceiverEndpoint::Absolute(url) if url.scheme() != "https")
     {
         return unusable(|receiver| ReceiverProblem::TokenOverPlainHttp { receiver });
+    }
+    // A generic Receiver has no token: its webhook path is the secret, never over plain http.
+    if receiver.receiver_type == ReceiverType::Generic
+        && matches!(&entry.trigger.receiver_endpoint, ReceiverEndpoint::Absolute(url) if url.scheme() != "https")
+    {
+        return unusable(|receiver| ReceiverProblem::PathOverPlainHttp { receiver });
     }
     let token = entry.trigger.receiver_tokens.get(id);
     match token {

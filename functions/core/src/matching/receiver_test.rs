@@ -159,6 +159,30 @@ fn each_receiver_rule_decides_in_order() {
             unusable(ReceiverProblem::TokenOverPlainHttp { receiver: id() }),
         ),
         (
+            "generic over plain http: its webhook path is its only secret",
+            entry(json!({"webhook_receiver_url": "http://hooks.example.com"})),
+            receiver("generic", json!({})),
+            unusable(ReceiverProblem::PathOverPlainHttp { receiver: id() }),
+        ),
+        (
+            "generic over plain http with a token in the entry",
+            with_token(Some("http://hooks.example.com/flux/")),
+            receiver("generic", json!({})),
+            unusable(ReceiverProblem::PathOverPlainHttp { receiver: id() }),
+        ),
+        (
+            "generic over an https URL",
+            entry(json!({"webhook_receiver_url": "https://hooks.example.com"})),
+            receiver("generic", json!({})),
+            callable(false),
+        ),
+        (
+            "github over plain http: only a signature travels",
+            with_token(Some("http://hooks.example.com")),
+            receiver("github", json!({})),
+            callable(true),
+        ),
+        (
             "a token that does not produce the path",
             entry(json!({"receiver_tokens": {"flux-system/r": "old-token"}})),
             receiver("gitlab", json!({})),
@@ -223,6 +247,11 @@ fn problems_say_what_to_fix_and_never_show_a_token_or_path() {
             ReceiverProblem::TokenOverPlainHttp { receiver: id() },
             FailureClass::Permanent,
             "use an https URL, the service proxy, or a generic-hmac Receiver",
+        ),
+        (
+            ReceiverProblem::PathOverPlainHttp { receiver: id() },
+            FailureClass::Permanent,
+            "is of type generic, whose webhook path is its only secret, and trigger.webhook_receiver_url is not https",
         ),
         (
             ReceiverProblem::TokenMismatch { receiver: id() },

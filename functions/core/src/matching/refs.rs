@@ -84,6 +84,8 @@ pub enum RefMiss {
     BranchDeleted { pushed: String },
     #[error("the push deletes tag `{pushed}`, so there is nothing new to fetch")]
     TagDeleted { pushed: String },
+    #[error("a {event} event is no Git ref change")]
+    NotAGitPush { event: &'static str },
 }
 
 /// Whether a push to `push.git_ref` can change what this GitRepository fetches.
@@ -91,6 +93,11 @@ pub enum RefMiss {
 /// A mismatch of ref is reported before a deletion: "tracks `main`, push is to `feature`"
 /// explains more than "`feature` was deleted".
 pub fn ref_triggers(rule: &RefRule, push: &Push) -> Result<(), RefMiss> {
+    if !push.event.is_git_push() {
+        return Err(RefMiss::NotAGitPush {
+            event: push.event.object_kind(),
+        });
+    }
     let pushed = push.git_ref.as_str();
     match rule {
         RefRule::Commit => Err(RefMiss::PinnedToCommit),
@@ -128,9 +135,11 @@ pub fn ref_triggers(rule: &RefRule, push: &Push) -> Result<(), RefMiss> {
         // costs one needless fetch, a wrong evaluation would cost a missed deploy.
         RefRule::Semver(_) => match push.event {
             PushEvent::TagPush => Ok(()),
-            PushEvent::Push => Err(RefMiss::NotATagPush {
-                pushed: pushed.to_string(),
-            }),
+            PushEvent::Push | PushEvent::Pipeline | PushEvent::ArtifactPush => {
+                Err(RefMiss::NotATagPush {
+                    pushed: pushed.to_string(),
+                })
+            }
         },
         RefRule::Name(name) if name.starts_with(BRANCH_PREFIX) || name.starts_with(TAG_PREFIX) => {
             if pushed != name {
@@ -161,8 +170,10 @@ fn not_a_deletion(push: &Push) -> Result<(), RefMiss> {
     }
     let pushed = push.git_ref.clone();
     Err(match push.event {
-        PushEvent::Push => RefMiss::BranchDeleted { pushed },
         PushEvent::TagPush => RefMiss::TagDeleted { pushed },
+        PushEvent::Push | PushEvent::Pipeline | PushEvent::ArtifactPush => {
+            RefMiss::BranchDeleted { pushed }
+        }
     })
 }
 
@@ -174,7 +185,7 @@ pub fn already_at(rule: &RefRule, artifact_revision: Option<&str>, push: &Push) 
     let Some(revision) = artifact_revision.and_then(ArtifactRevision::parse) else {
         return false;
     };
-    if push.is_deletion() {
+    if push.is_deletion() || !push.event.is_git_push() {
         return false;
     }
     // The revision must name the tracked ref, and the push must be to that same ref: the
@@ -194,8 +205,10 @@ pub fn already_at(rule: &RefRule, artifact_revision: Option<&str>, push: &Push) 
     // GitLab's `after` of an annotated tag is the tag object; `checkout_sha` is the commit
     // Flux records, so a tag push is "already there" when either one is.
     let pushed_commits: &[Option<&str>] = match push.event {
-        PushEvent::Push => &[Some(push.after.as_str())],
         PushEvent::TagPush => &[Some(push.after.as_str()), push.checkout_sha.as_deref()],
+        PushEvent::Push | PushEvent::Pipeline | PushEvent::ArtifactPush => {
+            &[Some(push.after.as_str())]
+        }
     };
     tracked_ref_pushed
         && revision.ref_name == revision_name

@@ -9,7 +9,9 @@ use sha2::{Digest, Sha256};
 
 use super::refs::{self, RefMiss};
 use super::url;
-use crate::flux::{GIT_REPOSITORY_GROUP, GitRepository, Receiver, ResourceSelector, SourceStatus};
+use crate::flux::{
+    GIT_REPOSITORY_GROUP, GitRepository, ObjectRef, Receiver, ResourceSelector, SourceStatus,
+};
 use crate::push::Push;
 
 const GIT_REPOSITORY_KIND: &str = "GitRepository";
@@ -139,43 +141,63 @@ pub fn repository_skip(
 /// equal to the repo's, and name equal to the repo's name, or name `*` whose matchLabels are all present on
 /// the repo with equal values (empty matchLabels with `*` selects all GitRepositories in that namespace).
 pub fn receiver_selects(receiver: &Receiver, repo: &GitRepository) -> bool {
+    receiver_selects_object(
+        receiver,
+        GIT_REPOSITORY_KIND,
+        GIT_REPOSITORY_GROUP,
+        &repo.id,
+        &repo.labels,
+    )
+}
+
+/// [`receiver_selects`] for an object of any kind: its `kind`, API `group`, id and labels.
+pub fn receiver_selects_object(
+    receiver: &Receiver,
+    kind: &str,
+    group: &str,
+    id: &ObjectRef,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     receiver
         .resources
         .iter()
-        .any(|selector| selector_selects(selector, &receiver.id.namespace, repo))
+        .any(|selector| selector_selects(selector, &receiver.id.namespace, kind, group, id, labels))
 }
 
 fn selector_selects(
     selector: &ResourceSelector,
     receiver_namespace: &str,
-    repo: &GitRepository,
+    kind: &str,
+    group: &str,
+    id: &ObjectRef,
+    labels: &BTreeMap<String, String>,
 ) -> bool {
     let namespace = selector.namespace.as_deref().unwrap_or(receiver_namespace);
     let name_selects = if selector.name == "*" {
         selector
             .match_labels
             .iter()
-            .all(|(key, value)| repo.labels.get(key) == Some(value))
+            .all(|(key, value)| labels.get(key) == Some(value))
     } else {
         // flux.rs reads a missing name as ""; an empty name selects nothing.
-        !selector.name.is_empty() && selector.name == repo.id.name
+        !selector.name.is_empty() && selector.name == id.name
     };
-    selector.kind == GIT_REPOSITORY_KIND
+    selector.kind == kind
         && selector
             .api_version
             .as_deref()
-            .is_none_or(is_git_repository_api_version)
-        && namespace == repo.id.namespace
+            .is_none_or(|api_version| is_api_version_of(api_version, group))
+        && namespace == id.namespace
         && name_selects
 }
 
-/// `source.toolkit.fluxcd.io/<version>`, any version: which one the Receiver names does
-/// not change which object it annotates.
-fn is_git_repository_api_version(api_version: &str) -> bool {
+/// `<group>/<version>`, any version: which one the Receiver names does not change which
+/// object it annotates.
+fn is_api_version_of(api_version: &str, group: &str) -> bool {
     matches!(
         api_version.split_once('/'),
-        Some((group, version))
-            if group == GIT_REPOSITORY_GROUP && !version.is_empty() && !version.contains('/')
+        Some((named, version))
+            if named == group && !version.is_empty() && !version.contains('/')
     )
 }
 
@@ -198,6 +220,35 @@ pub fn is_safe_webhook_path(path: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         })
+}
+
+/// `text` with the secret part of every webhook path replaced: `…/hook/<redacted>`. A
+/// generic Receiver's path is its only secret, and libraries log the URLs they call
+/// (kube-client's `HTTP` span at debug carries `http.url`), so every log line written by
+/// fluxrelay's processes passes through this. The part replaced is what
+/// [`is_safe_webhook_path`] allows after the prefix, so no path dispatch can call escapes.
+pub fn redact_webhook_paths(text: &str) -> std::borrow::Cow<'_, str> {
+    const REDACTED: &str = "<redacted>";
+    let is_digest_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    if !text.contains(WEBHOOK_PATH_PREFIX) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut redacted = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(WEBHOOK_PATH_PREFIX) {
+        let after = at + WEBHOOK_PATH_PREFIX.len();
+        redacted.push_str(&rest[..after]);
+        let digest = rest[after..]
+            .bytes()
+            .take_while(|b| is_digest_byte(*b))
+            .count();
+        if digest > 0 {
+            redacted.push_str(REDACTED);
+        }
+        rest = &rest[after + digest..];
+    }
+    redacted.push_str(rest);
+    std::borrow::Cow::Owned(redacted)
 }
 
 #[cfg(test)]

@@ -556,3 +556,38 @@ fn only_hook_followed_by_1_to_128_word_characters_is_a_safe_webhook_path() {
         assert_eq!(is_safe_webhook_path(path), safe, "{why}: {path:?}");
     }
 }
+
+#[test]
+fn every_webhook_path_in_a_log_line_is_redacted() {
+    let path = webhook_path("generic-receiver-token", "r", "flux-system");
+    let digest = path.trim_start_matches("/hook/").to_string();
+    let cases = [
+        // kube-client's span, in text logs.
+        (
+            format!("HTTP{{http.method=POST http.url=https://10.0.0.1:6443/api/v1/namespaces/flux-system/services/http:webhook-receiver:80/proxy{path} otel.kind=\"client\"}}: requesting"),
+            "HTTP{http.method=POST http.url=https://10.0.0.1:6443/api/v1/namespaces/flux-system/services/http:webhook-receiver:80/proxy/hook/<redacted> otel.kind=\"client\"}: requesting".to_string(),
+        ),
+        // The same in a JSON span list, twice in one line.
+        (
+            format!("{{\"spans\":[{{\"http.url\":\"https://h{path}\"}},{{\"url\":\"http://x/base{path}?a=1\"}}]}}"),
+            "{\"spans\":[{\"http.url\":\"https://h/hook/<redacted>\"},{\"url\":\"http://x/base/hook/<redacted>?a=1\"}]}".to_string(),
+        ),
+        // Any digest dispatch could call: letters, digits, '_' and '-'.
+        ("/hook/Ab_9-z.".to_string(), "/hook/<redacted>.".to_string()),
+        // Nothing after the prefix, or no prefix: unchanged.
+        ("/hook/".to_string(), "/hook/".to_string()),
+        ("/hook/?x".to_string(), "/hook/?x".to_string()),
+        ("a hook/abc and /hooks/abc".to_string(), "a hook/abc and /hooks/abc".to_string()),
+        (String::new(), String::new()),
+    ];
+    for (line, expected) in cases {
+        let redacted = redact_webhook_paths(&line);
+        assert_eq!(redacted, expected, "{line}");
+        assert!(!redacted.contains(&digest), "{line}");
+    }
+    // Multi-byte text around a path is kept whole.
+    assert_eq!(
+        redact_webhook_paths(&format!("é{path}ü")),
+        "é/hook/<redacted>ü"
+    );
+}

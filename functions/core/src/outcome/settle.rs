@@ -36,6 +36,12 @@ pub enum Settlement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {
     Acknowledged,
+    /// Nothing more was needed, but deleting it failed: the queue may deliver it again (a
+    /// duplicate at worst). On SQS it is reported as processed, so the event source
+    /// deletes it.
+    AcknowledgeFailed {
+        error: String,
+    },
     /// The follow-ups were sent and the message deleted (a failed delete is logged: the
     /// message comes back and is settled again, a duplicate at worst).
     FollowedUp {
@@ -112,6 +118,7 @@ pub fn dispatch_settlement(
             status: plan.status,
             cluster: dispatch.map(|d| d.cluster.clone()),
             key: dispatch.map(|d| d.push.key.clone()),
+            attempts: Some(attempt_number(dispatch, message)),
         };
         (body, reason)
     });
@@ -152,6 +159,7 @@ pub fn route_settlement(
                     status: None,
                     cluster: None,
                     key: key.map(str::to_string),
+                    attempts: Some(message.receive_count),
                 },
             )),
         };
@@ -170,7 +178,7 @@ pub async fn settle(
     match settlement {
         Settlement::Acknowledge => match queue.acknowledge(message).await {
             Ok(()) => Settled::Acknowledged,
-            Err(error) => Settled::Failed {
+            Err(error) => Settled::AcknowledgeFailed {
                 error: error.to_string(),
             },
         },

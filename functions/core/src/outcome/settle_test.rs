@@ -206,6 +206,22 @@ fn follow_ups_are_sent_before_the_acknowledgement_and_a_failed_one_keeps_the_mes
 }
 
 #[test]
+fn a_failed_acknowledgement_leaves_the_message_to_the_queue_but_not_to_come_back() {
+    let incoming = message("body", 1);
+    let queue = MemorySettle::default();
+    *queue.down.lock().unwrap() = true;
+    let settled = settle(&queue, &incoming, &Settlement::Acknowledge)
+        .now_or_never()
+        .unwrap();
+    assert!(
+        matches!(settled, Settled::AcknowledgeFailed { .. }),
+        "{settled:?}"
+    );
+    // The work is done: on SQS the event source deletes it (reported as processed).
+    assert!(!settled.comes_back());
+}
+
+#[test]
 fn a_route_failure_backs_off_then_is_dead_lettered_with_its_reason() {
     let policy = RetryPolicy::default();
     let push = sample_push();

@@ -94,7 +94,8 @@ fn forget_oldest_half(last: &mut HashMap<(String, String), OffsetDateTime>) {
 }
 
 /// For each message (in queue order), the index of a newer message of the same batch that
-/// takes over all of its targets, if any: same instance, project, ref and event, accepted
+/// takes over all of its targets, if any: same instance, project (id, path and URLs), ref
+/// and event, accepted
 /// later (queue order breaks ties), and asking for every target the older one asks for.
 /// The newest such message is chosen, so a chain of pushes collapses onto one.
 pub fn superseded_by(dispatches: &[&Dispatch]) -> Vec<Option<usize>> {
@@ -117,8 +118,11 @@ pub fn superseded_by(dispatches: &[&Dispatch]) -> Vec<Option<usize>> {
                     continue;
                 }
                 let (o, c) = (&dispatches[older].push, &dispatches[candidate].push);
+                // The whole project, URLs included: what a push matches in a cluster is
+                // decided by them, and two pushes of one project id may name it
+                // differently (a project renamed between them).
                 let same_scope = o.instance == c.instance
-                    && o.project.id == c.project.id
+                    && o.project == c.project
                     && o.git_ref == c.git_ref
                     && o.event == c.event;
                 if same_scope

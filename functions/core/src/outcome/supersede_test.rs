@@ -135,4 +135,12 @@ fn newer_pushes_of_the_same_scope_take_over_older_ones() {
     let mut other_project = dispatch("o", main, 9, None);
     other_project.push.project.id = 99;
     assert_eq!(superseded_by(&[&a, &other_project]), vec![None, None]);
+    let mut other_instance = dispatch("i", main, 9, None);
+    other_instance.push.instance = "https://gitlab.other.example".into();
+    assert_eq!(superseded_by(&[&a, &other_instance]), vec![None, None]);
+    // The same project id under other URLs (renamed between the pushes) matches other
+    // GitRepositories: not taken over.
+    let mut renamed = dispatch("r", main, 9, None);
+    renamed.push.project.http_url = "https://gitlab.example.com/mike/renamed.git".into();
+    assert_eq!(superseded_by(&[&a, &renamed]), vec![None, None]);
 }

@@ -1,7 +1,7 @@
 //! Registry entry parsing: JSON → [`ClusterEntry`], with every problem reported at once,
 //! each with its field path, and no secret value in any message.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -11,8 +11,10 @@ use super::{
     TriggerMode,
 };
 use crate::flux::ObjectRef;
+use crate::flux::artifacts::ArtifactKind;
+use crate::oci::normalize_registry;
 use crate::secret::Secret;
-use crate::subscriptions::{PatternList, RefPatterns, Subscription};
+use crate::subscriptions::{PatternList, ProjectEvent, RefPatterns, Subscription, Takes};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -418,9 +420,49 @@ fn host_aliases(object: &Map<String, Value>, errors: &mut Errors) -> BTreeMap<St
         .collect()
 }
 
+/// A `subscriptions` field alone (the registry index lists them apart from the entry), with
+/// the same rules and messages as in a whole entry.
+pub(crate) fn subscriptions_only(
+    value: Option<&Value>,
+) -> Result<Vec<Subscription>, RegistryError> {
+    let mut errors = Errors::default();
+    let subscriptions = subscriptions(value, &mut errors);
+    if errors.is_empty() {
+        Ok(subscriptions)
+    } else {
+        Err(errors.into_error())
+    }
+}
+
+/// The fields of an entry that hold a secret: none may be in the registry index, which route
+/// reads.
+pub(crate) fn secret_fields(object: &Map<String, Value>) -> Vec<&'static str> {
+    let auth = object.get("auth").and_then(Value::as_object);
+    let trigger = object.get("trigger").and_then(Value::as_object);
+    [
+        ("auth.token", auth.is_some_and(|a| a.contains_key("token"))),
+        (
+            "auth.client_key",
+            auth.is_some_and(|a| a.contains_key("client_key")),
+        ),
+        (
+            "auth.client_cert",
+            auth.is_some_and(|a| a.contains_key("client_cert")),
+        ),
+        ("kubeconfig", object.contains_key("kubeconfig")),
+        (
+            "trigger.receiver_tokens",
+            trigger.is_some_and(|t| t.contains_key("receiver_tokens")),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(field, present)| present.then_some(field))
+    .collect()
+}
+
 fn subscriptions(value: Option<&Value>, errors: &mut Errors) -> Vec<Subscription> {
     let Some(value) = value else {
-        return vec![Subscription::default()];
+        return vec![Subscription::default(), Subscription::every_artifact()];
     };
     let Some(items) = value.as_array() else {
         errors.add(
@@ -442,18 +484,38 @@ fn subscriptions(value: Option<&Value>, errors: &mut Errors) -> Vec<Subscription
         .collect()
 }
 
+const GIT_SUBSCRIPTION_FIELDS: &[&str] =
+    &["projects", "refs", "instances", "paths", "on", "registry"];
+const ARTIFACT_SUBSCRIPTION_FIELDS: &[&str] = &["registries", "repositories", "tags"];
+
 fn subscription(value: &Value, path: &str, errors: &mut Errors) -> Option<Subscription> {
     let Some(object) = value.as_object() else {
-        errors.add(path, "must be an object {projects, refs, instances, paths}");
+        errors.add(
+            path,
+            "must be an object {projects, refs, instances, paths, on, registry} or {registries, repositories, tags}",
+        );
         return None;
     };
     for key in object.keys() {
-        if !matches!(key.as_str(), "projects" | "refs" | "instances" | "paths") {
+        if !GIT_SUBSCRIPTION_FIELDS.contains(&key.as_str())
+            && !ARTIFACT_SUBSCRIPTION_FIELDS.contains(&key.as_str())
+        {
             errors.add(
                 format!("{path}.{key}"),
-                "unknown field (known: projects, refs, instances, paths)",
+                "unknown field (known: projects, refs, instances, paths, on, registry; or registries, repositories, tags)",
             );
         }
+    }
+    let has = |fields: &[&str]| fields.iter().any(|field| object.contains_key(*field));
+    if has(ARTIFACT_SUBSCRIPTION_FIELDS) {
+        if has(GIT_SUBSCRIPTION_FIELDS) {
+            errors.add(
+                path,
+                "mixes a registry subscription (registries, repositories, tags) with a GitLab one (projects, refs, instances, paths, on, registry); write two subscriptions",
+            );
+            return None;
+        }
+        return Some(artifact_subscription(object, path, errors));
     }
     let mut subscription = Subscription::default();
     let globs = |key: &str, case_insensitive: bool, errors: &mut Errors| -> Option<PatternList> {
@@ -478,7 +540,99 @@ fn subscription(value: &Value, path: &str, errors: &mut Errors) -> Option<Subscr
     if let Some(value) = object.get("instances") {
         subscription.instances = string_list(value, &format!("{path}.instances"), errors);
     }
+    subscription.takes = takes(object, path, errors);
+    if matches!(subscription.takes, Takes::ProjectArtifacts { .. }) && object.contains_key("paths")
+    {
+        errors.add(
+            format!("{path}.paths"),
+            "only applies to Git pushes (on: push); a pipeline or tag push lists no changed files",
+        );
+    }
     Some(subscription)
+}
+
+/// `on` (`push`, the default; `pipeline`; `tag_push`) and, for the last two, `registry`.
+fn takes(object: &Map<String, Value>, path: &str, errors: &mut Errors) -> Takes {
+    let on = string_at(object.get("on"), &format!("{path}.on"), errors);
+    let registry = string_at(object.get("registry"), &format!("{path}.registry"), errors);
+    let event = match on.as_deref() {
+        None | Some("push") => {
+            if registry.is_some() {
+                errors.add(
+                    format!("{path}.registry"),
+                    "only applies with on: pipeline or on: tag_push",
+                );
+            }
+            return Takes::GitPushes;
+        }
+        Some("pipeline") => ProjectEvent::Pipeline,
+        Some("tag_push") => ProjectEvent::TagPush,
+        Some(_) => {
+            errors.add(
+                format!("{path}.on"),
+                "must be \"push\", \"pipeline\" or \"tag_push\"",
+            );
+            return Takes::GitPushes;
+        }
+    };
+    let Some(registry) = registry else {
+        if !object.contains_key("registry") {
+            errors.add(
+                format!("{path}.registry"),
+                "is required with on: pipeline or tag_push: the host[:port] of the GitLab container registry that holds the projects' artifacts",
+            );
+        }
+        return Takes::GitPushes;
+    };
+    match normalize_registry(&registry) {
+        Some(registry) => Takes::ProjectArtifacts {
+            on: event,
+            registry,
+        },
+        None => {
+            errors.add(
+                format!("{path}.registry"),
+                "must be a registry host[:port], without scheme or path",
+            );
+            Takes::GitPushes
+        }
+    }
+}
+
+/// `{registries, repositories, tags}`: tagged pushes to these registries and repositories.
+fn artifact_subscription(
+    object: &Map<String, Value>,
+    path: &str,
+    errors: &mut Errors,
+) -> Subscription {
+    let mut subscription = Subscription::every_artifact();
+    let globs = |key: &str, case_insensitive: bool, errors: &mut Errors| -> Option<PatternList> {
+        let field = format!("{path}.{key}");
+        let list = string_list(object.get(key)?, &field, errors);
+        PatternList::new(&list, case_insensitive)
+            .map_err(|e| errors.add(&field, e.to_string()))
+            .ok()
+    };
+    if let Some(repositories) = globs("repositories", true, errors) {
+        subscription.projects = repositories;
+    }
+    if let Some(tags) = globs("tags", false, errors) {
+        subscription.takes = Takes::ArtifactPushes { tags };
+    }
+    if let Some(value) = object.get("registries") {
+        let field = format!("{path}.registries");
+        let registries = string_list(value, &field, errors);
+        for (i, registry) in registries.iter().enumerate() {
+            if normalize_registry(registry).is_none() {
+                errors.add(
+                    format!("{field}[{i}]"),
+                    "must be a registry host[:port], without scheme or path",
+                );
+            }
+        }
+        subscription.instances = registries;
+    }
+    subscription
 }
 
 fn trigger(value: Option<&Value>, errors: &mut Errors) -> TriggerConfig {
@@ -496,11 +650,15 @@ fn trigger(value: Option<&Value>, errors: &mut Errors) -> TriggerConfig {
     for key in object.keys() {
         if !matches!(
             key.as_str(),
-            "mode" | "webhook_receiver_url" | "receiver_tokens"
+            "mode"
+                | "webhook_receiver_url"
+                | "receiver_tokens"
+                | "artifact_kinds"
+                | "registry_aliases"
         ) {
             errors.add(
                 format!("trigger.{key}"),
-                "unknown field (known: mode, webhook_receiver_url, receiver_tokens)",
+                "unknown field (known: mode, webhook_receiver_url, receiver_tokens, artifact_kinds, registry_aliases)",
             );
         }
     }
@@ -524,6 +682,12 @@ fn trigger(value: Option<&Value>, errors: &mut Errors) -> TriggerConfig {
     }
     if let Some(value) = object.get("receiver_tokens") {
         config.receiver_tokens = receiver_tokens(value, errors);
+    }
+    if let Some(value) = object.get("artifact_kinds") {
+        config.artifact_kinds = artifact_kinds(value, errors);
+    }
+    if let Some(value) = object.get("registry_aliases") {
+        config.registry_aliases = registry_aliases(value, errors);
     }
     config
 }
@@ -562,6 +726,75 @@ fn confirm(value: Option<&Value>, errors: &mut Errors) -> Option<ConfirmOptions>
             None
         }
     }
+}
+
+/// The kinds dispatch reads (and triggers) for artifact events: a subset of OCIRepository,
+/// HelmRepository, HelmChart, HelmRelease and ImageRepository. The Helm kinds go together:
+/// a HelmChart or HelmRelease is found through its OCI HelmRepository, and a HelmRepository
+/// alone is never triggered (Flux never reconciles an OCI one).
+fn artifact_kinds(value: &Value, errors: &mut Errors) -> BTreeSet<ArtifactKind> {
+    const FIELD: &str = "trigger.artifact_kinds";
+    let Some(items) = value.as_array() else {
+        errors.add(
+            FIELD,
+            format!("must be an array of kinds, found {}", type_name(value)),
+        );
+        return BTreeSet::new();
+    };
+    let mut kinds = BTreeSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("{FIELD}[{i}]");
+        let Some(text) = string_at(Some(item), &path, errors) else {
+            continue;
+        };
+        match ArtifactKind::parse(&text) {
+            Some(kind) => {
+                kinds.insert(kind);
+            }
+            None => errors.add(
+                path,
+                "must be one of OCIRepository, HelmRepository, HelmChart, HelmRelease, ImageRepository",
+            ),
+        }
+    }
+    let helm_consumers =
+        kinds.contains(&ArtifactKind::HelmChart) || kinds.contains(&ArtifactKind::HelmRelease);
+    if kinds.contains(&ArtifactKind::HelmRepository) != helm_consumers {
+        errors.add(
+            FIELD,
+            "HelmRepository goes with HelmChart and/or HelmRelease: the charts of an OCI HelmRepository are triggered through the HelmCharts and HelmReleases that take them",
+        );
+    }
+    kinds
+}
+
+/// `{"alias host[:port]": "canonical host[:port]"}` for registries reached under several
+/// names; a port is part of the name.
+fn registry_aliases(value: &Value, errors: &mut Errors) -> BTreeMap<String, String> {
+    const FIELD: &str = "trigger.registry_aliases";
+    let Some(map) = value.as_object() else {
+        errors.add(
+            FIELD,
+            "must be an object {alias registry: canonical registry}",
+        );
+        return BTreeMap::new();
+    };
+    map.iter()
+        .filter_map(|(alias, canonical)| {
+            let path = format!("{FIELD}.{alias}");
+            let canonical = string_at(Some(canonical), &path, errors)?;
+            match (normalize_registry(alias), normalize_registry(&canonical)) {
+                (Some(alias), Some(canonical)) => Some((alias, canonical)),
+                _ => {
+                    errors.add(
+                        path,
+                        "must map a registry host[:port] to a registry host[:port]",
+                    );
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// A service-proxy path (`^/api/v1/namespaces/[^/]+/services/[^/]+/proxy$`) or an

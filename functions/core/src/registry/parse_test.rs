@@ -30,8 +30,12 @@ fn a_minimal_entry_gets_the_documented_defaults() {
     );
     assert_eq!(entry.namespaces, vec!["flux-system".to_string()]);
     assert!(entry.host_aliases.is_empty());
-    assert_eq!(entry.subscriptions.len(), 1);
+    // Every Git push and every artifact push.
+    assert_eq!(entry.subscriptions.len(), 2);
+    assert!(entry.subscriptions.iter().all(|s| s.takes_everything()));
     assert_eq!(entry.trigger.mode, TriggerMode::Receiver);
+    assert!(entry.trigger.artifact_kinds.is_empty());
+    assert!(entry.trigger.registry_aliases.is_empty());
     assert_eq!(
         entry.trigger.receiver_endpoint,
         ReceiverEndpoint::ServiceProxy(DEFAULT_RECEIVER_PROXY.to_string())
@@ -433,6 +437,184 @@ fn confirmation_is_off_unless_the_entry_turns_it_on() {
         assert!(
             error.errors.iter().any(|e| e.path == path),
             "{bad}: {error}"
+        );
+    }
+}
+
+#[test]
+fn registry_and_project_artifact_subscriptions_parse_and_are_checked() {
+    use crate::subscriptions::{ProjectEvent, Takes};
+    let entry = ClusterEntry::from_value(&with(
+        minimal(),
+        "subscriptions",
+        json!([
+            {"registries": ["Harbor.Example.com:8443"], "repositories": ["team/**"], "tags": ["v*"]},
+            {"on": "pipeline", "projects": ["team/app"], "refs": ["main"], "registry": "registry.gitlab.example.com"},
+            {"on": "tag_push", "projects": ["team/app"], "registry": "registry.gitlab.example.com:5050"},
+            {"on": "push", "projects": ["team/app"]},
+        ]),
+    ))
+    .unwrap();
+    assert!(matches!(
+        entry.subscriptions[0].takes,
+        Takes::ArtifactPushes { .. }
+    ));
+    assert_eq!(
+        entry.subscriptions[0].instances,
+        vec!["Harbor.Example.com:8443"]
+    );
+    assert!(matches!(
+        &entry.subscriptions[1].takes,
+        Takes::ProjectArtifacts { on: ProjectEvent::Pipeline, registry } if registry == "registry.gitlab.example.com"
+    ));
+    assert!(matches!(
+        &entry.subscriptions[2].takes,
+        Takes::ProjectArtifacts { on: ProjectEvent::TagPush, registry } if registry == "registry.gitlab.example.com:5050"
+    ));
+    assert!(matches!(entry.subscriptions[3].takes, Takes::GitPushes));
+
+    let sub = |s: serde_json::Value| with(minimal(), "subscriptions", json!([s]));
+    for (subscription, expected) in [
+        (
+            json!({"registries": ["r.example"], "projects": ["a"]}),
+            "subscriptions[0]: mixes a registry subscription",
+        ),
+        (
+            json!({"tags": ["v*"], "on": "pipeline"}),
+            "subscriptions[0]: mixes",
+        ),
+        (
+            json!({"registries": ["https://r.example"]}),
+            "subscriptions[0].registries[0]: must be a registry host",
+        ),
+        (
+            json!({"registries": []}),
+            "subscriptions[0].registries: must not be empty",
+        ),
+        (
+            json!({"tags": ["[v"]}),
+            "subscriptions[0].tags: invalid glob",
+        ),
+        (
+            json!({"repositories": "team/*"}),
+            "subscriptions[0].repositories: must be an array",
+        ),
+        (
+            json!({"on": "pipeline", "projects": ["a"]}),
+            "subscriptions[0].registry: is required",
+        ),
+        (
+            json!({"on": "pipeline", "registry": "r.example/x"}),
+            "subscriptions[0].registry: must be a registry host",
+        ),
+        (
+            json!({"on": "merge_request"}),
+            "subscriptions[0].on: must be",
+        ),
+        (json!({"on": 1}), "subscriptions[0].on: must be a string"),
+        (
+            json!({"registry": "r.example"}),
+            "subscriptions[0].registry: only applies with on: pipeline",
+        ),
+        (
+            json!({"on": "pipeline", "registry": "r.example", "paths": ["a/**"]}),
+            "subscriptions[0].paths: only applies to Git pushes",
+        ),
+    ] {
+        let errors = errors_of(sub(subscription.clone()));
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "{subscription}: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn artifact_kinds_and_registry_aliases_parse_and_are_checked() {
+    use crate::flux::artifacts::ArtifactKind;
+    let trigger = |t: serde_json::Value| with(minimal(), "trigger", t);
+    let entry = ClusterEntry::from_value(&trigger(json!({
+        "artifact_kinds": ["OCIRepository", "HelmRepository", "HelmChart", "ImageRepository", "OCIRepository"],
+        "registry_aliases": {"Harbor.Internal:8443": "harbor.example.com", "docker.io": "mirror.example:5000"}
+    })))
+    .unwrap();
+    assert_eq!(
+        entry
+            .trigger
+            .artifact_kinds
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![
+            ArtifactKind::OciRepository,
+            ArtifactKind::HelmRepository,
+            ArtifactKind::HelmChart,
+            ArtifactKind::ImageRepository
+        ]
+    );
+    assert_eq!(
+        entry
+            .trigger
+            .registry_aliases
+            .get("harbor.internal:8443")
+            .map(String::as_str),
+        Some("harbor.example.com")
+    );
+    // Docker Hub's names are one registry, on both sides.
+    assert_eq!(
+        entry
+            .trigger
+            .registry_aliases
+            .get("index.docker.io")
+            .map(String::as_str),
+        Some("mirror.example:5000")
+    );
+    for (value, expected) in [
+        (
+            json!({"artifact_kinds": "OCIRepository"}),
+            "trigger.artifact_kinds: must be an array",
+        ),
+        (
+            json!({"artifact_kinds": ["ocirepository"]}),
+            "trigger.artifact_kinds[0]: must be one of",
+        ),
+        (
+            json!({"artifact_kinds": ["GitRepository"]}),
+            "trigger.artifact_kinds[0]: must be one of",
+        ),
+        (
+            json!({"artifact_kinds": [""]}),
+            "trigger.artifact_kinds[0]: must not be empty",
+        ),
+        (
+            json!({"artifact_kinds": ["HelmRepository"]}),
+            "trigger.artifact_kinds: HelmRepository goes with",
+        ),
+        (
+            json!({"artifact_kinds": ["HelmRelease"]}),
+            "trigger.artifact_kinds: HelmRepository goes with",
+        ),
+        (
+            json!({"registry_aliases": ["a"]}),
+            "trigger.registry_aliases: must be an object",
+        ),
+        (
+            json!({"registry_aliases": {"a b": "c.example"}}),
+            "trigger.registry_aliases.a b: must map",
+        ),
+        (
+            json!({"registry_aliases": {"a.example": "https://c.example"}}),
+            "trigger.registry_aliases.a.example: must map",
+        ),
+        (
+            json!({"registry_aliases": {"a.example": 5}}),
+            "trigger.registry_aliases.a.example: must be a string",
+        ),
+    ] {
+        let errors = errors_of(trigger(value.clone()));
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "{value}: {errors:?}"
         );
     }
 }

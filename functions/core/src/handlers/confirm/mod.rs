@@ -612,6 +612,8 @@ async fn dead_letter(
         status: about.and_then(|(_, status)| status),
         cluster: about.map(|(c, _)| c.cluster.clone()),
         key: about.map(|(c, _)| c.push.key.clone()),
+        // A final status that could not be posted: the message's own receives are the story.
+        attempts: None,
     };
     if let Err(error) = queue.dead_letter(message, body, &reason).await {
         return in_place(queue, message, format!("could not dead-letter it: {error}")).await;

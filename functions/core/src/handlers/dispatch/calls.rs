@@ -1,5 +1,6 @@
 //! The calls dispatch makes to one cluster: read its Flux objects, and trigger one target
-//! (a Receiver POST, or a GitRepository annotation), re-reading a Receiver whose path moved.
+//! (a Receiver POST, a GitRepository annotation, or an artifact object's annotation),
+//! re-reading a Receiver whose path moved.
 
 use time::OffsetDateTime;
 use tracing::Instrument;
@@ -17,12 +18,22 @@ use crate::push::Push;
 use crate::registry::{ClusterEntry, TriggerMode};
 use crate::trigger::request::{annotate_patch, requested_at};
 
-/// Read the cluster's GitRepositories (and Receivers, in receiver mode) in every namespace
-/// of the entry; `Fresh` bypasses any cache.
+/// What a batch needs read: GitRepositories for Git pushes, the entry's artifact kinds
+/// for artifact events (`super::cluster::needed_reads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Reads {
+    pub git_repositories: bool,
+    pub artifacts: bool,
+}
+
+/// Read the cluster's GitRepositories, the objects of its artifact kinds (each as `reads`
+/// asks) and Receivers (in receiver mode) in every namespace of the entry; `Fresh` bypasses
+/// any cache.
 pub(super) async fn discover(
     api: &impl FluxDiscovery,
     entry: &ClusterEntry,
     freshness: Freshness,
+    reads: Reads,
 ) -> Result<ClusterView, TriggerFailure> {
     let fresh = freshness == Freshness::Fresh;
     let mut view = ClusterView {
@@ -30,9 +41,20 @@ pub(super) async fn discover(
         ..ClusterView::default()
     };
     for namespace in &entry.namespaces {
-        view.repositories
-            .extend(api.git_repositories(entry, namespace, fresh).await?);
-        if entry.trigger.mode == TriggerMode::Receiver {
+        if reads.git_repositories {
+            view.repositories
+                .extend(api.git_repositories(entry, namespace, fresh).await?);
+        }
+        if reads.artifacts {
+            for kind in &entry.trigger.artifact_kinds {
+                view.artifacts
+                    .extend(api.artifact_objects(entry, namespace, *kind, fresh).await?);
+            }
+        }
+        // Receivers matter only for objects that were read.
+        if entry.trigger.mode == TriggerMode::Receiver
+            && (reads.git_repositories || reads.artifacts)
+        {
             view.receivers
                 .extend(api.receivers(entry, namespace, fresh).await?);
         }
@@ -100,6 +122,11 @@ where
             let response = api.annotate(entry, repository, &patch).await?;
             classify_apiserver_response(&response, &format!("patch gitrepository {repository}"))
         }
+        Target::AnnotateArtifact { kind, object } => {
+            let patch = annotate_patch(&requested_at(now));
+            let response = api.annotate_object(entry, *kind, object, &patch).await?;
+            classify_apiserver_response(&response, &format!("patch {} {object}", kind.plural()))
+        }
         Target::Receiver { receiver, .. } => {
             match send_to_receiver(api, entry, view, receiver, push).await {
                 Err(failure) if failure.class == FailureClass::Rediscover => {
@@ -153,9 +180,9 @@ where
     };
     let receivers = api.receivers(entry, &id.namespace, true).await?;
     let view = ClusterView {
-        repositories: Vec::new(),
         receivers,
         freshness: Freshness::Fresh,
+        ..ClusterView::default()
     };
     let Some(fresh) = view.receiver(id) else {
         return Err(permanent(format!(

@@ -8,11 +8,12 @@ use futures_util::future::join_all;
 use time::{Duration, OffsetDateTime};
 use tracing::Instrument;
 
-use super::calls::{discover, distrust_if_unready, trigger};
+use super::calls::{Reads, discover, distrust_if_unready, trigger};
 use super::{DispatchMemory, DispatchRules, TargetOutcome};
 use crate::handlers::plan::{
     ClusterView, PushPlan, Skip, Target, configuration_failure, plan_dispatch,
 };
+use crate::matching::artifacts::artifact_scopes;
 use crate::matching::select::Freshness;
 use crate::outcome::classify::{FailureClass, TriggerFailure};
 use crate::outcome::settle::attempt_number;
@@ -339,7 +340,8 @@ async fn discover_and_plan(
             .map(|(_, dispatch)| plan_dispatch(entry, view, dispatch))
             .collect()
     };
-    let mut view = discover(api, entry, Freshness::Cached).await?;
+    let reads = needed_reads(entry, group);
+    let mut view = discover(api, entry, Freshness::Cached, reads).await?;
     let mut plans = plan_all(&view);
     let stale = plans.iter().any(|plan| {
         plan.look_again
@@ -349,7 +351,7 @@ async fn discover_and_plan(
                 .any(|p| p.failure.class == FailureClass::Rediscover)
     });
     if stale && view.freshness == Freshness::Cached {
-        view = discover(api, entry, Freshness::Fresh).await?;
+        view = discover(api, entry, Freshness::Fresh, reads).await?;
         plans = plan_all(&view);
     }
     for problem in plans.iter_mut().flat_map(|p| &mut p.problems) {
@@ -358,4 +360,15 @@ async fn discover_and_plan(
         }
     }
     Ok((view, plans))
+}
+
+/// GitRepositories are read when the batch holds a Git push, the entry's artifact kinds
+/// when it holds an event with artifact scopes here: a batch of Git pushes lists nothing
+/// the Role of a Git-only cluster does not grant.
+fn needed_reads(entry: &ClusterEntry, group: &[(&QueueMessage, Dispatch)]) -> Reads {
+    let pushes = || group.iter().map(|(_, dispatch)| &dispatch.push);
+    Reads {
+        git_repositories: pushes().any(|push| push.event.is_git_push()),
+        artifacts: pushes().any(|push| !artifact_scopes(entry, push).is_empty()),
+    }
 }

@@ -296,3 +296,7 @@ fn over_budget(name: &str, budget: Duration) -> TriggerFailure {
 #[cfg(test)]
 #[path = "dispatch_test.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "dispatch_artifacts_test.rs"]
+mod artifact_tests;
