@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod cluster;
 pub mod cluster_check;
+pub mod dispatcher_identity;
 pub mod eks;
 pub mod embedded;
 pub mod emf;

@@ -166,9 +166,16 @@ enum ClusterCommand {
         /// Do not read Receiver tokens from their Secrets in the cluster
         #[arg(long)]
         no_receiver_tokens: bool,
-        /// Replace an existing entry
+        /// Replace an existing entry (and renew its dispatcher identity's token)
         #[arg(long)]
         force: bool,
+        /// Store your kubeconfig user's own credentials instead of making a least-privilege
+        /// dispatcher identity (ServiceAccount, Roles, bound token) with them
+        #[arg(long)]
+        operator_credentials: bool,
+        /// Days the dispatcher identity's token lasts (1 to 3650)
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        token_days: u32,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -560,6 +567,8 @@ fn cluster_command(command: ClusterCommand) -> ExitCode {
             annotate,
             no_receiver_tokens,
             force,
+            operator_credentials,
+            token_days,
             store,
         } => {
             let kubeconfig = kubeconfig.or_else(default_kubeconfig);
@@ -578,6 +587,8 @@ fn cluster_command(command: ClusterCommand) -> ExitCode {
                         annotate,
                         read_receiver_tokens: !no_receiver_tokens,
                         force,
+                        operator_credentials,
+                        token_days,
                     };
                     with_runtime(cluster::add(&options, &store.store()))
                 }

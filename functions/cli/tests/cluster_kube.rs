@@ -103,8 +103,10 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 #[test]
-fn cluster_add_reads_credentials_and_receiver_tokens_then_list_and_check_pass() {
-    if !netns::enter("cluster_add_reads_credentials_and_receiver_tokens_then_list_and_check_pass") {
+fn cluster_add_makes_a_least_privilege_identity_reads_receiver_tokens_then_list_and_check_pass() {
+    if !netns::enter(
+        "cluster_add_makes_a_least_privilege_identity_reads_receiver_tokens_then_list_and_check_pass",
+    ) {
         return;
     }
     runtime().block_on(async {
@@ -113,6 +115,9 @@ fn cluster_add_reads_credentials_and_receiver_tokens_then_list_and_check_pass() 
         let kubeconfig = env.dir().join("admin.kubeconfig");
         let admin_kubeconfig = std::fs::read_to_string(&kubeconfig).unwrap();
 
+        // With an admin kubeconfig, as a new user would: the entry gets an identity of its
+        // own, never the admin's credentials (before: the admin client certificate, with a
+        // warning).
         let output = fluxrelay(&[
             "cluster", "add", "local",
             "--kubeconfig", kubeconfig.to_str().unwrap(),
@@ -122,6 +127,8 @@ fn cluster_add_reads_credentials_and_receiver_tokens_then_list_and_check_pass() 
         let (stdout, stderr) = text(&output);
         assert!(output.status.success(), "{stdout}\n{stderr}");
         assert!(stdout.contains("✓ Receiver flux-system/gitlab-receiver: token read from its Secret"), "{stdout}");
+        assert!(stdout.contains("✓ Role and RoleBinding flux-system/fluxrelay-local: 3 rule(s), exactly what the entry needs"), "{stdout}");
+        assert!(stdout.contains("✓ dispatcher identity system:serviceaccount:flux-system:fluxrelay-local: token expires "), "{stdout}");
         assert!(stdout.contains("✓ cluster local: server "), "{stdout}");
         assert!(!stdout.contains(RECEIVER_TOKEN) && !stderr.contains(RECEIVER_TOKEN), "{stdout}{stderr}");
 
@@ -132,18 +139,68 @@ fn cluster_add_reads_credentials_and_receiver_tokens_then_list_and_check_pass() 
             let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "the entry holds credentials");
         }
-        let entry: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let stored = std::fs::read_to_string(&file).unwrap();
+        let entry: Value = serde_json::from_str(&stored).unwrap();
         assert_eq!(entry["server"], env.server());
         assert_eq!(entry["ca"], env.ca_pem());
         assert_eq!(entry["trigger"]["receiver_tokens"]["flux-system/gitlab-receiver"], RECEIVER_TOKEN);
         assert_eq!(entry["subscriptions"], json!([{"projects": ["team/**"]}]));
-        let credential = entry["auth"].to_string();
-        for field in ["token", "client_cert"] {
-            if let Some(value) = entry["auth"][field].as_str() {
-                assert!(!stdout.contains(value), "{field} printed");
+        let auth: Vec<&String> = entry["auth"].as_object().unwrap().keys().collect();
+        assert_eq!(auth, ["token"], "only the dispatcher's token: {auth:?}");
+        let token = entry["auth"]["token"].as_str().unwrap();
+        assert!(!stdout.contains(token) && !stderr.contains(token), "token printed");
+        for line in admin_kubeconfig.lines() {
+            if let Some(data) = line.trim().strip_prefix("client-key-data:").or_else(|| line.trim().strip_prefix("client-certificate-data:")) {
+                assert!(!stored.contains(data.trim()), "an admin credential was stored");
             }
         }
-        assert!(admin_kubeconfig.len() > credential.len(), "credentials were extracted, not the whole file");
+        // Its identity is the ServiceAccount, and it may do what dispatch needs and no more:
+        // not read a Secret, not list GitRepositories elsewhere, not patch them.
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["sub"], "system:serviceaccount:flux-system:fluxrelay-local");
+        let as_dispatcher = fluxrelay_testkit::kube_env::client_from_kubeconfig(
+            &fluxrelay_testkit::kube_env::kubeconfig_yaml(&env.server(), &env.ca_pem(), &json!({"token": token}), "local"),
+        )
+        .await;
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(as_dispatcher.clone(), "flux-system");
+        match secrets.list(&Default::default()).await {
+            Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+            other => panic!("the dispatcher may list Secrets: {other:?}"),
+        }
+        let elsewhere: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(as_dispatcher, "default");
+        assert!(elsewhere.list(&Default::default()).await.is_err(), "the dispatcher may list ConfigMaps in default");
+
+        // Run again with --force: the token is renewed (a JWT's times are in whole seconds,
+        // so a new one needs a new second), the Role stays exactly as it was.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let renewed = fluxrelay(&[
+            "cluster", "add", "local", "--force",
+            "--kubeconfig", kubeconfig.to_str().unwrap(),
+            "--project", "team/**",
+            "--dir", dir.to_str().unwrap(),
+        ]);
+        assert!(renewed.status.success(), "{}", text(&renewed).1);
+        let renewed_entry: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_ne!(renewed_entry["auth"]["token"], entry["auth"]["token"], "a new token");
+
+        // --operator-credentials keeps the old way, saying what it stores.
+        let operator_dir = temp_dir("add-operator");
+        let operator = fluxrelay(&[
+            "cluster", "add", "mine", "--operator-credentials",
+            "--kubeconfig", kubeconfig.to_str().unwrap(),
+            "--dir", operator_dir.to_str().unwrap(),
+        ]);
+        let (operator_out, operator_err) = text(&operator);
+        assert!(operator.status.success(), "{operator_out}\n{operator_err}");
+        assert!(operator_out.contains("--operator-credentials: the entry holds your kubeconfig user's credentials"), "{operator_out}");
+        assert!(!operator_out.contains("dispatcher identity"), "{operator_out}");
+        let mine: Value = serde_json::from_str(&std::fs::read_to_string(operator_dir.join("mine.json")).unwrap()).unwrap();
+        assert!(mine["auth"]["client_cert"].is_string() || mine["auth"]["token"].is_string(), "{}", mine["auth"]);
+        let _ = std::fs::remove_dir_all(&operator_dir);
 
         let again = fluxrelay(&["cluster", "add", "local", "--kubeconfig", kubeconfig.to_str().unwrap(), "--dir", dir.to_str().unwrap()]);
         assert_eq!(again.status.code(), Some(1));
@@ -168,6 +225,9 @@ fn cluster_add_reads_credentials_and_receiver_tokens_then_list_and_check_pass() 
             let (stdout, stderr) = text(&checked);
             assert!(checked.status.success(), "{name}:\n{stdout}\n{stderr}");
             assert!(!stdout.contains('✗'), "{stdout}");
+            if name == "local" {
+                assert!(stdout.contains("✓ token valid for 36"), "{stdout}");
+            }
             for expected in [
                 "✓ apiserver reachable",
                 "✓ may list gitrepositories.source.toolkit.fluxcd.io in flux-system",

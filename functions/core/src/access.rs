@@ -1,9 +1,14 @@
-//! What dispatch asks of a cluster's apiserver, as RBAC permissions: the list
-//! `fluxrelay cluster check` asks about (`SelfSubjectAccessReview`, in the adapters) and
-//! `infra/rbac.yaml` grants.
+//! What dispatch (and confirmation) ask of a cluster's apiserver, as RBAC permissions: the
+//! list `fluxrelay cluster check` asks about (`SelfSubjectAccessReview`, in the adapters),
+//! the Roles `fluxrelay cluster add` creates for the dispatcher's ServiceAccount
+//! ([`role_rules`]), and what `infra/rbac.yaml` grants.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
+pub mod identity;
+
+use crate::confirm::objects::{HELM_RELEASE_GROUP, KUSTOMIZATION_GROUP};
 use crate::flux::artifacts::ArtifactKind;
 use crate::flux::{GIT_REPOSITORY_GROUP, RECEIVER_GROUP};
 use crate::registry::{ClusterEntry, ReceiverEndpoint, TriggerMode};
@@ -11,6 +16,8 @@ use crate::registry::{ClusterEntry, ReceiverEndpoint, TriggerMode};
 const GIT_REPOSITORIES: &str = "gitrepositories";
 const RECEIVERS: &str = "receivers";
 const SERVICES_PROXY: &str = "services/proxy";
+const KUSTOMIZATIONS: &str = "kustomizations";
+const HELM_RELEASES: &str = "helmreleases";
 /// The core API group.
 const CORE_GROUP: &str = "";
 
@@ -67,8 +74,9 @@ impl fmt::Display for Permission {
 /// What dispatch does with this entry, as permissions: in each namespace, list
 /// GitRepositories and, by mode, list Receivers or patch GitRepositories; list each kind of
 /// the entry's `trigger.artifact_kinds` and, in annotate mode, patch each (but
-/// HelmRepository, which is never triggered); in receiver mode through the service proxy,
-/// create on that proxy's service.
+/// HelmRepository, which is never triggered); with `confirm`, list Kustomizations (and
+/// HelmReleases unless turned off); in receiver mode through the service proxy, create on
+/// that proxy's service.
 pub fn needed_permissions(entry: &ClusterEntry) -> Vec<Permission> {
     let permission = |verb, group, resource, namespace: &str| Permission {
         verb,
@@ -98,6 +106,22 @@ pub fn needed_permissions(entry: &ClusterEntry) -> Vec<Permission> {
                 needed.push(permission("patch", kind.group(), kind.plural(), namespace));
             }
         }
+        if let Some(confirm) = &entry.confirm {
+            needed.push(permission(
+                "list",
+                KUSTOMIZATION_GROUP,
+                KUSTOMIZATIONS,
+                namespace,
+            ));
+            if confirm.helm_releases {
+                needed.push(permission(
+                    "list",
+                    HELM_RELEASE_GROUP,
+                    HELM_RELEASES,
+                    namespace,
+                ));
+            }
+        }
     }
     if entry.trigger.mode == TriggerMode::Receiver
         && let ReceiverEndpoint::ServiceProxy(path) = &entry.trigger.receiver_endpoint
@@ -109,6 +133,48 @@ pub fn needed_permissions(entry: &ClusterEntry) -> Vec<Permission> {
         });
     }
     needed
+}
+
+/// One rule of a Role, as plain data (the adapter writes it as a `PolicyRule`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RoleRule {
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub names: Vec<String>,
+    pub verbs: Vec<&'static str>,
+}
+
+/// The Role per namespace that grants exactly `needed`: one rule per (group, resource,
+/// name), with the verbs it needs, in a stable order. A permission with a resource name
+/// gets a rule of its own, so the name never widens to the other verbs.
+pub fn role_rules(needed: &[Permission]) -> BTreeMap<String, Vec<RoleRule>> {
+    let mut roles: BTreeMap<String, Vec<RoleRule>> = BTreeMap::new();
+    for permission in needed {
+        let names: Vec<String> = permission.name.iter().cloned().collect();
+        let rules = roles.entry(permission.namespace.clone()).or_default();
+        match rules.iter_mut().find(|rule| {
+            rule.group == permission.group
+                && rule.resource == permission.resource
+                && rule.names == names
+        }) {
+            Some(rule) => {
+                if !rule.verbs.contains(&permission.verb) {
+                    rule.verbs.push(permission.verb);
+                    rule.verbs.sort_unstable();
+                }
+            }
+            None => rules.push(RoleRule {
+                group: permission.group,
+                resource: permission.resource,
+                names,
+                verbs: vec![permission.verb],
+            }),
+        }
+    }
+    for rules in roles.values_mut() {
+        rules.sort();
+    }
+    roles
 }
 
 /// `/api/v1/namespaces/<ns>/services/<id>/proxy` → (ns, id). RBAC sees the literal id, so

@@ -168,3 +168,90 @@ fn artifact_kinds_add_their_list_and_in_annotate_mode_their_patch() {
             .all(|p| !p.contains("oci") && !p.contains("helm") && !p.contains("image"))
     );
 }
+
+#[test]
+fn confirmation_adds_a_list_of_the_consumers_and_nothing_else() {
+    let confirm = |value: Value| described(&entry(json!({"confirm": value})));
+    let without = described(&entry(json!({})));
+    let with = confirm(json!(true));
+    let added: Vec<&String> = with.iter().filter(|p| !without.contains(p)).collect();
+    assert_eq!(
+        added,
+        [
+            "list kustomizations.kustomize.toolkit.fluxcd.io in flux-system",
+            "list helmreleases.helm.toolkit.fluxcd.io in flux-system",
+            "list kustomizations.kustomize.toolkit.fluxcd.io in apps",
+            "list helmreleases.helm.toolkit.fluxcd.io in apps",
+        ]
+    );
+    let no_helm = confirm(json!({"helm_releases": false}));
+    assert!(no_helm.iter().any(|p| p.starts_with("list kustomizations")));
+    assert!(
+        !no_helm.iter().any(|p| p.contains("helmreleases")),
+        "{no_helm:?}"
+    );
+    assert!(
+        !confirm(json!(false))
+            .iter()
+            .any(|p| p.contains("kustomizations"))
+    );
+}
+
+#[test]
+fn role_rules_grant_exactly_the_needed_permissions_per_namespace() {
+    let annotate = entry(json!({"trigger": {"mode": "annotate"}}));
+    let roles = role_rules(&needed_permissions(&annotate));
+    assert_eq!(roles.keys().collect::<Vec<_>>(), ["apps", "flux-system"]);
+    // list and patch of one resource share a rule.
+    assert_eq!(
+        roles["apps"],
+        [RoleRule {
+            group: "source.toolkit.fluxcd.io",
+            resource: "gitrepositories",
+            names: vec![],
+            verbs: vec!["list", "patch"],
+        }]
+    );
+    let receiver = entry(json!({}));
+    let roles = role_rules(&needed_permissions(&receiver));
+    // The proxy rule keeps its resource name, apart from every other rule.
+    assert_eq!(
+        roles["flux-system"],
+        [
+            RoleRule {
+                group: "",
+                resource: "services/proxy",
+                names: vec!["http:webhook-receiver:80".to_string()],
+                verbs: vec!["create"],
+            },
+            RoleRule {
+                group: "notification.toolkit.fluxcd.io",
+                resource: "receivers",
+                names: vec![],
+                verbs: vec!["list"],
+            },
+            RoleRule {
+                group: "source.toolkit.fluxcd.io",
+                resource: "gitrepositories",
+                names: vec![],
+                verbs: vec!["list"],
+            },
+        ]
+    );
+    // Every permission is granted by exactly one rule of its namespace; nothing else is.
+    for permission in needed_permissions(&receiver) {
+        let granting: Vec<&RoleRule> = roles[&permission.namespace]
+            .iter()
+            .filter(|rule| {
+                rule.group == permission.group
+                    && rule.resource == permission.resource
+                    && rule.verbs.contains(&permission.verb)
+                    && rule.names == permission.name.iter().cloned().collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(granting.len(), 1, "{permission}");
+    }
+    let verbs: usize = roles.values().flatten().map(|rule| rule.verbs.len()).sum();
+    assert_eq!(verbs, needed_permissions(&receiver).len());
+    assert!(role_rules(&[]).is_empty());
+}

@@ -1,9 +1,15 @@
 //! `fluxrelay cluster add`: an entry from a kubeconfig context, with the Receiver tokens
-//! read from the cluster.
+//! read from the cluster. By default the entry gets a least-privilege identity made with
+//! the operator's kubeconfig (a ServiceAccount, Roles with exactly what the entry needs, a
+//! bound token); the operator's own credentials are stored only on request.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use fluxrelay_adapters::cluster_check::receiver_tokens;
+use fluxrelay_adapters::dispatcher_identity::provision;
+use fluxrelay_core::access::identity::identity_name;
+use fluxrelay_core::access::{needed_permissions, role_rules};
 use fluxrelay_core::registry::{ClusterEntry, RegistryError};
 use serde_json::{Map, Value, json};
 
@@ -21,6 +27,11 @@ pub struct AddOptions {
     pub annotate: bool,
     pub read_receiver_tokens: bool,
     pub force: bool,
+    /// Store the kubeconfig user's own credentials instead of making the dispatcher
+    /// identity (the way before; e.g. a cluster where the operator may not create RBAC).
+    pub operator_credentials: bool,
+    /// How long the dispatcher identity's token lasts.
+    pub token_days: u32,
 }
 
 /// Build the entry from the kubeconfig context (credentials extracted, never the whole
@@ -51,7 +62,12 @@ pub async fn add(options: &AddOptions, store: &Store) -> Result<(), String> {
             value["trigger"]["receiver_tokens"] = Value::Object(found);
         }
     }
-    let entry = ClusterEntry::from_value(&value).map_err(|error| invalid(&options.name, &error))?;
+    let mut entry =
+        ClusterEntry::from_value(&value).map_err(|error| invalid(&options.name, &error))?;
+    if context.eks.is_none() && !options.operator_credentials {
+        value["auth"] = dispatcher_identity(options, &context, &entry).await?;
+        entry = ClusterEntry::from_value(&value).map_err(|error| invalid(&options.name, &error))?;
+    }
     let text = serde_json::to_string_pretty(&value).map_err(|error| error.to_string())?;
     let place = store_entry(store, &entry.name, &text, options.force).await?;
     println!(
@@ -130,10 +146,52 @@ fn entry_value(
         }
         value["subscriptions"] = json!([subscription]);
     }
-    if context.eks.is_none() {
-        notes.push("the credentials are your kubeconfig user's: for production, give the entry the fluxrelay-dispatcher identity of infra/rbac.yaml".to_string());
+    if context.eks.is_none() && options.operator_credentials {
+        notes.push("--operator-credentials: the entry holds your kubeconfig user's credentials, with all they may do; without the flag, cluster add makes a least-privilege identity instead".to_string());
     }
     Ok((value, notes))
+}
+
+/// Make the entry's own identity with the operator's kubeconfig: the ServiceAccount
+/// `fluxrelay-<name>` in the first namespace, a Role and RoleBinding of that name in each
+/// namespace the entry needs anything in, and a token that expires after `token_days`.
+/// Returns the entry's `auth`.
+async fn dispatcher_identity(
+    options: &AddOptions,
+    context: &KubeconfigContext,
+    entry: &ClusterEntry,
+) -> Result<Value, String> {
+    let client = context
+        .client()
+        .await
+        .map_err(|problem| format!("cannot connect with the kubeconfig: {problem}"))?;
+    let name = identity_name(&entry.name);
+    let home = entry
+        .namespaces
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "flux-system".to_string());
+    let roles = role_rules(&needed_permissions(entry));
+    let ttl = Duration::from_secs(u64::from(options.token_days) * 86_400);
+    let identity = provision(&client, &name, &home, &roles, ttl)
+        .await
+        .map_err(|error| {
+            format!(
+                "could not make the dispatcher identity ({error}); your kubeconfig user needs to create ServiceAccounts, Roles, RoleBindings and serviceaccounts/token there, or pass --operator-credentials to store its own credentials instead"
+            )
+        })?;
+    for namespace in &identity.namespaces {
+        let rules = roles.get(namespace).map_or(0, Vec::len);
+        println!(
+            "{OK} Role and RoleBinding {namespace}/{name}: {rules} rule(s), exactly what the entry needs"
+        );
+    }
+    println!(
+        "{OK} dispatcher identity {}: token expires {} (renew with cluster add --force before then; cluster check warns 14 days ahead)",
+        identity.username,
+        identity.expires.as_deref().unwrap_or("(unknown)")
+    );
+    Ok(json!({ "token": identity.token.expose() }))
 }
 
 async fn read_receiver_tokens(

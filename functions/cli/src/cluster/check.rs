@@ -4,6 +4,7 @@
 
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::cluster_check::{Access, can_i};
+use fluxrelay_core::access::identity::{Expiry, expiry};
 use fluxrelay_core::access::needed_permissions;
 use fluxrelay_core::flux::artifacts::{ArtifactKind, ArtifactObject};
 use fluxrelay_core::flux::{GitRepository, Receiver};
@@ -13,7 +14,7 @@ use fluxrelay_core::matching::refs::effective_ref;
 use fluxrelay_core::matching::select::receiver_selects_object;
 use fluxrelay_core::outcome::classify::apiserver_status;
 use fluxrelay_core::ports::{FluxDiscovery, TriggerSender};
-use fluxrelay_core::registry::{ClusterEntry, ReceiverEndpoint, TriggerMode};
+use fluxrelay_core::registry::{ClusterEntry, Credentials, ReceiverEndpoint, TriggerMode};
 use fluxrelay_core::trigger::request::probe_request;
 
 use super::store::{Store, describe_store, entries};
@@ -68,6 +69,28 @@ pub async fn check(store: &Store, name: &str) -> Result<bool, String> {
         entry.server,
         entry.credentials.kind()
     );
+    if let Credentials::Token(token) = &entry.credentials {
+        match expiry(token.expose(), time::OffsetDateTime::now_utc()) {
+            Expiry::Unknown => {}
+            Expiry::Fine { days } => {
+                report(Mark::Pass, format!("token valid for {days} more days"))
+            }
+            Expiry::RenewSoon { days } => report(
+                Mark::Fail,
+                format!(
+                    "token expires in {days} day(s); renew it: fluxrelay cluster add {} --force (with your kubeconfig)",
+                    entry.name
+                ),
+            ),
+            Expiry::Expired => report(
+                Mark::Fail,
+                format!(
+                    "token expired; renew it: fluxrelay cluster add {} --force (with your kubeconfig)",
+                    entry.name
+                ),
+            ),
+        }
+    }
     let client = match clusters.client_for(&entry).await {
         Ok(client) => client,
         Err(failure) => {
