@@ -37,6 +37,11 @@ export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1
 "$FLUXRELAY_CACHE/venv/bin/python" tests/template/test_check_template.py
 "$FLUXRELAY_CACHE/venv/bin/python" tests/template/check_docs.py
 
+step "fuzz targets compile (their own workspace under fuzz/, so none can rot)"
+# A plain check: no libFuzzer run, no sanitizer, no nightly. The targets call core's own
+# functions, so a change of signature there breaks them here first.
+(cd fuzz && cargo check --bins --locked)
+
 step "benchmark smoke run (each benchmark once, so none can rot)"
 cargo bench -p fluxrelay-core --locked -- --test
 cargo run --locked -p fluxrelay-bench -- --smoke >/dev/null  # every stage briefly; not judged on numbers

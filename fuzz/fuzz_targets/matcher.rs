@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 
 use fluxrelay_core::flux::{GitRepository, GitRepositoryRef, ObjectRef};
 use fluxrelay_core::matching::refs::{RefRule, effective_ref, ref_triggers};
-use fluxrelay_core::matching::select::{is_safe_webhook_path, repository_verdict};
+use fluxrelay_core::matching::select::{
+    Freshness, RepoSkip, RepositoryVerdict, is_safe_webhook_path, repository_verdict,
+};
 use fluxrelay_core::matching::url::{canonical, normalize, url_matches_push};
 use fluxrelay_core::push::{PUSH_VERSION, Project};
 use fluxrelay_core::{Push, PushEvent};
@@ -133,9 +135,20 @@ fuzz_target!(|input: Input| {
         git_ref: Some(spec),
         suspend: input.suspend,
         artifact_revision: input.revision.clone(),
+        status: Default::default(),
     };
-    if repository_verdict(&repository, &push, &aliases).is_ok() {
-        assert!(expected && triggers && !input.suspend);
+    for freshness in [Freshness::Fresh, Freshness::Cached] {
+        let verdict = repository_verdict(&repository, &push, &aliases, freshness);
+        if !matches!(verdict, RepositoryVerdict::Skip(_)) {
+            assert!(expected && triggers && !input.suspend);
+        }
+        // A cached status never skips as "already at the revision": it is read again.
+        if freshness == Freshness::Cached {
+            assert!(!matches!(
+                verdict,
+                RepositoryVerdict::Skip(RepoSkip::AlreadyAtRevision { .. })
+            ));
+        }
     }
 
     let _ = is_safe_webhook_path(&input.git_ref);
