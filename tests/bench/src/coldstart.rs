@@ -212,6 +212,9 @@ pub async fn lambdas(moto: &Moto, scale: &Scale, report: &mut Report) {
     let intake_dlq = url("bench-intake-dlq.fifo").await;
     let dispatch_retry = url("bench-dispatch-retry.fifo").await;
     let registry_prefix = format!("bench/fanout-{}/", scale.fanout[0]);
+    // The registry index the fan-out stage wrote (route reads it; dispatch reads it and the
+    // secrets under the prefix).
+    let registry_index = format!("fanout-{}.json", scale.fanout[0]);
     let env = |pairs: &[(&str, &str)]| {
         pairs
             .iter()
@@ -234,7 +237,8 @@ pub async fn lambdas(moto: &Moto, scale: &Scale, report: &mut Report) {
                 ("DISPATCH_QUEUE_URL", &dispatch),
                 ("INTAKE_QUEUE_URL", &intake),
                 ("INTAKE_DLQ_URL", &intake_dlq),
-                ("REGISTRY_PREFIX", &registry_prefix),
+                ("REGISTRY_BUCKET", crate::fanout::REGISTRY_BUCKET),
+                ("REGISTRY_INDEX_KEY", &registry_index),
             ]),
         },
         Function {
@@ -244,6 +248,8 @@ pub async fn lambdas(moto: &Moto, scale: &Scale, report: &mut Report) {
                 ("DISPATCH_QUEUE_URL", &dispatch),
                 ("DISPATCH_DLQ_URL", &dispatch_dlq),
                 ("DISPATCH_RETRY_QUEUE_URL", &dispatch_retry),
+                ("REGISTRY_BUCKET", crate::fanout::REGISTRY_BUCKET),
+                ("REGISTRY_INDEX_KEY", &registry_index),
                 ("REGISTRY_PREFIX", &registry_prefix),
             ]),
         },

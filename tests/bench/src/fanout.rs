@@ -16,11 +16,13 @@ use crate::report::Report;
 use crate::{Scale, progress};
 
 const SECTION: &str = "Fan-out (route on moto)";
+/// The registry bucket on moto (the cold-start stage's route and dispatch read it too).
+pub const REGISTRY_BUCKET: &str = "bench-fanout-registry";
 
 pub async fn fan_out(moto: &Moto, scale: &Scale, report: &mut Report) {
     let config = moto.sdk_config().await;
     let s3 = moto.s3().await;
-    let bucket = moto.create_bucket("bench-fanout-registry").await;
+    let bucket = moto.create_bucket(REGISTRY_BUCKET).await;
     for &clusters in scale.fanout {
         progress(format!("fan-out: registering {clusters} clusters on moto"));
         // Route reads only the index: one item per cluster (its entry's secret, which
