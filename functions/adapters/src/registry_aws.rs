@@ -331,6 +331,21 @@ pub async fn put_index_item(
     put_index_items(client, bucket, key, vec![item]).await
 }
 
+/// Conditional writes of the index tried before giving up. Each lost round means another
+/// writer won it, so N writers at once all land within N rounds; the jittered backoff keeps
+/// losers from colliding again in lockstep.
+const INDEX_WRITE_ATTEMPTS: u32 = 12;
+
+/// 20 ms × the attempt, plus up to 40 ms of jitter (from the clock's nanoseconds: no
+/// random source needed for this).
+fn index_write_backoff(attempt: u32) -> std::time::Duration {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos() % 40_000_000);
+    std::time::Duration::from_millis(20 * u64::from(attempt))
+        + std::time::Duration::from_nanos(u64::from(jitter))
+}
+
 /// [`put_index_item`] for several items in one write.
 pub async fn put_index_items(
     client: &aws_sdk_s3::Client,
@@ -339,7 +354,10 @@ pub async fn put_index_items(
     items: Vec<serde_json::Value>,
 ) -> Result<(), String> {
     let location = format!("s3://{bucket}/{key}");
-    for _ in 0..5 {
+    for attempt in 0..INDEX_WRITE_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(index_write_backoff(attempt)).await;
+        }
         let (current, etag) = match client.get_object().bucket(bucket).key(key).send().await {
             Ok(output) => {
                 let etag = output.e_tag().map(str::to_string);

@@ -89,6 +89,9 @@ async fn add_writes_a_secret_and_a_pointer_and_list_shows_the_index_subscription
             "prod",
             "--kubeconfig",
             kubeconfig,
+            // No cluster behind this kubeconfig: store its token (the storage is what is
+            // tested here; cluster_kube.rs tests the identity cluster add makes).
+            "--operator-credentials",
             "--no-receiver-tokens",
             "--project",
             "platform/**",
@@ -136,6 +139,9 @@ async fn add_writes_a_secret_and_a_pointer_and_list_shows_the_index_subscription
             "prod",
             "--kubeconfig",
             kubeconfig,
+            // No cluster behind this kubeconfig: store its token (the storage is what is
+            // tested here; cluster_kube.rs tests the identity cluster add makes).
+            "--operator-credentials",
             "--no-receiver-tokens",
             "--store",
             "secretsmanager",
