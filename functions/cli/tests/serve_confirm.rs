@@ -334,6 +334,9 @@ async fn a_commit_overtaken_at_the_source_is_superseded_and_one_never_applied_ti
         description.contains("Kustomization ns-a/apps"),
         "{description}"
     );
+    eventually!(Duration::from_secs(10), "both ends logged", {
+        serve.outcomes("confirmed").len() >= 2
+    });
     let outcomes: Vec<String> = serve
         .outcomes("confirmed")
         .iter()
@@ -517,6 +520,10 @@ async fn a_confirmation_survives_serve_being_killed_and_still_ends() {
         2,
         "one success each, no duplicate: {all:?}"
     );
+    // The outcome line is written once the batch is settled, just after the post.
+    eventually!(Duration::from_secs(10), "both ends logged", {
+        serve.outcomes("confirmed").len() >= 2
+    });
     let ended: Vec<Value> = serve.outcomes("confirmed");
     assert_eq!(
         ended.len(),
