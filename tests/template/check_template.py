@@ -56,8 +56,10 @@ EXPECTED_POLICIES = {
         ("s3:GetObject", REGISTRY_INDEX),
         ("secretsmanager:GetSecretValue", SECRET_ARN + "${RegistryPrefix}*"),
         ("eks:DescribeCluster", "Sub:arn:${AWS::Partition}:eks:*:${AWS::AccountId}:cluster/*"),
-        # Confirmation (issue 14): a delivery starts its confirmation.
+        # Confirmation (issue 14): a delivery starts its confirmation; the GitLab token for
+        # the compare API (route holds no credential, so dispatch compares).
         ("sqs:SendMessage", "GetAtt:ConfirmQueue.Arn"),
+        ("secretsmanager:GetSecretValue", SECRET_ARN + "${GitLabSecretName}-??????"),
     },
     # Confirmation (issue 14): the registry as dispatch reads it, and the GitLab token.
     "ConfirmFunction": {

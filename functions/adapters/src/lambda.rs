@@ -150,7 +150,7 @@ use aws_config::BehaviorVersion;
 use fluxrelay_core::handlers::dispatch::{
     DispatchMemory, DispatchPorts, DispatchRules, handle_dispatch,
 };
-use fluxrelay_core::handlers::route::route_and_settle;
+use fluxrelay_core::handlers::route::{route_and_settle, route_and_settle_deferring_paths};
 use fluxrelay_core::ingest::{IngestConfig, Source, ingest_from};
 use fluxrelay_core::outcome::retry::RetryPolicy;
 use fluxrelay_core::ports::{Annotator, ApiserverReadiness, FluxDiscovery, TriggerSender};
@@ -314,6 +314,10 @@ pub struct RouteFunction {
     /// The intake queue and its dead-letter queue, where route settles.
     pub intake: SqsSettle,
     pub policy: RetryPolicy,
+    /// `CHANGED_PATHS_FROM=dispatch` (the template sets it when there is a GitLab secret):
+    /// a push whose changed paths matter goes to every `paths` subscriber its other rules
+    /// take, and dispatch decides with GitLab's compare. Otherwise the payload's paths.
+    pub paths_from_dispatch: bool,
 }
 
 impl RouteFunction {
@@ -323,6 +327,16 @@ impl RouteFunction {
         let intake_url = env.required("INTAKE_QUEUE_URL");
         let intake_dlq_url = env.required("INTAKE_DLQ_URL");
         let bucket = env.required("REGISTRY_BUCKET");
+        let paths_from_dispatch = match std::env::var("CHANGED_PATHS_FROM").ok().as_deref() {
+            None | Some("" | "payload") => false,
+            Some("dispatch") => true,
+            Some(other) => {
+                return Err(format!(
+                    "CHANGED_PATHS_FROM is {other:?}: it must be \"dispatch\" or \"payload\""
+                )
+                .into());
+            }
+        };
         env.check()?;
         let aws = aws_config().await;
         let sqs = aws_sdk_sqs::Client::new(&aws);
@@ -331,22 +345,34 @@ impl RouteFunction {
             dispatches: SqsQueue::new(sqs.clone(), dispatch_url),
             intake: SqsSettle::new(sqs, intake_url, intake_dlq_url),
             policy: RetryPolicy::default(),
+            paths_from_dispatch,
         })
     }
 
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, BoxError> {
         let messages = queue_messages(&event.payload);
         // No GitLab API here: route handles payload content and holds no credential, the
-        // GitLab token included, so `paths` subscriptions see the payload's paths
-        // (docs/design.md, "Changed paths").
-        let report = route_and_settle(
-            &self.registry,
-            &self.dispatches,
-            &self.intake,
-            &self.policy,
-            &messages,
-        )
-        .await;
+        // GitLab token included. With one configured, dispatch (which holds it) decides the
+        // `paths` subscriptions from GitLab's compare (docs/design.md, "Changed paths").
+        let report = if self.paths_from_dispatch {
+            route_and_settle_deferring_paths(
+                &self.registry,
+                &self.dispatches,
+                &self.intake,
+                &self.policy,
+                &messages,
+            )
+            .await
+        } else {
+            route_and_settle(
+                &self.registry,
+                &self.dispatches,
+                &self.intake,
+                &self.policy,
+                &messages,
+            )
+            .await
+        };
         Ok(route_response(&report))
     }
 }
@@ -386,6 +412,9 @@ pub struct DispatchFunction<C> {
     pub rules: DispatchRules,
     /// Denial streaks and recent deliveries, kept while the container is warm.
     pub memory: DispatchMemory,
+    /// GitLab's compare API for dispatches route marked `verify_paths`
+    /// (`GITLAB_SECRET_ID`; none: the payload's paths).
+    pub gitlab: FunctionGitLab,
 }
 
 impl<C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness> DispatchFunction<C> {
@@ -412,9 +441,11 @@ impl<C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness> Dispatch
                 .map_err(|_| "MAX_ATTEMPTS is not a whole number")?;
         }
         let aws = aws_config().await;
+        let gitlab = FunctionGitLab::from_env(&aws_sdk_secretsmanager::Client::new(&aws)).await?;
         Ok(Self {
             registry: registry_from_env(&aws, bucket),
             clusters,
+            gitlab,
             queue: {
                 let queue = SqsSettle::new(aws_sdk_sqs::Client::new(&aws), dispatch_url, dlq_url)
                     .with_retry_queue(retry_url);
@@ -439,6 +470,7 @@ impl<C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness> Dispatch
             clusters: &self.clusters,
             queue: &self.queue,
             clock: &TokioClock,
+            gitlab: &self.gitlab,
         };
         let report = handle_dispatch(
             &ports,

@@ -244,6 +244,7 @@ async fn dispatch_verdict(clusters: &KubeClusters, entry: &ClusterEntry) -> Verd
         clusters,
         queue: &AnyQueue,
         clock: &TokioClock,
+        gitlab: &fluxrelay_core::ports::NoGitLab,
     };
     let report = handle_dispatch(
         &ports,

@@ -93,7 +93,8 @@ impl Workers {
         outcome_log::route(&report);
         for message in &report.messages {
             match &message.paths {
-                PathsSource::Payload => {}
+                // serve's route compares itself: nothing is deferred to dispatch here.
+                PathsSource::Payload | PathsSource::DeferredToDispatch => {}
                 PathsSource::Compare => self.metrics.confirm.record_compare("200"),
                 PathsSource::CompareFailed { .. } => self.metrics.confirm.record_compare("failed"),
             }
@@ -136,6 +137,8 @@ impl Workers {
             clusters: &self.clusters,
             queue: &settle,
             clock: &TokioClock,
+            // serve's route compares itself: no dispatch is marked verify_paths here.
+            gitlab: &fluxrelay_core::ports::NoGitLab,
         };
         let report = handle_dispatch(
             &ports,

@@ -157,10 +157,20 @@ pub struct Dispatch {
     /// push has in the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only: Option<Vec<String>>,
+    /// Route could not take the changed paths from GitLab's compare (it holds no
+    /// credential on AWS) and sent the push to every `paths` subscriber its other rules
+    /// take: dispatch compares and re-checks the cluster's subscriptions before
+    /// triggering (`docs/design.md`, "Changed paths for `paths` subscriptions").
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub verify_paths: bool,
 }
 
 fn is_zero(value: &u32) -> bool {
     *value == 0
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 impl Dispatch {
@@ -171,6 +181,7 @@ impl Dispatch {
             push,
             attempts: 0,
             only: None,
+            verify_paths: false,
         }
     }
 

@@ -131,6 +131,7 @@ async fn wire(setup: &Setup, moto: &Moto, settings: &Settings) -> Wiring {
         dispatches: SqsQueue::new(sqs(1).await, &dispatch_queue),
         intake: SqsSettle::new(sqs(1).await, &intake, intake_dlq),
         policy: RetryPolicy::default(),
+        paths_from_dispatch: false,
     });
     let dispatch = Arc::new(DispatchFunction {
         registry: AwsRegistry::new(index(), secrets.clone(), REGISTRY_PREFIX),
@@ -139,6 +140,7 @@ async fn wire(setup: &Setup, moto: &Moto, settings: &Settings) -> Wiring {
             .with_retry_queue(dispatch_retry),
         rules: DispatchRules::default(),
         memory: DispatchMemory::default(),
+        gitlab: fluxrelay_adapters::gitlab_secret::FunctionGitLab::None,
     });
     let batch = |size: Option<u32>| size.and_then(|s| i32::try_from(s).ok()).unwrap_or(10);
     let intake_poller = Poller::start(

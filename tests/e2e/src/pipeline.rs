@@ -154,6 +154,7 @@ pub fn route_function(
             queues.intake_dlq.clone(),
         ),
         policy: test_retry_policy(),
+        paths_from_dispatch: false,
     }
 }
 
@@ -182,6 +183,7 @@ pub fn dispatch_function<C>(
             ..DispatchRules::default()
         },
         memory: DispatchMemory::default(),
+        gitlab: FunctionGitLab::None,
     }
 }
 

@@ -291,3 +291,61 @@ async fn superseded_timed_out_throttled_and_refused_on_aws() {
     );
     assert!(!format!("{dead:?}").contains(GITLAB_TOKEN));
 }
+
+/// A force-push on AWS, where route holds no credential: the commit it dropped touched
+/// `deploy/`, the payload lists neither `deploy/` nor `other/`. Route sends the push to
+/// both `paths` subscribers, dispatch takes the changed paths from GitLab's compare (the
+/// token in its secret): `a` (deploy/**) is triggered and confirms, `b` (other/**) is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_push_reaches_the_paths_subscriber_through_dispatchs_compare() {
+    if !netns::enter("a_force_push_reaches_the_paths_subscriber_through_dispatchs_compare") {
+        return;
+    }
+    let (base, dropped, x) = (commit(1), commit(2), commit(3));
+    let mut w = world(&["a", "b"], &[&base], ConfirmRules::default()).await;
+    w.gitlab.commit(
+        PROJECT_ID,
+        BRANCH,
+        &dropped,
+        Some(&base),
+        &[("deploy/app.yaml", Some("dropped by the force-push"))],
+    );
+    w.gitlab.commit(
+        PROJECT_ID,
+        BRANCH,
+        &x,
+        Some(&base),
+        &[("docs/readme.md", Some("the new commit"))],
+    );
+    for (cluster, paths) in w.clusters.iter().zip(["deploy/**", "other/**"]) {
+        let mut entry = cluster.entry(&w.p.kube);
+        entry["subscriptions"] = json!([{"paths": [paths]}]);
+        fluxrelay_adapters::registry_aws::store_entry(
+            &w.p.s3,
+            &w.p.secrets,
+            &fluxrelay_e2e::pipeline::registry_location(),
+            &entry,
+            true,
+        )
+        .await
+        .unwrap();
+    }
+    w.p.route.paths_from_dispatch = true;
+    w.p.dispatch.gitlab = fluxrelay_e2e::pipeline::function_gitlab(&w.p.secrets, true).await;
+
+    w.push(&dropped, &x).await;
+
+    let statuses = w.gitlab.current(PROJECT_ID, &x);
+    assert!(success(w.state(&x, "fluxrelay/a")), "{statuses:?}");
+    assert!(
+        !statuses.contains_key("fluxrelay/b"),
+        "b does not subscribe to what changed: {statuses:?}"
+    );
+    let compares = w
+        .gitlab
+        .calls()
+        .iter()
+        .filter(|call| call.endpoint == "compare" && call.status == 200)
+        .count();
+    assert_eq!(compares, 1, "one compare for the push, by dispatch");
+}

@@ -8,8 +8,49 @@
 
 use serde_json::Value;
 
+use crate::gitlab_api::classify::{ApiOutcome, classify};
+use crate::gitlab_api::request::{compare, project_id};
+use crate::ports::GitLabApi;
 use crate::push::{Push, is_zero_sha};
 use crate::registry::RouteListing;
+
+/// What asking GitLab for a push's changed paths gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compared {
+    /// No token for the push's instance: the payload's paths stand.
+    NotConfigured,
+    /// The two trees' changed paths.
+    Paths(Vec<String>),
+    /// The call failed or GitLab cut the diff: the paths are unknown (every `paths`
+    /// subscription takes the push).
+    Failed { reason: String },
+}
+
+/// GitLab's straight compare of `before..after` for the push's project, through `gitlab`
+/// (route in `serve`, dispatch on AWS: the one rule both call).
+pub async fn compare_push(gitlab: &impl GitLabApi, push: &Push) -> Compared {
+    if !gitlab.configured(&push.instance) {
+        return Compared::NotConfigured;
+    }
+    let request = compare(&project_id(push.project.id), &push.before, &push.after);
+    let answer = gitlab.call(&push.instance, &request).await;
+    // The time only matters for a 429's wait, which a compare does not use (no retry).
+    let outcome = classify(&answer, time::OffsetDateTime::UNIX_EPOCH);
+    match (&answer, outcome) {
+        (Ok(response), ApiOutcome::Done) => match changed_paths(&response.body) {
+            Some(paths) => Compared::Paths(paths),
+            None => Compared::Failed {
+                reason: "GitLab cut the diff (compare_timeout or its limits)".to_string(),
+            },
+        },
+        (_, ApiOutcome::RetryAfter { reason, .. } | ApiOutcome::Permanent { reason, .. }) => {
+            Compared::Failed { reason }
+        }
+        _ => Compared::Failed {
+            reason: "no answer".to_string(),
+        },
+    }
+}
 
 /// Whether asking GitLab for the changed paths could change where this push goes: a
 /// cluster's route has a `paths` subscription whose other rules take the push, and the push

@@ -6,9 +6,7 @@
 
 use crate::artifacts::ecr;
 use crate::gitlab::ParsedEvent;
-use crate::gitlab_api::classify::{ApiOutcome, classify};
-use crate::gitlab_api::compare::{changed_paths, wants_compare};
-use crate::gitlab_api::request::{compare, project_id};
+use crate::gitlab_api::compare::{Compared, compare_push, wants_compare};
 use crate::outcome::retry::RetryPolicy;
 use crate::outcome::settle::{Settled, route_settlement, settle};
 use crate::ports::{DispatchPublisher, GitLabApi, NoGitLab, QueueMessage, RouteTable, Settle};
@@ -83,6 +81,20 @@ pub enum PathsSource {
     /// The compare call failed: the paths are unknown, so every `paths` subscription takes
     /// the push (a trigger too many costs a fetch; one too few, a stale cluster).
     CompareFailed { reason: String },
+    /// Left to dispatch, which holds the GitLab token (AWS: route holds no credential): the
+    /// push went to every `paths` subscriber its other rules take, each dispatch marked
+    /// `verify_paths`.
+    DeferredToDispatch,
+}
+
+/// Where route takes the changed paths from, when a `paths` subscription depends on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathsFrom {
+    /// The payload's commits, or GitLab's compare through route's own `GitLabApi`.
+    Here,
+    /// Dispatch compares (route holds no GitLab token): route routes as if the paths
+    /// were unknown and marks the dispatches.
+    Dispatch,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -115,6 +127,20 @@ pub async fn route_and_settle(
     messages: &[QueueMessage],
 ) -> RouteReport {
     route_and_settle_with(registry, publisher, intake, policy, &NoGitLab, messages).await
+}
+
+/// [`route_and_settle`] with [`handle_route_deferring_paths`]: dispatch takes the changed
+/// paths from GitLab's compare API (AWS, where route holds no credential).
+pub async fn route_and_settle_deferring_paths(
+    registry: &impl RouteTable,
+    publisher: &impl DispatchPublisher,
+    intake: &impl Settle,
+    policy: &RetryPolicy,
+    messages: &[QueueMessage],
+) -> RouteReport {
+    let mut report = handle_route_deferring_paths(registry, publisher, messages).await;
+    settle_route(intake, policy, messages, &mut report).await;
+    report
 }
 
 /// [`route_and_settle`], taking changed paths from GitLab's compare API where a `paths`
@@ -168,6 +194,27 @@ pub async fn handle_route_with(
     gitlab: &impl GitLabApi,
     messages: &[QueueMessage],
 ) -> RouteReport {
+    route_messages(registry, queue, gitlab, PathsFrom::Here, messages).await
+}
+
+/// [`handle_route`] for a route that holds no GitLab token while dispatch does (AWS with
+/// a GitLab secret): a push whose changed paths matter goes to every `paths` subscriber
+/// its other rules take, and dispatch decides with GitLab's compare.
+pub async fn handle_route_deferring_paths(
+    registry: &impl RouteTable,
+    queue: &impl DispatchPublisher,
+    messages: &[QueueMessage],
+) -> RouteReport {
+    route_messages(registry, queue, &NoGitLab, PathsFrom::Dispatch, messages).await
+}
+
+async fn route_messages(
+    registry: &impl RouteTable,
+    queue: &impl DispatchPublisher,
+    gitlab: &impl GitLabApi,
+    paths_from: PathsFrom,
+    messages: &[QueueMessage],
+) -> RouteReport {
     let clusters = match registry.routes().await {
         Ok(clusters) => clusters,
         Err(error) => {
@@ -210,8 +257,12 @@ pub async fn handle_route_with(
                     reason: reason.clone(),
                 },
                 Ok(IntakeBody::Push(push)) => {
-                    paths = compared_paths(gitlab, push, &clusters).await;
-                    route_one(queue, push, &clusters).await
+                    paths = match paths_from {
+                        PathsFrom::Here => compared_paths(gitlab, push, &clusters).await,
+                        PathsFrom::Dispatch => deferred_paths(push, &clusters),
+                    };
+                    let verify = paths == PathsSource::DeferredToDispatch;
+                    route_one(queue, push, &clusters, verify).await
                 }
             }
         };
@@ -252,30 +303,31 @@ async fn compared_paths(
     push: &mut Push,
     clusters: &RouteListing,
 ) -> PathsSource {
-    if !wants_compare(push, clusters) || !gitlab.configured(&push.instance) {
+    if !wants_compare(push, clusters) {
         return PathsSource::Payload;
     }
-    let request = compare(&project_id(push.project.id), &push.before, &push.after);
-    let answer = gitlab.call(&push.instance, &request).await;
-    // The time only matters for a 429's wait, which route does not use (no retry here).
-    let outcome = classify(&answer, time::OffsetDateTime::UNIX_EPOCH);
-    let compared = match (&answer, outcome) {
-        (Ok(response), ApiOutcome::Done) => changed_paths(&response.body)
-            .ok_or_else(|| "GitLab cut the diff (compare_timeout or its limits)".to_string()),
-        (_, ApiOutcome::RetryAfter { reason, .. } | ApiOutcome::Permanent { reason, .. }) => {
-            Err(reason)
-        }
-        _ => Err("no answer".to_string()),
-    };
-    match compared {
-        Ok(paths) => {
+    match compare_push(gitlab, push).await {
+        Compared::NotConfigured => PathsSource::Payload,
+        Compared::Paths(paths) => {
             push.changed_paths = Some(paths);
             PathsSource::Compare
         }
-        Err(reason) => {
+        Compared::Failed { reason } => {
             push.changed_paths = None;
             PathsSource::CompareFailed { reason }
         }
+    }
+}
+
+/// With dispatch comparing: when a `paths` subscription could decide, route treats the
+/// paths as unknown (every `paths` subscription its other rules take gets the push) and
+/// dispatch re-checks. The push keeps the payload's paths, dispatch's fallback when it has
+/// no token for the instance.
+fn deferred_paths(push: &Push, clusters: &RouteListing) -> PathsSource {
+    if wants_compare(push, clusters) {
+        PathsSource::DeferredToDispatch
+    } else {
+        PathsSource::Payload
     }
 }
 
@@ -283,10 +335,21 @@ async fn route_one(
     queue: &impl DispatchPublisher,
     push: &Push,
     clusters: &RouteListing,
+    verify_paths: bool,
 ) -> RouteVerdict {
-    let dispatches: Vec<Dispatch> = dispatch_clusters(push, clusters)
+    let clusters_for = if verify_paths {
+        let mut unknown_paths = push.clone();
+        unknown_paths.changed_paths = None;
+        dispatch_clusters(&unknown_paths, clusters)
+    } else {
+        dispatch_clusters(push, clusters)
+    };
+    let dispatches: Vec<Dispatch> = clusters_for
         .into_iter()
-        .map(|cluster| Dispatch::new(cluster, push.clone()))
+        .map(|cluster| Dispatch {
+            verify_paths,
+            ..Dispatch::new(cluster, push.clone())
+        })
         .collect();
     if !dispatches.is_empty()
         && let Err(error) = queue.publish_dispatches(&dispatches).await

@@ -280,6 +280,7 @@ async fn route_then_dispatch(
         clusters: cluster,
         queue: &MemorySettle::default(),
         clock: &TestClock::default(),
+        gitlab: &crate::ports::NoGitLab,
     };
     let report = handle_dispatch(
         &ports,
@@ -536,5 +537,170 @@ async fn gitlab_is_asked_only_when_a_paths_subscription_could_decide() {
         &[intake(&created)],
     )
     .await;
+    assert_eq!(gitlab.calls("compare"), 0);
+}
+
+// ---- changed paths compared by dispatch (AWS: route holds no credential) ---------------
+
+/// Route without a GitLab token, deferring the paths; then dispatch with `gitlab`, every
+/// dispatch of the push in one batch. The verdict per cluster, the skip reasons, and the
+/// dispatches as route queued them.
+async fn deferred(
+    push: Push,
+    gitlab: &crate::testing::FakeGitLab,
+) -> (
+    Vec<(String, Verdict, Vec<String>)>,
+    Vec<Dispatch>,
+    PathsSource,
+) {
+    let registry = paths_registry();
+    let (_, cluster) = prod_and(Vec::new());
+    let queue = MemoryQueue::default();
+    let report = handle_route_deferring_paths(&registry, &queue, &[intake(&push)]).await;
+    let paths = report.messages[0].paths.clone();
+    let dispatches = queue.dispatches.lock().unwrap().clone();
+    let messages: Vec<QueueMessage> = dispatches
+        .iter()
+        .map(|d| QueueMessage {
+            id: format!("d-{}", d.cluster),
+            source: "dispatch".into(),
+            receipt: format!("r-{}", d.cluster),
+            group: d.cluster.clone(),
+            body: d.to_json(),
+            receive_count: 1,
+        })
+        .collect();
+    let ports = DispatchPorts {
+        registry: &registry,
+        clusters: &cluster,
+        queue: &MemorySettle::default(),
+        clock: &TestClock::default(),
+        gitlab,
+    };
+    let report = handle_dispatch(
+        &ports,
+        &DispatchRules::default(),
+        &DispatchMemory::default(),
+        &messages,
+        now(),
+    )
+    .await;
+    let mut verdicts: Vec<(String, Verdict, Vec<String>)> = report
+        .messages
+        .into_iter()
+        .map(|m| {
+            (
+                m.dispatch.map(|d| d.cluster).unwrap_or_default(),
+                m.verdict,
+                m.skipped.into_iter().map(|s| s.reason).collect(),
+            )
+        })
+        .collect();
+    verdicts.sort_by(|a, b| a.0.cmp(&b.0));
+    (verdicts, dispatches, paths)
+}
+
+fn compare_answer(
+    paths: &[&str],
+) -> Result<crate::gitlab_api::ApiResponse, crate::gitlab_api::ApiError> {
+    let diffs: Vec<serde_json::Value> = paths
+        .iter()
+        .map(|p| json!({"old_path": p, "new_path": p}))
+        .collect();
+    crate::testing::gitlab_answer(200, json!({"diffs": diffs, "compare_timeout": false}))
+}
+
+#[tokio::test]
+async fn without_a_token_route_sends_every_paths_subscriber_and_dispatch_decides_by_the_compare() {
+    use crate::testing::FakeGitLab;
+    // The force-push dropped a commit touching clusters/prod/: the compare shows it, so
+    // prod gets its trigger although the payload lists only docs/.
+    let gitlab = FakeGitLab::for_instance("https://gitlab.example.com");
+    gitlab.answer(
+        "compare",
+        vec![compare_answer(&[
+            "clusters/prod/app.yaml",
+            "docs/readme.md",
+        ])],
+    );
+    let (verdicts, dispatches, paths) = deferred(force_push(), &gitlab).await;
+    assert_eq!(paths, PathsSource::DeferredToDispatch);
+    assert!(dispatches.iter().all(|d| d.verify_paths), "{dispatches:?}");
+    assert_eq!(
+        dispatches
+            .iter()
+            .map(|d| d.cluster.as_str())
+            .collect::<Vec<_>>(),
+        ["prod", "docs"]
+    );
+    // The dispatches carry the payload's paths (dispatch's fallback without a token).
+    assert_eq!(dispatches[0].push.changed_paths, force_push().changed_paths);
+    assert!(
+        matches!(verdicts[0].1, Verdict::Delivered { .. }),
+        "{verdicts:?}"
+    );
+    assert!(
+        matches!(verdicts[1].1, Verdict::Delivered { .. }),
+        "{verdicts:?}"
+    );
+    assert_eq!(gitlab.calls("compare"), 1, "one compare per push per batch");
+
+    // The compare shows docs/ only: prod is not subscribed after all, and says why.
+    let gitlab = FakeGitLab::for_instance("https://gitlab.example.com");
+    gitlab.answer("compare", vec![compare_answer(&["docs/readme.md"])]);
+    let (verdicts, _, _) = deferred(force_push(), &gitlab).await;
+    assert_eq!(verdicts[0].0, "docs");
+    assert!(
+        matches!(verdicts[0].1, Verdict::Delivered { .. }),
+        "{verdicts:?}"
+    );
+    assert_eq!(verdicts[1].0, "prod");
+    assert_eq!(verdicts[1].1, Verdict::NothingToTrigger);
+    assert!(
+        verdicts[1].2[0].contains("the changed paths from GitLab's compare match none"),
+        "{verdicts:?}"
+    );
+
+    // The compare fails: the paths are unknown, so both are triggered.
+    let gitlab = FakeGitLab::for_instance("https://gitlab.example.com");
+    gitlab.answer(
+        "compare",
+        vec![crate::testing::gitlab_answer(
+            500,
+            json!({"message": "500"}),
+        )],
+    );
+    let (verdicts, _, _) = deferred(force_push(), &gitlab).await;
+    assert!(
+        verdicts
+            .iter()
+            .all(|(_, v, _)| matches!(v, Verdict::Delivered { .. })),
+        "{verdicts:?}"
+    );
+
+    // No token for the instance at dispatch either: the payload decides (docs only).
+    let (verdicts, _, _) = deferred(force_push(), &FakeGitLab::default()).await;
+    assert!(
+        matches!(verdicts[0].1, Verdict::Delivered { .. }),
+        "{verdicts:?}"
+    );
+    assert_eq!(verdicts[1].1, Verdict::NothingToTrigger, "{verdicts:?}");
+    assert!(
+        verdicts[1].2[0].contains("the payload's changed paths"),
+        "{verdicts:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_push_no_paths_subscription_cares_about_is_not_deferred() {
+    use crate::testing::FakeGitLab;
+    // A creation (no before) has nothing to compare: the payload decides, nothing marked.
+    let mut push = force_push();
+    push.before = "0".repeat(40);
+    let gitlab = FakeGitLab::for_instance("https://gitlab.example.com");
+    let (verdicts, dispatches, paths) = deferred(push, &gitlab).await;
+    assert_eq!(paths, PathsSource::Payload);
+    assert!(dispatches.iter().all(|d| !d.verify_paths));
+    assert_eq!(dispatches.len(), 1, "{verdicts:?}");
     assert_eq!(gitlab.calls("compare"), 0);
 }

@@ -98,6 +98,7 @@ async fn run(
         clusters: cluster,
         queue: &queue,
         clock: &TestClock::default(),
+        gitlab: &crate::ports::NoGitLab,
     };
     let report = handle_dispatch(
         &ports,

@@ -91,6 +91,7 @@ fn setup() -> (StaticRegistry, FakeCluster) {
 struct Dispatcher {
     queue: MemorySettle,
     clock: TestClock,
+    gitlab: crate::testing::FakeGitLab,
     memory: DispatchMemory,
     rules: DispatchRules,
 }
@@ -108,6 +109,7 @@ impl Dispatcher {
             clusters: cluster,
             queue: &self.queue,
             clock: &self.clock,
+            gitlab: &self.gitlab,
         };
         handle_dispatch(&ports, &self.rules, &self.memory, messages, at).await
     }

@@ -7,6 +7,7 @@
 
 mod calls;
 mod cluster;
+mod paths;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,8 +27,8 @@ use crate::outcome::settle::{Settled, dispatch_settlement, settle, settle_confir
 use crate::outcome::supersede::Deliveries;
 use crate::outcome::verdict::{DeadLetterPlan, Verdict};
 use crate::ports::{
-    Annotator, ApiserverReadiness, Clock, ClusterRegistry, FluxDiscovery, QueueMessage, Settle,
-    TriggerSender,
+    Annotator, ApiserverReadiness, Clock, ClusterRegistry, FluxDiscovery, GitLabApi, NoGitLab,
+    QueueMessage, Settle, TriggerSender,
 };
 use crate::push::Dispatch;
 
@@ -115,16 +116,19 @@ pub struct DispatchMemory {
 }
 
 /// The systems a dispatch batch talks to.
-pub struct DispatchPorts<'a, R, C, Q, T> {
+pub struct DispatchPorts<'a, R, C, Q, T, G = NoGitLab> {
     pub registry: &'a R,
     pub clusters: &'a C,
     pub queue: &'a Q,
     pub clock: &'a T,
+    /// GitLab's compare API, for dispatches route marked `verify_paths` (AWS, where route
+    /// holds no credential); `NoGitLab` where route compares itself (`serve`).
+    pub gitlab: &'a G,
 }
 
 /// Handle one batch: every cluster concurrently, each settled as it finishes.
-pub async fn handle_dispatch<R, C, Q, T>(
-    ports: &DispatchPorts<'_, R, C, Q, T>,
+pub async fn handle_dispatch<R, C, Q, T, G>(
+    ports: &DispatchPorts<'_, R, C, Q, T, G>,
     rules: &DispatchRules,
     memory: &DispatchMemory,
     messages: &[QueueMessage],
@@ -135,6 +139,7 @@ where
     C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness,
     Q: Settle,
     T: Clock,
+    G: GitLabApi,
 {
     let mut unreadable = Vec::new();
     let mut by_cluster: BTreeMap<String, Vec<(&QueueMessage, Dispatch)>> = BTreeMap::new();
@@ -168,15 +173,40 @@ where
             confirming: false,
         }
     });
+    // Before anything is planned (a push filtered out here must supersede nothing).
+    let (by_cluster, unsubscribed) = paths::verify(ports.registry, ports.gitlab, by_cluster).await;
+    let unsubscribed = unsubscribed
+        .into_iter()
+        .map(|(message, dispatch, skip)| async move {
+            let verdict = Verdict::NothingToTrigger;
+            let settled = settle(
+                ports.queue,
+                message,
+                &dispatch_settlement(message, Some(&dispatch), &verdict),
+            )
+            .await;
+            MessageOutcome {
+                message_id: message.id.clone(),
+                dispatch: Some(dispatch),
+                verdict,
+                skipped: vec![skip],
+                settled,
+                confirming: false,
+            }
+        });
     let clusters = by_cluster
         .into_iter()
         .map(|(name, group)| cluster_settled(ports, rules, memory, name, group, now));
-    let (unreadable, clusters) =
-        futures_util::future::join(join_all(not_a_dispatch), join_all(clusters)).await;
+    let (unreadable, (unsubscribed, clusters)) = futures_util::future::join(
+        join_all(not_a_dispatch),
+        futures_util::future::join(join_all(unsubscribed), join_all(clusters)),
+    )
+    .await;
     let mut report = DispatchReport {
         messages: unreadable,
         targets: Vec::new(),
     };
+    report.messages.extend(unsubscribed);
     for (messages, targets) in clusters {
         report.messages.extend(messages);
         report.targets.extend(targets);
@@ -185,8 +215,8 @@ where
 }
 
 /// One cluster within its budget, then settled at once.
-async fn cluster_settled<R, C, Q, T>(
-    ports: &DispatchPorts<'_, R, C, Q, T>,
+async fn cluster_settled<R, C, Q, T, G>(
+    ports: &DispatchPorts<'_, R, C, Q, T, G>,
     rules: &DispatchRules,
     memory: &DispatchMemory,
     name: String,
