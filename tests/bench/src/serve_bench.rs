@@ -34,6 +34,8 @@ pub struct Setup {
     pub receiver: FluxReceiverEmulator,
     /// Registry entries, one per namespace (`bench-00`, `bench-01`, …).
     pub entries: Vec<Value>,
+    /// Each cluster's Receiver webhook path (`/hook/<sha256>`), for the latency floor.
+    pub hook_paths: Vec<String>,
     pub dir: PathBuf,
     push_template: String,
     runs: AtomicU64,
@@ -57,6 +59,7 @@ impl Setup {
             .await
             .expect("receiver emulator on 192.0.2.10:9292");
         let mut entries = Vec::new();
+        let mut hook_paths = Vec::new();
         for index in 0..clusters {
             let ns = namespace(index);
             kube.apply(
@@ -105,6 +108,7 @@ impl Setup {
                 }),
             )
             .await;
+            hook_paths.push(path.clone());
             entries.push(json!({
                 "name": format!("c{index:02}"),
                 "server": kube.server(),
@@ -124,6 +128,7 @@ impl Setup {
             kube,
             receiver,
             entries,
+            hook_paths,
             dir,
             push_template,
             runs: AtomicU64::new(0),
@@ -404,6 +409,7 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
                 samples.extend(hits.iter().map(|hit| hit.at.duration_since(sent)));
             }
         }
+        drop(serve);
         let stats = Samples::from_durations(&samples);
         let (p50, p95, p99) = (
             stats.percentile(50.0),
@@ -419,6 +425,25 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
             format!("{p50:.1} / {p95:.1} / {p99:.1} ({:.1}) ms", stats.max()),
             "p50 ≤ 10 ms, p99 ≤ 50 ms",
             p50 <= 10.0 && p99 <= 50.0,
+        );
+        // The floor, in the same run: the same number of concurrent POSTs straight through
+        // the same apiserver's service proxy to the same Receivers, nothing of fluxrelay.
+        let floor =
+            Samples::from_durations(&floor_latency(setup, clusters, scale.latency_pushes).await);
+        let (floor_p50, floor_p99) = (floor.percentile(50.0), floor.percentile(99.0));
+        report.judged(
+            SECTION,
+            &format!(
+                "{clusters} cluster(s): fluxrelay p50 − floor p50 (floor: {clusters} concurrent POSTs through the service proxy, no fluxrelay; p50 / p99 over {} hits)",
+                floor.len()
+            ),
+            format!(
+                "{:+.1} ms (fluxrelay {p50:.1} / {p99:.1} ms; floor {floor_p50:.1} / {floor_p99:.1} ms; ratio of p50s {:.2})",
+                p50 - floor_p50,
+                p50 / floor_p50.max(0.001)
+            ),
+            "≤ 3 ms",
+            p50 - floor_p50 <= 3.0,
         );
         let n = stats.len() as f64;
         curves.push(Series {
@@ -443,6 +468,64 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
         Ok(()) => report.plot("Latency distribution", file),
         Err(error) => report.note(format!("latency plot failed: {error}")),
     }
+}
+
+/// The latency floor for `clusters` clusters: per round, one POST to each cluster's
+/// Receiver at once, through the apiserver's service proxy with the dispatcher's token
+/// (the path dispatch takes), timed like fluxrelay's: from the start of the round to each
+/// Receiver hit. Round 0 is untimed (the first TLS connection).
+async fn floor_latency(setup: &Setup, clusters: usize, rounds: usize) -> Vec<Duration> {
+    progress(format!(
+        "latency floor: {rounds} rounds of {clusters} concurrent POSTs through the service proxy"
+    ));
+    let client = fluxrelay_testkit::kube_env::client_from_kubeconfig(
+        &fluxrelay_testkit::kube_env::kubeconfig_yaml(
+            &setup.kube.server(),
+            &setup.kube.ca_pem(),
+            &json!({"token": setup.kube.dispatcher_token()}),
+            "floor",
+        ),
+    )
+    .await;
+    const PROXY: &str = "/api/v1/namespaces/flux-system/services/http:webhook-receiver:80/proxy";
+    let mut samples = Vec::new();
+    for round in 0..=rounds as u64 {
+        setup.receiver.clear();
+        let after = format!("f1{round:038x}");
+        let body = json!({"after": after}).to_string();
+        let sent = Instant::now();
+        let posts = setup.hook_paths[..clusters].iter().map(|path| {
+            let request = http::Request::builder()
+                .method(http::Method::POST)
+                .uri(format!("{PROXY}{path}"))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(kube::client::Body::from(body.clone().into_bytes()))
+                .expect("floor request");
+            let client = client.clone();
+            async move {
+                let response = client.send(request).await.expect("floor POST");
+                assert_eq!(response.status(), 200, "floor POST answered");
+            }
+        });
+        futures_util::future::join_all(posts).await;
+        let deadline = sent + Duration::from_secs(30);
+        let hits = loop {
+            let hits = setup.hits_for(&after);
+            if hits.len() >= clusters {
+                break hits;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "floor round {round}: hits missing"
+            );
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        };
+        if round > 0 {
+            samples.extend(hits.iter().map(|hit| hit.at.duration_since(sent)));
+        }
+    }
+    setup.receiver.clear();
+    samples
 }
 
 /// 3. A burst of pushes to one project: Receiver calls per cluster, coalescing against the
