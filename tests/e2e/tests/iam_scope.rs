@@ -42,7 +42,7 @@ const DIASPORA: &str = "https://example.com/mike/diaspora.git";
 const WEBHOOK_SECRET: &str = "fluxrelay/webhook";
 /// Grants this pipeline's paths do not call, each with where it is called (through the real
 /// SDK).
-const NOT_ON_THIS_PATH: [(&str, &str, &str); 3] = [
+const NOT_ON_THIS_PATH: [(&str, &str, &str); 5] = [
     (
         "DispatchFunction",
         "eks:DescribeCluster",
@@ -58,6 +58,16 @@ const NOT_ON_THIS_PATH: [(&str, &str, &str); 3] = [
         "sqs:ChangeMessageVisibility",
         "a message whose retry could not be scheduled waits in place: functions/adapters/tests/sqs_moto.rs",
     ),
+    (
+        "ConfirmFunction",
+        "eks:DescribeCluster",
+        "the endpoint check of an `eks` entry, the same KubeClusters as dispatch: functions/adapters/tests/kube_eks.rs",
+    ),
+    (
+        "ConfirmFunction",
+        "sqs:ChangeMessageVisibility",
+        "a look whose next look could not be scheduled waits in place (Settle::retry_in_place): functions/adapters/tests/sqs_moto.rs",
+    ),
 ];
 /// What only the event source mapping calls (with the function's role): granted, never
 /// called by the function's code.
@@ -71,10 +81,11 @@ const CONSUME_ACTIONS: [&str; 4] = [
     "sqs:ChangeMessageVisibility",
 ];
 /// The queues each function's event source mappings read (template.yaml).
-const OWN_QUEUES: [(&str, &[&str]); 3] = [
+const OWN_QUEUES: [(&str, &[&str]); 4] = [
     ("IngestFunction", &[]),
     ("RouteFunction", &["IntakeQueue"]),
     ("DispatchFunction", &["DispatchQueue", "DispatchRetryQueue"]),
+    ("ConfirmFunction", &["ConfirmQueue"]),
 ];
 /// Actions that can read a stored credential (a secret value, or the key that decrypts it).
 const CREDENTIAL_READS: [&str; 3] = [
