@@ -12,6 +12,7 @@ use fluxrelay_core::matching::artifacts::follows;
 use fluxrelay_core::matching::receiver::{ReceiverState, receiver_state};
 use fluxrelay_core::matching::refs::effective_ref;
 use fluxrelay_core::matching::select::receiver_selects_object;
+use fluxrelay_core::matching::url::display_url;
 use fluxrelay_core::outcome::classify::apiserver_status;
 use fluxrelay_core::ports::{FluxDiscovery, TriggerSender};
 use fluxrelay_core::registry::{ClusterEntry, Credentials, ReceiverEndpoint, TriggerMode};
@@ -202,7 +203,11 @@ fn describe_repository(repository: &GitRepository) -> String {
     format!(
         "GitRepository {}: {} ({}){}{}",
         repository.id,
-        repository.url.as_deref().unwrap_or("(no url)"),
+        // Never the URL's user info: Flux lets a token ride there.
+        repository
+            .url
+            .as_deref()
+            .map_or("(no url)".into(), display_url),
         effective_ref(repository.git_ref.as_ref()),
         if repository.suspend {
             ", suspended"

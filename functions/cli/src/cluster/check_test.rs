@@ -253,6 +253,17 @@ fn a_repository_reads_with_the_ref_dispatch_follows() {
     repository.suspend = false;
     repository.artifact_revision = None;
     assert!(describe_repository(&repository).ends_with("(branch master)"));
+    // A token in the URL's user info is never printed (before: printed as it was).
+    repository.url = Some("https://oauth2:glpat-in-the-url@gitlab.example.com/team/app.git".into());
+    let line = describe_repository(&repository);
+    assert!(
+        !line.contains("glpat-in-the-url") && !line.contains("oauth2"),
+        "{line}"
+    );
+    assert!(
+        line.contains("https://***@gitlab.example.com/team/app.git"),
+        "{line}"
+    );
 }
 
 /// `(apiGroup, resource, verb, resourceNames)` of each rule of the Role in infra/rbac.yaml.

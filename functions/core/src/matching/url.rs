@@ -164,6 +164,23 @@ fn is_dot_segment(segment: &str) -> bool {
     matches!(segment, "." | ".." | "%2e" | ".%2e" | "%2e." | "%2e%2e")
 }
 
+/// A `spec.url` fit to print: the user info of `scheme://user[:password]@host/…` becomes
+/// `***@` (Flux lets a URL carry a token there), except the conventional ssh user `git`.
+/// Anything else is returned as it is.
+pub fn display_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.into();
+    };
+    if &rest[..at] == "git" {
+        return url.into();
+    }
+    format!("{scheme}://***@{}", &rest[at + 1..]).into()
+}
+
 #[cfg(test)]
 #[path = "url_test.rs"]
 mod tests;

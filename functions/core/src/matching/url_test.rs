@@ -527,3 +527,40 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn display_url_hides_user_info_and_nothing_else() {
+    for (url, shown) in [
+        (
+            "https://user:glpat-secret@gitlab.example.com/team/app.git",
+            "https://***@gitlab.example.com/team/app.git",
+        ),
+        (
+            "https://glpat-token-as-user@gitlab.example.com/team/app",
+            "https://***@gitlab.example.com/team/app",
+        ),
+        ("http://a:b@h:8080/x?y=z@w", "http://***@h:8080/x?y=z@w"),
+        // An @ after the authority is part of the path, not user info.
+        (
+            "https://gitlab.example.com/team/app@v1",
+            "https://gitlab.example.com/team/app@v1",
+        ),
+        (
+            "ssh://git@gitlab.example.com/team/app.git",
+            "ssh://git@gitlab.example.com/team/app.git",
+        ),
+        ("ssh://deploy:pw@host/app.git", "ssh://***@host/app.git"),
+        (
+            "git@gitlab.example.com:team/app.git",
+            "git@gitlab.example.com:team/app.git",
+        ),
+        (
+            "https://gitlab.example.com/team/app.git",
+            "https://gitlab.example.com/team/app.git",
+        ),
+        ("", ""),
+        ("not a url", "not a url"),
+    ] {
+        assert_eq!(display_url(url), shown, "{url}");
+    }
+}
