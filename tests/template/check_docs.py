@@ -27,9 +27,11 @@ DOCS = ["README.md", "docs/operations.md", "docs/design.md", "docs/eks.md", "REL
         "tests/template/README.md"]
 SUFFIXES = ("Url", "Name", "Arn", "Id", "Prefix", "Seconds", "Concurrency", "Level", "Key", "Bucket")
 # Names the docs quote that look like template names but are not ours: AWS's own attribute
-# names, and fluxrelay's Rust types.
+# names (an EventBridge target's RoleArn, a queue policy condition's SourceArn), fluxrelay's
+# Rust types, the CloudWatch metrics confirm emits, and systemd's LimitNOFILE.
 OTHER_NAMES = {"DelaySeconds", "MessageGroupId", "MessageDeduplicationId", "QueueUrl", "SecretId",
-               "MaximumConcurrency", "SigningKey"}
+               "MaximumConcurrency", "SigningKey", "RoleArn", "SourceArn", "PushToAppliedSeconds",
+               "LimitNOFILE"}
 NAME = r"[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+"
 CODE = re.compile(rf"`({NAME})`")
 # Shapes that only ever name a parameter or an output, whatever the word ends with.
