@@ -14,7 +14,7 @@ use fluxrelay_core::ports::QueueError;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::workers::{IDLE_POLL, Workers, blocking, queue_messages};
+use crate::workers::{Workers, blocking, queue_messages};
 
 /// Confirmations handled per batch (a cluster's are read together, once).
 const CONFIRM_BATCH: usize = 200;
@@ -135,25 +135,9 @@ fn confirm_journal(report: &ConfirmReport) -> Vec<JournalEntry> {
 
 /// Confirm until `stop` turns true; the batch in hand is finished first, and what is left
 /// stays queued for the next start.
-pub async fn run_confirm(workers: Arc<Workers>, mut stop: watch::Receiver<bool>) {
-    let mut failures: u32 = 0;
-    while !*stop.borrow() {
-        let pause = match workers.confirm_once().await {
-            Ok(0) => IDLE_POLL,
-            Ok(_) => {
-                failures = 0;
-                continue;
-            }
-            Err(error) => {
-                failures = failures.saturating_add(1);
-                tracing::error!(outcome = "queue_unavailable", stage = "confirm", error = %error);
-                IDLE_POLL * failures.min(20)
-            }
-        };
-        tokio::select! {
-            _ = workers.confirm_wake.notified() => {}
-            _ = tokio::time::sleep(pause) => {}
-            _ = stop.changed() => {}
-        }
-    }
+pub async fn run_confirm(workers: Arc<Workers>, stop: watch::Receiver<bool>) {
+    crate::workers::poll_until_stopped("confirm", &workers.confirm_wake, stop, || {
+        workers.confirm_once()
+    })
+    .await;
 }

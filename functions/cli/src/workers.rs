@@ -346,10 +346,25 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 /// Route until `stop` turns true; the batch in hand is finished first, and whatever is
 /// left stays queued for the next start.
-pub async fn run_route(workers: Arc<Workers>, mut stop: watch::Receiver<bool>) {
+pub async fn run_route(workers: Arc<Workers>, stop: watch::Receiver<bool>) {
+    poll_until_stopped("route", &workers.route_wake, stop, || workers.route_once()).await;
+}
+
+/// Run `once` (one batch: how many messages it handled) until `stop` turns true: at once
+/// again after a batch, after `IDLE_POLL` (or a wake-up) when the queue was empty, and
+/// backing off while the queue itself fails.
+pub(crate) async fn poll_until_stopped<F, Fut>(
+    stage: &'static str,
+    wake: &tokio::sync::Notify,
+    mut stop: watch::Receiver<bool>,
+    mut once: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize, QueueError>>,
+{
     let mut failures: u32 = 0;
     while !*stop.borrow() {
-        let pause = match workers.route_once().await {
+        let pause = match once().await {
             Ok(0) => IDLE_POLL,
             Ok(_) => {
                 failures = 0;
@@ -357,25 +372,18 @@ pub async fn run_route(workers: Arc<Workers>, mut stop: watch::Receiver<bool>) {
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
-                tracing::error!(outcome = "queue_unavailable", stage = "route", error = %error);
+                tracing::error!(outcome = "queue_unavailable", stage, error = %error);
                 IDLE_POLL * failures.min(20)
             }
         };
         tokio::select! {
-            _ = workers.route_wake.notified() => {}
+            _ = wake.notified() => {}
             _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => {}
         }
     }
 }
 
-/// Dispatch until `stop` turns true. Each received batch is split by cluster, and each
-/// cluster's share runs as a task of its own, up to `dispatch_slots` at once: a cluster
-/// that hangs holds one slot until its deadline, never a batch of other clusters with it.
-/// A cluster is handled by one task at a time (its FIFO group already keeps its dispatch
-/// messages together; its retries come from the retry queue, in no group): messages for a
-/// busy cluster join that task's backlog, handled as one batch when it is done, instead of
-/// taking another slot. On stop, the tasks in hand are finished first.
 pub async fn run_dispatch(workers: Arc<Workers>, mut stop: watch::Receiver<bool>) {
     // Clusters being handled, each with the messages that arrived for it meanwhile.
     let busy: Arc<Mutex<HashMap<String, Vec<QueueMessage>>>> = Arc::default();
