@@ -36,21 +36,7 @@ impl KubeClusters {
             )));
         }
         let path = format!("/apis/{group}/{version}/namespaces/{namespace}/{plural}");
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            http::header::ACCEPT,
-            http::HeaderValue::from_static("application/json"),
-        );
-        let response = self
-            .request_apiserver(
-                entry,
-                http::Method::GET,
-                &path,
-                &headers,
-                &[],
-                MAX_LIST_BYTES,
-            )
-            .await?;
+        let response = self.get_list(entry, &path).await?;
         // No such resource: the CRD is not installed, so there are none of them.
         let not_installed = response.status == 404
             && serde_json::from_slice::<Value>(&response.body)

@@ -328,6 +328,29 @@ fn list_bytes<T: Listed>(items: &[T]) -> usize {
 }
 
 impl KubeClusters {
+    /// GET a list (`Accept: application/json`, at most `MAX_LIST_BYTES` read): the raw
+    /// answer, for the caller to classify.
+    pub(super) async fn get_list(
+        &self,
+        entry: &ClusterEntry,
+        path: &str,
+    ) -> Result<fluxrelay_core::outcome::classify::TriggerResponse, TriggerFailure> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("application/json"),
+        );
+        self.request_apiserver(
+            entry,
+            http::Method::GET,
+            path,
+            &headers,
+            &[],
+            MAX_LIST_BYTES,
+        )
+        .await
+    }
+
     /// The `T`s of `kind` in one namespace: from the cache when read with the same entry
     /// less than the TTL ago (and not `fresh`), else from the apiserver.
     pub(super) async fn list<T: Listed>(
@@ -365,21 +388,7 @@ impl KubeClusters {
             "/apis/{}/{}/namespaces/{namespace}/{}",
             resource.group, resource.version, resource.plural
         );
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            http::header::ACCEPT,
-            http::HeaderValue::from_static("application/json"),
-        );
-        let response = self
-            .request_apiserver(
-                entry,
-                http::Method::GET,
-                &path,
-                &headers,
-                &[],
-                MAX_LIST_BYTES,
-            )
-            .await?;
+        let response = self.get_list(entry, &path).await?;
         classify_apiserver_response(&response, &action).inspect_err(|failure| {
             if failure.credentials_rejected {
                 self.forget_client(entry);
