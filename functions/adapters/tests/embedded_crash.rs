@@ -1,5 +1,6 @@
 //! A send that returned `Ok` survives SIGKILL of the process that made it. The test re-runs
-//! this test binary as a child that sends until killed and prints each acknowledged id.
+//! this test binary as a child that sends (from several threads, so writes share group
+//! commits) until killed and prints each acknowledged id.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashSet;
@@ -12,18 +13,35 @@ use fluxrelay_adapters::embedded::{EmbeddedQueue, NewMessage};
 const CHILD_ENV: &str = "FLUXRELAY_EMBEDDED_CRASH_CHILD_PATH";
 const ACKED: &str = "acked ";
 
-/// The child: sends until it is killed, printing the id of every acknowledged send.
+/// Threads sending at once, so acknowledged sends include ones that shared a group commit.
+const SENDERS: usize = 4;
+
+/// The child: sends from `SENDERS` threads until it is killed, printing the id of every
+/// acknowledged send.
 fn send_until_killed(path: &str) -> ! {
     let queue = EmbeddedQueue::open(path).unwrap();
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|sender| {
+            let queue = queue.clone();
+            std::thread::spawn(move || send_forever(&queue, sender))
+        })
+        .collect();
+    for sender in senders {
+        let _ = sender.join();
+    }
+    unreachable!("sends until the parent kills it")
+}
+
+fn send_forever(queue: &EmbeddedQueue, sender: usize) {
     for n in 0.. {
         if n % 2 == 0 {
-            let id = format!("single-{n}");
+            let id = format!("single-{sender}-{n}");
             queue.send("q", "g", &id, &id).unwrap();
             println!("{ACKED}{id}");
         } else {
             let batch: Vec<NewMessage> = (0..10)
                 .map(|i| {
-                    let id = format!("batch-{n}-{i}");
+                    let id = format!("batch-{sender}-{n}-{i}");
                     NewMessage::new(format!("g{i}"), id.clone(), id)
                 })
                 .collect();
@@ -33,7 +51,6 @@ fn send_until_killed(path: &str) -> ! {
             }
         }
     }
-    unreachable!("sends until the parent kills it")
 }
 
 #[test]

@@ -242,6 +242,10 @@ struct ServeArgs {
     /// dispatcher `fluxrelay-bench` compares coalescing against)
     #[arg(long, hide = true)]
     bench_no_coalesce: bool,
+    /// Benchmark only: answer accepted webhooks 202 without queueing them (they are lost);
+    /// the ceiling `fluxrelay-bench` compares durable ingest against
+    #[arg(long, hide = true)]
+    bench_ceiling_no_queue: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -430,10 +434,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let dispatch = DispatchOptions {
-        coalesce: !args.bench_no_coalesce,
+    let options = serve::ServeOptions {
+        dispatch: DispatchOptions {
+            coalesce: !args.bench_no_coalesce,
+        },
+        bench_ceiling_no_queue: args.bench_ceiling_no_queue,
     };
-    match runtime.block_on(serve::run(config, dispatch, shutdown_signal())) {
+    match runtime.block_on(serve::run(config, options, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(ServeError::Config(error)) => config_failed(&error),
         Err(ServeError::Runtime(message)) => {

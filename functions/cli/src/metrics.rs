@@ -53,6 +53,8 @@ pub struct Metrics {
     queue_messages: Family<QueueState, Gauge>,
     journal_rows: Gauge,
     journal_bytes: Gauge,
+    queue_commits: Gauge,
+    queue_writes: Gauge,
     trigger_latency: Histogram,
     /// Confirmation figures (`metrics_confirm.rs`).
     pub confirm: ConfirmMetrics,
@@ -78,6 +80,8 @@ impl Metrics {
         let queue_messages = Family::<QueueState, Gauge>::default();
         let journal_rows = Gauge::default();
         let journal_bytes = Gauge::default();
+        let queue_commits = Gauge::default();
+        let queue_writes = Gauge::default();
         let trigger_latency = Histogram::new(LATENCY_BUCKETS);
         registry.register(
             "webhooks_received",
@@ -126,6 +130,16 @@ impl Metrics {
             journal_bytes.clone(),
         );
         registry.register(
+            "queue_commits",
+            "Transactions the embedded queue committed since start (one fsync each; concurrent writes share one)",
+            queue_commits.clone(),
+        );
+        registry.register(
+            "queue_writes",
+            "Writes to the embedded queue since start; queue_writes / queue_commits is the mean group size",
+            queue_writes.clone(),
+        );
+        registry.register(
             "trigger_latency_seconds",
             "Time from a push's webhook being accepted to its cluster's trigger succeeding",
             trigger_latency.clone(),
@@ -165,6 +179,8 @@ impl Metrics {
             queue_messages,
             journal_rows,
             journal_bytes,
+            queue_commits,
+            queue_writes,
             trigger_latency,
             connections,
             request_timeouts,
@@ -288,6 +304,11 @@ impl Metrics {
             .set(i64::try_from(journal.rows).unwrap_or(i64::MAX));
         self.journal_bytes
             .set(i64::try_from(journal.bytes).unwrap_or(i64::MAX));
+        let group_commit = queue.group_commit_stats();
+        self.queue_commits
+            .set(i64::try_from(group_commit.commits).unwrap_or(i64::MAX));
+        self.queue_writes
+            .set(i64::try_from(group_commit.writes).unwrap_or(i64::MAX));
         let mut text = String::new();
         encode(&mut text, &self.registry).map_err(|error| error.to_string())?;
         Ok(text)

@@ -25,6 +25,8 @@ use fluxrelay_core::handlers::dispatch::{DispatchMemory, DispatchOptions, Dispat
 use fluxrelay_core::ingest::{
     Accepted, IngestConfig, IngestError, IngestResponse, Source, check_head, ingest_from,
 };
+use fluxrelay_core::ports::{PushPublisher, QueueError};
+use fluxrelay_core::push::Push;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore, watch};
 use tower::ServiceBuilder;
@@ -57,18 +59,49 @@ pub enum ServeError {
 #[derive(Clone)]
 struct AppState {
     ingest: Arc<IngestConfig>,
+    intake: Intake,
     queue: EmbeddedQueue,
     metrics: Arc<Metrics>,
     route_wake: Arc<Notify>,
+}
+
+/// How `serve` runs, beyond its configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    pub dispatch: DispatchOptions,
+    /// Benchmark only (`--bench-ceiling-no-queue`): see [`Intake::BenchCeilingNoQueue`].
+    pub bench_ceiling_no_queue: bool,
+}
+
+/// Where `/webhook` puts the pushes it accepts.
+#[derive(Clone)]
+enum Intake {
+    /// The embedded queue: `202` only once the push is committed (and fsynced).
+    Queue(EmbeddedQueue),
+    /// Benchmark only: accepted pushes are dropped and answered `202` at once. Everything
+    /// else is the same server (listener, layers, head check, authentication, parsing,
+    /// log line, metrics), so `fluxrelay-bench` measures the ceiling the durable enqueue is
+    /// compared against. Never for use: what it answers `202` is lost.
+    BenchCeilingNoQueue,
+}
+
+impl PushPublisher for Intake {
+    async fn publish_pushes(&self, pushes: &[Push]) -> Result<(), QueueError> {
+        match self {
+            Intake::Queue(queue) => queue.publish_pushes(pushes).await,
+            Intake::BenchCeilingNoQueue => Ok(()),
+        }
+    }
 }
 
 /// Serve until `shutdown` completes, then stop accepting, let in-flight requests and
 /// batches finish, and return. Start-up problems are reported before anything listens.
 pub async fn run(
     config: ServeConfig,
-    dispatch: DispatchOptions,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let dispatch = options.dispatch;
     let problem = |field: &str, problem: String| {
         ServeError::Config(ConfigError {
             problems: vec![Problem {
@@ -147,8 +180,17 @@ pub async fn run(
         confirm_memory: ConfirmMemory::default(),
         confirm_wake: Arc::new(Notify::new()),
     });
+    let intake = if options.bench_ceiling_no_queue {
+        tracing::warn!(
+            "--bench-ceiling-no-queue: webhooks are answered 202 and dropped (benchmark only)"
+        );
+        Intake::BenchCeilingNoQueue
+    } else {
+        Intake::Queue(queue.clone())
+    };
     let state = AppState {
         ingest: Arc::new(config.ingest),
+        intake,
         queue: queue.clone(),
         metrics,
         route_wake: route_wake.clone(),
@@ -332,7 +374,7 @@ async fn receive(
             ingest_from(
                 source,
                 &state.ingest,
-                &state.queue,
+                &state.intake,
                 &headers,
                 &bytes,
                 OffsetDateTime::now_utc(),
@@ -364,7 +406,7 @@ async fn receive(
 fn answer(state: &AppState, result: Result<Accepted, IngestError>) -> Response {
     outcome_log::ingest(&result);
     state.metrics.record_ingest(&result);
-    if result.is_ok() {
+    if result.is_ok() && matches!(state.intake, Intake::Queue(_)) {
         state.route_wake.notify_one();
     }
     let response = IngestResponse::from_result(&result);

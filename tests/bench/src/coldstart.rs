@@ -29,6 +29,7 @@ struct Stub {
     /// Invocations still to hand out; after them `next` never answers (an idle container).
     remaining: Mutex<usize>,
     answered: Mutex<usize>,
+    last_answer: Mutex<Option<Instant>>,
     event: String,
     function: String,
     changed: Notify,
@@ -79,6 +80,7 @@ async fn next(State(stub): State<Arc<Stub>>) -> axum::response::Response {
 
 async fn settled(State(stub): State<Arc<Stub>>) -> StatusCode {
     *stub.answered.lock().unwrap() += 1;
+    *stub.last_answer.lock().unwrap() = Some(Instant::now());
     stub.changed.notify_waiters();
     StatusCode::ACCEPTED
 }
@@ -109,8 +111,29 @@ struct Function {
     env: Vec<(String, String)>,
 }
 
-/// One run: (cold start, peak RSS in MiB after `invocations`, invocations answered).
-async fn run_once(function: &Function, moto: &Moto, invocations: usize) -> (Duration, f64, usize) {
+/// What one run measured.
+struct Run {
+    cold: Duration,
+    /// Peak RSS in MiB after the invocations.
+    rss: f64,
+    answered: usize,
+    /// From the first `next` to the last answer, per invocation answered.
+    wall_per_invocation: Duration,
+    /// The process's CPU time (user + system, init included) per invocation answered.
+    cpu_per_invocation: Duration,
+}
+
+/// The CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) start at field 3; utime and stime
+    // are fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+async fn run_once(function: &Function, moto: &Moto, invocations: usize) -> Run {
     let event = std::fs::read_to_string(
         crate::workspace_root()
             .join("events")
@@ -174,10 +197,20 @@ async fn run_once(function: &Function, moto: &Moto, invocations: usize) -> (Dura
         .expect("first next")
         .duration_since(exec);
     let rss = peak_rss_mib(child.id()).unwrap_or(f64::NAN);
+    let cpu = cpu_time(child.id()).unwrap_or_default();
     let answered = *stub.answered.lock().unwrap();
+    let first = stub.first_next.lock().unwrap().expect("first next");
+    let last = stub.last_answer.lock().unwrap().unwrap_or(first);
     let _ = child.kill();
     let _ = child.wait();
-    (cold, rss, answered)
+    let per = |total: Duration| total / u32::try_from(answered.max(1)).unwrap_or(u32::MAX);
+    Run {
+        cold,
+        rss,
+        answered,
+        wall_per_invocation: per(last.duration_since(first)),
+        cpu_per_invocation: per(cpu),
+    }
 }
 
 pub async fn lambdas(moto: &Moto, scale: &Scale, report: &mut Report) {
@@ -261,7 +294,7 @@ pub async fn lambdas(moto: &Moto, scale: &Scale, report: &mut Report) {
         ));
         let mut starts = Vec::new();
         for _ in 0..scale.cold_starts {
-            starts.push(run_once(function, moto, 0).await.0);
+            starts.push(run_once(function, moto, 0).await.cold);
         }
         let starts = Samples::from_durations(&starts);
         let median = starts.percentile(50.0);
@@ -276,7 +309,25 @@ pub async fn lambdas(moto: &Moto, scale: &Scale, report: &mut Report) {
             "≤ 20 ms",
             median <= 20.0,
         );
-        let (_, rss, answered) = run_once(function, moto, scale.invocations).await;
+        let Run {
+            rss,
+            answered,
+            wall_per_invocation,
+            cpu_per_invocation,
+            ..
+        } = run_once(function, moto, scale.invocations).await;
+        report.info(
+            "Invocation time",
+            &format!(
+                "`{}`: per invocation of events/{} over {answered}, wall (first next → last answer) / process CPU (init included)",
+                function.binary, function.event_file
+            ),
+            format!(
+                "{:.2} / {:.2} ms",
+                wall_per_invocation.as_secs_f64() * 1e3,
+                cpu_per_invocation.as_secs_f64() * 1e3
+            ),
+        );
         report.judged(
             "Memory",
             &format!(
@@ -288,7 +339,7 @@ pub async fn lambdas(moto: &Moto, scale: &Scale, report: &mut Report) {
             rss <= 24.0,
         );
     }
-    for binary in ["ingest", "route", "dispatch", "fluxrelay"] {
+    for binary in ["ingest", "route", "dispatch", "confirm", "fluxrelay"] {
         let path = crate::profile_dir().join(binary);
         let size = std::fs::metadata(&path)
             .map(|m| m.len())

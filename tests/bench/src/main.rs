@@ -134,12 +134,21 @@ pub fn progress(message: impl std::fmt::Display) {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut smoke = false;
+    let mut only: Option<Stage> = None;
     let mut out: Option<PathBuf> = None;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
             "--smoke" => smoke = true,
             "--out" => out = iter.next().map(PathBuf::from),
+            "--only" => match iter.next().map(String::as_str) {
+                Some("throughput") => only = Some(Stage::Throughput),
+                Some("lambdas") => only = Some(Stage::Lambdas),
+                other => {
+                    eprintln!("fluxrelay-bench: --only takes throughput or lambdas, got {other:?}");
+                    return ExitCode::from(2);
+                }
+            },
             // Measure release binaries from a debug build of the benchmark (whose own load
             // generator is then slower than in release).
             "--release-binaries" => {
@@ -147,7 +156,7 @@ fn main() -> ExitCode {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: fluxrelay-bench [--smoke] [--out DIR] [--release-binaries]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)"
+                    "usage: fluxrelay-bench [--smoke] [--only throughput|lambdas] [--out DIR] [--release-binaries]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)\n  --only: that stage alone (ingest throughput and its ceiling, or the Lambda binaries' cold start,\n          memory and size); report in DIR (default <target>/bench-only), BENCHMARKS.md untouched"
                 );
                 return ExitCode::SUCCESS;
             }
@@ -164,6 +173,8 @@ fn main() -> ExitCode {
     let out = out.unwrap_or_else(|| {
         if smoke {
             profile_dir().join("bench-smoke")
+        } else if only.is_some() {
+            profile_dir().join("bench-only")
         } else {
             workspace_root().join("docs/bench")
         }
@@ -173,17 +184,44 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let report = runtime.block_on(run(scale, &out));
+    let report = runtime.block_on(async {
+        match only {
+            None => run(scale, &out).await,
+            Some(stage) => run_only(stage, scale, &out).await,
+        }
+    });
     let markdown = report.markdown();
     std::fs::write(out.join("report.md"), &markdown).expect("write report.md");
     println!("{markdown}");
-    if !smoke {
+    if !smoke && only.is_none() {
         let benchmarks = workspace_root().join("BENCHMARKS.md");
         report::splice_into(&benchmarks, &markdown).expect("update BENCHMARKS.md");
         progress(format!("updated {}", benchmarks.display()));
     }
     progress(format!("report and plots in {}", out.display()));
     ExitCode::SUCCESS
+}
+
+/// A stage run alone (`--only`), to measure one change without the whole run.
+#[derive(Clone, Copy, Debug)]
+enum Stage {
+    Throughput,
+    Lambdas,
+}
+
+async fn run_only(stage: Stage, scale: Scale, out: &Path) -> Report {
+    let mut report = Report::new(scale);
+    match stage {
+        Stage::Throughput => {
+            let setup = serve_bench::Setup::start(&scale).await;
+            serve_bench::throughput(&setup, &scale, out, &mut report).await;
+        }
+        Stage::Lambdas => {
+            let moto = fluxrelay_testkit::moto::Moto::start();
+            coldstart::lambdas(&moto, &scale, &mut report).await;
+        }
+    }
+    report
 }
 
 async fn run(scale: Scale, out: &Path) -> Report {

@@ -231,8 +231,114 @@ pub async fn drained(client: &reqwest::Client, serve: &ServeProcess, limit: Dura
     }
 }
 
+/// What one load run measured: `202`s, other answers, how long it ran, and each `202`'s
+/// time from sending the request to its answer.
+struct LoadRun {
+    accepted: u64,
+    other: u64,
+    elapsed: Duration,
+    latencies: Samples,
+}
+
+/// `load_connections` keep-alive clients posting push-hook.json to `/webhook`, each with its
+/// own `after`, until `stop`.
+fn start_load(
+    setup: &Setup,
+    scale: &Scale,
+    serve: &ServeProcess,
+    first_sequence: u64,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(u64, u64, Vec<Duration>)>> {
+    let client = http_client();
+    let sequence = Arc::new(AtomicU64::new(first_sequence));
+    let bodies = Arc::new(setup.push_template.clone());
+    (0..scale.load_connections)
+        .map(|_| {
+            let (client, stop, sequence, bodies) = (
+                client.clone(),
+                stop.clone(),
+                sequence.clone(),
+                bodies.clone(),
+            );
+            let url = serve.url("/webhook");
+            tokio::spawn(async move {
+                let (mut accepted, mut other, mut latencies) = (0u64, 0u64, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let n = sequence.fetch_add(1, Ordering::Relaxed);
+                    let body = bodies.replace(SAMPLE_AFTER, &after_sha(n));
+                    let sent = Instant::now();
+                    let status = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("x-gitlab-event", "Push Hook")
+                        .header("x-gitlab-token", WEBHOOK_TOKEN)
+                        .body(body)
+                        .send()
+                        .await
+                        .map(|response| response.status().as_u16())
+                        .unwrap_or(0);
+                    if status == 202 {
+                        accepted += 1;
+                        latencies.push(sent.elapsed());
+                    } else {
+                        other += 1;
+                    }
+                }
+                (accepted, other, latencies)
+            })
+        })
+        .collect()
+}
+
+async fn finish_load(
+    generators: Vec<tokio::task::JoinHandle<(u64, u64, Vec<Duration>)>>,
+    start: Instant,
+) -> LoadRun {
+    let (mut accepted, mut other, mut latencies) = (0u64, 0u64, Vec::new());
+    for generator in generators {
+        let (a, o, l) = generator.await.expect("load generator");
+        accepted += a;
+        other += o;
+        latencies.extend(l);
+    }
+    LoadRun {
+        accepted,
+        other,
+        elapsed: start.elapsed(),
+        latencies: Samples::from_durations(&latencies),
+    }
+}
+
+impl LoadRun {
+    fn rate(&self) -> f64 {
+        self.accepted as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{:.0} /s ({} in {:.1} s, {} not 202)",
+            self.rate(),
+            self.accepted,
+            self.elapsed.as_secs_f64(),
+            self.other
+        )
+    }
+
+    fn latency(&self) -> String {
+        format!(
+            "{:.1} / {:.1} ({:.1}) ms over {} answers",
+            self.latencies.percentile(50.0),
+            self.latencies.percentile(99.0),
+            self.latencies.max(),
+            self.latencies.len()
+        )
+    }
+}
+
 /// 1. Durable ingest throughput (202s per second, `load_connections` concurrent clients
-///    for `load_secs`), queue depth over time while dispatch works, serve's peak RSS.
+///    for `load_secs`), queue depth over time while dispatch works, serve's peak RSS; then
+///    the same load against the same binary started with `--bench-ceiling-no-queue` (the
+///    same server answering 202 without queueing): the ceiling durable ingest is held to.
 pub async fn throughput(setup: &Setup, scale: &Scale, out: &Path, report: &mut Report) {
     const SECTION: &str = "Ingest throughput (serve)";
     progress(format!(
@@ -242,70 +348,36 @@ pub async fn throughput(setup: &Setup, scale: &Scale, out: &Path, report: &mut R
     let serve = ServeProcess::start(&setup.config(1), &[]);
     let client = http_client();
     let stop = Arc::new(AtomicBool::new(false));
-    let sequence = Arc::new(AtomicU64::new(1_000_000));
-    let bodies = Arc::new(setup.push_template.clone());
     let start = Instant::now();
-    let mut generators = Vec::new();
-    for _ in 0..scale.load_connections {
-        let (client, stop, sequence, bodies) = (
-            client.clone(),
-            stop.clone(),
-            sequence.clone(),
-            bodies.clone(),
-        );
-        let url = serve.url("/webhook");
-        generators.push(tokio::spawn(async move {
-            let (mut accepted, mut other) = (0u64, 0u64);
-            while !stop.load(Ordering::Relaxed) {
-                let n = sequence.fetch_add(1, Ordering::Relaxed);
-                let body = bodies.replace(SAMPLE_AFTER, &after_sha(n));
-                let status = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-gitlab-event", "Push Hook")
-                    .header("x-gitlab-token", WEBHOOK_TOKEN)
-                    .body(body)
-                    .send()
-                    .await
-                    .map(|response| response.status().as_u16())
-                    .unwrap_or(0);
-                if status == 202 {
-                    accepted += 1;
-                } else {
-                    other += 1;
-                }
-            }
-            (accepted, other)
-        }));
-    }
+    let mut generators = start_load(setup, scale, &serve, 1_000_000, &stop);
     // Queue depth every 250 ms, during the load and until dispatch has caught up.
     let mut intake = Vec::new();
     let mut dispatch = Vec::new();
     let load = Duration::from_secs_f64(scale.load_secs);
-    let mut load_over = false;
-    let (mut accepted, mut other) = (0u64, 0u64);
-    let mut load_elapsed = load;
+    let mut durable: Option<LoadRun> = None;
+    let mut commits_during_load = (0.0, 0.0);
     loop {
         let scrape = Scrape::get(&client, &serve).await;
         let t = start.elapsed().as_secs_f64();
         let (i, d) = (scrape.depth("intake"), scrape.depth("dispatch"));
         intake.push((t, i));
         dispatch.push((t, d));
-        if !load_over && start.elapsed() >= load {
+        if durable.is_none() && start.elapsed() >= load {
             stop.store(true, Ordering::Relaxed);
-            for generator in generators.drain(..) {
-                let (a, o) = generator.await.expect("load generator");
-                accepted += a;
-                other += o;
-            }
-            load_elapsed = start.elapsed();
-            load_over = true;
+            let run = finish_load(std::mem::take(&mut generators), start).await;
+            let after = Scrape::get(&client, &serve).await;
+            commits_during_load = (
+                after.sum("fluxrelay_queue_commits", &[]),
+                after.sum("fluxrelay_queue_writes", &[]),
+            );
             progress(format!(
-                "  load over after {:.1} s: {accepted} accepted; waiting for dispatch to drain",
-                load_elapsed.as_secs_f64()
+                "  load over after {:.1} s: {} accepted; waiting for dispatch to drain",
+                run.elapsed.as_secs_f64(),
+                run.accepted
             ));
+            durable = Some(run);
         }
-        if load_over && i + d == 0.0 {
+        if durable.is_some() && i + d == 0.0 {
             break;
         }
         assert!(
@@ -314,19 +386,30 @@ pub async fn throughput(setup: &Setup, scale: &Scale, out: &Path, report: &mut R
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let drain = start.elapsed().saturating_sub(load_elapsed);
-    let rate = accepted as f64 / load_elapsed.as_secs_f64();
+    let durable = durable.expect("the load ran");
+    let drain = start.elapsed().saturating_sub(durable.elapsed);
     let peak_dispatch = dispatch.iter().map(|p| p.1).fold(0.0, f64::max);
     let peak_intake = intake.iter().map(|p| p.1).fold(0.0, f64::max);
     report.judged(
         SECTION,
-        "pushes acknowledged 202 per second",
+        "pushes acknowledged 202 per second (durable: committed with `synchronous = FULL`)",
+        durable.describe(),
+        "≥ 10,000 /s",
+        durable.rate() >= 10_000.0 && durable.other == 0,
+    );
+    report.info(
+        SECTION,
+        "durable: time to each 202 under that load, p50 / p99 (max)",
+        durable.latency(),
+    );
+    let (commits, writes) = commits_during_load;
+    report.info(
+        SECTION,
+        "durable: queue transactions (fsyncs) and writes until the load ended (route and dispatch included); writes per transaction",
         format!(
-            "{rate:.0} /s ({accepted} in {:.1} s, {other} not 202)",
-            load_elapsed.as_secs_f64()
+            "{commits:.0} and {writes:.0}; {:.1}",
+            writes / commits.max(1.0)
         ),
-        "≥ 5,000 /s",
-        rate >= 5000.0 && other == 0,
     );
     report.info(
         SECTION,
@@ -368,7 +451,46 @@ pub async fn throughput(setup: &Setup, scale: &Scale, out: &Path, report: &mut R
     } else {
         report.plot("Queue depth over time", file);
     }
+    drop(serve);
     setup.receiver.clear();
+    ceiling(setup, scale, &durable, report).await;
+}
+
+/// The same load against the same binary and configuration started with
+/// `--bench-ceiling-no-queue`: every layer of the server, authentication, parsing, the log
+/// line and the metrics, but the accepted pushes are not queued (so nothing is routed or
+/// dispatched either). Durable ingest's throughput is judged against it.
+async fn ceiling(setup: &Setup, scale: &Scale, durable: &LoadRun, report: &mut Report) {
+    const SECTION: &str = "Ingest throughput (serve)";
+    progress(format!(
+        "throughput ceiling: the same load for {} s against serve --bench-ceiling-no-queue",
+        scale.load_secs
+    ));
+    let serve = ServeProcess::start(&setup.config(1), &["--bench-ceiling-no-queue"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let generators = start_load(setup, scale, &serve, 9_000_000, &stop);
+    tokio::time::sleep(Duration::from_secs_f64(scale.load_secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let run = finish_load(generators, start).await;
+    report.info(
+        SECTION,
+        "ceiling: the same server answering 202 without the queue (`--bench-ceiling-no-queue`, benchmark only)",
+        run.describe(),
+    );
+    report.info(
+        SECTION,
+        "ceiling: time to each 202 under that load, p50 / p99 (max)",
+        run.latency(),
+    );
+    let ratio = durable.rate() / run.rate().max(f64::MIN_POSITIVE);
+    report.judged(
+        SECTION,
+        "durable ÷ ceiling",
+        format!("{ratio:.2}"),
+        "≥ 0.5",
+        ratio >= 0.5,
+    );
 }
 
 /// 2. Push → Receiver hit latency, pushes one after another, for each cluster count.

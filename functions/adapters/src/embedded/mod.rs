@@ -6,26 +6,34 @@
 //! Durability: WAL with `synchronous = FULL`, so a call returns `Ok` only after its
 //! transaction is fsynced; an acknowledged webhook survives a process kill *and* a power
 //! loss. `NORMAL` would survive only the former, and the reliability rule is "never
-//! acknowledge what is not persisted". Batches amortise the fsync.
+//! acknowledge what is not persisted". Batches amortise the fsync, and so does the group
+//! commit (`writer`): concurrent writes share one transaction and one fsync, each answered
+//! with its own result only after that commit.
 //!
-//! Calls block on SQLite; async callers go through `spawn_blocking` (the port impls do).
+//! Writes go through the writer thread; reads (depths, dead letters, the journal) use a
+//! connection of their own, so a metrics scrape never holds up a commit. The blocking calls
+//! block on SQLite; async callers go through `spawn_blocking`, except the publishers, which
+//! wait for their group without taking a thread.
 
 mod clock;
+#[cfg(test)]
+mod group_commit_tests;
 mod journal;
 mod journal_cap;
 mod settle;
 mod store;
+mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use fluxrelay_core::ports::{DispatchPublisher, PushPublisher, QueueError};
 use fluxrelay_core::push::{Dispatch, Push};
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, Transaction};
 
 use self::clock::millis;
 pub use self::clock::{Clock, ManualClock, SystemClock};
@@ -36,6 +44,8 @@ use self::journal_cap::JournalCap;
 pub use self::journal_cap::{DEFAULT_JOURNAL_MAX_BYTES, JournalStats};
 pub use self::settle::EmbeddedSettle;
 use self::store::storage;
+pub use self::writer::GroupCommitStats;
+use self::writer::Writer;
 pub use fluxrelay_core::ports::DeadLetterReason;
 
 /// The queue `PushPublisher` writes to: group = project id, dedup = push key.
@@ -168,11 +178,16 @@ pub struct EmbeddedQueue {
 
 struct Inner {
     path: PathBuf,
-    // One connection: SQLite serialises writers anyway, and every operation here writes
-    // or is short.
-    connection: Mutex<Connection>,
+    // One writer (SQLite serialises writers anyway), grouping concurrent writes into one
+    // transaction; first in the struct, so dropping the queue stops it first.
+    writer: Writer,
+    /// The writer's connection: tests hold it to gather a group.
+    #[cfg_attr(not(test), allow(dead_code))]
+    write_connection: Arc<Mutex<Connection>>,
+    // Reads see what is committed (WAL: readers never wait for the writer's fsync).
+    reader: Mutex<Connection>,
     clock: Arc<dyn Clock>,
-    journal_cap: JournalCap,
+    journal_cap: Arc<JournalCap>,
 }
 
 impl fmt::Debug for EmbeddedQueue {
@@ -195,13 +210,7 @@ impl EmbeddedQueue {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, QueueError> {
         let path = path.as_ref().to_path_buf();
-        let mut connection = Connection::open(&path).map_err(|error| {
-            QueueError::new(format!("embedded queue: open {}: {error}", path.display()))
-        })?;
-        // Another process (`fluxrelay dlq ...`) may hold the write lock briefly.
-        connection
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(storage("set busy timeout"))?;
+        let mut connection = connect(&path)?;
         let journal_mode: String = connection
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .map_err(storage("enable WAL"))?;
@@ -215,14 +224,24 @@ impl EmbeddedQueue {
             .pragma_update(None, "synchronous", "FULL")
             .map_err(storage("set synchronous = FULL"))?;
         store::migrate(&mut connection)?;
+        let reader = connect(&path)?;
+        let write_connection = Arc::new(Mutex::new(connection));
+        let writer = Writer::start(write_connection.clone(), clock.clone())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
-                connection: Mutex::new(connection),
+                writer,
+                write_connection,
+                reader: Mutex::new(reader),
                 clock,
-                journal_cap: JournalCap::new(DEFAULT_JOURNAL_MAX_BYTES),
+                journal_cap: Arc::new(JournalCap::new(DEFAULT_JOURNAL_MAX_BYTES)),
             }),
         })
+    }
+
+    /// Transactions committed and writes answered since the queue was opened.
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        self.inner.writer.stats()
     }
 
     pub fn path(&self) -> &Path {
@@ -250,14 +269,9 @@ impl EmbeddedQueue {
         queue: &str,
         messages: &[NewMessage],
     ) -> Result<Vec<SendOutcome>, QueueError> {
-        let window = millis(DEDUP_WINDOW);
-        self.write(|transaction, now| {
-            store::prune_dedup(transaction, now, window)?;
-            messages
-                .iter()
-                .map(|message| store::send(transaction, queue, message, now, window))
-                .collect()
-        })
+        self.inner
+            .writer
+            .write(send_operation(queue.to_string(), messages.to_vec()))
     }
 
     /// Enqueue `body` on `queue`, deliverable after `delay`, outside any FIFO group and
@@ -271,8 +285,9 @@ impl EmbeddedQueue {
             SEQUENCE.fetch_add(1, Ordering::Relaxed)
         );
         let message = NewMessage::new(unique.clone(), unique, body);
-        self.write(|transaction, now| {
-            store::send_delayed(transaction, queue, &message, now, millis(delay))
+        let queue = queue.to_string();
+        self.write(move |transaction, now| {
+            store::send_delayed(transaction, &queue, &message, now, millis(delay))
         })
     }
 
@@ -286,8 +301,13 @@ impl EmbeddedQueue {
         body: &str,
         reason: &DeadLetterReason,
     ) -> Result<(), QueueError> {
-        let copied = self.write(|transaction, now| {
-            store::dead_letter_copy(transaction, receipt, file_as, body, reason, now)
+        let file_as = file_as.map(|(queue, group)| (queue.to_string(), group.to_string()));
+        let (copy_of, body, why) = (*receipt, body.to_string(), reason.clone());
+        let copied = self.write(move |transaction, now| {
+            let file_as = file_as
+                .as_ref()
+                .map(|(queue, group)| (queue.as_str(), group.as_str()));
+            store::dead_letter_copy(transaction, &copy_of, file_as, &body, &why, now)
         })?;
         if !copied {
             return Err(QueueError::new(format!(
@@ -307,13 +327,15 @@ impl EmbeddedQueue {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.write(|transaction, now| {
-            store::receive(transaction, queue, max, now, millis(visibility))
+        let queue = queue.to_string();
+        self.write(move |transaction, now| {
+            store::receive(transaction, &queue, max, now, millis(visibility))
         })
     }
 
     pub fn delete(&self, receipt: &Receipt) -> Result<(), QueueError> {
-        self.write(|transaction, _| store::delete(transaction, receipt))
+        let receipt = *receipt;
+        self.write(move |transaction, _| store::delete(transaction, &receipt))
     }
 
     /// Hide an in-flight message for `visibility` from now; zero makes it deliverable now.
@@ -322,8 +344,9 @@ impl EmbeddedQueue {
         receipt: &Receipt,
         visibility: Duration,
     ) -> Result<(), QueueError> {
-        self.write(|transaction, now| {
-            store::change_visibility(transaction, receipt, now, millis(visibility))
+        let receipt = *receipt;
+        self.write(move |transaction, now| {
+            store::change_visibility(transaction, &receipt, now, millis(visibility))
         })
     }
 
@@ -337,8 +360,9 @@ impl EmbeddedQueue {
             MessageRef::Receipt(receipt) => (receipt.message_id, Some(receipt.receive_count)),
             MessageRef::Id(id) => (id, None),
         };
-        let moved = self.write(|transaction, now| {
-            store::dead_letter(transaction, message_id, receive_count, reason, now)
+        let why = reason.clone();
+        let moved = self.write(move |transaction, now| {
+            store::dead_letter(transaction, message_id, receive_count, &why, now)
         })?;
         if !moved {
             return Err(QueueError::new(format!(
@@ -354,12 +378,15 @@ impl EmbeddedQueue {
         queue: &str,
         cluster: Option<&str>,
     ) -> Result<Vec<DeadLetter>, QueueError> {
-        store::list_dead_letters(&self.lock(), queue, cluster)
+        store::list_dead_letters(&self.read(), queue, cluster)
     }
 
     /// Move the queue's dead letters (only one cluster's, if given) back; returns how many.
     pub fn redrive(&self, queue: &str, cluster: Option<&str>) -> Result<usize, QueueError> {
-        self.write(|transaction, now| store::redrive(transaction, queue, cluster, now))
+        let (queue, cluster) = (queue.to_string(), cluster.map(str::to_string));
+        self.write(move |transaction, now| {
+            store::redrive(transaction, &queue, cluster.as_deref(), now)
+        })
     }
 
     /// After a crash, make the messages the dead process had received deliverable at once
@@ -367,7 +394,8 @@ impl EmbeddedQueue {
     /// serve` holds a lock file): a live consumer's messages would be delivered twice.
     /// Returns how many were released.
     pub fn release_leases(&self, queue: &str) -> Result<usize, QueueError> {
-        self.write(|transaction, now| store::release_leases(transaction, queue, now))
+        let queue = queue.to_string();
+        self.write(move |transaction, now| store::release_leases(transaction, &queue, now))
     }
 
     /// Append to the push journal: skips folded into one summary per push and cluster (give
@@ -378,9 +406,9 @@ impl EmbeddedQueue {
         if entries.is_empty() {
             return Ok(());
         }
-        self.write(|transaction, now| {
-            journal::append(transaction, entries, now)?;
-            let cap = &self.inner.journal_cap;
+        let (entries, cap) = (entries.to_vec(), self.inner.journal_cap.clone());
+        self.write(move |transaction, now| {
+            journal::append(transaction, &entries, now)?;
             cap.enforce(transaction)?;
             journal_cap::reclaim(transaction, cap.keep_free_bytes())
         })
@@ -399,59 +427,50 @@ impl EmbeddedQueue {
     /// The journal's rows and bytes on disk. Reads every page of the journal: for a scrape,
     /// not for every write.
     pub fn journal_stats(&self) -> Result<JournalStats, QueueError> {
-        journal_cap::stats(&self.lock())
+        journal_cap::stats(&self.read())
     }
 
     /// The journal of one push, oldest first.
     pub fn journal(&self, key: &str) -> Result<Vec<JournalRecord>, QueueError> {
-        journal::records(&self.lock(), key)
+        journal::records(&self.read(), key)
     }
 
     /// Journalled keys starting with `prefix` (at most 20).
     pub fn journal_keys(&self, prefix: &str) -> Result<Vec<String>, QueueError> {
-        journal::keys_with_prefix(&self.lock(), prefix)
+        journal::keys_with_prefix(&self.read(), prefix)
     }
 
     /// The bodies of every message on `queue`, whatever its state, oldest first: for
     /// inspection (what is still pending), never for delivery.
     pub fn peek(&self, queue: &str) -> Result<Vec<String>, QueueError> {
-        store::peek(&self.lock(), queue)
+        store::peek(&self.read(), queue)
     }
 
     pub fn dead_letter_count(&self, queue: &str) -> Result<u64, QueueError> {
-        store::dead_letter_count(&self.lock(), queue)
+        store::dead_letter_count(&self.read(), queue)
     }
 
     pub fn depth(&self, queue: &str) -> Result<Depth, QueueError> {
         let now = self.inner.clock.now_millis();
-        store::depth(&self.lock(), queue, now)
+        store::depth(&self.read(), queue, now)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic while the lock was held dropped its open transaction, which SQLite rolled
-        // back; the connection is consistent, so poisoning carries no information here.
-        self.inner
-            .connection
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// The read connection: it sees what is committed and never waits for a commit.
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        writer::lock(&self.inner.reader)
     }
 
-    /// Run `operation` in an IMMEDIATE transaction (the write lock up front, so concurrent
-    /// processes wait for `busy_timeout` instead of failing on upgrade) and commit it.
-    fn write<T>(
+    /// Run `operation` in the writer's next group (an IMMEDIATE transaction: the write lock
+    /// up front, so concurrent processes wait for `busy_timeout` instead of failing on
+    /// upgrade) and return its result once that group is committed.
+    fn write<T: Send + 'static>(
         &self,
-        operation: impl FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError>,
+        operation: impl FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, QueueError> {
-        let mut connection = self.lock();
-        let transaction = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(storage("begin transaction"))?;
-        let now = self.inner.clock.now_millis();
-        let value = operation(&transaction, now)?;
-        transaction.commit().map_err(storage("commit"))?;
-        Ok(value)
+        self.inner.writer.write(operation)
     }
 
+    /// `send_batch` for async callers: waits for its group's commit without a thread.
     async fn send_batch_async(
         &self,
         queue: &'static str,
@@ -460,12 +479,40 @@ impl EmbeddedQueue {
         if messages.is_empty() {
             return Ok(());
         }
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.send_batch(queue, &messages))
-            .await
-            .map_err(|error| QueueError::new(format!("embedded queue: send task: {error}")))??;
+        self.inner
+            .writer
+            .write_async(send_operation(queue.to_string(), messages))
+            .await?;
         Ok(())
     }
+}
+
+/// Enqueue all `messages` in one write: all are persisted, or none (and no deduplication
+/// id is consumed); a repeated dedup id within them, or within the group, is a duplicate.
+fn send_operation(
+    queue: String,
+    messages: Vec<NewMessage>,
+) -> impl FnOnce(&Transaction<'_>, i64) -> Result<Vec<SendOutcome>, QueueError> + Send + 'static {
+    move |transaction, now| {
+        let window = millis(DEDUP_WINDOW);
+        store::prune_dedup(transaction, now, window)?;
+        messages
+            .iter()
+            .map(|message| store::send(transaction, &queue, message, now, window))
+            .collect()
+    }
+}
+
+/// A connection to the queue file that waits for another process's write lock.
+fn connect(path: &Path) -> Result<Connection, QueueError> {
+    let connection = Connection::open(path).map_err(|error| {
+        QueueError::new(format!("embedded queue: open {}: {error}", path.display()))
+    })?;
+    // Another process (`fluxrelay dlq ...`) may hold the write lock briefly.
+    connection
+        .busy_timeout(Duration::from_secs(5))
+        .map_err(storage("set busy timeout"))?;
+    Ok(connection)
 }
 
 /// Duplicates count as success: the push is already persisted, as SQS FIFO reports it.

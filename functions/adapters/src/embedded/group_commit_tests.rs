@@ -1,0 +1,183 @@
+//! Group commit on a real queue file: the test holds the writer's connection while the
+//! writes gather, so they are taken as one group, then checks each caller's answer and what
+//! the file holds after reopening.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fluxrelay_core::ports::QueueError;
+
+use super::{EmbeddedQueue, INTAKE_QUEUE, SendOutcome};
+
+const VISIBILITY: Duration = Duration::from_secs(30);
+
+struct TempQueueFile {
+    path: PathBuf,
+}
+
+impl TempQueueFile {
+    fn new(name: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "fluxrelay-group-{name}-{}-{}.sqlite",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let file = Self { path };
+        file.remove();
+        file
+    }
+
+    fn remove(&self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = self.path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+impl Drop for TempQueueFile {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+type Answer = JoinHandle<Result<SendOutcome, QueueError>>;
+
+/// Runs `submit` with the writer's connection held until all `writes` are waiting, so the
+/// writer takes them as one group once it is released; returns what `submit` returned.
+fn in_one_group<T>(queue: &EmbeddedQueue, writes: u64, submit: impl FnOnce() -> T) -> T {
+    let held = queue.inner.write_connection.lock().unwrap();
+    let submitted = submit();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue.inner.writer.waiting() < writes {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {writes} writes reached the writer",
+            queue.inner.writer.waiting()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(held);
+    submitted
+}
+
+fn send_in_thread(queue: &EmbeddedQueue, group: &str, dedup: &str, body: &str) -> Answer {
+    let (queue, group, dedup, body) = (
+        queue.clone(),
+        group.to_string(),
+        dedup.to_string(),
+        body.to_string(),
+    );
+    std::thread::spawn(move || queue.send(INTAKE_QUEUE, &group, &dedup, &body))
+}
+
+#[test]
+fn concurrent_sends_share_one_commit_and_each_gets_its_own_result() {
+    let file = TempQueueFile::new("own-results");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    let before = queue.group_commit_stats();
+    // 20 distinct pushes, a second delivery of push 7's dedup id, and one invalid send.
+    let (distinct, duplicate, invalid) = in_one_group(&queue, 22, || {
+        let distinct: Vec<Answer> = (0..20)
+            .map(|n| {
+                let id = format!("push-{n}");
+                send_in_thread(&queue, &format!("project-{}", n % 3), &id, &id)
+            })
+            .collect();
+        let duplicate = send_in_thread(&queue, "project-1", "push-7", "push-7 again");
+        let invalid = send_in_thread(&queue, "", "push-invalid", "no group");
+        (distinct, duplicate, invalid)
+    });
+    let mut outcomes: Vec<SendOutcome> = distinct
+        .into_iter()
+        .map(|answer| answer.join().unwrap().unwrap())
+        .collect();
+    outcomes.push(duplicate.join().unwrap().unwrap());
+    let invalid = invalid.join().unwrap();
+
+    let after = queue.group_commit_stats();
+    assert_eq!(after.commits - before.commits, 1, "one transaction for all");
+    assert_eq!(after.writes - before.writes, 22);
+    // Push 7's two sends: whichever ran first is enqueued, the other is the duplicate.
+    let enqueued = outcomes
+        .iter()
+        .filter(|outcome| **outcome == SendOutcome::Enqueued)
+        .count();
+    assert_eq!((enqueued, outcomes.len()), (20, 21), "{outcomes:?}");
+    let error = invalid.expect_err("an empty group id is refused");
+    assert!(error.message.contains("group id"), "{error}");
+
+    // Durable: another process reading the file finds the 20 pushes, once each.
+    drop(queue);
+    let reopened = EmbeddedQueue::open(&file.path).unwrap();
+    let mut bodies: Vec<String> = reopened
+        .receive(INTAKE_QUEUE, 100, VISIBILITY)
+        .unwrap()
+        .into_iter()
+        .map(|message| message.body)
+        .collect();
+    bodies.sort();
+    let push_7: Vec<&String> = bodies.iter().filter(|b| b.starts_with("push-7")).collect();
+    assert_eq!(push_7.len(), 1, "{bodies:?}");
+    assert_eq!(bodies.len(), 20, "{bodies:?}");
+    assert!(!bodies.iter().any(|body| body == "no group"));
+}
+
+#[test]
+fn a_failing_commit_fails_every_write_of_its_group_and_stores_none() {
+    let file = TempQueueFile::new("failed-commit");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    {
+        // A deferred foreign key is checked at COMMIT: a real commit that SQLite refuses.
+        let connection = queue.inner.write_connection.lock().unwrap();
+        connection
+            .execute_batch(
+                "PRAGMA foreign_keys = ON;
+                 CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                 CREATE TABLE child (parent INTEGER REFERENCES parent (id)
+                                     DEFERRABLE INITIALLY DEFERRED);",
+            )
+            .unwrap();
+    }
+    let (sends, breaker) = in_one_group(&queue, 11, || {
+        let sends: Vec<Answer> = (0..10)
+            .map(|n| {
+                let id = format!("push-{n}");
+                send_in_thread(&queue, "project", &id, &id)
+            })
+            .collect();
+        let writer = queue.clone();
+        let breaker = std::thread::spawn(move || {
+            writer.write(|transaction, _| {
+                transaction
+                    .execute("INSERT INTO child (parent) VALUES (42)", [])
+                    .map_err(|error| QueueError::new(error.to_string()))
+            })
+        });
+        (sends, breaker)
+    });
+    for send in sends {
+        let error = send.join().unwrap().expect_err("its group's commit failed");
+        assert!(error.message.contains("commit"), "{error}");
+    }
+    assert!(breaker.join().unwrap().is_err());
+    assert_eq!(queue.group_commit_stats().commits, 0);
+
+    // Nothing of the group is stored, no deduplication id is consumed, and the writer
+    // goes on: the same pushes sent again are enqueued.
+    let depth = queue.depth(INTAKE_QUEUE).unwrap();
+    assert_eq!(depth.visible + depth.in_flight, 0);
+    for n in 0..10 {
+        let id = format!("push-{n}");
+        let outcome = queue.send(INTAKE_QUEUE, "project", &id, &id).unwrap();
+        assert_eq!(outcome, SendOutcome::Enqueued, "{id}");
+    }
+    drop(queue);
+    let reopened = EmbeddedQueue::open(&file.path).unwrap();
+    assert_eq!(reopened.depth(INTAKE_QUEUE).unwrap().visible, 10);
+}

@@ -1,0 +1,312 @@
+//! Group commit: every write of the embedded queue goes through one writer thread. It takes
+//! every write waiting for it, runs each in a savepoint of one IMMEDIATE transaction,
+//! commits once (one fsync for the whole group, `synchronous = FULL` as before), and only
+//! then answers each caller with its own result.
+//!
+//! - A write that fails rolls back its own savepoint and nothing else: the others of its
+//!   group commit, as they would have one after another.
+//! - Writes run in the order they were submitted, in the same transaction, so a later
+//!   write sees an earlier one: a deduplication id sent twice in one group is enqueued once
+//!   and reported `Duplicate` the second time, exactly as two transactions in a row.
+//! - A commit that fails fails every write of its group: nobody is told a write is durable
+//!   that is not.
+//!
+//! While the writer commits one group (the fsync), the next group gathers, so the fsyncs
+//! per second stay what the disk allows while the writes per fsync grow with the load; no
+//! write waits for a timer.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+use fluxrelay_core::ports::QueueError;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use super::clock::Clock;
+
+/// Writes in one group at most, so one group's transaction (and the wait of its first
+/// write) stays bounded however deep the backlog of callers.
+const MAX_GROUP: usize = 1024;
+
+/// Counts since the queue was opened: `writes ÷ commits` is the mean group size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroupCommitStats {
+    /// Transactions committed (one fsync each).
+    pub commits: u64,
+    /// Writes answered after a commit, failed ones included.
+    pub writes: u64,
+}
+
+/// One write: run inside the group's transaction, then answered once the group's commit
+/// is known.
+trait Job: Send {
+    /// Runs the operation; `true` when it succeeded (its savepoint is kept).
+    fn run(&mut self, transaction: &Transaction<'_>, now: i64) -> bool;
+    /// Answers the caller: the operation's own result once `committed` is `Ok`, else the
+    /// operation's error or, if it had succeeded, the group's.
+    fn finish(self: Box<Self>, committed: Result<(), QueueError>);
+}
+
+struct Pending<T, Operation, Reply> {
+    operation: Option<Operation>,
+    result: Option<Result<T, QueueError>>,
+    reply: Reply,
+}
+
+impl<T, Operation, Reply> Job for Pending<T, Operation, Reply>
+where
+    T: Send,
+    Operation: FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError> + Send,
+    Reply: FnOnce(Result<T, QueueError>) + Send,
+{
+    fn run(&mut self, transaction: &Transaction<'_>, now: i64) -> bool {
+        let Some(operation) = self.operation.take() else {
+            return false;
+        };
+        let result = operation(transaction, now);
+        let succeeded = result.is_ok();
+        self.result = Some(result);
+        succeeded
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), QueueError>) {
+        let answer = match (self.result, committed) {
+            (Some(Err(error)), _) => Err(error),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (Some(Ok(_)), Err(error)) | (None, Err(error)) => Err(error),
+            (None, Ok(())) => Err(QueueError::new(
+                "embedded queue: the write was not run (it panicked)",
+            )),
+        };
+        (self.reply)(answer);
+    }
+}
+
+/// The handle on the writer thread; dropping it lets the thread finish the writes it has
+/// and waits for it.
+pub(super) struct Writer {
+    jobs: Option<Sender<Box<dyn Job>>>,
+    thread: Option<JoinHandle<()>>,
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    commits: AtomicU64,
+    writes: AtomicU64,
+    /// Submitted and not yet taken into a group.
+    waiting: AtomicU64,
+}
+
+impl Writer {
+    pub(super) fn start(
+        connection: Arc<Mutex<Connection>>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, QueueError> {
+        let (jobs, received) = mpsc::channel();
+        let counts = Arc::new(Counts::default());
+        let thread = std::thread::Builder::new()
+            .name("fluxrelay-queue-writer".into())
+            .spawn({
+                let counts = counts.clone();
+                move || write_groups(&connection, clock.as_ref(), &received, &counts)
+            })
+            .map_err(|error| {
+                QueueError::new(format!("embedded queue: start the writer thread: {error}"))
+            })?;
+        Ok(Self {
+            jobs: Some(jobs),
+            thread: Some(thread),
+            counts,
+        })
+    }
+
+    /// Queue `operation` for the next group; `reply` gets its result once the group's
+    /// commit is known (on the writer thread: it must only hand the result on).
+    pub(super) fn submit<T, Operation, Reply>(
+        &self,
+        operation: Operation,
+        reply: Reply,
+    ) -> Result<(), QueueError>
+    where
+        T: Send + 'static,
+        Operation: FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
+        Reply: FnOnce(Result<T, QueueError>) + Send + 'static,
+    {
+        let job: Box<dyn Job> = Box::new(Pending {
+            operation: Some(operation),
+            result: None,
+            reply,
+        });
+        let stopped = || QueueError::new("embedded queue: the writer thread has stopped");
+        self.jobs
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())?;
+        self.counts.waiting.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Run `operation` in the next group and wait for its result (a blocking call).
+    pub(super) fn write<T>(
+        &self,
+        operation: impl FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+    {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.submit(operation, move |result| {
+            // The caller waits on `answer`; if it went away there is no one to tell.
+            let _ = reply.send(result);
+        })?;
+        answer.recv().map_err(|_| {
+            QueueError::new("embedded queue: the writer thread stopped before answering")
+        })?
+    }
+
+    /// Run `operation` in the next group; the future resolves once its group committed.
+    pub(super) async fn write_async<T>(
+        &self,
+        operation: impl FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError>
+    where
+        T: Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.submit(operation, move |result| {
+            let _ = reply.send(result);
+        })?;
+        answer.await.map_err(|_| {
+            QueueError::new("embedded queue: the writer thread stopped before answering")
+        })?
+    }
+
+    pub(super) fn stats(&self) -> GroupCommitStats {
+        GroupCommitStats {
+            commits: self.counts.commits.load(Ordering::SeqCst),
+            writes: self.counts.writes.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Writes submitted and not yet taken into a group (tests hold the connection to make
+    /// one group of a known set of writes).
+    #[cfg(test)]
+    pub(super) fn waiting(&self) -> u64 {
+        self.counts.waiting.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once it has answered what it holds.
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take()
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub(super) fn lock(connection: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while the lock was held dropped its open transaction, which SQLite rolled
+    // back; the connection is consistent, so poisoning carries no information here.
+    connection.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The writer thread: one group per turn, until every handle is dropped.
+fn write_groups(
+    connection: &Mutex<Connection>,
+    clock: &dyn Clock,
+    jobs: &Receiver<Box<dyn Job>>,
+    counts: &Counts,
+) {
+    while let Ok(first) = jobs.recv() {
+        // The connection first, then whatever else is waiting: writes that arrive while
+        // someone else holds the connection join this group.
+        let mut connection = lock(connection);
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        counts
+            .waiting
+            .fetch_sub(group.len() as u64, Ordering::SeqCst);
+        let size = group.len() as u64;
+        if commit_group(&mut connection, clock, group) {
+            counts.commits.fetch_add(1, Ordering::SeqCst);
+        }
+        counts.writes.fetch_add(size, Ordering::SeqCst);
+    }
+}
+
+/// One transaction for the group, a savepoint per write; `true` when it committed. Every
+/// write is answered before this returns.
+fn commit_group(connection: &mut Connection, clock: &dyn Clock, group: Vec<Box<dyn Job>>) -> bool {
+    let transaction = match connection.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(transaction) => transaction,
+        Err(error) => {
+            fail_all(group, &format!("begin transaction: {error}"));
+            return false;
+        }
+    };
+    let now = clock.now_millis();
+    let mut ran = Vec::with_capacity(group.len());
+    let mut jobs = group.into_iter();
+    let mut broken = None;
+    for mut job in jobs.by_ref() {
+        if let Err(error) = transaction.execute_batch("SAVEPOINT write") {
+            broken = Some(format!("begin a write's savepoint: {error}"));
+            ran.push(job);
+            break;
+        }
+        // A panic in one write must not take the writer (and every later write) with it.
+        let succeeded =
+            catch_unwind(AssertUnwindSafe(|| job.run(&transaction, now))).unwrap_or(false);
+        let end = if succeeded {
+            "RELEASE write"
+        } else {
+            "ROLLBACK TO write; RELEASE write"
+        };
+        ran.push(job);
+        if let Err(error) = transaction.execute_batch(end) {
+            // SQLite may have rolled the whole transaction back (an I/O error, a full disk).
+            broken = Some(format!("end a write's savepoint: {error}"));
+            break;
+        }
+    }
+    if let Some(problem) = broken {
+        // Dropping the transaction rolls back what the group wrote.
+        drop(transaction);
+        fail_all(ran.into_iter().chain(jobs), &problem);
+        return false;
+    }
+    match transaction.commit() {
+        Ok(()) => {
+            for job in ran {
+                job.finish(Ok(()));
+            }
+            true
+        }
+        Err(error) => {
+            // The transaction was dropped, and so rolled back, by the failed commit.
+            fail_all(ran, &format!("commit: {error}"));
+            false
+        }
+    }
+}
+
+fn fail_all(jobs: impl IntoIterator<Item = Box<dyn Job>>, problem: &str) {
+    for job in jobs {
+        job.finish(Err(QueueError::new(format!(
+            "embedded queue: {problem}; nothing of this write was stored"
+        ))));
+    }
+}
