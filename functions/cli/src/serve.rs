@@ -175,6 +175,10 @@ pub async fn run(
         gitlab,
         confirm_rules: ConfirmRules {
             cluster_budget: Some(crate::confirm_worker::CONFIRM_CLUSTER_BUDGET),
+            // One id per run: a look scheduled by an earlier run (it was killed, maybe
+            // between sending this look and acknowledging the one before) reads GitLab
+            // before its terminal post, so a twin's end is not posted twice.
+            instance: Some(run_id()),
             ..config.confirm.clone()
         },
         confirm_memory: ConfirmMemory::default(),
@@ -472,4 +476,12 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         }
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n").into_response(),
     }
+}
+
+/// This run of `serve`: its process id and start time (distinct across restarts).
+fn run_id() -> String {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis());
+    format!("serve-{}-{started}", std::process::id())
 }

@@ -113,6 +113,11 @@ pub struct Confirmation {
     /// The summary status is still to be brought up to date.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub summary_due: bool,
+    /// The confirm process that scheduled this look (`serve`: one id per run; Lambda:
+    /// none), so a look that outlived a restart reads before its terminal post
+    /// (`report::scheduled_elsewhere`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_by: Option<String>,
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -134,6 +139,7 @@ impl Confirmation {
             post_failures: 0,
             ended: None,
             summary_due: false,
+            scheduled_by: None,
         }
     }
 

@@ -54,8 +54,11 @@ pub fn description(confirmation: &Confirmation) -> String {
 }
 
 /// Read the status by name before this terminal post, and post nothing if it already ended:
-/// - after a redelivery (a crash or a lost acknowledgement after an earlier attempt may
-///   already have posted it, and a second terminal post would add a duplicate status);
+/// - when a twin may exist (`twin_possible`): after a redelivery (a crash or a lost
+///   acknowledgement after an earlier attempt may already have posted it, and a second
+///   terminal post would add a duplicate status), or in a look another process scheduled
+///   (`serve` was restarted: a look redelivered after the crash may have ended the same
+///   confirmation, see [`scheduled_elsewhere`]);
 /// - before a `canceled` (superseded or timed out): a duplicate confirmation of the same
 ///   push and cluster (a trigger delivered twice, at least once) that starts late can find
 ///   the source past a commit its twin already saw applied; GitLab keeps the first end.
@@ -65,11 +68,23 @@ pub fn description(confirmation: &Confirmation) -> String {
 pub fn must_read_first(
     confirmation: &Confirmation,
     state: StatusState,
-    receive_count: u32,
+    twin_possible: bool,
 ) -> bool {
     state.is_terminal()
         && confirmation.posted != Some(state)
-        && (receive_count > 1 || state == StatusState::Canceled)
+        && (twin_possible || state == StatusState::Canceled)
+}
+
+/// This look was scheduled by another confirm process than `instance` (this one's): the
+/// process that scheduled it stopped in between, maybe after sending this look and before
+/// acknowledging the one that sent it, so that one comes back too and a twin of this
+/// confirmation may already have posted its end. Unknown on either side (Lambda, whose
+/// containers come and go, or an older message): no.
+pub fn scheduled_elsewhere(confirmation: &Confirmation, instance: Option<&str>) -> bool {
+    matches!(
+        (confirmation.scheduled_by.as_deref(), instance),
+        (Some(by), Some(me)) if by != me
+    )
 }
 
 #[cfg(test)]
@@ -235,16 +250,31 @@ mod tests {
             Some(Outcome::Success),
             Some(StatusState::Running),
         );
-        assert!(!must_read_first(&c, StatusState::Success, 1));
-        assert!(must_read_first(&c, StatusState::Success, 2));
+        assert!(!must_read_first(&c, StatusState::Success, false));
+        assert!(must_read_first(&c, StatusState::Success, true));
         assert!(
-            !must_read_first(&c, StatusState::Running, 2),
+            !must_read_first(&c, StatusState::Running, true),
             "a same-state 400 says it already"
         );
         assert!(
-            must_read_first(&c, StatusState::Canceled, 1),
+            must_read_first(&c, StatusState::Canceled, false),
             "a cancel never overwrites an end"
         );
-        assert!(!must_read_first(&c, StatusState::Failed, 1));
+        assert!(!must_read_first(&c, StatusState::Failed, false));
+    }
+
+    #[test]
+    fn a_look_scheduled_by_another_process_may_have_a_twin() {
+        let mut c = confirmation(None, None, None);
+        for (by, me, elsewhere) in [
+            (Some("serve-1"), Some("serve-2"), true),
+            (Some("serve-1"), Some("serve-1"), false),
+            (None, Some("serve-2"), false),
+            (Some("serve-1"), None, false),
+            (None, None, false),
+        ] {
+            c.scheduled_by = by.map(str::to_string);
+            assert_eq!(scheduled_elsewhere(&c, me), elsewhere, "{by:?} {me:?}");
+        }
     }
 }

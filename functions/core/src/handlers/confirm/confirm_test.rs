@@ -533,6 +533,73 @@ async fn a_redelivered_terminal_post_is_not_made_twice() {
 }
 
 #[tokio::test]
+async fn a_look_that_outlived_a_restart_reads_before_its_terminal_post() {
+    // serve was killed after sending look n+1 and before acknowledging look n: after the
+    // restart look n came back (received twice: reads, posts success) and look n+1, which
+    // the earlier run scheduled, is received once. It must read too, and post nothing.
+    let mut stage = Stage::new();
+    stage.rules.instance = Some("serve-2".into());
+    let registry = registry(&[("prod", json!(true))]);
+    let mut twin = start("prod", "k");
+    twin.posted = Some(StatusState::Running);
+    stage
+        .run(&registry, &cluster_at(2), &[message("n", &twin, 2)], now())
+        .await;
+    assert_eq!(
+        stage.gitlab.calls("create_status"),
+        1,
+        "the redelivered look posts"
+    );
+    twin.checks = 1;
+    twin.scheduled_by = Some("serve-1".into());
+    stage
+        .run(
+            &registry,
+            &cluster_at(2),
+            &[message("n+1", &twin, 1)],
+            now(),
+        )
+        .await;
+    assert_eq!(
+        stage.gitlab.calls("create_status"),
+        1,
+        "the earlier run's look read, found the end, posted nothing"
+    );
+    assert_eq!(stage.gitlab.calls("list_statuses"), 2);
+
+    // Within one run, a look this run scheduled posts its end without the read.
+    let mut stage = Stage::new();
+    stage.rules.instance = Some("serve-2".into());
+    let mut look = start("prod", "k2");
+    look.posted = Some(StatusState::Running);
+    look.scheduled_by = Some("serve-2".into());
+    stage
+        .run(&registry, &cluster_at(2), &[message("m", &look, 1)], now())
+        .await;
+    assert_eq!(stage.gitlab.calls("create_status"), 1);
+    assert_eq!(stage.gitlab.calls("list_statuses"), 0);
+    // And the looks it schedules say so.
+    let mut stage = Stage::new();
+    stage.rules.instance = Some("serve-3".into());
+    stage
+        .run(
+            &registry,
+            &cluster_at(1),
+            &[message("s", &start("prod", "k3"), 1)],
+            now(),
+        )
+        .await;
+    let scheduled = stage.take_scheduled();
+    assert!(!scheduled.is_empty());
+    assert!(
+        scheduled
+            .iter()
+            .all(|(c, _)| c.scheduled_by.as_deref() == Some("serve-3")),
+        "{scheduled:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_unreadable_cluster_is_looked_at_again_and_a_junk_message_is_dead_lettered() {
     let stage = Stage::new();
     let cluster = cluster_at(2);

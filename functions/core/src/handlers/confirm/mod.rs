@@ -42,6 +42,9 @@ pub struct ConfirmRules {
     pub max_post_failures: u32,
     /// How long one cluster's reads may take in a batch.
     pub cluster_budget: Option<Duration>,
+    /// This confirm process (`serve`: one id per run; Lambda: none), written into each
+    /// look it schedules.
+    pub instance: Option<String>,
 }
 
 impl Default for ConfirmRules {
@@ -52,6 +55,7 @@ impl Default for ConfirmRules {
             summary_name: None,
             max_post_failures: DEFAULT_MAX_POST_FAILURES,
             cluster_budget: None,
+            instance: None,
         }
     }
 }
@@ -466,6 +470,8 @@ where
         seen = Some(observation);
     }
     let posted = post::report(ports.gitlab, rules, memory, &mut confirmation, message, now).await;
+    // The next look (if any) is this process's.
+    confirmation.scheduled_by = rules.instance.clone();
     if let Some(retry) = posted.retry_secs {
         delay_secs = Some(delay_secs.map_or(retry, |d| d.max(retry)));
     }

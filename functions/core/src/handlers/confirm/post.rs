@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use super::ConfirmRules;
 use crate::confirm::message::{Confirmation, Report};
-use crate::confirm::report::{description, must_read_first, to_post};
+use crate::confirm::report::{description, must_read_first, scheduled_elsewhere, to_post};
 use crate::confirm::rule::pushed_commit;
 use crate::gitlab_api::classify::{ApiOutcome, classify, status_label};
 use crate::gitlab_api::request::{StatusPost, create_status, list_statuses, project_id};
@@ -67,7 +67,9 @@ pub(super) async fn report(
         }
         let name = rules.naming.name(&confirmation.cluster);
         let description = description(confirmation);
-        if must_read_first(confirmation, state, message.receive_count)
+        let twin_possible = message.receive_count > 1
+            || scheduled_elsewhere(confirmation, rules.instance.as_deref());
+        if must_read_first(confirmation, state, twin_possible)
             && already_posted(
                 gitlab,
                 &mut posted,
