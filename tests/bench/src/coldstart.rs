@@ -29,7 +29,8 @@ struct Stub {
     /// Invocations still to hand out; after them `next` never answers (an idle container).
     remaining: Mutex<usize>,
     answered: Mutex<usize>,
-    event: String,
+    /// Handed out in turn (the last first); one sample event, or one per invocation.
+    events: Vec<String>,
     function: String,
     changed: Notify,
 }
@@ -74,7 +75,8 @@ async fn next(State(stub): State<Arc<Stub>>) -> axum::response::Response {
         ),
     );
     set("content-type", "application/json".into());
-    (StatusCode::OK, headers, stub.event.clone()).into_response()
+    let event = stub.events[number % stub.events.len()].clone();
+    (StatusCode::OK, headers, event).into_response()
 }
 
 async fn settled(State(stub): State<Arc<Stub>>) -> StatusCode {
@@ -117,8 +119,40 @@ async fn run_once(function: &Function, moto: &Moto, invocations: usize) -> (Dura
             .join(function.event_file),
     )
     .expect("sample event");
+    let run = LambdaRun {
+        binary: function.binary,
+        events: vec![event],
+        env: &function.env,
+        limit: Duration::from_secs(60),
+    };
+    run.once(moto, invocations).await
+}
+
+/// A Lambda binary exec'd against the runtime API stub, which hands out `events` in turn.
+pub struct LambdaRun<'a> {
+    pub binary: &'static str,
+    pub events: Vec<String>,
+    /// The function's own environment (queue URLs, registry location).
+    pub env: &'a [(String, String)],
+    /// How long its invocations may take in all.
+    pub limit: Duration,
+}
+
+impl LambdaRun<'_> {
+    /// (cold start, peak RSS in MiB after `invocations`, invocations answered).
+    pub async fn once(&self, moto: &Moto, invocations: usize) -> (Duration, f64, usize) {
+        run_events(self, moto, invocations).await
+    }
+}
+
+async fn run_events(
+    function: &LambdaRun<'_>,
+    moto: &Moto,
+    invocations: usize,
+) -> (Duration, f64, usize) {
+    assert!(!function.events.is_empty(), "a Lambda run needs an event");
     let stub = Arc::new(Stub {
-        event,
+        events: function.events.clone(),
         function: function.binary.into(),
         remaining: Mutex::new(invocations),
         ..Stub::default()
@@ -146,7 +180,7 @@ async fn run_once(function: &Function, moto: &Moto, invocations: usize) -> (Dura
     let mut child = command
         .spawn()
         .unwrap_or_else(|error| panic!("exec {}: {error}", binary.display()));
-    let deadline = exec + Duration::from_secs(60);
+    let deadline = exec + function.limit;
     loop {
         let changed = stub.changed.notified();
         let first = *stub.first_next.lock().unwrap();
@@ -162,8 +196,9 @@ async fn run_once(function: &Function, moto: &Moto, invocations: usize) -> (Dura
         }
         assert!(
             Instant::now() < deadline,
-            "{} did not finish within 60 s",
-            function.binary
+            "{} did not finish within {:?}",
+            function.binary,
+            function.limit
         );
         let _ = tokio::time::timeout(Duration::from_millis(100), changed).await;
     }
