@@ -17,6 +17,8 @@ mod coldstart;
 mod confirm_bench;
 mod cost;
 mod fanout;
+mod fleet;
+mod fleet_route;
 mod kube_load;
 mod moto_time;
 mod plot;
@@ -25,6 +27,7 @@ mod report;
 mod serve_bench;
 mod serve_proc;
 mod sqs_path;
+mod sqs_stub;
 mod stats;
 mod template;
 
@@ -61,6 +64,13 @@ pub struct Scale {
     /// Cold starts timed per Lambda binary, and invocations before peak RSS is read.
     pub cold_starts: usize,
     pub invocations: usize,
+    /// Clusters registered in the fleet stage (serve, dispatch, route, registry read).
+    pub fleet: &'static [usize],
+    /// Larger fleets for route and the registry read alone (on the counting SQS stub).
+    pub fleet_route_only: &'static [usize],
+    /// Pushes per fleet size in serve (the first untimed), and timed repeats elsewhere.
+    pub fleet_pushes: usize,
+    pub fleet_reps: usize,
 }
 
 impl Scale {
@@ -77,6 +87,10 @@ impl Scale {
             warm_pushes: 5,
             cold_starts: 10,
             invocations: 200,
+            fleet: &[1, 10, 100, 1000],
+            fleet_route_only: &[10_000],
+            fleet_pushes: 4,
+            fleet_reps: 5,
         }
     }
 
@@ -93,6 +107,10 @@ impl Scale {
             warm_pushes: 1,
             cold_starts: 1,
             invocations: 5,
+            fleet: &[1, 10],
+            fleet_route_only: &[100],
+            fleet_pushes: 2,
+            fleet_reps: 1,
         }
     }
 }
@@ -135,11 +153,19 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut smoke = false;
     let mut out: Option<PathBuf> = None;
+    let mut only: Option<Stage> = None;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
             "--smoke" => smoke = true,
             "--out" => out = iter.next().map(PathBuf::from),
+            "--only" => match iter.next().map(String::as_str) {
+                Some("fleet") => only = Some(Stage::Fleet),
+                other => {
+                    eprintln!("fluxrelay-bench: --only takes `fleet`, not {other:?}");
+                    return ExitCode::from(2);
+                }
+            },
             // Measure release binaries from a debug build of the benchmark (whose own load
             // generator is then slower than in release).
             "--release-binaries" => {
@@ -147,7 +173,7 @@ fn main() -> ExitCode {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: fluxrelay-bench [--smoke] [--out DIR] [--release-binaries]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)"
+                    "usage: fluxrelay-bench [--smoke] [--out DIR] [--release-binaries] [--only fleet]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)\n  --only fleet: the fleet-size stage alone; its plots in DIR, its report in DIR/report-fleet.md (BENCHMARKS.md untouched)"
                 );
                 return ExitCode::SUCCESS;
             }
@@ -173,11 +199,17 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let report = runtime.block_on(run(scale, &out));
+    let report = runtime.block_on(run(scale, &out, only));
     let markdown = report.markdown();
-    std::fs::write(out.join("report.md"), &markdown).expect("write report.md");
+    let file = if only.is_some() {
+        "report-fleet.md"
+    } else {
+        "report.md"
+    };
+    std::fs::write(out.join(file), &markdown).expect("write the report");
     println!("{markdown}");
-    if !smoke {
+    // One stage's report would replace every other stage's numbers in BENCHMARKS.md.
+    if !smoke && only.is_none() {
         let benchmarks = workspace_root().join("BENCHMARKS.md");
         report::splice_into(&benchmarks, &markdown).expect("update BENCHMARKS.md");
         progress(format!("updated {}", benchmarks.display()));
@@ -186,9 +218,20 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn run(scale: Scale, out: &Path) -> Report {
+/// A stage run alone (`--only`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Fleet,
+}
+
+async fn run(scale: Scale, out: &Path, only: Option<Stage>) -> Report {
     let mut report = Report::new(scale);
     let setup = serve_bench::Setup::start(&scale).await;
+    if only == Some(Stage::Fleet) {
+        let moto = fluxrelay_testkit::moto::Moto::start();
+        fleet::fleet(&setup, &moto, &scale, out, &mut report).await;
+        return report;
+    }
     serve_bench::throughput(&setup, &scale, out, &mut report).await;
     serve_bench::latency(&setup, &scale, out, &mut report).await;
     serve_bench::coalescing(&setup, &scale, &mut report).await;
@@ -206,6 +249,7 @@ async fn run(scale: Scale, out: &Path) -> Report {
     );
     fanout::fan_out(&moto, &scale, &mut report).await;
     coldstart::lambdas(&moto, &scale, &mut report).await;
+    fleet::fleet(&setup, &moto, &scale, out, &mut report).await;
     drop(setup);
     report
 }
