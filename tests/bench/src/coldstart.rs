@@ -30,7 +30,8 @@ struct Stub {
     remaining: Mutex<usize>,
     answered: Mutex<usize>,
     last_answer: Mutex<Option<Instant>>,
-    event: String,
+    /// Handed out in turn (the last first); one sample event, or one per invocation.
+    events: Vec<String>,
     function: String,
     changed: Notify,
 }
@@ -75,7 +76,8 @@ async fn next(State(stub): State<Arc<Stub>>) -> axum::response::Response {
         ),
     );
     set("content-type", "application/json".into());
-    (StatusCode::OK, headers, stub.event.clone()).into_response()
+    let event = stub.events[number % stub.events.len()].clone();
+    (StatusCode::OK, headers, event).into_response()
 }
 
 async fn settled(State(stub): State<Arc<Stub>>) -> StatusCode {
@@ -112,15 +114,15 @@ struct Function {
 }
 
 /// What one run measured.
-struct Run {
-    cold: Duration,
+pub struct Run {
+    pub cold: Duration,
     /// Peak RSS in MiB after the invocations.
-    rss: f64,
-    answered: usize,
+    pub rss: f64,
+    pub answered: usize,
     /// From the first `next` to the last answer, per invocation answered.
-    wall_per_invocation: Duration,
+    pub wall_per_invocation: Duration,
     /// The process's CPU time (user + system, init included) per invocation answered.
-    cpu_per_invocation: Duration,
+    pub cpu_per_invocation: Duration,
 }
 
 /// The CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`.
@@ -140,8 +142,36 @@ async fn run_once(function: &Function, moto: &Moto, invocations: usize) -> Run {
             .join(function.event_file),
     )
     .expect("sample event");
+    let run = LambdaRun {
+        binary: function.binary,
+        events: vec![event],
+        env: &function.env,
+        limit: Duration::from_secs(60),
+    };
+    run.once(moto, invocations).await
+}
+
+/// A Lambda binary exec'd against the runtime API stub, which hands out `events` in turn.
+pub struct LambdaRun<'a> {
+    pub binary: &'static str,
+    pub events: Vec<String>,
+    /// The function's own environment (queue URLs, registry location).
+    pub env: &'a [(String, String)],
+    /// How long its invocations may take in all.
+    pub limit: Duration,
+}
+
+impl LambdaRun<'_> {
+    /// Cold start, peak RSS after `invocations`, invocations answered, time per invocation.
+    pub async fn once(&self, moto: &Moto, invocations: usize) -> Run {
+        run_events(self, moto, invocations).await
+    }
+}
+
+async fn run_events(function: &LambdaRun<'_>, moto: &Moto, invocations: usize) -> Run {
+    assert!(!function.events.is_empty(), "a Lambda run needs an event");
     let stub = Arc::new(Stub {
-        event,
+        events: function.events.clone(),
         function: function.binary.into(),
         remaining: Mutex::new(invocations),
         ..Stub::default()
@@ -169,7 +199,7 @@ async fn run_once(function: &Function, moto: &Moto, invocations: usize) -> Run {
     let mut child = command
         .spawn()
         .unwrap_or_else(|error| panic!("exec {}: {error}", binary.display()));
-    let deadline = exec + Duration::from_secs(60);
+    let deadline = exec + function.limit;
     loop {
         let changed = stub.changed.notified();
         let first = *stub.first_next.lock().unwrap();
@@ -185,8 +215,9 @@ async fn run_once(function: &Function, moto: &Moto, invocations: usize) -> Run {
         }
         assert!(
             Instant::now() < deadline,
-            "{} did not finish within 60 s",
-            function.binary
+            "{} did not finish within {:?}",
+            function.binary,
+            function.limit
         );
         let _ = tokio::time::timeout(Duration::from_millis(100), changed).await;
     }

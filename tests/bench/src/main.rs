@@ -17,6 +17,8 @@ mod coldstart;
 mod confirm_bench;
 mod cost;
 mod fanout;
+mod fleet;
+mod fleet_route;
 mod kube_load;
 mod moto_time;
 mod plot;
@@ -25,6 +27,7 @@ mod report;
 mod serve_bench;
 mod serve_proc;
 mod sqs_path;
+mod sqs_stub;
 mod stats;
 mod template;
 
@@ -61,6 +64,13 @@ pub struct Scale {
     /// Cold starts timed per Lambda binary, and invocations before peak RSS is read.
     pub cold_starts: usize,
     pub invocations: usize,
+    /// Clusters registered in the fleet stage (serve, dispatch, route, registry read).
+    pub fleet: &'static [usize],
+    /// Larger fleets for route and the registry read alone (on the counting SQS stub).
+    pub fleet_route_only: &'static [usize],
+    /// Pushes per fleet size in serve (the first untimed), and timed repeats elsewhere.
+    pub fleet_pushes: usize,
+    pub fleet_reps: usize,
 }
 
 impl Scale {
@@ -77,6 +87,10 @@ impl Scale {
             warm_pushes: 5,
             cold_starts: 10,
             invocations: 200,
+            fleet: &[1, 10, 100, 1000],
+            fleet_route_only: &[10_000],
+            fleet_pushes: 4,
+            fleet_reps: 5,
         }
     }
 
@@ -93,6 +107,10 @@ impl Scale {
             warm_pushes: 1,
             cold_starts: 1,
             invocations: 5,
+            fleet: &[1, 10],
+            fleet_route_only: &[100],
+            fleet_pushes: 2,
+            fleet_reps: 1,
         }
     }
 }
@@ -144,8 +162,11 @@ fn main() -> ExitCode {
             "--only" => match iter.next().map(String::as_str) {
                 Some("throughput") => only = Some(Stage::Throughput),
                 Some("lambdas") => only = Some(Stage::Lambdas),
+                Some("fleet") => only = Some(Stage::Fleet),
                 other => {
-                    eprintln!("fluxrelay-bench: --only takes throughput or lambdas, got {other:?}");
+                    eprintln!(
+                        "fluxrelay-bench: --only takes throughput, lambdas or fleet, got {other:?}"
+                    );
                     return ExitCode::from(2);
                 }
             },
@@ -156,7 +177,7 @@ fn main() -> ExitCode {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: fluxrelay-bench [--smoke] [--only throughput|lambdas] [--out DIR] [--release-binaries]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)\n  --only: that stage alone (ingest throughput and its ceiling, or the Lambda binaries' cold start,\n          memory and size); report in DIR (default <target>/bench-only), BENCHMARKS.md untouched"
+                    "usage: fluxrelay-bench [--smoke] [--only throughput|lambdas|fleet] [--out DIR] [--release-binaries]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)\n  --only: that stage alone (ingest throughput and its ceiling, or the Lambda binaries' cold start,\n          memory and size); report in DIR (default <target>/bench-only), BENCHMARKS.md untouched"
                 );
                 return ExitCode::SUCCESS;
             }
@@ -191,8 +212,15 @@ fn main() -> ExitCode {
         }
     });
     let markdown = report.markdown();
-    std::fs::write(out.join("report.md"), &markdown).expect("write report.md");
+    let file = match only {
+        None => "report.md",
+        Some(Stage::Throughput) => "report-throughput.md",
+        Some(Stage::Lambdas) => "report-lambdas.md",
+        Some(Stage::Fleet) => "report-fleet.md",
+    };
+    std::fs::write(out.join(file), &markdown).expect("write the report");
     println!("{markdown}");
+    // One stage's report would replace every other stage's numbers in BENCHMARKS.md.
     if !smoke && only.is_none() {
         let benchmarks = workspace_root().join("BENCHMARKS.md");
         report::splice_into(&benchmarks, &markdown).expect("update BENCHMARKS.md");
@@ -203,10 +231,11 @@ fn main() -> ExitCode {
 }
 
 /// A stage run alone (`--only`), to measure one change without the whole run.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
     Throughput,
     Lambdas,
+    Fleet,
 }
 
 async fn run_only(stage: Stage, scale: Scale, out: &Path) -> Report {
@@ -219,6 +248,11 @@ async fn run_only(stage: Stage, scale: Scale, out: &Path) -> Report {
         Stage::Lambdas => {
             let moto = fluxrelay_testkit::moto::Moto::start();
             coldstart::lambdas(&moto, &scale, &mut report).await;
+        }
+        Stage::Fleet => {
+            let setup = serve_bench::Setup::start(&scale).await;
+            let moto = fluxrelay_testkit::moto::Moto::start();
+            fleet::fleet(&setup, &moto, &scale, out, &mut report).await;
         }
     }
     report
@@ -244,6 +278,7 @@ async fn run(scale: Scale, out: &Path) -> Report {
     );
     fanout::fan_out(&moto, &scale, &mut report).await;
     coldstart::lambdas(&moto, &scale, &mut report).await;
+    fleet::fleet(&setup, &moto, &scale, out, &mut report).await;
     drop(setup);
     report
 }

@@ -137,11 +137,16 @@ impl Setup {
 
     /// A fresh configuration (own data directory) for the first `clusters` entries.
     pub fn config(&self, clusters: usize) -> PathBuf {
+        self.config_for(&self.entries[..clusters])
+    }
+
+    /// A fresh configuration (own data directory) with these registry entries.
+    pub fn config_for(&self, entries: &[Value]) -> PathBuf {
         let run = self.runs.fetch_add(1, Ordering::SeqCst);
         let dir = self.dir.join(format!("run-{run}"));
         std::fs::create_dir_all(&dir).expect("run dir");
         let mut files = Vec::new();
-        for entry in &self.entries[..clusters] {
+        for entry in entries {
             let file = format!("cluster-{}.json", entry["name"].as_str().unwrap());
             std::fs::write(dir.join(&file), entry.to_string()).expect("cluster file");
             files.push(format!("{file:?}"));
