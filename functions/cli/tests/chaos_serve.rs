@@ -25,8 +25,8 @@ use common::{
     run_fluxrelay, write_config,
 };
 use fluxrelay_testkit::chaos::{
-    AckedPush, Books, ConfirmationBooks, DeadLetter, FaultLog, Rng, Scale, delivery_latencies,
-    hung_cluster_kept, rbac_removal_hold, reason_class,
+    AckedPush, Books, ConfirmationBooks, DeadLetter, FaultLog, Rng, Scale, assert_hung_cluster_run,
+    rbac_removal_hold, reason_class,
 };
 use fluxrelay_testkit::chaos_fleet::{self, FleetCluster, PushKind, ROLE};
 use fluxrelay_testkit::confirm_world::GITLAB_TOKEN;
@@ -480,31 +480,15 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
             pending.push((dispatch.cluster, dispatch.push.key));
         }
     }
-    let healthy_pending: Vec<&(String, String)> =
-        pending.iter().filter(|(c, _)| c != HUNG).collect();
-    assert!(
-        healthy_pending.is_empty(),
-        "healthy clusters' work left queued: {healthy_pending:?}"
-    );
-    if with_hung {
-        let missing = hung_cluster_kept(&tally.acked, HUNG, &pending, &letters);
-        assert!(
-            missing.is_empty(),
-            "pushes the hung cluster would never get: {missing:?}"
-        );
-    }
     let deliveries = chaos_fleet::deliveries(&cluster.receiver, &fleet);
-    let (p50, p90, p99) = delivery_latencies(&tally.acked, &deliveries).unwrap();
-    eprintln!(
-        "chaos_serve: {} the healthy clusters' acknowledged → delivered latency: p50 {p50:.1?}, p90 {p90:.1?}, p99 {p99:.1?}",
-        if with_hung {
-            format!(
-                "beside a cluster whose apiserver hung for the whole run ({} of its messages pending),",
-                pending.len()
-            )
-        } else {
-            "with no hung cluster (FLUXRELAY_CHAOS_HUNG=0),".to_string()
-        }
+    assert_hung_cluster_run(
+        "chaos_serve",
+        &tally.acked,
+        HUNG,
+        &pending,
+        &letters,
+        &deliveries,
+        with_hung,
     );
     drop(hung_apiserver);
 }

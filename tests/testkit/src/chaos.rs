@@ -563,6 +563,48 @@ pub fn hung_cluster_kept(
     missing
 }
 
+/// The end of a chaos run with a hung cluster (both modes): none of the healthy clusters'
+/// work is left queued (`pending`: (cluster, push key) of what is), for each ref the hung
+/// cluster's newest push is kept (when `with_hung`), and the healthy clusters'
+/// acknowledged → delivered latency is printed under `mode`. Panics with what is wrong.
+pub fn assert_hung_cluster_run(
+    mode: &str,
+    pushes: &[AckedPush],
+    hung: &str,
+    pending: &[(String, String)],
+    dead_letters: &[DeadLetter],
+    deliveries: &[Delivery],
+    with_hung: bool,
+) {
+    let healthy_pending: Vec<&(String, String)> =
+        pending.iter().filter(|(c, _)| c != hung).collect();
+    assert!(
+        healthy_pending.is_empty(),
+        "healthy clusters' work left queued: {healthy_pending:?}"
+    );
+    if with_hung {
+        let missing = hung_cluster_kept(pushes, hung, pending, dead_letters);
+        assert!(
+            missing.is_empty(),
+            "pushes the hung cluster would never get: {missing:?}"
+        );
+    }
+    let Some((p50, p90, p99)) = delivery_latencies(pushes, deliveries) else {
+        panic!("{mode}: no delivery to time");
+    };
+    eprintln!(
+        "{mode}: {} the healthy clusters' acknowledged → delivered latency: p50 {p50:.1?}, p90 {p90:.1?}, p99 {p99:.1?}",
+        if with_hung {
+            format!(
+                "beside a cluster whose apiserver hung for the whole run ({} of its messages pending),",
+                pending.len()
+            )
+        } else {
+            "with no hung cluster (FLUXRELAY_CHAOS_HUNG=0),".to_string()
+        }
+    );
+}
+
 /// Acknowledged → first `200` of each delivered (push, cluster) pair: p50, p90, p99.
 pub fn delivery_latencies(
     pushes: &[AckedPush],
