@@ -63,6 +63,16 @@ const HUNG: &str = "hung";
 const DISPATCH_CONCURRENCY: usize = 5;
 const MAX_RECEIVE_COUNT: u32 = 100;
 const MAX_ATTEMPTS: u32 = 60;
+/// The function timeout the pollers give each invocation (as Lambda's deadline).
+const FUNCTION_TIMEOUT_SECS: u64 = 30;
+/// With the hung cluster, how long no healthy cluster's message may have been seen by a
+/// dispatch poller before the run may end. The books balance as soon as a newer push to a
+/// ref is delivered, while an older message for it may still be queued (waiting out its
+/// retry delay or its visibility timeout, behind pollers busy with the hung cluster for up to
+/// a function timeout); it is then settled as superseded. Only work unseen for longer than
+/// that is stuck, and the end-of-run check fails on it.
+const HEALTHY_QUIET: Duration =
+    Duration::from_secs(FUNCTION_TIMEOUT_SECS + VISIBILITY_TIMEOUT_SECS as u64 + 2 + 3);
 
 #[derive(Default)]
 struct Tally {
@@ -76,6 +86,9 @@ struct Tally {
 struct PollStats {
     invocations: usize,
     sqs_errors: usize,
+    /// When a dispatch poller last received, or finished an invocation holding, a message
+    /// for a cluster other than the hung one.
+    healthy_seen: Option<Instant>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,11 +307,23 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
                 // dispatch gives each cluster its budget.
                 let mut context = Context::default();
                 context.deadline = u64::try_from(
-                    (time::OffsetDateTime::now_utc() + time::Duration::seconds(30))
-                        .unix_timestamp_nanos()
+                    (time::OffsetDateTime::now_utc()
+                        + time::Duration::seconds(FUNCTION_TIMEOUT_SECS as i64))
+                    .unix_timestamp_nanos()
                         / 1_000_000,
                 )
                 .unwrap_or(0);
+                let healthy = function == "dispatch"
+                    && event.records.iter().any(|record| {
+                        record
+                            .body
+                            .as_deref()
+                            .and_then(|body| fluxrelay_core::push::Dispatch::from_json(body).ok())
+                            .is_some_and(|dispatch| dispatch.cluster != HUNG)
+                    });
+                if healthy {
+                    stats.lock().unwrap().healthy_seen = Some(Instant::now());
+                }
                 let lambda_event = LambdaEvent::new(event.clone(), context);
                 let response = match function {
                     "route" => p.route.handle(lambda_event).await,
@@ -306,7 +331,13 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
                     _ => p.dispatch.handle(lambda_event).await,
                 }
                 .expect("the function never fails a whole batch");
-                stats.lock().unwrap().invocations += 1;
+                {
+                    let mut stats = stats.lock().unwrap();
+                    stats.invocations += 1;
+                    if healthy {
+                        stats.healthy_seen = Some(Instant::now());
+                    }
+                }
                 if acknowledge(&sqs, &queue, &event, &response).await.is_err() {
                     stats.lock().unwrap().sqs_errors += 1;
                 }
@@ -491,6 +522,7 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
             .map(|status| (status.state, status.description.unwrap_or_default()))
             .collect()
     };
+    let mut balanced_at: Option<Instant> = None;
     let (books, confirmations) = loop {
         letters.extend(take_dead_letters(&p.sqs, &p.queues.dispatch_dlq).await);
         let deliveries = chaos_fleet::deliveries(&p.receiver, &fleet);
@@ -504,11 +536,22 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
         );
         // With the hung cluster, its messages stay queued: drained is then the intake, and
         // every pair of the healthy clusters accounted for.
-        let drained = depth(&p.sqs, &p.queues.intake).await == 0
+        let intake_drained = depth(&p.sqs, &p.queues.intake).await == 0;
+        if balanced_at.is_none() && books.lost == 0 && confirmations.pending == 0 && intake_drained
+        {
+            balanced_at = Some(Instant::now());
+        }
+        let drained = intake_drained
             && (with_hung
                 || depth(&p.sqs, &p.queues.dispatch).await
                     + depth(&p.sqs, &p.queues.dispatch_retry).await
                     == 0)
+            && (!with_hung
+                || stats
+                    .lock()
+                    .unwrap()
+                    .healthy_seen
+                    .is_none_or(|seen| seen.elapsed() >= HEALTHY_QUIET))
             && fluxrelay_e2e::delayed_depth(&p.sqs, &p.queues.confirm).await == 0;
         if (books.lost == 0 && confirmations.pending == 0 && drained)
             || Instant::now() > settle_deadline
@@ -517,6 +560,12 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
+    if let Some(balanced_at) = balanced_at {
+        eprintln!(
+            "chaos_aws: the books balanced {:.1?} before the queues were done with the healthy clusters' work",
+            balanced_at.elapsed()
+        );
+    }
     stop.store(true, Ordering::SeqCst);
     for poller in pollers {
         poller.await.unwrap();
