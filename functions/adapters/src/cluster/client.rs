@@ -168,7 +168,7 @@ impl KubeClusters {
             minted.as_ref().map(|minted| &minted.token),
         )
         .await?;
-        let client = kube::Client::try_from(config).map_err(|_| {
+        let client = super::http_stack::client(config, self.pool).map_err(|_| {
             configuration_failure(format!(
                 "cluster {}: could not build a client from the entry's CA and credentials (a certificate or key is not loadable; details withheld)",
                 entry.name

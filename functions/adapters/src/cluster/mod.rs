@@ -15,6 +15,7 @@
 
 mod client;
 mod consumers;
+mod http_stack;
 mod list_cache;
 mod lists;
 mod transport;
@@ -39,6 +40,7 @@ pub use list_cache::{
 
 use crate::eks::{EksEndpoints, EksTokens};
 use client::ClientCache;
+pub use http_stack::ConnectionPool;
 use list_cache::ListCache;
 use lists::{CachedList, FluxKind, ListKey};
 use transport::{error_chain, transport_kind};
@@ -75,6 +77,7 @@ pub struct KubeClusters {
     timeouts: Timeouts,
     list_ttl: Duration,
     clients: ClientCache,
+    pool: ConnectionPool,
     lists: ListCache<ListKey, CachedList>,
     /// For absolute receiver URLs: no cluster credentials, no redirects, no proxy. Built on
     /// first use: loading the system's root certificates is most of a cold start, and
@@ -102,6 +105,7 @@ impl KubeClusters {
             timeouts,
             list_ttl,
             clients: ClientCache::default(),
+            pool: ConnectionPool::default(),
             lists: ListCache::new(list_ttl, ListCacheLimits::default()),
             receiver_http: OnceLock::new(),
             eks: EksTokens::from_default_chain(),

@@ -1,0 +1,89 @@
+//! The kube client's HTTP stack, built here rather than by `kube::Client::try_from` for what
+//! a client per cluster costs when there are a thousand of them (heaptrack of `serve` with
+//! 1,000 clusters):
+//!
+//! - **the TLS session cache**: kube's rustls configuration keeps rustls' default
+//!   resumption store (256 sessions, ~14 KB allocated up front per client). A client talks
+//!   to one apiserver, so a store of [`SESSIONS_PER_CLIENT`] is as good;
+//! - **the connection pool**: kube's keeps every connection it opened for 90 s with no
+//!   limit (~32 KB of rustls and hyper buffers each). Here each cluster keeps at most
+//!   [`ConnectionPool::max_idle`] idle connections for [`ConnectionPool::idle_timeout`].
+//!
+//! Everything else is kube's own, in kube's order: its TLS configuration from the entry's CA
+//! and identity, its server-name override, its base-URI, authentication and header layers,
+//! and the same timeouts. kube's retry is off as before, and its tracing layer is left out
+//! (it logs at `error` for every 5xx, which dispatch classifies and reports itself).
+
+use std::time::Duration;
+
+use hyper_rustls::FixedServerNameResolver;
+use hyper_timeout::TimeoutConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use kube::client::RustlsTlsError;
+use kube::client::{ClientBuilder, ConfigExt};
+use rustls::client::Resumption;
+use rustls::pki_types::ServerName;
+use tower::{BoxError, ServiceBuilder};
+
+/// TLS sessions kept for resumption per client: one apiserver, a few tickets.
+pub const SESSIONS_PER_CLIENT: usize = 8;
+
+/// How long an idle connection to a cluster's apiserver is kept, and how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionPool {
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+}
+
+impl Default for ConnectionPool {
+    /// One connection per cluster, kept for 30 s: the pushes of a burst reuse it (a push
+    /// and its retries, the confirmation's reads), and a fleet that is quiet between
+    /// pushes costs no memory per cluster.
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30),
+            max_idle: 1,
+        }
+    }
+}
+
+/// A kube client for `config` (whose proxy, retry and timeouts the caller has set), its
+/// pool bounded by `pool`. Fails only as kube's own builder does (a CA, certificate or key
+/// that does not load).
+pub fn client(config: kube::Config, pool: ConnectionPool) -> Result<kube::Client, kube::Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let mut tls = config.rustls_client_config()?;
+    tls.resumption = Resumption::in_memory_sessions(SESSIONS_PER_CLIENT);
+    let mut https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    if let Some(name) = &config.tls_server_name {
+        let name = ServerName::try_from(name.clone())
+            .map_err(|error| kube::Error::RustlsTls(RustlsTlsError::InvalidServerName(error)))?;
+        https = https.with_server_name_resolver(FixedServerNameResolver::new(name));
+    }
+    let https = https.enable_http1().wrap_connector(http);
+    let mut connector = TimeoutConnector::new(https);
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    connector.set_reset_reader_on_write(config.reset_reader_on_write);
+    let hyper_client = hyper_util::client::legacy::Builder::new(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(pool.idle_timeout)
+        .pool_max_idle_per_host(pool.max_idle)
+        .build(connector);
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(BoxError::from)
+        .service(hyper_client);
+    Ok(ClientBuilder::new(service, config.default_namespace).build())
+}
+
+#[cfg(test)]
+#[path = "http_stack_test.rs"]
+mod tests;
