@@ -23,7 +23,7 @@ use crate::fleet_route::{self, MOTO_LIMIT, index_key};
 use crate::plot::{self, Series};
 use crate::report::Report;
 use crate::serve_bench::{Setup, after_sha, http_client, post_push};
-use crate::serve_proc::{ServeProcess, peak_rss_mib};
+use crate::serve_proc::{ServeProcess, open_sockets, peak_rss_mib, rss_mib};
 use crate::sqs_stub::SqsStub;
 use crate::stats::Samples;
 use crate::{Scale, progress};
@@ -266,6 +266,8 @@ async fn serve(
         }
     }
     let rss = peak_rss_mib(serve.pid()).unwrap_or(f64::NAN);
+    let rss_now = rss_mib(serve.pid()).unwrap_or(f64::NAN);
+    let sockets = open_sockets(serve.pid()).unwrap_or_default();
     drop(serve);
     setup.receiver.clear();
     let stats = Samples::from_durations(&latencies);
@@ -281,7 +283,8 @@ async fn serve(
         "{clusters} clusters: `fluxrelay serve` peak RSS after {} pushes to all of them",
         scale.fleet_pushes.max(2)
     );
-    let value = format!("{rss:.1} MiB");
+    let value =
+        format!("{rss:.1} MiB (after the last push {rss_now:.1} MiB, {sockets} sockets open)");
     if clusters == 1000 {
         report.judged(SECTION, &metric, value, "≤ 64 MiB", rss <= 64.0);
     } else {

@@ -154,6 +154,7 @@ fn main() -> ExitCode {
     let mut smoke = false;
     let mut only: Option<Stage> = None;
     let mut out: Option<PathBuf> = None;
+    let mut fleet_sizes: Option<&'static [usize]> = None;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
@@ -172,12 +173,28 @@ fn main() -> ExitCode {
             },
             // Measure release binaries from a debug build of the benchmark (whose own load
             // generator is then slower than in release).
+            // The fleet stage at these sizes only (and no route-only sizes): one point of
+            // the curve, to measure a change.
+            "--fleet-sizes" => {
+                let parsed: Option<Vec<usize>> = iter.next().and_then(|list| {
+                    list.split(',')
+                        .map(|size| size.trim().parse().ok().filter(|n| *n > 0))
+                        .collect()
+                });
+                let Some(sizes) = parsed else {
+                    eprintln!(
+                        "fluxrelay-bench: --fleet-sizes takes a comma-separated list of cluster counts, e.g. 1000 or 10,100"
+                    );
+                    return ExitCode::from(2);
+                };
+                fleet_sizes = Some(Vec::leak(sizes));
+            }
             "--release-binaries" => {
                 let _ = RELEASE_BINARIES.set(());
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: fluxrelay-bench [--smoke] [--only throughput|lambdas|fleet] [--out DIR] [--release-binaries]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)\n  --only: that stage alone (ingest throughput and its ceiling, or the Lambda binaries' cold start,\n          memory and size); report in DIR (default <target>/bench-only), BENCHMARKS.md untouched"
+                    "usage: fluxrelay-bench [--smoke] [--only throughput|lambdas|fleet] [--out DIR] [--release-binaries] [--fleet-sizes N[,N…]]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)\n  --only: that stage alone (ingest throughput and its ceiling, or the Lambda binaries' cold start,\n          memory and size); report in DIR (default <target>/bench-only), BENCHMARKS.md untouched\n  --fleet-sizes: the fleet stage at these cluster counts only (e.g. --only fleet --fleet-sizes 1000)"
                 );
                 return ExitCode::SUCCESS;
             }
@@ -190,7 +207,11 @@ fn main() -> ExitCode {
     if !in_private_namespace() {
         return build_then_rerun_in_namespace(&args);
     }
-    let scale = if smoke { Scale::smoke() } else { Scale::full() };
+    let mut scale = if smoke { Scale::smoke() } else { Scale::full() };
+    if let Some(sizes) = fleet_sizes {
+        scale.fleet = sizes;
+        scale.fleet_route_only = &[];
+    }
     let out = out.unwrap_or_else(|| {
         if smoke {
             profile_dir().join("bench-smoke")

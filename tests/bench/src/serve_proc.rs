@@ -18,7 +18,16 @@ impl ServeProcess {
     /// and dropped, so writing it costs what it costs in production.
     pub fn start(config: &Path, extra: &[&str]) -> ServeProcess {
         let binary = crate::profile_dir().join("fluxrelay");
-        let mut child = Command::new(&binary)
+        let mut command = match std::env::var("FLUXRELAY_BENCH_SERVE_WRAP") {
+            Ok(wrap) => {
+                let mut words = wrap.split_whitespace();
+                let mut command = Command::new(words.next().unwrap_or("env"));
+                command.args(words).arg(&binary);
+                command
+            }
+            Err(_) => Command::new(&binary),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(config)
@@ -84,6 +93,27 @@ pub fn peak_rss_mib(pid: u32) -> Option<f64> {
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// The RSS the process has now (`VmRSS`), as against its peak.
+pub fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// How many sockets the process holds open (its listener, its clients' pooled connections).
+pub fn open_sockets(pid: u32) -> Option<usize> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(
+        fds.filter_map(Result::ok)
+            .filter(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+            })
+            .count(),
+    )
 }
 
 /// One scrape of serve's `/metrics`: the samples named `name` with all their labels.
