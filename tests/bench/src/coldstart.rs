@@ -177,7 +177,7 @@ async fn run_events(function: &LambdaRun<'_>, moto: &Moto, invocations: usize) -
         ..Stub::default()
     });
     let addr = start_stub(stub.clone()).await;
-    let binary = crate::profile_dir().join(function.binary);
+    let binary = crate::sam_build::lambda_binary(function.binary);
     let mut command = Command::new(&binary);
     command
         .env_clear()
@@ -371,23 +371,29 @@ pub async fn lambdas(moto: &Moto, scale: &Scale, report: &mut Report) {
         );
     }
     for binary in ["ingest", "route", "dispatch", "confirm", "fluxrelay"] {
-        let path = crate::profile_dir().join(binary);
+        let (path, origin) = if binary == "fluxrelay" {
+            let profile = crate::profile_name();
+            (
+                crate::profile_dir().join(binary),
+                if profile == "release" {
+                    "release profile, stripped"
+                } else {
+                    "debug profile, not stripped"
+                },
+            )
+        } else {
+            (
+                crate::sam_build::lambda_binary(binary),
+                crate::sam_build::origin(),
+            )
+        };
         let size = std::fs::metadata(&path)
             .map(|m| m.len())
             .unwrap_or_default() as f64
             / 1e6;
-        let stripped = crate::profile_name() == "release";
         report.judged(
             "Binary size",
-            &format!(
-                "`{binary}` ({} profile{})",
-                crate::profile_name(),
-                if stripped {
-                    ", stripped"
-                } else {
-                    ", not stripped"
-                }
-            ),
+            &format!("`{binary}` ({origin})"),
             format!("{size:.1} MB"),
             if binary == "fluxrelay" {
                 "— (not a Lambda)"

@@ -6,9 +6,11 @@
 //! its report under the target directory, so the benchmark cannot rot. Numbers from a debug
 //! build are not benchmark results.
 //!
-//! It builds the binaries it measures (`fluxrelay`, `ingest`, `route`, `dispatch`) in its
-//! own profile, then re-runs itself inside a private network namespace (`unshare -n`),
-//! where the real kube-apiserver, the Flux receiver emulator (192.0.2.10) and moto run.
+//! It builds the binaries it measures (`fluxrelay`, `ingest`, `route`, `dispatch`,
+//! `confirm`) in its own profile — and in a release run the Lambda functions through `sam
+//! build` as well, whose artifacts are then the ones measured (`sam_build.rs`) — then
+//! re-runs itself inside a private network namespace (`unshare -n`), where the real
+//! kube-apiserver, the Flux receiver emulator (192.0.2.10) and moto run.
 
 // A benchmark harness: a broken environment is a failure with a message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -24,6 +26,7 @@ mod moto_time;
 mod plot;
 mod poller;
 mod report;
+mod sam_build;
 mod serve_bench;
 mod serve_proc;
 mod sqs_path;
@@ -155,6 +158,7 @@ fn main() -> ExitCode {
     let mut only: Option<Stage> = None;
     let mut out: Option<PathBuf> = None;
     let mut fleet_sizes: Option<&'static [usize]> = None;
+    let mut sam = true;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
@@ -189,12 +193,14 @@ fn main() -> ExitCode {
                 };
                 fleet_sizes = Some(Vec::leak(sizes));
             }
+            // Measure the cargo build's Lambda binaries instead of `sam build`'s.
+            "--no-sam-build" => sam = false,
             "--release-binaries" => {
                 let _ = RELEASE_BINARIES.set(());
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: fluxrelay-bench [--smoke] [--only throughput|lambdas|fleet] [--out DIR] [--release-binaries] [--fleet-sizes N[,N…]]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)\n  --only: that stage alone (ingest throughput and its ceiling, or the Lambda binaries' cold start,\n          memory and size); report in DIR (default <target>/bench-only), BENCHMARKS.md untouched\n  --fleet-sizes: the fleet stage at these cluster counts only (e.g. --only fleet --fleet-sizes 1000)"
+                    "usage: fluxrelay-bench [--smoke] [--only throughput|lambdas|fleet] [--out DIR] [--release-binaries] [--no-sam-build] [--fleet-sizes N[,N…]]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)\n  --only: that stage alone (ingest throughput and its ceiling, or the Lambda binaries' cold start,\n          memory and size); report in DIR (default <target>/bench-only), BENCHMARKS.md untouched\n  --fleet-sizes: the fleet stage at these cluster counts only (e.g. --only fleet --fleet-sizes 1000)\n  --no-sam-build: a release run measures the Lambda binaries `sam build` makes (x86_64, cargo-lambda);\n          this measures the cargo build's instead"
                 );
                 return ExitCode::SUCCESS;
             }
@@ -205,7 +211,20 @@ fn main() -> ExitCode {
         }
     }
     if !in_private_namespace() {
-        return build_then_rerun_in_namespace(&args);
+        // What deploys is what SAM builds: a release run that measures Lambda binaries
+        // measures those (not the smoke run, which stays seconds, and not a debug one).
+        let measures_lambdas = matches!(only, None | Some(Stage::Lambdas | Stage::Fleet));
+        let sam = sam && !smoke && profile_name() == "release" && measures_lambdas;
+        return build_then_rerun_in_namespace(&args, sam);
+    }
+    // A new namespace's loopback is down; kube-up.sh brings it up, but a stage without the
+    // apiserver (`--only lambdas`: moto alone) runs before anything else would.
+    match Command::new("ip").args(["link", "set", "lo", "up"]).status() {
+        Ok(status) if status.success() => {}
+        other => {
+            eprintln!("fluxrelay-bench: cannot bring up loopback in the namespace: {other:?}");
+            return ExitCode::FAILURE;
+        }
     }
     let mut scale = if smoke { Scale::smoke() } else { Scale::full() };
     if let Some(sizes) = fleet_sizes {
@@ -306,7 +325,7 @@ async fn run(scale: Scale, out: &Path) -> Report {
 
 /// Outside the namespace: build what is measured (in this binary's profile), then run
 /// this binary again under `unshare -n`, passing its output through.
-fn build_then_rerun_in_namespace(args: &[String]) -> ExitCode {
+fn build_then_rerun_in_namespace(args: &[String], sam: bool) -> ExitCode {
     if std::env::var_os(MARKER).is_some() {
         eprintln!(
             "fluxrelay-bench: {MARKER} is set but this is not a private network namespace; refusing to listen on host addresses"
@@ -353,9 +372,21 @@ fn build_then_rerun_in_namespace(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    let mut rerun = Command::new("unshare");
+    if sam {
+        match sam_build::build(&workspace_root(), &target_dir) {
+            Ok(dir) => {
+                rerun.env(sam_build::ARTIFACTS_ENV, dir);
+            }
+            Err(error) => {
+                eprintln!("fluxrelay-bench: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     progress("entering a private network namespace (unshare -n)");
     let exe = std::env::current_exe().expect("the running benchmark's path");
-    let status = Command::new("unshare")
+    let status = rerun
         .arg("-n")
         .arg("--")
         .arg(exe)
