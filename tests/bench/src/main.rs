@@ -219,7 +219,10 @@ fn main() -> ExitCode {
     }
     // A new namespace's loopback is down; kube-up.sh brings it up, but a stage without the
     // apiserver (`--only lambdas`: moto alone) runs before anything else would.
-    match Command::new("ip").args(["link", "set", "lo", "up"]).status() {
+    match Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+    {
         Ok(status) if status.success() => {}
         other => {
             eprintln!("fluxrelay-bench: cannot bring up loopback in the namespace: {other:?}");
