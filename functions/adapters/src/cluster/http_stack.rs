@@ -11,8 +11,8 @@
 //!
 //! Everything else is kube's own, in kube's order: its TLS configuration from the entry's CA
 //! and identity, its server-name override, its base-URI, authentication and header layers,
-//! and the same timeouts. kube's retry is off as before, and its tracing layer is left out
-//! (it logs at `error` for every 5xx, which dispatch classifies and reports itself).
+//! and the same timeouts, and its tracing span per request (`HTTP` with the method and URL,
+//! at debug; the log writer redacts webhook paths in it). kube's retry is off as before.
 
 use std::time::Duration;
 
@@ -21,10 +21,11 @@ use hyper_timeout::TimeoutConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use kube::client::RustlsTlsError;
-use kube::client::{ClientBuilder, ConfigExt};
+use kube::client::{Body, ClientBuilder, ConfigExt};
 use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
 use tower::{BoxError, ServiceBuilder};
+use tower_http::trace::TraceLayer;
 
 /// TLS sessions kept for resumption per client: one apiserver, a few tickets.
 pub const SESSIONS_PER_CLIENT: usize = 8;
@@ -79,6 +80,15 @@ pub fn client(config: kube::Config, pool: ConnectionPool) -> Result<kube::Client
         .layer(config.base_uri_layer())
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &http::Request<Body>| {
+                tracing::debug_span!(
+                    "HTTP",
+                    http.method = %request.method(),
+                    http.url = %request.uri(),
+                )
+            }),
+        )
         .map_err(BoxError::from)
         .service(hyper_client);
     Ok(ClientBuilder::new(service, config.default_namespace).build())
