@@ -535,7 +535,7 @@ fn parsed_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>, BoxError> {
     }
 }
 
-impl<C: FluxDiscovery + FluxConsumers> ConfirmFunction<C> {
+impl<C: FluxDiscovery + FluxConsumers + ApiserverReadiness> ConfirmFunction<C> {
     pub async fn from_env(clusters: C) -> Result<Self, BoxError> {
         let mut env = Env::default();
         let confirm_url = env.required("CONFIRM_QUEUE_URL");

@@ -194,8 +194,11 @@ pub trait FluxDiscovery: Sync {
 }
 
 /// Read the objects that consume Flux sources, in one namespace, always fresh (a
-/// confirmation must see the status as it is now). A kind whose CRD is not installed is
-/// an empty list.
+/// confirmation must see the status as it is now). A kind whose API is not served is an
+/// `Err` for which [`TriggerFailure::api_not_served`] holds: the confirmation asks the
+/// apiserver's readiness before it takes that as "not installed, none of them".
+///
+/// [`TriggerFailure::api_not_served`]: crate::outcome::classify::TriggerFailure::api_not_served
 pub trait FluxConsumers: Sync {
     fn kustomizations(
         &self,

@@ -243,6 +243,8 @@ pub struct FakeCluster {
     /// ones (Flux has moved on since the cache was filled).
     pub repositories_fresh: Mutex<Option<Vec<serde_json::Value>>>,
     pub list_failure: Mutex<Option<TriggerFailure>>,
+    /// Answers the consumer lists (Kustomizations, HelmReleases) only.
+    pub consumer_list_failure: Mutex<Option<TriggerFailure>>,
     /// Answers by request path (or `patch:ns/name`), consumed in order; default 200.
     pub answers: Mutex<BTreeMap<String, VecDeque<Result<TriggerResponse, TriggerFailure>>>>,
     pub sent: Mutex<Vec<(String, TriggerRequest)>>,
@@ -467,6 +469,9 @@ impl FluxConsumers for FakeCluster {
         if let Some(failure) = lock(&self.list_failure).clone() {
             return Err(failure);
         }
+        if let Some(failure) = lock(&self.consumer_list_failure).clone() {
+            return Err(failure);
+        }
         Ok(lock(&self.kustomizations)
             .iter()
             .map(Kustomization::from_json)
@@ -485,6 +490,9 @@ impl FluxConsumers for FakeCluster {
             true,
         ));
         if let Some(failure) = lock(&self.list_failure).clone() {
+            return Err(failure);
+        }
+        if let Some(failure) = lock(&self.consumer_list_failure).clone() {
             return Err(failure);
         }
         Ok(lock(&self.helm_releases)

@@ -1,6 +1,7 @@
 //! Confirmation's lists: the Kustomizations and HelmReleases of one namespace, always read
 //! fresh (a confirmation must see the status as it is now), one plain GET each, classified
-//! like every other apiserver answer. A kind whose CRD is not installed (404) is empty.
+//! like every other apiserver answer. A kind whose CRD is not installed is a 404 with no
+//! `Status`, classified as "API not served": the confirmation decides what it means.
 
 use fluxrelay_core::confirm::objects::{
     HELM_RELEASE_GROUP, HelmRelease, KUSTOMIZATION_GROUP, Kustomization,
@@ -37,20 +38,6 @@ impl KubeClusters {
         }
         let path = format!("/apis/{group}/{version}/namespaces/{namespace}/{plural}");
         let response = self.get_list(entry, &path).await?;
-        // No such resource: the CRD is not installed, so there are none of them.
-        let not_installed = response.status == 404
-            && serde_json::from_slice::<Value>(&response.body)
-                .ok()
-                .and_then(|status| {
-                    status
-                        .get("reason")
-                        .and_then(Value::as_str)
-                        .map(|r| r == "NotFound")
-                })
-                .unwrap_or(true);
-        if not_installed {
-            return Ok(Vec::new());
-        }
         classify_apiserver_response(&response, &action).inspect_err(|failure| {
             if failure.credentials_rejected {
                 self.forget_client(entry);

@@ -43,9 +43,11 @@ pub enum FailureClass {
     /// Receiver 404: re-discover the Receiver (token rotation changes the path) once, then
     /// Permanent.
     Rediscover,
-    /// apiserver 403: Permanent only when it persists. A missing RBAC permission does not
-    /// fix itself, but a restarting apiserver denies valid credentials until its
-    /// authorizer's caches have synced (RELIABILITY.md, finding 5).
+    /// apiserver 403, or a 404 without a `Status` (the API is not served): Permanent only
+    /// when it persists. A missing RBAC permission or CRD does not fix itself, but a
+    /// restarting apiserver denies valid credentials until its authorizer's caches have
+    /// synced (RELIABILITY.md, finding 5), and an older one answers 404 for a CRD's paths
+    /// until it has installed them.
     Denied,
 }
 
@@ -60,6 +62,16 @@ pub struct TriggerFailure {
     pub reason: String,
     /// apiserver 401: our credentials were rejected → caller refreshes them early.
     pub credentials_rejected: bool,
+}
+
+impl TriggerFailure {
+    /// The apiserver has no handler for the path: the API is not installed, or a
+    /// restarting apiserver has not installed it yet (a 404 with no `Status`).
+    pub fn api_not_served(&self) -> bool {
+        self.class == FailureClass::Denied
+            && self.responder == Responder::ApiServer
+            && self.status == Some(404)
+    }
 }
 
 /// A Kubernetes `Status` object, read leniently: absent or mistyped fields are empty.
@@ -207,6 +219,14 @@ fn apiserver_failure(
     let (class, explanation) = match status {
         401 => (Permanent, "the cluster credentials were rejected"),
         403 => (Denied, "the cluster credentials lack an RBAC permission"),
+        // No `Status`: the apiserver's mux has no handler for the path. Either the API
+        // is not installed, or a (re)starting apiserver has not installed the paths of its
+        // CRDs yet: apiservers before the generic server's `MuxAndDiscoveryComplete` signal
+        // answer 404 then, newer ones 503. Permanent only once it persists, like a 403.
+        404 if api_status.is_none() => (
+            Denied,
+            "the API is not served (Flux's CRDs are not installed, or the apiserver is still starting)",
+        ),
         404 => (Permanent, not_found),
         400 => (Permanent, bad_request),
         409 => (Retryable, "conflict with a concurrent change"),

@@ -636,6 +636,66 @@ async fn an_unreadable_cluster_is_looked_at_again_and_a_junk_message_is_dead_let
 }
 
 #[tokio::test]
+async fn a_consumer_api_not_served_means_none_only_from_a_ready_apiserver() {
+    // Source at the commit; the Kustomization list answers Go's plain 404 (the path has no
+    // handler): what an older apiserver answers for a CRD's paths while it restarts.
+    let not_served = crate::outcome::classify::classify_apiserver_response(
+        &crate::outcome::classify::TriggerResponse {
+            status: 404,
+            content_type: Some("text/plain; charset=utf-8".into()),
+            body: b"404 page not found\n".to_vec(),
+        },
+        "list kustomizations in flux-system",
+    )
+    .unwrap_err();
+    let registry = registry(&[("prod", json!(true))]);
+
+    // Not ready: not "no consumers" (that would confirm a commit nothing applied).
+    let stage = Stage::new();
+    let cluster = cluster_at(1);
+    *cluster.consumer_list_failure.lock().unwrap() = Some(not_served.clone());
+    *cluster.unready.lock().unwrap() = Some("/readyz answered 500".into());
+    let report = stage
+        .run(
+            &registry,
+            &cluster,
+            &[message("m", &start("prod", "k"), 1)],
+            now(),
+        )
+        .await;
+    let seen = &report.messages[0];
+    assert_eq!(seen.seen.as_ref().unwrap().reason, "cluster_unreadable");
+    assert!(
+        seen.seen.as_ref().unwrap().message.contains("not trusted"),
+        "{:?}",
+        seen.seen
+    );
+    assert!(
+        matches!(seen.step, ConfirmStep::Rechecked { .. }),
+        "{:?}",
+        seen.step
+    );
+
+    // Ready: kustomize-controller is not installed, and the source alone decides.
+    let stage = Stage::new();
+    let cluster = cluster_at(1);
+    *cluster.consumer_list_failure.lock().unwrap() = Some(not_served);
+    let report = stage
+        .run(
+            &registry,
+            &cluster,
+            &[message("m", &start("prod", "k"), 1)],
+            now(),
+        )
+        .await;
+    let done = &report.messages[0];
+    assert_eq!(done.step, ConfirmStep::Ended, "{report:?}");
+    assert_eq!(done.ended().unwrap().outcome, Outcome::Success);
+    // Asked once for each kind not served (Kustomizations and HelmReleases).
+    assert_eq!(*cluster.readiness_checks.lock().unwrap(), 2);
+}
+
+#[tokio::test]
 async fn the_summary_is_posted_once_every_cluster_has_ended() {
     let stage = Stage {
         rules: ConfirmRules {

@@ -22,10 +22,11 @@ use crate::confirm::rule::{ClusterObjects, ConfirmState, Observation, observe};
 use crate::confirm::schedule::{ConfirmPolicy, Step, next_step};
 use crate::gitlab_api::statuses::StatusNaming;
 use crate::gitlab_api::throttle::Throttle;
+use crate::outcome::classify::TriggerFailure;
 use crate::outcome::settle::{FALLBACK_DELAY_SECS, Settled};
 use crate::ports::{
-    Clock, ClusterRegistry, DeadLetterReason, FluxConsumers, FluxDiscovery, GitLabApi,
-    QueueMessage, Settle,
+    ApiserverReadiness, Clock, ClusterRegistry, DeadLetterReason, FluxConsumers, FluxDiscovery,
+    GitLabApi, QueueMessage, Settle,
 };
 use crate::registry::{ClusterEntry, ConfirmOptions};
 
@@ -142,7 +143,7 @@ pub async fn handle_confirm<R, C, G, Q, T>(
 ) -> ConfirmReport
 where
     R: ClusterRegistry,
-    C: FluxDiscovery + FluxConsumers,
+    C: FluxDiscovery + FluxConsumers + ApiserverReadiness,
     G: GitLabApi,
     Q: Settle,
     T: Clock,
@@ -254,7 +255,7 @@ enum ClusterRead {
     Failed(String),
 }
 
-async fn read_cluster<C: FluxDiscovery + FluxConsumers>(
+async fn read_cluster<C: FluxDiscovery + FluxConsumers + ApiserverReadiness>(
     clusters: &C,
     entry: &ClusterEntry,
     options: ConfirmOptions,
@@ -268,19 +269,48 @@ async fn read_cluster<C: FluxDiscovery + FluxConsumers>(
             Err(failure) => return (ClusterRead::Failed(failure.reason), requests),
         }
         requests += 1;
-        match clusters.kustomizations(entry, namespace).await {
+        let kustomizations = clusters.kustomizations(entry, namespace).await;
+        match consumers_or_none(clusters, entry, kustomizations, &mut requests).await {
             Ok(list) => objects.kustomizations.extend(list),
-            Err(failure) => return (ClusterRead::Failed(failure.reason), requests),
+            Err(reason) => return (ClusterRead::Failed(reason), requests),
         }
         if options.helm_releases {
             requests += 1;
-            match clusters.helm_releases(entry, namespace).await {
+            let releases = clusters.helm_releases(entry, namespace).await;
+            match consumers_or_none(clusters, entry, releases, &mut requests).await {
                 Ok(list) => objects.helm_releases.extend(list),
-                Err(failure) => return (ClusterRead::Failed(failure.reason), requests),
+                Err(reason) => return (ClusterRead::Failed(reason), requests),
             }
         }
     }
     (ClusterRead::Objects(objects), requests)
+}
+
+/// A consumer kind whose API is not served has no objects: the cluster runs no
+/// kustomize- or helm-controller, and the source alone decides. But a (re)starting
+/// apiserver answers the same 404 until it has installed its CRDs' paths, and "no
+/// consumers" would then confirm a commit nothing has applied: believe it only from an
+/// apiserver that says it is ready.
+async fn consumers_or_none<C: ApiserverReadiness, O>(
+    clusters: &C,
+    entry: &ClusterEntry,
+    listed: Result<Vec<O>, TriggerFailure>,
+    requests: &mut u32,
+) -> Result<Vec<O>, String> {
+    match listed {
+        Ok(list) => Ok(list),
+        Err(failure) if failure.api_not_served() => {
+            *requests += 1;
+            match clusters.apiserver_ready(entry).await {
+                Ok(()) => Ok(Vec::new()),
+                Err(why) => Err(format!(
+                    "{} (not trusted: the apiserver is not ready: {why})",
+                    failure.reason
+                )),
+            }
+        }
+        Err(failure) => Err(failure.reason),
+    }
 }
 
 /// The apiserver requests one look at the cluster costs.
@@ -301,7 +331,7 @@ async fn cluster_round<'m, R, C, G, Q, T>(
 ) -> (Vec<Round<'m>>, (String, u32))
 where
     R: ClusterRegistry,
-    C: FluxDiscovery + FluxConsumers,
+    C: FluxDiscovery + FluxConsumers + ApiserverReadiness,
     G: GitLabApi,
     Q: Settle,
     T: Clock,

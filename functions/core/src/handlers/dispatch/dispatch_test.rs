@@ -1490,6 +1490,58 @@ async fn a_denial_from_an_apiserver_that_is_not_ready_is_retried_and_starts_no_s
     }
 }
 
+/// What kube-apiserver answers a list of a kind whose paths it has not installed: Go's
+/// plain `404 page not found`, no `Status`. A restarting apiserver (before the generic
+/// server's MuxAndDiscoveryComplete signal) answers this for a CRD's paths for a moment
+/// after its RBAC caches have synced (the chaos_aws run of 2026-12-02 dead-lettered a push
+/// on it).
+fn list_path_not_installed() -> TriggerFailure {
+    crate::outcome::classify::classify_apiserver_response(
+        &TriggerResponse {
+            status: 404,
+            content_type: Some("text/plain; charset=utf-8".into()),
+            body: b"404 page not found\n".to_vec(),
+        },
+        "list gitrepositories in flux-system",
+    )
+    .unwrap_err()
+}
+
+#[tokio::test]
+async fn a_list_path_not_yet_installed_is_retried_like_a_denial_then_dead_lettered_if_it_persists()
+{
+    // While /readyz fails, a 404 with no Status is not trusted at all.
+    let (registry, cluster) = setup();
+    *cluster.unready.lock().unwrap() =
+        Some("/readyz answered 500: poststarthook/crd-informer-synced failed".into());
+    *cluster.list_failure.lock().unwrap() = Some(list_path_not_installed());
+    let denials = Dispatcher::default();
+    for (receive_count, secs) in [(1, 0), (2, 30), (3, 60)] {
+        let verdict = dispatch_at(&registry, &cluster, &denials, receive_count, secs).await;
+        let Verdict::Retry(RetryPlan { reason, .. }) = &verdict else {
+            panic!("at {secs} s: {verdict:?}")
+        };
+        assert!(reason.contains("not trusted"), "{reason}");
+    }
+
+    // Ready, and the path still not there: retried until it has lasted 10 s, then
+    // dead-lettered naming what is missing (the Flux CRDs are not installed).
+    let (registry, cluster) = setup();
+    *cluster.list_failure.lock().unwrap() = Some(list_path_not_installed());
+    let denials = Dispatcher::default();
+    let first = dispatch_at(&registry, &cluster, &denials, 1, 0).await;
+    assert!(matches!(first, Verdict::Retry(_)), "{first:?}");
+    let later = dispatch_at(&registry, &cluster, &denials, 2, 10).await;
+    let Verdict::DeadLetter(DeadLetterPlan { reason, status, .. }) = &later else {
+        panic!("{later:?}")
+    };
+    assert_eq!(*status, Some(404));
+    assert!(
+        reason.contains("the API is not served") && reason.contains("list gitrepositories"),
+        "{reason}"
+    );
+}
+
 #[tokio::test]
 async fn readiness_is_asked_only_after_a_denial() {
     let (registry, cluster) = setup();
