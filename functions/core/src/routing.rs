@@ -1,5 +1,7 @@
 //! Which clusters get a push: each registry entry's subscriptions decide.
 
+use std::collections::HashSet;
+
 use crate::push::Push;
 use crate::registry::{ClusterEntry, RouteListing};
 use crate::subscriptions::{Subscription, SubscriptionMiss};
@@ -51,13 +53,16 @@ pub fn dispatch_clusters(push: &Push, listing: &RouteListing) -> Vec<String> {
         return Vec::new();
     }
     let mut names: Vec<String> = Vec::new();
+    // A set, not `names.contains`: that was quadratic, 50 M comparisons for a push to
+    // 10,000 clusters (route's own time grew 37× from 1,000 to 10,000).
+    let mut seen: HashSet<&str> = HashSet::new();
     let subscribed = listing
         .routes
         .iter()
         .filter(|cluster| route_by(push, &cluster.subscriptions).is_ok())
         .map(|cluster| &cluster.name);
     for name in subscribed.chain(&listing.unusable) {
-        if !names.contains(name) {
+        if seen.insert(name) {
             names.push(name.clone());
         }
     }
