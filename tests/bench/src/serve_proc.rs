@@ -27,6 +27,8 @@ impl ServeProcess {
             }
             Err(_) => Command::new(&binary),
         };
+        // Its own process group, so a profiler wrapper and the serve it runs stop together.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut child = command
             .arg("serve")
             .arg("--config")
@@ -81,7 +83,26 @@ impl ServeProcess {
 }
 
 impl Drop for ServeProcess {
+    /// Kills the whole group: killing only a wrapper (`FLUXRELAY_BENCH_SERVE_WRAP`) left
+    /// its serve running, and the next stage measured next to it. A wrapped serve gets
+    /// SIGTERM first, so a profiler can write its data.
     fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let signal_group = |signal: &str| {
+            let _ = std::process::Command::new("kill")
+                .args([signal, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        if std::env::var_os("FLUXRELAY_BENCH_SERVE_WRAP").is_some() {
+            signal_group("-TERM");
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while std::time::Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None))
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        signal_group("-KILL");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

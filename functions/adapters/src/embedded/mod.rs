@@ -277,6 +277,29 @@ impl EmbeddedQueue {
     /// Enqueue `body` on `queue`, deliverable after `delay`, outside any FIFO group and
     /// without deduplication (an SQS standard queue's per-message delay).
     pub fn send_delayed(&self, queue: &str, body: &str, delay: Duration) -> Result<(), QueueError> {
+        self.write(self.send_delayed_operation(queue, body, delay))
+    }
+
+    /// [`EmbeddedQueue::send_delayed`] for async callers: waits for its group's commit
+    /// without taking a thread.
+    pub async fn send_delayed_async(
+        &self,
+        queue: &str,
+        body: &str,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        self.inner
+            .writer
+            .write_async(self.send_delayed_operation(queue, body, delay))
+            .await
+    }
+
+    fn send_delayed_operation(
+        &self,
+        queue: &str,
+        body: &str,
+        delay: Duration,
+    ) -> impl FnOnce(&Transaction<'_>, i64) -> Result<(), QueueError> + Send + 'static {
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let unique = format!(
             "delayed:{}:{}:{}",
@@ -286,9 +309,9 @@ impl EmbeddedQueue {
         );
         let message = NewMessage::new(unique.clone(), unique, body);
         let queue = queue.to_string();
-        self.write(move |transaction, now| {
+        move |transaction, now| {
             store::send_delayed(transaction, &queue, &message, now, millis(delay))
-        })
+        }
     }
 
     /// Copy the message delivered under `receipt` to the dead letters with `body` and the
@@ -334,8 +357,17 @@ impl EmbeddedQueue {
     }
 
     pub fn delete(&self, receipt: &Receipt) -> Result<(), QueueError> {
-        let receipt = *receipt;
-        self.write(move |transaction, _| store::delete(transaction, &receipt))
+        self.write(delete_operation(*receipt))
+    }
+
+    /// [`EmbeddedQueue::delete`] for async callers: waits for its group's commit without
+    /// taking a thread (settling a dispatch batch of 1,000 messages at once took a blocking
+    /// thread each: 105 threads and 60 MiB of RSS under the throughput load).
+    pub async fn delete_async(&self, receipt: &Receipt) -> Result<(), QueueError> {
+        self.inner
+            .writer
+            .write_async(delete_operation(*receipt))
+            .await
     }
 
     /// Hide an in-flight message for `visibility` from now; zero makes it deliverable now.
@@ -344,10 +376,19 @@ impl EmbeddedQueue {
         receipt: &Receipt,
         visibility: Duration,
     ) -> Result<(), QueueError> {
-        let receipt = *receipt;
-        self.write(move |transaction, now| {
-            store::change_visibility(transaction, &receipt, now, millis(visibility))
-        })
+        self.write(change_visibility_operation(*receipt, visibility))
+    }
+
+    /// [`EmbeddedQueue::change_visibility`] for async callers, without taking a thread.
+    pub async fn change_visibility_async(
+        &self,
+        receipt: &Receipt,
+        visibility: Duration,
+    ) -> Result<(), QueueError> {
+        self.inner
+            .writer
+            .write_async(change_visibility_operation(*receipt, visibility))
+            .await
     }
 
     pub fn dead_letter(
@@ -501,6 +542,19 @@ fn send_operation(
             .map(|message| store::send(transaction, &queue, message, now, window))
             .collect()
     }
+}
+
+fn delete_operation(
+    receipt: Receipt,
+) -> impl FnOnce(&Transaction<'_>, i64) -> Result<(), QueueError> + Send + 'static {
+    move |transaction, _| store::delete(transaction, &receipt)
+}
+
+fn change_visibility_operation(
+    receipt: Receipt,
+    visibility: Duration,
+) -> impl FnOnce(&Transaction<'_>, i64) -> Result<(), QueueError> + Send + 'static {
+    move |transaction, now| store::change_visibility(transaction, &receipt, now, millis(visibility))
 }
 
 /// A connection to the queue file that waits for another process's write lock.

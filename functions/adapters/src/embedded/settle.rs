@@ -62,7 +62,7 @@ impl EmbeddedSettle {
 impl Settle for EmbeddedSettle {
     async fn acknowledge(&self, message: &QueueMessage) -> Result<(), QueueError> {
         let receipt: Receipt = message.receipt.parse()?;
-        self.blocking(move |queue| queue.delete(&receipt)).await?;
+        self.queue.delete_async(&receipt).await?;
         self.freed();
         Ok(())
     }
@@ -74,14 +74,14 @@ impl Settle for EmbeddedSettle {
     ) -> Result<(), QueueError> {
         let receipt: Receipt = message.receipt.parse()?;
         let delay = Duration::from_secs(delay_secs.into());
-        self.blocking(move |queue| queue.change_visibility(&receipt, delay))
-            .await
+        self.queue.change_visibility_async(&receipt, delay).await
     }
 
     async fn schedule_retry(&self, dispatch: &Dispatch, delay_secs: u32) -> Result<(), QueueError> {
         let body = dispatch.to_json();
         let delay = Duration::from_secs(delay_secs.into());
-        self.blocking(move |queue| queue.send_delayed(DISPATCH_RETRY_QUEUE, &body, delay))
+        self.queue
+            .send_delayed_async(DISPATCH_RETRY_QUEUE, &body, delay)
             .await?;
         self.freed();
         Ok(())
