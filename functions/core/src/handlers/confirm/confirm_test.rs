@@ -649,26 +649,32 @@ async fn a_consumer_api_not_served_means_none_only_from_a_ready_apiserver() {
     )
     .unwrap_err();
     let registry = registry(&[("prod", json!(true))]);
+    // One look at a cluster whose source has the commit, its apiserver ready or not.
+    let look = |unready: Option<&str>| {
+        let cluster = cluster_at(1);
+        *cluster.consumer_list_failure.lock().unwrap() = Some(not_served.clone());
+        *cluster.unready.lock().unwrap() = unready.map(str::to_string);
+        let registry = &registry;
+        async move {
+            let report = Stage::new()
+                .run(
+                    registry,
+                    &cluster,
+                    &[message("m", &start("prod", "k"), 1)],
+                    now(),
+                )
+                .await;
+            (report.messages.into_iter().next().unwrap(), cluster)
+        }
+    };
 
     // Not ready: not "no consumers" (that would confirm a commit nothing applied).
-    let stage = Stage::new();
-    let cluster = cluster_at(1);
-    *cluster.consumer_list_failure.lock().unwrap() = Some(not_served.clone());
-    *cluster.unready.lock().unwrap() = Some("/readyz answered 500".into());
-    let report = stage
-        .run(
-            &registry,
-            &cluster,
-            &[message("m", &start("prod", "k"), 1)],
-            now(),
-        )
-        .await;
-    let seen = &report.messages[0];
-    assert_eq!(seen.seen.as_ref().unwrap().reason, "cluster_unreadable");
+    let (seen, _) = look(Some("/readyz answered 500")).await;
+    let observation = seen.seen.as_ref().unwrap();
+    assert_eq!(observation.reason, "cluster_unreadable");
     assert!(
-        seen.seen.as_ref().unwrap().message.contains("not trusted"),
-        "{:?}",
-        seen.seen
+        observation.message.contains("not trusted"),
+        "{observation:?}"
     );
     assert!(
         matches!(seen.step, ConfirmStep::Rechecked { .. }),
@@ -677,19 +683,8 @@ async fn a_consumer_api_not_served_means_none_only_from_a_ready_apiserver() {
     );
 
     // Ready: kustomize-controller is not installed, and the source alone decides.
-    let stage = Stage::new();
-    let cluster = cluster_at(1);
-    *cluster.consumer_list_failure.lock().unwrap() = Some(not_served);
-    let report = stage
-        .run(
-            &registry,
-            &cluster,
-            &[message("m", &start("prod", "k"), 1)],
-            now(),
-        )
-        .await;
-    let done = &report.messages[0];
-    assert_eq!(done.step, ConfirmStep::Ended, "{report:?}");
+    let (done, cluster) = look(None).await;
+    assert_eq!(done.step, ConfirmStep::Ended, "{done:?}");
     assert_eq!(done.ended().unwrap().outcome, Outcome::Success);
     // Asked once for each kind not served (Kustomizations and HelmReleases).
     assert_eq!(*cluster.readiness_checks.lock().unwrap(), 2);
