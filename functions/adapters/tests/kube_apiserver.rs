@@ -442,33 +442,40 @@ fn rbac_and_credential_refusals_are_apiserver_statuses_and_annotate_patches_the_
         // whose paths a restarting apiserver has not installed yet) is Go's plain 404, no
         // Status: retried until it persists, like a 403. (Asked as admin: RBAC would refuse
         // the dispatcher before routing.)
-        let request =
-            http::Request::get("/apis/notinstalled.example.com/v1/namespaces/flux-system/things")
+        // The same for a resource (or version) a served group does not have: its generic
+        // Status.
+        for path in [
+            "/apis/notinstalled.example.com/v1/namespaces/flux-system/things",
+            "/apis/source.toolkit.fluxcd.io/v1/namespaces/flux-system/things",
+            "/apis/source.toolkit.fluxcd.io/v9/namespaces/flux-system/gitrepositories",
+        ] {
+            let request = http::Request::get(path)
                 .body(kube::client::Body::from(Vec::new()))
                 .unwrap();
-        let answer = env.admin().send(request).await.unwrap();
-        let content_type = answer
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .map(|value| value.to_str().unwrap().to_string());
-        let response = fluxrelay_core::outcome::classify::TriggerResponse {
-            status: answer.status().as_u16(),
-            content_type,
-            body: http_body_util::BodyExt::collect(answer.into_body())
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        };
-        assert_eq!(response.status, 404, "{response:?}");
-        let failure =
-            classify_apiserver_response(&response, "list things in flux-system").unwrap_err();
-        assert_eq!(failure.class, FailureClass::Denied, "{failure:?}");
-        assert!(
-            failure.reason.contains("the API is not served"),
-            "{}",
-            failure.reason
-        );
+            let answer = env.admin().send(request).await.unwrap();
+            let content_type = answer
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .map(|value| value.to_str().unwrap().to_string());
+            let response = fluxrelay_core::outcome::classify::TriggerResponse {
+                status: answer.status().as_u16(),
+                content_type,
+                body: http_body_util::BodyExt::collect(answer.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes()
+                    .to_vec(),
+            };
+            assert_eq!(response.status, 404, "{path}: {response:?}");
+            let failure =
+                classify_apiserver_response(&response, "list things in flux-system").unwrap_err();
+            assert_eq!(failure.class, FailureClass::Denied, "{path}: {failure:?}");
+            assert!(
+                failure.reason.contains("the API is not served"),
+                "{path}: {}",
+                failure.reason
+            );
+        }
 
         // A wrong token: 401, and the caller is told to refresh the credentials.
         let wrong = token_entry(&env, "wrong-token", "not-a-valid-token");

@@ -9,6 +9,10 @@
 
 use serde_json::Value;
 
+/// The apiserver's `Status` message for a path of a served group whose resource it does
+/// not serve (`NewGenericServerResponse` for 404); a missing object names the object.
+const RESOURCE_NOT_SERVED: &str = "the server could not find the requested resource";
+
 /// The most of a `Status` message (or transport detail) a reason repeats, in characters.
 const MAX_MESSAGE_CHARS: usize = 300;
 
@@ -219,11 +223,13 @@ fn apiserver_failure(
     let (class, explanation) = match status {
         401 => (Permanent, "the cluster credentials were rejected"),
         403 => (Denied, "the cluster credentials lack an RBAC permission"),
-        // No `Status`: the apiserver's mux has no handler for the path. Either the API
+        // No `Status` (the apiserver's mux has no handler for the path), or the generic
+        // Status for a resource a served group does not have (e.g. a HelmRelease version
+        // the installed helm-controller does not serve): the API is not served. Either it
         // is not installed, or a (re)starting apiserver has not installed the paths of its
         // CRDs yet: apiservers before the generic server's `MuxAndDiscoveryComplete` signal
         // answer 404 then, newer ones 503. Permanent only once it persists, like a 403.
-        404 if api_status.is_none() => (
+        404 if api_status.is_none_or(|status| status.message == RESOURCE_NOT_SERVED) => (
             Denied,
             "the API is not served (Flux's CRDs are not installed, or the apiserver is still starting)",
         ),

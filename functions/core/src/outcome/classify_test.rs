@@ -173,6 +173,7 @@ fn classifies_apiserver_calls_naming_the_action() {
         // apiserver before MuxAndDiscoveryComplete). Permanent only once it persists.
         (404, Some("text/plain; charset=utf-8"), "404 page not found\n", Denied, false, "apiserver refused the request to patch GitRepository flux-system/podinfo (404 Not Found): the API is not served (Flux's CRDs are not installed, or the apiserver is still starting)"),
         (404, JSON, r#"{"kind":"Status","message":"","reason":"NotFound","code":404}"#, Permanent, false, "(404 Not Found): not found (the object, namespace or API does not exist)"),
+        (404, JSON, r#"{"kind":"Status","message":"the server could not find the requested resource","reason":"NotFound","details":{},"code":404}"#, Denied, false, "(404 Not Found): the API is not served"),
         (409, JSON, STATUS_409, Retryable, false, "(409 Conflict): conflict with a concurrent change: Operation cannot be fulfilled"),
         (415, JSON, STATUS_415, Permanent, false, "(415 Unsupported Media Type): request not accepted: the body of the request was in an unknown format"),
         (422, JSON, r#"{"kind":"GitRepository","message":"not-a-status"}"#, Permanent, false, "(422 Unprocessable Entity): request not accepted"),
