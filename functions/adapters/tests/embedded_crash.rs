@@ -1,6 +1,8 @@
-//! A send that returned `Ok` survives SIGKILL of the process that made it. The test re-runs
-//! this test binary as a child that sends (from several threads, so writes share group
-//! commits) until killed and prints each acknowledged id.
+//! A send that returned `Ok` survives SIGKILL of the process that made it, and so does a
+//! delete (an ordered write: committed without an fsync of its own, which a kill does not
+//! undo). The test re-runs this test binary as a child that sends (from several threads, so
+//! writes share group commits) and consumes until killed, printing each acknowledged id and
+//! each deleted one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashSet;
@@ -12,20 +14,22 @@ use fluxrelay_adapters::embedded::{EmbeddedQueue, NewMessage};
 
 const CHILD_ENV: &str = "FLUXRELAY_EMBEDDED_CRASH_CHILD_PATH";
 const ACKED: &str = "acked ";
+const DELETED: &str = "deleted ";
 
 /// Threads sending at once, so acknowledged sends include ones that shared a group commit.
 const SENDERS: usize = 4;
 
-/// The child: sends from `SENDERS` threads until it is killed, printing the id of every
-/// acknowledged send.
+/// The child: sends from `SENDERS` threads and consumes from one until it is killed,
+/// printing the id of every acknowledged send and of every message it deleted.
 fn send_until_killed(path: &str) -> ! {
     let queue = EmbeddedQueue::open(path).unwrap();
-    let senders: Vec<_> = (0..SENDERS)
+    let mut senders: Vec<_> = (0..SENDERS)
         .map(|sender| {
             let queue = queue.clone();
             std::thread::spawn(move || send_forever(&queue, sender))
         })
         .collect();
+    senders.push(std::thread::spawn(move || consume_forever(&queue)));
     for sender in senders {
         let _ = sender.join();
     }
@@ -53,6 +57,16 @@ fn send_forever(queue: &EmbeddedQueue, sender: usize) {
     }
 }
 
+/// Receives and deletes (ordered writes), printing each id once its delete returned.
+fn consume_forever(queue: &EmbeddedQueue) {
+    loop {
+        for message in queue.receive("q", 10, Duration::from_secs(600)).unwrap() {
+            queue.delete(&message.receipt).unwrap();
+            println!("{DELETED}{}", message.body);
+        }
+    }
+}
+
 #[test]
 fn every_acknowledged_send_survives_sigkill() {
     if let Ok(path) = std::env::var(CHILD_ENV) {
@@ -72,23 +86,30 @@ fn every_acknowledged_send_survives_sigkill() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut acked = HashSet::new();
-    while acked.len() < 500 {
-        let line = lines.next().expect("child ended early").unwrap();
+    let (mut acked, mut deleted) = (HashSet::new(), HashSet::new());
+    let mut note = |line: &str| {
         if let Some(id) = line.strip_prefix(ACKED) {
             acked.insert(id.to_string());
+        } else if let Some(id) = line.strip_prefix(DELETED) {
+            deleted.insert(id.to_string());
         }
+    };
+    let mut seen = 0;
+    while seen < 1_000 {
+        note(&lines.next().expect("child ended early").unwrap());
+        seen += 1;
     }
     child.kill().unwrap(); // SIGKILL: no destructor, no final commit
     child.wait().unwrap();
     // Acknowledgements printed before the kill are still in the pipe.
     for line in lines {
-        if let Some(id) = line.unwrap().strip_prefix(ACKED) {
-            acked.insert(id.to_string());
-        }
+        note(&line.unwrap());
     }
 
     let queue = EmbeddedQueue::open(&path).unwrap();
+    // What the dead child had received and not deleted is deliverable again (as serve
+    // releases its leases at start).
+    queue.release_leases("q").unwrap();
     let mut stored = HashSet::new();
     loop {
         let received = queue.receive("q", 100, Duration::from_secs(600)).unwrap();
@@ -103,11 +124,24 @@ fn every_acknowledged_send_survives_sigkill() {
     drop(queue);
     remove_queue_file(&path);
 
-    let missing: Vec<_> = acked.difference(&stored).collect();
+    assert!(
+        !deleted.is_empty(),
+        "the child deleted nothing before the kill"
+    );
+    let missing: Vec<_> = acked
+        .difference(&stored)
+        .filter(|id| !deleted.contains(*id))
+        .collect();
     assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    let undeleted: Vec<_> = deleted.intersection(&stored).collect();
+    assert!(
+        undeleted.is_empty(),
+        "deleted before the kill, back after it: {undeleted:?}"
+    );
     eprintln!(
-        "acknowledged before SIGKILL: {}, stored after restart: {}",
+        "acknowledged before SIGKILL: {}, deleted: {}, stored after restart: {}",
         acked.len(),
+        deleted.len(),
         stored.len()
     );
 }

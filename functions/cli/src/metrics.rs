@@ -54,6 +54,7 @@ pub struct Metrics {
     journal_rows: Gauge,
     journal_bytes: Gauge,
     queue_commits: Gauge,
+    queue_synced_commits: Gauge,
     queue_writes: Gauge,
     trigger_latency: Histogram,
     /// Confirmation figures (`metrics_confirm.rs`).
@@ -81,6 +82,7 @@ impl Metrics {
         let journal_rows = Gauge::default();
         let journal_bytes = Gauge::default();
         let queue_commits = Gauge::default();
+        let queue_synced_commits = Gauge::default();
         let queue_writes = Gauge::default();
         let trigger_latency = Histogram::new(LATENCY_BUCKETS);
         registry.register(
@@ -131,8 +133,13 @@ impl Metrics {
         );
         registry.register(
             "queue_commits",
-            "Transactions the embedded queue committed since start (one fsync each; concurrent writes share one)",
+            "Transactions the embedded queue committed since start (concurrent writes share one)",
             queue_commits.clone(),
+        );
+        registry.register(
+            "queue_synced_commits",
+            "Of queue_commits, those fsynced (a group holding an acknowledged push or an operator's write)",
+            queue_synced_commits.clone(),
         );
         registry.register(
             "queue_writes",
@@ -180,6 +187,7 @@ impl Metrics {
             journal_rows,
             journal_bytes,
             queue_commits,
+            queue_synced_commits,
             queue_writes,
             trigger_latency,
             connections,
@@ -307,6 +315,8 @@ impl Metrics {
         let group_commit = queue.group_commit_stats();
         self.queue_commits
             .set(i64::try_from(group_commit.commits).unwrap_or(i64::MAX));
+        self.queue_synced_commits
+            .set(i64::try_from(group_commit.synced_commits).unwrap_or(i64::MAX));
         self.queue_writes
             .set(i64::try_from(group_commit.writes).unwrap_or(i64::MAX));
         let mut text = String::new();

@@ -166,11 +166,12 @@ fn main() -> ExitCode {
             "--out" => out = iter.next().map(PathBuf::from),
             "--only" => match iter.next().map(String::as_str) {
                 Some("throughput") => only = Some(Stage::Throughput),
+                Some("latency") => only = Some(Stage::Latency),
                 Some("lambdas") => only = Some(Stage::Lambdas),
                 Some("fleet") => only = Some(Stage::Fleet),
                 other => {
                     eprintln!(
-                        "fluxrelay-bench: --only takes throughput, lambdas or fleet, got {other:?}"
+                        "fluxrelay-bench: --only takes throughput, latency, lambdas or fleet, got {other:?}"
                     );
                     return ExitCode::from(2);
                 }
@@ -200,7 +201,7 @@ fn main() -> ExitCode {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: fluxrelay-bench [--smoke] [--only throughput|lambdas|fleet] [--out DIR] [--release-binaries] [--no-sam-build] [--fleet-sizes N[,N…]]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)\n  --only: that stage alone (ingest throughput and its ceiling, or the Lambda binaries' cold start,\n          memory and size); report in DIR (default <target>/bench-only), BENCHMARKS.md untouched\n  --fleet-sizes: the fleet stage at these cluster counts only (e.g. --only fleet --fleet-sizes 1000)\n  --no-sam-build: a release run measures the Lambda binaries `sam build` makes (x86_64, cargo-lambda);\n          this measures the cargo build's instead"
+                    "usage: fluxrelay-bench [--smoke] [--only throughput|latency|lambdas|fleet] [--out DIR] [--release-binaries] [--no-sam-build] [--fleet-sizes N[,N…]]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)\n  --only: that stage alone (ingest throughput and its ceiling, latency and its floor, or the Lambda\n          binaries' cold start, memory and size); report in DIR (default <target>/bench-only), BENCHMARKS.md untouched\n  --fleet-sizes: the fleet stage at these cluster counts only (e.g. --only fleet --fleet-sizes 1000)\n  --no-sam-build: a release run measures the Lambda binaries `sam build` makes (x86_64, cargo-lambda);\n          this measures the cargo build's instead"
                 );
                 return ExitCode::SUCCESS;
             }
@@ -258,6 +259,7 @@ fn main() -> ExitCode {
     let file = match only {
         None => "report.md",
         Some(Stage::Throughput) => "report-throughput.md",
+        Some(Stage::Latency) => "report-latency.md",
         Some(Stage::Lambdas) => "report-lambdas.md",
         Some(Stage::Fleet) => "report-fleet.md",
     };
@@ -277,6 +279,7 @@ fn main() -> ExitCode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
     Throughput,
+    Latency,
     Lambdas,
     Fleet,
 }
@@ -287,6 +290,10 @@ async fn run_only(stage: Stage, scale: Scale, out: &Path) -> Report {
         Stage::Throughput => {
             let setup = serve_bench::Setup::start(&scale).await;
             serve_bench::throughput(&setup, &scale, out, &mut report).await;
+        }
+        Stage::Latency => {
+            let setup = serve_bench::Setup::start(&scale).await;
+            serve_bench::latency(&setup, &scale, out, &mut report).await;
         }
         Stage::Lambdas => {
             let moto = fluxrelay_testkit::moto::Moto::start();

@@ -360,7 +360,7 @@ pub async fn throughput(setup: &Setup, scale: &Scale, out: &Path, report: &mut R
     let mut dispatch = Vec::new();
     let load = Duration::from_secs_f64(scale.load_secs);
     let mut durable: Option<LoadRun> = None;
-    let mut commits_during_load = (0.0, 0.0);
+    let mut commits_during_load = (0.0, 0.0, 0.0);
     loop {
         let scrape = Scrape::get(&client, &serve).await;
         let t = start.elapsed().as_secs_f64();
@@ -373,6 +373,7 @@ pub async fn throughput(setup: &Setup, scale: &Scale, out: &Path, report: &mut R
             let after = Scrape::get(&client, &serve).await;
             commits_during_load = (
                 after.sum("fluxrelay_queue_commits", &[]),
+                after.sum("fluxrelay_queue_synced_commits", &[]),
                 after.sum("fluxrelay_queue_writes", &[]),
             );
             progress(format!(
@@ -407,12 +408,12 @@ pub async fn throughput(setup: &Setup, scale: &Scale, out: &Path, report: &mut R
         "durable: time to each 202 under that load, p50 / p99 (max)",
         durable.latency(),
     );
-    let (commits, writes) = commits_during_load;
+    let (commits, synced, writes) = commits_during_load;
     report.info(
         SECTION,
-        "durable: queue transactions (fsyncs) and writes until the load ended (route and dispatch included); writes per transaction",
+        "durable: queue transactions, of which fsynced, and writes until the load ended (route and dispatch included); writes per transaction",
         format!(
-            "{commits:.0} and {writes:.0}; {:.1}",
+            "{commits:.0}, {synced:.0} fsynced; {writes:.0} writes, {:.1} per transaction",
             writes / commits.max(1.0)
         ),
     );

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use fluxrelay_core::ports::QueueError;
 
-use super::{EmbeddedQueue, INTAKE_QUEUE, SendOutcome};
+use super::{
+    DeadLetterReason, Durability, EmbeddedQueue, INTAKE_QUEUE, JournalEntry, NewMessage, Receipt,
+    SendOutcome,
+};
 
 const VISIBILITY: Duration = Duration::from_secs(30);
 
@@ -180,4 +183,166 @@ fn a_failing_commit_fails_every_write_of_its_group_and_stores_none() {
     drop(queue);
     let reopened = EmbeddedQueue::open(&file.path).unwrap();
     assert_eq!(reopened.depth(INTAKE_QUEUE).unwrap().visible, 10);
+}
+
+/// The `synchronous` level the group's transaction runs under: 2 = FULL (fsync at commit),
+/// 1 = NORMAL (WAL: no fsync of its own).
+fn synchronous_level(queue: &EmbeddedQueue, durability: Durability) -> JoinHandle<i64> {
+    let queue = queue.clone();
+    std::thread::spawn(move || {
+        queue
+            .inner
+            .writer
+            .write(durability, |transaction, _| {
+                transaction
+                    .pragma_query_value(None, "synchronous", |row| row.get(0))
+                    .map_err(|error| QueueError::new(error.to_string()))
+            })
+            .unwrap()
+    })
+}
+
+#[test]
+fn a_group_fsyncs_when_one_of_its_writes_is_synced_and_only_then() {
+    let file = TempQueueFile::new("durability");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    let before = queue.group_commit_stats();
+
+    let ordered = in_one_group(&queue, 3, || {
+        (0..3)
+            .map(|_| synchronous_level(&queue, Durability::Ordered))
+            .collect::<Vec<_>>()
+    });
+    for level in ordered {
+        assert_eq!(level.join().unwrap(), 1, "ordered only: NORMAL");
+    }
+    let middle = queue.group_commit_stats();
+    assert_eq!(middle.commits - before.commits, 1);
+    assert_eq!(middle.synced_commits, before.synced_commits, "no fsync");
+
+    let mixed = in_one_group(&queue, 3, || {
+        vec![
+            synchronous_level(&queue, Durability::Ordered),
+            synchronous_level(&queue, Durability::Synced),
+            synchronous_level(&queue, Durability::Ordered),
+        ]
+    });
+    for level in mixed {
+        assert_eq!(
+            level.join().unwrap(),
+            2,
+            "one synced write: the group is FULL"
+        );
+    }
+    let after = queue.group_commit_stats();
+    assert_eq!(after.commits - middle.commits, 1);
+    assert_eq!(after.synced_commits - middle.synced_commits, 1);
+
+    // And back: the next ordered group does not inherit the FULL of the last one.
+    assert_eq!(
+        synchronous_level(&queue, Durability::Ordered)
+            .join()
+            .unwrap(),
+        1
+    );
+}
+
+/// Which of the queue's writes wait for an fsync: the acknowledged ones (a push behind its
+/// `202`, an operator's command) and no other.
+#[test]
+fn each_write_of_the_queue_has_the_durability_its_caller_promises() {
+    type Write = fn(&EmbeddedQueue, Receipt);
+    let cases: [(&str, Write, bool); 11] = [
+        (
+            "send (a push behind its 202)",
+            |q, _| {
+                q.send(INTAKE_QUEUE, "p", "push-x", "x").unwrap();
+            },
+            true,
+        ),
+        (
+            "send_batch",
+            |q, _| {
+                q.send_batch(INTAKE_QUEUE, &[NewMessage::new("p", "push-y", "y")])
+                    .unwrap();
+            },
+            true,
+        ),
+        (
+            "receive",
+            |q, _| {
+                q.receive(INTAKE_QUEUE, 1, VISIBILITY).unwrap();
+            },
+            false,
+        ),
+        ("delete", |q, receipt| q.delete(&receipt).unwrap(), false),
+        (
+            "change_visibility",
+            |q, receipt| {
+                q.change_visibility(&receipt, Duration::ZERO).unwrap();
+            },
+            false,
+        ),
+        (
+            "send_delayed (a retry, a recheck)",
+            |q, _| {
+                q.send_delayed("dispatch-retry", "r", VISIBILITY).unwrap();
+            },
+            false,
+        ),
+        (
+            "dead_letter_copy (settling)",
+            |q, receipt| {
+                q.dead_letter_copy(&receipt, None, "body", &DeadLetterReason::default())
+                    .unwrap();
+            },
+            false,
+        ),
+        (
+            "record (the journal)",
+            |q, _| {
+                q.record(&[JournalEntry::new("push-0", None, "accepted", "")])
+                    .unwrap();
+            },
+            false,
+        ),
+        (
+            "release_leases (start-up)",
+            |q, _| {
+                q.release_leases(INTAKE_QUEUE).unwrap();
+            },
+            true,
+        ),
+        (
+            "redrive (an operator)",
+            |q, _| {
+                q.redrive(INTAKE_QUEUE, None).unwrap();
+            },
+            true,
+        ),
+        (
+            "dead_letter (an operator)",
+            |q, receipt| {
+                q.dead_letter(receipt, &DeadLetterReason::default())
+                    .unwrap();
+            },
+            true,
+        ),
+    ];
+    let file = TempQueueFile::new("durability-table");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    for n in 0..cases.len() {
+        let id = format!("push-{n}");
+        queue.send(INTAKE_QUEUE, &id, &id, &id).unwrap();
+    }
+    for (name, write, synced) in cases {
+        // A delivery for the writes that settle one (its receive is a commit of its own).
+        let received = queue.receive(INTAKE_QUEUE, 1, VISIBILITY).unwrap();
+        let before = queue.group_commit_stats();
+        write(&queue, received[0].receipt);
+        let after = queue.group_commit_stats();
+        assert_eq!(after.commits - before.commits, 1, "{name}: one commit");
+        let fsynced = after.synced_commits - before.synced_commits == 1;
+        assert_eq!(fsynced, synced, "{name}");
+    }
 }

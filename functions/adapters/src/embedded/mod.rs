@@ -3,12 +3,17 @@
 //! `dispatch`), a 5-minute deduplication window per queue, FIFO message groups, visibility
 //! timeouts with receive counts, and a dead-letter table with reasons.
 //!
-//! Durability: WAL with `synchronous = FULL`, so a call returns `Ok` only after its
-//! transaction is fsynced; an acknowledged webhook survives a process kill *and* a power
-//! loss. `NORMAL` would survive only the former, and the reliability rule is "never
-//! acknowledge what is not persisted". Batches amortise the fsync, and so does the group
-//! commit (`writer`): concurrent writes share one transaction and one fsync, each answered
-//! with its own result only after that commit.
+//! Durability: WAL, and a send that is acknowledged outside the process (ingest's push,
+//! behind its `202`; an operator's redrive) returns `Ok` only after its transaction is
+//! fsynced (`synchronous = FULL`): it survives a process kill *and* a power loss, by the
+//! reliability rule "never acknowledge what is not persisted". The queue's own hand-offs
+//! (receives, route's dispatches, deletes, retries, the journal) are
+//! [`Durability::Ordered`]: committed without their own fsync, carried to the disk by the
+//! next synced commit. A power loss can undo them only together with everything after
+//! them, which puts a push back where it was (routed or triggered again: a duplicate
+//! trigger, never a lost push). Batches amortise the fsync, and so does the group commit
+//! (`writer`): concurrent writes share one transaction, each answered with its own result
+//! only after that commit.
 //!
 //! Writes go through the writer thread; reads (depths, dead letters, the journal) use a
 //! connection of their own, so a metrics scrape never holds up a commit. The blocking calls
@@ -44,8 +49,8 @@ use self::journal_cap::JournalCap;
 pub use self::journal_cap::{DEFAULT_JOURNAL_MAX_BYTES, JournalStats};
 pub use self::settle::EmbeddedSettle;
 use self::store::storage;
-pub use self::writer::GroupCommitStats;
 use self::writer::Writer;
+pub use self::writer::{Durability, GroupCommitStats};
 pub use fluxrelay_core::ports::DeadLetterReason;
 
 /// The queue `PushPublisher` writes to: group = project id, dedup = push key.
@@ -269,15 +274,34 @@ impl EmbeddedQueue {
         queue: &str,
         messages: &[NewMessage],
     ) -> Result<Vec<SendOutcome>, QueueError> {
-        self.inner
+        self.write(send_operation(queue.to_string(), messages.to_vec()))
+    }
+
+    /// Enqueue one message as a hand-off between the queue's own consumers
+    /// ([`Durability::Ordered`]), waiting for its group's commit without a thread.
+    pub async fn send_ordered_async(
+        &self,
+        queue: &str,
+        message: NewMessage,
+    ) -> Result<SendOutcome, QueueError> {
+        let mut outcomes = self
+            .inner
             .writer
-            .write(send_operation(queue.to_string(), messages.to_vec()))
+            .write_async(
+                Durability::Ordered,
+                send_operation(queue.to_string(), vec![message]),
+            )
+            .await?;
+        outcomes
+            .pop()
+            .ok_or_else(|| QueueError::new("embedded queue: send produced no outcome"))
     }
 
     /// Enqueue `body` on `queue`, deliverable after `delay`, outside any FIFO group and
-    /// without deduplication (an SQS standard queue's per-message delay).
+    /// without deduplication (an SQS standard queue's per-message delay). A retry or a
+    /// recheck: [`Durability::Ordered`].
     pub fn send_delayed(&self, queue: &str, body: &str, delay: Duration) -> Result<(), QueueError> {
-        self.write(self.send_delayed_operation(queue, body, delay))
+        self.write_ordered(self.send_delayed_operation(queue, body, delay))
     }
 
     /// [`EmbeddedQueue::send_delayed`] for async callers: waits for its group's commit
@@ -290,7 +314,10 @@ impl EmbeddedQueue {
     ) -> Result<(), QueueError> {
         self.inner
             .writer
-            .write_async(self.send_delayed_operation(queue, body, delay))
+            .write_async(
+                Durability::Ordered,
+                self.send_delayed_operation(queue, body, delay),
+            )
             .await
     }
 
@@ -316,7 +343,8 @@ impl EmbeddedQueue {
 
     /// Copy the message delivered under `receipt` to the dead letters with `body` and the
     /// reason, filed under another queue and group when `file_as` says so; the message
-    /// stays until it is deleted (settling deletes it next).
+    /// stays until it is deleted (settling deletes it next). [`Durability::Ordered`]: undone
+    /// only with the delete after it, the message is then retried and dead-lettered again.
     pub fn dead_letter_copy(
         &self,
         receipt: &Receipt,
@@ -326,7 +354,7 @@ impl EmbeddedQueue {
     ) -> Result<(), QueueError> {
         let file_as = file_as.map(|(queue, group)| (queue.to_string(), group.to_string()));
         let (copy_of, body, why) = (*receipt, body.to_string(), reason.clone());
-        let copied = self.write(move |transaction, now| {
+        let copied = self.write_ordered(move |transaction, now| {
             let file_as = file_as
                 .as_ref()
                 .map(|(queue, group)| (queue.as_str(), group.as_str()));
@@ -341,6 +369,8 @@ impl EmbeddedQueue {
     }
 
     /// Up to `max` of the oldest deliverable messages; see `store::receive` for the rule.
+    /// [`Durability::Ordered`]: a receive undone by a power loss is a delivery the restart
+    /// repeats (it releases the dead process's leases anyway).
     pub fn receive(
         &self,
         queue: &str,
@@ -351,13 +381,15 @@ impl EmbeddedQueue {
             return Ok(Vec::new());
         }
         let queue = queue.to_string();
-        self.write(move |transaction, now| {
+        self.write_ordered(move |transaction, now| {
             store::receive(transaction, &queue, max, now, millis(visibility))
         })
     }
 
+    /// [`Durability::Ordered`]: a delete undone by a power loss delivers the message again
+    /// (a duplicate trigger, which is idempotent).
     pub fn delete(&self, receipt: &Receipt) -> Result<(), QueueError> {
-        self.write(delete_operation(*receipt))
+        self.write_ordered(delete_operation(*receipt))
     }
 
     /// [`EmbeddedQueue::delete`] for async callers: waits for its group's commit without
@@ -366,7 +398,7 @@ impl EmbeddedQueue {
     pub async fn delete_async(&self, receipt: &Receipt) -> Result<(), QueueError> {
         self.inner
             .writer
-            .write_async(delete_operation(*receipt))
+            .write_async(Durability::Ordered, delete_operation(*receipt))
             .await
     }
 
@@ -376,7 +408,7 @@ impl EmbeddedQueue {
         receipt: &Receipt,
         visibility: Duration,
     ) -> Result<(), QueueError> {
-        self.write(change_visibility_operation(*receipt, visibility))
+        self.write_ordered(change_visibility_operation(*receipt, visibility))
     }
 
     /// [`EmbeddedQueue::change_visibility`] for async callers, without taking a thread.
@@ -387,7 +419,10 @@ impl EmbeddedQueue {
     ) -> Result<(), QueueError> {
         self.inner
             .writer
-            .write_async(change_visibility_operation(*receipt, visibility))
+            .write_async(
+                Durability::Ordered,
+                change_visibility_operation(*receipt, visibility),
+            )
             .await
     }
 
@@ -448,7 +483,8 @@ impl EmbeddedQueue {
             return Ok(());
         }
         let (entries, cap) = (entries.to_vec(), self.inner.journal_cap.clone());
-        self.write(move |transaction, now| {
+        // For explaining, not for delivery: ordered with the writes it describes.
+        self.write_ordered(move |transaction, now| {
             journal::append(transaction, &entries, now)?;
             cap.enforce(transaction)?;
             journal_cap::reclaim(transaction, cap.keep_free_bytes())
@@ -503,12 +539,21 @@ impl EmbeddedQueue {
 
     /// Run `operation` in the writer's next group (an IMMEDIATE transaction: the write lock
     /// up front, so concurrent processes wait for `busy_timeout` instead of failing on
-    /// upgrade) and return its result once that group is committed.
+    /// upgrade) and return its result once that group is committed and fsynced.
     fn write<T: Send + 'static>(
         &self,
         operation: impl FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, QueueError> {
-        self.inner.writer.write(operation)
+        self.inner.writer.write(Durability::Synced, operation)
+    }
+
+    /// [`EmbeddedQueue::write`] for the queue's own hand-offs: answered once committed,
+    /// without waiting for an fsync of its own.
+    fn write_ordered<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        self.inner.writer.write(Durability::Ordered, operation)
     }
 
     /// `send_batch` for async callers: waits for its group's commit without a thread.
@@ -516,13 +561,14 @@ impl EmbeddedQueue {
         &self,
         queue: &'static str,
         messages: Vec<NewMessage>,
+        durability: Durability,
     ) -> Result<(), QueueError> {
         if messages.is_empty() {
             return Ok(());
         }
         self.inner
             .writer
-            .write_async(send_operation(queue.to_string(), messages))
+            .write_async(durability, send_operation(queue.to_string(), messages))
             .await?;
         Ok(())
     }
@@ -570,16 +616,21 @@ fn connect(path: &Path) -> Result<Connection, QueueError> {
 }
 
 /// Duplicates count as success: the push is already persisted, as SQS FIFO reports it.
+/// Synced: the caller answers the webhook `202` on this.
 impl PushPublisher for EmbeddedQueue {
     async fn publish_pushes(&self, pushes: &[Push]) -> Result<(), QueueError> {
         let messages = pushes
             .iter()
             .map(|push| NewMessage::new(push.project.id.to_string(), &push.key, push.to_json()))
             .collect();
-        self.send_batch_async(INTAKE_QUEUE, messages).await
+        self.send_batch_async(INTAKE_QUEUE, messages, Durability::Synced)
+            .await
     }
 }
 
+/// Ordered: route's hand-off of a push from the intake queue, committed before that push's
+/// delete there; a power loss that undoes it undoes the delete too, and route routes the
+/// push again.
 impl DispatchPublisher for EmbeddedQueue {
     async fn publish_dispatches(&self, dispatches: &[Dispatch]) -> Result<(), QueueError> {
         let messages = dispatches
@@ -588,6 +639,7 @@ impl DispatchPublisher for EmbeddedQueue {
                 NewMessage::new(dispatch.group_id(), dispatch.dedup_id(), dispatch.to_json())
             })
             .collect();
-        self.send_batch_async(DISPATCH_QUEUE, messages).await
+        self.send_batch_async(DISPATCH_QUEUE, messages, Durability::Ordered)
+            .await
     }
 }

@@ -10,7 +10,9 @@ use fluxrelay_core::ports::{DeadLetterReason, QueueError, QueueMessage, Settle};
 use fluxrelay_core::push::Dispatch;
 use tokio::sync::Notify;
 
-use super::{CONFIRM_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, Receipt};
+use super::{
+    CONFIRM_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, NewMessage, Receipt,
+};
 
 /// Settles messages received from an [`EmbeddedQueue`] (the message's `receipt` is the
 /// queue's receipt text). `freed` is notified whenever a message leaves its FIFO group or
@@ -96,11 +98,17 @@ impl Settle for EmbeddedSettle {
         let delay = Duration::from_secs(delay_secs.into());
         // A start is deduplicated (its group is its own: the pair's dedup id).
         let start = (confirmation.checks == 0 && delay_secs == 0).then(|| confirmation.dedup_id());
-        self.blocking(move |queue| match start {
-            Some(dedup) => queue.send(CONFIRM_QUEUE, &dedup, &dedup, &body).map(|_| ()),
-            None => queue.send_delayed(CONFIRM_QUEUE, &body, delay),
-        })
-        .await?;
+        match start {
+            Some(dedup) => {
+                let start = NewMessage::new(dedup.clone(), dedup, body);
+                self.queue.send_ordered_async(CONFIRM_QUEUE, start).await?;
+            }
+            None => {
+                self.queue
+                    .send_delayed_async(CONFIRM_QUEUE, &body, delay)
+                    .await?
+            }
+        }
         if let Some(wake) = &self.confirmations {
             wake.notify_one();
         }

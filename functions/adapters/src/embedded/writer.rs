@@ -1,7 +1,13 @@
 //! Group commit: every write of the embedded queue goes through one writer thread. It takes
 //! every write waiting for it, runs each in a savepoint of one IMMEDIATE transaction,
-//! commits once (one fsync for the whole group, `synchronous = FULL` as before), and only
-//! then answers each caller with its own result.
+//! commits once, and only then answers each caller with its own result.
+//!
+//! - A group with a [`Durability::Synced`] write commits with `synchronous = FULL`: one
+//!   fsync for the whole group before anyone is answered. A group of
+//!   [`Durability::Ordered`] writes only commits with `synchronous = NORMAL`: in WAL mode
+//!   the commit is in the file (it survives the process being killed) and not yet fsynced;
+//!   the next synced commit's fsync of the WAL carries it, and a power loss before that
+//!   rolls it back together with every commit after it (WAL recovery keeps a prefix).
 //!
 //! - A write that fails rolls back its own savepoint and nothing else: the others of its
 //!   group commit, as they would have one after another.
@@ -30,11 +36,26 @@ use super::clock::Clock;
 /// write) stays bounded however deep the backlog of callers.
 const MAX_GROUP: usize = 1024;
 
+/// What a write's caller needs of its commit before it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// On the disk (fsynced): the caller tells someone outside the process that it is kept
+    /// (a webhook's `202`, an operator's command). Survives a power loss.
+    Synced,
+    /// Committed, visible and in order, but not yet fsynced: for the queue's own hand-offs
+    /// (a receive, route's dispatches, a delete, a retry, the journal). A kill keeps it; a
+    /// power loss can roll it back only with every later write, which puts the work back
+    /// where it was before (a push routed or a cluster triggered again), never loses it.
+    Ordered,
+}
+
 /// Counts since the queue was opened: `writes ÷ commits` is the mean group size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GroupCommitStats {
-    /// Transactions committed (one fsync each).
+    /// Transactions committed.
     pub commits: u64,
+    /// Of those, the ones fsynced (a group with a [`Durability::Synced`] write).
+    pub synced_commits: u64,
     /// Writes answered after a commit, failed ones included.
     pub writes: u64,
 }
@@ -42,6 +63,7 @@ pub struct GroupCommitStats {
 /// One write: run inside the group's transaction, then answered once the group's commit
 /// is known.
 trait Job: Send {
+    fn durability(&self) -> Durability;
     /// Runs the operation; `true` when it succeeded (its savepoint is kept).
     fn run(&mut self, transaction: &Transaction<'_>, now: i64) -> bool;
     /// Answers the caller: the operation's own result once `committed` is `Ok`, else the
@@ -50,6 +72,7 @@ trait Job: Send {
 }
 
 struct Pending<T, Operation, Reply> {
+    durability: Durability,
     operation: Option<Operation>,
     result: Option<Result<T, QueueError>>,
     reply: Reply,
@@ -61,6 +84,10 @@ where
     Operation: FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError> + Send,
     Reply: FnOnce(Result<T, QueueError>) + Send,
 {
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
     fn run(&mut self, transaction: &Transaction<'_>, now: i64) -> bool {
         let Some(operation) = self.operation.take() else {
             return false;
@@ -95,6 +122,7 @@ pub(super) struct Writer {
 #[derive(Default)]
 struct Counts {
     commits: AtomicU64,
+    synced_commits: AtomicU64,
     writes: AtomicU64,
     /// Submitted and not yet taken into a group.
     waiting: AtomicU64,
@@ -124,9 +152,11 @@ impl Writer {
     }
 
     /// Queue `operation` for the next group; `reply` gets its result once the group's
-    /// commit is known (on the writer thread: it must only hand the result on).
+    /// commit is known, as `durability` asks (on the writer thread: it must only hand the
+    /// result on).
     pub(super) fn submit<T, Operation, Reply>(
         &self,
+        durability: Durability,
         operation: Operation,
         reply: Reply,
     ) -> Result<(), QueueError>
@@ -136,6 +166,7 @@ impl Writer {
         Reply: FnOnce(Result<T, QueueError>) + Send + 'static,
     {
         let job: Box<dyn Job> = Box::new(Pending {
+            durability,
             operation: Some(operation),
             result: None,
             reply,
@@ -153,13 +184,14 @@ impl Writer {
     /// Run `operation` in the next group and wait for its result (a blocking call).
     pub(super) fn write<T>(
         &self,
+        durability: Durability,
         operation: impl FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, QueueError>
     where
         T: Send + 'static,
     {
         let (reply, answer) = mpsc::sync_channel(1);
-        self.submit(operation, move |result| {
+        self.submit(durability, operation, move |result| {
             // The caller waits on `answer`; if it went away there is no one to tell.
             let _ = reply.send(result);
         })?;
@@ -171,13 +203,14 @@ impl Writer {
     /// Run `operation` in the next group; the future resolves once its group committed.
     pub(super) async fn write_async<T>(
         &self,
+        durability: Durability,
         operation: impl FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, QueueError>
     where
         T: Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.submit(operation, move |result| {
+        self.submit(durability, operation, move |result| {
             let _ = reply.send(result);
         })?;
         answer.await.map_err(|_| {
@@ -188,6 +221,7 @@ impl Writer {
     pub(super) fn stats(&self) -> GroupCommitStats {
         GroupCommitStats {
             commits: self.counts.commits.load(Ordering::SeqCst),
+            synced_commits: self.counts.synced_commits.load(Ordering::SeqCst),
             writes: self.counts.writes.load(Ordering::SeqCst),
         }
     }
@@ -225,6 +259,9 @@ fn write_groups(
     jobs: &Receiver<Box<dyn Job>>,
     counts: &Counts,
 ) {
+    // The connection's `synchronous` setting, changed only between groups that differ;
+    // `None` when unknown (a change failed), so the next group sets it again.
+    let mut level = Some(Durability::Synced);
     while let Ok(first) = jobs.recv() {
         // The connection first, then whatever else is waiting: writes that arrive while
         // someone else holds the connection join this group.
@@ -240,21 +277,63 @@ fn write_groups(
             .waiting
             .fetch_sub(group.len() as u64, Ordering::SeqCst);
         let size = group.len() as u64;
-        if commit_group(&mut connection, clock, group) {
-            counts.commits.fetch_add(1, Ordering::SeqCst);
+        let durability = if group
+            .iter()
+            .any(|job| job.durability() == Durability::Synced)
+        {
+            Durability::Synced
+        } else {
+            Durability::Ordered
+        };
+        if level != Some(durability) {
+            match set_synchronous(&connection, durability) {
+                Ok(()) => level = Some(durability),
+                Err(error) => {
+                    // Never answer a synced write from a commit that may not fsync.
+                    level = None;
+                    counts.writes.fetch_add(size, Ordering::SeqCst);
+                    fail_all(group, &format!("set synchronous for the commit: {error}"));
+                    continue;
+                }
+            }
         }
-        counts.writes.fetch_add(size, Ordering::SeqCst);
+        commit_group(&mut connection, clock, group, |committed| {
+            if committed {
+                counts.commits.fetch_add(1, Ordering::SeqCst);
+                if durability == Durability::Synced {
+                    counts.synced_commits.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            counts.writes.fetch_add(size, Ordering::SeqCst);
+        });
     }
 }
 
-/// One transaction for the group, a savepoint per write; `true` when it committed. Every
-/// write is answered before this returns.
-fn commit_group(connection: &mut Connection, clock: &dyn Clock, group: Vec<Box<dyn Job>>) -> bool {
+/// `FULL` fsyncs the WAL at each commit; `NORMAL` (WAL mode) leaves it to the next `FULL`
+/// commit or checkpoint. Set outside a transaction.
+fn set_synchronous(connection: &Connection, durability: Durability) -> Result<(), rusqlite::Error> {
+    let level = match durability {
+        Durability::Synced => "FULL",
+        Durability::Ordered => "NORMAL",
+    };
+    connection.pragma_update(None, "synchronous", level)
+}
+
+/// One transaction for the group, a savepoint per write; `counted` runs once the group is
+/// over, committed or not, before anyone is answered (a caller reads the counts after its
+/// answer). Every write is answered before this returns.
+fn commit_group(
+    connection: &mut Connection,
+    clock: &dyn Clock,
+    group: Vec<Box<dyn Job>>,
+    counted: impl FnOnce(bool),
+) {
     let transaction = match connection.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(transaction) => transaction,
         Err(error) => {
+            counted(false);
             fail_all(group, &format!("begin transaction: {error}"));
-            return false;
+            return;
         }
     };
     let now = clock.now_millis();
@@ -285,20 +364,21 @@ fn commit_group(connection: &mut Connection, clock: &dyn Clock, group: Vec<Box<d
     if let Some(problem) = broken {
         // Dropping the transaction rolls back what the group wrote.
         drop(transaction);
+        counted(false);
         fail_all(ran.into_iter().chain(jobs), &problem);
-        return false;
+        return;
     }
     match transaction.commit() {
         Ok(()) => {
+            counted(true);
             for job in ran {
                 job.finish(Ok(()));
             }
-            true
         }
         Err(error) => {
             // The transaction was dropped, and so rolled back, by the failed commit.
+            counted(false);
             fail_all(ran, &format!("commit: {error}"));
-            false
         }
     }
 }
