@@ -16,12 +16,25 @@ use crate::sqs::{SqsQueue, SqsSettle};
 pub fn init_tracing() {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(log_layer(std::io::stdout))
         .try_init();
+}
+
+/// `RUST_LOG` as levels by target (`info`, `warn,fluxrelay_adapters=debug`); unset or not
+/// understood: `info`. `filter::Targets` rather than `EnvFilter`: the functions need no
+/// span-field directives, and `EnvFilter`'s regex engine was a part of every binary's size.
+pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::filter::Targets {
+    let info = || {
+        tracing_subscriber::filter::Targets::new()
+            .with_default(tracing_subscriber::filter::LevelFilter::INFO)
+    };
+    match rust_log.map(str::trim).filter(|value| !value.is_empty()) {
+        Some(directives) => directives.parse().unwrap_or_else(|_| info()),
+        None => info(),
+    }
 }
 
 /// The functions' log lines: one JSON object each, with every span the line is logged in
@@ -603,5 +616,56 @@ impl<C: FluxDiscovery + FluxConsumers + ApiserverReadiness> ConfirmFunction<C> {
             println!("{line}");
         }
         Ok(batch_response(report.failed_ids()))
+    }
+}
+
+#[cfg(test)]
+mod log_filter_tests {
+    use tracing::Level;
+
+    use super::log_filter;
+
+    #[test]
+    fn rust_log_sets_the_level_by_target_and_anything_else_means_info() {
+        // (RUST_LOG, target, level, enabled)
+        let cases: &[(Option<&str>, &str, Level, bool)] = &[
+            (None, "fluxrelay_adapters::sqs", Level::INFO, true),
+            (None, "fluxrelay_adapters::sqs", Level::DEBUG, false),
+            (Some(""), "kube_client", Level::INFO, true),
+            (Some("  "), "kube_client", Level::DEBUG, false),
+            (Some("warn"), "fluxrelay_core", Level::WARN, true),
+            (Some("warn"), "fluxrelay_core", Level::INFO, false),
+            (Some("debug"), "kube_client", Level::DEBUG, true),
+            (Some("debug"), "kube_client", Level::TRACE, false),
+            (
+                Some("warn,fluxrelay_adapters=debug"),
+                "fluxrelay_adapters::lambda",
+                Level::DEBUG,
+                true,
+            ),
+            (
+                Some("warn,fluxrelay_adapters=debug"),
+                "aws_smithy_runtime",
+                Level::INFO,
+                false,
+            ),
+            (Some("off"), "fluxrelay_core", Level::ERROR, false),
+            // Not understood: info, as with no RUST_LOG.
+            (Some("=="), "fluxrelay_core", Level::INFO, true),
+            (Some("=="), "fluxrelay_core", Level::DEBUG, false),
+            (
+                Some("info,[span{key=x}]=debug"),
+                "fluxrelay_core",
+                Level::DEBUG,
+                false,
+            ),
+        ];
+        for &(rust_log, target, level, enabled) in cases {
+            assert_eq!(
+                log_filter(rust_log).would_enable(target, &level),
+                enabled,
+                "RUST_LOG={rust_log:?}, {target} at {level}"
+            );
+        }
     }
 }
