@@ -677,21 +677,32 @@ pub async fn coalescing(setup: &Setup, scale: &Scale, report: &mut Report) {
         } else {
             3_000_000
         };
+        let burst = Instant::now();
         let posts = (0..scale.burst_pushes as u64).map(|n| {
             let (client, body) = (client.clone(), setup.push_body(base + n));
             let serve = &serve;
-            async move { post_push(&client, serve, body).await }
+            async move { (post_push(&client, serve, body).await, Instant::now()) }
         });
-        let statuses = futures_util::future::join_all(posts).await;
+        let answers = futures_util::future::join_all(posts).await;
+        let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
         assert!(
             statuses.iter().all(|s| *s == 202),
             "burst statuses {statuses:?}"
         );
+        let accepted_over = answers
+            .iter()
+            .map(|(_, at)| at.duration_since(burst))
+            .max()
+            .unwrap_or_default();
         drained(&client, &serve, Duration::from_secs(600)).await;
         let mut per_cluster: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut spans: BTreeMap<usize, (Instant, Instant)> = BTreeMap::new();
         for hit in setup.receiver.hits().iter().filter(|hit| hit.status == 200) {
             if let Some(cluster) = Setup::hit_cluster(hit.receiver.as_deref()) {
                 *per_cluster.entry(cluster).or_default() += 1;
+                let span = spans.entry(cluster).or_insert((hit.at, hit.at));
+                span.0 = span.0.min(hit.at);
+                span.1 = span.1.max(hit.at);
             }
         }
         let counts: Vec<usize> = (0..scale.burst_clusters)
@@ -704,6 +715,23 @@ pub async fn coalescing(setup: &Setup, scale: &Scale, report: &mut Report) {
             counts.iter().copied().min().unwrap_or(0)
         );
         if mode == "coalescing" {
+            // Since issue 12 a push accepted after a cluster's trigger went out needs a
+            // trigger of its own: the calls per cluster follow how long the burst took to
+            // be accepted, against how long one round of a cluster's dispatch takes.
+            let mut call_spans: Vec<f64> = spans
+                .values()
+                .map(|(first, last)| last.duration_since(*first).as_secs_f64() * 1e3)
+                .collect();
+            call_spans.sort_by(f64::total_cmp);
+            let median_span = call_spans.get(call_spans.len() / 2).copied().unwrap_or(0.0);
+            report.info(
+                SECTION,
+                "the burst: first POST → last 202; a cluster's first → last Receiver call (median over clusters)",
+                format!(
+                    "{:.1} ms; {median_span:.1} ms",
+                    accepted_over.as_secs_f64() * 1e3
+                ),
+            );
             report.judged(
                 SECTION,
                 &format!(
