@@ -4,6 +4,8 @@
 //! The intake queue also carries what an EventBridge rule puts there: Amazon ECR `ECR Image
 //! Action` events, read by core's parser ([`read_intake`]) into the same `Push`.
 
+use futures_util::future::join_all;
+
 use crate::artifacts::ecr;
 use crate::gitlab::ParsedEvent;
 use crate::gitlab_api::compare::{Compared, compare_push, wants_compare};
@@ -159,20 +161,32 @@ pub async fn route_and_settle_with(
 }
 
 /// Settle each routed message (`report` comes from [`handle_route`] over `messages`).
+///
+/// The messages are settled at once, not one after another: each one's settlement depends
+/// only on its own verdict (routing already failed every later message of a failed one's
+/// group), so their order is nobody's business, and a batch's deletes then share the
+/// queue's round trips (one group commit in `serve` instead of one per message).
 pub async fn settle_route(
     intake: &impl Settle,
     policy: &RetryPolicy,
     messages: &[QueueMessage],
     report: &mut RouteReport,
 ) {
-    for (message, routed) in messages.iter().zip(&mut report.messages) {
-        let failure = match &routed.verdict {
-            RouteVerdict::Routed { .. } | RouteVerdict::Ignored { .. } => None,
-            RouteVerdict::Failed { reason } => Some(reason.as_str()),
-        };
-        let key = routed.push.as_ref().map(|push| push.key.as_str());
-        let settlement = route_settlement(policy, message, failure, key);
-        routed.settled = Some(settle(intake, message, &settlement).await);
+    let settlements = messages
+        .iter()
+        .zip(&report.messages)
+        .map(|(message, routed)| {
+            let failure = match &routed.verdict {
+                RouteVerdict::Routed { .. } | RouteVerdict::Ignored { .. } => None,
+                RouteVerdict::Failed { reason } => Some(reason.as_str()),
+            };
+            let key = routed.push.as_ref().map(|push| push.key.as_str());
+            let settlement = route_settlement(policy, message, failure, key);
+            async move { settle(intake, message, &settlement).await }
+        });
+    let settled = join_all(settlements).await;
+    for (routed, settled) in report.messages.iter_mut().zip(settled) {
+        routed.settled = Some(settled);
     }
 }
 

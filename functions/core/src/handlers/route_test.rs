@@ -5,7 +5,7 @@ use super::*;
 use crate::handlers::dispatch::{DispatchMemory, DispatchPorts, DispatchRules, handle_dispatch};
 use crate::handlers::plan::tests::{entry, receiver, repository};
 use crate::outcome::verdict::{DeadLetterPlan, RetryPlan, Verdict};
-use crate::ports::RegistryReadError;
+use crate::ports::{QueueError, RegistryReadError};
 use crate::push::PushEvent;
 use crate::push::tests::sample_push;
 use crate::registry::ClusterEntry;
@@ -703,4 +703,89 @@ async fn a_push_no_paths_subscription_cares_about_is_not_deferred() {
     assert!(dispatches.iter().all(|d| !d.verify_paths));
     assert_eq!(dispatches.len(), 1, "{verdicts:?}");
     assert_eq!(gitlab.calls("compare"), 0);
+}
+
+/// Acknowledges only once `batch` acknowledgements are in flight at the same time: settling
+/// one message after another never gets there.
+struct AllAtOnce {
+    barrier: tokio::sync::Barrier,
+    acknowledged: std::sync::Mutex<Vec<String>>,
+}
+
+impl Settle for AllAtOnce {
+    async fn acknowledge(&self, message: &QueueMessage) -> Result<(), QueueError> {
+        self.barrier.wait().await;
+        self.acknowledged.lock().unwrap().push(message.id.clone());
+        Ok(())
+    }
+    async fn retry_in_place(&self, _: &QueueMessage, _: u32) -> Result<(), QueueError> {
+        Err(QueueError::new("not expected"))
+    }
+    async fn schedule_retry(&self, _: &Dispatch, _: u32) -> Result<(), QueueError> {
+        Err(QueueError::new("not expected"))
+    }
+    async fn dead_letter(
+        &self,
+        _: &QueueMessage,
+        _: &str,
+        _: &crate::ports::DeadLetterReason,
+    ) -> Result<(), QueueError> {
+        Err(QueueError::new("not expected"))
+    }
+    async fn schedule_confirmation(
+        &self,
+        _: &crate::confirm::message::Confirmation,
+        _: u32,
+    ) -> Result<(), QueueError> {
+        Err(QueueError::new("not expected"))
+    }
+}
+
+#[tokio::test]
+async fn a_batch_is_settled_at_once_not_message_after_message() {
+    let messages: Vec<QueueMessage> = (0..5)
+        .map(|n| {
+            let mut push = sample_push();
+            push.key = format!("push-{n}");
+            QueueMessage {
+                id: format!("i{n}"),
+                receipt: format!("r{n}"),
+                ..intake(&push)
+            }
+        })
+        .collect();
+    let registry = StaticRegistry {
+        entries: vec![named("prod", json!([{"projects": ["**"]}]))],
+        ..StaticRegistry::default()
+    };
+    let settle = AllAtOnce {
+        barrier: tokio::sync::Barrier::new(messages.len()),
+        acknowledged: std::sync::Mutex::default(),
+    };
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        route_and_settle(
+            &registry,
+            &MemoryQueue::default(),
+            &settle,
+            &RetryPolicy::default(),
+            &messages,
+        ),
+    )
+    .await
+    .expect("the batch's acknowledgements were made one after another");
+    // Each message's outcome is reported against that message, whatever order they ended in.
+    for (n, routed) in report.messages.iter().enumerate() {
+        assert!(
+            matches!(routed.verdict, RouteVerdict::Routed { .. }),
+            "{n}: {:?}",
+            routed.verdict
+        );
+        assert_eq!(
+            routed.push.as_ref().map(|p| p.key.clone()),
+            Some(format!("push-{n}"))
+        );
+        assert!(routed.settled.is_some(), "{n}");
+    }
+    assert_eq!(settle.acknowledged.lock().unwrap().len(), messages.len());
 }
