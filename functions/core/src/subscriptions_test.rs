@@ -1,5 +1,6 @@
 use super::*;
 use crate::push::tests::sample_push;
+use proptest::prelude::*;
 
 fn list(patterns: &[&str], case_insensitive: bool) -> PatternList {
     let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
@@ -28,6 +29,34 @@ fn project_globs() {
         ("platform/{infra,apps}", "platform/apps", true),
         ("platform/{infra,apps}", "platform/web", false),
         ("**", "anything/at/all", true),
+        ("mike/**", "mike", false),
+        ("mike/**/diaspora", "mike/diaspora", true),
+        ("mike/**/diaspora", "mike/a/b/diaspora", true),
+        ("mike/**/diaspora", "mike/a/b/diaspora2", false),
+        ("**/diaspora", "diaspora", true),
+        ("mike/dia?pora", "mike/dia/pora", false),
+        ("mike/[a-c]*", "mike/backend", true),
+        ("mike/[a-c]*", "mike/frontend", false),
+        ("mike/[A-C]*", "mike/Backend", true),
+        ("mike/[!a-c]*", "mike/frontend", true),
+        ("mike/[!a-c]*", "mike/backend", false),
+        ("mike/[a-z]", "mike/", false),
+        ("mike/*end", "mike/back/end", false),
+        ("platform/{infra,apps/*}", "platform/apps/web", true),
+        ("platform/{infra,apps/*}", "platform/infra/web", false),
+        ("*", "", true),
+        ("a", "", false),
+        // A leading `!` is a character, not a negation.
+        ("!mike/*", "!mike/diaspora", true),
+        ("!mike/*", "other/diaspora", false),
+        // An escape makes the next character literal; an escaped letter is that letter.
+        (r"mike/\*", "mike/*", true),
+        (r"mike/\*", "mike/diaspora", false),
+        (r"mike/\{a,b}", "mike/{a,b}", true),
+        (r"mike/\{a,b}", "mike/a", false),
+        (r"mike/\new", "mike/new", true),
+        (r"mike/\t\b", "mike/tb", true),
+        ("mike/diaspora", "mike/diaspora\n", false),
     ];
     for (pattern, path, expected) in cases {
         assert_eq!(
@@ -36,8 +65,24 @@ fn project_globs() {
             "{pattern} ~ {path}"
         );
     }
-    assert!(PatternList::new(&["a/[b".to_string()], true).is_err());
-    assert!(PatternList::new(&[String::new()], true).is_err());
+    // Case is kept where the list does not ignore it.
+    assert!(!list(&["mike/[A-C]*"], false).is_match("mike/backend"));
+    assert!(list(&["mike/[A-C]*"], false).is_match("mike/Backend"));
+    assert!(!list(&["Mike/*"], false).is_match("mike/x"));
+    // A list matches when one of its patterns does.
+    let several = list(&["mike/*", "platform/**"], true);
+    assert!(several.is_match("platform/a/b"));
+    assert!(several.is_match("mike/x"));
+    assert!(!several.is_match("other/x"));
+    assert!(!list(&[], true).is_match("mike/x"));
+    for invalid in ["a/[b", "a/{b,c", "a/{b", r"a\", ""] {
+        let error = PatternList::new(&[invalid.to_string()], true)
+            .expect_err(invalid)
+            .to_string();
+        assert!(error.starts_with("invalid glob"), "{invalid}: {error}");
+    }
+    // Patterns are kept as written, for messages.
+    assert_eq!(list(&["Mike/*"], true).patterns(), ["Mike/*".to_string()]);
 }
 
 #[test]
@@ -483,4 +528,55 @@ fn a_project_artifacts_subscription_filters_like_a_git_one() {
         sub(&["**"], &["**"], &["gitlab.other.com"]).accepts(&pipeline),
         Err(SubscriptionMiss::Instance)
     );
+}
+
+fn glob_like() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        proptest::string::string_regex(
+            r"(!|\\)?([a-zA-Z./\-!,]|\*|\*\*|\?|\[!?[a-z\-\]]{0,3}\]?|\{|\}|\\.?){0,12}"
+        )
+        .expect("a valid strategy"),
+    ]
+}
+
+/// Every character that has a meaning in a glob, escaped: the pattern of `text` itself.
+fn literal_pattern(text: &str) -> String {
+    let mut pattern = String::new();
+    for c in text.chars() {
+        if "*?[]{}\\!,".contains(c) {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
+}
+
+proptest! {
+    // No regression files: they would land outside this module's files; a failure
+    // prints its minimal input, which belongs in the table tests above.
+    #![proptest_config(ProptestConfig {
+        cases: ProptestConfig::default().cases.max(4096),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+    #[test]
+    fn any_pattern_is_accepted_or_refused_and_then_matches_without_panicking(
+        pattern in glob_like(),
+        candidate in glob_like(),
+        case_insensitive in any::<bool>(),
+    ) {
+        if let Ok(list) = PatternList::new(&[pattern], case_insensitive) {
+            let _ = list.is_match(&candidate);
+        }
+    }
+
+    #[test]
+    fn an_escaped_text_matches_itself_and_nothing_longer(text in "[ -~]{1,24}") {
+        let list = PatternList::new(&[literal_pattern(&text)], false)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(list.is_match(&text));
+        let longer = format!("{text}x");
+        prop_assert!(!list.is_match(&longer));
+    }
 }
