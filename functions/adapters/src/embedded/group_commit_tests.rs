@@ -346,3 +346,44 @@ fn each_write_of_the_queue_has_the_durability_its_caller_promises() {
         assert_eq!(fsynced, synced, "{name}");
     }
 }
+
+/// The writer's statements stay prepared: a receive's, whatever batch size its caller
+/// asks for (SQLite re-prepared it for each new `LIMIT` while plans could depend on the
+/// values bound), and each statement of a write's savepoint.
+#[test]
+fn the_writer_prepares_each_statement_once() {
+    let file = TempQueueFile::new("prepared-once");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    for n in 0..5 {
+        let id = format!("push-{n}");
+        queue
+            .send(INTAKE_QUEUE, &format!("project-{n}"), &id, &id)
+            .unwrap();
+    }
+    for limit in [1, 100, 2, 1000, 3, 7] {
+        let received = queue.receive(INTAKE_QUEUE, limit, VISIBILITY).unwrap();
+        for message in &received {
+            queue
+                .change_visibility(&message.receipt, Duration::ZERO)
+                .unwrap();
+        }
+    }
+    let connection = queue.inner.write_connection.lock().unwrap();
+    for sql in [super::store::RECEIVE, "SAVEPOINT write", "RELEASE write"] {
+        let statement = connection.prepare_cached(sql).unwrap();
+        assert_eq!(
+            statement.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "{sql}"
+        );
+        // Run by every receive and write above, so it came from the cache.
+        assert!(
+            statement.get_status(rusqlite::StatementStatus::Run) > 0,
+            "{sql}"
+        );
+    }
+    // Bound values no longer inform the plan; it still takes messages in index order
+    // instead of sorting what it found (a backlog of thousands).
+    let receive = connection.prepare_cached(super::store::RECEIVE).unwrap();
+    assert_eq!(receive.get_status(rusqlite::StatementStatus::Sort), 0);
+}

@@ -145,10 +145,10 @@ pub(super) fn append(
     now: i64,
 ) -> Result<(), QueueError> {
     transaction
-        .execute(
-            "DELETE FROM journal WHERE at < ?1",
-            [now.saturating_sub(millis(JOURNAL_RETENTION))],
-        )
+        .prepare_cached("DELETE FROM journal WHERE at < ?1")
+        .and_then(|mut statement| {
+            statement.execute([now.saturating_sub(millis(JOURNAL_RETENTION))])
+        })
         .map_err(storage("prune journal"))?;
     let mut skips: BTreeMap<PushCluster<'_>, Vec<&str>> = BTreeMap::new();
     for entry in entries.iter().filter(|entry| entry.stage == SKIPPED) {

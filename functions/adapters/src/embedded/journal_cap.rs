@@ -120,11 +120,10 @@ pub(super) fn reclaim(
     keep_free_bytes: u64,
 ) -> Result<(), QueueError> {
     let (free, page_size): (u64, u64) = transaction
-        .query_row(
+        .prepare_cached(
             "SELECT freelist_count, page_size FROM pragma_freelist_count(), pragma_page_size()",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
         )
+        .and_then(|mut statement| statement.query_row([], |row| Ok((row.get(0)?, row.get(1)?))))
         .map_err(storage("read free pages"))?;
     let keep = keep_free_bytes / page_size.max(1);
     if free <= keep {
@@ -156,12 +155,11 @@ pub(super) fn stats(connection: &Connection) -> Result<JournalStats, QueueError>
 /// header alone.
 fn used_bytes(connection: &Connection) -> Result<u64, QueueError> {
     connection
-        .query_row(
+        .prepare_cached(
             "SELECT (page_count - freelist_count) * page_size
              FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()",
-            [],
-            |row| row.get(0),
         )
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
         .map_err(storage("read the file's used pages"))
 }
 

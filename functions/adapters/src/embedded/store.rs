@@ -246,6 +246,17 @@ pub(super) fn prune_dedup(
     Ok(())
 }
 
+/// The messages a receive takes: each visible group's first messages, in order.
+pub(super) const RECEIVE: &str =
+    "SELECT m.id, m.group_id, m.body, m.receive_count, m.first_enqueued_at
+     FROM messages m
+     WHERE m.queue = ?1
+       AND NOT EXISTS (SELECT 1 FROM messages f
+                       WHERE f.queue = ?1 AND f.group_id = m.group_id
+                         AND f.visible_at > ?2)
+     ORDER BY m.id
+     LIMIT ?3";
+
 /// The oldest messages of groups with nothing in flight, in enqueue order; each is hidden
 /// until `now + visibility_ms` and its receive count incremented.
 pub(super) fn receive(
@@ -257,16 +268,7 @@ pub(super) fn receive(
 ) -> Result<Vec<Received>, QueueError> {
     let limit = i64::try_from(max).unwrap_or(i64::MAX);
     let mut received = transaction
-        .prepare_cached(
-            "SELECT m.id, m.group_id, m.body, m.receive_count, m.first_enqueued_at
-             FROM messages m
-             WHERE m.queue = ?1
-               AND NOT EXISTS (SELECT 1 FROM messages f
-                               WHERE f.queue = ?1 AND f.group_id = m.group_id
-                                 AND f.visible_at > ?2)
-             ORDER BY m.id
-             LIMIT ?3",
-        )
+        .prepare_cached(RECEIVE)
         .and_then(|mut statement| {
             statement
                 .query_map(params![queue, now, limit], |row| {
@@ -309,10 +311,10 @@ fn stale(receipt: &Receipt) -> QueueError {
 
 pub(super) fn delete(transaction: &Transaction<'_>, receipt: &Receipt) -> Result<(), QueueError> {
     let deleted = transaction
-        .execute(
-            "DELETE FROM messages WHERE id = ?1 AND receive_count = ?2",
-            params![receipt.message_id, receipt.receive_count],
-        )
+        .prepare_cached("DELETE FROM messages WHERE id = ?1 AND receive_count = ?2")
+        .and_then(|mut statement| {
+            statement.execute(params![receipt.message_id, receipt.receive_count])
+        })
         .map_err(storage("delete message"))?;
     if deleted == 0 {
         return Err(stale(receipt));
@@ -328,16 +330,18 @@ pub(super) fn change_visibility(
     visibility_ms: i64,
 ) -> Result<(), QueueError> {
     let changed = transaction
-        .execute(
+        .prepare_cached(
             "UPDATE messages SET visible_at = ?3, leased = 0
              WHERE id = ?1 AND receive_count = ?2 AND visible_at > ?4",
-            params![
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
                 receipt.message_id,
                 receipt.receive_count,
                 now.saturating_add(visibility_ms),
                 now
-            ],
-        )
+            ])
+        })
         .map_err(storage("change visibility"))?;
     if changed == 0 {
         return Err(QueueError::new(format!(

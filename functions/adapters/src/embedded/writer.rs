@@ -341,7 +341,7 @@ fn commit_group(
     let mut jobs = group.into_iter();
     let mut broken = None;
     for mut job in jobs.by_ref() {
-        if let Err(error) = transaction.execute_batch("SAVEPOINT write") {
+        if let Err(error) = run_cached(&transaction, "SAVEPOINT write") {
             broken = Some(format!("begin a write's savepoint: {error}"));
             ran.push(job);
             break;
@@ -349,13 +349,13 @@ fn commit_group(
         // A panic in one write must not take the writer (and every later write) with it.
         let succeeded =
             catch_unwind(AssertUnwindSafe(|| job.run(&transaction, now))).unwrap_or(false);
-        let end = if succeeded {
-            "RELEASE write"
+        let ended = if succeeded {
+            run_cached(&transaction, "RELEASE write")
         } else {
-            "ROLLBACK TO write; RELEASE write"
+            transaction.execute_batch("ROLLBACK TO write; RELEASE write")
         };
         ran.push(job);
-        if let Err(error) = transaction.execute_batch(end) {
+        if let Err(error) = ended {
             // SQLite may have rolled the whole transaction back (an I/O error, a full disk).
             broken = Some(format!("end a write's savepoint: {error}"));
             break;
@@ -381,6 +381,16 @@ fn commit_group(
             fail_all(ran, &format!("commit: {error}"));
         }
     }
+}
+
+/// A statement without parameters, prepared once per connection: a write's savepoint is
+/// opened and released for every write, and parsing them each time was a tenth of the
+/// writer's CPU under load (perf, BENCHMARKS.md "The writer's statements").
+fn run_cached(connection: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
+    connection
+        .prepare_cached(sql)
+        .and_then(|mut statement| statement.execute([]))
+        .map(drop)
 }
 
 fn fail_all(jobs: impl IntoIterator<Item = Box<dyn Job>>, problem: &str) {
