@@ -553,13 +553,7 @@ fn literal_pattern(text: &str) -> String {
 }
 
 proptest! {
-    // No regression files: they would land outside this module's files; a failure
-    // prints its minimal input, which belongs in the table tests above.
-    #![proptest_config(ProptestConfig {
-        cases: ProptestConfig::default().cases.max(4096),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(crate::testing::many_cases())]
     #[test]
     fn any_pattern_is_accepted_or_refused_and_then_matches_without_panicking(
         pattern in glob_like(),

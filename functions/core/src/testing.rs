@@ -622,3 +622,14 @@ impl FakeGitLab {
         id
     }
 }
+
+/// Property tests of rules with cheap cases: at least 4,096 of them, and no regression
+/// files (they would land outside the module's files; a failure prints its minimal input,
+/// which belongs in that module's table tests).
+pub fn many_cases() -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases: proptest::test_runner::Config::default().cases.max(4096),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}

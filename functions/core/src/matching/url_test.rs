@@ -512,13 +512,7 @@ fn url_like() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    // No regression files: they would land outside this module's files; a failure
-    // prints its minimal input, which belongs in the table tests above.
-    #![proptest_config(ProptestConfig {
-        cases: ProptestConfig::default().cases.max(4096),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(crate::testing::many_cases())]
     #[test]
     fn normalize_never_panics_and_is_idempotent_on_its_own_output(url in url_like()) {
         if let Some(normalized) = normalize(&url) {
