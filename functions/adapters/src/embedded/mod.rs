@@ -236,7 +236,7 @@ impl EmbeddedQueue {
         connection.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
         // Plans that do not depend on the values bound: otherwise SQLite re-prepares a
         // statement whenever a value its plan looked at changes (a receive's `LIMIT`: 100
-        // for the intake queue, 1,000 for dispatch), which was 4 % of serve's CPU.
+        // for the intake queue, 1,000 for dispatch), which was 3–4 % of serve's CPU.
         connection
             .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
             .map_err(storage("enable the query planner stability guarantee"))?;

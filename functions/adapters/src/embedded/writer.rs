@@ -384,8 +384,9 @@ fn commit_group(
 }
 
 /// A statement without parameters, prepared once per connection: a write's savepoint is
-/// opened and released for every write, and parsing them each time was a tenth of the
-/// writer's CPU under load (perf, BENCHMARKS.md "The writer's statements").
+/// opened and released for every write, and preparing SQL anew (these and the statements
+/// that were not cached) was a tenth of serve's CPU at 20 clusters (perf, BENCHMARKS.md
+/// "The writer's statements").
 fn run_cached(connection: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
     connection
         .prepare_cached(sql)
