@@ -5,7 +5,7 @@
 //! A missing `moto_server` fails the test: a skipped AWS test would pass silently.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -64,9 +64,19 @@ impl Moto {
         assert!(path.is_file(), "{NOT_FOUND} (looked at {})", path.display());
         let mut last_error = String::new();
         // The port is free when chosen but another process may take it first: try again.
+        // moto_server's own python runs it through tests/env/moto_server.py, which fixes a
+        // race in which moto lost a sent SQS message (see that file).
+        let python = path.with_file_name("python");
+        assert!(
+            python.is_file(),
+            "{NOT_FOUND} (no python beside it: {})",
+            python.display()
+        );
+        let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("../env/moto_server.py");
         for _ in 0..3 {
             let port = free_port();
-            let mut child = Command::new(&path)
+            let mut child = Command::new(&python)
+                .arg(&launcher)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
