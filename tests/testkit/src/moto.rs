@@ -1,6 +1,7 @@
-//! Test harness: a real `moto_server` on a free loopback port, killed on drop, and AWS SDK
-//! clients that talk to it with static test credentials (nothing read from the process's
-//! AWS environment for region, credentials or endpoint).
+//! Test harness: a real moto server (moto's own, started through `tests/env/moto_server.py`)
+//! on a free loopback port, killed on drop, and AWS SDK clients that talk to it with static
+//! test credentials (nothing read from the process's AWS environment for region,
+//! credentials or endpoint).
 //!
 //! A missing `moto_server` fails the test: a skipped AWS test would pass silently.
 
@@ -62,8 +63,6 @@ impl Moto {
     pub fn start() -> Moto {
         let path = moto_server_path();
         assert!(path.is_file(), "{NOT_FOUND} (looked at {})", path.display());
-        let mut last_error = String::new();
-        // The port is free when chosen but another process may take it first: try again.
         // moto_server's own python runs it through tests/env/moto_server.py, which fixes a
         // race in which moto lost a sent SQS message (see that file).
         let python = path.with_file_name("python");
@@ -73,6 +72,8 @@ impl Moto {
             python.display()
         );
         let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("../env/moto_server.py");
+        let mut last_error = String::new();
+        // The port is free when chosen but another process may take it first: try again.
         for _ in 0..3 {
             let port = free_port();
             let mut child = Command::new(&python)
