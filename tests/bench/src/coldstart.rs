@@ -126,7 +126,7 @@ pub struct Run {
 }
 
 /// The CPU time (user + system) a process has used so far, from `/proc/<pid>/stat`.
-fn cpu_time(pid: u32) -> Option<Duration> {
+pub(crate) fn cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command (which may hold spaces) start at field 3; utime and stime
     // are fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux).

@@ -513,7 +513,11 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
         // Push 0 is untimed: the first TLS connection and list are the cold path
         // (the apiserver stage counts it), not the steady state.
         let mut samples = Vec::new();
+        let mut before = None;
         for n in 0..=scale.latency_pushes as u64 {
+            if n == 1 {
+                before = Some(QueueWork::now(&client, &serve).await);
+            }
             setup.receiver.clear();
             let sequence = 2_000_000 + (clusters as u64) * 100_000 + n;
             let sent = Instant::now();
@@ -537,7 +541,25 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
                 samples.extend(hits.iter().map(|hit| hit.at.duration_since(sent)));
             }
         }
+        let work = match before {
+            Some(before) => QueueWork::now(&client, &serve).await.since(&before),
+            None => QueueWork::default(),
+        };
         drop(serve);
+        let pushes = scale.latency_pushes.max(1) as f64;
+        report.info(
+            SECTION,
+            &format!(
+                "{clusters} cluster(s): per push, the queue's transactions (of which fsynced) and writes; serve's CPU (user + system, wrapper's if wrapped)"
+            ),
+            format!(
+                "{:.1} ({:.1}) transactions, {:.1} writes; {:.2} ms CPU",
+                work.commits / pushes,
+                work.synced_commits / pushes,
+                work.writes / pushes,
+                work.cpu.as_secs_f64() * 1000.0 / pushes
+            ),
+        );
         let stats = Samples::from_durations(&samples);
         let (p50, p95, p99) = (
             stats.percentile(50.0),
@@ -595,6 +617,37 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
     ) {
         Ok(()) => report.plot("Latency distribution", file),
         Err(error) => report.note(format!("latency plot failed: {error}")),
+    }
+}
+
+/// What serve's queue and CPU have done so far: the latency stage's cost per push is the
+/// difference over its timed pushes.
+#[derive(Debug, Default, Clone, Copy)]
+struct QueueWork {
+    commits: f64,
+    synced_commits: f64,
+    writes: f64,
+    cpu: Duration,
+}
+
+impl QueueWork {
+    async fn now(client: &reqwest::Client, serve: &ServeProcess) -> QueueWork {
+        let scrape = Scrape::get(client, serve).await;
+        QueueWork {
+            commits: scrape.sum("fluxrelay_queue_commits", &[]),
+            synced_commits: scrape.sum("fluxrelay_queue_synced_commits", &[]),
+            writes: scrape.sum("fluxrelay_queue_writes", &[]),
+            cpu: crate::coldstart::cpu_time(serve.pid()).unwrap_or_default(),
+        }
+    }
+
+    fn since(&self, before: &QueueWork) -> QueueWork {
+        QueueWork {
+            commits: self.commits - before.commits,
+            synced_commits: self.synced_commits - before.synced_commits,
+            writes: self.writes - before.writes,
+            cpu: self.cpu.saturating_sub(before.cpu),
+        }
     }
 }
 
