@@ -387,3 +387,55 @@ fn the_writer_prepares_each_statement_once() {
     let receive = connection.prepare_cached(super::store::RECEIVE).unwrap();
     assert_eq!(receive.get_status(rusqlite::StatementStatus::Sort), 0);
 }
+
+/// A receive that finds nothing deliverable takes no write lock and commits nothing (the
+/// workers look again after every batch and wake-up); one that finds a message commits
+/// once, and a message in flight or delayed is not deliverable.
+#[test]
+fn a_receive_that_finds_nothing_commits_nothing() {
+    let file = TempQueueFile::new("empty-receive");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    let commits = |queue: &EmbeddedQueue| queue.group_commit_stats().commits;
+
+    let before = commits(&queue);
+    assert!(
+        queue
+            .receive(INTAKE_QUEUE, 10, VISIBILITY)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(commits(&queue), before, "empty queue");
+
+    queue.send(INTAKE_QUEUE, "p", "push-1", "one").unwrap();
+    let before = commits(&queue);
+    let received = queue.receive(INTAKE_QUEUE, 10, VISIBILITY).unwrap();
+    assert_eq!(received.len(), 1);
+    assert_eq!(commits(&queue), before + 1, "a message to take");
+
+    let before = commits(&queue);
+    assert!(
+        queue
+            .receive(INTAKE_QUEUE, 10, VISIBILITY)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(commits(&queue), before, "its group in flight");
+
+    queue
+        .send_delayed("dispatch-retry", "later", Duration::from_secs(60))
+        .unwrap();
+    let before = commits(&queue);
+    assert!(
+        queue
+            .receive("dispatch-retry", 10, VISIBILITY)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(commits(&queue), before, "a delayed message");
+
+    queue
+        .change_visibility(&received[0].receipt, Duration::ZERO)
+        .unwrap();
+    let again = queue.receive(INTAKE_QUEUE, 10, VISIBILITY).unwrap();
+    assert_eq!(again.len(), 1, "visible again");
+}

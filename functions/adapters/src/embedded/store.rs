@@ -257,6 +257,18 @@ pub(super) const RECEIVE: &str =
      ORDER BY m.id
      LIMIT ?3";
 
+/// Whether a receive on `queue` at `now` would take a message, read without the write lock.
+pub(super) fn deliverable(
+    connection: &Connection,
+    queue: &str,
+    now: i64,
+) -> Result<bool, QueueError> {
+    connection
+        .prepare_cached(RECEIVE)
+        .and_then(|mut statement| statement.exists(params![queue, now, 1]))
+        .map_err(storage("look for deliverable messages"))
+}
+
 /// The oldest messages of groups with nothing in flight, in enqueue order; each is hidden
 /// until `now + visibility_ms` and its receive count incremented.
 pub(super) fn receive(
