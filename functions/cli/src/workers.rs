@@ -107,7 +107,7 @@ impl Workers {
     /// The journal is for explaining, not for delivery: failing to write it is logged
     /// and the work goes on.
     pub(crate) async fn journal(&self, entries: Vec<JournalEntry>) {
-        if let Err(error) = blocking(&self.queue, move |queue| queue.record(&entries)).await {
+        if let Err(error) = self.queue.record_async(entries).await {
             tracing::warn!(outcome = "journal_failed", error = %error);
         }
     }

@@ -502,13 +502,32 @@ impl EmbeddedQueue {
         if entries.is_empty() {
             return Ok(());
         }
-        let (entries, cap) = (entries.to_vec(), self.inner.journal_cap.clone());
-        // For explaining, not for delivery: ordered with the writes it describes.
-        self.write_ordered(move |transaction, now| {
+        self.write_ordered(self.record_operation(entries.to_vec()))
+    }
+
+    /// [`EmbeddedQueue::record`] for async callers: waits for its group's commit without
+    /// taking a thread (serve's dispatch journals each cluster as it is settled).
+    pub async fn record_async(&self, entries: Vec<JournalEntry>) -> Result<(), QueueError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .writer
+            .write_async(Durability::Ordered, self.record_operation(entries))
+            .await
+    }
+
+    /// For explaining, not for delivery: ordered with the writes it describes.
+    fn record_operation(
+        &self,
+        entries: Vec<JournalEntry>,
+    ) -> impl FnOnce(&Transaction<'_>, i64) -> Result<(), QueueError> + Send + 'static {
+        let cap = self.inner.journal_cap.clone();
+        move |transaction, now| {
             journal::append(transaction, &entries, now)?;
             cap.enforce(transaction)?;
             journal_cap::reclaim(transaction, cap.keep_free_bytes())
-        })
+        }
     }
 
     /// Cap the journal's size (its table and indexes) from the next `record` on; the
