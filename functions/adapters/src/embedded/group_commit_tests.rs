@@ -439,3 +439,24 @@ fn a_receive_that_finds_nothing_commits_nothing() {
     let again = queue.receive(INTAKE_QUEUE, 10, VISIBILITY).unwrap();
     assert_eq!(again.len(), 1, "visible again");
 }
+
+/// A receive does not wait for a read connection busy with a scrape: it asks the writer.
+#[test]
+fn a_receive_does_not_wait_for_a_busy_reader() {
+    let file = TempQueueFile::new("busy-reader");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    queue.send(INTAKE_QUEUE, "p", "push-1", "one").unwrap();
+    let scrape = queue.inner.reader.lock().unwrap();
+    let before = queue.group_commit_stats().commits;
+    let received = queue.receive(INTAKE_QUEUE, 10, VISIBILITY).unwrap();
+    assert_eq!(received.len(), 1);
+    assert!(
+        queue
+            .receive(INTAKE_QUEUE, 10, VISIBILITY)
+            .unwrap()
+            .is_empty()
+    );
+    // Both went to the writer, the empty one included.
+    assert_eq!(queue.group_commit_stats().commits, before + 2);
+    drop(scrape);
+}
