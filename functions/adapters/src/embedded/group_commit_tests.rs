@@ -397,14 +397,7 @@ fn a_receive_that_finds_nothing_commits_nothing() {
     let queue = EmbeddedQueue::open(&file.path).unwrap();
     let commits = |queue: &EmbeddedQueue| queue.group_commit_stats().commits;
 
-    let before = commits(&queue);
-    assert!(
-        queue
-            .receive(INTAKE_QUEUE, 10, VISIBILITY)
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(commits(&queue), before, "empty queue");
+    assert_empty_without_commit(&queue, INTAKE_QUEUE, "empty queue");
 
     queue.send(INTAKE_QUEUE, "p", "push-1", "one").unwrap();
     let before = commits(&queue);
@@ -412,32 +405,28 @@ fn a_receive_that_finds_nothing_commits_nothing() {
     assert_eq!(received.len(), 1);
     assert_eq!(commits(&queue), before + 1, "a message to take");
 
-    let before = commits(&queue);
-    assert!(
-        queue
-            .receive(INTAKE_QUEUE, 10, VISIBILITY)
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(commits(&queue), before, "its group in flight");
+    assert_empty_without_commit(&queue, INTAKE_QUEUE, "its group in flight");
 
     queue
         .send_delayed("dispatch-retry", "later", Duration::from_secs(60))
         .unwrap();
-    let before = commits(&queue);
-    assert!(
-        queue
-            .receive("dispatch-retry", 10, VISIBILITY)
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(commits(&queue), before, "a delayed message");
+    assert_empty_without_commit(&queue, "dispatch-retry", "a delayed message");
 
     queue
         .change_visibility(&received[0].receipt, Duration::ZERO)
         .unwrap();
     let again = queue.receive(INTAKE_QUEUE, 10, VISIBILITY).unwrap();
     assert_eq!(again.len(), 1, "visible again");
+}
+
+/// A receive on `queue` finds nothing and commits nothing.
+fn assert_empty_without_commit(queue: &EmbeddedQueue, name: &str, case: &str) {
+    let before = queue.group_commit_stats().commits;
+    assert!(
+        queue.receive(name, 10, VISIBILITY).unwrap().is_empty(),
+        "{case}"
+    );
+    assert_eq!(queue.group_commit_stats().commits, before, "{case}");
 }
 
 /// A receive does not wait for a read connection busy with a scrape: it asks the writer.
