@@ -386,6 +386,24 @@ fn the_writer_prepares_each_statement_once() {
     // instead of sorting what it found (a backlog of thousands).
     let receive = connection.prepare_cached(super::store::RECEIVE).unwrap();
     assert_eq!(receive.get_status(rusqlite::StatementStatus::Sort), 0);
+    drop(receive);
+    drop(connection);
+
+    // The read connection's look before each receive (`LIMIT 1`, a new `now` each time)
+    // keeps its plan too: re-preparing it was 5 % of serve's CPU at 20 clusters.
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(
+            queue
+                .receive("dispatch", 10, VISIBILITY)
+                .unwrap()
+                .is_empty()
+        );
+    }
+    let reader = queue.inner.reader.lock().unwrap();
+    let look = reader.prepare_cached(super::store::RECEIVE).unwrap();
+    assert!(look.get_status(rusqlite::StatementStatus::Run) >= 5);
+    assert_eq!(look.get_status(rusqlite::StatementStatus::RePrepare), 0);
 }
 
 /// A receive that finds nothing deliverable takes no write lock and commits nothing (the
