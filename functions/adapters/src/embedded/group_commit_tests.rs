@@ -467,3 +467,75 @@ fn a_receive_does_not_wait_for_a_busy_reader() {
     assert_eq!(queue.group_commit_stats().commits, before + 2);
     drop(scrape);
 }
+
+/// serve's dispatch settles a cluster in one write: its messages deleted and the journal
+/// lines that explain them. A stale receipt fails alone, and journal lines that cannot be
+/// written are rolled back alone: explaining never holds up a delete.
+#[test]
+fn deletes_and_their_journal_lines_are_one_write_and_a_failing_journal_keeps_the_deletes() {
+    let file = TempQueueFile::new("delete-and-record");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for n in 0..3 {
+        let id = format!("push-{n}");
+        queue
+            .send(INTAKE_QUEUE, &format!("cluster-{n}"), &id, &id)
+            .unwrap();
+    }
+    let received = queue.receive(INTAKE_QUEUE, 10, VISIBILITY).unwrap();
+    assert_eq!(received.len(), 3);
+    let stale = Receipt {
+        receive_count: received[1].receipt.receive_count + 1,
+        ..received[1].receipt
+    };
+    let line = |key: &str| JournalEntry::new(key, Some("prod"), "delivered", "Receiver a/b");
+
+    let before = queue.group_commit_stats().commits;
+    let done = runtime
+        .block_on(queue.delete_and_record_async(
+            vec![received[0].receipt, stale],
+            vec![line("push-0"), line("push-1")],
+        ))
+        .unwrap();
+    assert_eq!(queue.group_commit_stats().commits, before + 1, "one commit");
+    assert!(done.deleted[0].is_ok(), "{:?}", done.deleted);
+    assert!(
+        done.deleted[1].is_err(),
+        "a stale receipt: {:?}",
+        done.deleted
+    );
+    assert!(done.recorded.is_ok(), "{:?}", done.recorded);
+    assert_eq!(queue.journal("push-0").unwrap().len(), 1);
+    assert_eq!(queue.journal("push-1").unwrap().len(), 1);
+    assert_eq!(queue.peek(INTAKE_QUEUE).unwrap().len(), 2, "push-0 deleted");
+
+    // A journal that refuses its lines (a real failure inside SQLite, from a trigger).
+    rusqlite::Connection::open(&file.path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON journal
+             BEGIN SELECT RAISE(ABORT, 'journal refused'); END;",
+        )
+        .unwrap();
+    let done = runtime
+        .block_on(queue.delete_and_record_async(
+            vec![received[1].receipt, received[2].receipt],
+            vec![line("push-1"), line("push-2")],
+        ))
+        .unwrap();
+    assert!(done.deleted.iter().all(Result::is_ok), "{:?}", done.deleted);
+    let refused = done.recorded.unwrap_err().to_string();
+    assert!(refused.contains("journal refused"), "{refused}");
+    assert!(
+        queue.peek(INTAKE_QUEUE).unwrap().is_empty(),
+        "the deletes stand"
+    );
+    assert_eq!(
+        queue.journal("push-1").unwrap().len(),
+        1,
+        "no line of this write"
+    );
+    assert!(queue.journal("push-2").unwrap().is_empty());
+}

@@ -48,7 +48,7 @@ pub use self::journal::{
 };
 use self::journal_cap::JournalCap;
 pub use self::journal_cap::{DEFAULT_JOURNAL_MAX_BYTES, JournalStats};
-pub use self::settle::EmbeddedSettle;
+pub use self::settle::{EmbeddedSettle, HeldSettled};
 use self::store::storage;
 use self::writer::Writer;
 pub use self::writer::{Durability, GroupCommitStats};
@@ -520,6 +520,36 @@ impl EmbeddedQueue {
             .await
     }
 
+    /// Delete messages and append the journal lines that tell why, in one write (serve's
+    /// dispatch settles a cluster this way: one write where a delete and a journal write
+    /// each took their own, 20 of the 46 writes per push to 20 clusters). The journal lines
+    /// are written apart inside it: when they fail they alone are rolled back, since
+    /// explaining must never hold up a delete. `Err`: nothing was written, the messages
+    /// stay in flight and come back after their visibility timeout.
+    pub async fn delete_and_record_async(
+        &self,
+        receipts: Vec<Receipt>,
+        entries: Vec<JournalEntry>,
+    ) -> Result<DeletedAndRecorded, QueueError> {
+        let record = (!entries.is_empty()).then(|| self.record_operation(entries));
+        self.inner
+            .writer
+            .write_async(Durability::Ordered, move |transaction, now| {
+                let deleted = receipts
+                    .iter()
+                    .map(|receipt| store::delete(transaction, receipt))
+                    .collect();
+                let recorded = match record {
+                    Some(record) => {
+                        writer::apart(transaction, |transaction| record(transaction, now))?
+                    }
+                    None => Ok(()),
+                };
+                Ok(DeletedAndRecorded { deleted, recorded })
+            })
+            .await
+    }
+
     /// For explaining, not for delivery: ordered with the writes it describes.
     fn record_operation(
         &self,
@@ -643,6 +673,16 @@ fn change_visibility_operation(
     visibility: Duration,
 ) -> impl FnOnce(&Transaction<'_>, i64) -> Result<(), QueueError> + Send + 'static {
     move |transaction, now| store::change_visibility(transaction, &receipt, now, millis(visibility))
+}
+
+/// What one [`EmbeddedQueue::delete_and_record_async`] stored.
+#[derive(Debug)]
+pub struct DeletedAndRecorded {
+    /// Per receipt, in order: deleted, or why not (a stale receipt: the message was
+    /// received again meanwhile, and whoever holds it now settles it).
+    pub deleted: Vec<Result<(), QueueError>>,
+    /// The journal lines: stored, or why not (the deletes stand either way).
+    pub recorded: Result<(), QueueError>,
 }
 
 /// Room in the writer connection's statement cache: its distinct statements (about 25, the

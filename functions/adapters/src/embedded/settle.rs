@@ -2,7 +2,7 @@
 //! for `fluxrelay serve`. Which to call, and in what order, is core's rule
 //! (`fluxrelay_core::outcome::settle`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use fluxrelay_core::confirm::message::Confirmation;
@@ -11,7 +11,8 @@ use fluxrelay_core::push::Dispatch;
 use tokio::sync::Notify;
 
 use super::{
-    CONFIRM_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, NewMessage, Receipt,
+    CONFIRM_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, DeletedAndRecorded, EmbeddedQueue,
+    JournalEntry, NewMessage, Receipt,
 };
 
 /// Settles messages received from an [`EmbeddedQueue`] (the message's `receipt` is the
@@ -22,6 +23,20 @@ pub struct EmbeddedSettle {
     queue: EmbeddedQueue,
     freed: Option<Arc<Notify>>,
     confirmations: Option<Arc<Notify>>,
+    /// Acknowledged messages (id, receipt) not deleted yet: see
+    /// [`EmbeddedSettle::holding_acknowledgements`].
+    held: Option<Arc<Mutex<Vec<HeldAcknowledgement>>>>,
+}
+
+/// An acknowledged message not deleted yet: its id (for the report) and its receipt.
+type HeldAcknowledgement = (String, Receipt);
+
+/// The held acknowledgements one [`EmbeddedSettle::delete_held_and_record`] carried out:
+/// each message's id with why its delete failed, and the journal's outcome.
+#[derive(Debug)]
+pub struct HeldSettled {
+    pub failed: Vec<(String, QueueError)>,
+    pub recorded: Result<(), QueueError>,
 }
 
 impl EmbeddedSettle {
@@ -30,7 +45,50 @@ impl EmbeddedSettle {
             queue,
             freed: None,
             confirmations: None,
+            held: None,
         }
+    }
+
+    /// Hold acknowledgements instead of deleting each at once, for
+    /// [`EmbeddedSettle::delete_held_and_record`] to delete in one write with the journal
+    /// lines that explain them. An acknowledgement is the last thing done to a message
+    /// (its follow-ups are sent before), so holding it keeps the order of everything else.
+    pub fn holding_acknowledgements(mut self) -> Self {
+        self.held = Some(Arc::default());
+        self
+    }
+
+    /// Delete what was acknowledged since the last call and append `entries`, in one
+    /// write. `Err`: nothing was deleted, and the messages come back after their
+    /// visibility timeout (a duplicate trigger at worst).
+    pub async fn delete_held_and_record(
+        &self,
+        entries: Vec<JournalEntry>,
+    ) -> Result<HeldSettled, QueueError> {
+        let held = match &self.held {
+            Some(held) => std::mem::take(&mut *held.lock().unwrap_or_else(PoisonError::into_inner)),
+            None => Vec::new(),
+        };
+        if held.is_empty() && entries.is_empty() {
+            return Ok(HeldSettled {
+                failed: Vec::new(),
+                recorded: Ok(()),
+            });
+        }
+        let (ids, receipts): (Vec<String>, Vec<Receipt>) = held.into_iter().unzip();
+        let DeletedAndRecorded { deleted, recorded } = self
+            .queue
+            .delete_and_record_async(receipts, entries)
+            .await?;
+        if deleted.iter().any(Result::is_ok) {
+            self.freed();
+        }
+        let failed = ids
+            .into_iter()
+            .zip(deleted)
+            .filter_map(|(id, deleted)| deleted.err().map(|error| (id, error)))
+            .collect();
+        Ok(HeldSettled { failed, recorded })
     }
 
     pub fn notifying(mut self, freed: Arc<Notify>) -> Self {
@@ -64,6 +122,12 @@ impl EmbeddedSettle {
 impl Settle for EmbeddedSettle {
     async fn acknowledge(&self, message: &QueueMessage) -> Result<(), QueueError> {
         let receipt: Receipt = message.receipt.parse()?;
+        if let Some(held) = &self.held {
+            held.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((message.id.clone(), receipt));
+            return Ok(());
+        }
         self.queue.delete_async(&receipt).await?;
         self.freed();
         Ok(())

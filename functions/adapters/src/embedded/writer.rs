@@ -31,6 +31,7 @@ use fluxrelay_core::ports::QueueError;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::clock::Clock;
+use super::store::storage;
 
 /// Writes in one group at most, so one group's transaction (and the wait of its first
 /// write) stays bounded however deep the backlog of callers.
@@ -387,6 +388,23 @@ fn commit_group(
 /// opened and released for every write, and preparing SQL anew (these and the statements
 /// that were not cached) was a tenth of serve's CPU at 20 clusters (perf, BENCHMARKS.md
 /// "The writer's statements").
+/// Run `part` of a write inside a savepoint of its own, so that its failure rolls back
+/// only what it wrote: `Ok(Err)` is the part's failure, the rest of the write standing.
+/// `Err` means the savepoint itself could not be ended, and the whole write must fail.
+pub(super) fn apart<T>(
+    transaction: &Transaction<'_>,
+    part: impl FnOnce(&Transaction<'_>) -> Result<T, QueueError>,
+) -> Result<Result<T, QueueError>, QueueError> {
+    run_cached(transaction, "SAVEPOINT part").map_err(storage("begin a part's savepoint"))?;
+    let result = part(transaction);
+    let ended = match &result {
+        Ok(_) => run_cached(transaction, "RELEASE part"),
+        Err(_) => transaction.execute_batch("ROLLBACK TO part; RELEASE part"),
+    };
+    ended.map_err(storage("end a part's savepoint"))?;
+    Ok(result)
+}
+
 fn run_cached(connection: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
     connection
         .prepare_cached(sql)

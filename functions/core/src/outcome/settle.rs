@@ -71,6 +71,22 @@ impl Settled {
         )
     }
 
+    /// The delete this settlement ended with failed after all (a queue that deletes later,
+    /// in one write with the journal lines that explain it): `Acknowledged` becomes
+    /// `AcknowledgeFailed` and a follow-up keeps its follow-ups and records the error, as
+    /// if the delete had failed at once. A settlement that deleted nothing is unchanged.
+    pub fn acknowledgement_failed(&mut self, error: String) {
+        match self {
+            Settled::Acknowledged => *self = Settled::AcknowledgeFailed { error },
+            Settled::FollowedUp {
+                acknowledge_error, ..
+            } => *acknowledge_error = Some(error),
+            Settled::AcknowledgeFailed { .. }
+            | Settled::RetriedInPlace { .. }
+            | Settled::Failed { .. } => {}
+        }
+    }
+
     /// It reached the dead-letter queue.
     pub fn dead_lettered(&self) -> bool {
         matches!(

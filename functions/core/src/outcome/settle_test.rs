@@ -262,3 +262,61 @@ fn a_route_failure_backs_off_then_is_dead_lettered_with_its_reason() {
     );
     assert_eq!(reason.key.as_deref(), Some(push.key.as_str()));
 }
+
+/// A delete carried out later (serve's dispatch deletes a cluster's messages in one write
+/// with their journal lines) that fails turns the settlement into what a failed delete at
+/// once would have given; a settlement that deleted nothing stays as it was.
+#[test]
+fn a_later_failed_delete_changes_only_settlements_that_deleted() {
+    let error = || "stale receipt".to_string();
+    let cases = [
+        (
+            Settled::Acknowledged,
+            Settled::AcknowledgeFailed { error: error() },
+        ),
+        (
+            Settled::FollowedUp {
+                retried: true,
+                dead_lettered: false,
+                acknowledge_error: None,
+            },
+            Settled::FollowedUp {
+                retried: true,
+                dead_lettered: false,
+                acknowledge_error: Some(error()),
+            },
+        ),
+        (
+            Settled::AcknowledgeFailed {
+                error: "first".into(),
+            },
+            Settled::AcknowledgeFailed {
+                error: "first".into(),
+            },
+        ),
+        (
+            Settled::RetriedInPlace {
+                delay_secs: 5,
+                because: None,
+            },
+            Settled::RetriedInPlace {
+                delay_secs: 5,
+                because: None,
+            },
+        ),
+        (
+            Settled::Failed {
+                error: "down".into(),
+            },
+            Settled::Failed {
+                error: "down".into(),
+            },
+        ),
+    ];
+    for (before, after) in cases {
+        let mut settled = before.clone();
+        settled.acknowledgement_failed(error());
+        assert_eq!(settled, after, "from {before:?}");
+        assert!(!settled.comes_back() || before.comes_back(), "{before:?}");
+    }
+}
