@@ -24,7 +24,10 @@ use serde_json::Value;
 use crate::listener::ConnectionLimits;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-pub const DEFAULT_DISPATCH_WORKERS: usize = 4;
+/// Clusters dispatched at once (each cluster's batch holds one slot until it is settled).
+/// A hung apiserver holds its slot until its connect or read timeout; with 4, four hung
+/// clusters held every slot and each push to the others waited for them.
+pub const DEFAULT_DISPATCH_WORKERS: usize = 32;
 const MAX_DISPATCH_WORKERS: usize = 64;
 const MIB: u64 = 1024 * 1024;
 /// A journal cap beyond 1 TiB is a typo, not a plan.
