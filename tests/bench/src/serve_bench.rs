@@ -152,7 +152,7 @@ impl Setup {
             files.push(format!("{file:?}"));
         }
         let text = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\ncluster_files = [{}]\n\n[webhook]\ntokens = [\"{WEBHOOK_TOKEN}\"]\n\n[dispatch]\nmax_attempts = 8\nretry_base_secs = 5\nretry_max_secs = 900\nworkers = 4\n",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\ncluster_files = [{}]\n\n[webhook]\ntokens = [\"{WEBHOOK_TOKEN}\"]\n\n[dispatch]\nmax_attempts = 8\nretry_base_secs = 5\nretry_max_secs = 900\n",
             files.join(", ")
         );
         let path = dir.join("fluxrelay.toml");
