@@ -384,10 +384,6 @@ fn commit_group(
     }
 }
 
-/// A statement without parameters, prepared once per connection: a write's savepoint is
-/// opened and released for every write, and preparing SQL anew (these and the statements
-/// that were not cached) was a tenth of serve's CPU at 20 clusters (perf, BENCHMARKS.md
-/// "The writer's statements").
 /// Run `part` of a write inside a savepoint of its own, so that its failure rolls back
 /// only what it wrote: `Ok(Err)` is the part's failure, the rest of the write standing.
 /// `Err` means the savepoint itself could not be ended, and the whole write must fail.
@@ -405,6 +401,10 @@ pub(super) fn apart<T>(
     Ok(result)
 }
 
+/// A statement without parameters, prepared once per connection: a write's savepoint is
+/// opened and released for every write, and preparing SQL anew (these and the statements
+/// that were not cached) was a tenth of serve's CPU at 20 clusters (perf, BENCHMARKS.md
+/// "The writer's statements").
 fn run_cached(connection: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
     connection
         .prepare_cached(sql)
