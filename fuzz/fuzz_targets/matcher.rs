@@ -65,6 +65,7 @@ fn push(input: &Input) -> Push {
         checkout_sha: (!input.deletion).then_some(after),
         changed_paths: None,
         received_at: String::new(),
+        accepted_in_run: None,
     }
 }
 

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use fluxrelay_adapters::clock::RunClock;
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::embedded::{
     CONFIRM_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, INTAKE_QUEUE,
@@ -23,7 +24,8 @@ use fluxrelay_adapters::outcome_log;
 use fluxrelay_core::handlers::confirm::{ConfirmMemory, ConfirmRules};
 use fluxrelay_core::handlers::dispatch::{DispatchMemory, DispatchOptions, DispatchRules};
 use fluxrelay_core::ingest::{
-    Accepted, IngestConfig, IngestError, IngestResponse, Source, check_head, ingest_from,
+    Acceptance, Accepted, IngestConfig, IngestError, IngestResponse, Source, check_head,
+    ingest_from,
 };
 use fluxrelay_core::ports::{PushPublisher, QueueError};
 use fluxrelay_core::push::Push;
@@ -381,7 +383,11 @@ async fn receive(
                 &state.intake,
                 &headers,
                 &bytes,
-                OffsetDateTime::now_utc(),
+                // Read on the run's clock too: this process dispatches what it accepts.
+                Acceptance {
+                    at: OffsetDateTime::now_utc(),
+                    in_run: Some(RunClock.instant()),
+                },
                 &fluxrelay_adapters::request_id::unique("serve"),
             )
             .await

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fluxrelay_adapters::clock::TokioClock;
+use fluxrelay_adapters::clock::RunClock;
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::embedded::{
     DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, EmbeddedSettle, HeldSettled, INTAKE_QUEUE,
@@ -149,7 +149,9 @@ impl Workers {
             registry: &self.registry,
             clusters: &self.clusters,
             queue: &settle,
-            clock: &TokioClock,
+            // The clock serve's ingest stamps its pushes with: a delivery covers exactly
+            // the pushes accepted before it (`outcome::supersede`).
+            clock: &RunClock,
             // serve's route compares itself: no dispatch is marked verify_paths here.
             gitlab: &fluxrelay_core::ports::NoGitLab,
         };

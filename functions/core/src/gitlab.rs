@@ -292,6 +292,7 @@ fn build_push(
         checkout_sha,
         changed_paths,
         received_at: delivery.received_at.to_string(),
+        accepted_in_run: None,
     })
 }
 

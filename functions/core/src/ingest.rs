@@ -21,6 +21,7 @@ use crate::auth::{
 };
 use crate::gitlab::{Delivery, INSTANCE_HEADER, MalformedEvent, ParsedEvent, parse_event};
 use crate::ports::{PushPublisher, QueueError};
+use crate::push::{Push, RunInstant};
 
 /// Under the 6 MB Lambda request limit; a GitLab push with 20 commits is far smaller.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
@@ -245,6 +246,21 @@ impl Source {
     }
 }
 
+/// When a webhook was accepted: the wall clock (every push's `received_at`) and, where the
+/// accepting process also dispatches (`serve`), the same moment on its run's monotonic
+/// clock (`Push::accepted_in_run`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acceptance {
+    pub at: OffsetDateTime,
+    pub in_run: Option<RunInstant>,
+}
+
+impl From<OffsetDateTime> for Acceptance {
+    fn from(at: OffsetDateTime) -> Self {
+        Acceptance { at, in_run: None }
+    }
+}
+
 /// Authenticate, parse and durably enqueue one GitLab webhook ([`ingest_from`] with
 /// [`Source::Gitlab`]).
 pub async fn ingest(
@@ -252,7 +268,7 @@ pub async fn ingest(
     queue: &impl PushPublisher,
     headers: &HeaderMap,
     body: &[u8],
-    now: OffsetDateTime,
+    now: impl Into<Acceptance>,
     request_id: &str,
 ) -> Result<Accepted, IngestError> {
     ingest_from(
@@ -276,9 +292,10 @@ pub async fn ingest_from(
     queue: &impl PushPublisher,
     headers: &HeaderMap,
     body: &[u8],
-    now: OffsetDateTime,
+    now: impl Into<Acceptance>,
     request_id: &str,
 ) -> Result<Accepted, IngestError> {
+    let Acceptance { at: now, in_run } = now.into();
     if body.len() > config.max_body_bytes {
         return Err(IngestError::TooLarge {
             size: body.len(),
@@ -315,6 +332,13 @@ pub async fn ingest_from(
         ParsedEvent::Pushes(pushes) => pushes,
     };
     check_instances(&scope, &pushes)?;
+    let pushes: Vec<Push> = pushes
+        .into_iter()
+        .map(|push| Push {
+            accepted_in_run: in_run,
+            ..push
+        })
+        .collect();
     queue
         .publish_pushes(&pushes)
         .await

@@ -65,6 +65,49 @@ fn an_authentic_push_is_enqueued_before_it_is_acknowledged() {
     assert_eq!(body["pushes"], 1);
     assert_eq!(body["keys"][0], pushes[0].key.as_str());
     assert_eq!(pushes[0].received_at, "2025-11-22T08:26:40Z");
+    // A plain time (Lambda ingest) gives no run reading, and the message does not name one.
+    assert_eq!(pushes[0].accepted_in_run, None);
+    let json = serde_json::to_value(&pushes[0]).unwrap();
+    assert!(json.get("accepted_in_run").is_none(), "{json}");
+}
+
+/// Where the accepting process also dispatches (`serve`), every push it enqueues carries
+/// the run reading of its acceptance, which dispatch orders its deliveries against.
+#[test]
+fn pushes_carry_the_run_reading_of_their_acceptance() {
+    let queue = MemoryQueue::default();
+    let in_run = RunInstant {
+        run: 42,
+        nanos: 1_234_567,
+    };
+    let accepted = Acceptance {
+        at: now(),
+        in_run: Some(in_run),
+    };
+    let result = ingest_from(
+        Source::Gitlab,
+        &config(),
+        &queue,
+        &headers("System Hook", TOKEN),
+        REPOSITORY_UPDATE,
+        accepted,
+        "test-request",
+    )
+    .now_or_never()
+    .expect("ingest waited");
+    assert!(
+        matches!(result, Ok(Accepted::Enqueued { .. })),
+        "{result:?}"
+    );
+    let pushes = queue.pushes.lock().unwrap().clone();
+    assert!(!pushes.is_empty());
+    for push in &pushes {
+        assert_eq!(push.accepted_in_run, Some(in_run));
+        assert_eq!(push.received_at, "2025-11-22T08:26:40Z");
+        // It survives the queue: written and read back as the same push.
+        let json = serde_json::to_string(push).unwrap();
+        assert_eq!(&serde_json::from_str::<Push>(&json).unwrap(), push);
+    }
 }
 
 #[test]

@@ -116,6 +116,12 @@ pub trait Settle: Sync {
 pub trait Clock: Sync {
     fn now(&self) -> time::OffsetDateTime;
     fn sleep(&self, duration: std::time::Duration) -> impl Future<Output = ()> + Send;
+    /// Now on this process run's monotonic clock, where the process also accepts the
+    /// pushes it dispatches (`serve`): what orders a push against a delivery exactly
+    /// (`outcome::supersede`). `None` (the default) where ingest runs elsewhere.
+    fn run_instant(&self) -> Option<crate::push::RunInstant> {
+        None
+    }
 }
 
 /// Durably enqueue pushes on the intake queue (group = project, dedup = push key).

@@ -88,6 +88,31 @@ pub struct Push {
     pub changed_paths: Option<Vec<String>>,
     /// RFC 3339 time at which ingest accepted the webhook.
     pub received_at: String,
+    /// The same moment on the accepting process's monotonic clock, where that process also
+    /// dispatches (`serve`): within one run it orders the push against that process's
+    /// deliveries exactly, where the wall clock needs a margin
+    /// (`outcome::supersede`). Absent from Lambda ingest's pushes, and from the messages of
+    /// releases before it (both read as absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_in_run: Option<RunInstant>,
+}
+
+/// A reading of one process run's monotonic clock: `run` names the run (it differs between
+/// any two runs), `nanos` counts from a point fixed for that run. Two readings order
+/// exactly when their `run`s are equal and mean nothing to each other otherwise; a wall
+/// clock set back or forward between them changes neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RunInstant {
+    pub run: u64,
+    pub nanos: u64,
+}
+
+impl RunInstant {
+    /// Whether `self` is known to come strictly before `later`: `None` when they are
+    /// readings of different runs, which cannot be compared.
+    pub fn is_before(self, later: RunInstant) -> Option<bool> {
+        (self.run == later.run).then_some(self.nanos < later.nanos)
+    }
 }
 
 impl Push {
@@ -298,6 +323,7 @@ pub(crate) mod tests {
             checkout_sha: Some("a".repeat(40)),
             changed_paths: None,
             received_at: "2026-11-22T00:00:00Z".into(),
+            accepted_in_run: None,
         }
     }
 

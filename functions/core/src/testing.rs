@@ -205,10 +205,12 @@ impl Settle for MemorySettle {
     }
 }
 
-/// Tokio's clock (paused in tests that cross a deadline), starting at a fixed time.
+/// Tokio's clock (paused in tests that cross a deadline), starting at a fixed time; with
+/// `run`, also a run's monotonic clock (as `serve` has), counting from `started`.
 pub struct TestClock {
     pub start: time::OffsetDateTime,
     pub started: tokio::time::Instant,
+    pub run: Option<u64>,
 }
 
 impl Default for TestClock {
@@ -217,6 +219,7 @@ impl Default for TestClock {
             start: time::OffsetDateTime::from_unix_timestamp(1_763_800_000)
                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
             started: tokio::time::Instant::now(),
+            run: None,
         }
     }
 }
@@ -229,6 +232,11 @@ impl Clock for TestClock {
 
     async fn sleep(&self, duration: std::time::Duration) {
         tokio::time::sleep(duration).await;
+    }
+
+    fn run_instant(&self) -> Option<crate::push::RunInstant> {
+        let nanos = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.run.map(|run| crate::push::RunInstant { run, nanos })
     }
 }
 

@@ -34,5 +34,6 @@ pub fn push(project_id: u64, after: &str) -> Push {
         checkout_sha: Some(after),
         changed_paths: Some(vec!["clusters/prod/app.yaml".into()]),
         received_at: "2026-11-22T00:00:00Z".into(),
+        accepted_in_run: None,
     }
 }

@@ -77,6 +77,7 @@ fn push() -> Push {
         checkout_sha: None,
         changed_paths: None,
         received_at: "2026-12-01T00:00:00Z".into(),
+        accepted_in_run: None,
     }
 }
 

@@ -85,6 +85,7 @@ impl PushedArtifact {
             checkout_sha: None,
             changed_paths: None,
             received_at: delivery.received_at.to_string(),
+            accepted_in_run: None,
         }
     }
 }

@@ -94,6 +94,7 @@ pub(super) fn parse(
         after: attributes.sha,
         changed_paths: None,
         received_at: delivery.received_at.to_string(),
+        accepted_in_run: None,
     }]))
 }
 

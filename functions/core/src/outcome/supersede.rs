@@ -9,8 +9,11 @@
 //!   superseded by it, whatever becomes of it (if it fails, it carries the retry, and a
 //!   dead letter of it redriven serves them all);
 //! - across batches, a target delivered at a time `t` covers every push accepted before
-//!   `t` (with [`SUPERSEDE_MARGIN`] for the clocks of different hosts): a retry that comes
-//!   due after a newer push was delivered there is acknowledged as superseded.
+//!   `t`: a retry that comes due after a newer push was delivered there is acknowledged
+//!   as superseded. Where the push was accepted by this very process run (`serve`), both
+//!   moments are readings of its monotonic clock and compare exactly; otherwise they are
+//!   wall-clock times, from different hosts on AWS, and the delivery must come at least
+//!   [`SUPERSEDE_MARGIN`] after the acceptance.
 //!
 //! The memory of deliveries ([`Deliveries`]) is per process (a `serve` run, a warm Lambda
 //! container), like the denial streaks: a container that has not seen a delivery only
@@ -22,7 +25,7 @@ use std::sync::Mutex;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
-use crate::push::Dispatch;
+use crate::push::{Dispatch, Push, RunInstant};
 
 /// A delivery covers a push accepted at least this much earlier: ingest and dispatch may
 /// run on different hosts, whose clocks NTP keeps far closer than this.
@@ -35,42 +38,66 @@ pub const MAX_REMEMBERED_DELIVERIES: usize = 50_000;
 /// a GitRepository to annotate).
 #[derive(Debug, Default)]
 pub struct Deliveries {
-    last: Mutex<HashMap<(String, String), OffsetDateTime>>,
+    last: Mutex<HashMap<(String, String), Delivered>>,
+}
+
+/// The latest delivery to one target: its wall-clock time and, where the process has one
+/// (`Clock::run_instant`), the same moment on its run's monotonic clock. Each is the
+/// latest of its kind, so a wall clock set back keeps the later monotonic reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Delivered {
+    at: OffsetDateTime,
+    in_run: Option<RunInstant>,
 }
 
 impl Deliveries {
-    /// `target` delivered at `at` (the time the call was decided, which is before it was
-    /// sent: the conservative side).
-    pub fn record(&self, cluster: &str, target: &str, at: OffsetDateTime) {
+    /// `target` delivered at `at` (and `in_run`), both read before the call was sent: the
+    /// conservative side.
+    pub fn record(
+        &self,
+        cluster: &str,
+        target: &str,
+        at: OffsetDateTime,
+        in_run: Option<RunInstant>,
+    ) {
         let mut last = self
             .last
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let slot = last
             .entry((cluster.to_string(), target.to_string()))
-            .or_insert(at);
-        if at > *slot {
-            *slot = at;
-        }
+            .or_insert(Delivered { at, in_run });
+        slot.at = slot.at.max(at);
+        slot.in_run = match (slot.in_run, in_run) {
+            (Some(kept), Some(new)) if kept.run == new.run && kept.nanos >= new.nanos => Some(kept),
+            (kept, None) => kept,
+            (_, new) => new,
+        };
         if last.len() > MAX_REMEMBERED_DELIVERIES {
             forget_oldest_half(&mut last);
         }
     }
 
-    /// The delivery that covers a push accepted at `received_at` (RFC 3339), if any.
-    pub fn covering(
-        &self,
-        cluster: &str,
-        target: &str,
-        received_at: &str,
-    ) -> Option<OffsetDateTime> {
-        let received = OffsetDateTime::parse(received_at, &Rfc3339).ok()?;
+    /// The delivery that covers `push` on `target`, if any (its wall-clock time). A push
+    /// accepted in the run that delivered is covered exactly when it was accepted before
+    /// the delivery was decided, whatever the wall clock says; any other by the wall clock
+    /// with [`SUPERSEDE_MARGIN`]. An unreadable acceptance time is never covered.
+    pub fn covering(&self, cluster: &str, target: &str, push: &Push) -> Option<OffsetDateTime> {
         let last = self
             .last
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let delivered = *last.get(&(cluster.to_string(), target.to_string()))?;
-        (delivered >= received + SUPERSEDE_MARGIN).then_some(delivered)
+        let exact = push
+            .accepted_in_run
+            .zip(delivered.in_run)
+            .and_then(|(accepted, decided)| accepted.is_before(decided));
+        let covered = match exact {
+            Some(before) => before,
+            None => OffsetDateTime::parse(&push.received_at, &Rfc3339)
+                .is_ok_and(|received| delivered.at >= received + SUPERSEDE_MARGIN),
+        };
+        covered.then_some(delivered.at)
     }
 
     pub fn len(&self) -> usize {
@@ -85,12 +112,12 @@ impl Deliveries {
     }
 }
 
-fn forget_oldest_half(last: &mut HashMap<(String, String), OffsetDateTime>) {
-    let mut times: Vec<OffsetDateTime> = last.values().copied().collect();
+fn forget_oldest_half(last: &mut HashMap<(String, String), Delivered>) {
+    let mut times: Vec<OffsetDateTime> = last.values().map(|delivered| delivered.at).collect();
     let middle = times.len() / 2;
     let (_, cutoff, _) = times.select_nth_unstable(middle);
     let cutoff = *cutoff;
-    last.retain(|_, at| *at > cutoff);
+    last.retain(|_, delivered| delivered.at > cutoff);
 }
 
 /// For each message (in queue order), the index of a newer message of the same batch that

@@ -132,7 +132,8 @@ where
 
     // Which messages need each target. A target delivered after a push was accepted
     // already covers it; otherwise the newest push that needs the target carries its one
-    // call (one call per message without coalescing, for comparison only).
+    // call (one call per message, and no covering, without coalescing: for comparison
+    // only).
     let mut states: Vec<Vec<(String, Option<TargetState>)>> = vec![Vec::new(); group.len()];
     let mut wanted: BTreeMap<(Target, usize), Vec<usize>> = BTreeMap::new();
     for (index, plan) in plans.iter().enumerate() {
@@ -142,11 +143,12 @@ where
         let push = &group[index].1.push;
         for target in &plan.targets {
             let object = target.object();
-            if let Some(at) = work.memory.deliveries.covering(
-                work.name,
-                &target.delivery_scope(),
-                &push.received_at,
-            ) {
+            let covering = rules.options.coalesce.then(|| {
+                work.memory
+                    .deliveries
+                    .covering(work.name, &target.delivery_scope(), push)
+            });
+            if let Some(at) = covering.flatten() {
                 let by = format!("a delivery at {}", crate::ingest::rfc3339(at));
                 states[index].push((object, Some(TargetState::Covered { by })));
                 continue;
@@ -170,11 +172,16 @@ where
     let calls = carriers.iter().map(|((target, _), carrier, _)| {
         let push = &group[*carrier].1.push;
         async move {
+            // Read before the call goes out: every push accepted before it is served by it.
+            let decided_in_run = work.clock.run_instant();
             let result = trigger(work.clusters, entry, view, target, push, work.now).await;
             if result.is_ok() {
-                work.memory
-                    .deliveries
-                    .record(work.name, &target.delivery_scope(), work.now);
+                work.memory.deliveries.record(
+                    work.name,
+                    &target.delivery_scope(),
+                    work.now,
+                    decided_in_run,
+                );
             }
             (result, work.clock.now())
         }

@@ -1032,6 +1032,65 @@ async fn a_retry_that_comes_due_after_a_newer_push_was_delivered_is_superseded()
     );
 }
 
+/// In `serve` a push and a delivery are read on one run's monotonic clock: a push
+/// accepted before a delivery was decided is covered by it at once, where the wall clock
+/// (for the hosts of AWS) waits for its margin. One accepted after it is not.
+#[tokio::test]
+async fn in_the_run_that_accepted_it_a_push_accepted_before_a_delivery_is_covered_by_it() {
+    for same_run in [true, false] {
+        let (registry, cluster) = setup();
+        let dispatcher = Dispatcher {
+            clock: TestClock {
+                run: same_run.then_some(7),
+                ..TestClock::default()
+            },
+            ..Dispatcher::default()
+        };
+        // A and B accepted in the same second, B routed too late for A's batch; C accepted
+        // after A's delivery. Every wall-clock time is within the 1 s margin.
+        let accepted = |after: char, seconds: i64| Push {
+            accepted_in_run: dispatcher.clock.run_instant(),
+            ..push_at(after, seconds)
+        };
+        let (a, b) = (accepted('a', 10), accepted('b', 10));
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        // Delivered in the second the pushes were accepted.
+        let at = now() - Duration::seconds(50);
+        let report = dispatcher
+            .run_at(&registry, &cluster, &[message("a", "prod", a, 1)], at)
+            .await;
+        assert!(
+            matches!(verdict_of(&report, "a"), Verdict::Delivered { .. }),
+            "{report:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let c = accepted('c', 10);
+        let report = dispatcher
+            .run_at(&registry, &cluster, &[message("b", "prod", b, 1)], at)
+            .await;
+        if same_run {
+            let Verdict::Superseded { by } = verdict_of(&report, "b") else {
+                panic!("{report:?}")
+            };
+            assert!(by.starts_with("a delivery at"), "{by}");
+        } else {
+            assert!(
+                matches!(verdict_of(&report, "b"), Verdict::Delivered { .. }),
+                "without a run clock, the margin: {report:?}"
+            );
+        }
+        let report = dispatcher
+            .run_at(&registry, &cluster, &[message("c", "prod", c, 1)], at)
+            .await;
+        assert!(
+            matches!(verdict_of(&report, "c"), Verdict::Delivered { .. }),
+            "accepted after every delivery: {report:?}"
+        );
+        let calls = if same_run { 2 } else { 3 };
+        assert_eq!(cluster.sent_paths().len(), calls, "same run: {same_run}");
+    }
+}
+
 #[tokio::test]
 async fn a_delivery_to_a_receiver_for_another_ref_covers_nothing() {
     // One Receiver selects main and dev; a dev push delivered after the main push was
@@ -1307,6 +1366,39 @@ async fn without_coalescing_each_failing_push_retries_on_its_own() {
         "{report:?}"
     );
     assert!(report.failed_ids().is_empty());
+}
+
+/// The benchmark's naive dispatcher is one trigger per push: no delivery covers a push
+/// of a later batch either, however long before it the push was accepted.
+#[tokio::test]
+async fn without_coalescing_no_delivery_covers_a_later_batch() {
+    let (registry, cluster) = setup();
+    let dispatcher = Dispatcher {
+        rules: DispatchRules {
+            options: DispatchOptions { coalesce: false },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    dispatcher
+        .run(
+            &registry,
+            &cluster,
+            &[message("a", "prod", push_at('a', 10), 1)],
+        )
+        .await;
+    let report = dispatcher
+        .run(
+            &registry,
+            &cluster,
+            &[message("b", "prod", push_at('b', 5), 1)],
+        )
+        .await;
+    assert!(
+        matches!(verdict_of(&report, "b"), Verdict::Delivered { .. }),
+        "{report:?}"
+    );
+    assert_eq!(cluster.sent_paths().len(), 2);
 }
 
 fn services_proxy_denied() -> Result<TriggerResponse, TriggerFailure> {
