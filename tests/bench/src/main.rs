@@ -167,11 +167,12 @@ fn main() -> ExitCode {
             "--only" => match iter.next().map(String::as_str) {
                 Some("throughput") => only = Some(Stage::Throughput),
                 Some("latency") => only = Some(Stage::Latency),
+                Some("coalescing") => only = Some(Stage::Coalescing),
                 Some("lambdas") => only = Some(Stage::Lambdas),
                 Some("fleet") => only = Some(Stage::Fleet),
                 other => {
                     eprintln!(
-                        "fluxrelay-bench: --only takes throughput, latency, lambdas or fleet, got {other:?}"
+                        "fluxrelay-bench: --only takes throughput, latency, coalescing, lambdas or fleet, got {other:?}"
                     );
                     return ExitCode::from(2);
                 }
@@ -260,6 +261,7 @@ fn main() -> ExitCode {
         None => "report.md",
         Some(Stage::Throughput) => "report-throughput.md",
         Some(Stage::Latency) => "report-latency.md",
+        Some(Stage::Coalescing) => "report-coalescing.md",
         Some(Stage::Lambdas) => "report-lambdas.md",
         Some(Stage::Fleet) => "report-fleet.md",
     };
@@ -280,6 +282,7 @@ fn main() -> ExitCode {
 enum Stage {
     Throughput,
     Latency,
+    Coalescing,
     Lambdas,
     Fleet,
 }
@@ -294,6 +297,10 @@ async fn run_only(stage: Stage, scale: Scale, out: &Path) -> Report {
         Stage::Latency => {
             let setup = serve_bench::Setup::start(&scale).await;
             serve_bench::latency(&setup, &scale, out, &mut report).await;
+        }
+        Stage::Coalescing => {
+            let setup = serve_bench::Setup::start(&scale).await;
+            serve_bench::coalescing(&setup, &scale, &mut report).await;
         }
         Stage::Lambdas => {
             let moto = fluxrelay_testkit::moto::Moto::start();
