@@ -179,6 +179,7 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
                         remote.set(chaos_fleet::TAG_PROJECT_URL, "semver", &sha);
                     }
                 }
+                let pushed_at = std::time::Instant::now();
                 let deadline = Instant::now() + Duration::from_secs(180);
                 let mut key = None;
                 while key.is_none() && Instant::now() < deadline {
@@ -210,6 +211,7 @@ async fn chaos_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reason()
                             order: if kinds[n] == PushKind::Tag { 0 } else { order },
                             key,
                             acked_at: std::time::Instant::now(),
+                            pushed_at,
                         }),
                         None => counts.unacknowledged.push(n),
                     }

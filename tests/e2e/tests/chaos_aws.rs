@@ -395,6 +395,7 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
                 event["headers"]["x-gitlab-event"] = json!(event_name);
                 event["body"] = json!(hook.to_string());
                 let event = event.to_string();
+                let pushed_at = std::time::Instant::now();
                 let deadline = Instant::now() + Duration::from_secs(180);
                 let mut key = None;
                 while key.is_none() && Instant::now() < deadline {
@@ -422,6 +423,7 @@ async fn chaos_aws_every_push_reaches_every_cluster_or_a_dead_letter_with_a_reas
                             order: if kinds[n] == PushKind::Tag { 0 } else { order },
                             key,
                             acked_at: std::time::Instant::now(),
+                            pushed_at,
                         }),
                         None => counts.unacknowledged.push(n),
                     }

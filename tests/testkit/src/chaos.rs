@@ -127,6 +127,11 @@ pub struct AckedPush {
     pub key: String,
     /// When its `202` came back: the push was accepted before this.
     pub acked_at: std::time::Instant,
+    /// When its commit reached the ref, just before its first POST: a trigger of the ref
+    /// answered after this made Flux fetch a head that includes it. (Not the `202`: serve
+    /// covers a push by a call that went out after it accepted the push, which may be
+    /// answered while the push waits for its fsync.)
+    pub pushed_at: std::time::Instant,
 }
 
 /// A request a Receiver answered 200.
@@ -231,11 +236,11 @@ impl Books {
                     .get(&(cluster.as_str(), push.after.as_str()))
                     .copied()
                     .unwrap_or(0);
-                // A trigger of the same ref answered after the push was acknowledged made
-                // Flux fetch a head that includes it.
+                // A trigger of the same ref answered after the commit reached it made Flux
+                // fetch a head that includes it.
                 let covered = latest
                     .get(&(cluster.as_str(), push.git_ref.as_str()))
-                    .is_some_and(|answered| *answered > push.acked_at);
+                    .is_some_and(|answered| *answered > push.pushed_at);
                 let letter = dead.get(&(cluster.as_str(), push.key.as_str()));
                 if own > 0 {
                     books.delivered += 1;
@@ -666,6 +671,7 @@ mod tests {
             order,
             key: format!("key{n}"),
             acked_at: start() + Duration::from_secs(n as u64),
+            pushed_at: start() + Duration::from_secs(n as u64),
         }
     }
 

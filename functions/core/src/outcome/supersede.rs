@@ -50,6 +50,28 @@ struct Delivered {
     in_run: Option<RunInstant>,
 }
 
+/// The delivery that covers a push: when its batch began (wall clock), and whether the
+/// push was ordered against it on the run's clock rather than by the wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Covering {
+    pub at: OffsetDateTime,
+    pub in_run: bool,
+}
+
+impl Covering {
+    /// What `explain` and the journal show as the push's cover. On the run's clock the
+    /// batch may have begun before the push was accepted, while its call went out after:
+    /// said so, so that the time does not read as a delivery before the push.
+    pub fn describe(&self) -> String {
+        let at = crate::ingest::rfc3339(self.at);
+        if self.in_run {
+            format!("a delivery at {at} (its call went out after this process accepted the push)")
+        } else {
+            format!("a delivery at {at}")
+        }
+    }
+}
+
 impl Deliveries {
     /// `target` delivered at `at` (and `in_run`), both read before the call was sent: the
     /// conservative side.
@@ -78,11 +100,11 @@ impl Deliveries {
         }
     }
 
-    /// The delivery that covers `push` on `target`, if any (its wall-clock time). A push
-    /// accepted in the run that delivered is covered exactly when it was accepted before
-    /// the delivery was decided, whatever the wall clock says; any other by the wall clock
-    /// with [`SUPERSEDE_MARGIN`]. An unreadable acceptance time is never covered.
-    pub fn covering(&self, cluster: &str, target: &str, push: &Push) -> Option<OffsetDateTime> {
+    /// The delivery that covers `push` on `target`, if any. A push accepted in the run that
+    /// delivered is covered exactly when it was accepted before the delivery was decided,
+    /// whatever the wall clock says; any other by the wall clock with
+    /// [`SUPERSEDE_MARGIN`]. An unreadable acceptance time is never covered.
+    pub fn covering(&self, cluster: &str, target: &str, push: &Push) -> Option<Covering> {
         let last = self
             .last
             .lock()
@@ -97,7 +119,10 @@ impl Deliveries {
             None => OffsetDateTime::parse(&push.received_at, &Rfc3339)
                 .is_ok_and(|received| delivered.at >= received + SUPERSEDE_MARGIN),
         };
-        covered.then_some(delivered.at)
+        covered.then_some(Covering {
+            at: delivered.at,
+            in_run: exact.is_some(),
+        })
     }
 
     pub fn len(&self) -> usize {

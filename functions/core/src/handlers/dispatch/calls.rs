@@ -82,6 +82,16 @@ pub(super) async fn distrust_if_unready<'f>(
 }
 
 /// Trigger one target with `push`.
+/// What a trigger that did not fail did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Triggered {
+    /// The request went out and was answered as accepted.
+    Sent,
+    /// Nothing went out: the Receiver, read again after a 404, is now skipped (suspended,
+    /// say). The push is settled as before, but this covers no other push.
+    NotSent,
+}
+
 pub(super) async fn trigger<C>(
     api: &C,
     entry: &ClusterEntry,
@@ -89,7 +99,7 @@ pub(super) async fn trigger<C>(
     target: &Target,
     push: &Push,
     now: OffsetDateTime,
-) -> Result<(), TriggerFailure>
+) -> Result<Triggered, TriggerFailure>
 where
     C: FluxDiscovery + TriggerSender + Annotator,
 {
@@ -112,7 +122,7 @@ async fn trigger_in_span<C>(
     target: &Target,
     push: &Push,
     now: OffsetDateTime,
-) -> Result<(), TriggerFailure>
+) -> Result<Triggered, TriggerFailure>
 where
     C: FluxDiscovery + TriggerSender + Annotator,
 {
@@ -121,11 +131,13 @@ where
             let patch = annotate_patch(&requested_at(now));
             let response = api.annotate(entry, repository, &patch).await?;
             classify_apiserver_response(&response, &format!("patch gitrepository {repository}"))
+                .map(|()| Triggered::Sent)
         }
         Target::AnnotateArtifact { kind, object } => {
             let patch = annotate_patch(&requested_at(now));
             let response = api.annotate_object(entry, *kind, object, &patch).await?;
             classify_apiserver_response(&response, &format!("patch {} {object}", kind.plural()))
+                .map(|()| Triggered::Sent)
         }
         Target::Receiver { receiver, .. } => {
             match send_to_receiver(api, entry, view, receiver, push).await {
@@ -144,7 +156,7 @@ async fn send_to_receiver(
     view: &ClusterView,
     id: &ObjectRef,
     push: &Push,
-) -> Result<(), TriggerFailure> {
+) -> Result<Triggered, TriggerFailure> {
     let Some(receiver) = view.receiver(id) else {
         return Err(configuration_failure(
             FailureClass::Permanent,
@@ -154,9 +166,9 @@ async fn send_to_receiver(
     match receiver_call(entry, receiver, push) {
         ReceiverCall::Ready(request) => {
             let response = api.send(entry, &request).await?;
-            classify_receiver_response(&response)
+            classify_receiver_response(&response).map(|()| Triggered::Sent)
         }
-        ReceiverCall::Skip(_) => Ok(()),
+        ReceiverCall::Skip(_) => Ok(Triggered::NotSent),
         ReceiverCall::Problem(failure) => Err(failure),
     }
 }
@@ -169,7 +181,7 @@ async fn rediscover_and_resend<C>(
     id: &ObjectRef,
     push: &Push,
     first: TriggerFailure,
-) -> Result<(), TriggerFailure>
+) -> Result<Triggered, TriggerFailure>
 where
     C: FluxDiscovery + TriggerSender,
 {

@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use time::{Duration, OffsetDateTime};
 use tracing::Instrument;
 
-use super::calls::{Reads, discover, distrust_if_unready, trigger};
+use super::calls::{Reads, Triggered, discover, distrust_if_unready, trigger};
 use super::{DispatchMemory, DispatchRules, TargetOutcome};
 use crate::handlers::plan::{
     ClusterView, PushPlan, Skip, Target, configuration_failure, plan_dispatch,
@@ -148,8 +148,8 @@ where
                     .deliveries
                     .covering(work.name, &target.delivery_scope(), push)
             });
-            if let Some(at) = covering.flatten() {
-                let by = format!("a delivery at {}", crate::ingest::rfc3339(at));
+            if let Some(covering) = covering.flatten() {
+                let by = covering.describe();
                 states[index].push((object, Some(TargetState::Covered { by })));
                 continue;
             }
@@ -175,7 +175,8 @@ where
             // Read before the call goes out: every push accepted before it is served by it.
             let decided_in_run = work.clock.run_instant();
             let result = trigger(work.clusters, entry, view, target, push, work.now).await;
-            if result.is_ok() {
+            // Only a request that went out covers other pushes.
+            if matches!(result, Ok(Triggered::Sent)) {
                 work.memory.deliveries.record(
                     work.name,
                     &target.delivery_scope(),
@@ -183,7 +184,7 @@ where
                     decided_in_run,
                 );
             }
-            (result, work.clock.now())
+            (result.map(|_| ()), work.clock.now())
         }
     });
     let mut results = join_all(calls)

@@ -503,6 +503,55 @@ async fn a_receiver_404_is_rediscovered_once_and_resent_to_the_new_path() {
     );
 }
 
+/// A Receiver found suspended when it is read again after a 404 is not called: nothing
+/// went out, so its "delivery" covers no other push, not even one this run accepted
+/// before it.
+#[tokio::test]
+async fn a_receiver_skipped_after_a_404_covers_no_other_push() {
+    let (_, cluster) = setup();
+    let registry = StaticRegistry {
+        entries: vec![entry(json!({}))],
+        ..Default::default()
+    };
+    let selects = json!([{"kind": "GitRepository", "name": "app"}]);
+    *cluster.receivers.lock().unwrap() = vec![receiver("r", "generic", "old", selects.clone())];
+    let mut suspended = receiver("r", "generic", "old", selects);
+    suspended["spec"]["suspend"] = json!(true);
+    *cluster.receivers_after_rotation.lock().unwrap() = Some(vec![suspended]);
+    cluster.answer(&hook("old", "r"), vec![Ok(status(404))]);
+    let dispatcher = Dispatcher {
+        clock: TestClock {
+            run: Some(7),
+            ..TestClock::default()
+        },
+        ..Dispatcher::default()
+    };
+    let accepted = |after: char| Push {
+        accepted_in_run: dispatcher.clock.run_instant(),
+        ..push_at(after, 10)
+    };
+    let (a, b) = (accepted('a'), accepted('b'));
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    let at = now() - Duration::seconds(50);
+    dispatcher
+        .run_at(&registry, &cluster, &[message("a", "prod", a, 1)], at)
+        .await;
+    assert_eq!(cluster.sent_paths(), vec![hook("old", "r")]);
+    // Resumed: B, accepted before A's batch, still gets its own call.
+    *cluster.receivers_after_rotation.lock().unwrap() = None;
+    let report = dispatcher
+        .run_at(&registry, &cluster, &[message("b", "prod", b, 1)], at)
+        .await;
+    assert!(
+        matches!(verdict_of(&report, "b"), Verdict::Delivered { .. }),
+        "{report:?}"
+    );
+    assert_eq!(
+        cluster.sent_paths(),
+        vec![hook("old", "r"), hook("old", "r")]
+    );
+}
+
 #[tokio::test]
 async fn a_receiver_404_that_persists_is_permanent() {
     let (registry, cluster) = setup();
@@ -1073,6 +1122,10 @@ async fn in_the_run_that_accepted_it_a_push_accepted_before_a_delivery_is_covere
                 panic!("{report:?}")
             };
             assert!(by.starts_with("a delivery at"), "{by}");
+            assert!(
+                by.ends_with("(its call went out after this process accepted the push)"),
+                "{by}"
+            );
         } else {
             assert!(
                 matches!(verdict_of(&report, "b"), Verdict::Delivered { .. }),
