@@ -201,7 +201,7 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
 
 /// Every push must come from an instance the request's secrets allow: a delivery signed
 /// for one GitLab instance and replayed with another's `X-Gitlab-Instance` is refused.
-fn check_instances(scope: &InstanceScope, pushes: &[crate::push::Push]) -> Result<(), IngestError> {
+fn check_instances(scope: &InstanceScope, pushes: &[Push]) -> Result<(), IngestError> {
     if pushes.iter().all(|push| scope.allows(&push.instance)) {
         Ok(())
     } else {
@@ -332,13 +332,10 @@ pub async fn ingest_from(
         ParsedEvent::Pushes(pushes) => pushes,
     };
     check_instances(&scope, &pushes)?;
-    let pushes: Vec<Push> = pushes
-        .into_iter()
-        .map(|push| Push {
-            accepted_in_run: in_run,
-            ..push
-        })
-        .collect();
+    let mut pushes = pushes;
+    for push in &mut pushes {
+        push.accepted_in_run = in_run;
+    }
     queue
         .publish_pushes(&pushes)
         .await

@@ -143,12 +143,16 @@ where
         let push = &group[index].1.push;
         for target in &plan.targets {
             let object = target.object();
-            let covering = rules.options.coalesce.then(|| {
-                work.memory
-                    .deliveries
-                    .covering(work.name, &target.delivery_scope(), push)
-            });
-            if let Some(covering) = covering.flatten() {
+            let covering = rules
+                .options
+                .coalesce
+                .then(|| {
+                    work.memory
+                        .deliveries
+                        .covering(work.name, &target.delivery_scope(), push)
+                })
+                .flatten();
+            if let Some(covering) = covering {
                 let by = covering.describe();
                 states[index].push((object, Some(TargetState::Covered { by })));
                 continue;
