@@ -49,7 +49,7 @@ impl PushEvent {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Project {
     pub id: u64,
     /// `path_with_namespace`, subgroups included: `group/sub/project`.

@@ -12,7 +12,7 @@ use crate::flux::{GitRepository, ObjectRef, Receiver, ReceiverType};
 use crate::matching::receiver::{ReceiverState, receiver_state};
 use crate::matching::select::{Freshness, RepositoryVerdict, receiver_selects, repository_verdict};
 use crate::outcome::classify::{FailureClass, Responder, TriggerFailure};
-use crate::push::{Dispatch, Push, PushEvent};
+use crate::push::{Dispatch, Project, Push, PushEvent};
 use crate::registry::{ClusterEntry, TriggerMode};
 use crate::trigger::request::{TriggerRequest, receiver_request};
 
@@ -49,10 +49,14 @@ impl ClusterView {
 pub enum Target {
     /// One POST per Receiver, project, ref and event kind: the body carries the push, and a
     /// Receiver's CEL filters may select on `req.ref` or `req.project`, so only pushes
-    /// that would send the same body may share a call (the latest of them is sent).
+    /// that would send the same body may share a call (the latest of them is sent). The
+    /// project is the whole of it, with its instance: GitLab numbers projects per
+    /// instance, so two instances' pushes of project 15 name different projects, and one
+    /// project's path and URLs change when it is renamed or moved.
     Receiver {
         receiver: ObjectRef,
-        project: u64,
+        instance: String,
+        project: Project,
         git_ref: String,
         event: PushEvent,
     },
@@ -74,20 +78,23 @@ impl Target {
     }
 
     /// What a delivery to this target serves, for `outcome::supersede::Deliveries`: a
-    /// Receiver call serves pushes of its project, ref and event only (its body carries
-    /// them, and a Receiver's CEL filter may select on them); an annotation serves every
+    /// Receiver call serves pushes of its instance's project, ref and event only (its body
+    /// carries them, and a Receiver's CEL filter may select on them); an annotation serves every
     /// push the GitRepository matches (it fetches its own ref).
     pub fn delivery_scope(&self) -> String {
         match self {
+            // Debug quotes and escapes each string, so two different scopes never read
+            // the same.
             Target::Receiver {
                 receiver,
+                instance,
                 project,
                 git_ref,
                 event,
             } => format!(
-                "{}|{project}|{git_ref}|{}",
+                "{}|{:?}",
                 receiver_object(receiver),
-                event.object_kind()
+                (instance, project, git_ref, event.object_kind())
             ),
             Target::Annotate { repository } => format!("gitrepository/{repository}"),
             Target::AnnotateArtifact { .. } => self.to_string(),
@@ -227,7 +234,8 @@ fn add_receiver_targets(
                 &mut plan.targets,
                 Target::Receiver {
                     receiver: receiver.id.clone(),
-                    project: push.project.id,
+                    instance: push.instance.clone(),
+                    project: push.project.clone(),
                     git_ref: push.git_ref.clone(),
                     event: push.event,
                 },

@@ -48,7 +48,8 @@ fn receiver_target(name: &str) -> Target {
     let push = sample_push();
     Target::Receiver {
         receiver: ObjectRef::new("flux-system", name),
-        project: push.project.id,
+        instance: push.instance,
+        project: push.project,
         git_ref: push.git_ref,
         event: PushEvent::Push,
     }
@@ -341,4 +342,84 @@ fn repositories_that_do_not_match_are_skipped_with_their_reason() {
             "gitrepository/flux-system/suspended"
         ]
     );
+}
+
+#[test]
+fn a_receiver_delivery_scope_differs_wherever_the_body_would() {
+    // A delivery covers only pushes whose call would have sent the same body apart from
+    // the commit: the same Receiver, instance, project (all of it), ref and event.
+    type Fields<'t> = (
+        &'t mut ObjectRef,
+        &'t mut String,
+        &'t mut Project,
+        &'t mut String,
+        &'t mut PushEvent,
+    );
+    fn fields(target: &mut Target) -> Fields<'_> {
+        match target {
+            Target::Receiver {
+                receiver,
+                instance,
+                project,
+                git_ref,
+                event,
+            } => (receiver, instance, project, git_ref, event),
+            other => panic!("not a Receiver target: {other}"),
+        }
+    }
+    fn scope(change: fn(&mut Target)) -> String {
+        let mut target = receiver_target("r");
+        change(&mut target);
+        target.delivery_scope()
+    }
+    let base = scope(|_| {});
+    type Change = fn(&mut Target);
+    let cases: Vec<(&str, Change, bool)> = vec![
+        ("the same target", |_| {}, true),
+        (
+            "another Receiver",
+            |t| *fields(t).0 = ObjectRef::new("flux-system", "r2"),
+            false,
+        ),
+        (
+            "another instance, same project id",
+            |t| *fields(t).1 = "https://gitlab.other.example".into(),
+            false,
+        ),
+        (
+            "the project renamed",
+            |t| fields(t).2.path = "mike/renamed".into(),
+            false,
+        ),
+        (
+            "the project's web URL",
+            |t| fields(t).2.web_url = "https://gitlab.example.com/x".into(),
+            false,
+        ),
+        (
+            "the project's default branch",
+            |t| fields(t).2.default_branch = None,
+            false,
+        ),
+        ("another project id", |t| fields(t).2.id = 16, false),
+        (
+            "another ref",
+            |t| *fields(t).3 = "refs/heads/dev".into(),
+            false,
+        ),
+        ("a tag push", |t| *fields(t).4 = PushEvent::TagPush, false),
+        // A separator inside a value cannot make two scopes read the same.
+        (
+            "a separator in the ref",
+            |t| *fields(t).3 = "refs/heads/main|\"x\"".into(),
+            false,
+        ),
+    ];
+    for (name, change, same) in cases {
+        assert_eq!(scope(change) == base, same, "{name}");
+    }
+    let annotate = Target::Annotate {
+        repository: ObjectRef::new("flux-system", "app"),
+    };
+    assert_eq!(annotate.delivery_scope(), "gitrepository/flux-system/app");
 }

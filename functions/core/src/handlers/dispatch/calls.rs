@@ -81,7 +81,6 @@ pub(super) async fn distrust_if_unready<'f>(
     }
 }
 
-/// Trigger one target with `push`.
 /// What a trigger that did not fail did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Triggered {
@@ -92,6 +91,7 @@ pub(super) enum Triggered {
     NotSent,
 }
 
+/// Trigger one target with `push`.
 pub(super) async fn trigger<C>(
     api: &C,
     entry: &ClusterEntry,

@@ -1192,6 +1192,120 @@ async fn a_delivery_to_a_receiver_for_another_ref_covers_nothing() {
     assert_eq!(cluster.sent_paths().len(), 3);
 }
 
+/// Project 15 on a second GitLab instance: the same id and ref as [`sample_push`]'s,
+/// another project (`ops/platform` on gitlab.other.example), tracked by GitRepository
+/// `other`. Project ids are numbered per instance, so two instances share them.
+fn other_instance_push(after: char, accepted: i64) -> Push {
+    let mut push = push_at(after, accepted);
+    push.instance = "https://gitlab.other.example".into();
+    push.project.path = "ops/platform".into();
+    push.project.http_url = "https://gitlab.other.example/ops/platform.git".into();
+    push.project.ssh_url = "git@gitlab.other.example:ops/platform.git".into();
+    push.project.web_url = "https://gitlab.other.example/ops/platform".into();
+    push.key = format!("other-{after}{accepted}");
+    push
+}
+
+/// One Receiver `r` selecting `app` (mike/diaspora, gitlab.example.com) and `other`
+/// (ops/platform, gitlab.other.example), both at main.
+fn setup_two_instances() -> (StaticRegistry, FakeCluster) {
+    let (registry, cluster) = setup();
+    cluster.repositories.lock().unwrap().push(repository(
+        "other",
+        json!({"url": "https://gitlab.other.example/ops/platform.git"}),
+    ));
+    *cluster.receivers.lock().unwrap() = vec![receiver(
+        "r",
+        "generic-hmac",
+        "tok",
+        json!([{"kind": "GitRepository", "name": "app"}, {"kind": "GitRepository", "name": "other"}]),
+    )];
+    (registry, cluster)
+}
+
+fn sent_projects(cluster: &FakeCluster) -> Vec<String> {
+    cluster
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, request)| {
+            let body: Value = serde_json::from_slice(&request.body).unwrap();
+            body["project"]["path_with_namespace"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pushes_of_two_instances_with_the_same_project_id_are_never_merged_into_one_call() {
+    // A Receiver's CEL filter may select on req.project.path_with_namespace: a call with
+    // the other instance's body would not trigger this project's GitRepository.
+    let (registry, cluster) = setup_two_instances();
+    let report = run(
+        &registry,
+        &cluster,
+        &[
+            message("here", "prod", push_at('a', 10), 1),
+            message("other", "prod", other_instance_push('b', 20), 1),
+        ],
+    )
+    .await;
+    let mut projects = sent_projects(&cluster);
+    projects.sort();
+    assert_eq!(
+        projects,
+        vec!["mike/diaspora", "ops/platform"],
+        "{report:?}"
+    );
+    for id in ["here", "other"] {
+        assert!(
+            matches!(verdict_of(&report, id), Verdict::Delivered { .. }),
+            "{id}: {report:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_for_another_instances_project_of_the_same_id_covers_nothing() {
+    // This instance's push fails once; the other instance's push of project 15 @ main is
+    // delivered to the same Receiver after it was accepted. Its body named ops/platform,
+    // so the retry still needs its own call.
+    let (registry, cluster) = setup_two_instances();
+    let dispatcher = Dispatcher::default();
+    cluster.answer(&hook("tok", "r"), vec![Ok(status(503))]);
+    dispatcher
+        .run_at(
+            &registry,
+            &cluster,
+            &[message("here", "prod", push_at('a', 10), 1)],
+            now() - Duration::seconds(45),
+        )
+        .await;
+    let (retry, _) = dispatcher.queue.scheduled.lock().unwrap()[0].clone();
+    dispatcher
+        .run_at(
+            &registry,
+            &cluster,
+            &[message("other", "prod", other_instance_push('b', 20), 1)],
+            now() - Duration::seconds(30),
+        )
+        .await;
+    let report = dispatcher
+        .run(&registry, &cluster, &[queued("here-retry", &retry, 1)])
+        .await;
+    assert!(
+        matches!(verdict_of(&report, "here-retry"), Verdict::Delivered { .. }),
+        "{report:?}"
+    );
+    assert_eq!(
+        sent_projects(&cluster),
+        vec!["mike/diaspora", "ops/platform", "mike/diaspora"]
+    );
+}
+
 #[tokio::test]
 async fn a_push_nothing_tracks_is_done_with_the_reasons() {
     let (registry, cluster) = setup();
