@@ -8,6 +8,7 @@ mod dlq;
 mod explain;
 mod kubeconfig;
 mod listener;
+mod malloc_arenas;
 mod metrics;
 mod metrics_confirm;
 mod serve;
@@ -406,7 +407,14 @@ fn config_failed(error: &ConfigError) -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    // Before the runtime starts its threads: each would take an arena of its own.
+    let arenas_limited = malloc_arenas::limit_for_serve();
     init_logging(args.log_format);
+    tracing::debug!(
+        arenas_limited,
+        arenas = malloc_arenas::SERVE_ARENAS,
+        "malloc arenas (MALLOC_ARENA_MAX or GLIBC_TUNABLES, when set, are kept)"
+    );
     let mut config = match ServeConfig::load(&args.config) {
         Ok(config) => config,
         Err(error) => return config_failed(&error),
