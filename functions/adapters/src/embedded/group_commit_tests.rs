@@ -539,3 +539,19 @@ fn deletes_and_their_journal_lines_are_one_write_and_a_failing_journal_keeps_the
     );
     assert!(queue.journal("push-2").unwrap().is_empty());
 }
+
+#[test]
+fn the_reader_keeps_a_small_page_cache_and_the_writer_the_default() {
+    let file = TempQueueFile::new("cache-sizes");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    let cache_size = |connection: &rusqlite::Connection| -> i64 {
+        connection
+            .pragma_query_value(None, "cache_size", |row| row.get(0))
+            .unwrap()
+    };
+    assert_eq!(cache_size(&queue.read()), -super::READER_CACHE_KIB);
+    assert_eq!(
+        cache_size(&queue.inner.write_connection.lock().unwrap()),
+        -2000
+    );
+}

@@ -235,6 +235,13 @@ impl EmbeddedQueue {
         // statements the others had pushed out.
         connection.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
         let reader = connect(&path)?;
+        // The reader looks before receives, counts the depth for `/metrics`, and serves
+        // `dlq`/`explain` reads: a small working set, where SQLite's default page cache
+        // (2,000 KiB) filled up with the depth count's index pages under load. Pages it no
+        // longer keeps are read again from the OS's cache.
+        reader
+            .pragma_update(None, "cache_size", -READER_CACHE_KIB)
+            .map_err(storage("set the reader's cache size"))?;
         let write_connection = Arc::new(Mutex::new(connection));
         let writer = Writer::start(write_connection.clone(), clock.clone())?;
         Ok(Self {
@@ -688,6 +695,9 @@ pub struct DeletedAndRecorded {
 /// Room in the writer connection's statement cache: its distinct statements (about 25, the
 /// queue's and the journal's) with room to spare.
 const WRITER_STATEMENTS: usize = 64;
+
+/// The read connection's page cache, in KiB (SQLite's default is 2,000; the writer keeps it).
+const READER_CACHE_KIB: i64 = 512;
 
 /// A connection to the queue file that waits for another process's write lock.
 fn connect(path: &Path) -> Result<Connection, QueueError> {
