@@ -82,13 +82,14 @@ pub(super) async fn distrust_if_unready<'f>(
 }
 
 /// What a trigger that did not fail did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Triggered {
     /// The request went out and was answered as accepted.
     Sent,
     /// Nothing went out: the Receiver, read again after a 404, is now skipped (suspended,
-    /// say). The push is settled as before, but this covers no other push.
-    NotSent,
+    /// say), for `reason`. The pushes that needed it are settled with it as a skip, as if
+    /// the plan had skipped it, and it covers no other push.
+    NotSent { reason: String },
 }
 
 /// Trigger one target with `push`.
@@ -168,7 +169,9 @@ async fn send_to_receiver(
             let response = api.send(entry, &request).await?;
             classify_receiver_response(&response).map(|()| Triggered::Sent)
         }
-        ReceiverCall::Skip(_) => Ok(Triggered::NotSent),
+        ReceiverCall::Skip(reason) => Ok(Triggered::NotSent {
+            reason: format!("read again after a 404: {reason}"),
+        }),
         ReceiverCall::Problem(failure) => Err(failure),
     }
 }

@@ -106,7 +106,7 @@ where
         Err(failure) => return Decided::whole_cluster_failed(rules, group, &failure, None),
     };
     let planned = discover_and_plan(work.clusters, &entry, group).await;
-    let (view, plans) = match planned {
+    let (view, mut plans) = match planned {
         Ok(planned) => planned,
         Err(mut failure) => {
             if failure.credentials_rejected {
@@ -188,12 +188,27 @@ where
                     decided_in_run,
                 );
             }
-            (result.map(|_| ()), work.clock.now())
+            (result, work.clock.now())
         }
     });
-    let mut results = join_all(calls)
+    let outcomes = join_all(calls)
         .instrument(tracing::info_span!("calls", cluster = %work.name))
         .await;
+    // A call that did not go out is reported as its plan would have reported the skip.
+    let mut not_sent: Vec<Option<String>> = Vec::with_capacity(outcomes.len());
+    let mut results = Vec::with_capacity(outcomes.len());
+    for (result, finished_at) in outcomes {
+        match result {
+            Ok(Triggered::NotSent { reason }) => {
+                not_sent.push(Some(reason));
+                results.push((Ok(()), finished_at));
+            }
+            other => {
+                not_sent.push(None);
+                results.push((other.map(|_| ()), finished_at));
+            }
+        }
+    }
 
     let denied = |results: &[(Result<(), TriggerFailure>, OffsetDateTime)]| {
         results
@@ -219,9 +234,22 @@ where
         .observe(work.name, denied(&results), work.now);
 
     let mut targets = Vec::with_capacity(carriers.len());
-    for (((target, _), carrier, needers), (result, finished_at)) in carriers.iter().zip(results) {
+    let mut skipped_at_call: Vec<Vec<Skip>> = vec![Vec::new(); group.len()];
+    for ((((target, _), carrier, needers), (result, finished_at)), not_sent) in
+        carriers.iter().zip(results).zip(not_sent)
+    {
         let object = target.object();
         let carried = &group[*carrier].1.push;
+        if let Some(reason) = not_sent {
+            for index in needers {
+                states[*index].retain(|(o, s)| !(*o == object && s.is_none()));
+                skipped_at_call[*index].push(Skip {
+                    object: object.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            continue;
+        }
         for index in needers {
             let state = if index == carrier {
                 match &result {
@@ -258,6 +286,9 @@ where
         });
     }
 
+    for (plan, skipped) in plans.iter_mut().zip(skipped_at_call) {
+        plan.skipped.extend(skipped);
+    }
     let verdicts = group
         .iter()
         .zip(plans)

@@ -533,10 +533,25 @@ async fn a_receiver_skipped_after_a_404_covers_no_other_push() {
     let (a, b) = (accepted('a'), accepted('b'));
     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     let at = now() - Duration::seconds(50);
-    dispatcher
+    let report = dispatcher
         .run_at(&registry, &cluster, &[message("a", "prod", a, 1)], at)
         .await;
     assert_eq!(cluster.sent_paths(), vec![hook("old", "r")]);
+    // Reported as the plan reports a suspended Receiver: skipped, with why, not delivered.
+    assert_eq!(
+        verdict_of(&report, "a"),
+        &Verdict::NothingToTrigger,
+        "{report:?}"
+    );
+    let skipped = &report.messages[0].skipped;
+    assert!(
+        skipped
+            .iter()
+            .any(|skip| skip.object == "receiver/flux-system/r"
+                && skip.reason.starts_with("read again after a 404: ")),
+        "{skipped:?}"
+    );
+    assert!(report.targets.is_empty(), "no trigger went out: {report:?}");
     // Resumed: B, accepted before A's batch, still gets its own call.
     *cluster.receivers_after_rotation.lock().unwrap() = None;
     let report = dispatcher
