@@ -1048,33 +1048,47 @@ async fn a_hung_apiserver_does_not_delay_another_cluster_and_is_retried_at_its_d
     );
 }
 
-#[tokio::test]
-async fn a_retry_that_comes_due_after_a_newer_push_was_delivered_is_superseded() {
-    let (registry, cluster) = setup();
+/// `first` fails once (503) in a batch at now − 45 s, `other` is delivered in one at
+/// now − 30 s, and `first`'s retry comes due now: the retry's report (its message is
+/// `first-retry`) and the retry itself.
+async fn retry_after_another_delivery(
+    registry: &StaticRegistry,
+    cluster: &FakeCluster,
+    first: Push,
+    other: Push,
+) -> (DispatchReport, Dispatch) {
     let dispatcher = Dispatcher::default();
-    // A at now-50 fails; B at now-40 is delivered at now-30; A's retry comes due at now.
     cluster.answer(&hook("tok", "r"), vec![Ok(status(503))]);
     dispatcher
         .run_at(
-            &registry,
-            &cluster,
-            &[message("a", "prod", push_at('a', 10), 1)],
+            registry,
+            cluster,
+            &[message("first", "prod", first, 1)],
             now() - Duration::seconds(45),
         )
         .await;
     let (retry, _) = dispatcher.queue.scheduled.lock().unwrap()[0].clone();
     dispatcher
         .run_at(
-            &registry,
-            &cluster,
-            &[message("b", "prod", push_at('b', 20), 1)],
+            registry,
+            cluster,
+            &[message("other", "prod", other, 1)],
             now() - Duration::seconds(30),
         )
         .await;
     let report = dispatcher
-        .run(&registry, &cluster, &[queued("a-retry", &retry, 1)])
+        .run(registry, cluster, &[queued("first-retry", &retry, 1)])
         .await;
-    let Verdict::Superseded { by } = verdict_of(&report, "a-retry") else {
+    (report, retry)
+}
+
+#[tokio::test]
+async fn a_retry_that_comes_due_after_a_newer_push_was_delivered_is_superseded() {
+    let (registry, cluster) = setup();
+    // A at now-50 fails; B at now-40 is delivered at now-30; A's retry comes due at now.
+    let (report, retry) =
+        retry_after_another_delivery(&registry, &cluster, push_at('a', 10), push_at('b', 20)).await;
+    let Verdict::Superseded { by } = verdict_of(&report, "first-retry") else {
         panic!("{report:?}")
     };
     assert!(by.starts_with("a delivery at"), "{by}");
@@ -1176,32 +1190,15 @@ async fn a_delivery_to_a_receiver_for_another_ref_covers_nothing() {
         "tok",
         json!([{"kind": "GitRepository", "name": "app"}, {"kind": "GitRepository", "name": "app-dev"}]),
     )];
-    let dispatcher = Dispatcher::default();
-    cluster.answer(&hook("tok", "r"), vec![Ok(status(503))]);
-    dispatcher
-        .run_at(
-            &registry,
-            &cluster,
-            &[message("main", "prod", push_at('a', 10), 1)],
-            now() - Duration::seconds(45),
-        )
-        .await;
-    let (retry, _) = dispatcher.queue.scheduled.lock().unwrap()[0].clone();
     let mut dev = push_at('b', 20);
     dev.git_ref = "refs/heads/dev".into();
-    dispatcher
-        .run_at(
-            &registry,
-            &cluster,
-            &[message("dev", "prod", dev, 1)],
-            now() - Duration::seconds(30),
-        )
-        .await;
-    let report = dispatcher
-        .run(&registry, &cluster, &[queued("main-retry", &retry, 1)])
-        .await;
+    let (report, _) =
+        retry_after_another_delivery(&registry, &cluster, push_at('a', 10), dev).await;
     assert!(
-        matches!(verdict_of(&report, "main-retry"), Verdict::Delivered { .. }),
+        matches!(
+            verdict_of(&report, "first-retry"),
+            Verdict::Delivered { .. }
+        ),
         "{report:?}"
     );
     assert_eq!(cluster.sent_paths().len(), 3);
@@ -1289,30 +1286,18 @@ async fn a_delivery_for_another_instances_project_of_the_same_id_covers_nothing(
     // delivered to the same Receiver after it was accepted. Its body named ops/platform,
     // so the retry still needs its own call.
     let (registry, cluster) = setup_two_instances();
-    let dispatcher = Dispatcher::default();
-    cluster.answer(&hook("tok", "r"), vec![Ok(status(503))]);
-    dispatcher
-        .run_at(
-            &registry,
-            &cluster,
-            &[message("here", "prod", push_at('a', 10), 1)],
-            now() - Duration::seconds(45),
-        )
-        .await;
-    let (retry, _) = dispatcher.queue.scheduled.lock().unwrap()[0].clone();
-    dispatcher
-        .run_at(
-            &registry,
-            &cluster,
-            &[message("other", "prod", other_instance_push('b', 20), 1)],
-            now() - Duration::seconds(30),
-        )
-        .await;
-    let report = dispatcher
-        .run(&registry, &cluster, &[queued("here-retry", &retry, 1)])
-        .await;
+    let (report, _) = retry_after_another_delivery(
+        &registry,
+        &cluster,
+        push_at('a', 10),
+        other_instance_push('b', 20),
+    )
+    .await;
     assert!(
-        matches!(verdict_of(&report, "here-retry"), Verdict::Delivered { .. }),
+        matches!(
+            verdict_of(&report, "first-retry"),
+            Verdict::Delivered { .. }
+        ),
         "{report:?}"
     );
     assert_eq!(
