@@ -234,7 +234,6 @@ where
         .observe(work.name, denied(&results), work.now);
 
     let mut targets = Vec::with_capacity(carriers.len());
-    let mut skipped_at_call: Vec<Vec<Skip>> = vec![Vec::new(); group.len()];
     for ((((target, _), carrier, needers), (result, finished_at)), not_sent) in
         carriers.iter().zip(results).zip(not_sent)
     {
@@ -243,7 +242,7 @@ where
         if let Some(reason) = not_sent {
             for index in needers {
                 states[*index].retain(|(o, s)| !(*o == object && s.is_none()));
-                skipped_at_call[*index].push(Skip {
+                plans[*index].skipped.push(Skip {
                     object: object.clone(),
                     reason: reason.clone(),
                 });
@@ -286,9 +285,6 @@ where
         });
     }
 
-    for (plan, skipped) in plans.iter_mut().zip(skipped_at_call) {
-        plan.skipped.extend(skipped);
-    }
     let verdicts = group
         .iter()
         .zip(plans)

@@ -472,20 +472,36 @@ async fn a_registry_token_that_fresh_receivers_do_not_match_is_retried_then_dead
     assert!(cluster.sent.lock().unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a_receiver_404_is_rediscovered_once_and_resent_to_the_new_path() {
-    // A generic Receiver (no token in the registry) whose secret changed: the cached path
-    // answers 404, the fresh Receiver has a new path.
+/// Cluster `prod` with a generic Receiver `r` (token `old`, no token in the registry)
+/// selecting `app`, which reads as `after_404` when read again after a 404, and whose
+/// `old` path answers 404 once.
+fn setup_receiver_rotated_to(after_404: Value) -> (StaticRegistry, FakeCluster) {
     let (_, cluster) = setup();
     let registry = StaticRegistry {
         entries: vec![entry(json!({}))],
         ..Default::default()
     };
-    let selects = json!([{"kind": "GitRepository", "name": "app"}]);
-    *cluster.receivers.lock().unwrap() = vec![receiver("r", "generic", "old", selects.clone())];
-    *cluster.receivers_after_rotation.lock().unwrap() =
-        Some(vec![receiver("r", "generic", "new", selects)]);
+    *cluster.receivers.lock().unwrap() = vec![receiver(
+        "r",
+        "generic",
+        "old",
+        json!([{"kind": "GitRepository", "name": "app"}]),
+    )];
+    *cluster.receivers_after_rotation.lock().unwrap() = Some(vec![after_404]);
     cluster.answer(&hook("old", "r"), vec![Ok(status(404))]);
+    (registry, cluster)
+}
+
+#[tokio::test]
+async fn a_receiver_404_is_rediscovered_once_and_resent_to_the_new_path() {
+    // A generic Receiver (no token in the registry) whose secret changed: the cached path
+    // answers 404, the fresh Receiver has a new path.
+    let (registry, cluster) = setup_receiver_rotated_to(receiver(
+        "r",
+        "generic",
+        "new",
+        json!([{"kind": "GitRepository", "name": "app"}]),
+    ));
 
     let report = run(
         &registry,
@@ -508,17 +524,14 @@ async fn a_receiver_404_is_rediscovered_once_and_resent_to_the_new_path() {
 /// before it.
 #[tokio::test]
 async fn a_receiver_skipped_after_a_404_covers_no_other_push() {
-    let (_, cluster) = setup();
-    let registry = StaticRegistry {
-        entries: vec![entry(json!({}))],
-        ..Default::default()
-    };
-    let selects = json!([{"kind": "GitRepository", "name": "app"}]);
-    *cluster.receivers.lock().unwrap() = vec![receiver("r", "generic", "old", selects.clone())];
-    let mut suspended = receiver("r", "generic", "old", selects);
+    let mut suspended = receiver(
+        "r",
+        "generic",
+        "old",
+        json!([{"kind": "GitRepository", "name": "app"}]),
+    );
     suspended["spec"]["suspend"] = json!(true);
-    *cluster.receivers_after_rotation.lock().unwrap() = Some(vec![suspended]);
-    cluster.answer(&hook("old", "r"), vec![Ok(status(404))]);
+    let (registry, cluster) = setup_receiver_rotated_to(suspended);
     let dispatcher = Dispatcher {
         clock: TestClock {
             run: Some(7),
