@@ -18,6 +18,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::http_stack::ApiserverHttp;
 use super::{KubeClusters, Timeouts, configuration_failure};
 use crate::eks::{EksTokenError, TokenLifetime};
 
@@ -64,7 +65,7 @@ pub(super) fn fingerprint(entry: &ClusterEntry) -> Fingerprint {
 
 struct CachedClient {
     fingerprint: Fingerprint,
-    client: kube::Client,
+    client: ApiserverHttp,
     /// Set for clients that hold a minted (EKS) token: past it, the client is rebuilt.
     token_lifetime: Option<TokenLifetime>,
 }
@@ -89,7 +90,7 @@ impl ClientCache {
         name: &str,
         fingerprint: Fingerprint,
         now: SystemTime,
-    ) -> Option<kube::Client> {
+    ) -> Option<ApiserverHttp> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -130,9 +131,9 @@ fn eks_failure(entry: &ClusterEntry, error: &EksTokenError) -> TriggerFailure {
 }
 
 impl KubeClusters {
-    /// The entry's client, for diagnostics (`fluxrelay cluster check`).
+    /// The entry's kube client, for diagnostics (`fluxrelay cluster check`).
     pub async fn client_for(&self, entry: &ClusterEntry) -> Result<kube::Client, TriggerFailure> {
-        self.client(entry).await
+        Ok(self.client(entry).await?.kube_client())
     }
 
     /// The entry's client, built on first use and rebuilt when its server, CA or
@@ -140,7 +141,7 @@ impl KubeClusters {
     pub(super) async fn client(
         &self,
         entry: &ClusterEntry,
-    ) -> Result<kube::Client, TriggerFailure> {
+    ) -> Result<ApiserverHttp, TriggerFailure> {
         let print = fingerprint(entry);
         if let Some(client) = self.clients.usable(&entry.name, print, self.eks.now()) {
             return Ok(client);

@@ -7,7 +7,12 @@
 //!   to one apiserver, so a store of [`SESSIONS_PER_CLIENT`] is as good;
 //! - **the connection pool**: kube's keeps every connection it opened for 90 s with no
 //!   limit (~32 KB of rustls and hyper buffers each). Here each cluster keeps at most
-//!   [`ConnectionPool::max_idle`] idle connections for [`ConnectionPool::idle_timeout`].
+//!   [`ConnectionPool::max_idle`] idle connections for [`ConnectionPool::idle_timeout`];
+//! - **kube's request buffer**: a `kube::Client` puts its service behind a `tower::Buffer`,
+//!   whose channel allocates its first block (~10 KB) when built and whose worker task lives
+//!   as long as the client. Requests here need no queue in front of a connection pool that
+//!   is always ready, so the cache keeps the stack itself ([`ApiserverHttp`]) and calls it
+//!   directly; a `kube::Client` is built from it only for the typed API (`cluster check`).
 //!
 //! Everything else is kube's own, in kube's order: its TLS configuration from the entry's CA
 //! and identity, its server-name override, its base-URI, authentication and header layers,
@@ -16,15 +21,19 @@
 
 use std::time::Duration;
 
+use http_body_util::BodyExt as _;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Bytes;
 use hyper_rustls::FixedServerNameResolver;
 use hyper_timeout::TimeoutConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use kube::client::RustlsTlsError;
-use kube::client::{Body, ClientBuilder, ConfigExt};
+use kube::client::{Body, ConfigExt};
 use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
-use tower::{BoxError, ServiceBuilder};
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, ServiceBuilder, ServiceExt as _};
 use tower_http::trace::TraceLayer;
 
 /// TLS sessions kept for resumption per client: one apiserver, a few tickets.
@@ -49,10 +58,38 @@ impl Default for ConnectionPool {
     }
 }
 
-/// A kube client for `config` (whose proxy, retry and timeouts the caller has set), its
-/// pool bounded by `pool`. Fails only as kube's own builder does (a CA, certificate or key
-/// that does not load).
-pub fn client(config: kube::Config, pool: ConnectionPool) -> Result<kube::Client, kube::Error> {
+/// An apiserver's answer, its body read as it arrives.
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// One cluster's apiserver over HTTP: kube's layers over a bounded connection pool. Cheap to
+/// clone (the pool is shared); each clone sends on the same connections.
+#[derive(Clone)]
+pub struct ApiserverHttp {
+    service: BoxCloneSyncService<http::Request<Body>, http::Response<ResponseBody>, BoxError>,
+    default_namespace: String,
+}
+
+impl ApiserverHttp {
+    /// Sends one request (its URI a path, joined to the entry's server by kube's base-URI
+    /// layer). The error is the stack's own, whose chain `transport` reads.
+    pub async fn send(
+        &self,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<ResponseBody>, BoxError> {
+        self.service.clone().oneshot(request).await
+    }
+
+    /// A kube client on the same stack and connections, for kube's typed API. It brings
+    /// kube's request buffer with it, for as long as it is kept.
+    pub fn kube_client(&self) -> kube::Client {
+        kube::Client::new(self.service.clone(), self.default_namespace.clone())
+    }
+}
+
+/// The apiserver stack for `config` (whose proxy, retry and timeouts the caller has set),
+/// its pool bounded by `pool`. Fails only as kube's own builder does (a CA, certificate or
+/// key that does not load).
+pub fn client(config: kube::Config, pool: ConnectionPool) -> Result<ApiserverHttp, kube::Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     let mut tls = config.rustls_client_config()?;
@@ -77,6 +114,7 @@ pub fn client(config: kube::Config, pool: ConnectionPool) -> Result<kube::Client
         .pool_max_idle_per_host(pool.max_idle)
         .build(connector);
     let service = ServiceBuilder::new()
+        .map_response(boxed_body)
         .layer(config.base_uri_layer())
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
@@ -91,7 +129,19 @@ pub fn client(config: kube::Config, pool: ConnectionPool) -> Result<kube::Client
         )
         .map_err(BoxError::from)
         .service(hyper_client);
-    Ok(ClientBuilder::new(service, config.default_namespace).build())
+    Ok(ApiserverHttp {
+        service: BoxCloneSyncService::new(service),
+        default_namespace: config.default_namespace,
+    })
+}
+
+/// The answer with its body behind one type, whatever layers wrapped it.
+fn boxed_body<B>(response: http::Response<B>) -> http::Response<ResponseBody>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    response.map(|body| body.map_err(Into::into).boxed_unsync())
 }
 
 #[cfg(test)]

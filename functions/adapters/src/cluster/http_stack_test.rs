@@ -2,13 +2,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use super::{ConnectionPool, client};
+use super::{ApiserverHttp, ConnectionPool, client};
 
 /// A plain-HTTP server on loopback that answers every request `{}` and counts the
 /// connections open at its end.
@@ -51,7 +51,17 @@ async fn wait_for_open(open: &AtomicUsize, wanted: usize, within: Duration) -> u
     }
 }
 
-async fn get(client: &kube::Client) {
+async fn get(apiserver: &ApiserverHttp) {
+    let request = http::Request::get("/version")
+        .body(kube::client::Body::empty())
+        .unwrap();
+    let response = apiserver.send(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"{}");
+}
+
+async fn get_through_kube(client: &kube::Client) {
     let request = http::Request::get("/version").body(Vec::new()).unwrap();
     assert_eq!(client.request_text(request).await.unwrap(), "{}");
 }
@@ -63,13 +73,14 @@ async fn the_pool_keeps_at_most_max_idle_connections_and_closes_them_after_the_i
         idle_timeout: Duration::from_millis(500),
         max_idle: 1,
     };
-    let kube_client = client(kube::Config::new(url.parse().unwrap()), pool).unwrap();
+    let apiserver = client(kube::Config::new(url.parse().unwrap()), pool).unwrap();
     // Three requests at once open three connections.
-    tokio::join!(get(&kube_client), get(&kube_client), get(&kube_client));
+    tokio::join!(get(&apiserver), get(&apiserver), get(&apiserver));
     // One is kept for reuse, the others are closed.
     assert_eq!(wait_for_open(&open, 1, Duration::from_secs(3)).await, 1);
-    // Reused: no new connection.
-    get(&kube_client).await;
+    // Reused: no new connection, from a clone or from a kube client on the same stack.
+    get(&apiserver.clone()).await;
+    get_through_kube(&apiserver.kube_client()).await;
     assert_eq!(open.load(Ordering::SeqCst), 1);
     // And closed once idle for longer than the timeout.
     assert_eq!(wait_for_open(&open, 0, Duration::from_secs(5)).await, 0);
@@ -81,7 +92,11 @@ async fn kube_defaults_would_keep_every_connection() {
     // connections open, which is what the bounded pool is for.
     let (url, open) = counting_server().await;
     let kube_client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
-    tokio::join!(get(&kube_client), get(&kube_client), get(&kube_client));
+    tokio::join!(
+        get_through_kube(&kube_client),
+        get_through_kube(&kube_client),
+        get_through_kube(&kube_client)
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(open.load(Ordering::SeqCst), 3);
 }

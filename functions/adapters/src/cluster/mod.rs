@@ -206,7 +206,7 @@ impl KubeClusters {
         let response = client
             .send(request)
             .await
-            .map_err(|error| transport_failure(transport_kind(&error), &error_chain(&error)))?;
+            .map_err(|error| transport_failure(transport_kind(&*error), &error_chain(&*error)))?;
         let status = response.status().as_u16();
         let content_type = content_type(response.headers());
         let body = read_limited(response.into_body(), limit).await;
@@ -408,7 +408,10 @@ fn content_type(headers: &http::HeaderMap) -> Option<String> {
 }
 
 /// At most `limit` bytes; the rest is never read.
-async fn read_limited(mut body: kube::client::Body, limit: usize) -> Vec<u8> {
+async fn read_limited<B>(mut body: B, limit: usize) -> Vec<u8>
+where
+    B: hyper::body::Body<Data = hyper::body::Bytes> + Unpin,
+{
     let mut out = Vec::new();
     while out.len() < limit {
         match body.frame().await {

@@ -3,7 +3,8 @@
 //! reworded by any release, a type cannot change without the build noticing.
 //!
 //! Where each failure comes from (kube 5, hyper-util 0.1, hyper-timeout 0.5, reqwest 0.13):
-//! - kube wraps the client's error as `kube::Error::Service(hyper_util::…::legacy::Error)`;
+//! - the apiserver stack (`http_stack`, kube's layers) fails with hyper-util's
+//!   `legacy::Error`, boxed (a `kube::Client` on it wraps that as `kube::Error::Service`);
 //!   `legacy::Error::is_connect` tells a failure before the request was sent.
 //! - kube's connect timeout (hyper-timeout) covers TCP and the TLS handshake and fails with
 //!   an `io::Error` of kind `TimedOut` inside a connect error; its read and write timeouts
