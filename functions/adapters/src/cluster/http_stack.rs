@@ -4,7 +4,7 @@
 //!
 //! - **the TLS session cache**: kube's rustls configuration keeps rustls' default
 //!   resumption store (256 sessions, ~14 KB allocated up front per client). A client talks
-//!   to one apiserver, so a store of [`SESSIONS_PER_CLIENT`] is as good;
+//!   to one apiserver, so it gets a store for one ([`OneServerSessions`], ~0.3 KB);
 //! - **the connection pool**: kube's keeps every connection it opened for 90 s with no
 //!   limit (~32 KB of rustls and hyper buffers each). Here each cluster keeps at most
 //!   [`ConnectionPool::max_idle`] idle connections for [`ConnectionPool::idle_timeout`];
@@ -19,6 +19,7 @@
 //! and the same timeouts, and its tracing span per request (`HTTP` with the method and URL,
 //! at debug; the log writer redacts webhook paths in it). kube's retry is off as before.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt as _;
@@ -36,8 +37,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt as _};
 use tower_http::trace::TraceLayer;
 
-/// TLS sessions kept for resumption per client: one apiserver, a few tickets.
-pub const SESSIONS_PER_CLIENT: usize = 8;
+use super::tls_sessions::OneServerSessions;
 
 /// How long an idle connection to a cluster's apiserver is kept, and how many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +92,7 @@ impl ApiserverHttp {
 pub fn client(config: kube::Config, pool: ConnectionPool) -> Result<ApiserverHttp, kube::Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
-    let mut tls = config.rustls_client_config()?;
-    tls.resumption = Resumption::in_memory_sessions(SESSIONS_PER_CLIENT);
+    let tls = tls_config(&config)?;
     let mut https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
@@ -133,6 +132,14 @@ pub fn client(config: kube::Config, pool: ConnectionPool) -> Result<ApiserverHtt
         service: BoxCloneSyncService::new(service),
         default_namespace: config.default_namespace,
     })
+}
+
+/// kube's TLS configuration for `config` (its CA, identity and verification), with a
+/// session store for its one apiserver.
+pub fn tls_config(config: &kube::Config) -> Result<rustls::ClientConfig, kube::Error> {
+    let mut tls = config.rustls_client_config()?;
+    tls.resumption = Resumption::store(Arc::new(OneServerSessions::default()));
+    Ok(tls)
 }
 
 /// The answer with its body behind one type, whatever layers wrapped it.

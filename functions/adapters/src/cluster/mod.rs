@@ -18,6 +18,7 @@ mod consumers;
 mod http_stack;
 mod list_cache;
 mod lists;
+mod tls_sessions;
 mod transport;
 
 use std::sync::OnceLock;
