@@ -92,6 +92,39 @@ async fn plain_http_listener() -> SocketAddr {
     address
 }
 
+/// Answers every request with plain HTTP: a GitRepository list of about `body_bytes`,
+/// under a head carrying one extra header of `head_padding` bytes.
+async fn padded_answers(head_padding: usize, body_bytes: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let body = format!(
+        r#"{{"apiVersion":"source.toolkit.fluxcd.io/v1","kind":"GitRepositoryList","metadata":{{"resourceVersion":"1"}},"items":[],"padding":"{}"}}"#,
+        "b".repeat(body_bytes)
+    );
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-padding: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "h".repeat(head_padding),
+        body.len()
+    );
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match tokio::io::AsyncReadExt::read(&mut socket, &mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => request.extend_from_slice(&chunk[..read]),
+                    }
+                }
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    address
+}
+
 /// A listening socket that is never accepted from, its one-place accept queue already
 /// taken: Linux drops further SYNs, so a connect neither succeeds nor fails until the
 /// client gives up. Both returned sockets must be held for as long as that should last.
@@ -111,6 +144,37 @@ fn assert_transport(failure: &TriggerFailure, class: FailureClass, what: &str) {
     assert!(
         failure.reason.starts_with(&prefix),
         "expected {prefix:?}, got {:?}",
+        failure.reason
+    );
+}
+
+#[tokio::test]
+async fn an_answer_is_read_whole_and_its_head_bounded() {
+    let clusters = impatient();
+    let plain = |address: SocketAddr| ClusterEntry {
+        server: url::Url::parse(&format!("http://{address}")).unwrap(),
+        ..entry(address)
+    };
+    // 3 KiB of headers and a body far larger than the read buffer: read whole.
+    let address = padded_answers(3 * 1024, 200 * 1024).await;
+    let listed = clusters
+        .git_repositories(&plain(address), "flux-system", true)
+        .await
+        .unwrap();
+    assert!(listed.is_empty());
+    // 5 KiB of headers: not read, said so, and retried.
+    let address = padded_answers(5 * 1024, 100).await;
+    let failure = clusters
+        .git_repositories(&plain(address), "flux-system", true)
+        .await
+        .unwrap_err();
+    assert_eq!(failure.responder, Responder::Transport, "{failure:?}");
+    assert_eq!(failure.class, FailureClass::Retryable, "{failure:?}");
+    assert!(
+        failure.reason.starts_with(
+            "the server's answer could not be read: its status line and headers are longer than the client reads"
+        ),
+        "{}",
         failure.reason
     );
 }

@@ -8,6 +8,10 @@
 //! - **the connection pool**: kube's keeps every connection it opened for 90 s with no
 //!   limit (~32 KB of rustls and hyper buffers each). Here each cluster keeps at most
 //!   [`ConnectionPool::max_idle`] idle connections for [`ConnectionPool::idle_timeout`];
+//! - **the read buffer**: hyper reads each connection's answers through a buffer of 8 KB,
+//!   kept while the connection is idle. Here it is [`ANSWER_HEAD_LIMIT`] (4 KiB), read
+//!   again as often as an answer needs, which also bounds the answer's status line and
+//!   headers (an apiserver's are under 1 KiB, a Receiver's through the proxy too);
 //! - **kube's request buffer**: a `kube::Client` puts its service behind a `tower::Buffer`,
 //!   whose channel allocates its first block (~10 KB) when built and whose worker task lives
 //!   as long as the client. Requests here need no queue in front of a connection pool that
@@ -38,6 +42,13 @@ use tower::{BoxError, ServiceBuilder, ServiceExt as _};
 use tower_http::trace::TraceLayer;
 
 use super::tls_sessions::OneServerSessions;
+
+/// The most bytes of status line and headers read of an apiserver's answer, and the size
+/// of each connection's read buffer. The answers here have under 1 KiB of them (the
+/// apiserver's own headers, and through the service proxy the Receiver's few); 4 KiB is
+/// also what nginx reads an upstream's response head into by default (`proxy_buffer_size`,
+/// one page). A longer head fails the request with hyper's "message head is too large".
+pub const ANSWER_HEAD_LIMIT: usize = 4 * 1024;
 
 /// How long an idle connection to a cluster's apiserver is kept, and how many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +122,7 @@ pub fn client(config: kube::Config, pool: ConnectionPool) -> Result<ApiserverHtt
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(pool.idle_timeout)
         .pool_max_idle_per_host(pool.max_idle)
+        .http1_read_buf_exact_size(ANSWER_HEAD_LIMIT)
         .build(connector);
     let service = ServiceBuilder::new()
         .map_response(boxed_body)

@@ -63,6 +63,8 @@ struct Findings {
     /// The failure happened while connecting (TCP or TLS handshake), before any request.
     connecting: bool,
     connection_lost: bool,
+    /// The answer's status line and headers did not fit what the client reads.
+    answer_head_too_large: bool,
 }
 
 impl Findings {
@@ -77,6 +79,7 @@ impl Findings {
             self.connecting |= client.is_connect();
         } else if let Some(http) = link.downcast_ref::<hyper::Error>() {
             self.timed_out |= http.is_timeout();
+            self.answer_head_too_large |= http.is_parse_too_large();
             // The server closed the connection before (or while) answering.
             self.connection_lost |=
                 http.is_incomplete_message() || http.is_closed() || http.is_canceled();
@@ -89,6 +92,8 @@ impl Findings {
     fn kind(&self) -> TransportErrorKind {
         if self.certificate_rejected {
             TransportErrorKind::Tls
+        } else if self.answer_head_too_large {
+            TransportErrorKind::AnswerHeadTooLarge
         } else if self.timed_out && self.connecting {
             TransportErrorKind::ConnectTimeout
         } else if self.timed_out {

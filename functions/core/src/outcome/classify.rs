@@ -357,26 +357,45 @@ pub enum TransportErrorKind {
     /// A certificate was rejected: we rejected the server's (unknown issuer, wrong name,
     /// expired), or the server rejected ours.
     Tls,
+    /// The server answered, but the answer's status line and headers are longer than the
+    /// client reads: something on the way (a proxy in front of the apiserver) adds more
+    /// than any apiserver or Receiver sends. Retried: it may be fixed, and the push kept.
+    AnswerHeadTooLarge,
     Other,
 }
 
-/// No HTTP answer. TLS failures are Permanent: verification is always on, and a wrong CA
-/// bundle will not fix itself. `detail` is sanitised and truncated like a `Status` message;
-/// adapters should still pass an error without the URL (e.g. reqwest's `without_url`).
+/// No usable HTTP answer. TLS failures are Permanent: verification is always on, and a
+/// wrong CA bundle will not fix itself. `detail` is sanitised and truncated like a `Status`
+/// message; adapters should still pass an error without the URL (e.g. reqwest's
+/// `without_url`).
 pub fn transport_failure(kind: TransportErrorKind, detail: &str) -> TriggerFailure {
     let (class, what) = match kind {
-        TransportErrorKind::ConnectTimeout => (FailureClass::Retryable, "timed out connecting"),
-        TransportErrorKind::Timeout => {
-            (FailureClass::Retryable, "timed out waiting for the answer")
-        }
-        TransportErrorKind::Connect => (FailureClass::Retryable, "connection failed"),
+        TransportErrorKind::ConnectTimeout => (
+            FailureClass::Retryable,
+            "could not reach the server: timed out connecting",
+        ),
+        TransportErrorKind::Timeout => (
+            FailureClass::Retryable,
+            "could not reach the server: timed out waiting for the answer",
+        ),
+        TransportErrorKind::Connect => (
+            FailureClass::Retryable,
+            "could not reach the server: connection failed",
+        ),
         TransportErrorKind::Tls => (
             FailureClass::Permanent,
-            "TLS verification failed (check the CA bundle; this will not fix itself)",
+            "could not reach the server: TLS verification failed (check the CA bundle; this will not fix itself)",
         ),
-        TransportErrorKind::Other => (FailureClass::Retryable, "transport error"),
+        TransportErrorKind::AnswerHeadTooLarge => (
+            FailureClass::Retryable,
+            "the server's answer could not be read: its status line and headers are longer than the client reads",
+        ),
+        TransportErrorKind::Other => (
+            FailureClass::Retryable,
+            "could not reach the server: transport error",
+        ),
     };
-    let mut reason = format!("could not reach the server: {what}");
+    let mut reason = what.to_string();
     let detail = sanitize(detail);
     if !detail.is_empty() {
         reason.push_str(": ");

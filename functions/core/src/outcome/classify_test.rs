@@ -347,6 +347,11 @@ fn transport_failures_retry_except_tls() {
             "could not reach the server: TLS verification failed",
         ),
         (
+            TransportErrorKind::AnswerHeadTooLarge,
+            Retryable,
+            "the server's answer could not be read: its status line and headers are longer than the client reads: operation timed out",
+        ),
+        (
             TransportErrorKind::Other,
             Retryable,
             "could not reach the server: transport error",
