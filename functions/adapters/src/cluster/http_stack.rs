@@ -4,9 +4,9 @@
 //!
 //! - **the TLS session cache**: kube's rustls configuration keeps rustls' default
 //!   resumption store (256 sessions, ~14 KB allocated up front per client). A client talks
-//!   to one apiserver, so it gets a store for one ([`OneServerSessions`], ~0.3 KB);
+//!   to one apiserver, so it gets a store for one ([`OneServerSessions`], a few hundred bytes);
 //! - **the connection pool**: kube's keeps every connection it opened for 90 s with no
-//!   limit (~32 KB of rustls and hyper buffers each). Here each cluster keeps at most
+//!   limit (~30 KB of rustls and hyper buffers each). Here each cluster keeps at most
 //!   [`ConnectionPool::max_idle`] idle connections for [`ConnectionPool::idle_timeout`];
 //! - **the read buffer**: hyper reads each connection's answers through a buffer of 8 KB,
 //!   kept while the connection is idle. Here it is [`ANSWER_HEAD_LIMIT`] (4 KiB), read
