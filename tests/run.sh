@@ -25,6 +25,13 @@ cargo fmt --all -- --check
 step "lint (cargo clippy --all-targets -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "each Lambda function compiles alone (sam build builds one package, with only its own features)"
+# The workspace build unifies features across every crate (serve turns on more of hyper, for
+# one), so code that compiles there can fail in one function's own build.
+for function in ingest route dispatch confirm; do
+  cargo check --locked -p "fluxrelay-$function"
+done
+
 step "tests: unit, table and property tests; adapters on moto and a real kube-apiserver; end to end"
 # Tests that need the apiserver re-run themselves inside a private network namespace.
 cargo test --workspace --locked
