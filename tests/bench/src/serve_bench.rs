@@ -243,6 +243,41 @@ struct LoadRun {
     other: u64,
     elapsed: Duration,
     latencies: Samples,
+    /// What serve used from the load's start to its end.
+    serve: ServeUsage,
+}
+
+/// serve's CPU (user + system) and the bytes it wrote to the file system (its pages dirtied,
+/// `write_bytes` of `/proc/<pid>/io`: the queue's WAL frames and checkpoints) so far; a
+/// wrapped serve reports its wrapper's.
+#[derive(Debug, Default, Clone, Copy)]
+struct ServeUsage {
+    cpu: Duration,
+    written: u64,
+}
+
+impl ServeUsage {
+    fn now(serve: &ServeProcess) -> ServeUsage {
+        let written = std::fs::read_to_string(format!("/proc/{}/io", serve.pid()))
+            .ok()
+            .and_then(|io| {
+                io.lines()
+                    .find_map(|line| line.strip_prefix("write_bytes:"))
+                    .and_then(|value| value.trim().parse().ok())
+            })
+            .unwrap_or_default();
+        ServeUsage {
+            cpu: crate::coldstart::cpu_time(serve.pid()).unwrap_or_default(),
+            written,
+        }
+    }
+
+    fn since(&self, before: &ServeUsage) -> ServeUsage {
+        ServeUsage {
+            cpu: self.cpu.saturating_sub(before.cpu),
+            written: self.written.saturating_sub(before.written),
+        }
+    }
 }
 
 /// `load_connections` keep-alive clients posting push-hook.json to `/webhook`, each with its
@@ -298,6 +333,8 @@ fn start_load(
 async fn finish_load(
     generators: Vec<tokio::task::JoinHandle<(u64, u64, Vec<Duration>)>>,
     start: Instant,
+    serve: &ServeProcess,
+    at_start: ServeUsage,
 ) -> LoadRun {
     let (mut accepted, mut other, mut latencies) = (0u64, 0u64, Vec::new());
     for generator in generators {
@@ -306,11 +343,13 @@ async fn finish_load(
         other += o;
         latencies.extend(l);
     }
+    let used = ServeUsage::now(serve).since(&at_start);
     LoadRun {
         accepted,
         other,
         elapsed: start.elapsed(),
         latencies: Samples::from_durations(&latencies),
+        serve: used,
     }
 }
 
@@ -326,6 +365,20 @@ impl LoadRun {
             self.accepted,
             self.elapsed.as_secs_f64(),
             self.other
+        )
+    }
+
+    /// serve's CPU per `202` and as a share of one core, and its bytes written per `202`,
+    /// over the load.
+    fn usage(&self) -> String {
+        let per_push = |total: f64| total / (self.accepted.max(1) as f64);
+        let seconds = self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        format!(
+            "{:.0} µs CPU per push, {:.0} % of a core; {:.1} KiB written per push, {:.0} MiB/s",
+            per_push(self.serve.cpu.as_secs_f64() * 1e6),
+            self.serve.cpu.as_secs_f64() * 100.0 / seconds,
+            per_push(self.serve.written as f64 / 1024.0),
+            self.serve.written as f64 / (1024.0 * 1024.0) / seconds
         )
     }
 
@@ -353,6 +406,7 @@ pub async fn throughput(setup: &Setup, scale: &Scale, out: &Path, report: &mut R
     let serve = ServeProcess::start(&setup.config(1), &[]);
     let client = http_client();
     let stop = Arc::new(AtomicBool::new(false));
+    let at_start = ServeUsage::now(&serve);
     let start = Instant::now();
     let mut generators = start_load(setup, scale, &serve, 1_000_000, &stop);
     // Queue depth every 250 ms, during the load and until dispatch has caught up.
@@ -369,7 +423,7 @@ pub async fn throughput(setup: &Setup, scale: &Scale, out: &Path, report: &mut R
         dispatch.push((t, d));
         if durable.is_none() && start.elapsed() >= load {
             stop.store(true, Ordering::Relaxed);
-            let run = finish_load(std::mem::take(&mut generators), start).await;
+            let run = finish_load(std::mem::take(&mut generators), start, &serve, at_start).await;
             let after = Scrape::get(&client, &serve).await;
             commits_during_load = (
                 after.sum("fluxrelay_queue_commits", &[]),
@@ -407,6 +461,11 @@ pub async fn throughput(setup: &Setup, scale: &Scale, out: &Path, report: &mut R
         SECTION,
         "durable: time to each 202 under that load, p50 / p99 (max)",
         durable.latency(),
+    );
+    report.info(
+        SECTION,
+        "durable: serve's CPU (user + system) and bytes written during the load, per 202 (its route and dispatch included; a wrapper's if wrapped)",
+        durable.usage(),
     );
     let (commits, synced, writes) = commits_during_load;
     report.info(
@@ -474,11 +533,12 @@ async fn ceiling(setup: &Setup, scale: &Scale, durable: &LoadRun, report: &mut R
     ));
     let serve = ServeProcess::start(&setup.config(1), &["--bench-ceiling-no-queue"]);
     let stop = Arc::new(AtomicBool::new(false));
+    let at_start = ServeUsage::now(&serve);
     let start = Instant::now();
     let generators = start_load(setup, scale, &serve, 9_000_000, &stop);
     tokio::time::sleep(Duration::from_secs_f64(scale.load_secs)).await;
     stop.store(true, Ordering::Relaxed);
-    let run = finish_load(generators, start).await;
+    let run = finish_load(generators, start, &serve, at_start).await;
     report.info(
         SECTION,
         "ceiling: the same server answering 202 without the queue (`--bench-ceiling-no-queue`, benchmark only)",
@@ -488,6 +548,11 @@ async fn ceiling(setup: &Setup, scale: &Scale, durable: &LoadRun, report: &mut R
         SECTION,
         "ceiling: time to each 202 under that load, p50 / p99 (max)",
         run.latency(),
+    );
+    report.info(
+        SECTION,
+        "ceiling: serve's CPU and bytes written during the load, per 202",
+        run.usage(),
     );
     let ratio = durable.rate() / run.rate().max(f64::MIN_POSITIVE);
     report.judged(
