@@ -1,5 +1,9 @@
 //! `GET /metrics`: what `fluxrelay serve` received, queued, delivered, retried and
-//! dead-lettered, per cluster, with queue depths and the journal's size read at scrape time.
+//! dead-lettered, per cluster, with queue depths read at scrape time and the journal's size
+//! measured at most once a minute.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use fluxrelay_adapters::embedded::{
     CONFIRM_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, EmbeddedQueue, INTAKE_QUEUE,
@@ -42,6 +46,14 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 900.0,
 ];
 
+/// How old a scrape's journal size may be. Measuring it reads every page of the journal
+/// (`dbstat`, up to its 64 MiB cap) through the read connection that route's and dispatch's
+/// looks for work share: a scrape every 250 ms took 6 % of serve's CPU under the throughput
+/// load, and each one held those looks back while it read (BENCHMARKS.md, "Statement
+/// journals in memory; a scrape's journal measurement"). The cap is enforced by the writer
+/// whatever this gauge says.
+const JOURNAL_GAUGE_MAX_AGE: Duration = Duration::from_secs(60);
+
 pub struct Metrics {
     registry: Registry,
     received: Counter,
@@ -53,6 +65,8 @@ pub struct Metrics {
     queue_messages: Family<QueueState, Gauge>,
     journal_rows: Gauge,
     journal_bytes: Gauge,
+    /// When the journal gauges were last measured.
+    journal_measured_at: Mutex<Option<Instant>>,
     queue_commits: Gauge,
     queue_synced_commits: Gauge,
     queue_writes: Gauge,
@@ -186,6 +200,7 @@ impl Metrics {
             queue_messages,
             journal_rows,
             journal_bytes,
+            journal_measured_at: Mutex::new(None),
             queue_commits,
             queue_synced_commits,
             queue_writes,
@@ -282,8 +297,13 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with queue and journal gauges read from `queue` now.
+    /// The text exposition, with queue gauges read from `queue` now and the journal's
+    /// measured if its last measurement is older than `JOURNAL_GAUGE_MAX_AGE`.
     pub fn render(&self, queue: &EmbeddedQueue) -> Result<String, String> {
+        self.render_at(queue, Instant::now())
+    }
+
+    fn render_at(&self, queue: &EmbeddedQueue, now: Instant) -> Result<String, String> {
         for name in [
             INTAKE_QUEUE,
             DISPATCH_QUEUE,
@@ -307,11 +327,23 @@ impl Metrics {
                     .set(i64::try_from(count).unwrap_or(i64::MAX));
             }
         }
-        let journal = queue.journal_stats().map_err(|error| error.to_string())?;
-        self.journal_rows
-            .set(i64::try_from(journal.rows).unwrap_or(i64::MAX));
-        self.journal_bytes
-            .set(i64::try_from(journal.bytes).unwrap_or(i64::MAX));
+        {
+            // Held while measuring: concurrent scrapes measure once.
+            let mut measured_at = self
+                .journal_measured_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let due = measured_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= JOURNAL_GAUGE_MAX_AGE);
+            if due {
+                let journal = queue.journal_stats().map_err(|error| error.to_string())?;
+                self.journal_rows
+                    .set(i64::try_from(journal.rows).unwrap_or(i64::MAX));
+                self.journal_bytes
+                    .set(i64::try_from(journal.bytes).unwrap_or(i64::MAX));
+                *measured_at = Some(now);
+            }
+        }
         let group_commit = queue.group_commit_stats();
         self.queue_commits
             .set(i64::try_from(group_commit.commits).unwrap_or(i64::MAX));
@@ -348,23 +380,37 @@ mod tests {
     }
 
     #[test]
-    fn the_journal_size_is_read_at_scrape_time() {
+    fn the_journal_size_is_measured_at_scrape_time_at_most_once_a_minute() {
         let dir = std::env::temp_dir().join(format!("fluxrelay-metrics-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let queue = EmbeddedQueue::open(dir.join("queue.sqlite")).unwrap();
         let metrics = Metrics::new();
+        let start = Instant::now();
 
-        let before = metrics.render(&queue).unwrap();
+        let before = metrics.render_at(&queue, start).unwrap();
         let skips: Vec<JournalEntry> = (0..300)
             .map(|n| JournalEntry::new("k", Some("prod"), "skipped", format!("a/{n}: url")))
             .chain([JournalEntry::new("k", None, "routed", "routed to prod")])
             .collect();
         queue.record(&skips).unwrap();
-        let after = metrics.render(&queue).unwrap();
+        let within_the_minute = metrics
+            .render_at(
+                &queue,
+                start + JOURNAL_GAUGE_MAX_AGE - Duration::from_millis(1),
+            )
+            .unwrap();
+        let after = metrics
+            .render_at(&queue, start + JOURNAL_GAUGE_MAX_AGE)
+            .unwrap();
         drop(queue);
         std::fs::remove_dir_all(&dir).unwrap();
 
         assert_eq!(gauge(&before, "fluxrelay_journal_rows"), 0);
+        assert_eq!(
+            gauge(&within_the_minute, "fluxrelay_journal_rows"),
+            0,
+            "{within_the_minute}"
+        );
         assert_eq!(gauge(&after, "fluxrelay_journal_rows"), 2, "{after}");
         let page = 4096;
         assert!(

@@ -555,3 +555,18 @@ fn the_reader_keeps_a_small_page_cache_and_the_writer_the_default() {
         -2000
     );
 }
+
+#[test]
+fn the_writer_keeps_statement_journals_in_memory() {
+    let file = TempQueueFile::new("temp-store");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    let temp_store: i64 = queue
+        .inner
+        .write_connection
+        .lock()
+        .unwrap()
+        .pragma_query_value(None, "temp_store", |row| row.get(0))
+        .unwrap();
+    // 2 is MEMORY; the default (0) spills a savepoint's journal past 64 KiB to a file.
+    assert_eq!(temp_store, 2);
+}

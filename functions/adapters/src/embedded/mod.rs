@@ -229,6 +229,14 @@ impl EmbeddedQueue {
         connection
             .pragma_update(None, "synchronous", "FULL")
             .map_err(storage("set synchronous = FULL"))?;
+        // Each write of a group runs in a savepoint, whose statement journal SQLite spills
+        // to a temporary file past 64 KiB: a file created, written and removed by most
+        // commits under load, about 5 % of serve's CPU (BENCHMARKS.md, "Statement journals
+        // in memory; a scrape's journal measurement"). In memory it is one write's pages at
+        // most, freed when its savepoint is released.
+        connection
+            .pragma_update(None, "temp_store", "MEMORY")
+            .map_err(storage("keep statement journals in memory"))?;
         store::migrate(&mut connection)?;
         // Every statement the writer runs stays prepared: rusqlite keeps 16 by default,
         // fewer than the writer's working set, and a push's writes then re-parsed the
