@@ -622,7 +622,7 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
                 work.commits / pushes,
                 work.synced_commits / pushes,
                 work.writes / pushes,
-                work.cpu.as_secs_f64() * 1000.0 / pushes
+                work.serve.cpu.as_secs_f64() * 1000.0 / pushes
             ),
         );
         let stats = Samples::from_durations(&samples);
@@ -692,7 +692,7 @@ struct QueueWork {
     commits: f64,
     synced_commits: f64,
     writes: f64,
-    cpu: Duration,
+    serve: ServeUsage,
 }
 
 impl QueueWork {
@@ -702,7 +702,7 @@ impl QueueWork {
             commits: scrape.sum("fluxrelay_queue_commits", &[]),
             synced_commits: scrape.sum("fluxrelay_queue_synced_commits", &[]),
             writes: scrape.sum("fluxrelay_queue_writes", &[]),
-            cpu: crate::coldstart::cpu_time(serve.pid()).unwrap_or_default(),
+            serve: ServeUsage::now(serve),
         }
     }
 
@@ -711,7 +711,7 @@ impl QueueWork {
             commits: self.commits - before.commits,
             synced_commits: self.synced_commits - before.synced_commits,
             writes: self.writes - before.writes,
-            cpu: self.cpu.saturating_sub(before.cpu),
+            serve: self.serve.since(&before.serve),
         }
     }
 }
