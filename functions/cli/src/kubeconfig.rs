@@ -178,7 +178,23 @@ mod tests {
         }
     }
 
-    fn kubeconfig(user: serde_json::Value, cluster: serde_json::Value) -> PathBuf {
+    /// A kubeconfig file in the temporary directory, removed when dropped.
+    struct TempKubeconfig(PathBuf);
+
+    impl std::ops::Deref for TempKubeconfig {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempKubeconfig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn kubeconfig(user: serde_json::Value, cluster: serde_json::Value) -> TempKubeconfig {
         let document = json!({
             "apiVersion": "v1", "kind": "Config", "current-context": "main",
             "contexts": [{"name": "main", "context": {"cluster": "c", "user": "u"}}],
@@ -194,7 +210,7 @@ mod tests {
                 .as_nanos()
         ));
         std::fs::write(&path, document.to_string()).unwrap();
-        path
+        TempKubeconfig(path)
     }
 
     #[test]
