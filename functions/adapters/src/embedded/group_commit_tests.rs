@@ -349,17 +349,25 @@ fn each_write_of_the_queue_has_the_durability_its_caller_promises() {
 
 /// The writer's statements stay prepared: a receive's, whatever batch size its caller
 /// asks for (SQLite re-prepared it for each new `LIMIT` while plans could depend on the
-/// values bound), and each statement of a write's savepoint.
+/// values bound), and each statement of a write's savepoint (a group run again after a
+/// write failed).
 #[test]
 fn the_writer_prepares_each_statement_once() {
     let file = TempQueueFile::new("prepared-once");
     let queue = EmbeddedQueue::open(&file.path).unwrap();
     for n in 0..5 {
         let id = format!("push-{n}");
-        queue
-            .send(INTAKE_QUEUE, &format!("project-{n}"), &id, &id)
-            .unwrap();
+        // The second send fails (no group id): the group runs again, in savepoints.
+        let (sent, refused) = in_one_group(&queue, 2, || {
+            (
+                send_in_thread(&queue, &format!("project-{n}"), &id, &id),
+                send_in_thread(&queue, "", &id, &id),
+            )
+        });
+        assert_eq!(sent.join().unwrap().unwrap(), SendOutcome::Enqueued);
+        assert!(refused.join().unwrap().is_err());
     }
+    assert_eq!(queue.group_commit_stats().reruns, 5);
     for limit in [1, 100, 2, 1000, 3, 7] {
         let received = queue.receive(INTAKE_QUEUE, limit, VISIBILITY).unwrap();
         for message in &received {
@@ -569,4 +577,136 @@ fn the_writer_keeps_statement_journals_in_memory() {
         .unwrap();
     // 2 is MEMORY; the default (0) spills a savepoint's journal past 64 KiB to a file.
     assert_eq!(temp_store, 2);
+}
+
+/// The messages a queue holds, by deduplication id, read straight from the file.
+fn stored_dedup_ids(queue: &EmbeddedQueue) -> Vec<String> {
+    let connection = queue.inner.write_connection.lock().unwrap();
+    let mut statement = connection
+        .prepare("SELECT dedup_id FROM messages ORDER BY id")
+        .unwrap();
+    statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// How often the writer ran its savepoint statement (prepared once, so counted by SQLite).
+fn savepoints_run(queue: &EmbeddedQueue) -> i32 {
+    let connection = queue.inner.write_connection.lock().unwrap();
+    let statement = connection.prepare_cached("SAVEPOINT write").unwrap();
+    statement.get_status(rusqlite::StatementStatus::Run)
+}
+
+/// A savepoint copies every page its write touches into a statement journal; a group whose
+/// writes all succeed needs none, and is committed once without them.
+#[test]
+fn a_group_whose_writes_all_succeed_runs_without_savepoints() {
+    let file = TempQueueFile::new("no-savepoints");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    let before = queue.group_commit_stats();
+    let sends = in_one_group(&queue, 10, || {
+        (0..10)
+            .map(|n| {
+                let id = format!("push-{n}");
+                send_in_thread(&queue, "project", &id, &id)
+            })
+            .collect::<Vec<Answer>>()
+    });
+    for send in sends {
+        assert_eq!(send.join().unwrap().unwrap(), SendOutcome::Enqueued);
+    }
+    let received = queue.receive(INTAKE_QUEUE, 10, VISIBILITY).unwrap();
+    queue.delete(&received[0].receipt).unwrap();
+    let after = queue.group_commit_stats();
+    assert_eq!(
+        after.commits - before.commits,
+        3,
+        "the sends, the receive, the delete"
+    );
+    assert_eq!(after.reruns, before.reruns);
+    assert_eq!(savepoints_run(&queue), 0);
+}
+
+/// A write that wrote and then failed is rolled back alone: the group is rolled back and
+/// run again from its first write, each write in a savepoint, so the writes before and
+/// after it commit with their own results and the failed one leaves nothing behind (not
+/// even a deduplication id).
+#[test]
+fn a_write_that_fails_after_writing_is_rolled_back_alone_and_its_group_runs_again() {
+    let file = TempQueueFile::new("rerun");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    let before = queue.group_commit_stats();
+    let (first, half, last) = in_one_group(&queue, 3, || {
+        let first = send_in_thread(&queue, "project", "first", "first");
+        let batch = queue.clone();
+        let half = std::thread::spawn(move || {
+            // The first entry is written, then the second is refused (no group id).
+            batch.send_batch(
+                INTAKE_QUEUE,
+                &[
+                    NewMessage::new("project", "half-written", "kept?"),
+                    NewMessage::new("", "refused", "no group"),
+                ],
+            )
+        });
+        let last = send_in_thread(&queue, "project", "last", "last");
+        (first, half, last)
+    });
+    assert_eq!(first.join().unwrap().unwrap(), SendOutcome::Enqueued);
+    let error = half
+        .join()
+        .unwrap()
+        .expect_err("the batch has an entry without group");
+    assert!(error.message.contains("group id"), "{error}");
+    assert_eq!(last.join().unwrap().unwrap(), SendOutcome::Enqueued);
+    let after = queue.group_commit_stats();
+    assert_eq!(
+        (after.commits - before.commits, after.reruns - before.reruns),
+        (1, 1),
+        "rolled back once, committed once"
+    );
+    assert!(savepoints_run(&queue) >= 3, "each write in its savepoint");
+
+    let mut stored = stored_dedup_ids(&queue);
+    stored.sort();
+    assert_eq!(stored, ["first", "last"]);
+    // Its deduplication id was not consumed either.
+    let again = queue
+        .send(INTAKE_QUEUE, "project", "half-written", "again")
+        .unwrap();
+    assert_eq!(again, SendOutcome::Enqueued);
+}
+
+/// A write that panics is answered with an error, is not run a second time (what it did
+/// before panicking is rolled back with its savepoint), and the writer goes on.
+#[test]
+fn a_write_that_panics_fails_alone_and_is_not_run_again() {
+    let file = TempQueueFile::new("panic");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    let runs = std::sync::Arc::new(AtomicU32::new(0));
+    let (before, panicking, after) = in_one_group(&queue, 3, || {
+        let before = send_in_thread(&queue, "project", "before", "before");
+        let (writer, counted) = (queue.clone(), runs.clone());
+        let panicking = std::thread::spawn(move || {
+            writer.write::<()>(move |transaction, now| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let message = NewMessage::new("project", "panicked", "half");
+                super::store::send(transaction, INTAKE_QUEUE, &message, now, 60_000)?;
+                panic!("a bug in one write");
+            })
+        });
+        let after = send_in_thread(&queue, "project", "after", "after");
+        (before, panicking, after)
+    });
+    assert_eq!(before.join().unwrap().unwrap(), SendOutcome::Enqueued);
+    let error: QueueError = panicking.join().unwrap().unwrap_err();
+    assert!(error.message.contains("panicked"), "{error}");
+    assert_eq!(after.join().unwrap().unwrap(), SendOutcome::Enqueued);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let mut stored = stored_dedup_ids(&queue);
+    stored.sort();
+    assert_eq!(stored, ["after", "before"]);
+    assert_eq!(queue.group_commit_stats().reruns, 1);
 }

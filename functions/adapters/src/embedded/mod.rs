@@ -346,7 +346,7 @@ impl EmbeddedQueue {
         queue: &str,
         body: &str,
         delay: Duration,
-    ) -> impl FnOnce(&Transaction<'_>, i64) -> Result<(), QueueError> + Send + 'static {
+    ) -> impl FnMut(&Transaction<'_>, i64) -> Result<(), QueueError> + Send + 'static {
         static SEQUENCE: AtomicU64 = AtomicU64::new(0);
         let unique = format!(
             "delayed:{}:{}:{}",
@@ -546,7 +546,7 @@ impl EmbeddedQueue {
         receipts: Vec<Receipt>,
         entries: Vec<JournalEntry>,
     ) -> Result<DeletedAndRecorded, QueueError> {
-        let record = (!entries.is_empty()).then(|| self.record_operation(entries));
+        let mut record = (!entries.is_empty()).then(|| self.record_operation(entries));
         self.inner
             .writer
             .write_async(Durability::Ordered, move |transaction, now| {
@@ -554,7 +554,7 @@ impl EmbeddedQueue {
                     .iter()
                     .map(|receipt| store::delete(transaction, receipt))
                     .collect();
-                let recorded = match record {
+                let recorded = match record.as_mut() {
                     Some(record) => {
                         writer::apart(transaction, |transaction| record(transaction, now))?
                     }
@@ -569,7 +569,7 @@ impl EmbeddedQueue {
     fn record_operation(
         &self,
         entries: Vec<JournalEntry>,
-    ) -> impl FnOnce(&Transaction<'_>, i64) -> Result<(), QueueError> + Send + 'static {
+    ) -> impl FnMut(&Transaction<'_>, i64) -> Result<(), QueueError> + Send + 'static {
         let cap = self.inner.journal_cap.clone();
         move |transaction, now| {
             journal::append(transaction, &entries, now)?;
@@ -629,7 +629,7 @@ impl EmbeddedQueue {
     /// upgrade) and return its result once that group is committed and fsynced.
     fn write<T: Send + 'static>(
         &self,
-        operation: impl FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
+        operation: impl FnMut(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, QueueError> {
         self.inner.writer.write(Durability::Synced, operation)
     }
@@ -638,7 +638,7 @@ impl EmbeddedQueue {
     /// without waiting for an fsync of its own.
     fn write_ordered<T: Send + 'static>(
         &self,
-        operation: impl FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
+        operation: impl FnMut(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, QueueError> {
         self.inner.writer.write(Durability::Ordered, operation)
     }
@@ -666,7 +666,7 @@ impl EmbeddedQueue {
 fn send_operation(
     queue: String,
     messages: Vec<NewMessage>,
-) -> impl FnOnce(&Transaction<'_>, i64) -> Result<Vec<SendOutcome>, QueueError> + Send + 'static {
+) -> impl FnMut(&Transaction<'_>, i64) -> Result<Vec<SendOutcome>, QueueError> + Send + 'static {
     move |transaction, now| {
         let window = millis(DEDUP_WINDOW);
         store::prune_dedup(transaction, now, window)?;
@@ -679,14 +679,14 @@ fn send_operation(
 
 fn delete_operation(
     receipt: Receipt,
-) -> impl FnOnce(&Transaction<'_>, i64) -> Result<(), QueueError> + Send + 'static {
+) -> impl FnMut(&Transaction<'_>, i64) -> Result<(), QueueError> + Send + 'static {
     move |transaction, _| store::delete(transaction, &receipt)
 }
 
 fn change_visibility_operation(
     receipt: Receipt,
     visibility: Duration,
-) -> impl FnOnce(&Transaction<'_>, i64) -> Result<(), QueueError> + Send + 'static {
+) -> impl FnMut(&Transaction<'_>, i64) -> Result<(), QueueError> + Send + 'static {
     move |transaction, now| store::change_visibility(transaction, &receipt, now, millis(visibility))
 }
 

@@ -1,6 +1,6 @@
 //! Group commit: every write of the embedded queue goes through one writer thread. It takes
-//! every write waiting for it, runs each in a savepoint of one IMMEDIATE transaction,
-//! commits once, and only then answers each caller with its own result.
+//! every write waiting for it, runs them in one IMMEDIATE transaction, commits once, and
+//! only then answers each caller with its own result.
 //!
 //! - A group with a [`Durability::Synced`] write commits with `synchronous = FULL`: one
 //!   fsync for the whole group before anyone is answered. A group of
@@ -9,8 +9,14 @@
 //!   the next synced commit's fsync of the WAL carries it, and a power loss before that
 //!   rolls it back together with every commit after it (WAL recovery keeps a prefix).
 //!
-//! - A write that fails rolls back its own savepoint and nothing else: the others of its
-//!   group commit, as they would have one after another.
+//! - A write that fails rolls back what it wrote and nothing else: the others of its group
+//!   commit, as they would have one after another. A group first runs without savepoints
+//!   (a savepoint copies every page a write touches into a statement journal: 8.6 % of
+//!   serve's CPU under the throughput load, BENCHMARKS.md "A group without savepoints");
+//!   if one of its writes fails, the transaction is rolled back and the group run again
+//!   from its first write, each write in a savepoint of its own. Writes are therefore
+//!   operations that can be run again from the start (`FnMut`), and only the last run's
+//!   result is answered.
 //! - Writes run in the order they were submitted, in the same transaction, so a later
 //!   write sees an earlier one: a deduplication id sent twice in one group is enqueued once
 //!   and reported `Duplicate` the second time, exactly as two transactions in a row.
@@ -59,13 +65,16 @@ pub struct GroupCommitStats {
     pub synced_commits: u64,
     /// Writes answered after a commit, failed ones included.
     pub writes: u64,
+    /// Groups run a second time, each write in a savepoint, because one write failed.
+    pub reruns: u64,
 }
 
 /// One write: run inside the group's transaction, then answered once the group's commit
 /// is known.
 trait Job: Send {
     fn durability(&self) -> Durability;
-    /// Runs the operation; `true` when it succeeded (its savepoint is kept).
+    /// Runs the operation, again if the group's first run was rolled back (the result kept
+    /// is the last run's); `true` when it succeeded. A write that panicked is not run again.
     fn run(&mut self, transaction: &Transaction<'_>, now: i64) -> bool;
     /// Answers the caller: the operation's own result once `committed` is `Ok`, else the
     /// operation's error or, if it had succeeded, the group's.
@@ -82,7 +91,7 @@ struct Pending<T, Operation, Reply> {
 impl<T, Operation, Reply> Job for Pending<T, Operation, Reply>
 where
     T: Send,
-    Operation: FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError> + Send,
+    Operation: FnMut(&Transaction<'_>, i64) -> Result<T, QueueError> + Send,
     Reply: FnOnce(Result<T, QueueError>) + Send,
 {
     fn durability(&self) -> Durability {
@@ -90,13 +99,22 @@ where
     }
 
     fn run(&mut self, transaction: &Transaction<'_>, now: i64) -> bool {
-        let Some(operation) = self.operation.take() else {
+        self.result = None;
+        let Some(operation) = self.operation.as_mut() else {
             return false;
         };
-        let result = operation(transaction, now);
-        let succeeded = result.is_ok();
-        self.result = Some(result);
-        succeeded
+        // A panic in one write must not take the writer (and every later write) with it.
+        match catch_unwind(AssertUnwindSafe(|| operation(transaction, now))) {
+            Ok(result) => {
+                let succeeded = result.is_ok();
+                self.result = Some(result);
+                succeeded
+            }
+            Err(_) => {
+                self.operation = None;
+                false
+            }
+        }
     }
 
     fn finish(self: Box<Self>, committed: Result<(), QueueError>) {
@@ -125,6 +143,7 @@ struct Counts {
     commits: AtomicU64,
     synced_commits: AtomicU64,
     writes: AtomicU64,
+    reruns: AtomicU64,
     /// Submitted and not yet taken into a group.
     waiting: AtomicU64,
 }
@@ -163,7 +182,7 @@ impl Writer {
     ) -> Result<(), QueueError>
     where
         T: Send + 'static,
-        Operation: FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
+        Operation: FnMut(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
         Reply: FnOnce(Result<T, QueueError>) + Send + 'static,
     {
         let job: Box<dyn Job> = Box::new(Pending {
@@ -186,7 +205,7 @@ impl Writer {
     pub(super) fn write<T>(
         &self,
         durability: Durability,
-        operation: impl FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
+        operation: impl FnMut(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, QueueError>
     where
         T: Send + 'static,
@@ -205,7 +224,7 @@ impl Writer {
     pub(super) async fn write_async<T>(
         &self,
         durability: Durability,
-        operation: impl FnOnce(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
+        operation: impl FnMut(&Transaction<'_>, i64) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, QueueError>
     where
         T: Send + 'static,
@@ -224,6 +243,7 @@ impl Writer {
             commits: self.counts.commits.load(Ordering::SeqCst),
             synced_commits: self.counts.synced_commits.load(Ordering::SeqCst),
             writes: self.counts.writes.load(Ordering::SeqCst),
+            reruns: self.counts.reruns.load(Ordering::SeqCst),
         }
     }
 
@@ -298,12 +318,15 @@ fn write_groups(
                 }
             }
         }
-        commit_group(&mut connection, clock, group, |committed| {
-            if committed {
+        commit_group(&mut connection, clock, group, |over| {
+            if over.committed {
                 counts.commits.fetch_add(1, Ordering::SeqCst);
                 if durability == Durability::Synced {
                     counts.synced_commits.fetch_add(1, Ordering::SeqCst);
                 }
+            }
+            if over.rerun {
+                counts.reruns.fetch_add(1, Ordering::SeqCst);
             }
             counts.writes.fetch_add(size, Ordering::SeqCst);
         });
@@ -320,68 +343,118 @@ fn set_synchronous(connection: &Connection, durability: Durability) -> Result<()
     connection.pragma_update(None, "synchronous", level)
 }
 
-/// One transaction for the group, a savepoint per write; `counted` runs once the group is
-/// over, committed or not, before anyone is answered (a caller reads the counts after its
+/// How a group ended, for the counts.
+struct GroupOver {
+    committed: bool,
+    /// Run a second time, write by write in savepoints, after one write failed.
+    rerun: bool,
+}
+
+/// One transaction for the group: first without savepoints, and if a write fails, rolled
+/// back and run again with a savepoint per write. `counted` runs once the group is over,
+/// committed or not, before anyone is answered (a caller reads the counts after its
 /// answer). Every write is answered before this returns.
 fn commit_group(
     connection: &mut Connection,
     clock: &dyn Clock,
-    group: Vec<Box<dyn Job>>,
-    counted: impl FnOnce(bool),
+    mut group: Vec<Box<dyn Job>>,
+    counted: impl FnOnce(GroupOver),
 ) {
-    let transaction = match connection.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(transaction) => transaction,
-        Err(error) => {
-            counted(false);
-            fail_all(group, &format!("begin transaction: {error}"));
+    let now = clock.now_millis();
+    let together = match run_together(connection, &mut group, now) {
+        Ok(together) => together,
+        Err(problem) => {
+            counted(GroupOver {
+                committed: false,
+                rerun: false,
+            });
+            fail_all(group, &problem);
             return;
         }
     };
-    let now = clock.now_millis();
-    let mut ran = Vec::with_capacity(group.len());
-    let mut jobs = group.into_iter();
-    let mut broken = None;
-    for mut job in jobs.by_ref() {
-        if let Err(error) = run_cached(&transaction, "SAVEPOINT write") {
-            broken = Some(format!("begin a write's savepoint: {error}"));
-            ran.push(job);
-            break;
+    let rerun = match together {
+        Together::Committed => {
+            counted(GroupOver {
+                committed: true,
+                rerun: false,
+            });
+            for job in group {
+                job.finish(Ok(()));
+            }
+            return;
         }
-        // A panic in one write must not take the writer (and every later write) with it.
-        let succeeded =
-            catch_unwind(AssertUnwindSafe(|| job.run(&transaction, now))).unwrap_or(false);
-        let ended = if succeeded {
+        Together::AWriteFailed => true,
+    };
+    let committed = run_in_savepoints(connection, &mut group, now);
+    counted(GroupOver {
+        committed: committed.is_ok(),
+        rerun,
+    });
+    match committed {
+        Ok(()) => {
+            for job in group {
+                job.finish(Ok(()));
+            }
+        }
+        Err(problem) => fail_all(group, &problem),
+    }
+}
+
+enum Together {
+    Committed,
+    /// A write failed: the transaction was rolled back, nothing of the group is stored.
+    AWriteFailed,
+}
+
+/// The group's writes one after another in one transaction, no savepoints, committed if
+/// every write succeeded. `Err`: the transaction could not begin or commit, and nothing of
+/// the group is stored.
+fn run_together(
+    connection: &mut Connection,
+    group: &mut [Box<dyn Job>],
+    now: i64,
+) -> Result<Together, String> {
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|error| format!("begin transaction: {error}"))?;
+    for job in group.iter_mut() {
+        if !job.run(&transaction, now) {
+            // Dropping the transaction rolls back what the group wrote.
+            return Ok(Together::AWriteFailed);
+        }
+    }
+    // A failed commit drops, and so rolls back, the transaction.
+    transaction
+        .commit()
+        .map_err(|error| format!("commit: {error}"))?;
+    Ok(Together::Committed)
+}
+
+/// The group's writes in one transaction, each in a savepoint: a write that fails rolls
+/// back its own savepoint and nothing else. `Err`: nothing of the group is stored.
+fn run_in_savepoints(
+    connection: &mut Connection,
+    group: &mut [Box<dyn Job>],
+    now: i64,
+) -> Result<(), String> {
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|error| format!("begin transaction: {error}"))?;
+    for job in group.iter_mut() {
+        run_cached(&transaction, "SAVEPOINT write")
+            .map_err(|error| format!("begin a write's savepoint: {error}"))?;
+        let ended = if job.run(&transaction, now) {
             run_cached(&transaction, "RELEASE write")
         } else {
             transaction.execute_batch("ROLLBACK TO write; RELEASE write")
         };
-        ran.push(job);
-        if let Err(error) = ended {
-            // SQLite may have rolled the whole transaction back (an I/O error, a full disk).
-            broken = Some(format!("end a write's savepoint: {error}"));
-            break;
-        }
+        // SQLite may have rolled the whole transaction back (an I/O error, a full disk);
+        // returning drops, and so rolls back, the transaction.
+        ended.map_err(|error| format!("end a write's savepoint: {error}"))?;
     }
-    if let Some(problem) = broken {
-        // Dropping the transaction rolls back what the group wrote.
-        drop(transaction);
-        counted(false);
-        fail_all(ran.into_iter().chain(jobs), &problem);
-        return;
-    }
-    match transaction.commit() {
-        Ok(()) => {
-            counted(true);
-            for job in ran {
-                job.finish(Ok(()));
-            }
-        }
-        Err(error) => {
-            // The transaction was dropped, and so rolled back, by the failed commit.
-            counted(false);
-            fail_all(ran, &format!("commit: {error}"));
-        }
-    }
+    transaction
+        .commit()
+        .map_err(|error| format!("commit: {error}"))
 }
 
 /// Run `part` of a write inside a savepoint of its own, so that its failure rolls back
