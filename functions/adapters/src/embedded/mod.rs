@@ -229,11 +229,12 @@ impl EmbeddedQueue {
         connection
             .pragma_update(None, "synchronous", "FULL")
             .map_err(storage("set synchronous = FULL"))?;
-        // Each write of a group runs in a savepoint, whose statement journal SQLite spills
-        // to a temporary file past 64 KiB: a file created, written and removed by most
-        // commits under load, about 5 % of serve's CPU (BENCHMARKS.md, "Statement journals
-        // in memory; a scrape's journal measurement"). In memory it is one write's pages at
-        // most, freed when its savepoint is released.
+        // A savepoint's statement journal (each write of a group run again after one
+        // failed, the journal lines beside a batch's deletes) spills to a temporary file
+        // past 64 KiB: when every write had a savepoint, a file created, written and
+        // removed by most commits under load, about 5 % of serve's CPU (BENCHMARKS.md,
+        // "Statement journals in memory; a scrape's journal measurement"). In memory it is
+        // one write's pages at most, freed when its savepoint is released.
         connection
             .pragma_update(None, "temp_store", "MEMORY")
             .map_err(storage("keep statement journals in memory"))?;
