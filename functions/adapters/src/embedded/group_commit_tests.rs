@@ -710,3 +710,19 @@ fn a_write_that_panics_fails_alone_and_is_not_run_again() {
     assert_eq!(stored, ["after", "before"]);
     assert_eq!(queue.group_commit_stats().reruns, 1);
 }
+
+/// Fewer, larger checkpoints: each writes every page the WAL holds, and under load the
+/// same pages (the deduplication table's leaves) are in many consecutive WALs.
+#[test]
+fn the_writer_checkpoints_the_wal_after_16000_pages() {
+    let file = TempQueueFile::new("wal-checkpoint");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    let pages: i64 = queue
+        .inner
+        .write_connection
+        .lock()
+        .unwrap()
+        .pragma_query_value(None, "wal_autocheckpoint", |row| row.get(0))
+        .unwrap();
+    assert_eq!(pages, 16_000);
+}
