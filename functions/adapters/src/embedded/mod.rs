@@ -242,9 +242,9 @@ impl EmbeddedQueue {
         // past this many pages. Each push dirties a random leaf of the deduplication
         // table, and a checkpoint writes every page the WAL holds: the fewer checkpoints,
         // the fewer pages written twice. 16,000 pages (a WAL file of up to about 64 MiB
-        // beside the queue file) against SQLite's 1,000: 8,900–9,800 acknowledged pushes a
-        // second against 7,600–8,600 (BENCHMARKS.md, "A larger WAL before each
-        // checkpoint").
+        // beside the queue file) against SQLite's 1,000: 9,888 and 10,250 acknowledged
+        // pushes a second against 8,671 and 8,961 (BENCHMARKS.md, "A larger WAL before
+        // each checkpoint").
         connection
             .pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
             .map_err(storage("set wal_autocheckpoint"))?;
