@@ -564,17 +564,22 @@ fn the_reader_keeps_a_small_page_cache_and_the_writer_the_default() {
     );
 }
 
-#[test]
-fn the_writer_keeps_statement_journals_in_memory() {
-    let file = TempQueueFile::new("temp-store");
-    let queue = EmbeddedQueue::open(&file.path).unwrap();
-    let temp_store: i64 = queue
+/// A setting of the writer's connection, as SQLite reports it.
+fn writer_pragma(queue: &EmbeddedQueue, pragma: &str) -> i64 {
+    queue
         .inner
         .write_connection
         .lock()
         .unwrap()
-        .pragma_query_value(None, "temp_store", |row| row.get(0))
-        .unwrap();
+        .pragma_query_value(None, pragma, |row| row.get(0))
+        .unwrap()
+}
+
+#[test]
+fn the_writer_keeps_statement_journals_in_memory() {
+    let file = TempQueueFile::new("temp-store");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    let temp_store = writer_pragma(&queue, "temp_store");
     // 2 is MEMORY; the default (0) spills a savepoint's journal past 64 KiB to a file.
     assert_eq!(temp_store, 2);
 }
@@ -717,12 +722,6 @@ fn a_write_that_panics_fails_alone_and_is_not_run_again() {
 fn the_writer_checkpoints_the_wal_after_16000_pages() {
     let file = TempQueueFile::new("wal-checkpoint");
     let queue = EmbeddedQueue::open(&file.path).unwrap();
-    let pages: i64 = queue
-        .inner
-        .write_connection
-        .lock()
-        .unwrap()
-        .pragma_query_value(None, "wal_autocheckpoint", |row| row.get(0))
-        .unwrap();
+    let pages = writer_pragma(&queue, "wal_autocheckpoint");
     assert_eq!(pages, 16_000);
 }
