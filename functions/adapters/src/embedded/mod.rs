@@ -47,7 +47,7 @@ pub use self::journal::{
     JOURNAL_RETENTION, JournalEntry, JournalRecord, SKIP_DETAILS_KEPT, SKIPPED,
 };
 use self::journal_cap::JournalCap;
-pub use self::journal_cap::{DEFAULT_JOURNAL_MAX_BYTES, JournalStats};
+pub use self::journal_cap::{DEFAULT_JOURNAL_MAX_BYTES, JournalStats, PRUNE_CHUNK_ROWS};
 pub use self::settle::{EmbeddedSettle, HeldSettled};
 use self::store::storage;
 use self::writer::Writer;
@@ -584,7 +584,7 @@ impl EmbeddedQueue {
         let cap = self.inner.journal_cap.clone();
         move |transaction, now| {
             journal::append(transaction, &entries, now)?;
-            cap.enforce(transaction)?;
+            cap.enforce(transaction, &entries)?;
             journal_cap::reclaim(transaction, cap.keep_free_bytes())
         }
     }
@@ -603,6 +603,12 @@ impl EmbeddedQueue {
     /// not for every write.
     pub fn journal_stats(&self) -> Result<JournalStats, QueueError> {
         journal_cap::stats(&self.read())
+    }
+
+    /// How often the writer measured the journal to enforce its cap since the queue was
+    /// opened: each reads every page of the journal.
+    pub fn journal_measurements(&self) -> u64 {
+        self.inner.journal_cap.measurements()
     }
 
     /// The journal of one push, oldest first.
