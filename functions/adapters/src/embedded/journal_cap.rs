@@ -130,9 +130,7 @@ impl JournalCap {
                 .store(bytes.min(max_bytes.saturating_sub(step)), Ordering::Relaxed);
             return Ok(0);
         }
-        let rows: u64 = transaction
-            .query_row("SELECT COUNT(*) FROM journal", [], |row| row.get(0))
-            .map_err(storage("count journal rows"))?;
+        let rows = journal_rows(transaction)?;
         // Rows taken as equally large; the measurement after the prune starts another if
         // that was not enough.
         let target = max_bytes / 100 * PRUNE_TO_PERCENT;
@@ -231,13 +229,16 @@ pub(super) fn reclaim(
 }
 
 pub(super) fn stats(connection: &Connection) -> Result<JournalStats, QueueError> {
-    let rows = connection
-        .query_row("SELECT COUNT(*) FROM journal", [], |row| row.get(0))
-        .map_err(storage("count journal rows"))?;
     Ok(JournalStats {
-        rows,
+        rows: journal_rows(connection)?,
         bytes: journal_bytes(connection)?,
     })
+}
+
+fn journal_rows(connection: &Connection) -> Result<u64, QueueError> {
+    connection
+        .query_row("SELECT COUNT(*) FROM journal", [], |row| row.get(0))
+        .map_err(storage("count journal rows"))
 }
 
 /// Pages in use in the whole file, in bytes: an upper bound on the journal's, from the
