@@ -23,6 +23,8 @@
 mod clock;
 #[cfg(test)]
 mod group_commit_tests;
+#[cfg(test)]
+mod group_state_tests;
 mod journal;
 mod journal_cap;
 mod settle;
@@ -561,10 +563,14 @@ impl EmbeddedQueue {
         self.inner
             .writer
             .write_async(Durability::Ordered, move |transaction, now| {
+                let mut touched = store::TouchedGroups::default();
                 let deleted = receipts
                     .iter()
-                    .map(|receipt| store::delete(transaction, receipt))
+                    .map(|receipt| {
+                        store::delete(transaction, receipt).map(|group| touched.add(group))
+                    })
                     .collect();
+                touched.refresh(transaction)?;
                 let recorded = match record.as_mut() {
                     Some(record) => {
                         writer::apart(transaction, |transaction| record(transaction, now))?
@@ -697,7 +703,10 @@ fn send_operation(
 fn delete_operation(
     receipt: Receipt,
 ) -> impl FnMut(&Transaction<'_>, i64) -> Result<(), QueueError> + Send + 'static {
-    move |transaction, _| store::delete(transaction, &receipt)
+    move |transaction, _| {
+        let (queue, group_id) = store::delete(transaction, &receipt)?;
+        store::refresh_group(transaction, &queue, &group_id)
+    }
 }
 
 fn change_visibility_operation(
