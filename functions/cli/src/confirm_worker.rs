@@ -14,7 +14,7 @@ use fluxrelay_core::ports::QueueError;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::workers::{Workers, blocking, queue_messages};
+use crate::workers::{Workers, queue_messages};
 
 /// Confirmations handled per batch (a cluster's are read together, once).
 const CONFIRM_BATCH: usize = 200;
@@ -27,10 +27,10 @@ pub const CONFIRM_CLUSTER_BUDGET: Duration = Duration::from_secs(30);
 impl Workers {
     /// Confirm one batch; `Ok(n)` is how many messages it received.
     pub async fn confirm_once(&self) -> Result<usize, QueueError> {
-        let received = blocking(&self.queue, |queue| {
-            queue.receive(CONFIRM_QUEUE, CONFIRM_BATCH, CONFIRM_VISIBILITY)
-        })
-        .await?;
+        let received = self
+            .queue
+            .receive_async(CONFIRM_QUEUE, CONFIRM_BATCH, CONFIRM_VISIBILITY)
+            .await?;
         if received.is_empty() {
             return Ok(0);
         }

@@ -74,10 +74,10 @@ impl Workers {
 
     /// Route one batch; `Ok(n)` is how many messages it received.
     pub async fn route_once(&self) -> Result<usize, QueueError> {
-        let received = blocking(&self.queue, |queue| {
-            queue.receive(INTAKE_QUEUE, INTAKE_BATCH, INTAKE_VISIBILITY)
-        })
-        .await?;
+        let received = self
+            .queue
+            .receive_async(INTAKE_QUEUE, INTAKE_BATCH, INTAKE_VISIBILITY)
+            .await?;
         if received.is_empty() {
             return Ok(0);
         }
@@ -124,13 +124,15 @@ impl Workers {
     /// Receive one dispatch batch (the dispatch queue's visible groups, and the retries
     /// that are due); empty when there is nothing to do.
     async fn receive_dispatch(&self) -> Result<Vec<QueueMessage>, QueueError> {
-        let (fifo, retries) = blocking(&self.queue, |queue| {
-            let fifo = queue.receive(DISPATCH_QUEUE, DISPATCH_BATCH, DISPATCH_VISIBILITY)?;
-            let room = DISPATCH_BATCH.saturating_sub(fifo.len()).max(1);
-            let retries = queue.receive(DISPATCH_RETRY_QUEUE, room, DISPATCH_VISIBILITY)?;
-            Ok((fifo, retries))
-        })
-        .await?;
+        let fifo = self
+            .queue
+            .receive_async(DISPATCH_QUEUE, DISPATCH_BATCH, DISPATCH_VISIBILITY)
+            .await?;
+        let room = DISPATCH_BATCH.saturating_sub(fifo.len()).max(1);
+        let retries = self
+            .queue
+            .receive_async(DISPATCH_RETRY_QUEUE, room, DISPATCH_VISIBILITY)
+            .await?;
         let mut messages = queue_messages(DISPATCH_QUEUE, &fifo);
         messages.extend(queue_messages(DISPATCH_RETRY_QUEUE, &retries));
         Ok(messages)
@@ -382,17 +384,6 @@ fn dead_detail(
         Some(status) => format!("{}{} (status {status})", dead.reason, targets(&dead.only)),
         None => format!("{}{}", dead.reason, targets(&dead.only)),
     }
-}
-
-/// SQLite calls block; run them off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    queue: &EmbeddedQueue,
-    operation: impl FnOnce(&EmbeddedQueue) -> Result<T, QueueError> + Send + 'static,
-) -> Result<T, QueueError> {
-    let queue = queue.clone();
-    tokio::task::spawn_blocking(move || operation(&queue))
-        .await
-        .map_err(|error| QueueError::new(format!("embedded queue task: {error}")))?
 }
 
 /// Route until `stop` turns true; the batch in hand is finished first, and whatever is

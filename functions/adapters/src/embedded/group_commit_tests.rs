@@ -577,6 +577,48 @@ fn a_receive_reads_nothing_of_a_blocked_backlog() {
     );
 }
 
+/// `receive_async`, serve's receive, follows the same rule without a blocking thread:
+/// nothing deliverable commits nothing, a message is taken in one commit, and a reader
+/// busy with a scrape is not waited for.
+#[test]
+fn an_async_receive_looks_first_and_does_not_wait_for_a_busy_reader() {
+    let file = TempQueueFile::new("async-receive");
+    let queue = EmbeddedQueue::open(&file.path).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let receive = |queue: &EmbeddedQueue| {
+        runtime
+            .block_on(queue.receive_async(INTAKE_QUEUE, 10, VISIBILITY))
+            .unwrap()
+    };
+    let commits = |queue: &EmbeddedQueue| queue.group_commit_stats().commits;
+
+    let before = commits(&queue);
+    assert!(receive(&queue).is_empty());
+    assert_eq!(commits(&queue), before, "empty queue: no commit");
+
+    queue.send(INTAKE_QUEUE, "p", "push-1", "one").unwrap();
+    let before = commits(&queue);
+    assert_eq!(receive(&queue).len(), 1);
+    assert_eq!(commits(&queue), before + 1, "a message to take");
+    assert!(receive(&queue).is_empty(), "its group in flight");
+    assert_eq!(
+        commits(&queue),
+        before + 1,
+        "its group in flight: no commit"
+    );
+
+    queue.send(INTAKE_QUEUE, "q", "push-2", "two").unwrap();
+    let scrape = queue.inner.reader.lock().unwrap();
+    let before = commits(&queue);
+    assert_eq!(receive(&queue).len(), 1, "taken past a busy reader");
+    assert!(receive(&queue).is_empty());
+    // Both went to the writer, the empty one included.
+    assert_eq!(commits(&queue), before + 2);
+    drop(scrape);
+}
+
 /// serve's dispatch settles a cluster in one write: its messages deleted and the journal
 /// lines that explain them. A stale receipt fails alone, and journal lines that cannot be
 /// written are rolled back alone: explaining never holds up a delete.

@@ -17,8 +17,8 @@
 //!
 //! Writes go through the writer thread; reads (depths, dead letters, the journal) use a
 //! connection of their own, so a metrics scrape never holds up a commit. The blocking calls
-//! block on SQLite; async callers go through `spawn_blocking`, except the publishers, which
-//! wait for their group without taking a thread.
+//! block on SQLite; async callers go through `spawn_blocking`, except the publishers, the
+//! settles and the receives, which wait for their group without taking a thread.
 
 mod clock;
 #[cfg(test)]
@@ -410,31 +410,53 @@ impl EmbeddedQueue {
         max: usize,
         visibility: Duration,
     ) -> Result<Vec<Received>, QueueError> {
-        if max == 0 {
+        if max == 0 || !self.may_deliver(queue)? {
             return Ok(Vec::new());
         }
-        // Most receives find nothing (a worker looks again after each batch, and after each
-        // wake-up): the reader tells so without the write lock and a transaction of its own.
-        // Those were 9 of the 17 writes per push to one cluster (BENCHMARKS.md, "Fewer
-        // transactions per push"). A message that turns deliverable just after this look
-        // is found by the next one, as it would be after an empty receive.
-        // A reader busy with a scrape (the journal's size reads every page of it) is not
-        // waited for: the receive then asks the writer, as it did before the look.
+        self.write_ordered(receive_operation(queue, max, visibility))
+    }
+
+    /// [`EmbeddedQueue::receive`] for async callers, without taking a thread: the look runs
+    /// here (one index probe, whatever waits behind hidden messages, and it never waits for
+    /// the reader) and the receive waits for its group's commit. Through a blocking thread,
+    /// each look was a thread woken and put back to sleep, and serve's dispatch looks after
+    /// every settled cluster. (Measured and reverted once, while the look still walked
+    /// every blocked message: inline, that walk would have stalled a tokio worker.)
+    pub async fn receive_async(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<Received>, QueueError> {
+        if max == 0 || !self.may_deliver(queue)? {
+            return Ok(Vec::new());
+        }
+        self.inner
+            .writer
+            .write_async(
+                Durability::Ordered,
+                receive_operation(queue, max, visibility),
+            )
+            .await
+    }
+
+    /// Whether a receive on `queue` could take a message now: `false` only when the reader
+    /// sees none. Most receives find nothing (a worker looks again after each batch, and
+    /// after each wake-up): the reader tells so without the write lock and a transaction of
+    /// its own. Those were 9 of the 17 writes per push to one cluster (BENCHMARKS.md, "Fewer
+    /// transactions per push"). A message that turns deliverable just after this look is
+    /// found by the next one, as it would be after an empty receive. A reader busy with a
+    /// scrape (the journal's size reads every page of it) is not waited for: the receive
+    /// then asks the writer, as it did before the look.
+    fn may_deliver(&self, queue: &str) -> Result<bool, QueueError> {
         let now = self.inner.clock.now_millis();
-        let deliverable = match self.inner.reader.try_lock() {
-            Ok(reader) => store::deliverable(&reader, queue, now)?,
+        match self.inner.reader.try_lock() {
+            Ok(reader) => store::deliverable(&reader, queue, now),
             Err(TryLockError::Poisoned(poisoned)) => {
-                store::deliverable(&poisoned.into_inner(), queue, now)?
+                store::deliverable(&poisoned.into_inner(), queue, now)
             }
-            Err(TryLockError::WouldBlock) => true,
-        };
-        if !deliverable {
-            return Ok(Vec::new());
+            Err(TryLockError::WouldBlock) => Ok(true),
         }
-        let queue = queue.to_string();
-        self.write_ordered(move |transaction, now| {
-            store::receive(transaction, &queue, max, now, millis(visibility))
-        })
     }
 
     /// [`Durability::Ordered`]: a delete undone by a power loss delivers the message again
@@ -698,6 +720,15 @@ fn send_operation(
             .map(|message| store::send(transaction, &queue, message, now, window))
             .collect()
     }
+}
+
+fn receive_operation(
+    queue: &str,
+    max: usize,
+    visibility: Duration,
+) -> impl FnMut(&Transaction<'_>, i64) -> Result<Vec<Received>, QueueError> + Send + 'static {
+    let queue = queue.to_string();
+    move |transaction, now| store::receive(transaction, &queue, max, now, millis(visibility))
 }
 
 fn delete_operation(
