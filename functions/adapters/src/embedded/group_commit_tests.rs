@@ -17,12 +17,12 @@ use super::{
 
 const VISIBILITY: Duration = Duration::from_secs(30);
 
-struct TempQueueFile {
-    path: PathBuf,
+pub(super) struct TempQueueFile {
+    pub(super) path: PathBuf,
 }
 
 impl TempQueueFile {
-    fn new(name: &str) -> Self {
+    pub(super) fn new(name: &str) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let path = std::env::temp_dir().join(format!(
             "fluxrelay-group-{name}-{}-{}.sqlite",

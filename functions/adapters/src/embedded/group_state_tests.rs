@@ -4,14 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
 use rusqlite::Connection;
 
+use super::group_commit_tests::TempQueueFile;
 use super::{Clock, DeadLetterReason, EmbeddedQueue, ManualClock, MessageRef, Receipt};
 
 const QUEUES: [&str; 3] = ["intake", "dispatch", "dispatch-retry"];
@@ -77,38 +76,6 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-struct TempQueueFile {
-    path: PathBuf,
-}
-
-impl TempQueueFile {
-    fn new() -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "fluxrelay-groups-{}-{}.sqlite",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        ));
-        let file = Self { path };
-        file.remove();
-        file
-    }
-
-    fn remove(&self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut file = self.path.clone().into_os_string();
-            file.push(suffix);
-            let _ = std::fs::remove_file(file);
-        }
-    }
-}
-
-impl Drop for TempQueueFile {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
 type Groups = Vec<(String, String, i64, i64)>;
 
 fn stored_groups(connection: &Connection) -> Groups {
@@ -168,7 +135,7 @@ fn reason() -> DeadLetterReason {
 }
 
 fn run(steps: &[Step]) {
-    let file = TempQueueFile::new();
+    let file = TempQueueFile::new("groups");
     let clock = Arc::new(ManualClock::new(1_795_000_000_000));
     let queue = EmbeddedQueue::open_with_clock(&file.path, clock.clone()).unwrap();
     let reader = Connection::open(&file.path).unwrap();
