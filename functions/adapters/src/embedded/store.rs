@@ -3,6 +3,8 @@
 //! epoch; a message with `visible_at > now` is in flight, and enqueued messages start at
 //! `visible_at = 0` so a clock that steps backwards never hides a new message.
 
+use std::collections::BTreeSet;
+
 use fluxrelay_core::ports::QueueError;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -381,15 +383,13 @@ pub(super) fn refresh_group(
 }
 
 /// The groups one write changed, each refreshed once after it (a batch's deletes are
-/// mostly of a few groups).
+/// mostly of a few groups; released leases and redrives can touch many).
 #[derive(Debug, Default)]
-pub(super) struct TouchedGroups(Vec<(String, String)>);
+pub(super) struct TouchedGroups(BTreeSet<(String, String)>);
 
 impl TouchedGroups {
     pub(super) fn add(&mut self, group: (String, String)) {
-        if !self.0.contains(&group) {
-            self.0.push(group);
-        }
+        self.0.insert(group);
     }
 
     pub(super) fn refresh(self, transaction: &Transaction<'_>) -> Result<(), QueueError> {
