@@ -2,7 +2,7 @@
 //! same handlers as the Lambda functions, settled the way SQS settles them (delete, a
 //! visibility backoff, or the dead-letter table with a reason).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -292,21 +292,67 @@ fn short(sha: &str) -> &str {
     sha.get(..8).unwrap_or(sha)
 }
 
+/// One line per verdict, and one per call whose answer no verdict line carries: a push
+/// delivered to a cluster is one `delivered` line naming each target with its answer (a
+/// `triggered` line of its own would repeat the target, and was a third of a 20-cluster
+/// push's journal rows). A call for a push that is retried or dead-lettered, or one that
+/// failed, keeps its own `triggered` / `trigger_failed` line before the verdict.
 fn dispatch_journal(report: &DispatchReport) -> Vec<JournalEntry> {
+    // (push key, cluster, target) → how many pushes the successful call served.
+    let mut answered: HashMap<(&str, &str, &str), usize> = HashMap::new();
+    for target in report.targets.iter().filter(|target| target.result.is_ok()) {
+        for key in &target.push_keys {
+            answered.insert(
+                (key, &target.cluster, &target.target),
+                target.push_keys.len(),
+            );
+        }
+    }
+    let mut told_by_verdict: HashSet<(&str, &str, &str)> = HashSet::new();
+    for message in &report.messages {
+        if let (Some(dispatch), Verdict::Delivered { targets }) =
+            (&message.dispatch, &message.verdict)
+        {
+            for target in targets {
+                let call = (
+                    dispatch.push.key.as_str(),
+                    dispatch.cluster.as_str(),
+                    target.as_str(),
+                );
+                if answered.contains_key(&call) {
+                    told_by_verdict.insert(call);
+                }
+            }
+        }
+    }
+    let answer = |target: &str, pushes: usize| {
+        if pushes > 1 {
+            format!("{target}: success (one call for {pushes} pushes)")
+        } else {
+            format!("{target}: success")
+        }
+    };
     let mut entries = Vec::new();
     for target in &report.targets {
-        let (stage, detail) = match &target.result {
-            Ok(()) => ("triggered", format!("{}: success", target.target)),
-            Err(failure) => (
-                "trigger_failed",
-                format!("{}: {}", target.target, failure.reason),
-            ),
-        };
         for key in &target.push_keys {
-            let detail = if target.push_keys.len() > 1 {
-                format!("{detail} (one call for {} pushes)", target.push_keys.len())
-            } else {
-                detail.clone()
+            let (stage, detail) = match &target.result {
+                Ok(()) if told_by_verdict.contains(&(key, &target.cluster, &target.target)) => {
+                    continue;
+                }
+                Ok(()) => ("triggered", answer(&target.target, target.push_keys.len())),
+                Err(failure) if target.push_keys.len() > 1 => (
+                    "trigger_failed",
+                    format!(
+                        "{}: {} (one call for {} pushes)",
+                        target.target,
+                        failure.reason,
+                        target.push_keys.len()
+                    ),
+                ),
+                Err(failure) => (
+                    "trigger_failed",
+                    format!("{}: {}", target.target, failure.reason),
+                ),
             };
             entries.push(JournalEntry::new(key, Some(&target.cluster), stage, detail));
         }
@@ -329,7 +375,19 @@ fn dispatch_journal(report: &DispatchReport) -> Vec<JournalEntry> {
             entries.push(JournalEntry::new(key, cluster, stage, detail));
         };
         match &message.verdict {
-            Verdict::Delivered { targets } => add("delivered", targets.join(", ")),
+            Verdict::Delivered { targets } => add(
+                "delivered",
+                targets
+                    .iter()
+                    .map(|target| {
+                        match answered.get(&(key.as_str(), dispatch.cluster.as_str(), target)) {
+                            Some(pushes) => answer(target, *pushes),
+                            None => target.clone(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
             Verdict::Superseded { by } => add(
                 "superseded",
                 format!("delivered by supersession: covered by {by}"),
@@ -517,3 +575,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+#[path = "workers_journal_test.rs"]
+mod journal_test;

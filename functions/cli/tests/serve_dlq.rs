@@ -195,7 +195,13 @@ async fn a_push_denied_by_rbac_is_dead_lettered_listed_and_redriven_once_rbac_is
     assert_eq!(cluster.receiver.hits().len(), 1);
     let story = fluxrelay_ok(&["explain", &key, "--config", &config_arg]);
     assert!(
-        story.contains("triggered") && story.contains(&format!("  {CLUSTER}: delivered")),
+        story.contains(&format!("  {CLUSTER}: delivered")),
         "after the redrive the journal ends delivered: {story}"
+    );
+    assert!(
+        story
+            .lines()
+            .any(|line| line.contains(" delivered ") && line.ends_with(": success")),
+        "the delivered line carries the Receiver's answer: {story}"
     );
 }
