@@ -62,15 +62,18 @@ pub(super) struct JournalCap {
     bound: AtomicU64,
     rows_owed: AtomicU64,
     measurements: AtomicU64,
+    /// The file's page size, read once at open: a WAL database cannot change it.
+    page_size: u64,
 }
 
 impl JournalCap {
-    pub(super) fn new(max_bytes: u64) -> Self {
+    pub(super) fn new(max_bytes: u64, page_size: u64) -> Self {
         Self {
             max_bytes: AtomicU64::new(max_bytes),
             bound: AtomicU64::new(UNKNOWN),
             rows_owed: AtomicU64::new(0),
             measurements: AtomicU64::new(0),
+            page_size: page_size.max(1),
         }
     }
 
@@ -90,9 +93,10 @@ impl JournalCap {
         self.measurements.load(Ordering::Relaxed)
     }
 
-    /// Free space worth keeping for the next writes: a prune's slack, at least 1 MiB.
-    pub(super) fn keep_free_bytes(&self) -> u64 {
+    /// Free pages worth keeping for the next writes: a prune's slack, at least 1 MiB.
+    pub(super) fn keep_free_pages(&self) -> u64 {
         (self.max_bytes() / 100 * (100 - PRUNE_TO_PERCENT)).max(KEEP_FREE_MIN_BYTES)
+            / self.page_size
     }
 
     /// After appending `entries`: delete the next chunk of the oldest pushes if a prune is
@@ -117,7 +121,7 @@ impl JournalCap {
             self.bound.store(bound, Ordering::Relaxed);
             return Ok(0);
         }
-        let used = used_bytes(transaction)?;
+        let used = used_bytes(transaction, self.page_size)?;
         if used <= max_bytes {
             self.bound.store(used, Ordering::Relaxed);
             return Ok(0);
@@ -199,24 +203,18 @@ fn delete_oldest_pushes(transaction: &Transaction<'_>, rows: u64) -> Result<u64,
     Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
 }
 
-/// Give free pages back to the file system once there are more than `keep_free_bytes`
+/// Give free pages back to the file system once there are more than `keep_free_pages`
 /// (deleted pushes after the cap was lowered, a drained backlog, an upgraded file). Needs
 /// `auto_vacuum = INCREMENTAL` (schema step 3); a no-op otherwise.
 pub(super) fn reclaim(
     transaction: &Transaction<'_>,
-    keep_free_bytes: u64,
+    keep_free_pages: u64,
 ) -> Result<(), QueueError> {
-    let (free, page_size): (u64, u64) = transaction
-        .prepare_cached(
-            "SELECT freelist_count, page_size FROM pragma_freelist_count(), pragma_page_size()",
-        )
-        .and_then(|mut statement| statement.query_row([], |row| Ok((row.get(0)?, row.get(1)?))))
-        .map_err(storage("read free pages"))?;
-    let keep = keep_free_bytes / page_size.max(1);
-    if free <= keep {
+    let free = free_pages(transaction)?;
+    if free <= keep_free_pages {
         return Ok(());
     }
-    let pages = (free - keep).min(RECLAIM_PAGES);
+    let pages = (free - keep_free_pages).min(RECLAIM_PAGES);
     // One page per step: the pragma must be run to completion, not executed once.
     transaction
         .prepare(&format!("PRAGMA incremental_vacuum({pages})"))
@@ -243,14 +241,27 @@ fn journal_rows(connection: &Connection) -> Result<u64, QueueError> {
 
 /// Pages in use in the whole file, in bytes: an upper bound on the journal's, from the
 /// header alone.
-fn used_bytes(connection: &Connection) -> Result<u64, QueueError> {
+fn used_bytes(connection: &Connection, page_size: u64) -> Result<u64, QueueError> {
+    // Only when the estimate passes the cap: `page_count`, unlike `freelist_count`, is
+    // compiled again on every run.
+    let pages: u64 = connection
+        .query_row("PRAGMA page_count", [], |row| row.get(0))
+        .map_err(storage("read the file's pages"))?;
+    Ok(pages
+        .saturating_sub(free_pages(connection)?)
+        .saturating_mul(page_size))
+}
+
+/// The free pages, read on every write that journals. `PRAGMA freelist_count` is one of
+/// the few pragmas SQLite keeps prepared (a read of the header); the table-valued form
+/// (`SELECT … FROM pragma_freelist_count(), pragma_page_size()`) compiled two `PRAGMA`
+/// statements each time it ran: 1.6 % of serve's CPU at 20 clusters, where every settle
+/// journals (BENCHMARKS.md, "Reading the journal's free pages without compiling").
+fn free_pages(connection: &Connection) -> Result<u64, QueueError> {
     connection
-        .prepare_cached(
-            "SELECT (page_count - freelist_count) * page_size
-             FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()",
-        )
+        .prepare_cached("PRAGMA freelist_count")
         .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
-        .map_err(storage("read the file's used pages"))
+        .map_err(storage("read free pages"))
 }
 
 /// The pages of the journal's table and indexes (the bundled SQLite has `dbstat`).

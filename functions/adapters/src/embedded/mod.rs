@@ -251,6 +251,9 @@ impl EmbeddedQueue {
             .pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
             .map_err(storage("set wal_autocheckpoint"))?;
         store::migrate(&mut connection)?;
+        let page_size: u64 = connection
+            .pragma_query_value(None, "page_size", |row| row.get(0))
+            .map_err(storage("read the page size"))?;
         // Every statement the writer runs stays prepared: rusqlite keeps 16 by default,
         // fewer than the writer's working set, and a push's writes then re-parsed the
         // statements the others had pushed out.
@@ -272,7 +275,7 @@ impl EmbeddedQueue {
                 write_connection,
                 reader: Mutex::new(reader),
                 clock,
-                journal_cap: Arc::new(JournalCap::new(DEFAULT_JOURNAL_MAX_BYTES)),
+                journal_cap: Arc::new(JournalCap::new(DEFAULT_JOURNAL_MAX_BYTES, page_size)),
             }),
         })
     }
@@ -613,7 +616,7 @@ impl EmbeddedQueue {
         move |transaction, now| {
             journal::append(transaction, &entries, now)?;
             cap.enforce(transaction, &entries)?;
-            journal_cap::reclaim(transaction, cap.keep_free_bytes())
+            journal_cap::reclaim(transaction, cap.keep_free_pages())
         }
     }
 
