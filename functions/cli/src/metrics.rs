@@ -67,6 +67,7 @@ pub struct Metrics {
     journal_bytes: Gauge,
     /// When the journal gauges were last measured.
     journal_measured_at: Mutex<Option<Instant>>,
+    journal_cap_measurements: Gauge,
     queue_commits: Gauge,
     queue_synced_commits: Gauge,
     queue_writes: Gauge,
@@ -95,6 +96,7 @@ impl Metrics {
         let queue_messages = Family::<QueueState, Gauge>::default();
         let journal_rows = Gauge::default();
         let journal_bytes = Gauge::default();
+        let journal_cap_measurements = Gauge::default();
         let queue_commits = Gauge::default();
         let queue_synced_commits = Gauge::default();
         let queue_writes = Gauge::default();
@@ -144,6 +146,11 @@ impl Metrics {
             "journal_bytes",
             "Bytes of the push journal's table and indexes in the queue file, kept under its cap",
             journal_bytes.clone(),
+        );
+        registry.register(
+            "journal_cap_measurements",
+            "Times the queue's writer measured the journal against its cap since start (each reads every page of the journal); rising steadily means the journal sits at its cap",
+            journal_cap_measurements.clone(),
         );
         registry.register(
             "queue_commits",
@@ -201,6 +208,7 @@ impl Metrics {
             journal_rows,
             journal_bytes,
             journal_measured_at: Mutex::new(None),
+            journal_cap_measurements,
             queue_commits,
             queue_synced_commits,
             queue_writes,
@@ -344,6 +352,8 @@ impl Metrics {
                 *measured_at = Some(now);
             }
         }
+        self.journal_cap_measurements
+            .set(i64::try_from(queue.journal_measurements()).unwrap_or(i64::MAX));
         let group_commit = queue.group_commit_stats();
         self.queue_commits
             .set(i64::try_from(group_commit.commits).unwrap_or(i64::MAX));
@@ -418,5 +428,33 @@ mod tests {
             "{before}"
         );
         assert!(gauge(&after, "fluxrelay_journal_bytes") >= page, "{after}");
+    }
+
+    #[test]
+    fn the_writers_measurements_of_the_journal_against_its_cap_are_counted() {
+        let dir =
+            std::env::temp_dir().join(format!("fluxrelay-metrics-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let queue = EmbeddedQueue::open(dir.join("queue.sqlite")).unwrap();
+        let metrics = Metrics::new();
+        let before = metrics.render(&queue).unwrap();
+        // Under a one-page cap every write finds the journal possibly over it and measures.
+        queue.set_journal_max_bytes(4096);
+        for n in 0..3 {
+            let entry = JournalEntry::new(format!("k{n}"), None, "routed", "x".repeat(2000));
+            queue.record(&[entry]).unwrap();
+        }
+        let measured = queue.journal_measurements();
+        let after = metrics.render(&queue).unwrap();
+        drop(queue);
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert_eq!(gauge(&before, "fluxrelay_journal_cap_measurements"), 0);
+        assert!(measured > 0, "the cap was never measured");
+        assert_eq!(
+            gauge(&after, "fluxrelay_journal_cap_measurements"),
+            i64::try_from(measured).unwrap(),
+            "{after}"
+        );
     }
 }
