@@ -245,6 +245,8 @@ struct LoadRun {
     latencies: Samples,
     /// What serve used from the load's start to its end.
     serve: ServeUsage,
+    /// What the other programs on the two cores used meanwhile.
+    machine: MachineCpu,
 }
 
 /// serve's CPU (user + system) and the bytes it wrote to the file system (its pages dirtied,
@@ -331,10 +333,11 @@ fn start_load(
 }
 
 async fn finish_load(
+    setup: &Setup,
     generators: Vec<tokio::task::JoinHandle<(u64, u64, Vec<Duration>)>>,
     start: Instant,
     serve: &ServeProcess,
-    at_start: ServeUsage,
+    at_start: (ServeUsage, MachineCpu),
 ) -> LoadRun {
     let (mut accepted, mut other, mut latencies) = (0u64, 0u64, Vec::new());
     for generator in generators {
@@ -343,13 +346,14 @@ async fn finish_load(
         other += o;
         latencies.extend(l);
     }
-    let used = ServeUsage::now(serve).since(&at_start);
+    let used = ServeUsage::now(serve).since(&at_start.0);
     LoadRun {
         accepted,
         other,
         elapsed: start.elapsed(),
         latencies: Samples::from_durations(&latencies),
         serve: used,
+        machine: MachineCpu::now(setup).since(&at_start.1),
     }
 }
 
@@ -382,6 +386,23 @@ impl LoadRun {
         )
     }
 
+    /// The CPU of the other programs per `202`, and the whole machine's (serve's
+    /// included) per `202` and as a share of the two cores: near 100 % the load is bound by
+    /// the CPU, below it by something that waits (the fsyncs).
+    fn machine_usage(&self) -> String {
+        let per_push = |cpu: Duration| cpu.as_secs_f64() * 1e6 / (self.accepted.max(1) as f64);
+        let all = self.serve.cpu + self.machine.apiserver + self.machine.etcd + self.machine.bench;
+        let seconds = self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        format!(
+            "this process {:.0} µs, kube-apiserver {:.0} µs, etcd {:.0} µs per push; all of them and serve {:.0} µs per push, {:.0} % of the 2 cores",
+            per_push(self.machine.bench),
+            per_push(self.machine.apiserver),
+            per_push(self.machine.etcd),
+            per_push(all),
+            all.as_secs_f64() * 100.0 / (2.0 * seconds)
+        )
+    }
+
     fn latency(&self) -> String {
         format!(
             "{:.1} / {:.1} ({:.1}) ms over {} answers",
@@ -406,7 +427,7 @@ pub async fn throughput(setup: &Setup, scale: &Scale, out: &Path, report: &mut R
     let serve = ServeProcess::start(&setup.config(1), &[]);
     let client = http_client();
     let stop = Arc::new(AtomicBool::new(false));
-    let at_start = ServeUsage::now(&serve);
+    let at_start = (ServeUsage::now(&serve), MachineCpu::now(setup));
     let start = Instant::now();
     let mut generators = start_load(setup, scale, &serve, 1_000_000, &stop);
     // Queue depth every 250 ms, during the load and until dispatch has caught up.
@@ -423,7 +444,14 @@ pub async fn throughput(setup: &Setup, scale: &Scale, out: &Path, report: &mut R
         dispatch.push((t, d));
         if durable.is_none() && start.elapsed() >= load {
             stop.store(true, Ordering::Relaxed);
-            let run = finish_load(std::mem::take(&mut generators), start, &serve, at_start).await;
+            let run = finish_load(
+                setup,
+                std::mem::take(&mut generators),
+                start,
+                &serve,
+                at_start,
+            )
+            .await;
             let after = Scrape::get(&client, &serve).await;
             commits_during_load = (
                 after.sum("fluxrelay_queue_commits", &[]),
@@ -466,6 +494,11 @@ pub async fn throughput(setup: &Setup, scale: &Scale, out: &Path, report: &mut R
         SECTION,
         "durable: serve's CPU (user + system) and bytes written during the load, per 202 (its route and dispatch included; a wrapper's if wrapped)",
         durable.usage(),
+    );
+    report.info(
+        SECTION,
+        "durable: the other programs' CPU during the load, per 202 (this process is the load generator and the Receiver emulator), and the machine's",
+        durable.machine_usage(),
     );
     let (commits, synced, writes) = commits_during_load;
     report.info(
@@ -533,12 +566,12 @@ async fn ceiling(setup: &Setup, scale: &Scale, durable: &LoadRun, report: &mut R
     ));
     let serve = ServeProcess::start(&setup.config(1), &["--bench-ceiling-no-queue"]);
     let stop = Arc::new(AtomicBool::new(false));
-    let at_start = ServeUsage::now(&serve);
+    let at_start = (ServeUsage::now(&serve), MachineCpu::now(setup));
     let start = Instant::now();
     let generators = start_load(setup, scale, &serve, 9_000_000, &stop);
     tokio::time::sleep(Duration::from_secs_f64(scale.load_secs)).await;
     stop.store(true, Ordering::Relaxed);
-    let run = finish_load(generators, start, &serve, at_start).await;
+    let run = finish_load(setup, generators, start, &serve, at_start).await;
     report.info(
         SECTION,
         "ceiling: the same server answering 202 without the queue (`--bench-ceiling-no-queue`, benchmark only)",
@@ -553,6 +586,11 @@ async fn ceiling(setup: &Setup, scale: &Scale, durable: &LoadRun, report: &mut R
         SECTION,
         "ceiling: serve's CPU and bytes written during the load, per 202",
         run.usage(),
+    );
+    report.info(
+        SECTION,
+        "ceiling: the other programs' CPU during the load, per 202, and the machine's",
+        run.machine_usage(),
     );
     let ratio = durable.rate() / run.rate().max(f64::MIN_POSITIVE);
     report.judged(
@@ -581,7 +619,10 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
         let mut before = None;
         for n in 0..=scale.latency_pushes as u64 {
             if n == 1 {
-                before = Some(QueueWork::now(&client, &serve).await);
+                before = Some((
+                    QueueWork::now(&client, &serve).await,
+                    MachineCpu::now(setup),
+                ));
             }
             setup.receiver.clear();
             let sequence = 2_000_000 + (clusters as u64) * 100_000 + n;
@@ -606,9 +647,12 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
                 samples.extend(hits.iter().map(|hit| hit.at.duration_since(sent)));
             }
         }
-        let work = match before {
-            Some(before) => QueueWork::now(&client, &serve).await.since(&before),
-            None => QueueWork::default(),
+        let (work, machine) = match before {
+            Some((work, machine)) => (
+                QueueWork::now(&client, &serve).await.since(&work),
+                MachineCpu::now(setup).since(&machine),
+            ),
+            None => (QueueWork::default(), MachineCpu::default()),
         };
         drop(serve);
         let pushes = scale.latency_pushes.max(1) as f64;
@@ -622,7 +666,7 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
                 work.commits / pushes,
                 work.synced_commits / pushes,
                 work.writes / pushes,
-                work.serve.cpu.as_secs_f64() * 1000.0 / pushes
+                ms(work.serve.cpu) / pushes
             ),
         );
         let stats = Samples::from_durations(&samples);
@@ -643,8 +687,8 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
         );
         // The floor, in the same run: the same number of concurrent POSTs straight through
         // the same apiserver's service proxy to the same Receivers, nothing of fluxrelay.
-        let floor =
-            Samples::from_durations(&floor_latency(setup, clusters, scale.latency_pushes).await);
+        let (floor, floor_machine) = floor_latency(setup, clusters, scale.latency_pushes).await;
+        let floor = Samples::from_durations(&floor);
         let (floor_p50, floor_p99) = (floor.percentile(50.0), floor.percentile(99.0));
         report.judged(
             SECTION,
@@ -659,6 +703,31 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
             ),
             "≤ 3 ms",
             p50 - floor_p50 <= 3.0,
+        );
+        // What the two cores do for one push beside serve, against one floor round: the
+        // distance above can be no smaller than the extra CPU spread over both cores
+        // while they are busy.
+        let (per_push, per_round) = (
+            machine.per(scale.latency_pushes),
+            floor_machine.per(scale.latency_pushes),
+        );
+        let serve_ms = ms(work.serve.cpu) / pushes;
+        let extra = serve_ms + per_push.total_ms() - per_round.total_ms();
+        report.info(
+            SECTION,
+            &format!(
+                "{clusters} cluster(s): CPU per push (fluxrelay) / per round (floor): kube-apiserver, etcd, this process (load generator, Receiver emulator), serve (a wrapper's if wrapped); the extra CPU over 2 cores"
+            ),
+            format!(
+                "apiserver {:.2} / {:.2} ms, etcd {:.2} / {:.2} ms, this process {:.2} / {:.2} ms, serve {serve_ms:.2} ms; {extra:.2} ms more per push, {:.2} ms over 2 cores",
+                per_push.apiserver,
+                per_round.apiserver,
+                per_push.etcd,
+                per_round.etcd,
+                per_push.bench,
+                per_round.bench,
+                extra / 2.0
+            ),
         );
         let n = stats.len() as f64;
         curves.push(Series {
@@ -720,7 +789,11 @@ impl QueueWork {
 /// Receiver at once, through the apiserver's service proxy with the dispatcher's token
 /// (the path dispatch takes), timed like fluxrelay's: from the start of the round to each
 /// Receiver hit. Round 0 is untimed (the first TLS connection).
-async fn floor_latency(setup: &Setup, clusters: usize, rounds: usize) -> Vec<Duration> {
+async fn floor_latency(
+    setup: &Setup,
+    clusters: usize,
+    rounds: usize,
+) -> (Vec<Duration>, MachineCpu) {
     progress(format!(
         "latency floor: {rounds} rounds of {clusters} concurrent POSTs through the service proxy"
     ));
@@ -735,7 +808,11 @@ async fn floor_latency(setup: &Setup, clusters: usize, rounds: usize) -> Vec<Dur
     .await;
     const PROXY: &str = "/api/v1/namespaces/flux-system/services/http:webhook-receiver:80/proxy";
     let mut samples = Vec::new();
+    let mut before = MachineCpu::default();
     for round in 0..=rounds as u64 {
+        if round == 1 {
+            before = MachineCpu::now(setup);
+        }
         setup.receiver.clear();
         let after = format!("f1{round:038x}");
         let body = json!({"after": after}).to_string();
@@ -770,8 +847,71 @@ async fn floor_latency(setup: &Setup, clusters: usize, rounds: usize) -> Vec<Dur
             samples.extend(hits.iter().map(|hit| hit.at.duration_since(sent)));
         }
     }
+    let machine = MachineCpu::now(setup).since(&before);
     setup.receiver.clear();
-    samples
+    (samples, machine)
+}
+
+/// The CPU (user + system) used so far by the other programs on the two cores: the
+/// kube-apiserver and etcd (their pid files from kube-up.sh) and this process (the load
+/// generator and the Receiver emulator). 10 ms resolution, so read over many pushes.
+#[derive(Debug, Default, Clone, Copy)]
+struct MachineCpu {
+    apiserver: Duration,
+    etcd: Duration,
+    bench: Duration,
+}
+
+impl MachineCpu {
+    fn now(setup: &Setup) -> MachineCpu {
+        let server = |name: &str| {
+            std::fs::read_to_string(setup.kube.dir().join(format!("{name}.pid")))
+                .ok()
+                .and_then(|pid| pid.trim().parse().ok())
+                .and_then(crate::coldstart::cpu_time)
+                .unwrap_or_default()
+        };
+        MachineCpu {
+            apiserver: server("apiserver"),
+            etcd: server("etcd"),
+            bench: crate::coldstart::cpu_time(std::process::id()).unwrap_or_default(),
+        }
+    }
+
+    fn since(&self, before: &MachineCpu) -> MachineCpu {
+        MachineCpu {
+            apiserver: self.apiserver.saturating_sub(before.apiserver),
+            etcd: self.etcd.saturating_sub(before.etcd),
+            bench: self.bench.saturating_sub(before.bench),
+        }
+    }
+
+    /// Milliseconds per one of `count` pushes or rounds.
+    fn per(&self, count: usize) -> MachineMs {
+        let count = count.max(1) as f64;
+        MachineMs {
+            apiserver: ms(self.apiserver) / count,
+            etcd: ms(self.etcd) / count,
+            bench: ms(self.bench) / count,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct MachineMs {
+    apiserver: f64,
+    etcd: f64,
+    bench: f64,
+}
+
+impl MachineMs {
+    fn total_ms(&self) -> f64 {
+        self.apiserver + self.etcd + self.bench
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
 /// 3. A burst of pushes to one project: Receiver calls per cluster, coalescing against the
