@@ -325,13 +325,14 @@ fn dispatch_journal(report: &DispatchReport) -> Vec<JournalEntry> {
             }
         }
     }
-    let answer = |target: &str, pushes: usize| {
+    let one_call = |detail: String, pushes: usize| {
         if pushes > 1 {
-            format!("{target}: success (one call for {pushes} pushes)")
+            format!("{detail} (one call for {pushes} pushes)")
         } else {
-            format!("{target}: success")
+            detail
         }
     };
+    let answer = |target: &str, pushes: usize| one_call(format!("{target}: success"), pushes);
     let mut entries = Vec::new();
     for target in &report.targets {
         for key in &target.push_keys {
@@ -340,18 +341,12 @@ fn dispatch_journal(report: &DispatchReport) -> Vec<JournalEntry> {
                     continue;
                 }
                 Ok(()) => ("triggered", answer(&target.target, target.push_keys.len())),
-                Err(failure) if target.push_keys.len() > 1 => (
-                    "trigger_failed",
-                    format!(
-                        "{}: {} (one call for {} pushes)",
-                        target.target,
-                        failure.reason,
-                        target.push_keys.len()
-                    ),
-                ),
                 Err(failure) => (
                     "trigger_failed",
-                    format!("{}: {}", target.target, failure.reason),
+                    one_call(
+                        format!("{}: {}", target.target, failure.reason),
+                        target.push_keys.len(),
+                    ),
                 ),
             };
             entries.push(JournalEntry::new(key, Some(&target.cluster), stage, detail));
