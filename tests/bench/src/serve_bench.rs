@@ -391,7 +391,7 @@ impl LoadRun {
     /// the CPU, below it by something that waits (the fsyncs).
     fn machine_usage(&self) -> String {
         let per_push = |cpu: Duration| cpu.as_secs_f64() * 1e6 / (self.accepted.max(1) as f64);
-        let all = self.serve.cpu + self.machine.apiserver + self.machine.etcd + self.machine.bench;
+        let all = self.serve.cpu + self.machine.total();
         let seconds = self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
         format!(
             "this process {:.0} µs, kube-apiserver {:.0} µs, etcd {:.0} µs per push; all of them and serve {:.0} µs per push, {:.0} % of the 2 cores",
@@ -712,7 +712,7 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
             floor_machine.per(scale.latency_pushes),
         );
         let serve_ms = ms(work.serve.cpu) / pushes;
-        let extra = serve_ms + per_push.total_ms() - per_round.total_ms();
+        let extra = serve_ms + ms(per_push.total()) - ms(per_round.total());
         report.info(
             SECTION,
             &format!(
@@ -720,12 +720,12 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
             ),
             format!(
                 "apiserver {:.2} / {:.2} ms, etcd {:.2} / {:.2} ms, this process {:.2} / {:.2} ms, serve {serve_ms:.2} ms; {extra:.2} ms more per push, {:.2} ms over 2 cores",
-                per_push.apiserver,
-                per_round.apiserver,
-                per_push.etcd,
-                per_round.etcd,
-                per_push.bench,
-                per_round.bench,
+                ms(per_push.apiserver),
+                ms(per_round.apiserver),
+                ms(per_push.etcd),
+                ms(per_round.etcd),
+                ms(per_push.bench),
+                ms(per_round.bench),
                 extra / 2.0
             ),
         );
@@ -886,26 +886,17 @@ impl MachineCpu {
         }
     }
 
-    /// Milliseconds per one of `count` pushes or rounds.
-    fn per(&self, count: usize) -> MachineMs {
-        let count = count.max(1) as f64;
-        MachineMs {
-            apiserver: ms(self.apiserver) / count,
-            etcd: ms(self.etcd) / count,
-            bench: ms(self.bench) / count,
+    /// The share of one of `count` pushes or rounds.
+    fn per(&self, count: usize) -> MachineCpu {
+        let count = u32::try_from(count.max(1)).unwrap_or(u32::MAX);
+        MachineCpu {
+            apiserver: self.apiserver / count,
+            etcd: self.etcd / count,
+            bench: self.bench / count,
         }
     }
-}
 
-#[derive(Debug, Clone, Copy)]
-struct MachineMs {
-    apiserver: f64,
-    etcd: f64,
-    bench: f64,
-}
-
-impl MachineMs {
-    fn total_ms(&self) -> f64 {
+    fn total(&self) -> Duration {
         self.apiserver + self.etcd + self.bench
     }
 }
