@@ -885,3 +885,53 @@ fn settling_a_batch_takes_no_blocking_thread() {
     let again = queue.receive("q", 300, VISIBILITY).unwrap();
     assert_eq!(again.len(), 100);
 }
+
+/// A settle wakes the group's consumer when a delete leaves a message behind in the group
+/// (it may be receivable now), and not when it empties the group: serve's dispatch would
+/// otherwise look for nothing after each of a push's clusters.
+#[test]
+fn a_held_delete_wakes_the_consumer_only_when_its_group_holds_more() {
+    use fluxrelay_adapters::embedded::EmbeddedSettle;
+    use fluxrelay_core::ports::{QueueMessage, Settle};
+    use tokio::sync::Notify;
+
+    let file = TempQueueFile::new("settle-wake");
+    let (queue, _clock) = file.open_manual();
+    send(&queue, "alone", "a1");
+    send(&queue, "pair", "p1");
+    send(&queue, "pair", "p2");
+    let received = queue.receive("q", 2, VISIBILITY).unwrap();
+    assert_eq!(bodies(&received), ["a1", "p1"]);
+    let message = |index: usize| QueueMessage {
+        id: received[index].receipt.to_string(),
+        source: "q".into(),
+        receipt: received[index].receipt.to_string(),
+        group: received[index].group_id.clone(),
+        body: received[index].body.clone(),
+        receive_count: received[index].receive_count,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let woken = |index: usize| {
+        runtime.block_on(async {
+            let wake = Arc::new(Notify::new());
+            let settle = EmbeddedSettle::new(queue.clone())
+                .notifying(wake.clone())
+                .holding_acknowledgements();
+            settle.acknowledge(&message(index)).await.unwrap();
+            let settled = settle.delete_held_and_record(Vec::new()).await.unwrap();
+            assert!(settled.failed.is_empty(), "{:?}", settled.failed);
+            tokio::time::timeout(Duration::ZERO, wake.notified())
+                .await
+                .is_ok()
+        })
+    };
+    assert!(
+        !woken(0),
+        "deleting the only message of a group woke the consumer"
+    );
+    assert!(woken(1), "deleting p1 left p2 receivable but woke nobody");
+    assert_eq!(bodies(&queue.receive("q", 10, VISIBILITY).unwrap()), ["p2"]);
+}

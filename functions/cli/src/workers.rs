@@ -526,9 +526,10 @@ pub async fn run_dispatch(workers: Arc<Workers>, mut stop: watch::Receiver<bool>
                                 }
                             }
                         }
+                        // No wake here: the settle woke dispatch if the cluster's
+                        // group still holds messages (`EmbeddedSettle`), and a look after
+                        // each of a push's clusters found nothing.
                         drop(slot);
-                        // The cluster's next messages may be waiting on the queue.
-                        batch.dispatch_wake.notify_one();
                     });
                 }
                 continue;

@@ -595,14 +595,18 @@ impl EmbeddedQueue {
                         store::delete(transaction, receipt).map(|group| touched.add(group))
                     })
                     .collect();
-                touched.refresh(transaction)?;
+                let groups_not_empty = touched.refresh(transaction)?;
                 let recorded = match record.as_mut() {
                     Some(record) => {
                         writer::apart(transaction, |transaction| record(transaction, now))?
                     }
                     None => Ok(()),
                 };
-                Ok(DeletedAndRecorded { deleted, recorded })
+                Ok(DeletedAndRecorded {
+                    deleted,
+                    groups_not_empty,
+                    recorded,
+                })
             })
             .await
     }
@@ -739,7 +743,7 @@ fn delete_operation(
 ) -> impl FnMut(&Transaction<'_>, i64) -> Result<(), QueueError> + Send + 'static {
     move |transaction, _| {
         let (queue, group_id) = store::delete(transaction, &receipt)?;
-        store::refresh_group(transaction, &queue, &group_id)
+        store::refresh_group(transaction, &queue, &group_id).map(drop)
     }
 }
 
@@ -756,6 +760,9 @@ pub struct DeletedAndRecorded {
     /// Per receipt, in order: deleted, or why not (a stale receipt: the message was
     /// received again meanwhile, and whoever holds it now settles it).
     pub deleted: Vec<Result<(), QueueError>>,
+    /// Whether a group a message was deleted from still holds a message: only then can
+    /// the deletes have let a consumer receive something it could not before.
+    pub groups_not_empty: bool,
     /// The journal lines: stored, or why not (the deletes stand either way).
     pub recorded: Result<(), QueueError>,
 }

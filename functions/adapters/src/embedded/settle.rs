@@ -16,8 +16,10 @@ use super::{
 };
 
 /// Settles messages received from an [`EmbeddedQueue`] (the message's `receipt` is the
-/// queue's receipt text). `freed` is notified whenever a message leaves its FIFO group or
-/// a retry is scheduled, so an idle consumer looks again at once.
+/// queue's receipt text). `freed` is notified whenever a message leaves a FIFO group that
+/// holds more, or a retry is scheduled, so an idle consumer looks again at once. (Not when
+/// the group is left empty: nothing became receivable, and serve's dispatch would look
+/// after each of a push's clusters for nothing.)
 #[derive(Clone)]
 pub struct EmbeddedSettle {
     queue: EmbeddedQueue,
@@ -76,11 +78,15 @@ impl EmbeddedSettle {
             });
         }
         let (ids, receipts): (Vec<String>, Vec<Receipt>) = held.into_iter().unzip();
-        let DeletedAndRecorded { deleted, recorded } = self
+        let DeletedAndRecorded {
+            deleted,
+            groups_not_empty,
+            recorded,
+        } = self
             .queue
             .delete_and_record_async(receipts, entries)
             .await?;
-        if deleted.iter().any(Result::is_ok) {
+        if groups_not_empty {
             self.freed();
         }
         let failed = ids

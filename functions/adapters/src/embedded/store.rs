@@ -344,12 +344,13 @@ fn join_group(
 
 /// Make a group's row true again after its messages changed (deleted, hidden, shown):
 /// its oldest message and its latest hiding, each one index lookup; no row once the group
-/// has no messages. Writes nothing when neither changed.
+/// has no messages. Writes nothing when neither changed. `true`: the group still holds a
+/// message (one its consumer may be waiting for).
 pub(super) fn refresh_group(
     transaction: &Transaction<'_>,
     queue: &str,
     group_id: &str,
-) -> Result<(), QueueError> {
+) -> Result<bool, QueueError> {
     let head: Option<i64> = transaction
         .prepare_cached("SELECT MIN(id) FROM messages WHERE queue = ?1 AND group_id = ?2")
         .and_then(|mut statement| statement.query_row(params![queue, group_id], |row| row.get(0)))
@@ -359,7 +360,7 @@ pub(super) fn refresh_group(
             .prepare_cached("DELETE FROM message_groups WHERE queue = ?1 AND group_id = ?2")
             .and_then(|mut statement| statement.execute(params![queue, group_id]))
             .map_err(storage("forget an empty group"))?;
-        return Ok(());
+        return Ok(false);
     };
     let hidden_until: i64 = transaction
         .prepare_cached(
@@ -379,7 +380,7 @@ pub(super) fn refresh_group(
         )
         .and_then(|mut statement| statement.execute(params![queue, group_id, head, hidden_until]))
         .map_err(storage("update a group"))?;
-    Ok(())
+    Ok(true)
 }
 
 /// The groups one write changed, each refreshed once after it (a batch's deletes are
@@ -392,11 +393,13 @@ impl TouchedGroups {
         self.0.insert(group);
     }
 
-    pub(super) fn refresh(self, transaction: &Transaction<'_>) -> Result<(), QueueError> {
+    /// Refresh each group once; `true`: one of them still holds a message.
+    pub(super) fn refresh(self, transaction: &Transaction<'_>) -> Result<bool, QueueError> {
+        let mut any_left = false;
         for (queue, group_id) in &self.0 {
-            refresh_group(transaction, queue, group_id)?;
+            any_left |= refresh_group(transaction, queue, group_id)?;
         }
-        Ok(())
+        Ok(any_left)
     }
 }
 
@@ -582,7 +585,7 @@ pub(super) fn change_visibility(
             "embedded queue: receipt {receipt} is stale or its message is no longer in flight"
         )));
     };
-    refresh_group(transaction, &queue, &group_id)
+    refresh_group(transaction, &queue, &group_id).map(drop)
 }
 
 /// Copy the message delivered under `receipt` to the dead letters of `file_as` (queue and
