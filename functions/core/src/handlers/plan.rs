@@ -83,19 +83,48 @@ impl Target {
     /// push the GitRepository matches (it fetches its own ref).
     pub fn delivery_scope(&self) -> String {
         match self {
-            // Debug quotes and escapes each string, so two different scopes never read
-            // the same.
             Target::Receiver {
                 receiver,
                 instance,
                 project,
                 git_ref,
                 event,
-            } => format!(
-                "{}|{:?}",
-                receiver_object(receiver),
-                (instance, project, git_ref, event.object_kind())
-            ),
+            } => {
+                // Every field the body carries, each prefixed with its length, so two
+                // different scopes never read the same (whatever a value holds); the
+                // project taken apart field by field, so a new one cannot be left out.
+                // (It was the Debug form of the tuple, which escapes char by char: 1.4 %
+                // of serve's CPU at 20 clusters.)
+                let Project {
+                    id,
+                    path,
+                    http_url,
+                    ssh_url,
+                    web_url,
+                    default_branch,
+                } = project;
+                let mut scope = receiver_object(receiver);
+                scope.reserve(256);
+                let mut field = |value: &str| {
+                    scope.push('|');
+                    scope.push_str(&value.len().to_string());
+                    scope.push(':');
+                    scope.push_str(value);
+                };
+                field(instance);
+                field(&id.to_string());
+                field(path);
+                field(http_url);
+                field(ssh_url);
+                field(web_url);
+                field(git_ref);
+                field(event.object_kind());
+                match default_branch {
+                    Some(branch) => field(branch),
+                    None => scope.push_str("|-"),
+                }
+                scope
+            }
             Target::Annotate { repository } => format!("gitrepository/{repository}"),
             Target::AnnotateArtifact { .. } => self.to_string(),
         }

@@ -401,6 +401,21 @@ fn a_receiver_delivery_scope_differs_wherever_the_body_would() {
             |t| fields(t).2.default_branch = None,
             false,
         ),
+        (
+            "the project's default branch empty, not absent",
+            |t| fields(t).2.default_branch = Some(String::new()),
+            false,
+        ),
+        (
+            "the project's http URL",
+            |t| fields(t).2.http_url = "https://gitlab.example.com/y.git".into(),
+            false,
+        ),
+        (
+            "the project's ssh URL",
+            |t| fields(t).2.ssh_url = "git@gitlab.example.com:y.git".into(),
+            false,
+        ),
         ("another project id", |t| fields(t).2.id = 16, false),
         (
             "another ref",
@@ -412,6 +427,16 @@ fn a_receiver_delivery_scope_differs_wherever_the_body_would() {
         (
             "a separator in the ref",
             |t| *fields(t).3 = "refs/heads/main|\"x\"".into(),
+            false,
+        ),
+        // Nor can a value that spells the next field's length and text.
+        (
+            "the next field inside the instance",
+            |t| {
+                let (_, instance, project, _, _) = fields(t);
+                let next = format!("|{}:{}", project.id.to_string().len(), project.id);
+                instance.push_str(&next);
+            },
             false,
         ),
     ];

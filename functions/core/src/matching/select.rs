@@ -123,9 +123,10 @@ pub fn repository_skip(
 ) -> Result<(), RepoSkip> {
     let spec_url = repo.url.as_deref().ok_or(RepoSkip::NoUrl)?;
     let location = url::normalize(spec_url).ok_or(RepoSkip::UnsupportedUrl)?;
-    if !url::url_matches_push(spec_url, push, aliases) {
+    let location = url::canonical(location, aliases);
+    if !url::location_matches_push(&location, push, aliases) {
         return Err(RepoSkip::OtherProject {
-            location: url::canonical(location, aliases).to_string(),
+            location: location.to_string(),
         });
     }
     let rule = refs::effective_ref(repo.git_ref.as_ref());

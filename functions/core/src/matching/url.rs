@@ -78,9 +78,17 @@ pub fn canonical(location: RepoLocation, aliases: &BTreeMap<String, String>) -> 
 /// Whether the GitRepository `spec.url` names the pushed project: any of the push's
 /// `project.http_url`, `project.web_url`, `project.ssh_url` (scp-like) normalises (with aliases) to the same location.
 pub fn url_matches_push(spec_url: &str, push: &Push, aliases: &BTreeMap<String, String>) -> bool {
-    let Some(wanted) = normalize(spec_url).map(|location| canonical(location, aliases)) else {
-        return false;
-    };
+    normalize(spec_url)
+        .map(|location| canonical(location, aliases))
+        .is_some_and(|wanted| location_matches_push(&wanted, push, aliases))
+}
+
+/// [`url_matches_push`] for a `spec.url` already normalised and made canonical.
+pub fn location_matches_push(
+    wanted: &RepoLocation,
+    push: &Push,
+    aliases: &BTreeMap<String, String>,
+) -> bool {
     [
         &push.project.http_url,
         &push.project.web_url,
@@ -88,7 +96,7 @@ pub fn url_matches_push(spec_url: &str, push: &Push, aliases: &BTreeMap<String, 
     ]
     .into_iter()
     .filter_map(|pushed| normalize(pushed))
-    .any(|pushed| canonical(pushed, aliases) == wanted)
+    .any(|pushed| canonical(pushed, aliases) == *wanted)
 }
 
 /// Host and path of an `http`, `https` or `ssh` URL, as the WHATWG parser reads them.
