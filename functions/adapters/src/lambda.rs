@@ -134,10 +134,7 @@ pub fn route_response(report: &RouteReport) -> SqsBatchResponse {
 /// Logs each call and message of a dispatch batch (already settled, cluster by cluster)
 /// and reports the ones that are to come back to SQS.
 pub fn dispatch_response(report: &DispatchReport) -> SqsBatchResponse {
-    outcome_log::targets(report);
-    for message in &report.messages {
-        outcome_log::dispatch(message);
-    }
+    outcome_log::dispatch(report);
     batch_response(report.failed_ids())
 }
 

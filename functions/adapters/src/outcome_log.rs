@@ -1,7 +1,7 @@
 //! One log line per outcome, the same for the Lambda functions and `fluxrelay serve`: each
 //! names the delivery key, project, ref and cluster, so one push can be followed by key.
 
-use fluxrelay_core::handlers::dispatch::{DispatchReport, MessageOutcome};
+use fluxrelay_core::handlers::dispatch::{AnsweredCalls, DispatchReport, MessageOutcome};
 use fluxrelay_core::handlers::route::{RouteReport, RouteVerdict};
 use fluxrelay_core::ingest::{Accepted, IngestError};
 use fluxrelay_core::outcome::settle::Settled;
@@ -103,10 +103,19 @@ pub fn route(report: &RouteReport) {
     }
 }
 
-/// Every call made to a cluster. A call that served many pushes logs how many, and the key
-/// it carried: the full list is `explain`'s (a line stays small however long the burst).
-pub fn targets(report: &DispatchReport) {
-    for target in &report.targets {
+/// A dispatch batch's lines: each call that no `delivered` line tells (it failed, or
+/// served a push that was not delivered), then each message's verdict. A delivered push's
+/// line names the targets its calls answered (`answered`), so a successful call has no
+/// line of its own (`AnsweredCalls`: the journal's rule too). A call that served many
+/// pushes logs how many, and the key it carried: the full list is `explain`'s (a line
+/// stays small however long the burst).
+pub fn dispatch(report: &DispatchReport) {
+    let calls = report.answered_calls();
+    for target in report
+        .targets
+        .iter()
+        .filter(|target| !calls.call_told(target))
+    {
         let pushes = target.push_keys.len();
         match &target.result {
             Ok(()) => tracing::info!(
@@ -132,6 +141,9 @@ pub fn targets(report: &DispatchReport) {
             ),
         }
     }
+    for message in &report.messages {
+        verdict(message, &calls);
+    }
 }
 
 /// Key, project, ref and cluster of a dispatch message (empty when its body was unreadable).
@@ -151,7 +163,7 @@ pub fn dispatch_fields(message: &MessageOutcome) -> (&str, &str, &str, &str) {
 }
 
 /// The verdict of one dispatch message, and how it was settled.
-pub fn dispatch(message: &MessageOutcome) {
+fn verdict(message: &MessageOutcome, calls: &AnsweredCalls<'_>) {
     let (key, project, git_ref, cluster) = dispatch_fields(message);
     let settled = settled_text(&message.settled);
     match &message.verdict {
@@ -162,6 +174,7 @@ pub fn dispatch(message: &MessageOutcome) {
             git_ref,
             cluster,
             targets = targets.join(","),
+            answered = calls.answered_targets(message, targets),
             confirming = message.confirming,
             settled
         ),

@@ -2,7 +2,7 @@
 //! same handlers as the Lambda functions, settled the way SQS settles them (delete, a
 //! visibility backoff, or the dead-letter table with a reason).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use fluxrelay_adapters::gitlab::GitLabClient;
 use fluxrelay_adapters::outcome_log;
 use fluxrelay_core::handlers::confirm::{ConfirmMemory, ConfirmRules};
 use fluxrelay_core::handlers::dispatch::{
-    DispatchMemory, DispatchPorts, DispatchReport, DispatchRules, handle_dispatch,
+    DispatchMemory, DispatchPorts, DispatchReport, DispatchRules, answer, handle_dispatch, one_call,
 };
 use fluxrelay_core::handlers::route::{
     PathsSource, RouteReport, RouteVerdict, route_and_settle_with,
@@ -171,10 +171,7 @@ impl Workers {
             .iter_mut()
             .map(|message| (message.message_id.as_str(), &mut message.settled));
         delete_held_and_record(&settle, entries, settlements).await;
-        outcome_log::targets(&report);
-        for message in &report.messages {
-            outcome_log::dispatch(message);
-        }
+        outcome_log::dispatch(&report);
         self.metrics.record_dispatch(&report);
     }
 }
@@ -292,54 +289,19 @@ fn short(sha: &str) -> &str {
     sha.get(..8).unwrap_or(sha)
 }
 
-/// One line per verdict, and one per call whose answer no verdict line carries: a push
-/// delivered to a cluster is one `delivered` line naming each target with its answer (a
-/// `triggered` line of its own would repeat the target, and was a third of a 20-cluster
-/// push's journal rows). A call for a push that is retried or dead-lettered, or one that
-/// failed, keeps its own `triggered` / `trigger_failed` line before the verdict.
+/// One line per verdict, and one per call whose answer no verdict line carries
+/// (`AnsweredCalls`, as in the log): a push delivered to a cluster is one `delivered` line
+/// naming each target with its answer (a `triggered` line of its own would repeat the
+/// target, and was a third of a 20-cluster push's journal rows). A call for a push that is
+/// retried or dead-lettered, or one that failed, keeps its own `triggered` /
+/// `trigger_failed` line before the verdict.
 fn dispatch_journal(report: &DispatchReport) -> Vec<JournalEntry> {
-    // (push key, cluster, target) → how many pushes the successful call served.
-    let mut answered: HashMap<(&str, &str, &str), usize> = HashMap::new();
-    for target in report.targets.iter().filter(|target| target.result.is_ok()) {
-        for key in &target.push_keys {
-            answered.insert(
-                (key, &target.cluster, &target.target),
-                target.push_keys.len(),
-            );
-        }
-    }
-    let mut told_by_verdict: HashSet<(&str, &str, &str)> = HashSet::new();
-    for message in &report.messages {
-        if let (Some(dispatch), Verdict::Delivered { targets }) =
-            (&message.dispatch, &message.verdict)
-        {
-            for target in targets {
-                let call = (
-                    dispatch.push.key.as_str(),
-                    dispatch.cluster.as_str(),
-                    target.as_str(),
-                );
-                if answered.contains_key(&call) {
-                    told_by_verdict.insert(call);
-                }
-            }
-        }
-    }
-    let one_call = |detail: String, pushes: usize| {
-        if pushes > 1 {
-            format!("{detail} (one call for {pushes} pushes)")
-        } else {
-            detail
-        }
-    };
-    let answer = |target: &str, pushes: usize| one_call(format!("{target}: success"), pushes);
+    let calls = report.answered_calls();
     let mut entries = Vec::new();
     for target in &report.targets {
         for key in &target.push_keys {
             let (stage, detail) = match &target.result {
-                Ok(()) if told_by_verdict.contains(&(key, &target.cluster, &target.target)) => {
-                    continue;
-                }
+                Ok(()) if calls.told(key, &target.cluster, &target.target) => continue,
                 Ok(()) => ("triggered", answer(&target.target, target.push_keys.len())),
                 Err(failure) => (
                     "trigger_failed",
@@ -370,19 +332,9 @@ fn dispatch_journal(report: &DispatchReport) -> Vec<JournalEntry> {
             entries.push(JournalEntry::new(key, cluster, stage, detail));
         };
         match &message.verdict {
-            Verdict::Delivered { targets } => add(
-                "delivered",
-                targets
-                    .iter()
-                    .map(|target| {
-                        match answered.get(&(key.as_str(), dispatch.cluster.as_str(), target)) {
-                            Some(pushes) => answer(target, *pushes),
-                            None => target.clone(),
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
+            Verdict::Delivered { targets } => {
+                add("delivered", calls.delivered_targets(message, targets))
+            }
             Verdict::Superseded { by } => add(
                 "superseded",
                 format!("delivered by supersession: covered by {by}"),

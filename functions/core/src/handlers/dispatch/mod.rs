@@ -5,6 +5,7 @@
 //! and each is settled as soon as it finishes, so a hung apiserver delays nobody else.
 //! What a cluster has not finished by its deadline is retried, not timed out.
 
+mod answered;
 mod calls;
 mod cluster;
 mod paths;
@@ -17,6 +18,7 @@ use time::OffsetDateTime;
 
 use tracing::Instrument;
 
+pub use self::answered::{AnsweredCalls, answer, one_call};
 use self::cluster::{ClusterWork, Decided, handle_cluster};
 use super::plan::Skip;
 use crate::confirm::message::Confirmation;
