@@ -131,17 +131,17 @@ mod tests {
     use crate::outcome::settle::Settled;
     use crate::outcome::verdict::RetryPlan;
     use crate::push::Dispatch;
+    use crate::push::tests::sample_push;
 
     const A: &str = "receiver/flux-system/a";
     const B: &str = "receiver/flux-system/b";
 
     fn message(key: &str, verdict: Verdict) -> MessageOutcome {
-        let body = format!(
-            r#"{{"v":1,"cluster":"prod","push":{{"v":1,"key":"{key}","instance":"https://gitlab.example.com","event":"push","project":{{"id":15,"path":"mike/diaspora","http_url":"http://example.com/mike/diaspora.git","ssh_url":"git@example.com:mike/diaspora.git","web_url":"http://example.com/mike/diaspora","default_branch":"master"}},"ref":"refs/heads/master","before":"95790bf891e76fee5e1747ab589903a6a1f80f22","after":"da1560886d4f094c3e6c9ef40349f7d38b5d27d7","checkout_sha":null,"changed_paths":null,"received_at":"2026-11-22T03:00:00Z"}}}}"#
-        );
+        let mut push = sample_push();
+        push.key = key.to_string();
         MessageOutcome {
             message_id: format!("m-{key}"),
-            dispatch: Some(Dispatch::from_json(&body).unwrap()),
+            dispatch: Some(Dispatch::new("prod", push)),
             verdict,
             skipped: Vec::new(),
             settled: Settled::Acknowledged,
@@ -149,25 +149,25 @@ mod tests {
         }
     }
 
-    fn call(target: &str, keys: &[&str], ok: bool) -> TargetOutcome {
+    /// A call on cluster `prod` for the pushes `keys` (the last one carried), answered or
+    /// refused.
+    fn call(target: &str, keys: &[&str], answered: bool) -> TargetOutcome {
+        let push = sample_push();
+        let refused = TriggerFailure {
+            class: FailureClass::Retryable,
+            responder: Responder::Receiver,
+            status: Some(503),
+            reason: "Receiver answered 503".to_string(),
+            credentials_rejected: false,
+        };
         TargetOutcome {
             cluster: "prod".to_string(),
             target: target.to_string(),
-            project: "mike/diaspora".to_string(),
-            git_ref: "refs/heads/master".to_string(),
-            carried: keys[keys.len() - 1].to_string(),
+            project: push.project.path,
+            git_ref: push.git_ref,
+            carried: keys.last().map(|key| key.to_string()).unwrap_or_default(),
             push_keys: keys.iter().map(|key| key.to_string()).collect(),
-            result: if ok {
-                Ok(())
-            } else {
-                Err(TriggerFailure {
-                    class: FailureClass::Retryable,
-                    responder: Responder::Receiver,
-                    status: Some(503),
-                    reason: "Receiver answered 503".to_string(),
-                    credentials_rejected: false,
-                })
-            },
+            result: if answered { Ok(()) } else { Err(refused) },
             finished_at: OffsetDateTime::UNIX_EPOCH,
         }
     }
