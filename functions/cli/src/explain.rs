@@ -8,7 +8,8 @@ use std::path::Path;
 
 use crate::dlq::{at, open, show_progress, sqs_client};
 use crate::serve::QUEUE_FILE;
-use fluxrelay_adapters::embedded::JournalRecord;
+use crate::workers::routed_clusters;
+use fluxrelay_adapters::embedded::{JournalEntry, JournalRecord};
 use fluxrelay_adapters::sqs_dlq::{self, BrowseLimits};
 
 /// Stages after which nothing more happens to the push on that cluster.
@@ -61,8 +62,9 @@ fn write_journal(
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     writeln!(out, "push {key}")?;
+    let records = with_queued(records);
     let mut clusters: BTreeMap<&str, Vec<&JournalRecord>> = BTreeMap::new();
-    for record in records {
+    for record in &records {
         match &record.entry.cluster {
             None => write_record(record, out)?,
             Some(cluster) => clusters.entry(cluster).or_default().push(record),
@@ -94,6 +96,34 @@ fn write_journal(
         writeln!(out, "  {cluster}: {last}")?;
     }
     Ok(())
+}
+
+/// The records, each `routed` one followed by a `queued` line for every cluster it names
+/// (at its time): route journals one row per push, whose clusters are the ones a cluster
+/// without any other record is still queued for. A journal written before that (a
+/// `queued` row per cluster) is shown as it is.
+fn with_queued(records: &[JournalRecord]) -> Vec<JournalRecord> {
+    let has_queued_rows = records.iter().any(|record| record.entry.stage == "queued");
+    let mut all = Vec::with_capacity(records.len());
+    for record in records {
+        all.push(record.clone());
+        if has_queued_rows || record.entry.stage != "routed" || record.entry.cluster.is_some() {
+            continue;
+        }
+        for cluster in routed_clusters(&record.entry.detail) {
+            all.push(JournalRecord {
+                at_ms: record.at_ms,
+                entry: JournalEntry::new(
+                    record.entry.key.as_str(),
+                    Some(cluster),
+                    "queued",
+                    "queued for dispatch",
+                ),
+                count: 1,
+            });
+        }
+    }
+    all
 }
 
 /// One line per detail kept (a push's skips on a cluster are one record with the first few),
@@ -172,7 +202,6 @@ pub async fn explain_sqs(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
-    use fluxrelay_adapters::embedded::JournalEntry;
 
     use super::*;
 
@@ -218,6 +247,74 @@ mod tests {
         assert!(
             story.ends_with("  prod: nothing to trigger (see the skipped objects)\n"),
             "the skips are not the verdict: {story}"
+        );
+    }
+
+    /// The record lines of `cluster`, without their times.
+    fn cluster_lines<'s>(story: &'s str, cluster: &str) -> Vec<&'s str> {
+        let heading = format!("cluster {cluster}:");
+        story
+            .lines()
+            .skip_while(|line| *line != heading)
+            .skip(1)
+            .take_while(|line| line.starts_with("  ") && line.contains("Z  "))
+            .map(|line| line.split_once("Z  ").map_or(line, |(_, rest)| rest))
+            .collect()
+    }
+
+    #[test]
+    fn a_cluster_the_push_was_routed_to_is_queued_until_dispatch_says_more() {
+        let routed = "accepted 2026-11-22T03:00:00Z: a/b refs/heads/x; routed to prod, staging";
+        let story = written(&[
+            record(None, "routed", routed, 1),
+            record(
+                Some("prod"),
+                "delivered",
+                "receiver/flux-system/r: success",
+                1,
+            ),
+        ]);
+        assert_eq!(
+            cluster_lines(&story, "prod"),
+            [
+                "queued        queued for dispatch",
+                "delivered     receiver/flux-system/r: success"
+            ],
+            "{story}"
+        );
+        assert_eq!(
+            cluster_lines(&story, "staging"),
+            ["queued        queued for dispatch"],
+            "{story}"
+        );
+        assert!(
+            story.ends_with("  prod: delivered\n  staging: queued, not dispatched yet\n"),
+            "{story}"
+        );
+
+        // No cluster subscribes: none is queued.
+        let story = written(&[record(
+            None,
+            "routed",
+            "accepted 2026-11-22T03:00:00Z: a/b refs/heads/x; no cluster subscribes",
+            1,
+        )]);
+        assert!(!story.contains("\ncluster "), "{story}");
+        assert!(
+            story.ends_with("  no cluster (see routed above)\n"),
+            "{story}"
+        );
+
+        // A journal written with a queued row per cluster is shown as it was.
+        let story = written(&[
+            record(None, "routed", routed, 1),
+            record(Some("prod"), "queued", "queued for dispatch", 1),
+            record(Some("staging"), "queued", "queued for dispatch", 1),
+        ]);
+        assert_eq!(
+            cluster_lines(&story, "prod"),
+            ["queued        queued for dispatch"],
+            "{story}"
         );
     }
 

@@ -213,3 +213,69 @@ fn each_call_is_told_once_in_the_verdict_when_it_delivered_and_on_its_own_otherw
         assert_eq!(lines, expected, "{name}");
     }
 }
+
+/// A routed push is one row whose clusters `explain` reads back, whatever the ref holds
+/// (a ref may contain `; routed to `); no cluster is none.
+#[test]
+fn a_routed_row_names_the_clusters_explain_reads_back() {
+    use fluxrelay_core::handlers::route::{PathsSource, RouteReport, RouteVerdict, RoutedMessage};
+
+    use super::{route_journal, routed_clusters};
+
+    let routed = |git_ref: &str, clusters: &[&str]| {
+        let mut push = message("k1", delivered(&[])).dispatch.unwrap().push;
+        push.git_ref = git_ref.to_string();
+        RoutedMessage {
+            message_id: "m1".to_string(),
+            push: Some(push),
+            verdict: RouteVerdict::Routed {
+                clusters: clusters.iter().map(|cluster| cluster.to_string()).collect(),
+            },
+            unusable: Vec::new(),
+            settled: None,
+            paths: PathsSource::Payload,
+        }
+    };
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("one cluster", "refs/heads/master", &["prod"]),
+        (
+            "three",
+            "refs/heads/master",
+            &["prod", "staging", "eu.west-1_b"],
+        ),
+        ("none subscribes", "refs/heads/master", &[]),
+        (
+            "the separator inside the ref",
+            "refs/heads/a; routed to evil, worse",
+            &["prod"],
+        ),
+        (
+            "the separator inside the ref, no cluster",
+            "refs/heads/a; routed to evil",
+            &[],
+        ),
+    ];
+    for (name, git_ref, clusters) in cases {
+        let report = RouteReport {
+            messages: vec![routed(git_ref, clusters)],
+        };
+        let entries = route_journal(&report);
+        assert_eq!(entries.len(), 1, "{name}: one row per push: {entries:?}");
+        assert_eq!(entries[0].stage, "routed", "{name}");
+        assert_eq!(entries[0].cluster, None, "{name}");
+        let expected: Vec<&str> = clusters.to_vec();
+        if expected.is_empty() {
+            assert!(
+                entries[0].detail.ends_with("; no cluster subscribes"),
+                "{name}: {}",
+                entries[0].detail
+            );
+        }
+        assert_eq!(
+            routed_clusters(&entries[0].detail),
+            expected,
+            "{name}: {}",
+            entries[0].detail
+        );
+    }
+}
