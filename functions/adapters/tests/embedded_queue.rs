@@ -902,14 +902,17 @@ fn a_held_delete_wakes_the_consumer_only_when_its_group_holds_more() {
     send(&queue, "pair", "p2");
     let received = queue.receive("q", 2, VISIBILITY).unwrap();
     assert_eq!(bodies(&received), ["a1", "p1"]);
-    let message = |index: usize| QueueMessage {
-        id: received[index].receipt.to_string(),
-        source: "q".into(),
-        receipt: received[index].receipt.to_string(),
-        group: received[index].group_id.clone(),
-        body: received[index].body.clone(),
-        receive_count: received[index].receive_count,
-    };
+    fn queue_message(message: &Received) -> QueueMessage {
+        QueueMessage {
+            id: message.receipt.to_string(),
+            source: "q".into(),
+            receipt: message.receipt.to_string(),
+            group: message.group_id.clone(),
+            body: message.body.clone(),
+            receive_count: message.receive_count,
+        }
+    }
+    let message = |index: usize| queue_message(&received[index]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -933,5 +936,26 @@ fn a_held_delete_wakes_the_consumer_only_when_its_group_holds_more() {
         "deleting the only message of a group woke the consumer"
     );
     assert!(woken(1), "deleting p1 left p2 receivable but woke nobody");
-    assert_eq!(bodies(&queue.receive("q", 10, VISIBILITY).unwrap()), ["p2"]);
+    let p2 = queue.receive("q", 10, VISIBILITY).unwrap();
+    assert_eq!(bodies(&p2), ["p2"]);
+
+    // The same rule when an acknowledgement deletes at once (not held).
+    let unheld_woken = |received: &Received| {
+        runtime.block_on(async {
+            let wake = Arc::new(Notify::new());
+            let settle = EmbeddedSettle::new(queue.clone()).notifying(wake.clone());
+            settle.acknowledge(&queue_message(received)).await.unwrap();
+            tokio::time::timeout(Duration::ZERO, wake.notified())
+                .await
+                .is_ok()
+        })
+    };
+    send(&queue, "pair", "p3");
+    assert!(unheld_woken(&p2[0]), "deleting p2 left p3 but woke nobody");
+    let p3 = queue.receive("q", 10, VISIBILITY).unwrap();
+    assert_eq!(bodies(&p3), ["p3"]);
+    assert!(
+        !unheld_woken(&p3[0]),
+        "deleting the group's last message woke the consumer"
+    );
 }

@@ -134,8 +134,9 @@ impl Settle for EmbeddedSettle {
                 .push((message.id.clone(), receipt));
             return Ok(());
         }
-        self.queue.delete_async(&receipt).await?;
-        self.freed();
+        if self.queue.delete_async(&receipt).await? {
+            self.freed();
+        }
         Ok(())
     }
 
