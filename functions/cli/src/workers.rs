@@ -49,6 +49,9 @@ pub const CLUSTER_BUDGET: Duration = Duration::from_secs(60);
 /// How often an idle worker looks for messages whose retry delay has passed; new
 /// messages wake it at once.
 pub const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How long route leaves the queue's writer to webhooks after a full batch taken while
+/// webhooks were being acknowledged (see [`route_pause`]).
+const ROUTE_PAUSE_UNDER_INGEST: Duration = Duration::from_millis(100);
 
 pub struct Workers {
     pub queue: EmbeddedQueue,
@@ -408,7 +411,28 @@ fn dead_detail(
 /// Route until `stop` turns true; the batch in hand is finished first, and whatever is
 /// left stays queued for the next start.
 pub async fn run_route(workers: Arc<Workers>, stop: watch::Receiver<bool>) {
-    poll_until_stopped("route", &workers.route_wake, stop, || workers.route_once()).await;
+    poll_until_stopped("route", &workers.route_wake, stop, || async {
+        let acknowledged = workers.queue.group_commit_stats().synced_commits;
+        let routed = workers.route_once().await?;
+        let webhooks_meanwhile = workers.queue.group_commit_stats().synced_commits > acknowledged;
+        if let Some(pause) = route_pause(routed, webhooks_meanwhile) {
+            // Short enough that a stop waits for it rather than interrupting it.
+            tokio::time::sleep(pause).await;
+        }
+        Ok(routed)
+    })
+    .await;
+}
+
+/// A burst comes first: while webhooks are being acknowledged (a synced commit during
+/// route's batch) and route is behind (its batch was full, so more is waiting), route
+/// pauses before the next batch, and the writer and the two cores go to the `202`s. A
+/// webhook not answered within GitLab's 10 s is a push nobody triggers for; a push routed
+/// a little later is delivered, and the backlog's pushes to one cluster coalesce into one
+/// call. The pause only slows route while the burst lasts (a batch per pause at least);
+/// a single push, or a backlog with no webhook arriving, is routed at once.
+fn route_pause(routed: usize, webhooks_meanwhile: bool) -> Option<Duration> {
+    (routed >= INTAKE_BATCH && webhooks_meanwhile).then_some(ROUTE_PAUSE_UNDER_INGEST)
 }
 
 /// Run `once` (one batch: how many messages it handled) until `stop` turns true: at once
@@ -541,3 +565,31 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 #[path = "workers_journal_test.rs"]
 mod journal_test;
+
+#[cfg(test)]
+mod route_pause_test {
+    use super::{INTAKE_BATCH, ROUTE_PAUSE_UNDER_INGEST, route_pause};
+
+    #[test]
+    fn route_pauses_only_when_behind_while_webhooks_are_acknowledged() {
+        let cases = [
+            // (routed, webhooks committed during the batch, pause)
+            (INTAKE_BATCH, true, Some(ROUTE_PAUSE_UNDER_INGEST)),
+            (INTAKE_BATCH + 1, true, Some(ROUTE_PAUSE_UNDER_INGEST)),
+            // Not behind: whatever was waiting fitted in the batch.
+            (INTAKE_BATCH - 1, true, None),
+            (1, true, None),
+            (0, true, None),
+            // Behind, but no webhook to make room for: a backlog drains at full speed.
+            (INTAKE_BATCH, false, None),
+            (0, false, None),
+        ];
+        for (routed, webhooks_meanwhile, pause) in cases {
+            assert_eq!(
+                route_pause(routed, webhooks_meanwhile),
+                pause,
+                "routed {routed}, webhooks meanwhile {webhooks_meanwhile}"
+            );
+        }
+    }
+}
