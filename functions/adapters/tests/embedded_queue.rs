@@ -250,7 +250,7 @@ fn receipts_round_trip_through_text() {
 }
 
 #[test]
-fn a_duplicate_within_five_minutes_is_not_enqueued_even_after_delete() {
+fn a_duplicate_within_five_minutes_is_never_delivered_even_after_delete() {
     let file = TempQueueFile::new("dedup");
     let (queue, clock) = file.open_manual();
     assert_eq!(
@@ -258,12 +258,20 @@ fn a_duplicate_within_five_minutes_is_not_enqueued_even_after_delete() {
         SendOutcome::Enqueued
     );
     clock.advance(Duration::from_secs(60));
-    assert_eq!(
-        queue.send("q", "b", "push-1", "second").unwrap(),
-        SendOutcome::Duplicate
-    );
+    // The first is still waiting: the send only reads the ids already received, so this
+    // one is enqueued and the receive that meets it drops it (as SQS FIFO answers a
+    // duplicate with success and never delivers it).
+    queue.send("q", "b", "push-1", "second").unwrap();
     let received = queue.receive("q", 10, VISIBILITY).unwrap();
     assert_eq!(bodies(&received), ["first"]);
+    assert_eq!(
+        queue.depth("q").unwrap(),
+        Depth {
+            visible: 0,
+            in_flight: 1
+        },
+        "the duplicate is gone, not waiting"
+    );
     queue.delete(&received[0].receipt).unwrap();
 
     // 4:59.999 after the first enqueue: still inside the window, although deleted.
@@ -282,24 +290,64 @@ fn the_same_dedup_id_is_accepted_again_five_minutes_after_the_first_enqueue() {
     queue.send("q", "a", "push-1", "first").unwrap();
     clock.advance(Duration::from_secs(4 * 60));
     // A duplicate does not restart the window.
-    assert_eq!(
-        queue.send("q", "a", "push-1", "dup").unwrap(),
-        SendOutcome::Duplicate
-    );
+    queue.send("q", "a", "push-1", "dup").unwrap();
     clock.advance(Duration::from_secs(60));
+    queue.send("q", "a", "push-1", "again").unwrap();
+    // The new enqueue opens a new window.
+    queue.send("q", "a", "push-1", "again twice").unwrap();
 
+    // Checked when received, each against the enqueue times: as if checked when sent.
+    let received = queue.receive("q", 10, VISIBILITY).unwrap();
+    assert_eq!(bodies(&received), ["first", "again"]);
+    for message in &received {
+        queue.delete(&message.receipt).unwrap();
+    }
     assert_eq!(
-        queue.send("q", "a", "push-1", "again").unwrap(),
-        SendOutcome::Enqueued
-    );
-    assert_eq!(
-        queue.send("q", "a", "push-1", "again twice").unwrap(),
+        queue.send("q", "a", "push-1", "after both").unwrap(),
         SendOutcome::Duplicate,
-        "the new enqueue opens a new window"
+        "the window runs from the enqueue of the one delivered last"
+    );
+}
+
+#[test]
+fn a_message_received_again_is_not_taken_for_a_duplicate_of_itself() {
+    let file = TempQueueFile::new("dedup-redelivery");
+    let (queue, clock) = file.open_manual();
+    queue.send("q", "a", "push-1", "only").unwrap();
+    let first = queue.receive("q", 10, VISIBILITY).unwrap();
+    assert_eq!(bodies(&first), ["only"]);
+
+    // Not deleted: it comes back after its visibility, and after a restart's release.
+    clock.advance(VISIBILITY);
+    let again = queue.receive("q", 10, VISIBILITY).unwrap();
+    assert_eq!(bodies(&again), ["only"]);
+    assert_eq!(again[0].receive_count, 2);
+    assert_eq!(queue.release_leases("q").unwrap(), 1);
+    let released = queue.receive("q", 10, VISIBILITY).unwrap();
+    assert_eq!(bodies(&released), ["only"]);
+    assert_eq!(released[0].receive_count, 3);
+}
+
+#[test]
+fn a_duplicate_at_the_head_of_its_group_leaves_the_group_deliverable() {
+    let file = TempQueueFile::new("dedup-head");
+    let (queue, _clock) = file.open_manual();
+    queue.send("q", "a", "push-1", "first").unwrap();
+    queue.send("q", "a", "push-1", "duplicate").unwrap();
+    queue.send("q", "a", "push-2", "next").unwrap();
+    let first = queue.receive("q", 1, VISIBILITY).unwrap();
+    assert_eq!(bodies(&first), ["first"]);
+    queue.delete(&first[0].receipt).unwrap();
+
+    // The group's oldest message is now the duplicate: dropped, and the rest delivered.
+    assert_eq!(
+        bodies(&queue.receive("q", 1, VISIBILITY).unwrap()),
+        Vec::<&str>::new(),
+        "a receive with room for one that met only the duplicate"
     );
     assert_eq!(
         bodies(&queue.receive("q", 10, VISIBILITY).unwrap()),
-        ["first", "again"]
+        ["next"]
     );
 }
 
@@ -434,7 +482,7 @@ fn a_version_1_file_is_migrated_and_keeps_its_messages() {
     let version: i64 = rusqlite_connection(&file)
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
 }
 
 /// A message whose group has no row would never be delivered: opening the file makes the
@@ -613,7 +661,7 @@ fn a_batch_with_one_invalid_entry_enqueues_nothing_and_consumes_no_dedup_id() {
 }
 
 #[test]
-fn a_batch_reports_duplicates_within_itself_and_against_earlier_sends() {
+fn a_batch_delivers_each_id_once_within_itself_and_against_earlier_sends() {
     let file = TempQueueFile::new("batch-dedup");
     let (queue, _clock) = file.open_manual();
     queue.send("q", "a", "old", "old").unwrap();
@@ -623,14 +671,15 @@ fn a_batch_reports_duplicates_within_itself_and_against_earlier_sends() {
         NewMessage::new("a", "new", "new again"),
     ];
 
-    let outcomes = queue.send_batch("q", &batch).unwrap();
+    queue.send_batch("q", &batch).unwrap();
 
-    use SendOutcome::{Duplicate, Enqueued};
-    assert_eq!(outcomes, [Enqueued, Duplicate, Duplicate]);
     assert_eq!(
         bodies(&queue.receive("q", 10, VISIBILITY).unwrap()),
         ["old", "new"]
     );
+    // Once received, an id is a duplicate when sent.
+    let outcomes = queue.send_batch("q", &batch).unwrap();
+    assert_eq!(outcomes, [SendOutcome::Duplicate; 3]);
 }
 
 #[test]

@@ -67,7 +67,9 @@ pub const DISPATCH_RETRY_QUEUE: &str = "dispatch-retry";
 /// delay (the SQS standard confirm queue's `DelaySeconds`); a start is deduplicated per
 /// push and cluster within the window, so a dispatch that comes back starts no second one.
 pub const CONFIRM_QUEUE: &str = "confirm";
-/// A deduplication id seen this recently (from its first enqueue) is a duplicate, as in SQS.
+/// A deduplication id seen this recently (from its first enqueue) is a duplicate, as in SQS:
+/// never delivered. A send reports it when the first was already received; a duplicate of
+/// a message still waiting is enqueued, and dropped by the receive that meets it.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(5 * 60);
 
 /// One message to enqueue.
@@ -95,7 +97,9 @@ impl NewMessage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendOutcome {
     Enqueued,
-    /// The deduplication id was first seen within `DEDUP_WINDOW`; nothing was enqueued.
+    /// The deduplication id was first received within `DEDUP_WINDOW` of its enqueue;
+    /// nothing was enqueued. (A duplicate of a message not yet received is `Enqueued`,
+    /// and never delivered.)
     Duplicate,
 }
 
@@ -241,8 +245,8 @@ impl EmbeddedQueue {
             .pragma_update(None, "temp_store", "MEMORY")
             .map_err(storage("keep statement journals in memory"))?;
         // SQLite checkpoints the WAL into the queue file after the commit that takes it
-        // past this many pages. Each push dirties a random leaf of the deduplication
-        // table, and a checkpoint writes every page the WAL holds: the fewer checkpoints,
+        // past this many pages. Each push's first receive dirties a random leaf of the
+        // deduplication table, and a checkpoint writes every page the WAL holds: the fewer checkpoints,
         // the fewer pages written twice. 16,000 pages (a WAL file of up to about 64 MiB
         // beside the queue file) against SQLite's 1,000: 9,888 and 10,250 acknowledged
         // pushes a second against 8,671 and 8,961 (BENCHMARKS.md, "A larger WAL before
@@ -304,7 +308,8 @@ impl EmbeddedQueue {
     }
 
     /// Enqueue all messages in one transaction: all are persisted, or none (and no
-    /// deduplication id is consumed). A repeated dedup id within the batch is a duplicate.
+    /// deduplication id is consumed). A repeated dedup id within the batch is delivered
+    /// once.
     pub fn send_batch(
         &self,
         queue: &str,
@@ -715,7 +720,7 @@ impl EmbeddedQueue {
 }
 
 /// Enqueue all `messages` in one write: all are persisted, or none (and no deduplication
-/// id is consumed); a repeated dedup id within them, or within the group, is a duplicate.
+/// id is consumed); a repeated dedup id within them, or within the group, is delivered once.
 fn send_operation(
     queue: String,
     messages: Vec<NewMessage>,
@@ -736,7 +741,16 @@ fn receive_operation(
     visibility: Duration,
 ) -> impl FnMut(&Transaction<'_>, i64) -> Result<Vec<Received>, QueueError> + Send + 'static {
     let queue = queue.to_string();
-    move |transaction, now| store::receive(transaction, &queue, max, now, millis(visibility))
+    move |transaction, now| {
+        store::receive(
+            transaction,
+            &queue,
+            max,
+            now,
+            millis(visibility),
+            millis(DEDUP_WINDOW),
+        )
+    }
 }
 
 fn delete_operation(

@@ -13,7 +13,7 @@ use super::{DeadLetter, Depth, NewMessage, Receipt, Received, SendOutcome};
 use fluxrelay_core::ports::DeadLetterReason;
 
 /// Stored in `PRAGMA user_version`; bump it with a migration step in `migrate`.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE messages (
@@ -105,6 +105,16 @@ CREATE INDEX messages_by_group ON messages (queue, group_id, id);
 CREATE INDEX messages_hidden ON messages (queue, group_id, visible_at) WHERE visible_at > 0;
 ";
 
+/// `dedup_unchecked`: sent with deduplication and not yet received. A send only reads the
+/// `dedup` table; the first receive checks the message's id against it and records the id
+/// (or drops the message as a duplicate). So a webhook's `202` waits for its message only,
+/// not for a row at a random place of the deduplication table: half the bytes each durable
+/// push wrote (BENCHMARKS.md, "A burst's webhooks first"). Messages of earlier versions
+/// were recorded when sent (0).
+const SCHEMA_V5: &str = "
+ALTER TABLE messages ADD COLUMN dedup_unchecked INTEGER NOT NULL DEFAULT 0;
+";
+
 /// What `message_groups` must hold, read from the messages themselves.
 const GROUPS_FROM_MESSAGES: &str =
     "SELECT queue, group_id, MIN(id), MAX(0, MAX(visible_at)) FROM messages
@@ -146,6 +156,7 @@ pub(super) fn migrate(connection: &mut Connection) -> Result<(), QueueError> {
         (2, SCHEMA_V2),
         (3, SCHEMA_V3),
         (4, SCHEMA_V4),
+        (5, SCHEMA_V5),
     ];
     for (step_version, step) in steps {
         if version < step_version {
@@ -269,7 +280,10 @@ pub(super) fn send_delayed(
     )
 }
 
-/// Enqueue one message unless its deduplication id was first seen less than `window_ms` ago.
+/// Enqueue one message unless its deduplication id was first seen less than `window_ms` ago
+/// by a receive. The id is recorded by the message's first receive, which drops it if an
+/// earlier message with the same id was received first (see `receive`): a duplicate of a
+/// message still waiting is enqueued and never delivered, as SQS FIFO answers one.
 /// Validation happens here, per entry, so a bad entry rolls back the entries before it.
 pub(super) fn send(
     transaction: &Transaction<'_>,
@@ -292,16 +306,10 @@ pub(super) fn send(
     }
     transaction
         .prepare_cached(
-            "INSERT INTO dedup (queue, dedup_id, first_seen_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (queue, dedup_id) DO UPDATE SET first_seen_at = excluded.first_seen_at",
-        )
-        .and_then(|mut statement| statement.execute(params![queue, message.dedup_id, now]))
-        .map_err(storage("record deduplication id"))?;
-    transaction
-        .prepare_cached(
             "INSERT INTO messages
-                 (queue, group_id, dedup_id, body, first_enqueued_at, visible_at, receive_count)
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, 0)",
+                 (queue, group_id, dedup_id, body, first_enqueued_at, visible_at, receive_count,
+                  dedup_unchecked)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, 0, 1)",
         )
         .and_then(|mut statement| {
             statement.execute(params![
@@ -427,7 +435,7 @@ pub(super) const READY_GROUPS: &str = "SELECT group_id FROM message_groups
 
 /// One group's oldest messages, in order.
 pub(super) const GROUP_MESSAGES: &str =
-    "SELECT id, body, receive_count, first_enqueued_at FROM messages
+    "SELECT id, body, receive_count, first_enqueued_at, dedup_id, dedup_unchecked FROM messages
      WHERE queue = ?1 AND group_id = ?2
      ORDER BY id
      LIMIT ?3";
@@ -448,12 +456,19 @@ pub(super) fn deliverable(
 /// of one group as there is room for before the next, as SQS FIFO does ("attempts to
 /// return as many messages with the same message group ID as possible"); each is hidden
 /// until `now + visibility_ms` and its receive count incremented, and so is its group.
+///
+/// A message received for the first time since it was sent with deduplication
+/// (`dedup_unchecked`) is checked here: if an earlier message with its id was first
+/// enqueued less than `window_ms` before it, it is deleted instead of delivered; otherwise
+/// its id is recorded from its own enqueue time, so the window is the one a check at send
+/// would have applied. A receive can then return fewer messages than it had room for.
 pub(super) fn receive(
     transaction: &Transaction<'_>,
     queue: &str,
     max: usize,
     now: i64,
     visibility_ms: i64,
+    window_ms: i64,
 ) -> Result<Vec<Received>, QueueError> {
     let limit = i64::try_from(max).unwrap_or(i64::MAX);
     let groups: Vec<String> = transaction
@@ -472,14 +487,14 @@ pub(super) fn receive(
             break;
         }
         let room = i64::try_from(room).unwrap_or(i64::MAX);
-        let taken = transaction
+        let selected = transaction
             .prepare_cached(GROUP_MESSAGES)
             .and_then(|mut statement| {
                 statement
                     .query_map(params![queue, group_id, room], |row| {
                         let id: i64 = row.get(0)?;
                         let receive_count = row.get::<_, u32>(2)?.saturating_add(1);
-                        Ok(Received {
+                        let received = Received {
                             id,
                             receipt: Receipt {
                                 message_id: id,
@@ -489,40 +504,94 @@ pub(super) fn receive(
                             body: row.get(1)?,
                             receive_count,
                             first_enqueued_at_ms: row.get(3)?,
-                        })
+                        };
+                        let unchecked = row.get::<_, bool>(5)?.then(|| row.get::<_, String>(4));
+                        Ok((received, unchecked.transpose()?))
                     })?
                     .collect::<Result<Vec<_>, _>>()
             })
             .map_err(storage("select messages to receive"))?;
-        if taken.is_empty() {
+        if selected.is_empty() {
             // A row without messages would be taken again by every receive: forget it.
             refresh_group(transaction, queue, &group_id)?;
             continue;
         }
-        for message in &taken {
+        let mut taken = Vec::with_capacity(selected.len());
+        let mut dropped_any = false;
+        for (message, unchecked) in selected {
+            if let Some(dedup_id) = unchecked
+                && is_duplicate(transaction, queue, &dedup_id, &message, window_ms)?
+            {
+                transaction
+                    .prepare_cached("DELETE FROM messages WHERE id = ?1")
+                    .and_then(|mut statement| statement.execute(params![message.id]))
+                    .map_err(storage("drop a duplicate message"))?;
+                dropped_any = true;
+                continue;
+            }
             transaction
                 .prepare_cached(
-                    "UPDATE messages SET receive_count = ?2, visible_at = ?3, leased = 1
+                    "UPDATE messages SET receive_count = ?2, visible_at = ?3, leased = 1,
+                         dedup_unchecked = 0
                      WHERE id = ?1",
                 )
                 .and_then(|mut statement| {
                     statement.execute(params![message.id, message.receive_count, visible_at])
                 })
                 .map_err(storage("mark message received"))?;
+            taken.push(message);
         }
-        // The group was deliverable, so none of its messages was hidden past `now`: the
-        // ones just taken hide it the longest.
-        transaction
-            .prepare_cached(
-                "UPDATE message_groups SET hidden_until = ?3 WHERE queue = ?1 AND group_id = ?2",
-            )
-            .and_then(|mut statement| {
-                statement.execute(params![queue, group_id, visible_at.max(0)])
-            })
-            .map_err(storage("mark group received"))?;
+        if dropped_any {
+            // The group's oldest message may have been one dropped.
+            refresh_group(transaction, queue, &group_id)?;
+        } else {
+            // The group was deliverable, so none of its messages was hidden past `now`:
+            // the ones just taken hide it the longest.
+            transaction
+                .prepare_cached(
+                    "UPDATE message_groups SET hidden_until = ?3
+                     WHERE queue = ?1 AND group_id = ?2",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![queue, group_id, visible_at.max(0)])
+                })
+                .map_err(storage("mark group received"))?;
+        }
         received.extend(taken);
     }
     Ok(received)
+}
+
+/// Whether `message` repeats an id an earlier message of `queue` was first enqueued with
+/// less than `window_ms` before it; if not, its id is recorded (from its own enqueue, so a
+/// later duplicate is measured from it).
+fn is_duplicate(
+    transaction: &Transaction<'_>,
+    queue: &str,
+    dedup_id: &str,
+    message: &Received,
+    window_ms: i64,
+) -> Result<bool, QueueError> {
+    let enqueued = message.first_enqueued_at_ms;
+    let first_seen: Option<i64> = transaction
+        .prepare_cached("SELECT first_seen_at FROM dedup WHERE queue = ?1 AND dedup_id = ?2")
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![queue, dedup_id], |row| row.get(0))
+                .optional()
+        })
+        .map_err(storage("read deduplication id"))?;
+    if first_seen.is_some_and(|seen| enqueued.saturating_sub(seen) < window_ms) {
+        return Ok(true);
+    }
+    transaction
+        .prepare_cached(
+            "INSERT INTO dedup (queue, dedup_id, first_seen_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (queue, dedup_id) DO UPDATE SET first_seen_at = excluded.first_seen_at",
+        )
+        .and_then(|mut statement| statement.execute(params![queue, dedup_id, enqueued]))
+        .map_err(storage("record deduplication id"))?;
+    Ok(false)
 }
 
 fn stale(receipt: &Receipt) -> QueueError {

@@ -18,8 +18,9 @@
 //!   operations that can be run again from the start (`FnMut`), and only the last run's
 //!   result is answered.
 //! - Writes run in the order they were submitted, in the same transaction, so a later
-//!   write sees an earlier one: a deduplication id sent twice in one group is enqueued once
-//!   and reported `Duplicate` the second time, exactly as two transactions in a row.
+//!   write sees an earlier one, exactly as two transactions in a row (a deduplication id
+//!   sent twice before either is received is enqueued twice either way, and delivered
+//!   once: `store::receive`).
 //! - A commit that fails fails every write of its group: nobody is told a write is durable
 //!   that is not.
 //!
