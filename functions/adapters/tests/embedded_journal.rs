@@ -490,7 +490,7 @@ fn a_version_2_file_is_migrated_with_its_skips_summarised_its_data_kept_and_vacu
 
     let (queue, _clock) = file.open_manual();
 
-    assert_eq!(pragma(&file.path, "user_version"), 4);
+    assert_eq!(pragma(&file.path, "user_version"), 5);
     assert_eq!(pragma(&file.path, "auto_vacuum"), 2, "incremental");
     let records = queue.journal(&key).unwrap();
     assert_eq!(
@@ -539,7 +539,7 @@ fn a_new_file_has_incremental_vacuum_from_the_start() {
     let file = TempQueueFile::new("new-file");
     drop(file.open_manual());
     assert_eq!(pragma(&file.path, "auto_vacuum"), 2);
-    assert_eq!(pragma(&file.path, "user_version"), 4);
+    assert_eq!(pragma(&file.path, "user_version"), 5);
 }
 
 /// A day of a real fleet: 2,000 pushes, each to 20 clusters with 300 GitRepositories

@@ -1,5 +1,5 @@
 //! Deduplication is of the same delivery only. A GitLab resend (same `Idempotency-Key`)
-//! within 5 minutes is acknowledged and not queued again, before or after delivery; the
+//! within 5 minutes is acknowledged and not delivered again, before or after delivery; the
 //! same push through a system hook is another delivery, queued and triggered once more.
 //!
 //! Changed on purpose with the delivery semantics (docs/design.md, "Deduplication"): this
