@@ -52,6 +52,9 @@ pub const IDLE_POLL: Duration = Duration::from_millis(500);
 /// How long route leaves the queue's writer to webhooks after a full batch taken while
 /// webhooks were being acknowledged (see [`route_pause`]).
 const ROUTE_PAUSE_UNDER_INGEST: Duration = Duration::from_millis(100);
+/// The oldest push route holds back for webhooks: past it, route runs at full speed
+/// however many webhooks arrive (see [`route_pause`]).
+const ROUTE_HOLD_AT_MOST: Duration = Duration::from_secs(5);
 
 pub struct Workers {
     pub queue: EmbeddedQueue,
@@ -76,14 +79,27 @@ impl Workers {
         EmbeddedSettle::new(self.queue.clone()).notifying(wake.clone())
     }
 
-    /// Route one batch; `Ok(n)` is how many messages it received.
-    pub async fn route_once(&self) -> Result<usize, QueueError> {
+    /// Route one batch: how many messages it received, and how long the oldest of them
+    /// had waited.
+    pub async fn route_once(&self) -> Result<RouteBatch, QueueError> {
         let received = self
             .queue
             .receive_async(INTAKE_QUEUE, INTAKE_BATCH, INTAKE_VISIBILITY)
             .await?;
+        let now_ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+            .unwrap_or(i64::MAX);
+        let batch = RouteBatch {
+            received: received.len(),
+            oldest_waited: received
+                .iter()
+                .map(|message| now_ms.saturating_sub(message.first_enqueued_at_ms))
+                .max()
+                .map_or(Duration::ZERO, |ms| {
+                    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+                }),
+        };
         if received.is_empty() {
-            return Ok(0);
+            return Ok(batch);
         }
         let messages = queue_messages(INTAKE_QUEUE, &received);
         // The intake messages are deleted after routing, in one write with the journal
@@ -114,7 +130,7 @@ impl Workers {
             }
         }
         self.dispatch_wake.notify_one();
-        Ok(received.len())
+        Ok(batch)
     }
 
     /// The journal is for explaining, not for delivery: failing to write it is logged
@@ -413,26 +429,40 @@ fn dead_detail(
 pub async fn run_route(workers: Arc<Workers>, stop: watch::Receiver<bool>) {
     poll_until_stopped("route", &workers.route_wake, stop, || async {
         let acknowledged = workers.queue.group_commit_stats().synced_commits;
-        let routed = workers.route_once().await?;
+        let batch = workers.route_once().await?;
         let webhooks_meanwhile = workers.queue.group_commit_stats().synced_commits > acknowledged;
-        if let Some(pause) = route_pause(routed, webhooks_meanwhile) {
+        if let Some(pause) = route_pause(&batch, webhooks_meanwhile) {
             // Short enough that a stop waits for it rather than interrupting it.
             tokio::time::sleep(pause).await;
         }
-        Ok(routed)
+        Ok(batch.received)
     })
     .await;
 }
 
+/// What one route batch took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteBatch {
+    /// Messages received (and routed, failed or ignored).
+    pub received: usize,
+    /// How long the oldest of them had waited since it was enqueued.
+    pub oldest_waited: Duration,
+}
+
 /// A burst comes first: while webhooks are being acknowledged (a synced commit during
 /// route's batch) and route is behind (its batch was full, so more is waiting), route
-/// pauses before the next batch, and the writer and the two cores go to the `202`s. A
-/// webhook not answered within GitLab's 10 s is a push nobody triggers for; a push routed
-/// a little later is delivered, and the backlog's pushes to one cluster coalesce into one
-/// call. The pause only slows route while the burst lasts (a batch per pause at least);
-/// a single push, or a backlog with no webhook arriving, is routed at once.
-fn route_pause(routed: usize, webhooks_meanwhile: bool) -> Option<Duration> {
-    (routed >= INTAKE_BATCH && webhooks_meanwhile).then_some(ROUTE_PAUSE_UNDER_INGEST)
+/// pauses before the next batch, and the writer and the two cores go to the `202`s; a
+/// push routed a little later is delivered, and the backlog's pushes to one cluster
+/// coalesce into one call. Only while the pushes held back are young: once the oldest has
+/// waited [`ROUTE_HOLD_AT_MOST`], route runs at full speed, so a steady load that route
+/// can keep up with is never left to grow a backlog behind the pauses (a batch per pause
+/// would cap route near 1,000 pushes a second). A single push, or a backlog with no
+/// webhook arriving, is routed at once.
+fn route_pause(batch: &RouteBatch, webhooks_meanwhile: bool) -> Option<Duration> {
+    (batch.received >= INTAKE_BATCH
+        && webhooks_meanwhile
+        && batch.oldest_waited < ROUTE_HOLD_AT_MOST)
+        .then_some(ROUTE_PAUSE_UNDER_INGEST)
 }
 
 /// Run `once` (one batch: how many messages it handled) until `stop` turns true: at once
@@ -568,27 +598,46 @@ mod journal_test;
 
 #[cfg(test)]
 mod route_pause_test {
-    use super::{INTAKE_BATCH, ROUTE_PAUSE_UNDER_INGEST, route_pause};
+    use std::time::Duration;
+
+    use super::{
+        INTAKE_BATCH, ROUTE_HOLD_AT_MOST, ROUTE_PAUSE_UNDER_INGEST, RouteBatch, route_pause,
+    };
 
     #[test]
-    fn route_pauses_only_when_behind_while_webhooks_are_acknowledged() {
+    fn route_pauses_only_when_behind_on_young_pushes_while_webhooks_are_acknowledged() {
+        let young = Duration::from_millis(300);
+        let almost = ROUTE_HOLD_AT_MOST - Duration::from_millis(1);
         let cases = [
-            // (routed, webhooks committed during the batch, pause)
-            (INTAKE_BATCH, true, Some(ROUTE_PAUSE_UNDER_INGEST)),
-            (INTAKE_BATCH + 1, true, Some(ROUTE_PAUSE_UNDER_INGEST)),
+            // (received, oldest waited, webhooks committed during the batch, pause)
+            (INTAKE_BATCH, young, true, Some(ROUTE_PAUSE_UNDER_INGEST)),
+            (
+                INTAKE_BATCH + 1,
+                young,
+                true,
+                Some(ROUTE_PAUSE_UNDER_INGEST),
+            ),
+            (INTAKE_BATCH, almost, true, Some(ROUTE_PAUSE_UNDER_INGEST)),
             // Not behind: whatever was waiting fitted in the batch.
-            (INTAKE_BATCH - 1, true, None),
-            (1, true, None),
-            (0, true, None),
+            (INTAKE_BATCH - 1, young, true, None),
+            (1, Duration::ZERO, true, None),
+            (0, Duration::ZERO, true, None),
             // Behind, but no webhook to make room for: a backlog drains at full speed.
-            (INTAKE_BATCH, false, None),
-            (0, false, None),
+            (INTAKE_BATCH, young, false, None),
+            (0, Duration::ZERO, false, None),
+            // Held back long enough: a steady load route can keep up with is kept up with.
+            (INTAKE_BATCH, ROUTE_HOLD_AT_MOST, true, None),
+            (INTAKE_BATCH, Duration::from_secs(60), true, None),
         ];
-        for (routed, webhooks_meanwhile, pause) in cases {
+        for (received, oldest_waited, webhooks_meanwhile, pause) in cases {
+            let batch = RouteBatch {
+                received,
+                oldest_waited,
+            };
             assert_eq!(
-                route_pause(routed, webhooks_meanwhile),
+                route_pause(&batch, webhooks_meanwhile),
                 pause,
-                "routed {routed}, webhooks meanwhile {webhooks_meanwhile}"
+                "{batch:?}, webhooks meanwhile {webhooks_meanwhile}"
             );
         }
     }
