@@ -293,15 +293,7 @@ pub(super) fn send(
     window_ms: i64,
 ) -> Result<SendOutcome, QueueError> {
     validate(queue, message)?;
-    let first_seen: Option<i64> = transaction
-        .prepare_cached("SELECT first_seen_at FROM dedup WHERE queue = ?1 AND dedup_id = ?2")
-        .and_then(|mut statement| {
-            statement
-                .query_row(params![queue, message.dedup_id], |row| row.get(0))
-                .optional()
-        })
-        .map_err(storage("read deduplication id"))?;
-    if first_seen.is_some_and(|seen| now.saturating_sub(seen) < window_ms) {
+    if seen_within(transaction, queue, &message.dedup_id, now, window_ms)? {
         return Ok(SendOutcome::Duplicate);
     }
     transaction
@@ -573,15 +565,7 @@ fn is_duplicate(
     window_ms: i64,
 ) -> Result<bool, QueueError> {
     let enqueued = message.first_enqueued_at_ms;
-    let first_seen: Option<i64> = transaction
-        .prepare_cached("SELECT first_seen_at FROM dedup WHERE queue = ?1 AND dedup_id = ?2")
-        .and_then(|mut statement| {
-            statement
-                .query_row(params![queue, dedup_id], |row| row.get(0))
-                .optional()
-        })
-        .map_err(storage("read deduplication id"))?;
-    if first_seen.is_some_and(|seen| enqueued.saturating_sub(seen) < window_ms) {
+    if seen_within(transaction, queue, dedup_id, enqueued, window_ms)? {
         return Ok(true);
     }
     transaction
@@ -592,6 +576,26 @@ fn is_duplicate(
         .and_then(|mut statement| statement.execute(params![queue, dedup_id, enqueued]))
         .map_err(storage("record deduplication id"))?;
     Ok(false)
+}
+
+/// Whether `dedup_id` was recorded on `queue` less than `window_ms` before `at` (a read:
+/// the id is recorded by a message's first receive, `is_duplicate`).
+fn seen_within(
+    transaction: &Transaction<'_>,
+    queue: &str,
+    dedup_id: &str,
+    at: i64,
+    window_ms: i64,
+) -> Result<bool, QueueError> {
+    let first_seen: Option<i64> = transaction
+        .prepare_cached("SELECT first_seen_at FROM dedup WHERE queue = ?1 AND dedup_id = ?2")
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![queue, dedup_id], |row| row.get(0))
+                .optional()
+        })
+        .map_err(storage("read deduplication id"))?;
+    Ok(first_seen.is_some_and(|seen| at.saturating_sub(seen) < window_ms))
 }
 
 fn stale(receipt: &Receipt) -> QueueError {
