@@ -161,12 +161,14 @@ impl Workers {
     /// Dispatch one batch (one cluster's share): its follow-ups are sent inside the
     /// handler, and its messages are deleted after it, in one write with the journal lines
     /// that explain them (a delete and a journal write each were 20 of the 46 writes per
-    /// push to 20 clusters).
+    /// push to 20 clusters). That write is deferred: it commits with the next write
+    /// someone waits for, so the settles of a push's clusters share commits.
     pub async fn dispatch_batch(&self, messages: Vec<QueueMessage>) {
         let settle = self
             .settle(&self.dispatch_wake)
             .notifying_confirmations(self.confirm_wake.clone())
-            .holding_acknowledgements();
+            .holding_acknowledgements()
+            .deferring_held();
         let ports = DispatchPorts {
             registry: &self.registry,
             clusters: &self.clusters,

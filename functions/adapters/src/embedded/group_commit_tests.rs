@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use fluxrelay_core::ports::QueueError;
 
 use super::{
     DeadLetterReason, Durability, EmbeddedQueue, INTAKE_QUEUE, JournalEntry, NewMessage, Receipt,
-    SendOutcome,
+    SendOutcome, SystemClock,
 };
 
 const VISIBILITY: Duration = Duration::from_secs(30);
@@ -255,7 +256,7 @@ fn a_group_fsyncs_when_one_of_its_writes_is_synced_and_only_then() {
 #[test]
 fn each_write_of_the_queue_has_the_durability_its_caller_promises() {
     type Write = fn(&EmbeddedQueue, Receipt);
-    let cases: [(&str, Write, bool); 11] = [
+    let cases: [(&str, Write, bool); 12] = [
         (
             "send (a push behind its 202)",
             |q, _| {
@@ -297,6 +298,16 @@ fn each_write_of_the_queue_has_the_durability_its_caller_promises() {
             "dead_letter_copy (settling)",
             |q, receipt| {
                 q.dead_letter_copy(&receipt, None, "body", &DeadLetterReason::default())
+                    .unwrap();
+            },
+            false,
+        ),
+        (
+            "delete_and_record, deferred (serve's dispatch settling)",
+            |q, receipt| {
+                settle_deferred(q, receipt, "push-d")
+                    .join()
+                    .unwrap()
                     .unwrap();
             },
             false,
@@ -651,6 +662,7 @@ fn deletes_and_their_journal_lines_are_one_write_and_a_failing_journal_keeps_the
         .block_on(queue.delete_and_record_async(
             vec![received[0].receipt, stale],
             vec![line("push-0"), line("push-1")],
+            Durability::Ordered,
         ))
         .unwrap();
     assert_eq!(queue.group_commit_stats().commits, before + 1, "one commit");
@@ -677,6 +689,7 @@ fn deletes_and_their_journal_lines_are_one_write_and_a_failing_journal_keeps_the
         .block_on(queue.delete_and_record_async(
             vec![received[1].receipt, received[2].receipt],
             vec![line("push-1"), line("push-2")],
+            Durability::Ordered,
         ))
         .unwrap();
     assert!(done.deleted.iter().all(Result::is_ok), "{:?}", done.deleted);
@@ -692,6 +705,117 @@ fn deletes_and_their_journal_lines_are_one_write_and_a_failing_journal_keeps_the
         "no line of this write"
     );
     assert!(queue.journal("push-2").unwrap().is_empty());
+}
+
+/// Deletes and journal lines of a delivered message, as serve's dispatch settles it.
+fn settle_deferred(
+    queue: &EmbeddedQueue,
+    receipt: Receipt,
+    key: &str,
+) -> JoinHandle<Result<super::DeletedAndRecorded, QueueError>> {
+    let (queue, key) = (queue.clone(), key.to_string());
+    std::thread::spawn(move || {
+        let line = JournalEntry::new(&key, Some("prod"), "delivered", "Receiver a/b");
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(queue.delete_and_record_async(
+                vec![receipt],
+                vec![line],
+                Durability::Deferred,
+            ))
+    })
+}
+
+fn wait_until_taken(queue: &EmbeddedQueue) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queue.inner.writer.waiting() > 0 {
+        assert!(Instant::now() < deadline, "the writer never took the write");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A deferred write that has nothing to share a commit with waits for a write someone
+/// waits on, and commits in its group; that write (a webhook's synced send) is not held
+/// back by it.
+#[test]
+fn a_deferred_write_commits_with_the_next_write_someone_waits_for() {
+    let file = TempQueueFile::new("deferred-company");
+    // Far longer than the test: only company ends the wait here.
+    let queue =
+        EmbeddedQueue::open_deferring(&file.path, Arc::new(SystemClock), Duration::from_secs(600))
+            .unwrap();
+    for n in 0..2 {
+        let id = format!("push-{n}");
+        queue
+            .send(INTAKE_QUEUE, &format!("cluster-{n}"), &id, &id)
+            .unwrap();
+    }
+    let received = queue.receive(INTAKE_QUEUE, 10, VISIBILITY).unwrap();
+    let before = queue.group_commit_stats();
+
+    let deferred = settle_deferred(&queue, received[0].receipt, "push-0");
+    wait_until_taken(&queue);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !deferred.is_finished(),
+        "answered without a commit to share"
+    );
+    assert_eq!(queue.group_commit_stats(), before, "committed alone");
+
+    let (sent, answer) = std::sync::mpsc::channel();
+    let sender = queue.clone();
+    std::thread::spawn(move || {
+        let _ = sent.send(sender.send(INTAKE_QUEUE, "cluster-9", "push-9", "x"));
+    });
+    let outcome = answer
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the synced send waited for the deferred write's bound");
+    assert!(matches!(outcome, Ok(SendOutcome::Enqueued)), "{outcome:?}");
+    let settled = deferred.join().unwrap().unwrap();
+    assert!(settled.deleted[0].is_ok(), "{:?}", settled.deleted);
+    assert!(settled.recorded.is_ok(), "{:?}", settled.recorded);
+
+    let after = queue.group_commit_stats();
+    assert_eq!(after.commits - before.commits, 1, "one commit for both");
+    assert_eq!(after.synced_commits - before.synced_commits, 1, "fsynced");
+    assert_eq!(after.writes - before.writes, 2);
+    assert_eq!(queue.journal("push-0").unwrap().len(), 1);
+    assert_eq!(
+        queue.peek(INTAKE_QUEUE).unwrap(),
+        ["push-1", "x"],
+        "push-0 deleted"
+    );
+}
+
+/// With no other write coming, a deferred write commits on its own once its bound has
+/// passed; deferred writes that come meanwhile join it.
+#[test]
+fn deferred_writes_alone_commit_together_after_their_bound() {
+    let file = TempQueueFile::new("deferred-alone");
+    let bound = Duration::from_millis(300);
+    let queue = EmbeddedQueue::open_deferring(&file.path, Arc::new(SystemClock), bound).unwrap();
+    for n in 0..2 {
+        let id = format!("push-{n}");
+        queue
+            .send(INTAKE_QUEUE, &format!("cluster-{n}"), &id, &id)
+            .unwrap();
+    }
+    let received = queue.receive(INTAKE_QUEUE, 10, VISIBILITY).unwrap();
+    let before = queue.group_commit_stats();
+    let started = Instant::now();
+    let first = settle_deferred(&queue, received[0].receipt, "push-0");
+    wait_until_taken(&queue);
+    let second = settle_deferred(&queue, received[1].receipt, "push-1");
+    for settled in [first.join(), second.join()] {
+        let settled = settled.unwrap().unwrap();
+        assert!(settled.deleted[0].is_ok(), "{:?}", settled.deleted);
+    }
+    assert!(started.elapsed() >= bound, "committed before its bound");
+    let after = queue.group_commit_stats();
+    assert_eq!(after.commits - before.commits, 1, "one commit for both");
+    assert_eq!(after.synced_commits, before.synced_commits, "not fsynced");
+    assert!(queue.peek(INTAKE_QUEUE).unwrap().is_empty());
 }
 
 #[test]

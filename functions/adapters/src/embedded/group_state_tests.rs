@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use rusqlite::Connection;
 
 use super::group_commit_tests::TempQueueFile;
-use super::{Clock, DeadLetterReason, EmbeddedQueue, ManualClock, MessageRef, Receipt};
+use super::{Clock, DeadLetterReason, Durability, EmbeddedQueue, ManualClock, MessageRef, Receipt};
 
 const QUEUES: [&str; 3] = ["intake", "dispatch", "dispatch-retry"];
 
@@ -227,7 +227,11 @@ fn run(steps: &[Step]) {
                 let chosen: Vec<Receipt> =
                     picks.iter().filter_map(|at| pick(&receipts, *at)).collect();
                 runtime
-                    .block_on(queue.delete_and_record_async(chosen, Vec::new()))
+                    .block_on(queue.delete_and_record_async(
+                        chosen,
+                        Vec::new(),
+                        Durability::Ordered,
+                    ))
                     .unwrap();
             }
             Step::ChangeVisibility { pick: at, seconds } => {

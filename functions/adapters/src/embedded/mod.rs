@@ -221,6 +221,16 @@ impl EmbeddedQueue {
         path: impl AsRef<Path>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, QueueError> {
+        Self::open_deferring(path, clock, writer::DEFERRED_AT_MOST)
+    }
+
+    /// `deferred_at_most`: how long a group of [`Durability::Deferred`] writes waits for
+    /// company; tests set it long (to see the wait) or short.
+    fn open_deferring(
+        path: impl AsRef<Path>,
+        clock: Arc<dyn Clock>,
+        deferred_at_most: Duration,
+    ) -> Result<Self, QueueError> {
         let path = path.as_ref().to_path_buf();
         let mut connection = connect(&path)?;
         let journal_mode: String = connection
@@ -271,7 +281,7 @@ impl EmbeddedQueue {
             .pragma_update(None, "cache_size", -READER_CACHE_KIB)
             .map_err(storage("set the reader's cache size"))?;
         let write_connection = Arc::new(Mutex::new(connection));
-        let writer = Writer::start(write_connection.clone(), clock.clone())?;
+        let writer = Writer::start(write_connection.clone(), clock.clone(), deferred_at_most)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
@@ -584,16 +594,19 @@ impl EmbeddedQueue {
     /// each took their own, 20 of the 46 writes per push to 20 clusters). The journal lines
     /// are written apart inside it: when they fail they alone are rolled back, since
     /// explaining must never hold up a delete. `Err`: nothing was written, the messages
-    /// stay in flight and come back after their visibility timeout.
+    /// stay in flight and come back after their visibility timeout. `durability`:
+    /// [`Durability::Ordered`], or [`Durability::Deferred`] when the caller's waiting holds
+    /// nothing up.
     pub async fn delete_and_record_async(
         &self,
         receipts: Vec<Receipt>,
         entries: Vec<JournalEntry>,
+        durability: Durability,
     ) -> Result<DeletedAndRecorded, QueueError> {
         let mut record = (!entries.is_empty()).then(|| self.record_operation(entries));
         self.inner
             .writer
-            .write_async(Durability::Ordered, move |transaction, now| {
+            .write_async(durability, move |transaction, now| {
                 let mut touched = store::TouchedGroups::default();
                 let deleted = receipts
                     .iter()

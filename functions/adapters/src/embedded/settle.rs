@@ -11,8 +11,8 @@ use fluxrelay_core::push::Dispatch;
 use tokio::sync::Notify;
 
 use super::{
-    CONFIRM_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, DeletedAndRecorded, EmbeddedQueue,
-    JournalEntry, NewMessage, Receipt,
+    CONFIRM_QUEUE, DISPATCH_QUEUE, DISPATCH_RETRY_QUEUE, DeletedAndRecorded, Durability,
+    EmbeddedQueue, JournalEntry, NewMessage, Receipt,
 };
 
 /// Settles messages received from an [`EmbeddedQueue`] (the message's `receipt` is the
@@ -28,6 +28,8 @@ pub struct EmbeddedSettle {
     /// Acknowledged messages (id, receipt) not deleted yet: see
     /// [`EmbeddedSettle::holding_acknowledgements`].
     held: Option<Arc<Mutex<Vec<HeldAcknowledgement>>>>,
+    /// How [`EmbeddedSettle::delete_held_and_record`] commits.
+    held_durability: Durability,
 }
 
 /// An acknowledged message not deleted yet: its id (for the report) and its receipt.
@@ -48,6 +50,7 @@ impl EmbeddedSettle {
             freed: None,
             confirmations: None,
             held: None,
+            held_durability: Durability::Ordered,
         }
     }
 
@@ -57,6 +60,14 @@ impl EmbeddedSettle {
     /// (its follow-ups are sent before), so holding it keeps the order of everything else.
     pub fn holding_acknowledgements(mut self) -> Self {
         self.held = Some(Arc::default());
+        self
+    }
+
+    /// Commit the held acknowledgements' write as [`Durability::Deferred`], in the group of
+    /// the next write someone waits for: for a consumer that waits on it for nothing but
+    /// its log line and its next message of the same group (serve's dispatch).
+    pub fn deferring_held(mut self) -> Self {
+        self.held_durability = Durability::Deferred;
         self
     }
 
@@ -84,7 +95,7 @@ impl EmbeddedSettle {
             recorded,
         } = self
             .queue
-            .delete_and_record_async(receipts, entries)
+            .delete_and_record_async(receipts, entries, self.held_durability)
             .await?;
         if groups_not_empty {
             self.freed();

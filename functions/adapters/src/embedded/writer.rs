@@ -25,14 +25,17 @@
 //!   that is not.
 //!
 //! While the writer commits one group (the fsync), the next group gathers, so the fsyncs
-//! per second stay what the disk allows while the writes per fsync grow with the load; no
-//! write waits for a timer.
+//! per second stay what the disk allows while the writes per fsync grow with the load. No
+//! write waits for a timer, except a [`Durability::Deferred`] one that has nothing to share
+//! a commit with: it waits, at most [`DEFERRED_AT_MOST`], for a write that has a caller
+//! waiting, and commits in that write's group.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use fluxrelay_core::ports::QueueError;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -55,7 +58,23 @@ pub enum Durability {
     /// power loss can roll it back only with every later write, which puts the work back
     /// where it was before (a push routed or a cluster triggered again), never loses it.
     Ordered,
+    /// [`Durability::Ordered`], for a write whose caller does not hold anything up by
+    /// waiting (dispatch's deletes of delivered messages, with their journal lines): the
+    /// writer gives it no commit of its own while it can help it. A group of such writes
+    /// only waits, up to [`DEFERRED_AT_MOST`], for the next write of another kind and
+    /// commits in its group. A push to 20 clusters settles 20 times within a few
+    /// milliseconds, each once its cluster answered; one commit each was half of the
+    /// transactions of that push, and the CPU they took was the other clusters' while
+    /// their triggers were still on the way (BENCHMARKS.md, "A push's settles in one
+    /// commit").
+    Deferred,
 }
+
+/// The longest a group of [`Durability::Deferred`] writes waits for a write to share its
+/// commit with: about the time the apiserver takes to answer a few triggers, so the
+/// settles of one push's clusters gather; short against what a delete holds up (the next
+/// message of its cluster's group, delivered after the delete commits).
+pub(super) const DEFERRED_AT_MOST: Duration = Duration::from_millis(3);
 
 /// Counts since the queue was opened: `writes ÷ commits` is the mean group size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -150,9 +169,11 @@ struct Counts {
 }
 
 impl Writer {
+    /// `deferred_at_most`: [`DEFERRED_AT_MOST`] except in tests.
     pub(super) fn start(
         connection: Arc<Mutex<Connection>>,
         clock: Arc<dyn Clock>,
+        deferred_at_most: Duration,
     ) -> Result<Self, QueueError> {
         let (jobs, received) = mpsc::channel();
         let counts = Arc::new(Counts::default());
@@ -160,7 +181,15 @@ impl Writer {
             .name("fluxrelay-queue-writer".into())
             .spawn({
                 let counts = counts.clone();
-                move || write_groups(&connection, clock.as_ref(), &received, &counts)
+                move || {
+                    write_groups(
+                        &connection,
+                        clock.as_ref(),
+                        &received,
+                        &counts,
+                        deferred_at_most,
+                    );
+                }
             })
             .map_err(|error| {
                 QueueError::new(format!("embedded queue: start the writer thread: {error}"))
@@ -280,6 +309,7 @@ fn write_groups(
     clock: &dyn Clock,
     jobs: &Receiver<Box<dyn Job>>,
     counts: &Counts,
+    deferred_at_most: Duration,
 ) {
     // The connection's `synchronous` setting, changed only between groups that differ;
     // `None` when unknown (a change failed), so the next group sets it again.
@@ -287,14 +317,17 @@ fn write_groups(
     while let Ok(first) = jobs.recv() {
         // The connection first, then whatever else is waiting: writes that arrive while
         // someone else holds the connection join this group.
-        let mut connection = lock(connection);
+        let mut held = lock(connection);
         let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
+        take_waiting(jobs, &mut group);
+        if only_deferred(&group) {
+            // Nobody waits on these: let the next write that someone waits for carry them.
+            drop(held);
+            wait_for_company(jobs, &mut group, Instant::now() + deferred_at_most);
+            held = lock(connection);
+            take_waiting(jobs, &mut group);
         }
+        let mut connection = held;
         counts
             .waiting
             .fetch_sub(group.len() as u64, Ordering::SeqCst);
@@ -334,12 +367,54 @@ fn write_groups(
     }
 }
 
+/// Adds the writes already waiting to `group`, up to [`MAX_GROUP`].
+fn take_waiting(jobs: &Receiver<Box<dyn Job>>, group: &mut Vec<Box<dyn Job>>) {
+    while group.len() < MAX_GROUP {
+        match jobs.try_recv() {
+            Ok(job) => group.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
+fn only_deferred(group: &[Box<dyn Job>]) -> bool {
+    group
+        .iter()
+        .all(|job| job.durability() == Durability::Deferred)
+}
+
+/// Adds writes to a group of [`Durability::Deferred`] ones as they come, until one of
+/// another kind came (it is taken too), `deadline` passed, the group is full, or the
+/// queue is closing.
+fn wait_for_company(
+    jobs: &Receiver<Box<dyn Job>>,
+    group: &mut Vec<Box<dyn Job>>,
+    deadline: Instant,
+) {
+    while group.len() < MAX_GROUP {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        match jobs.recv_timeout(left) {
+            Ok(job) => {
+                let company = job.durability() != Durability::Deferred;
+                group.push(job);
+                if company {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 /// `FULL` fsyncs the WAL at each commit; `NORMAL` (WAL mode) leaves it to the next `FULL`
 /// commit or checkpoint. Set outside a transaction.
 fn set_synchronous(connection: &Connection, durability: Durability) -> Result<(), rusqlite::Error> {
     let level = match durability {
         Durability::Synced => "FULL",
-        Durability::Ordered => "NORMAL",
+        Durability::Ordered | Durability::Deferred => "NORMAL",
     };
     connection.pragma_update(None, "synchronous", level)
 }
