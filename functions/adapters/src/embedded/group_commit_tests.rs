@@ -643,14 +643,7 @@ fn deletes_and_their_journal_lines_are_one_write_and_a_failing_journal_keeps_the
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    for n in 0..3 {
-        let id = format!("push-{n}");
-        queue
-            .send(INTAKE_QUEUE, &format!("cluster-{n}"), &id, &id)
-            .unwrap();
-    }
-    let received = queue.receive(INTAKE_QUEUE, 10, VISIBILITY).unwrap();
-    assert_eq!(received.len(), 3);
+    let received = delivered(&queue, 3);
     let stale = Receipt {
         receive_count: received[1].receipt.receive_count + 1,
         ..received[1].receipt
@@ -707,6 +700,19 @@ fn deletes_and_their_journal_lines_are_one_write_and_a_failing_journal_keeps_the
     assert!(queue.journal("push-2").unwrap().is_empty());
 }
 
+/// `push-0` … `push-{count - 1}`, each in a group of its own, sent and received.
+fn delivered(queue: &EmbeddedQueue, count: usize) -> Vec<super::Received> {
+    for n in 0..count {
+        let id = format!("push-{n}");
+        queue
+            .send(INTAKE_QUEUE, &format!("cluster-{n}"), &id, &id)
+            .unwrap();
+    }
+    let received = queue.receive(INTAKE_QUEUE, 10, VISIBILITY).unwrap();
+    assert_eq!(received.len(), count);
+    received
+}
+
 /// Deletes and journal lines of a delivered message, as serve's dispatch settles it.
 fn settle_deferred(
     queue: &EmbeddedQueue,
@@ -727,11 +733,16 @@ fn settle_deferred(
     })
 }
 
-fn wait_until_taken(queue: &EmbeddedQueue) {
+/// Until the deferred write is submitted. It then counts as waiting until its group is
+/// committed, which the wait for company puts off.
+fn wait_until_submitted(queue: &EmbeddedQueue) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while queue.inner.writer.waiting() > 0 {
-        assert!(Instant::now() < deadline, "the writer never took the write");
-        std::thread::sleep(Duration::from_millis(2));
+    while queue.inner.writer.waiting() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the deferred write was never submitted, or was committed at once"
+        );
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -745,17 +756,11 @@ fn a_deferred_write_commits_with_the_next_write_someone_waits_for() {
     let queue =
         EmbeddedQueue::open_deferring(&file.path, Arc::new(SystemClock), Duration::from_secs(600))
             .unwrap();
-    for n in 0..2 {
-        let id = format!("push-{n}");
-        queue
-            .send(INTAKE_QUEUE, &format!("cluster-{n}"), &id, &id)
-            .unwrap();
-    }
-    let received = queue.receive(INTAKE_QUEUE, 10, VISIBILITY).unwrap();
+    let received = delivered(&queue, 2);
     let before = queue.group_commit_stats();
 
     let deferred = settle_deferred(&queue, received[0].receipt, "push-0");
-    wait_until_taken(&queue);
+    wait_until_submitted(&queue);
     std::thread::sleep(Duration::from_millis(200));
     assert!(
         !deferred.is_finished(),
@@ -795,17 +800,11 @@ fn deferred_writes_alone_commit_together_after_their_bound() {
     let file = TempQueueFile::new("deferred-alone");
     let bound = Duration::from_millis(300);
     let queue = EmbeddedQueue::open_deferring(&file.path, Arc::new(SystemClock), bound).unwrap();
-    for n in 0..2 {
-        let id = format!("push-{n}");
-        queue
-            .send(INTAKE_QUEUE, &format!("cluster-{n}"), &id, &id)
-            .unwrap();
-    }
-    let received = queue.receive(INTAKE_QUEUE, 10, VISIBILITY).unwrap();
+    let received = delivered(&queue, 2);
     let before = queue.group_commit_stats();
     let started = Instant::now();
     let first = settle_deferred(&queue, received[0].receipt, "push-0");
-    wait_until_taken(&queue);
+    wait_until_submitted(&queue);
     let second = settle_deferred(&queue, received[1].receipt, "push-1");
     for settled in [first.join(), second.join()] {
         let settled = settled.unwrap().unwrap();
