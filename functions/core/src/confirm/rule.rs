@@ -27,6 +27,7 @@ use super::objects::{ChartSource, Condition, HelmRelease, Kustomization};
 use super::revision;
 use crate::flux::GitRepository;
 use crate::matching::select::repository_skip;
+use crate::matching::url::PushLocations;
 use crate::push::Push;
 
 /// Where a confirmation stands after one look at the cluster.
@@ -320,10 +321,11 @@ pub fn observe(
 ) -> Observation {
     let commit = pushed_commit(push);
     let mut not_comparable = Vec::new();
+    let pushed = PushLocations::of(push, aliases);
     let states: Vec<SourceState> = objects
         .sources
         .iter()
-        .filter(|source| repository_skip(source, push, aliases).is_ok())
+        .filter(|source| repository_skip(source, push, &pushed).is_ok())
         .map(|source| source_state(source, objects, helm_releases, commit, &mut not_comparable))
         .collect();
     if states.is_empty() {

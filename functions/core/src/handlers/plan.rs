@@ -11,6 +11,7 @@ use crate::flux::artifacts::{ArtifactKind, ArtifactObject};
 use crate::flux::{GitRepository, ObjectRef, Receiver, ReceiverType};
 use crate::matching::receiver::{ReceiverState, receiver_state};
 use crate::matching::select::{Freshness, RepositoryVerdict, receiver_selects, repository_verdict};
+use crate::matching::url::PushLocations;
 use crate::outcome::classify::{FailureClass, Responder, TriggerFailure};
 use crate::push::{Dispatch, Project, Push, PushEvent};
 use crate::registry::{ClusterEntry, TriggerMode};
@@ -203,8 +204,9 @@ pub fn plan_push(entry: &ClusterEntry, view: &ClusterView, push: &Push) -> PushP
     if !push.event.is_git_push() {
         return plan;
     }
+    let pushed = PushLocations::of(push, &entry.host_aliases);
     for repository in &view.repositories {
-        match repository_verdict(repository, push, &entry.host_aliases, view.freshness) {
+        match repository_verdict(repository, push, &pushed, view.freshness) {
             RepositoryVerdict::Trigger => {}
             RepositoryVerdict::LookAgain => plan.look_again = true,
             RepositoryVerdict::Skip(skip) => {

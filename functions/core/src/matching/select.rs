@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use super::refs::{self, RefMiss};
-use super::url;
+use super::url::{self, PushLocations};
 use crate::flux::{
     GIT_REPOSITORY_GROUP, GitRepository, ObjectRef, Receiver, ResourceSelector, SourceStatus,
 };
@@ -93,10 +93,10 @@ pub fn settled_after(status: &SourceStatus, received_at: &str) -> bool {
 pub fn repository_verdict(
     repo: &GitRepository,
     push: &Push,
-    aliases: &BTreeMap<String, String>,
+    pushed: &PushLocations<'_>,
     freshness: Freshness,
 ) -> RepositoryVerdict {
-    match repository_skip(repo, push, aliases) {
+    match repository_skip(repo, push, pushed) {
         Err(skip) => RepositoryVerdict::Skip(skip),
         Ok(()) => {
             let reconciled = refs::already_at(
@@ -116,15 +116,16 @@ pub fn repository_verdict(
 }
 
 /// The rules that do not depend on the source's status: URL, ref, suspended.
+/// `pushed`: the push's locations under the cluster's host aliases.
 pub fn repository_skip(
     repo: &GitRepository,
     push: &Push,
-    aliases: &BTreeMap<String, String>,
+    pushed: &PushLocations<'_>,
 ) -> Result<(), RepoSkip> {
     let spec_url = repo.url.as_deref().ok_or(RepoSkip::NoUrl)?;
     let location = url::normalize(spec_url).ok_or(RepoSkip::UnsupportedUrl)?;
-    let location = url::canonical(location, aliases);
-    if !url::location_matches_push(&location, push, aliases) {
+    let location = pushed.canonical(location);
+    if !pushed.contains(&location) {
         return Err(RepoSkip::OtherProject {
             location: location.to_string(),
         });

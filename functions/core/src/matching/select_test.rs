@@ -41,7 +41,12 @@ fn verdict(
     push: &Push,
     aliases: &BTreeMap<String, String>,
 ) -> Result<(), RepoSkip> {
-    match repository_verdict(repo, push, aliases, Freshness::Fresh) {
+    match repository_verdict(
+        repo,
+        push,
+        &PushLocations::of(push, aliases),
+        Freshness::Fresh,
+    ) {
         RepositoryVerdict::Trigger => Ok(()),
         RepositoryVerdict::Skip(skip) => Err(skip),
         RepositoryVerdict::LookAgain => panic!("a fresh view never asks to look again"),
@@ -267,7 +272,12 @@ fn already_reconciled_needs_a_fresh_settled_status_made_after_the_push() {
     ];
     for (why, repo, freshness, expected) in cases {
         assert_eq!(
-            repository_verdict(&repo, &push, &BTreeMap::new(), freshness),
+            repository_verdict(
+                &repo,
+                &push,
+                &PushLocations::of(&push, &BTreeMap::new()),
+                freshness
+            ),
             expected,
             "{why}"
         );

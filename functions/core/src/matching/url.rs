@@ -78,25 +78,46 @@ pub fn canonical(location: RepoLocation, aliases: &BTreeMap<String, String>) -> 
 /// Whether the GitRepository `spec.url` names the pushed project: any of the push's
 /// `project.http_url`, `project.web_url`, `project.ssh_url` (scp-like) normalises (with aliases) to the same location.
 pub fn url_matches_push(spec_url: &str, push: &Push, aliases: &BTreeMap<String, String>) -> bool {
+    let pushed = PushLocations::of(push, aliases);
     normalize(spec_url)
-        .map(|location| canonical(location, aliases))
-        .is_some_and(|wanted| location_matches_push(&wanted, push, aliases))
+        .map(|location| pushed.canonical(location))
+        .is_some_and(|wanted| pushed.contains(&wanted))
 }
 
-/// [`url_matches_push`] for a `spec.url` already normalised and made canonical.
-pub fn location_matches_push(
-    wanted: &RepoLocation,
-    push: &Push,
-    aliases: &BTreeMap<String, String>,
-) -> bool {
-    [
-        &push.project.http_url,
-        &push.project.web_url,
-        &push.project.ssh_url,
-    ]
-    .into_iter()
-    .filter_map(|pushed| normalize(pushed))
-    .any(|pushed| canonical(pushed, aliases) == *wanted)
+/// The pushed project's locations (its `http_url`, `web_url` and `ssh_url`, normalised and
+/// made canonical with one cluster's host aliases), worked out once for all of that
+/// cluster's GitRepositories: parsing the push's three URLs again for each was 2.5 % of
+/// serve's dispatch CPU with one GitRepository per cluster (BENCHMARKS.md, "A push's
+/// settles in one commit"), and a cluster often has dozens.
+#[derive(Debug, Clone)]
+pub struct PushLocations<'a> {
+    aliases: &'a BTreeMap<String, String>,
+    locations: Vec<RepoLocation>,
+}
+
+impl<'a> PushLocations<'a> {
+    pub fn of(push: &Push, aliases: &'a BTreeMap<String, String>) -> Self {
+        let locations = [
+            &push.project.http_url,
+            &push.project.web_url,
+            &push.project.ssh_url,
+        ]
+        .into_iter()
+        .filter_map(|pushed| normalize(pushed))
+        .map(|pushed| canonical(pushed, aliases))
+        .collect();
+        Self { aliases, locations }
+    }
+
+    /// `location` made canonical with the same aliases as the push's.
+    pub fn canonical(&self, location: RepoLocation) -> RepoLocation {
+        canonical(location, self.aliases)
+    }
+
+    /// Whether `wanted` (already canonical) is one of the push's locations.
+    pub fn contains(&self, wanted: &RepoLocation) -> bool {
+        self.locations.contains(wanted)
+    }
 }
 
 /// Host and path of an `http`, `https` or `ssh` URL, as the WHATWG parser reads them.
