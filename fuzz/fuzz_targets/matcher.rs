@@ -15,7 +15,7 @@ use fluxrelay_core::matching::refs::{RefRule, effective_ref, ref_triggers};
 use fluxrelay_core::matching::select::{
     Freshness, RepoSkip, RepositoryVerdict, is_safe_webhook_path, repository_verdict,
 };
-use fluxrelay_core::matching::url::{canonical, normalize, url_matches_push};
+use fluxrelay_core::matching::url::{PushLocations, canonical, normalize, url_matches_push};
 use fluxrelay_core::push::{PUSH_VERSION, Project};
 use fluxrelay_core::{Push, PushEvent};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
@@ -139,7 +139,8 @@ fuzz_target!(|input: Input| {
         status: Default::default(),
     };
     for freshness in [Freshness::Fresh, Freshness::Cached] {
-        let verdict = repository_verdict(&repository, &push, &aliases, freshness);
+        let pushed = PushLocations::of(&push, &aliases);
+        let verdict = repository_verdict(&repository, &push, &pushed, freshness);
         if !matches!(verdict, RepositoryVerdict::Skip(_)) {
             assert!(expected && triggers && !input.suspend);
         }
