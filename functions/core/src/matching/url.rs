@@ -5,6 +5,7 @@
 //! user info, port, query and fragment never take part, because GitLab serves one project
 //! under several of them (`https://`, `http://`, `ssh://git@…:2222`, scp-like `git@…:`).
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
 use crate::push::Push;
@@ -85,28 +86,31 @@ pub fn url_matches_push(spec_url: &str, push: &Push, aliases: &BTreeMap<String, 
 }
 
 /// The pushed project's locations (its `http_url`, `web_url` and `ssh_url`, normalised and
-/// made canonical with one cluster's host aliases), worked out once for all of that
-/// cluster's GitRepositories: parsing the push's three URLs again for each was 2.5 % of
-/// serve's dispatch CPU with one GitRepository per cluster (BENCHMARKS.md, "A push's
-/// settles in one commit"), and a cluster often has dozens.
-#[derive(Debug, Clone)]
+/// made canonical with one cluster's host aliases), each worked out at most once for all of
+/// that cluster's GitRepositories, and only as far as a comparison needs: parsing the
+/// push's URLs again for each GitRepository was 2.5 % of serve's dispatch CPU with one
+/// GitRepository per cluster, and a cluster often has dozens (BENCHMARKS.md, "A push's
+/// settles in one commit").
+#[derive(Debug)]
 pub struct PushLocations<'a> {
+    push: &'a Push,
     aliases: &'a BTreeMap<String, String>,
-    locations: Vec<RepoLocation>,
+    /// In the order of [`PushLocations::urls`]; `None` inside: the URL does not parse.
+    locations: [OnceCell<Option<RepoLocation>>; 3],
 }
 
 impl<'a> PushLocations<'a> {
-    pub fn of(push: &Push, aliases: &'a BTreeMap<String, String>) -> Self {
-        let locations = [
-            &push.project.http_url,
-            &push.project.web_url,
-            &push.project.ssh_url,
-        ]
-        .into_iter()
-        .filter_map(|pushed| normalize(pushed))
-        .map(|pushed| canonical(pushed, aliases))
-        .collect();
-        Self { aliases, locations }
+    pub fn of(push: &'a Push, aliases: &'a BTreeMap<String, String>) -> Self {
+        Self {
+            push,
+            aliases,
+            locations: Default::default(),
+        }
+    }
+
+    fn urls(&self) -> [&'a str; 3] {
+        let project = &self.push.project;
+        [&project.http_url, &project.web_url, &project.ssh_url]
     }
 
     /// `location` made canonical with the same aliases as the push's.
@@ -116,7 +120,15 @@ impl<'a> PushLocations<'a> {
 
     /// Whether `wanted` (already canonical) is one of the push's locations.
     pub fn contains(&self, wanted: &RepoLocation) -> bool {
-        self.locations.contains(wanted)
+        self.urls()
+            .into_iter()
+            .zip(&self.locations)
+            .any(|(url, location)| {
+                location
+                    .get_or_init(|| normalize(url).map(|parsed| self.canonical(parsed)))
+                    .as_ref()
+                    == Some(wanted)
+            })
     }
 }
 
