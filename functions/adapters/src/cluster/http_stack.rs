@@ -1,6 +1,6 @@
-//! The kube client's HTTP stack, built here rather than by `kube::Client::try_from` for what
-//! a client per cluster costs when there are a thousand of them (heaptrack of `serve` with
-//! 1,000 clusters):
+//! An entry's apiserver over HTTP, built here rather than by `kube::Client::try_from` for
+//! what a client per cluster costs when there are a thousand of them (heaptrack of `serve`
+//! with 1,000 clusters), and so that calling an apiserver does not link kube's client:
 //!
 //! - **the TLS session cache**: kube's rustls configuration keeps rustls' default
 //!   resumption store (256 sessions, ~14 KB allocated up front per client). A client talks
@@ -18,10 +18,11 @@
 //!   is always ready, so the cache keeps the stack itself ([`ApiserverHttp`]) and calls it
 //!   directly; a `kube::Client` is built from it only for the typed API (`cluster check`).
 //!
-//! Everything else is kube's own, in kube's order: its TLS configuration from the entry's CA
-//! and identity, its server-name override, its base-URI, authentication and header layers,
-//! and the same timeouts, and its tracing span per request (`HTTP` with the method and URL,
-//! at debug; the log writer redacts webhook paths in it). kube's retry is off as before.
+//! The rest follows kube's client, in kube's order: the TLS configuration from the entry's
+//! CA and identity ([`ApiserverConfig`]), its server-name override, the server joined before
+//! each path, the `Authorization` and impersonation headers, the connect, read and write
+//! timeouts, and a tracing span per request (`HTTP` with the method and URL, at debug; the
+//! log writer redacts webhook paths in it). Nothing retries: retries belong to the queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,14 +34,13 @@ use hyper_rustls::FixedServerNameResolver;
 use hyper_timeout::TimeoutConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use kube::client::RustlsTlsError;
-use kube::client::{Body, ConfigExt};
 use rustls::client::Resumption;
-use rustls::pki_types::ServerName;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt as _};
 use tower_http::trace::TraceLayer;
 
+use super::Timeouts;
+use super::config::{ApiserverConfig, ConfigError};
 use super::tls_sessions::OneServerSessions;
 
 /// The most bytes of status line and headers read of an apiserver's answer, and the size
@@ -72,20 +72,38 @@ impl Default for ConnectionPool {
 /// An apiserver's answer, its body read as it arrives.
 pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
+/// A request's body: ours are whole (`full`); kube's typed API (`cluster check`) streams.
+pub type RequestBody = UnsyncBoxBody<Bytes, RequestBodyError>;
+
+/// Why a request's body could not be read (only a streamed one can fail). A named type:
+/// a `BoxError` here would make the stack's type higher-ranked over the error's lifetime,
+/// which the async callers cannot name.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct RequestBodyError(BoxError);
+
+/// A request body of these bytes.
+pub fn full(bytes: impl Into<Bytes>) -> RequestBody {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
 /// One cluster's apiserver over HTTP: kube's layers over a bounded connection pool. Cheap to
 /// clone (the pool is shared); each clone sends on the same connections.
 #[derive(Clone)]
 pub struct ApiserverHttp {
-    service: BoxCloneSyncService<http::Request<Body>, http::Response<ResponseBody>, BoxError>,
+    service:
+        BoxCloneSyncService<http::Request<RequestBody>, http::Response<ResponseBody>, BoxError>,
     default_namespace: String,
 }
 
 impl ApiserverHttp {
-    /// Sends one request (its URI a path, joined to the entry's server by kube's base-URI
-    /// layer). The error is the stack's own, whose chain `transport` reads.
+    /// Sends one request (its URI a path, joined to the entry's server). The error is the
+    /// stack's own, whose chain `transport` reads.
     pub async fn send(
         &self,
-        request: http::Request<Body>,
+        request: http::Request<RequestBody>,
     ) -> Result<http::Response<ResponseBody>, BoxError> {
         self.service.clone().oneshot(request).await
     }
@@ -93,44 +111,59 @@ impl ApiserverHttp {
     /// A kube client on the same stack and connections, for kube's typed API. It brings
     /// kube's request buffer with it, for as long as it is kept.
     pub fn kube_client(&self) -> kube::Client {
-        kube::Client::new(self.service.clone(), self.default_namespace.clone())
+        let service =
+            self.service
+                .clone()
+                .map_request(|request: http::Request<kube::client::Body>| {
+                    request.map(|body| {
+                        body.map_err(|error| RequestBodyError(error.into()))
+                            .boxed_unsync()
+                    })
+                });
+        kube::Client::new(service, self.default_namespace.clone())
     }
 }
 
-/// The apiserver stack for `config` (whose proxy, retry and timeouts the caller has set),
-/// its pool bounded by `pool`. Fails only as kube's own builder does (a CA, certificate or
-/// key that does not load).
-pub fn client(config: kube::Config, pool: ConnectionPool) -> Result<ApiserverHttp, kube::Error> {
+/// Why an entry's apiserver stack could not be built.
+pub type StackError = ConfigError;
+
+/// The apiserver stack for `config`, with `timeouts`, its pool bounded by `pool`. Fails
+/// only when the TLS configuration does (a CA, certificate or key that does not load).
+pub fn client(
+    config: &ApiserverConfig,
+    timeouts: Timeouts,
+    pool: ConnectionPool,
+) -> Result<ApiserverHttp, StackError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
-    let tls = tls_config(&config)?;
+    let tls = tls_config(config)?;
     let mut https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
-    if let Some(name) = &config.tls_server_name {
-        let name = ServerName::try_from(name.clone())
-            .map_err(|error| kube::Error::RustlsTls(RustlsTlsError::InvalidServerName(error)))?;
-        https = https.with_server_name_resolver(FixedServerNameResolver::new(name));
+    if let Some(name) = config.tls_server_name_override() {
+        https = https.with_server_name_resolver(FixedServerNameResolver::new(name.clone()));
     }
     let https = https.enable_http1().wrap_connector(http);
     let mut connector = TimeoutConnector::new(https);
-    connector.set_connect_timeout(config.connect_timeout);
-    connector.set_read_timeout(config.read_timeout);
-    connector.set_write_timeout(config.write_timeout);
-    connector.set_reset_reader_on_write(config.reset_reader_on_write);
+    connector.set_connect_timeout(Some(timeouts.connect));
+    connector.set_read_timeout(Some(timeouts.read));
+    connector.set_write_timeout(Some(timeouts.write));
+    connector.set_reset_reader_on_write(true);
     let hyper_client = hyper_util::client::legacy::Builder::new(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(pool.idle_timeout)
         .pool_max_idle_per_host(pool.max_idle)
         .http1_read_buf_exact_size(ANSWER_HEAD_LIMIT)
         .build(connector);
+    let on_server = Arc::new(OnServer {
+        server: config.server().clone(),
+        headers: config.headers().to_vec(),
+    });
     let service = ServiceBuilder::new()
         .map_response(boxed_body)
-        .layer(config.base_uri_layer())
-        .option_layer(config.auth_layer()?)
-        .layer(config.extra_headers_layer()?)
+        .map_request(move |request| on_server.apply(request))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &http::Request<Body>| {
+            TraceLayer::new_for_http().make_span_with(|request: &http::Request<RequestBody>| {
                 tracing::debug_span!(
                     "HTTP",
                     http.method = %request.method(),
@@ -142,13 +175,61 @@ pub fn client(config: kube::Config, pool: ConnectionPool) -> Result<ApiserverHtt
         .service(hyper_client);
     Ok(ApiserverHttp {
         service: BoxCloneSyncService::new(service),
-        default_namespace: config.default_namespace,
+        default_namespace: config.namespace().to_string(),
     })
 }
 
-/// kube's TLS configuration for `config` (its CA, identity and verification), with a
-/// session store for its one apiserver.
-pub fn tls_config(config: &kube::Config) -> Result<rustls::ClientConfig, kube::Error> {
+/// What every request to the entry's apiserver gets: the server joined before its path,
+/// and the entry's `Authorization` and impersonation headers.
+struct OnServer {
+    server: http::Uri,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl OnServer {
+    fn apply(&self, request: http::Request<RequestBody>) -> http::Request<RequestBody> {
+        let (mut parts, body) = request.into_parts();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str);
+        // A path that does not join (it cannot: it was a valid URI's) stays relative, and
+        // hyper refuses to send it; it never goes anywhere but the entry's server.
+        if let Some(uri) = join(&self.server, path_and_query) {
+            parts.uri = uri;
+        }
+        for (name, value) in &self.headers {
+            if name == http::header::AUTHORIZATION {
+                parts.headers.insert(name.clone(), value.clone());
+            } else {
+                parts.headers.append(name.clone(), value.clone());
+            }
+        }
+        http::Request::from_parts(parts, body)
+    }
+}
+
+/// `path_and_query` on `server`, under the server's own path if it has one (a proxy in
+/// front of the apiserver, as Rancher's `https://host/k8s/clusters/c-1`), as kube joins
+/// them.
+pub(super) fn join(server: &http::Uri, path_and_query: &str) -> Option<http::Uri> {
+    let base = server.path().trim_end_matches('/');
+    let mut builder = http::Uri::builder();
+    if let Some(scheme) = server.scheme() {
+        builder = builder.scheme(scheme.clone());
+    }
+    if let Some(authority) = server.authority() {
+        builder = builder.authority(authority.clone());
+    }
+    builder
+        .path_and_query(format!("{base}{path_and_query}"))
+        .build()
+        .ok()
+}
+
+/// The TLS configuration for `config` (its CA, identity and verification), with a session
+/// store for its one apiserver.
+pub fn tls_config(config: &ApiserverConfig) -> Result<rustls::ClientConfig, StackError> {
     let mut tls = config.rustls_client_config()?;
     tls.resumption = Resumption::store(Arc::new(OneServerSessions::default()));
     Ok(tls)

@@ -8,7 +8,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use super::{ApiserverHttp, ConnectionPool, client};
+use super::super::Timeouts;
+use super::super::config::ApiserverConfig;
+use super::{ApiserverHttp, ConnectionPool, client, full, join};
 
 /// A plain-HTTP server on loopback that answers every request `{}` and counts the
 /// connections open at its end.
@@ -53,7 +55,7 @@ async fn wait_for_open(open: &AtomicUsize, wanted: usize, within: Duration) -> u
 
 async fn get(apiserver: &ApiserverHttp) {
     let request = http::Request::get("/version")
-        .body(kube::client::Body::empty())
+        .body(full(Bytes::new()))
         .unwrap();
     let response = apiserver.send(request).await.unwrap();
     assert_eq!(response.status(), 200);
@@ -73,7 +75,8 @@ async fn the_pool_keeps_at_most_max_idle_connections_and_closes_them_after_the_i
         idle_timeout: Duration::from_millis(500),
         max_idle: 1,
     };
-    let apiserver = client(kube::Config::new(url.parse().unwrap()), pool).unwrap();
+    let config = ApiserverConfig::new(&url.parse().unwrap()).unwrap();
+    let apiserver = client(&config, Timeouts::default(), pool).unwrap();
     // Three requests at once open three connections.
     tokio::join!(get(&apiserver), get(&apiserver), get(&apiserver));
     // One is kept for reuse, the others are closed.
@@ -110,4 +113,114 @@ fn the_default_pool_keeps_one_connection_per_cluster_for_30_seconds() {
             max_idle: 1,
         }
     );
+}
+
+#[test]
+fn a_path_is_joined_under_the_servers_own_path() {
+    for (server, path, joined) in [
+        (
+            "https://10.0.0.1:6443",
+            "/api/v1/nodes?limit=1",
+            "https://10.0.0.1:6443/api/v1/nodes?limit=1",
+        ),
+        (
+            "https://10.0.0.1:6443/",
+            "/version",
+            "https://10.0.0.1:6443/version",
+        ),
+        // A proxy in front of the apiserver (Rancher): its path stays in front.
+        (
+            "https://rancher.example/k8s/clusters/c-1",
+            "/version",
+            "https://rancher.example/k8s/clusters/c-1/version",
+        ),
+        (
+            "https://rancher.example/k8s/clusters/c-1/",
+            "/version",
+            "https://rancher.example/k8s/clusters/c-1/version",
+        ),
+        ("http://127.0.0.1:8080", "/", "http://127.0.0.1:8080/"),
+    ] {
+        let server: http::Uri = server.parse().unwrap();
+        assert_eq!(
+            join(&server, path).unwrap().to_string(),
+            joined,
+            "{server} {path}"
+        );
+    }
+}
+
+/// A plain-HTTP server on loopback that answers `{}` and keeps each request's URI and
+/// headers.
+async fn recording_server() -> (
+    String,
+    Arc<std::sync::Mutex<Vec<(String, http::HeaderMap)>>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let record = record.clone();
+            tokio::spawn(async move {
+                let answer = service_fn(move |request: hyper::Request<_>| {
+                    record
+                        .lock()
+                        .unwrap()
+                        .push((request.uri().to_string(), request.headers().clone()));
+                    async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from_static(b"{}"),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), answer)
+                    .await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn every_request_goes_under_the_servers_path_with_the_entrys_headers_ours_and_kubes() {
+    let (url, seen) = recording_server().await;
+    let config = ApiserverConfig::new(&format!("{url}/k8s/clusters/c-1").parse().unwrap())
+        .unwrap()
+        .bearer("token-of-the-entry")
+        .unwrap()
+        .impersonate(
+            Some("relay"),
+            None,
+            &["ops".to_string(), "deployers".to_string()],
+        )
+        .unwrap();
+    let apiserver = client(&config, Timeouts::default(), ConnectionPool::default()).unwrap();
+    // A request's own Authorization is replaced: credentials are the entry's.
+    let request = http::Request::get("/version?x=1")
+        .header("authorization", "Bearer someone-else")
+        .body(full(Bytes::new()))
+        .unwrap();
+    assert_eq!(apiserver.send(request).await.unwrap().status(), 200);
+    get_through_kube(&apiserver.kube_client()).await;
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].0, "/k8s/clusters/c-1/version?x=1");
+    assert_eq!(seen[1].0, "/k8s/clusters/c-1/version");
+    for (_, headers) in &seen {
+        let all = |name: &str| -> Vec<&str> {
+            headers
+                .get_all(name)
+                .iter()
+                .map(|value| value.to_str().unwrap())
+                .collect()
+        };
+        assert_eq!(all("authorization"), ["Bearer token-of-the-entry"]);
+        assert_eq!(all("impersonate-user"), ["relay"]);
+        assert_eq!(all("impersonate-group"), ["ops", "deployers"]);
+    }
 }

@@ -18,7 +18,6 @@ use fluxrelay_core::outcome::classify::{
     TransportErrorKind, TriggerFailure, classify_apiserver_response, transport_failure,
 };
 use fluxrelay_core::registry::ClusterEntry;
-use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::Value;
 
 use super::client::{Fingerprint, fingerprint};
@@ -45,16 +44,13 @@ impl FluxKind {
         }
     }
 
-    fn resource(self) -> ApiResource {
-        let (group, version, kind) = match self {
-            FluxKind::GitRepositories => (GIT_REPOSITORY_GROUP, "v1", "GitRepository"),
-            FluxKind::Receivers => (RECEIVER_GROUP, "v1", "Receiver"),
-            FluxKind::Artifacts(kind) => (kind.group(), kind.version(), kind.kind()),
-        };
-        ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(group, version, kind),
-            self.plural(),
-        )
+    /// The kind's API group and version.
+    fn group_version(self) -> (&'static str, &'static str) {
+        match self {
+            FluxKind::GitRepositories => (GIT_REPOSITORY_GROUP, "v1"),
+            FluxKind::Receivers => (RECEIVER_GROUP, "v1"),
+            FluxKind::Artifacts(kind) => (kind.group(), kind.version()),
+        }
     }
 }
 
@@ -383,10 +379,10 @@ impl KubeClusters {
         }
         // A plain GET whose status is classified like every other apiserver answer: a 3xx
         // is a redirect not followed, not a list that failed to parse.
-        let resource = kind.resource();
+        let (group, version) = kind.group_version();
         let path = format!(
-            "/apis/{}/{}/namespaces/{namespace}/{}",
-            resource.group, resource.version, resource.plural
+            "/apis/{group}/{version}/namespaces/{namespace}/{}",
+            kind.plural()
         );
         let response = self.get_list(entry, &path).await?;
         classify_apiserver_response(&response, &action).inspect_err(|failure| {

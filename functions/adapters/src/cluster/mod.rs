@@ -1,21 +1,25 @@
 //! Kubernetes: discovery, service-proxy trigger and annotate, one client per registry entry.
 //!
-//! Every kube client is built from the registry entry alone (never from the environment),
-//! with `default_retry = false` (retries belong to the queue), explicit timeouts and TLS
+//! Every apiserver client is built from the registry entry alone (never from the
+//! environment), with no retries (they belong to the queue), explicit timeouts and TLS
 //! verification on. Credentials go only to the entry's `server`; an absolute receiver URL
-//! gets a plain HTTP client without them. No error or log line carries a credential: kube's
-//! and the YAML parser's own messages can quote their input, so those are replaced by ours.
+//! gets a plain HTTP client without them. No error or log line carries a credential: the
+//! YAML, PEM and header parsers' own messages can quote their input, so those are replaced
+//! by ours.
 //! An `eks` entry's client holds a token minted from the function's IAM role ([`crate::eks`])
 //! and is rebuilt with a fresh token before that token's reuse window ends.
 //!
-//! - [`client`]: building and caching each entry's client;
+//! - [`config`] and [`kubeconfig`]: what an entry's client connects to and with which
+//!   credentials; [`client`]: building and caching each entry's client;
 //! - [`lists`] and [`list_cache`]: discovery's lists and their bounded cache;
 //! - [`transport`]: what a failure below HTTP was, from the error's types;
 //! - here: the adapter itself, its requests and the ports it implements.
 
 mod client;
+mod config;
 mod consumers;
 mod http_stack;
+mod kubeconfig;
 mod list_cache;
 mod lists;
 mod tls_sessions;
@@ -57,7 +61,7 @@ pub const DEFAULT_LIST_TTL: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     pub connect: Duration,
-    /// For the response (kube: each read; absolute receiver URLs: the whole request).
+    /// For the response (apiservers: each read; absolute receiver URLs: the whole request).
     pub read: Duration,
     pub write: Duration,
 }
@@ -201,7 +205,7 @@ impl KubeClusters {
         let mut request = http::Request::builder()
             .method(method)
             .uri(path)
-            .body(kube::client::Body::from(body.to_vec()))
+            .body(http_stack::full(body.to_vec()))
             .map_err(|_| configuration_failure("the apiserver request path is not a valid URI"))?;
         *request.headers_mut() = headers.clone();
         let response = client

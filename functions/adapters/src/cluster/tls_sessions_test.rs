@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use fluxrelay_testkit::kube_env::{KubeEnv, kubeconfig_yaml};
 use fluxrelay_testkit::netns;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, HandshakeKind};
@@ -44,12 +43,9 @@ async fn a_clients_second_connection_resumes_the_tls_session_of_its_first() {
     let env = KubeEnv::start().await;
     let user = serde_json::json!({ "token": env.dispatcher_token() });
     let kubeconfig = kubeconfig_yaml(&env.server(), &env.ca_pem(), &user, "test");
-    let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::from_yaml(&kubeconfig).unwrap(),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
+    let config = super::super::kubeconfig::select(&kubeconfig, None)
+        .unwrap()
+        .config;
     let server: url::Url = env.server().parse().unwrap();
 
     // The configuration every cluster client gets, with its one-server store.

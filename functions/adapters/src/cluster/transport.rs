@@ -3,10 +3,10 @@
 //! reworded by any release, a type cannot change without the build noticing.
 //!
 //! Where each failure comes from (kube 5, hyper-util 0.1, hyper-timeout 0.5, reqwest 0.13):
-//! - the apiserver stack (`http_stack`, kube's layers) fails with hyper-util's
+//! - the apiserver stack (`http_stack`) fails with hyper-util's
 //!   `legacy::Error`, boxed (a `kube::Client` on it wraps that as `kube::Error::Service`);
 //!   `legacy::Error::is_connect` tells a failure before the request was sent.
-//! - kube's connect timeout (hyper-timeout) covers TCP and the TLS handshake and fails with
+//! - the stack's connect timeout (hyper-timeout) covers TCP and the TLS handshake and fails with
 //!   an `io::Error` of kind `TimedOut` inside a connect error; its read and write timeouts
 //!   fail with the same kind inside a `hyper::Error`, once the request is under way.
 //! - rustls puts its verdict (`rustls::Error`) inside an `io::Error` of kind `InvalidData`.
