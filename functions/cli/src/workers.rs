@@ -502,8 +502,7 @@ pub(crate) async fn poll_until_stopped<F, Fut>(
 }
 
 pub async fn run_dispatch(workers: Arc<Workers>, mut stop: watch::Receiver<bool>) {
-    // Clusters being handled, each with the messages that arrived for it meanwhile.
-    let busy: Arc<Mutex<HashMap<String, Vec<QueueMessage>>>> = Arc::default();
+    let busy: BusyClusters = Arc::default();
     let mut failures: u32 = 0;
     let mut running = tokio::task::JoinSet::new();
     while !*stop.borrow() {
@@ -534,18 +533,19 @@ pub async fn run_dispatch(workers: Arc<Workers>, mut stop: watch::Receiver<bool>
                             Err(_) => break,
                         },
                     };
-                    let (batch, busy) = (workers.clone(), busy.clone());
+                    let batch = workers.clone();
+                    let mut marked = BusyCluster {
+                        busy: busy.clone(),
+                        cluster,
+                        released: false,
+                    };
                     running.spawn(async move {
                         let mut share = share;
                         loop {
                             batch.dispatch_batch(share).await;
-                            let mut waiting = lock(&busy);
-                            match waiting.get_mut(&cluster).map(std::mem::take) {
-                                Some(backlog) if !backlog.is_empty() => share = backlog,
-                                _ => {
-                                    waiting.remove(&cluster);
-                                    break;
-                                }
+                            match marked.next_share() {
+                                Some(backlog) => share = backlog,
+                                None => break,
                             }
                         }
                         // No wake here: the settle woke dispatch if the cluster's
@@ -588,6 +588,45 @@ fn by_cluster(messages: Vec<QueueMessage>) -> Vec<(String, Vec<QueueMessage>)> {
     shares
 }
 
+/// Clusters being dispatched to, each with the messages that arrived for it meanwhile.
+type BusyClusters = Arc<Mutex<HashMap<String, Vec<QueueMessage>>>>;
+
+/// One cluster marked busy while a task dispatches to it, unmarked when the task ends
+/// however it ends. A task that panicked (a bug) would otherwise leave its cluster marked,
+/// and every later message for it would wait in a backlog nobody reads until serve
+/// restarts; unmarked, the cluster's leased messages are received again when their lease
+/// runs out, and dispatched.
+struct BusyCluster {
+    busy: BusyClusters,
+    cluster: String,
+    /// Unmarked by [`BusyCluster::next_share`]: the mark may already be another task's.
+    released: bool,
+}
+
+impl BusyCluster {
+    /// The messages that arrived for the cluster meanwhile; none, and the cluster
+    /// unmarked, when nothing did.
+    fn next_share(&mut self) -> Option<Vec<QueueMessage>> {
+        let mut waiting = lock(&self.busy);
+        match waiting.get_mut(&self.cluster).map(std::mem::take) {
+            Some(backlog) if !backlog.is_empty() => Some(backlog),
+            _ => {
+                waiting.remove(&self.cluster);
+                self.released = true;
+                None
+            }
+        }
+    }
+}
+
+impl Drop for BusyCluster {
+    fn drop(&mut self) {
+        if !self.released {
+            lock(&self.busy).remove(&self.cluster);
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -597,6 +636,49 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 #[path = "workers_journal_test.rs"]
 mod journal_test;
+
+#[cfg(test)]
+mod busy_cluster_test {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+
+    fn marked(busy: &BusyClusters, cluster: &str) -> BusyCluster {
+        lock(busy).insert(cluster.to_string(), Vec::new());
+        BusyCluster {
+            busy: busy.clone(),
+            cluster: cluster.to_string(),
+            released: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dispatch_task_that_panics_unmarks_its_cluster() {
+        let busy = BusyClusters::default();
+        let mark = marked(&busy, "c1");
+        let task = tokio::spawn(async move {
+            let _mark = mark;
+            panic!("a bug in one cluster's dispatch");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        // Later messages for c1 start a task of their own instead of waiting behind it.
+        assert!(lock(&busy).is_empty());
+    }
+
+    #[test]
+    fn a_finished_task_leaves_the_next_tasks_mark_alone() {
+        let busy = BusyClusters::default();
+        let mut first = marked(&busy, "c1");
+        assert!(first.next_share().is_none());
+        assert!(lock(&busy).is_empty());
+        // Another receive marks c1 for a new task before the first is dropped.
+        let second = marked(&busy, "c1");
+        drop(first);
+        assert!(lock(&busy).contains_key("c1"));
+        drop(second);
+        assert!(lock(&busy).is_empty());
+    }
+}
 
 #[cfg(test)]
 mod route_pause_test {
