@@ -70,10 +70,11 @@ pub fn entry_from_kubeconfig(
                 ),
             )
         })?;
+    let inlined = inline_files(path, &text, selected, fail)?;
     let value = json!({
         "name": cluster_name(&context_name),
         "server": server,
-        "kubeconfig": text,
+        "kubeconfig": inlined,
         "context": context_name,
     });
     ClusterEntry::from_value(&value).map_err(|error| ConfigError {
@@ -87,6 +88,90 @@ pub fn entry_from_kubeconfig(
             })
             .collect(),
     })
+}
+
+/// The kubeconfig with the selected context's files read in, as kubectl reads them
+/// (relative to the kubeconfig's directory): `certificate-authority`,
+/// `client-certificate` and `client-key` become their `*-data` fields and `tokenFile` the
+/// token, unless the inline field is there already (it wins, as in kubectl). A registry
+/// entry holds its credentials inline, so the same entry works wherever it is read; the
+/// files are read once, here, on the operator's machine. Returned as JSON, which is YAML.
+fn inline_files(
+    path: &Path,
+    text: &str,
+    selected: &kube::config::Context,
+    fail: impl Fn(&str, String) -> ConfigError,
+) -> Result<String, ConfigError> {
+    use base64::Engine as _;
+    // The parser's messages quote the document, which holds credentials.
+    let mut document: serde_json::Value = serde_saphyr::from_str(text).map_err(|_| {
+        fail(
+            "",
+            "not valid YAML (details withheld: it holds credentials)".into(),
+        )
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut read_in = |list: &str,
+                       name: &str,
+                       inner: &str,
+                       fields: &[(&str, &str, bool)]|
+     -> Result<(), ConfigError> {
+        let Some(item) = document
+            .get_mut(list)
+            .and_then(serde_json::Value::as_array_mut)
+            .and_then(|items| {
+                items
+                    .iter_mut()
+                    .find(|item| item.get("name").and_then(|n| n.as_str()) == Some(name))
+            })
+            .and_then(|item| item.get_mut(inner))
+            .and_then(serde_json::Value::as_object_mut)
+        else {
+            return Ok(());
+        };
+        for (file_field, data_field, base64) in fields {
+            let Some(file) = item.remove(*file_field) else {
+                continue;
+            };
+            if item.contains_key(*data_field) {
+                continue;
+            }
+            let file = file.as_str().unwrap_or_default();
+            let resolved = base.join(file);
+            let content = std::fs::read(&resolved).map_err(|error| {
+                fail(
+                    &format!("{list}: {name}: {file_field}"),
+                    format!("cannot read {}: {error}", resolved.display()),
+                )
+            })?;
+            let value = if *base64 {
+                base64::engine::general_purpose::STANDARD.encode(content)
+            } else {
+                String::from_utf8_lossy(&content).trim().to_string()
+            };
+            item.insert((*data_field).to_string(), serde_json::Value::String(value));
+        }
+        Ok(())
+    };
+    read_in(
+        "clusters",
+        &selected.cluster,
+        "cluster",
+        &[("certificate-authority", "certificate-authority-data", true)],
+    )?;
+    if let Some(user) = &selected.user {
+        read_in(
+            "users",
+            user,
+            "user",
+            &[
+                ("client-certificate", "client-certificate-data", true),
+                ("client-key", "client-key-data", true),
+                ("tokenFile", "token", false),
+            ],
+        )?;
+    }
+    Ok(document.to_string())
 }
 
 /// Context names such as `arn:aws:eks:...:cluster/prod` or `admin@prod` become valid
@@ -268,6 +353,74 @@ mod tests {
                 .contains("certificate-authority-data: is not base64"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_contexts_files_are_read_into_the_entry_relative_to_the_kubeconfig() {
+        use base64::Engine as _;
+        use fluxrelay_core::registry::Credentials;
+        let dir = std::env::temp_dir().join(format!(
+            "fluxrelay-kubeconfig-files-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        std::fs::write(dir.join("certs/ca.crt"), "CA PEM\n").unwrap();
+        std::fs::write(dir.join("token"), "file-token\n").unwrap();
+        let write = |user: serde_json::Value| {
+            let document = json!({
+                "apiVersion": "v1", "kind": "Config", "current-context": "main",
+                "contexts": [{"name": "main", "context": {"cluster": "c", "user": "u"}}],
+                "clusters": [
+                    {"name": "c", "cluster": {"server": "https://k.example.com", "certificate-authority": "certs/ca.crt"}},
+                    {"name": "other", "cluster": {"server": "https://o.example.com", "certificate-authority": "missing.crt"}},
+                ],
+                "users": [{"name": "u", "user": user}],
+            });
+            let path = dir.join("config");
+            std::fs::write(&path, document.to_string()).unwrap();
+            path
+        };
+        let inlined = |path: &Path| -> serde_json::Value {
+            let entry = entry_from_kubeconfig(path, None).unwrap();
+            let Credentials::Kubeconfig { kubeconfig, .. } = &entry.credentials else {
+                panic!("not a kubeconfig entry");
+            };
+            serde_json::from_str(kubeconfig.expose()).unwrap()
+        };
+
+        let document = inlined(&write(json!({"tokenFile": "token"})));
+        let cluster = &document["clusters"][0]["cluster"];
+        assert_eq!(
+            cluster["certificate-authority-data"],
+            base64::engine::general_purpose::STANDARD.encode("CA PEM\n")
+        );
+        assert!(cluster.get("certificate-authority").is_none(), "{cluster}");
+        let user = &document["users"][0]["user"];
+        assert_eq!(user["token"], "file-token");
+        assert!(user.get("tokenFile").is_none(), "{user}");
+        // Another context's cluster is not read (its file does not exist).
+        assert_eq!(
+            document["clusters"][1]["cluster"]["certificate-authority"],
+            "missing.crt"
+        );
+
+        // An inline field wins over its file, as in kubectl.
+        let document = inlined(&write(json!({"token": "inline", "tokenFile": "token"})));
+        assert_eq!(document["users"][0]["user"]["token"], "inline");
+
+        // A file that cannot be read is named, with the field that names it.
+        let path = write(json!({"client-certificate": "nope.crt", "client-key": "nope.key"}));
+        let error = entry_from_kubeconfig(&path, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("client-certificate"), "{error}");
+        assert!(error.contains("nope.crt"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

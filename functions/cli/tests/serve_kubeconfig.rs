@@ -83,4 +83,40 @@ async fn a_cluster_from_a_kubeconfig_context_gets_every_push() {
             .get("fluxrelay_dispatches_total", &delivered)
             == Some(1.0)
     );
+    drop(serve);
+
+    // The same cluster from a kubeconfig that names its CA, client certificate and key as
+    // files beside it (minikube's and kubeadm's way), relative to the kubeconfig: read in
+    // when serve starts, so the entry holds them inline and every push still gets there.
+    let files = TempDir::new("serve-kubeconfig-files");
+    std::fs::create_dir_all(files.path().join("pki")).unwrap();
+    for name in ["ca.crt", "admin.crt", "admin.key"] {
+        std::fs::copy(
+            cluster.kube.dir().join(name),
+            files.path().join("pki").join(name),
+        )
+        .unwrap();
+    }
+    let by_files = files.path().join("kubeconfig");
+    std::fs::write(
+        &by_files,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: files\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: pki/ca.crt\nusers:\n- name: admin\n  user:\n    client-certificate: pki/admin.crt\n    client-key: pki/admin.key\ncontexts:\n- name: files\n  context: {{cluster: c, user: admin}}\n",
+            cluster.kube.server()
+        ),
+    )
+    .unwrap();
+    let config = write_config(files.path(), &[], "");
+    let serve = Serve::start(&config, &["--kubeconfig", by_files.to_str().unwrap()]).await;
+    let (status, answer) = post(&serve, "Push Hook", &payload("push-hook.json")).await;
+    assert_eq!(status, 202, "{answer}");
+    let delivered = [("cluster", "files"), ("outcome", "delivered")];
+    eventually!(
+        Duration::from_secs(20),
+        "the push reaches the Receiver through the kubeconfig's files",
+        Metrics::scrape(&serve)
+            .await
+            .get("fluxrelay_dispatches_total", &delivered)
+            == Some(1.0)
+    );
 }
