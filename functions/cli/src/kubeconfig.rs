@@ -279,6 +279,18 @@ mod tests {
         }
     }
 
+    /// A path in the temporary directory no other test or run uses.
+    fn unique_temp_path(prefix: &str, suffix: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "{prefix}-{}-{}{suffix}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ))
+    }
+
     fn kubeconfig(user: serde_json::Value, cluster: serde_json::Value) -> TempKubeconfig {
         let document = json!({
             "apiVersion": "v1", "kind": "Config", "current-context": "main",
@@ -286,14 +298,7 @@ mod tests {
             "clusters": [{"name": "c", "cluster": cluster}],
             "users": [{"name": "u", "user": user}],
         });
-        let path = std::env::temp_dir().join(format!(
-            "fluxrelay-kubeconfig-{}-{}.yaml",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
+        let path = unique_temp_path("fluxrelay-kubeconfig", ".yaml");
         std::fs::write(&path, document.to_string()).unwrap();
         TempKubeconfig(path)
     }
@@ -359,14 +364,7 @@ mod tests {
     fn the_contexts_files_are_read_into_the_entry_relative_to_the_kubeconfig() {
         use base64::Engine as _;
         use fluxrelay_core::registry::Credentials;
-        let dir = std::env::temp_dir().join(format!(
-            "fluxrelay-kubeconfig-files-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
+        let dir = unique_temp_path("fluxrelay-kubeconfig-files", "");
         std::fs::create_dir_all(dir.join("certs")).unwrap();
         std::fs::write(dir.join("certs/ca.crt"), "CA PEM\n").unwrap();
         std::fs::write(dir.join("token"), "file-token\n").unwrap();
