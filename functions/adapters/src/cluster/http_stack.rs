@@ -89,8 +89,9 @@ pub fn full(bytes: impl Into<Bytes>) -> RequestBody {
         .boxed_unsync()
 }
 
-/// One cluster's apiserver over HTTP: kube's layers over a bounded connection pool. Cheap to
-/// clone (the pool is shared); each clone sends on the same connections.
+/// One cluster's apiserver over HTTP: the entry's server, headers and TLS over a bounded
+/// connection pool. Cheap to clone (the pool is shared); each clone sends on the same
+/// connections.
 #[derive(Clone)]
 pub struct ApiserverHttp {
     service:
@@ -124,16 +125,13 @@ impl ApiserverHttp {
     }
 }
 
-/// Why an entry's apiserver stack could not be built.
-pub type StackError = ConfigError;
-
 /// The apiserver stack for `config`, with `timeouts`, its pool bounded by `pool`. Fails
 /// only when the TLS configuration does (a CA, certificate or key that does not load).
 pub fn client(
     config: &ApiserverConfig,
     timeouts: Timeouts,
     pool: ConnectionPool,
-) -> Result<ApiserverHttp, StackError> {
+) -> Result<ApiserverHttp, ConfigError> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     let tls = tls_config(config)?;
@@ -229,7 +227,7 @@ pub(super) fn join(server: &http::Uri, path_and_query: &str) -> Option<http::Uri
 
 /// The TLS configuration for `config` (its CA, identity and verification), with a session
 /// store for its one apiserver.
-pub fn tls_config(config: &ApiserverConfig) -> Result<rustls::ClientConfig, StackError> {
+pub fn tls_config(config: &ApiserverConfig) -> Result<rustls::ClientConfig, ConfigError> {
     let mut tls = config.rustls_client_config()?;
     tls.resumption = Resumption::store(Arc::new(OneServerSessions::default()));
     Ok(tls)
