@@ -264,6 +264,26 @@ def check_functions(t: Template, c: Checks) -> None:
                 f"{lid} MemorySize is 128-256", f"got {props.get('MemorySize')!r}")
 
 
+def check_release_profile(t: Template, c: Checks) -> None:
+    """The workspace's release profile leaves `panic` unset. SAM builds each function with
+    cargo-lambda, which then adds `profile.release.panic="abort"` (as it adds strip, LTO
+    and codegen-units when a profile leaves them unset): the Lambda artifacts carry no
+    unwinding landing pads, about a tenth of their size (BENCHMARKS.md, "`dispatch` and
+    `confirm` without kube's client"). `serve`, built by cargo itself, keeps unwinding, so its
+    queue writer survives one panicking write. Setting `panic` in the profile would take
+    one of the two away."""
+    cargo = t.path.parent / "Cargo.toml"
+    if not cargo.is_file():
+        return
+    try:
+        release = (tomllib.loads(cargo.read_text()).get("profile") or {}).get("release") or {}
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        c.check(False, "the workspace release profile leaves panic to cargo-lambda", f"{cargo}: {error}")
+        return
+    c.check("panic" not in release, "the workspace release profile leaves panic to cargo-lambda",
+            f"[profile.release] sets panic = {release.get('panic')!r}")
+
+
 def sqs_events(t: Template):
     """Every SQS event source: (function, its properties, mapping id, mapping properties),
     from the AWS::Lambda::EventSourceMapping resources."""
@@ -661,6 +681,7 @@ def main(argv: list[str]) -> int:
     t = Template(Path(argv[1]))
     c = Checks()
     check_functions(t, c)
+    check_release_profile(t, c)
     check_event_sources(t, c)
     check_queues(t, c)
     check_iam(t, c)

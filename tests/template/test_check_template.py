@@ -315,6 +315,22 @@ def main(argv: list[str]) -> int:
             said = [line for line in output.splitlines() if line.strip() and not line.startswith("PASS ")]
             report(not problems, line, "\n    ".join(problems + ["checker output:"] + said))
 
+    # The release profile: a workspace whose [profile.release] sets `panic` fails, so the
+    # Lambda artifacts keep cargo-lambda's abort and serve its unwinding (check_release_profile).
+    cargo = template.parent / "Cargo.toml"
+    if cargo.is_file():
+        with tempfile.TemporaryDirectory(prefix="fluxrelay-profile-") as tmp:
+            (Path(tmp) / "template.yaml").write_text(original)
+            profile = cargo.read_text()
+            marked = profile.replace("[profile.release]\n", "[profile.release]\npanic = \"unwind\"\n", 1)
+            (Path(tmp) / "Cargo.toml").write_text(marked)
+            code, output = run_checker(checker, Path(tmp) / "template.yaml")
+            caught = [line for line in output.splitlines()
+                      if line.startswith("FAIL the workspace release profile leaves panic to cargo-lambda")]
+            report(marked != profile and code == 1 and any("unwind" in line for line in caught),
+                   "a release profile that sets panic: caught by the release profile check",
+                   f"exit {code}; edit applied: {marked != profile}; output:\n    " + output.replace("\n", "\n    "))
+
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
