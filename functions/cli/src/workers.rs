@@ -3,6 +3,7 @@
 //! visibility backoff, or the dead-letter table with a reason).
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use fluxrelay_core::outcome::verdict::Verdict;
 use fluxrelay_core::ports::{QueueError, QueueMessage};
 use fluxrelay_core::push::{Dispatch, PushEvent};
 use fluxrelay_core::registry::is_valid_cluster_name;
+use futures_util::FutureExt as _;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore, watch};
 
@@ -469,7 +471,9 @@ fn route_pause(batch: &RouteBatch, webhooks_meanwhile: bool) -> Option<Duration>
 
 /// Run `once` (one batch: how many messages it handled) until `stop` turns true: at once
 /// again after a batch, after `IDLE_POLL` (or a wake-up) when the queue was empty, and
-/// backing off while the queue itself fails.
+/// backing off while the queue itself fails or a batch panics. A panic is a bug (no input
+/// may cause one); it ends that batch, not the stage: the batch's messages stay leased and
+/// are received again when their lease runs out, and the next batch runs.
 pub(crate) async fn poll_until_stopped<F, Fut>(
     stage: &'static str,
     wake: &tokio::sync::Notify,
@@ -481,15 +485,26 @@ pub(crate) async fn poll_until_stopped<F, Fut>(
 {
     let mut failures: u32 = 0;
     while !*stop.borrow() {
-        let pause = match once().await {
-            Ok(0) => IDLE_POLL,
-            Ok(_) => {
+        // What a panicking batch left behind is the queue's (transactions, leases) and
+        // mutexes that are read through poisoning, so going on is sound.
+        let pause = match AssertUnwindSafe(once()).catch_unwind().await {
+            Ok(Ok(0)) => IDLE_POLL,
+            Ok(Ok(_)) => {
                 failures = 0;
                 continue;
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 failures = failures.saturating_add(1);
                 tracing::error!(outcome = "queue_unavailable", stage, error = %error);
+                IDLE_POLL * failures.min(20)
+            }
+            Err(_) => {
+                failures = failures.saturating_add(1);
+                tracing::error!(
+                    outcome = "batch_panicked",
+                    stage,
+                    "a batch panicked (a bug); its messages are received again after their lease"
+                );
                 IDLE_POLL * failures.min(20)
             }
         };
@@ -636,6 +651,39 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 #[path = "workers_journal_test.rs"]
 mod journal_test;
+
+#[cfg(test)]
+mod poll_test {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_that_panics_ends_itself_and_the_next_batch_runs() {
+        let calls = AtomicUsize::new(0);
+        let (stop_tx, stop) = watch::channel(false);
+        let wake = tokio::sync::Notify::new();
+        poll_until_stopped("test", &wake, stop, || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => {
+                    // Ends the back-off's wait at once (a stored wake-up).
+                    wake.notify_one();
+                    panic!("a bug in the first batch")
+                }
+                // The stage goes on after the panic; the third batch stops the test.
+                1 => Ok(1),
+                _ => {
+                    stop_tx.send(true).unwrap();
+                    Ok(0)
+                }
+            }
+        })
+        .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+}
 
 #[cfg(test)]
 mod busy_cluster_test {
