@@ -541,6 +541,22 @@ fn transport_failures_are_classed_and_absolute_urls_get_no_credentials_and_no_re
             "{}",
             failure.reason
         );
+        // No CA in the entry: the platform's roots, which hold no private cluster CA.
+        let mut no_ca = token_entry(&env, "no-ca", &env.dispatcher_token());
+        no_ca.ca = None;
+        let failure = clusters
+            .git_repositories(&no_ca, NAMESPACE, true)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.responder, Responder::Transport, "{failure:?}");
+        assert_eq!(failure.class, FailureClass::Permanent, "{failure:?}");
+        assert!(
+            failure
+                .reason
+                .starts_with("could not reach the server: TLS verification failed"),
+            "{}",
+            failure.reason
+        );
         // The same at an absolute receiver URL: the apiserver's certificate is not signed
         // by any root the receiver client trusts.
         let untrusted = url::Url::parse(&format!("{}/hook/x", env.server())).unwrap();
