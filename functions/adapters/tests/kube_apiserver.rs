@@ -513,6 +513,24 @@ fn rbac_and_credential_refusals_are_apiserver_statuses_and_annotate_patches_the_
     });
 }
 
+/// Listing through `entry` fails before anything is sent: the apiserver's certificate is
+/// not trusted, a permanent transport failure.
+async fn assert_tls_refused(clusters: &KubeClusters, entry: &ClusterEntry) {
+    let failure = clusters
+        .git_repositories(entry, NAMESPACE, true)
+        .await
+        .unwrap_err();
+    assert_eq!(failure.responder, Responder::Transport, "{failure:?}");
+    assert_eq!(failure.class, FailureClass::Permanent, "{failure:?}");
+    assert!(
+        failure
+            .reason
+            .starts_with("could not reach the server: TLS verification failed"),
+        "{}",
+        failure.reason
+    );
+}
+
 #[test]
 fn transport_failures_are_classed_and_absolute_urls_get_no_credentials_and_no_redirects() {
     if !netns::enter(
@@ -528,35 +546,11 @@ fn transport_failures_are_classed_and_absolute_urls_get_no_credentials_and_no_re
         // A CA that did not sign the apiserver's certificate.
         let mut wrong_ca = token_entry(&env, "wrong-ca", &env.dispatcher_token());
         wrong_ca.ca = Some(env.dispatcher_cert_pem());
-        let failure = clusters
-            .git_repositories(&wrong_ca, NAMESPACE, true)
-            .await
-            .unwrap_err();
-        assert_eq!(failure.responder, Responder::Transport, "{failure:?}");
-        assert_eq!(failure.class, FailureClass::Permanent, "{failure:?}");
-        assert!(
-            failure
-                .reason
-                .starts_with("could not reach the server: TLS verification failed"),
-            "{}",
-            failure.reason
-        );
+        assert_tls_refused(&clusters, &wrong_ca).await;
         // No CA in the entry: the platform's roots, which hold no private cluster CA.
         let mut no_ca = token_entry(&env, "no-ca", &env.dispatcher_token());
         no_ca.ca = None;
-        let failure = clusters
-            .git_repositories(&no_ca, NAMESPACE, true)
-            .await
-            .unwrap_err();
-        assert_eq!(failure.responder, Responder::Transport, "{failure:?}");
-        assert_eq!(failure.class, FailureClass::Permanent, "{failure:?}");
-        assert!(
-            failure
-                .reason
-                .starts_with("could not reach the server: TLS verification failed"),
-            "{}",
-            failure.reason
-        );
+        assert_tls_refused(&clusters, &no_ca).await;
         // The same at an absolute receiver URL: the apiserver's certificate is not signed
         // by any root the receiver client trusts.
         let untrusted = url::Url::parse(&format!("{}/hook/x", env.server())).unwrap();
