@@ -5,7 +5,7 @@ use std::path::Path;
 
 use fluxrelay_core::registry::ClusterEntry;
 use kube::config::Kubeconfig;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::config::{ConfigError, Problem};
 
@@ -13,68 +13,25 @@ pub fn entry_from_kubeconfig(
     path: &Path,
     context: Option<&str>,
 ) -> Result<ClusterEntry, ConfigError> {
-    let fail = |field: &str, problem: String| ConfigError {
-        problems: vec![Problem {
-            file: path.to_path_buf(),
-            field: field.to_string(),
-            problem,
-        }],
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| fail("", format!("cannot read the kubeconfig: {error}")))?;
-    // The parser's messages quote the document, which holds credentials.
-    let kubeconfig = Kubeconfig::from_yaml(&text).map_err(|_| {
+    let fail = failure_in(path);
+    let mut document = read_document(path)?;
+    let selected = select(&document, context, &fail)?;
+    let server = text_of(&selected.cluster, "server").ok_or_else(|| {
         fail(
-            "",
-            "not a valid kubeconfig (details withheld: it holds credentials)".into(),
+            "clusters",
+            format!("cluster {:?} has no server", selected.cluster_name),
         )
     })?;
-    let context_name = match context {
-        Some(name) => name.to_string(),
-        None => kubeconfig
-            .current_context
-            .clone()
-            .ok_or_else(|| fail("current-context", "is not set; pass --context NAME".into()))?,
-    };
-    let selected = kubeconfig
-        .contexts
-        .iter()
-        .find(|named| named.name == context_name)
-        .and_then(|named| named.context.as_ref())
-        .ok_or_else(|| {
-            let known: Vec<&str> = kubeconfig
-                .contexts
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect();
-            fail(
-                "contexts",
-                format!(
-                    "has no context {context_name:?} (known: {})",
-                    known.join(", ")
-                ),
-            )
-        })?;
-    let server = kubeconfig
-        .clusters
-        .iter()
-        .find(|named| named.name == selected.cluster)
-        .and_then(|named| named.cluster.as_ref())
-        .and_then(|cluster| cluster.server.clone())
-        .ok_or_else(|| {
-            fail(
-                "clusters",
-                format!(
-                    "context {context_name:?} names cluster {:?}, which has no server",
-                    selected.cluster
-                ),
-            )
-        })?;
-    let inlined = inline_files(path, &text, selected, fail)?;
+    inline_files(path, &mut document, &selected, &fail)?;
+    let context_name = selected.name;
+    let kubeconfig = document.to_string();
+    // Refused here, before listening, rather than at every dispatch to the cluster.
+    fluxrelay_adapters::cluster::check_kubeconfig(&kubeconfig, Some(&context_name))
+        .map_err(|problem| fail(&format!("context {context_name:?}"), problem))?;
     let value = json!({
         "name": cluster_name(&context_name),
         "server": server,
-        "kubeconfig": inlined,
+        "kubeconfig": kubeconfig,
         "context": context_name,
     });
     ClusterEntry::from_value(&value).map_err(|error| ConfigError {
@@ -90,26 +47,114 @@ pub fn entry_from_kubeconfig(
     })
 }
 
+/// A problem with the kubeconfig at `path`, in `field`.
+fn failure_in(path: &Path) -> impl Fn(&str, String) -> ConfigError + '_ {
+    move |field: &str, problem: String| ConfigError {
+        problems: vec![Problem {
+            file: path.to_path_buf(),
+            field: field.to_string(),
+            problem,
+        }],
+    }
+}
+
+/// The kubeconfig at `path` as plain data.
+fn read_document(path: &Path) -> Result<Value, ConfigError> {
+    let fail = failure_in(path);
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| fail("", format!("cannot read the kubeconfig: {error}")))?;
+    // Its parser's messages quote the document, which holds credentials.
+    serde_saphyr::from_str(&text).map_err(|_| {
+        fail(
+            "",
+            "not valid YAML (details withheld: it holds credentials)".into(),
+        )
+    })
+}
+
+/// One context of a kubeconfig, with its cluster and user (null when the context names no
+/// user or one the kubeconfig lacks).
+struct SelectedContext {
+    name: String,
+    cluster_name: String,
+    cluster: Value,
+    user_name: String,
+    user: Value,
+}
+
+/// `context`, else the current-context, as kubectl picks it.
+fn select(
+    document: &Value,
+    context: Option<&str>,
+    fail: &impl Fn(&str, String) -> ConfigError,
+) -> Result<SelectedContext, ConfigError> {
+    let name = match context {
+        Some(name) => name.to_string(),
+        None => document
+            .get("current-context")
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| fail("current-context", "is not set; pass --context NAME".into()))?,
+    };
+    let items = |list: &str| -> &[Value] {
+        document
+            .get(list)
+            .and_then(Value::as_array)
+            .map_or(&[], Vec::as_slice)
+    };
+    let named = |list: &str, wanted: &str, inner: &str| -> Option<Value> {
+        items(list)
+            .iter()
+            .find(|item| item.get("name").and_then(|n| n.as_str()) == Some(wanted))?
+            .get(inner)
+            .cloned()
+    };
+    let selected = named("contexts", &name, "context").ok_or_else(|| {
+        let known: Vec<&str> = items("contexts")
+            .iter()
+            .filter_map(|item| item.get("name").and_then(|n| n.as_str()))
+            .collect();
+        fail(
+            "contexts",
+            format!("has no context {name:?} (known: {})", known.join(", ")),
+        )
+    })?;
+    let cluster_name = text_of(&selected, "cluster").unwrap_or_default();
+    let user_name = text_of(&selected, "user").unwrap_or_default();
+    let cluster = named("clusters", &cluster_name, "cluster").ok_or_else(|| {
+        fail(
+            "clusters",
+            format!("has no cluster {cluster_name:?} (named by context {name:?})"),
+        )
+    })?;
+    let user = named("users", &user_name, "user").unwrap_or_default();
+    Ok(SelectedContext {
+        name,
+        cluster_name,
+        cluster,
+        user_name,
+        user,
+    })
+}
+
+fn text_of(value: &Value, key: &str) -> Option<String> {
+    value.get(key).and_then(|v| v.as_str()).map(str::to_string)
+}
+
 /// The kubeconfig with the selected context's files read in, as kubectl reads them
 /// (relative to the kubeconfig's directory): `certificate-authority`,
 /// `client-certificate` and `client-key` become their `*-data` fields and `tokenFile` the
 /// token, unless the inline field is there already (it wins, as in kubectl). A registry
 /// entry holds its credentials inline, so the same entry works wherever it is read; the
-/// files are read once, here, on the operator's machine. Returned as JSON, which is YAML.
+/// files are read once, here, on the operator's machine.
 fn inline_files(
     path: &Path,
-    text: &str,
-    selected: &kube::config::Context,
-    fail: impl Fn(&str, String) -> ConfigError,
-) -> Result<String, ConfigError> {
+    document: &mut Value,
+    selected: &SelectedContext,
+    fail: &impl Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
     use base64::Engine as _;
-    // The parser's messages quote the document, which holds credentials.
-    let mut document: serde_json::Value = serde_saphyr::from_str(text).map_err(|_| {
-        fail(
-            "",
-            "not valid YAML (details withheld: it holds credentials)".into(),
-        )
-    })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut read_in = |list: &str,
                        name: &str,
@@ -118,14 +163,14 @@ fn inline_files(
      -> Result<(), ConfigError> {
         let Some(item) = document
             .get_mut(list)
-            .and_then(serde_json::Value::as_array_mut)
+            .and_then(Value::as_array_mut)
             .and_then(|items| {
                 items
                     .iter_mut()
                     .find(|item| item.get("name").and_then(|n| n.as_str()) == Some(name))
             })
             .and_then(|item| item.get_mut(inner))
-            .and_then(serde_json::Value::as_object_mut)
+            .and_then(Value::as_object_mut)
         else {
             return Ok(());
         };
@@ -149,29 +194,26 @@ fn inline_files(
             } else {
                 String::from_utf8_lossy(&content).trim().to_string()
             };
-            item.insert((*data_field).to_string(), serde_json::Value::String(value));
+            item.insert((*data_field).to_string(), Value::String(value));
         }
         Ok(())
     };
     read_in(
         "clusters",
-        &selected.cluster,
+        &selected.cluster_name,
         "cluster",
         &[("certificate-authority", "certificate-authority-data", true)],
     )?;
-    if let Some(user) = &selected.user {
-        read_in(
-            "users",
-            user,
-            "user",
-            &[
-                ("client-certificate", "client-certificate-data", true),
-                ("client-key", "client-key-data", true),
-                ("tokenFile", "token", false),
-            ],
-        )?;
-    }
-    Ok(document.to_string())
+    read_in(
+        "users",
+        &selected.user_name,
+        "user",
+        &[
+            ("client-certificate", "client-certificate-data", true),
+            ("client-key", "client-key-data", true),
+            ("tokenFile", "token", false),
+        ],
+    )
 }
 
 /// Context names such as `arn:aws:eks:...:cluster/prod` or `admin@prod` become valid
@@ -366,7 +408,8 @@ mod tests {
         use fluxrelay_core::registry::Credentials;
         let dir = unique_temp_path("fluxrelay-kubeconfig-files", "");
         std::fs::create_dir_all(dir.join("certs")).unwrap();
-        std::fs::write(dir.join("certs/ca.crt"), "CA PEM\n").unwrap();
+        let ca = include_str!("../../adapters/src/cluster/testdata/ca.pem");
+        std::fs::write(dir.join("certs/ca.crt"), ca).unwrap();
         std::fs::write(dir.join("token"), "file-token\n").unwrap();
         let write = |user: serde_json::Value| {
             let document = json!({
@@ -394,7 +437,7 @@ mod tests {
         let cluster = &document["clusters"][0]["cluster"];
         assert_eq!(
             cluster["certificate-authority-data"],
-            base64::engine::general_purpose::STANDARD.encode("CA PEM\n")
+            base64::engine::general_purpose::STANDARD.encode(ca)
         );
         assert!(cluster.get("certificate-authority").is_none(), "{cluster}");
         let user = &document["users"][0]["user"];
@@ -419,6 +462,34 @@ mod tests {
         assert!(error.contains("client-certificate"), "{error}");
         assert!(error.contains("nope.crt"), "{error}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_kubeconfig_dispatch_could_not_use_is_refused_before_listening() {
+        use base64::Engine as _;
+        let ca = base64::engine::general_purpose::STANDARD
+            .encode(include_str!("../../adapters/src/cluster/testdata/ca.pem"));
+        let cluster = json!({"server": "https://k.example.com", "certificate-authority-data": ca});
+        let usable = kubeconfig(json!({"token": "t"}), cluster.clone());
+        assert!(entry_from_kubeconfig(&usable, None).is_ok());
+        for (user, said) in [
+            (
+                json!({"exec": {"command": "kubelogin"}}),
+                "credentials inline",
+            ),
+            (
+                json!({"client-certificate-data": "%%%"}),
+                "client-certificate-data",
+            ),
+        ] {
+            let path = kubeconfig(user, cluster.clone());
+            let error = entry_from_kubeconfig(&path, None)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(error.contains(said), "{error}");
+            assert!(error.contains("context \"main\""), "{error}");
+        }
     }
 
     #[test]
@@ -481,54 +552,16 @@ impl KubeconfigContext {
 }
 
 pub fn read_context(path: &Path, context: Option<&str>) -> Result<KubeconfigContext, ConfigError> {
-    let fail = |field: &str, problem: String| ConfigError {
-        problems: vec![Problem {
-            file: path.to_path_buf(),
-            field: field.to_string(),
-            problem,
-        }],
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| fail("", format!("cannot read the kubeconfig: {error}")))?;
-    // Its parser's messages quote the document, which holds credentials.
-    let document: serde_json::Value = serde_saphyr::from_str(&text).map_err(|_| {
-        fail(
-            "",
-            "not valid YAML (details withheld: it holds credentials)".into(),
-        )
-    })?;
+    let fail = failure_in(path);
+    let document = read_document(path)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let name = match context {
-        Some(name) => name.to_string(),
-        None => document
-            .get("current-context")
-            .and_then(|v| v.as_str())
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| fail("current-context", "is not set; pass --context NAME".into()))?,
-    };
-    let named = |list: &str, wanted: &str, inner: &str| -> Option<serde_json::Value> {
-        document
-            .get(list)?
-            .as_array()?
-            .iter()
-            .find(|item| item.get("name").and_then(|n| n.as_str()) == Some(wanted))?
-            .get(inner)
-            .cloned()
-    };
-    let selected = named("contexts", &name, "context")
-        .ok_or_else(|| fail("contexts", format!("has no context {name:?}")))?;
-    let text_of = |value: &serde_json::Value, key: &str| {
-        value.get(key).and_then(|v| v.as_str()).map(str::to_string)
-    };
-    let cluster_name = text_of(&selected, "cluster").unwrap_or_default();
-    let user_name = text_of(&selected, "user").unwrap_or_default();
-    let cluster = named("clusters", &cluster_name, "cluster").ok_or_else(|| {
-        fail(
-            "clusters",
-            format!("has no cluster {cluster_name:?} (named by context {name:?})"),
-        )
-    })?;
+    let SelectedContext {
+        name,
+        cluster_name,
+        cluster,
+        user,
+        ..
+    } = select(&document, context, &fail)?;
     let server = text_of(&cluster, "server").ok_or_else(|| {
         fail(
             "clusters",
@@ -572,7 +605,6 @@ pub fn read_context(path: &Path, context: Option<&str>) -> Result<KubeconfigCont
         (None, Some(file)) => Some(read_file("certificate-authority", &file)?),
         (None, None) => None,
     };
-    let user = named("users", &user_name, "user").unwrap_or_default();
     let mut found = KubeconfigContext {
         path: path.to_path_buf(),
         name: name.clone(),

@@ -93,6 +93,15 @@ pub struct KubeClusters {
     eks_endpoints: EksEndpoints,
 }
 
+/// Whether a whole kubeconfig (with `context`, else its current-context) gives an entry's
+/// client: the rule dispatch applies, for `serve --kubeconfig` to apply before listening.
+/// The message names fields, never values.
+pub fn check_kubeconfig(text: &str, context: Option<&str>) -> Result<(), String> {
+    kubeconfig::select(text, context)
+        .map(|_| ())
+        .map_err(|error| error.to_string())
+}
+
 fn configuration_failure(reason: impl Into<String>) -> TriggerFailure {
     TriggerFailure {
         class: FailureClass::Permanent,
