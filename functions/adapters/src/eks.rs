@@ -9,20 +9,22 @@
 //!
 //! Minting is sans-IO ([`mint`]: fixed credentials and a fixed time in, token out), so the
 //! exact signature is pinned by a known-answer test; [`EksTokens`] adds the two inputs that
-//! are I/O or state: credentials from the `aws-config` default chain (in Lambda, the role's
-//! environment variables) and the clock.
+//! are I/O or state: credentials (the `aws-config` default chain in `serve`, the role's
+//! environment variables in Lambda) and the clock.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use aws_config::default_provider::credentials::DefaultCredentialsChain;
 use aws_credential_types::Credentials;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::provider::{self, ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{
     SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
 };
 use aws_sigv4::sign::v4;
 use base64::Engine as _;
 use fluxrelay_core::secret::Secret;
+use futures_util::future::BoxFuture;
 use tokio::sync::OnceCell;
 
 pub const TOKEN_PREFIX: &str = "k8s-aws-v1.";
@@ -89,10 +91,21 @@ impl EksTokenError {
 /// not change in its life).
 pub const ENDPOINT_TTL: Duration = Duration::from_secs(60 * 60);
 
+/// Loads an AWS configuration. A function pointer, not a call in [`EksEndpoints`]'s own
+/// code, so a binary that never asks for the default chain does not link it (the Lambda
+/// functions: [`crate::lambda_aws`]).
+type LoadConfig = fn() -> BoxFuture<'static, aws_config::SdkConfig>;
+
 enum EndpointConfig {
     /// Loaded on first use, so a process that never meets an `eks` entry never looks.
-    DefaultChain(OnceCell<aws_config::SdkConfig>),
+    OnFirstUse(OnceCell<aws_config::SdkConfig>, LoadConfig),
     Given(aws_config::SdkConfig),
+}
+
+fn load_default_chain() -> BoxFuture<'static, aws_config::SdkConfig> {
+    Box::pin(aws_config::load_defaults(
+        aws_config::BehaviorVersion::latest(),
+    ))
 }
 
 /// Where each EKS cluster really is, from `DescribeCluster` in the cluster's region with
@@ -106,7 +119,7 @@ pub struct EksEndpoints {
 impl EksEndpoints {
     pub fn from_default_chain() -> Self {
         Self {
-            config: EndpointConfig::DefaultChain(OnceCell::new()),
+            config: EndpointConfig::OnFirstUse(OnceCell::new(), load_default_chain),
             cache: Default::default(),
         }
     }
@@ -122,12 +135,7 @@ impl EksEndpoints {
     async fn sdk_config(&self) -> &aws_config::SdkConfig {
         match &self.config {
             EndpointConfig::Given(config) => config,
-            EndpointConfig::DefaultChain(cell) => {
-                cell.get_or_init(
-                    || aws_config::load_defaults(aws_config::BehaviorVersion::latest()),
-                )
-                .await
-            }
+            EndpointConfig::OnFirstUse(cell, load) => cell.get_or_init(load).await,
         }
     }
 
@@ -363,53 +371,50 @@ impl Clock for SystemClock {
     }
 }
 
-enum CredentialSource {
-    /// Built on first use, so a process that never meets an `eks` entry never looks for
-    /// AWS credentials.
-    DefaultChain(OnceCell<SharedCredentialsProvider>),
-    Given(SharedCredentialsProvider),
+/// The `aws-config` default chain, built on first use, so a process that never meets an
+/// `eks` entry never looks for AWS credentials. Behind the provider trait, so only a
+/// binary that builds one links the chain.
+#[derive(Debug, Default)]
+struct DefaultChainOnFirstUse(OnceCell<DefaultCredentialsChain>);
+
+impl ProvideCredentials for DefaultChainOnFirstUse {
+    fn provide_credentials<'a>(&'a self) -> provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        provider::future::ProvideCredentials::new(async move {
+            self.0
+                .get_or_init(|| DefaultCredentialsChain::builder().build())
+                .await
+                .provide_credentials()
+                .await
+        })
+    }
 }
 
 /// Mints tokens from the function's AWS credentials and a clock.
 pub struct EksTokens {
-    credentials: CredentialSource,
+    credentials: SharedCredentialsProvider,
     clock: Arc<dyn Clock>,
 }
 
 impl EksTokens {
     /// The `aws-config` default chain (environment, profile, web identity, ECS, IMDS) and
-    /// the wall clock: what a Lambda function or `fluxrelay serve` uses.
+    /// the wall clock: what `fluxrelay serve` and the CLI use.
     pub fn from_default_chain() -> Self {
-        Self {
-            credentials: CredentialSource::DefaultChain(OnceCell::new()),
-            clock: Arc::new(SystemClock),
-        }
+        Self::new(
+            SharedCredentialsProvider::new(DefaultChainOnFirstUse::default()),
+            Arc::new(SystemClock),
+        )
     }
 
-    /// Explicit credentials and clock (tests, or a caller that already has a provider).
+    /// Explicit credentials and clock (a Lambda function's role, tests).
     pub fn new(credentials: SharedCredentialsProvider, clock: Arc<dyn Clock>) -> Self {
-        Self {
-            credentials: CredentialSource::Given(credentials),
-            clock,
-        }
+        Self { credentials, clock }
     }
 
     pub fn now(&self) -> SystemTime {
         self.clock.now()
-    }
-
-    async fn provider(&self) -> &SharedCredentialsProvider {
-        match &self.credentials {
-            CredentialSource::Given(provider) => provider,
-            CredentialSource::DefaultChain(cell) => {
-                cell.get_or_init(|| async {
-                    SharedCredentialsProvider::new(
-                        aws_config::default_provider::credentials::default_provider().await,
-                    )
-                })
-                .await
-            }
-        }
     }
 
     /// A fresh token for `cluster`, signed now.
@@ -418,8 +423,7 @@ impl EksTokens {
         check_cluster(cluster)?;
         sts_host(region)?;
         let credentials = self
-            .provider()
-            .await
+            .credentials
             .provide_credentials()
             .await
             .map_err(|error| EksTokenError::CredentialsUnavailable(error_chain(&error)))?;

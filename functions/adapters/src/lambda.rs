@@ -156,7 +156,7 @@ pub fn ingest_response(
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_config::BehaviorVersion;
+use aws_config::SdkConfig;
 use fluxrelay_core::handlers::dispatch::{
     DispatchMemory, DispatchPorts, DispatchRules, handle_dispatch,
 };
@@ -174,12 +174,6 @@ use crate::registry_aws::{AwsRegistry, RegistryIndexReader};
 use crate::secrets::{WebhookAuthError, load_webhook_auth};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The AWS configuration from the Lambda environment (region, role credentials, and
-/// `AWS_ENDPOINT_URL` when set).
-pub async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
-}
 
 /// The webhook tokens and signing keys, re-read after `ttl`, and at most every
 /// `refresh_floor` when a request fails authentication, so a rotated token is accepted
@@ -254,19 +248,19 @@ pub struct IngestFunction {
 }
 
 impl IngestFunction {
-    pub async fn from_env() -> Result<Self, BoxError> {
+    /// `aws`: the function's AWS configuration ([`crate::lambda_aws::from_process_env`]).
+    pub async fn from_env(aws: &SdkConfig) -> Result<Self, BoxError> {
         let mut env = Env::default();
         let secret_id = env.required("WEBHOOK_SECRET_ID");
         let queue_url = env.required("INTAKE_QUEUE_URL");
         env.check()?;
-        let aws = aws_config().await;
         let auth = WebhookAuth::load(
-            aws_sdk_secretsmanager::Client::new(&aws),
+            aws_sdk_secretsmanager::Client::new(aws),
             secret_id,
             Duration::from_secs(300),
         )
         .await?;
-        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&aws), queue_url);
+        let queue = SqsQueue::new(aws_sdk_sqs::Client::new(aws), queue_url);
         Ok(Self { auth, queue })
     }
 
@@ -331,7 +325,8 @@ pub struct RouteFunction {
 }
 
 impl RouteFunction {
-    pub async fn from_env() -> Result<Self, BoxError> {
+    /// `aws`: the function's AWS configuration ([`crate::lambda_aws::from_process_env`]).
+    pub async fn from_env(aws: &SdkConfig) -> Result<Self, BoxError> {
         let mut env = Env::default();
         let dispatch_url = env.required("DISPATCH_QUEUE_URL");
         let intake_url = env.required("INTAKE_QUEUE_URL");
@@ -348,10 +343,9 @@ impl RouteFunction {
             }
         };
         env.check()?;
-        let aws = aws_config().await;
-        let sqs = aws_sdk_sqs::Client::new(&aws);
+        let sqs = aws_sdk_sqs::Client::new(aws);
         Ok(Self {
-            registry: index_from_env(&aws, bucket),
+            registry: index_from_env(aws, bucket),
             dispatches: SqsQueue::new(sqs.clone(), dispatch_url),
             intake: SqsSettle::new(sqs, intake_url, intake_dlq_url),
             policy: RetryPolicy::default(),
@@ -389,7 +383,7 @@ impl RouteFunction {
 
 /// The cluster registry: the index at `REGISTRY_BUCKET`, the entries' secrets under
 /// `REGISTRY_PREFIX` (dispatch and confirm read both).
-fn registry_from_env(aws: &aws_config::SdkConfig, bucket: String) -> AwsRegistry {
+fn registry_from_env(aws: &SdkConfig, bucket: String) -> AwsRegistry {
     let prefix = std::env::var("REGISTRY_PREFIX")
         .ok()
         .filter(|prefix| !prefix.trim().is_empty())
@@ -402,7 +396,7 @@ fn registry_from_env(aws: &aws_config::SdkConfig, bucket: String) -> AwsRegistry
 }
 
 /// The registry index at `REGISTRY_BUCKET` / `REGISTRY_INDEX_KEY` (default `clusters.json`).
-fn index_from_env(aws: &aws_config::SdkConfig, bucket: String) -> RegistryIndexReader {
+fn index_from_env(aws: &SdkConfig, bucket: String) -> RegistryIndexReader {
     let key = std::env::var("REGISTRY_INDEX_KEY")
         .ok()
         .filter(|key| !key.trim().is_empty())
@@ -428,7 +422,8 @@ pub struct DispatchFunction<C> {
 }
 
 impl<C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness> DispatchFunction<C> {
-    pub async fn from_env(clusters: C) -> Result<Self, BoxError> {
+    /// `aws`: the function's AWS configuration ([`crate::lambda_aws::from_process_env`]).
+    pub async fn from_env(aws: &SdkConfig, clusters: C) -> Result<Self, BoxError> {
         let mut env = Env::default();
         let dispatch_url = env.required("DISPATCH_QUEUE_URL");
         let retry_url = env.required("DISPATCH_RETRY_QUEUE_URL");
@@ -450,14 +445,13 @@ impl<C: FluxDiscovery + TriggerSender + Annotator + ApiserverReadiness> Dispatch
                 .parse()
                 .map_err(|_| "MAX_ATTEMPTS is not a whole number")?;
         }
-        let aws = aws_config().await;
-        let gitlab = FunctionGitLab::from_env(&aws_sdk_secretsmanager::Client::new(&aws)).await?;
+        let gitlab = FunctionGitLab::from_env(&aws_sdk_secretsmanager::Client::new(aws)).await?;
         Ok(Self {
-            registry: registry_from_env(&aws, bucket),
+            registry: registry_from_env(aws, bucket),
             clusters,
             gitlab,
             queue: {
-                let queue = SqsSettle::new(aws_sdk_sqs::Client::new(&aws), dispatch_url, dlq_url)
+                let queue = SqsSettle::new(aws_sdk_sqs::Client::new(aws), dispatch_url, dlq_url)
                     .with_retry_queue(retry_url);
                 match confirm_url {
                     Some(url) => queue.with_confirm_queue(url),
@@ -546,7 +540,8 @@ fn parsed_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>, BoxError> {
 }
 
 impl<C: FluxDiscovery + FluxConsumers + ApiserverReadiness> ConfirmFunction<C> {
-    pub async fn from_env(clusters: C) -> Result<Self, BoxError> {
+    /// `aws`: the function's AWS configuration ([`crate::lambda_aws::from_process_env`]).
+    pub async fn from_env(aws: &SdkConfig, clusters: C) -> Result<Self, BoxError> {
         let mut env = Env::default();
         let confirm_url = env.required("CONFIRM_QUEUE_URL");
         let dlq_url = env.required("CONFIRM_DLQ_URL");
@@ -568,11 +563,10 @@ impl<C: FluxDiscovery + FluxConsumers + ApiserverReadiness> ConfirmFunction<C> {
         let summary_name = std::env::var("SUMMARY_STATUS_NAME")
             .ok()
             .filter(|v| !v.trim().is_empty());
-        let aws = aws_config().await;
-        let gitlab = FunctionGitLab::from_env(&aws_sdk_secretsmanager::Client::new(&aws)).await?;
-        let sqs = aws_sdk_sqs::Client::new(&aws);
+        let gitlab = FunctionGitLab::from_env(&aws_sdk_secretsmanager::Client::new(aws)).await?;
+        let sqs = aws_sdk_sqs::Client::new(aws);
         Ok(Self {
-            registry: registry_from_env(&aws, bucket),
+            registry: registry_from_env(aws, bucket),
             clusters,
             queue: SqsSettle::new(sqs, confirm_url.clone(), dlq_url)
                 .with_confirm_queue(confirm_url),

@@ -12,6 +12,7 @@ pub mod file_registry;
 pub mod gitlab;
 pub mod gitlab_secret;
 pub mod lambda;
+pub mod lambda_aws;
 pub mod log_writer;
 pub mod outcome_log;
 pub mod registry_aws;

@@ -350,3 +350,45 @@ async fn publishing_nothing_makes_no_call() {
     queue.publish_pushes(&[]).await.unwrap();
     queue.publish_dispatches(&[]).await.unwrap();
 }
+
+/// The Lambda functions build their AWS configuration from the runtime's variables alone
+/// (`lambda_aws`), not with aws-config's loader: clients built on it must reach SQS, and
+/// when SQS is gone, fail as a connection failure after the SDK's retries (which need the
+/// sleep and time sources the loader would have set).
+#[tokio::test]
+async fn the_lambda_functions_aws_configuration_reaches_sqs_and_retries() {
+    let mut moto = Moto::start();
+    let endpoint = moto.endpoint();
+    let aws = fluxrelay_adapters::lambda_aws::from_variables(|name| match name {
+        "AWS_REGION" => Some("us-east-1".into()),
+        "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("testing".into()),
+        "AWS_ENDPOINT_URL" => Some(endpoint.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let client = Client::new(&aws);
+    let url = fifo_queue(&client, "lambda-config").await;
+    let queue = SqsQueue::new(client.clone(), url.clone());
+    let sent = push(17, "a3");
+
+    queue
+        .publish_pushes(std::slice::from_ref(&sent))
+        .await
+        .unwrap();
+
+    let messages = drain(&moto.sqs().await, &url).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(Push::from_json(messages[0].body().unwrap()).unwrap(), sent);
+
+    moto.stop();
+    let error = client
+        .get_queue_attributes()
+        .queue_url(&url)
+        .send()
+        .await
+        .expect_err("moto is stopped");
+    assert!(
+        matches!(error, aws_sdk_sqs::error::SdkError::DispatchFailure(_)),
+        "{error:?}"
+    );
+}

@@ -5,13 +5,15 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::lambda::{ConfirmFunction, init_tracing};
+use fluxrelay_adapters::lambda_aws;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 // One invocation at a time per execution environment (see the dispatch function).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let function = ConfirmFunction::from_env(KubeClusters::with_defaults()?).await?;
+    let aws = lambda_aws::from_process_env()?;
+    let function = ConfirmFunction::from_env(&aws, KubeClusters::for_lambda(&aws)?).await?;
     run(service_fn(|event: LambdaEvent<SqsEvent>| {
         function.handle(event)
     }))

@@ -4,6 +4,7 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use fluxrelay_adapters::cluster::KubeClusters;
 use fluxrelay_adapters::lambda::{DispatchFunction, init_tracing};
+use fluxrelay_adapters::lambda_aws;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 // One invocation at a time per execution environment, on a fraction of a vCPU: worker
@@ -11,7 +12,8 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let function = DispatchFunction::from_env(KubeClusters::with_defaults()?).await?;
+    let aws = lambda_aws::from_process_env()?;
+    let function = DispatchFunction::from_env(&aws, KubeClusters::for_lambda(&aws)?).await?;
     run(service_fn(|event: LambdaEvent<SqsEvent>| {
         function.handle(event)
     }))

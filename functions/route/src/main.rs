@@ -6,6 +6,7 @@
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use fluxrelay_adapters::lambda::{RouteFunction, init_tracing};
+use fluxrelay_adapters::lambda_aws;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 // One invocation at a time per execution environment, on a fraction of a vCPU: worker
@@ -13,7 +14,7 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let function = RouteFunction::from_env().await?;
+    let function = RouteFunction::from_env(&lambda_aws::from_process_env()?).await?;
     run(service_fn(|event: LambdaEvent<SqsEvent>| {
         function.handle(event)
     }))

@@ -25,7 +25,7 @@ mod lists;
 mod tls_sessions;
 mod transport;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fluxrelay_core::flux::artifacts::{ArtifactKind, ArtifactObject};
@@ -43,7 +43,7 @@ pub use list_cache::{
     DEFAULT_LIST_CACHE_BYTES, DEFAULT_LIST_CACHE_ENTRIES, ListCacheLimits, ListCacheUsage,
 };
 
-use crate::eks::{EksEndpoints, EksTokens};
+use crate::eks::{EksEndpoints, EksTokens, SystemClock};
 use client::ClientCache;
 pub use http_stack::ConnectionPool;
 use list_cache::ListCache;
@@ -113,18 +113,48 @@ fn configuration_failure(reason: impl Into<String>) -> TriggerFailure {
 }
 
 impl KubeClusters {
-    /// `list_ttl` bounds how long a GitRepository or Receiver list is reused.
+    /// `list_ttl` bounds how long a GitRepository or Receiver list is reused. `eks` entries
+    /// use the `aws-config` default chain, looked up on first use (`serve`, the CLI).
     pub fn new(timeouts: Timeouts, list_ttl: Duration) -> Result<Self, TriggerFailure> {
-        Ok(Self {
+        Ok(Self::with_aws(
+            timeouts,
+            list_ttl,
+            EksTokens::from_default_chain(),
+            EksEndpoints::from_default_chain(),
+        ))
+    }
+
+    /// A Lambda function's: the defaults of [`KubeClusters::with_defaults`], and `eks`
+    /// entries use the function's own AWS configuration ([`crate::lambda_aws`]), so the
+    /// default chain is not linked into the function.
+    pub fn for_lambda(aws: &aws_config::SdkConfig) -> Result<Self, TriggerFailure> {
+        let credentials = aws.credentials_provider().ok_or_else(|| {
+            configuration_failure("the function's AWS configuration has no credentials")
+        })?;
+        Ok(Self::with_aws(
+            Timeouts::default(),
+            DEFAULT_LIST_TTL,
+            EksTokens::new(credentials, Arc::new(SystemClock)),
+            EksEndpoints::from_config(aws.clone()),
+        ))
+    }
+
+    fn with_aws(
+        timeouts: Timeouts,
+        list_ttl: Duration,
+        eks: EksTokens,
+        eks_endpoints: EksEndpoints,
+    ) -> Self {
+        Self {
             timeouts,
             list_ttl,
             clients: ClientCache::default(),
             pool: ConnectionPool::default(),
             lists: ListCache::new(list_ttl, ListCacheLimits::default()),
             receiver_http: OnceLock::new(),
-            eks: EksTokens::from_default_chain(),
-            eks_endpoints: EksEndpoints::from_default_chain(),
-        })
+            eks,
+            eks_endpoints,
+        }
     }
 
     /// How many lists, and about how many bytes of them, the list cache may hold
