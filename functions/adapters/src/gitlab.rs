@@ -9,6 +9,9 @@ use fluxrelay_core::gitlab_api::instances::GitLabInstances;
 use fluxrelay_core::gitlab_api::{ApiError, ApiRequest, ApiResponse, Method};
 use fluxrelay_core::ports::GitLabApi;
 
+use crate::cluster::http_stack::{UrlClient, full};
+use crate::cluster::{ConnectionPool, Timeouts, error_chain};
+
 /// GitLab's answers fluxrelay reads are small (one page of statuses, a compare's paths);
 /// more is cut.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -16,11 +19,18 @@ const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// the confirm stage (and a route that compares, which then treats paths as unknown).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A few idle connections per GitLab: the confirm stage reads several clusters' statuses at
+/// once, and a connection kept saves a TLS handshake each.
+const POOL: ConnectionPool = ConnectionPool {
+    idle_timeout: Duration::from_secs(30),
+    max_idle: 4,
+};
+const USER_AGENT: &str = concat!("fluxrelay/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Clone)]
 pub struct GitLabClient {
     instances: GitLabInstances,
-    http: reqwest::Client,
+    http: UrlClient,
 }
 
 impl std::fmt::Debug for GitLabClient {
@@ -33,13 +43,12 @@ impl std::fmt::Debug for GitLabClient {
 
 impl GitLabClient {
     pub fn new(instances: GitLabInstances) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("fluxrelay/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let timeouts = Timeouts {
+            connect: CONNECT_TIMEOUT,
+            read: REQUEST_TIMEOUT,
+            write: REQUEST_TIMEOUT,
+        };
+        let http = UrlClient::new(timeouts, REQUEST_TIMEOUT, POOL)
             .map_err(|error| format!("could not build the GitLab HTTP client: {error}"))?;
         Ok(Self { instances, http })
     }
@@ -49,9 +58,8 @@ impl GitLabClient {
     }
 }
 
-fn header(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
+fn header(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    headers
         .get(name)
         .and_then(|value| value.to_str().ok())
         .map(str::to_string)
@@ -74,41 +82,45 @@ impl GitLabApi for GitLabClient {
         if !request.query.is_empty() {
             url.query_pairs_mut().extend_pairs(&request.query);
         }
-        let builder = match request.method {
-            Method::Get => self.http.get(url),
-            Method::Post => self
-                .http
-                .post(url)
-                .header(
-                    http::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                )
-                .body(
-                    url::form_urlencoded::Serializer::new(String::new())
-                        .extend_pairs(&request.form)
-                        .finish(),
-                ),
+        let (method, body) = match request.method {
+            Method::Get => (http::Method::GET, String::new()),
+            Method::Post => (
+                http::Method::POST,
+                url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(&request.form)
+                    .finish(),
+            ),
         };
-        let mut response = builder
-            .header("PRIVATE-TOKEN", entry.token.expose())
+        let mut builder = http::Request::builder()
+            .method(method.clone())
+            .uri(url.as_str())
             .header(http::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|error| ApiError::Transport(error.without_url().to_string()))?;
-        let mut answer = ApiResponse {
-            status: response.status().as_u16(),
-            retry_after: header(&response, "retry-after"),
-            ratelimit_reset: header(&response, "ratelimit-reset"),
-            next_page: header(&response, "x-next-page"),
-            body: Vec::new(),
-        };
-        while answer.body.len() < MAX_BODY_BYTES {
-            match response.chunk().await {
-                Ok(Some(chunk)) => answer.body.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => break,
-            }
+            .header(http::header::USER_AGENT, USER_AGENT);
+        if method == http::Method::POST {
+            builder = builder.header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            );
         }
-        answer.body.truncate(MAX_BODY_BYTES);
-        Ok(answer)
+        let mut token = http::HeaderValue::from_str(entry.token.expose()).map_err(|_| {
+            ApiError::Transport("the instance's token is not a valid header value".into())
+        })?;
+        token.set_sensitive(true);
+        let outgoing = builder
+            .header("PRIVATE-TOKEN", token)
+            .body(full(body))
+            .map_err(|_| ApiError::Transport("the request is not a valid HTTP request".into()))?;
+        let answer = self
+            .http
+            .fetch(outgoing, MAX_BODY_BYTES)
+            .await
+            .map_err(|error| ApiError::Transport(error_chain(&*error)))?;
+        Ok(ApiResponse {
+            status: answer.status.as_u16(),
+            retry_after: header(&answer.headers, "retry-after"),
+            ratelimit_reset: header(&answer.headers, "ratelimit-reset"),
+            next_page: header(&answer.headers, "x-next-page"),
+            body: answer.body,
+        })
     }
 }

@@ -1,5 +1,6 @@
 //! Transport failures provoked on real loopback sockets, through the real `KubeClusters`
-//! (kube client for the entry's server, reqwest for absolute receiver URLs), each checked
+//! (the entry's apiserver client, and the URL client on the same stack for absolute receiver
+//! URLs), each checked
 //! for the class and reason the typed classification gives it. No apiserver is needed:
 //! an untrusted certificate and a read timeout behind the service proxy are provoked
 //! against the real kube-apiserver in `kube_apiserver.rs`.
@@ -21,9 +22,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 const LIMIT: Duration = Duration::from_secs(1);
 
-/// Connect 1 s, read and write 2 s. reqwest's read timeout runs from the start of the
-/// request, connecting included: were it not longer than the connect timeout, a hung
-/// connect could be reported as either.
+/// Connect 1 s, read and write 2 s. A receiver URL's total time (their sum) runs from the
+/// start of the request, connecting included: were it not longer than the connect timeout,
+/// a hung connect could be reported as either.
 fn impatient() -> KubeClusters {
     KubeClusters::new(
         Timeouts {
@@ -209,7 +210,7 @@ async fn a_server_that_never_completes_the_handshake_times_out_connecting() {
         .unwrap_err();
     assert_transport(&failure, FailureClass::Retryable, "timed out connecting");
     assert!(started.elapsed() < 5 * LIMIT, "{:?}", started.elapsed());
-    // reqwest too, for an https receiver URL.
+    // The URL client too, for an https receiver URL.
     let failure = clusters
         .send(
             &entry(address),
@@ -259,6 +260,60 @@ async fn a_receiver_that_takes_the_request_and_never_answers_times_out_waiting()
         "timed out waiting for the answer",
     );
     assert!(started.elapsed() < 5 * LIMIT, "{:?}", started.elapsed());
+}
+
+/// Answers each request's head at once, then its body a byte every 500 ms, never ending:
+/// no single read waits long enough for a read timeout.
+async fn dripping_answers() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match tokio::io::AsyncReadExt::read(&mut socket, &mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => request.extend_from_slice(&chunk[..read]),
+                    }
+                }
+                let head = b"HTTP/1.1 202 Accepted\r\ncontent-length: 1000000\r\n\r\n";
+                if socket.write_all(head).await.is_err() {
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if socket.write_all(b"x").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn a_receiver_url_whose_body_never_ends_is_answered_within_the_total_time() {
+    let clusters = impatient();
+    let address = dripping_answers().await;
+    let started = Instant::now();
+    let answer = tokio::time::timeout(
+        20 * LIMIT,
+        clusters.send(
+            &entry(address),
+            &post_to(&format!("http://{address}/hook/x")),
+        ),
+    )
+    .await
+    .expect("the total time (connect + read + write) ends the body")
+    .unwrap();
+    assert_eq!(answer.status, 202);
+    assert!(!answer.body.is_empty(), "what arrived is kept");
+    // The total (5 s here) ended it, not a read timeout (2 s), which never fires.
+    let elapsed = started.elapsed();
+    assert!(elapsed >= 4 * LIMIT && elapsed < 7 * LIMIT, "{elapsed:?}");
 }
 
 #[tokio::test]

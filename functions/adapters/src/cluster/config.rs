@@ -215,12 +215,7 @@ impl ApiserverConfig {
                 }
                 rustls::ClientConfig::builder().with_root_certificates(Arc::new(store))
             }
-            Trust::Platform => {
-                use rustls_platform_verifier::BuilderVerifierExt as _;
-                rustls::ClientConfig::builder()
-                    .with_platform_verifier()
-                    .map_err(|_| ConfigError::PlatformRoots)?
-            }
+            Trust::Platform => platform_trust()?,
         };
         match &self.identity {
             Some(identity) => builder
@@ -229,6 +224,17 @@ impl ApiserverConfig {
             None => Ok(builder.with_no_client_auth()),
         }
     }
+}
+
+/// The platform's trust store (without a CA, as kube and client-go trust): for entries
+/// without a CA and for URLs outside any entry.
+pub(super) fn platform_trust()
+-> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, ConfigError>
+{
+    use rustls_platform_verifier::BuilderVerifierExt as _;
+    rustls::ClientConfig::builder()
+        .with_platform_verifier()
+        .map_err(|_| ConfigError::PlatformRoots)
 }
 
 #[cfg(test)]

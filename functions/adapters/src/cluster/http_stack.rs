@@ -23,6 +23,10 @@
 //! each path, the `Authorization` and impersonation headers, the connect, read and write
 //! timeouts, and a tracing span per request (`HTTP` with the method and URL, at debug; the
 //! log writer redacts webhook paths in it). Nothing retries: retries belong to the queue.
+//!
+//! Absolute URLs (a receiver URL, GitLab's API) go through the same hyper client
+//! ([`UrlClient`]) with the platform's roots, no credentials and a total time: one HTTP
+//! client in every binary instead of this one and reqwest (about 0.3 MB of dispatch).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,20 +129,25 @@ impl ApiserverHttp {
     }
 }
 
-/// The apiserver stack for `config`, with `timeouts`, its pool bounded by `pool`. Fails
-/// only when the TLS configuration does (a CA, certificate or key that does not load).
-pub fn client(
-    config: &ApiserverConfig,
+/// hyper's client over TCP, TLS and hyper-timeout's limits: what the apiserver stack and
+/// [`UrlClient`] both send on (one HTTP client in the binaries, not two).
+type HyperClient = hyper_util::client::legacy::Client<
+    TimeoutConnector<hyper_rustls::HttpsConnector<HttpConnector>>,
+    RequestBody,
+>;
+
+fn hyper_client(
+    tls: rustls::ClientConfig,
+    server_name: Option<&rustls::pki_types::ServerName<'static>>,
     timeouts: Timeouts,
     pool: ConnectionPool,
-) -> Result<ApiserverHttp, ConfigError> {
+) -> HyperClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
-    let tls = tls_config(config)?;
     let mut https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
-    if let Some(name) = config.tls_server_name_override() {
+    if let Some(name) = server_name {
         https = https.with_server_name_resolver(FixedServerNameResolver::new(name.clone()));
     }
     let https = https.enable_http1().wrap_connector(http);
@@ -147,12 +156,27 @@ pub fn client(
     connector.set_read_timeout(Some(timeouts.read));
     connector.set_write_timeout(Some(timeouts.write));
     connector.set_reset_reader_on_write(true);
-    let hyper_client = hyper_util::client::legacy::Builder::new(TokioExecutor::new())
+    hyper_util::client::legacy::Builder::new(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(pool.idle_timeout)
         .pool_max_idle_per_host(pool.max_idle)
         .http1_read_buf_exact_size(ANSWER_HEAD_LIMIT)
-        .build(connector);
+        .build(connector)
+}
+
+/// The apiserver stack for `config`, with `timeouts`, its pool bounded by `pool`. Fails
+/// only when the TLS configuration does (a CA, certificate or key that does not load).
+pub fn client(
+    config: &ApiserverConfig,
+    timeouts: Timeouts,
+    pool: ConnectionPool,
+) -> Result<ApiserverHttp, ConfigError> {
+    let hyper_client = hyper_client(
+        tls_config(config)?,
+        config.tls_server_name_override(),
+        timeouts,
+        pool,
+    );
     let on_server = Arc::new(OnServer {
         server: config.server().clone(),
         headers: config.headers().to_vec(),
@@ -175,6 +199,85 @@ pub fn client(
         service: BoxCloneSyncService::new(service),
         default_namespace: config.namespace().to_string(),
     })
+}
+
+/// HTTP to absolute URLs (GitLab's API, a receiver URL): the apiserver stack's client with
+/// the platform's roots and no credentials of any kind; the caller adds its own headers.
+/// No proxy, and redirects are never followed (hyper follows none), so what a request
+/// carries goes to its URL and nowhere else. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct UrlClient {
+    client: HyperClient,
+    total: Duration,
+}
+
+/// An answer from a [`UrlClient`]: its status, headers and at most a limit of its body.
+#[derive(Debug)]
+pub struct UrlAnswer {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl UrlClient {
+    /// `timeouts` bound connecting (TCP and TLS) and each read and write; `total` the
+    /// whole request, body included.
+    pub fn new(
+        timeouts: Timeouts,
+        total: Duration,
+        pool: ConnectionPool,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            client: hyper_client(platform_tls()?, None, timeouts, pool),
+            total,
+        })
+    }
+
+    /// Sends `request` (its URI absolute) and reads at most `limit` bytes of the answer's
+    /// body. Without an answer's head within the total time, that is the error (an
+    /// `io::Error` of kind `TimedOut`, which `transport` reads as a timeout); a body that
+    /// breaks off or runs past it keeps what arrived, since the status is what matters.
+    pub async fn fetch(
+        &self,
+        request: http::Request<RequestBody>,
+        limit: usize,
+    ) -> Result<UrlAnswer, BoxError> {
+        let deadline = tokio::time::Instant::now() + self.total;
+        let response = tokio::time::timeout_at(deadline, self.client.request(request))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {:?}", self.total),
+                )
+            })??;
+        let (parts, body) = response.into_parts();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout_at(deadline, read_limited(body, limit, &mut out)).await;
+        Ok(UrlAnswer {
+            status: parts.status,
+            headers: parts.headers,
+            body: out,
+        })
+    }
+}
+
+/// At most `limit` bytes of `body` into `out`; a body that fails ends there.
+pub(crate) async fn read_limited<B>(mut body: B, limit: usize, out: &mut Vec<u8>)
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    while out.len() < limit {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    out.extend_from_slice(&data);
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    out.truncate(limit);
 }
 
 /// What every request to the entry's apiserver gets: the server joined before its path,
@@ -223,6 +326,11 @@ pub(super) fn join(server: &http::Uri, path_and_query: &str) -> Option<http::Uri
         .path_and_query(format!("{base}{path_and_query}"))
         .build()
         .ok()
+}
+
+/// The platform's roots and no client identity: for URLs outside any registry entry.
+fn platform_tls() -> Result<rustls::ClientConfig, ConfigError> {
+    Ok(super::config::platform_trust()?.with_no_client_auth())
 }
 
 /// The TLS configuration for `config` (its CA, identity and verification), with a session

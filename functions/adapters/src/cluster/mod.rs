@@ -18,7 +18,7 @@
 mod client;
 mod config;
 mod consumers;
-mod http_stack;
+pub(crate) mod http_stack;
 mod kubeconfig;
 mod list_cache;
 mod lists;
@@ -37,7 +37,6 @@ use fluxrelay_core::ports::{Annotator, ApiserverReadiness, FluxDiscovery, Trigge
 use fluxrelay_core::registry::ClusterEntry;
 use fluxrelay_core::trigger::request::{MERGE_PATCH_CONTENT_TYPE, RequestTarget, TriggerRequest};
 use http::header::CONTENT_TYPE;
-use http_body_util::BodyExt as _;
 
 pub use list_cache::{
     DEFAULT_LIST_CACHE_BYTES, DEFAULT_LIST_CACHE_ENTRIES, ListCacheLimits, ListCacheUsage,
@@ -48,7 +47,8 @@ use client::ClientCache;
 pub use http_stack::ConnectionPool;
 use list_cache::ListCache;
 use lists::{CachedList, FluxKind, ListKey};
-use transport::{error_chain, transport_kind};
+pub(crate) use transport::error_chain;
+use transport::transport_kind;
 
 /// The most of a response body kept: enough for any `Status`, never a whole page.
 const MAX_BODY_BYTES: usize = 8 * 1024;
@@ -87,7 +87,7 @@ pub struct KubeClusters {
     /// For absolute receiver URLs: no cluster credentials, no redirects, no proxy. Built on
     /// first use: loading the system's root certificates is most of a cold start, and
     /// most entries only ever use the service proxy.
-    receiver_http: OnceLock<reqwest::Client>,
+    receiver_http: OnceLock<http_stack::UrlClient>,
     eks: EksTokens,
     /// Checked before any token is minted for an `eks` entry.
     eks_endpoints: EksEndpoints,
@@ -170,24 +170,21 @@ impl KubeClusters {
         self.lists.usage()
     }
 
-    fn receiver_http(&self) -> Result<&reqwest::Client, TriggerFailure> {
+    fn receiver_http(&self) -> Result<&http_stack::UrlClient, TriggerFailure> {
         if let Some(client) = self.receiver_http.get() {
             return Ok(client);
         }
         let timeouts = self.timeouts;
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(timeouts.connect)
-            .read_timeout(timeouts.read)
-            .timeout(timeouts.connect + timeouts.read + timeouts.write)
-            .build()
-            .map_err(|error| {
-                configuration_failure(format!(
-                    "could not build the HTTP client for receiver URLs: {}",
-                    error_chain(&error)
-                ))
-            })?;
+        let client = http_stack::UrlClient::new(
+            timeouts,
+            timeouts.connect + timeouts.read + timeouts.write,
+            ConnectionPool::default(),
+        )
+        .map_err(|error| {
+            configuration_failure(format!(
+                "could not build the HTTP client for receiver URLs: {error}"
+            ))
+        })?;
         // Two first uses at once build two clients; one is kept, both work.
         Ok(self.receiver_http.get_or_init(|| client))
     }
@@ -253,7 +250,8 @@ impl KubeClusters {
             .map_err(|error| transport_failure(transport_kind(&*error), &error_chain(&*error)))?;
         let status = response.status().as_u16();
         let content_type = content_type(response.headers());
-        let body = read_limited(response.into_body(), limit).await;
+        let mut body = Vec::new();
+        http_stack::read_limited(response.into_body(), limit, &mut body).await;
         let response = TriggerResponse {
             status,
             content_type,
@@ -270,33 +268,21 @@ impl KubeClusters {
         url: &url::Url,
         request: &TriggerRequest,
     ) -> Result<TriggerResponse, TriggerFailure> {
-        let to_failure = |error: reqwest::Error| {
-            let error = error.without_url();
-            transport_failure(transport_kind(&error), &error_chain(&error))
-        };
-        let mut response = self
+        let mut outgoing = http::Request::builder()
+            .method(request.method.clone())
+            .uri(url.as_str())
+            .body(http_stack::full(request.body.clone()))
+            .map_err(|_| configuration_failure("the receiver URL is not a valid request URI"))?;
+        *outgoing.headers_mut() = request.headers.clone();
+        let answer = self
             .receiver_http()?
-            .request(request.method.clone(), url.clone())
-            .headers(request.headers.clone())
-            .body(request.body.clone())
-            .send()
+            .fetch(outgoing, MAX_BODY_BYTES)
             .await
-            .map_err(to_failure)?;
-        let status = response.status().as_u16();
-        let content_type = content_type(response.headers());
-        let mut body = Vec::new();
-        // A body that breaks off still leaves the status, which is what matters.
-        while body.len() < MAX_BODY_BYTES {
-            match response.chunk().await {
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        body.truncate(MAX_BODY_BYTES);
+            .map_err(|error| transport_failure(transport_kind(&*error), &error_chain(&*error)))?;
         Ok(TriggerResponse {
-            status,
-            content_type,
-            body,
+            status: answer.status.as_u16(),
+            content_type: content_type(&answer.headers),
+            body: answer.body,
         })
     }
 }
@@ -449,26 +435,6 @@ fn content_type(headers: &http::HeaderMap) -> Option<String> {
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .map(str::to_string)
-}
-
-/// At most `limit` bytes; the rest is never read.
-async fn read_limited<B>(mut body: B, limit: usize) -> Vec<u8>
-where
-    B: hyper::body::Body<Data = hyper::body::Bytes> + Unpin,
-{
-    let mut out = Vec::new();
-    while out.len() < limit {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    out.extend_from_slice(&data);
-                }
-            }
-            Some(Err(_)) | None => break,
-        }
-    }
-    out.truncate(limit);
-    out
 }
 
 #[cfg(test)]

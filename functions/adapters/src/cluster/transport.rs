@@ -2,7 +2,7 @@
 //! rustls verdicts, the HTTP clients' own flags), never from its text: a message can be
 //! reworded by any release, a type cannot change without the build noticing.
 //!
-//! Where each failure comes from (kube 5, hyper-util 0.1, hyper-timeout 0.5, reqwest 0.13):
+//! Where each failure comes from (kube 5, hyper-util 0.1, hyper-timeout 0.5):
 //! - the apiserver stack (`http_stack`) fails with hyper-util's
 //!   `legacy::Error`, boxed (a `kube::Client` on it wraps that as `kube::Error::Service`);
 //!   `legacy::Error::is_connect` tells a failure before the request was sent.
@@ -10,10 +10,9 @@
 //!   an `io::Error` of kind `TimedOut` inside a connect error; its read and write timeouts
 //!   fail with the same kind inside a `hyper::Error`, once the request is under way.
 //! - rustls puts its verdict (`rustls::Error`) inside an `io::Error` of kind `InvalidData`.
-//! - reqwest (absolute receiver URLs) says `is_timeout` for all of its time limits and
-//!   `is_connect` like hyper-util, whose error it wraps. Its read timeout runs from the
-//!   start of the request, connecting included, so a connect that hangs past it is a
-//!   plain `Timeout` (not with the defaults: connect 5 s, read 15 s).
+//! - absolute URLs (`http_stack::UrlClient`: receiver URLs, GitLab) go through the same
+//!   client; past their total time they fail with an `io::Error` of kind `TimedOut` of
+//!   their own, outside any connect error, so a `Timeout`.
 
 use std::error::Error as StdError;
 use std::io;
@@ -83,9 +82,6 @@ impl Findings {
             // The server closed the connection before (or while) answering.
             self.connection_lost |=
                 http.is_incomplete_message() || http.is_closed() || http.is_canceled();
-        } else if let Some(http) = link.downcast_ref::<reqwest::Error>() {
-            self.timed_out |= http.is_timeout();
-            self.connecting |= http.is_connect();
         }
     }
 
@@ -142,7 +138,7 @@ fn is_certificate_problem(error: &rustls::Error) -> bool {
 }
 
 /// `outer: inner: innermost`, without repeats (many errors print their source too).
-pub(super) fn error_chain(error: &(dyn StdError + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     for link in chain(error) {
         let text = link.to_string();
