@@ -82,21 +82,24 @@ impl GitLabApi for GitLabClient {
         if !request.query.is_empty() {
             url.query_pairs_mut().extend_pairs(&request.query);
         }
-        let (method, body) = match request.method {
-            Method::Get => (http::Method::GET, String::new()),
+        // A POST carries its fields as a form; a GET carries nothing.
+        let (method, form) = match request.method {
+            Method::Get => (http::Method::GET, None),
             Method::Post => (
                 http::Method::POST,
-                url::form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(&request.form)
-                    .finish(),
+                Some(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(&request.form)
+                        .finish(),
+                ),
             ),
         };
         let mut builder = http::Request::builder()
-            .method(method.clone())
+            .method(method)
             .uri(url.as_str())
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::USER_AGENT, USER_AGENT);
-        if method == http::Method::POST {
+        if form.is_some() {
             builder = builder.header(
                 http::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
@@ -108,7 +111,7 @@ impl GitLabApi for GitLabClient {
         token.set_sensitive(true);
         let outgoing = builder
             .header("PRIVATE-TOKEN", token)
-            .body(full(body))
+            .body(full(form.unwrap_or_default()))
             .map_err(|_| ApiError::Transport("the request is not a valid HTTP request".into()))?;
         let answer = self
             .http

@@ -93,6 +93,19 @@ async fn plain_http_listener() -> SocketAddr {
     address
 }
 
+/// Reads until the end of a request's head; false if the connection ends first.
+async fn read_request_head(socket: &mut TcpStream) -> bool {
+    let mut request = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+        match tokio::io::AsyncReadExt::read(socket, &mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(read) => request.extend_from_slice(&chunk[..read]),
+        }
+    }
+    true
+}
+
 /// Answers every request with plain HTTP: a GitRepository list of about `body_bytes`,
 /// under a head carrying one extra header of `head_padding` bytes.
 async fn padded_answers(head_padding: usize, body_bytes: usize) -> SocketAddr {
@@ -111,13 +124,8 @@ async fn padded_answers(head_padding: usize, body_bytes: usize) -> SocketAddr {
         while let Ok((mut socket, _)) = listener.accept().await {
             let answer = answer.clone();
             tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !request.windows(4).any(|window| window == b"\r\n\r\n") {
-                    match tokio::io::AsyncReadExt::read(&mut socket, &mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(read) => request.extend_from_slice(&chunk[..read]),
-                    }
+                if !read_request_head(&mut socket).await {
+                    return;
                 }
                 let _ = socket.write_all(answer.as_bytes()).await;
             });
@@ -270,13 +278,8 @@ async fn dripping_answers() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !request.windows(4).any(|window| window == b"\r\n\r\n") {
-                    match tokio::io::AsyncReadExt::read(&mut socket, &mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(read) => request.extend_from_slice(&chunk[..read]),
-                    }
+                if !read_request_head(&mut socket).await {
+                    return;
                 }
                 let head = b"HTTP/1.1 202 Accepted\r\ncontent-length: 1000000\r\n\r\n";
                 if socket.write_all(head).await.is_err() {
