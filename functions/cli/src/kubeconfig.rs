@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use fluxrelay_adapters::cluster::{ContextNames, KubeconfigError, select_names};
 use fluxrelay_core::registry::ClusterEntry;
 use kube::config::Kubeconfig;
 use serde_json::{Value, json};
@@ -14,8 +15,8 @@ pub fn entry_from_kubeconfig(
     context: Option<&str>,
 ) -> Result<ClusterEntry, ConfigError> {
     let fail = failure_in(path);
-    let mut document = read_document(path)?;
-    let selected = select(&document, context, &fail)?;
+    let (text, mut document) = read_document(path)?;
+    let selected = select(&text, &document, context, &fail)?;
     let server = text_of(&selected.cluster, "server").ok_or_else(|| {
         fail(
             "clusters",
@@ -58,18 +59,19 @@ fn failure_in(path: &Path) -> impl Fn(&str, String) -> ConfigError + '_ {
     }
 }
 
-/// The kubeconfig at `path` as plain data.
-fn read_document(path: &Path) -> Result<Value, ConfigError> {
+/// The kubeconfig at `path`: its text, and the same as plain data.
+fn read_document(path: &Path) -> Result<(String, Value), ConfigError> {
     let fail = failure_in(path);
     let text = std::fs::read_to_string(path)
         .map_err(|error| fail("", format!("cannot read the kubeconfig: {error}")))?;
     // Its parser's messages quote the document, which holds credentials.
-    serde_saphyr::from_str(&text).map_err(|_| {
+    let document = serde_saphyr::from_str(&text).map_err(|_| {
         fail(
             "",
             "not valid YAML (details withheld: it holds credentials)".into(),
         )
-    })
+    })?;
+    Ok((text, document))
 }
 
 /// One context of a kubeconfig, with its cluster and user (null when the context names no
@@ -82,27 +84,36 @@ struct SelectedContext {
     user: Value,
 }
 
-/// `context`, else the current-context, as kubectl picks it.
+/// `context`, else the current-context: the context dispatch would select
+/// ([`select_names`]), found in the plain `document` read from the same `text`.
 fn select(
+    text: &str,
     document: &Value,
     context: Option<&str>,
     fail: &impl Fn(&str, String) -> ConfigError,
 ) -> Result<SelectedContext, ConfigError> {
-    let name = match context {
-        Some(name) => name.to_string(),
-        None => document
-            .get("current-context")
-            .and_then(|v| v.as_str())
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| fail("current-context", "is not set; pass --context NAME".into()))?,
-    };
     let items = |list: &str| -> &[Value] {
         document
             .get(list)
             .and_then(Value::as_array)
             .map_or(&[], Vec::as_slice)
     };
+    let names = select_names(text, context).map_err(|error| match error {
+        KubeconfigError::NoContext => {
+            fail("current-context", "is not set; pass --context NAME".into())
+        }
+        KubeconfigError::UnknownContext(name) => {
+            let known: Vec<&str> = items("contexts")
+                .iter()
+                .filter_map(|item| item.get("name").and_then(|n| n.as_str()))
+                .collect();
+            fail(
+                "contexts",
+                format!("has no context {name:?} (known: {})", known.join(", ")),
+            )
+        }
+        other => fail("", other.to_string()),
+    })?;
     let named = |list: &str, wanted: &str, inner: &str| -> Option<Value> {
         items(list)
             .iter()
@@ -110,18 +121,12 @@ fn select(
             .get(inner)
             .cloned()
     };
-    let selected = named("contexts", &name, "context").ok_or_else(|| {
-        let known: Vec<&str> = items("contexts")
-            .iter()
-            .filter_map(|item| item.get("name").and_then(|n| n.as_str()))
-            .collect();
-        fail(
-            "contexts",
-            format!("has no context {name:?} (known: {})", known.join(", ")),
-        )
-    })?;
-    let cluster_name = text_of(&selected, "cluster").unwrap_or_default();
-    let user_name = text_of(&selected, "user").unwrap_or_default();
+    let ContextNames {
+        context: name,
+        cluster: cluster_name,
+        user,
+    } = names;
+    let user_name = user.unwrap_or_default();
     let cluster = named("clusters", &cluster_name, "cluster").ok_or_else(|| {
         fail(
             "clusters",
@@ -402,6 +407,39 @@ mod tests {
         );
     }
 
+    /// The CLI selects through dispatch's rule (`select_names`) and says what is missing
+    /// in the operator's terms.
+    #[test]
+    fn a_missing_context_is_named_with_what_to_pass() {
+        let cluster = json!({"server": "https://k.example.com"});
+        let path = kubeconfig(json!({"token": "t"}), cluster);
+        let text = std::fs::read_to_string(&*path).unwrap();
+        let cases = [
+            (
+                text.replace("\"current-context\":\"main\"", "\"current-context\":\"\""),
+                None,
+                "current-context: is not set; pass --context NAME",
+            ),
+            (
+                text.clone(),
+                Some("other"),
+                "contexts: has no context \"other\" (known: main)",
+            ),
+        ];
+        for (document, context, expected) in cases {
+            std::fs::write(&*path, &document).unwrap();
+            for error in [
+                read_context(&path, context).err().unwrap().to_string(),
+                entry_from_kubeconfig(&path, context)
+                    .err()
+                    .unwrap()
+                    .to_string(),
+            ] {
+                assert!(error.contains(expected), "{error}");
+            }
+        }
+    }
+
     #[test]
     fn the_contexts_files_are_read_into_the_entry_relative_to_the_kubeconfig() {
         use base64::Engine as _;
@@ -553,7 +591,7 @@ impl KubeconfigContext {
 
 pub fn read_context(path: &Path, context: Option<&str>) -> Result<KubeconfigContext, ConfigError> {
     let fail = failure_in(path);
-    let document = read_document(path)?;
+    let (text, document) = read_document(path)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let SelectedContext {
         name,
@@ -561,7 +599,7 @@ pub fn read_context(path: &Path, context: Option<&str>) -> Result<KubeconfigCont
         cluster,
         user,
         ..
-    } = select(&document, context, &fail)?;
+    } = select(&text, &document, context, &fail)?;
     let server = text_of(&cluster, "server").ok_or_else(|| {
         fail(
             "clusters",

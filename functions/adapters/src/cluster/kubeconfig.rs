@@ -116,16 +116,54 @@ pub struct Selected {
     pub config: ApiserverConfig,
 }
 
+/// The context a kubeconfig selects, by name, and the names of the cluster and user it
+/// refers to (whether those exist is for the caller: dispatch refuses a missing user,
+/// kubectl goes on without credentials).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextNames {
+    pub context: String,
+    pub cluster: String,
+    pub user: Option<String>,
+}
+
+/// Which context `text` selects, by kubectl's rule ([`selected_context`]): for the CLI,
+/// which reads the operator's kubeconfig files as plain data before an entry exists.
+pub fn select_names(text: &str, context: Option<&str>) -> Result<ContextNames, KubeconfigError> {
+    let kubeconfig = parse(text)?;
+    let (context, selected) = selected_context(&kubeconfig, context)?;
+    Ok(ContextNames {
+        context,
+        cluster: selected.cluster.clone(),
+        user: selected.user.clone(),
+    })
+}
+
+fn parse(text: &str) -> Result<Kubeconfig, KubeconfigError> {
+    serde_saphyr::from_str(text).map_err(|_| KubeconfigError::Unparsable)
+}
+
+/// kubectl's choice: `context` when given, else the current-context (an empty name is
+/// none, as `--context ""` and `current-context: ""` are to kubectl), which the kubeconfig
+/// must define. The one place this rule lives: dispatch, `serve --kubeconfig` and
+/// `fluxrelay cluster add` all select through it.
+fn selected_context<'a>(
+    kubeconfig: &'a Kubeconfig,
+    context: Option<&str>,
+) -> Result<(String, &'a Context), KubeconfigError> {
+    let name = context
+        .filter(|name| !name.is_empty())
+        .or(kubeconfig.current_context.as_deref())
+        .filter(|name| !name.is_empty())
+        .ok_or(KubeconfigError::NoContext)?;
+    let selected = find(&kubeconfig.contexts, name)
+        .ok_or_else(|| KubeconfigError::UnknownContext(name.to_string()))?;
+    Ok((name.to_string(), selected))
+}
+
 /// Reads `text` and selects `context` (else its current-context).
 pub fn select(text: &str, context: Option<&str>) -> Result<Selected, KubeconfigError> {
-    let kubeconfig: Kubeconfig =
-        serde_saphyr::from_str(text).map_err(|_| KubeconfigError::Unparsable)?;
-    let context_name = context
-        .map(str::to_string)
-        .or_else(|| kubeconfig.current_context.clone())
-        .ok_or(KubeconfigError::NoContext)?;
-    let selected = find(&kubeconfig.contexts, &context_name)
-        .ok_or_else(|| KubeconfigError::UnknownContext(context_name.clone()))?;
+    let kubeconfig = parse(text)?;
+    let (context_name, selected) = selected_context(&kubeconfig, context)?;
     let cluster = find(&kubeconfig.clusters, &selected.cluster);
     let server = cluster
         .and_then(|cluster| cluster.server.clone())

@@ -68,6 +68,68 @@ fn the_current_context_unless_one_is_named() {
     assert_eq!(named.config.namespace(), "default");
 }
 
+/// kubectl's choice of context, pinned as a table: what `select_names` answers is what
+/// `select` (dispatch) uses, so the CLI and dispatch cannot disagree on it.
+#[test]
+fn which_context_a_kubeconfig_selects() {
+    let text = document("", "    token: token-of-a\n");
+    let names = |context: &str, user: Option<&str>, cluster: &str| ContextNames {
+        context: context.into(),
+        cluster: cluster.into(),
+        user: user.map(str::to_string),
+    };
+    let without_user = text.replace("context: {cluster: cb, user: ub}", "context: {cluster: cb}");
+    let cases: [(String, Option<&str>, Result<ContextNames, KubeconfigError>); 9] = [
+        (text.clone(), None, Ok(names("a", Some("ua"), "ca"))),
+        (text.clone(), Some("b"), Ok(names("b", Some("ub"), "cb"))),
+        // An empty name is no name, given or current, as to kubectl.
+        (text.clone(), Some(""), Ok(names("a", Some("ua"), "ca"))),
+        (without_user.clone(), Some("b"), Ok(names("b", None, "cb"))),
+        // Negative cases.
+        (
+            text.replace("current-context: a\n", "current-context: \"\"\n"),
+            None,
+            Err(KubeconfigError::NoContext),
+        ),
+        (
+            text.replace("current-context: a\n", ""),
+            Some(""),
+            Err(KubeconfigError::NoContext),
+        ),
+        (
+            text.clone(),
+            Some("c"),
+            Err(KubeconfigError::UnknownContext("c".into())),
+        ),
+        // Names are matched exactly.
+        (
+            text.clone(),
+            Some("A"),
+            Err(KubeconfigError::UnknownContext("A".into())),
+        ),
+        ("{not: [yaml".into(), None, Err(KubeconfigError::Unparsable)),
+    ];
+    for (text, context, expected) in cases {
+        assert_eq!(
+            select_names(&text, context),
+            expected,
+            "{context:?} in {text}"
+        );
+        let selected = select(&text, context).map(|selected| selected.context);
+        match &expected {
+            Ok(names) if names.user.is_some() => {
+                assert_eq!(selected.unwrap(), names.context, "{context:?}")
+            }
+            Ok(_) => assert_eq!(
+                selected.err(),
+                None,
+                "a context without a user gives a client without credentials"
+            ),
+            Err(error) => assert_eq!(selected.err().as_ref(), Some(error), "{context:?}"),
+        }
+    }
+}
+
 #[test]
 fn basic_credentials_come_before_a_token_as_in_kube_and_client_go() {
     let text = document(

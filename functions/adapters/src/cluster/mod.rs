@@ -45,6 +45,7 @@ pub use list_cache::{
 use crate::eks::{EksEndpoints, EksTokens, SystemClock};
 use client::ClientCache;
 pub use http_stack::ConnectionPool;
+pub use kubeconfig::{ContextNames, KubeconfigError, select_names};
 use list_cache::ListCache;
 use lists::{CachedList, FluxKind, ListKey};
 pub(crate) use transport::error_chain;
