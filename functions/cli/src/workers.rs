@@ -485,28 +485,13 @@ pub(crate) async fn poll_until_stopped<F, Fut>(
 {
     let mut failures: u32 = 0;
     while !*stop.borrow() {
-        // What a panicking batch left behind is the queue's (transactions, leases) and
-        // mutexes that are read through poisoning, so going on is sound.
-        let pause = match AssertUnwindSafe(once()).catch_unwind().await {
-            Ok(Ok(0)) => IDLE_POLL,
-            Ok(Ok(_)) => {
+        let pause = match guarded(once()).await {
+            Ok(0) => IDLE_POLL,
+            Ok(_) => {
                 failures = 0;
                 continue;
             }
-            Ok(Err(error)) => {
-                failures = failures.saturating_add(1);
-                tracing::error!(outcome = "queue_unavailable", stage, error = %error);
-                IDLE_POLL * failures.min(20)
-            }
-            Err(_) => {
-                failures = failures.saturating_add(1);
-                tracing::error!(
-                    outcome = "batch_panicked",
-                    stage,
-                    "a batch panicked (a bug); its messages are received again after their lease"
-                );
-                IDLE_POLL * failures.min(20)
-            }
+            Err(failure) => back_off(stage, &mut failures, failure),
         };
         tokio::select! {
             _ = wake.notified() => {}
@@ -514,6 +499,43 @@ pub(crate) async fn poll_until_stopped<F, Fut>(
             _ = stop.changed() => {}
         }
     }
+}
+
+/// Why a step of a stage's loop did not come to a result.
+enum StepFailure {
+    Queue(QueueError),
+    /// A bug: no input may cause one.
+    Panicked,
+}
+
+/// `step`, with a panic caught as [`StepFailure::Panicked`]. What a panicking step left
+/// behind is the queue's (transactions, leases) and mutexes that are read through
+/// poisoning, so the stage going on is sound: the step's messages stay leased and are
+/// received again when their lease runs out.
+async fn guarded<T>(
+    step: impl std::future::Future<Output = Result<T, QueueError>>,
+) -> Result<T, StepFailure> {
+    match AssertUnwindSafe(step).catch_unwind().await {
+        Ok(result) => result.map_err(StepFailure::Queue),
+        Err(_) => Err(StepFailure::Panicked),
+    }
+}
+
+/// Logs `failure` and counts it; the pause before the stage tries again, longer the more
+/// failures in a row.
+fn back_off(stage: &'static str, failures: &mut u32, failure: StepFailure) -> Duration {
+    *failures = failures.saturating_add(1);
+    match failure {
+        StepFailure::Queue(error) => {
+            tracing::error!(outcome = "queue_unavailable", stage, error = %error);
+        }
+        StepFailure::Panicked => tracing::error!(
+            outcome = "batch_panicked",
+            stage,
+            "a batch panicked (a bug); its messages are received again after their lease"
+        ),
+    }
+    IDLE_POLL * (*failures).min(20)
 }
 
 pub async fn run_dispatch(workers: Arc<Workers>, mut stop: watch::Receiver<bool>) {
@@ -527,7 +549,9 @@ pub async fn run_dispatch(workers: Arc<Workers>, mut stop: watch::Receiver<bool>
         };
         let Ok(permit) = permit else { break };
         while running.try_join_next().is_some() {}
-        let pause = match workers.receive_dispatch().await {
+        // A receive that panics (a bug) backs off like one that fails, rather than
+        // ending dispatch while serve goes on accepting pushes.
+        let pause = match guarded(workers.receive_dispatch()).await {
             Ok(messages) if messages.is_empty() => IDLE_POLL,
             Ok(messages) => {
                 failures = 0;
@@ -571,11 +595,7 @@ pub async fn run_dispatch(workers: Arc<Workers>, mut stop: watch::Receiver<bool>
                 }
                 continue;
             }
-            Err(error) => {
-                failures = failures.saturating_add(1);
-                tracing::error!(outcome = "queue_unavailable", stage = "dispatch", error = %error);
-                IDLE_POLL * failures.min(20)
-            }
+            Err(failure) => back_off("dispatch", &mut failures, failure),
         };
         drop(permit);
         tokio::select! {
@@ -682,6 +702,34 @@ mod poll_test {
         })
         .await;
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    /// Dispatch's receive goes through the same guard as route's and confirm's batches.
+    #[tokio::test]
+    async fn a_step_that_panics_or_fails_is_a_failure_to_back_off_from() {
+        let panicked = guarded(async {
+            if a_bug_here() {
+                panic!("a bug in a receive");
+            }
+            Ok::<usize, QueueError>(1)
+        })
+        .await;
+        assert!(matches!(panicked, Err(StepFailure::Panicked)));
+        let failed = guarded(async { Err::<usize, _>(QueueError::new("closed")) }).await;
+        assert!(matches!(failed, Err(StepFailure::Queue(_))));
+        assert!(matches!(
+            guarded(async { Ok::<_, QueueError>(2) }).await,
+            Ok(2)
+        ));
+
+        let mut failures = 0;
+        let first = back_off("test", &mut failures, StepFailure::Panicked);
+        let second = back_off("test", &mut failures, StepFailure::Panicked);
+        assert_eq!((failures, first, second), (2, IDLE_POLL, IDLE_POLL * 2));
+    }
+
+    fn a_bug_here() -> bool {
+        true
     }
 }
 
