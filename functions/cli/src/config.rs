@@ -40,8 +40,9 @@ pub struct HttpLimits {
     /// From the end of a request's head to its answer: reading the body, authenticating,
     /// queueing (and waiting for a `/webhook` slot). 408 past it.
     pub request_timeout: Duration,
-    /// `/webhook` requests past the head check at once (each may buffer a body up to
-    /// `max_body_bytes`); more wait, within their request timeout.
+    /// `/webhook` bodies held at once past the head check (each up to `max_body_bytes`);
+    /// more wait, within their request timeout. A small webhook's wait for its commit
+    /// holds no slot (`serve::SLOTLESS_COMMIT_WAIT_BYTES`).
     pub webhook_concurrency: usize,
 }
 

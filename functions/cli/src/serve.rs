@@ -24,8 +24,7 @@ use fluxrelay_adapters::outcome_log;
 use fluxrelay_core::handlers::confirm::{ConfirmMemory, ConfirmRules};
 use fluxrelay_core::handlers::dispatch::{DispatchMemory, DispatchOptions, DispatchRules};
 use fluxrelay_core::ingest::{
-    Acceptance, Accepted, IngestConfig, IngestError, IngestResponse, Source, check_head,
-    ingest_from,
+    Acceptance, Accepted, IngestConfig, IngestError, IngestResponse, Source, admit, check_head,
 };
 use fluxrelay_core::ports::{PushPublisher, QueueError};
 use fluxrelay_core::push::Push;
@@ -45,6 +44,11 @@ const LOCK_FILE: &str = "serve.lock";
 /// `/healthz` and `/metrics` requests at once: their own slots, so a flood of `/webhook`
 /// cannot take them (a scrape reads the queue file: a few at a time is plenty).
 const OPERATIONS_CONCURRENCY: usize = 4;
+/// Bodies up to this size give up their `/webhook` slot once parsed, before the wait for
+/// their commit (a GitLab push hook is 2–30 KiB): the writer's groups can then hold every
+/// webhook in flight rather than `webhook_concurrency` at most, and what waits is bounded
+/// by the connections at this size each.
+const SLOTLESS_COMMIT_WAIT_BYTES: usize = 64 * 1024;
 /// File descriptors kept for the queue file, the kube clients and the log, above the
 /// connections.
 const RESERVED_FILES: usize = 64;
@@ -65,6 +69,10 @@ struct AppState {
     queue: EmbeddedQueue,
     metrics: Arc<Metrics>,
     route_wake: Arc<Notify>,
+    /// `http.webhook_concurrency`: webhooks whose bodies are held at once (read,
+    /// authenticated, parsed). A push waiting for its commit holds none: only its parsed
+    /// form, so the writer's groups can take every webhook in flight.
+    webhook_slots: Arc<Semaphore>,
 }
 
 /// How `serve` runs, beyond its configuration.
@@ -203,6 +211,7 @@ pub async fn run(
         queue: queue.clone(),
         metrics,
         route_wake: route_wake.clone(),
+        webhook_slots: Arc::new(Semaphore::new(config.http.webhook_concurrency)),
     };
     let metrics = state.metrics.clone();
     let app = router(state, &config.http);
@@ -278,8 +287,7 @@ fn router(state: AppState, limits: &HttpLimits) -> Router {
                 .layer(middleware::from_fn_with_state(
                     state.clone(),
                     refuse_by_head,
-                ))
-                .layer(ConcurrencyLimitLayer::new(limits.webhook_concurrency)),
+                )),
         );
     let operations = Router::new()
         .route("/healthz", get(healthz))
@@ -376,14 +384,16 @@ async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // Held while the body is: reading it, authenticating and parsing. The semaphore is
+    // never closed; were it, the webhook would go on without a slot.
+    let slot = state.webhook_slots.acquire().await.ok();
     let limit = state.ingest.max_body_bytes;
     // One byte over the cap is enough for ingest to answer 413 with its own message.
-    let result = match to_bytes(body, limit.saturating_add(1)).await {
+    let (admitted, slot) = match to_bytes(body, limit.saturating_add(1)).await {
         Ok(bytes) => {
-            ingest_from(
+            let admitted = admit(
                 source,
                 &state.ingest,
-                &state.intake,
                 &headers,
                 &bytes,
                 // Read on the run's clock too: this process dispatches what it accepts.
@@ -392,13 +402,20 @@ async fn receive(
                     in_run: Some(RunClock.instant()),
                 },
                 &fluxrelay_adapters::request_id::unique("serve"),
-            )
-            .await
+            );
+            // What a small body was parsed into is small: its wait for the commit takes
+            // no slot. A large one's pushes may be as large as the body, so it keeps its
+            // slot until it is answered, and the slots still bound what is held.
+            let slot = slot.filter(|_| bytes.len() > SLOTLESS_COMMIT_WAIT_BYTES);
+            (admitted, slot)
         }
-        Err(error) if is_length_limit(&error) => Err(IngestError::TooLarge {
-            size: content_length(&headers).unwrap_or(limit.saturating_add(1)),
-            limit,
-        }),
+        Err(error) if is_length_limit(&error) => (
+            Err(IngestError::TooLarge {
+                size: content_length(&headers).unwrap_or(limit.saturating_add(1)),
+                limit,
+            }),
+            None,
+        ),
         Err(error) => {
             // The client went away or sent a broken body: nothing to authenticate or queue.
             tracing::warn!(outcome = "rejected", status = 400u16, reason = "the request body could not be read", error = %error);
@@ -412,6 +429,11 @@ async fn receive(
                 .into_response();
         }
     };
+    let result = match admitted {
+        Ok(admitted) => admitted.publish(&state.intake).await,
+        Err(error) => Err(error),
+    };
+    drop(slot);
     answer(&state, result)
 }
 

@@ -285,7 +285,8 @@ pub async fn ingest(
 
 /// Authenticate, parse and durably enqueue one webhook from `source`. `request_id` must be
 /// unique per request (the Lambda request id; `serve` makes its own): it identifies
-/// deliveries that carry no `Idempotency-Key` or event id.
+/// deliveries that carry no `Idempotency-Key` or event id. [`admit`], then
+/// [`Admitted::publish`].
 pub async fn ingest_from(
     source: Source,
     config: &IngestConfig,
@@ -295,6 +296,51 @@ pub async fn ingest_from(
     now: impl Into<Acceptance>,
     request_id: &str,
 ) -> Result<Accepted, IngestError> {
+    admit(source, config, headers, body, now, request_id)?
+        .publish(queue)
+        .await
+}
+
+/// A webhook that passed every check and was parsed: what is left is its enqueue. It no
+/// longer needs the request's body, so a caller that bounds the bodies it holds
+/// (`serve`'s `webhook_concurrency`) can let the body go before the enqueue's wait.
+#[derive(Debug)]
+#[must_use = "an admitted webhook is accepted only once it is published"]
+pub enum Admitted {
+    /// Nothing to enqueue: answered 202 ignored.
+    Ignored { reason: String },
+    /// One or more pushes, all to be enqueued before the 202.
+    Pushes(Vec<Push>),
+}
+
+impl Admitted {
+    /// Enqueue the pushes (durably, as the queue promises) and give the answer.
+    pub async fn publish(self, queue: &impl PushPublisher) -> Result<Accepted, IngestError> {
+        match self {
+            Admitted::Ignored { reason } => Ok(Accepted::Ignored { reason }),
+            Admitted::Pushes(pushes) => {
+                queue
+                    .publish_pushes(&pushes)
+                    .await
+                    .map_err(IngestError::EnqueueFailed)?;
+                Ok(Accepted::Enqueued {
+                    keys: pushes.into_iter().map(|push| push.key).collect(),
+                })
+            }
+        }
+    }
+}
+
+/// Every check and the parse of one webhook from `source`, in the order of the module's
+/// head: size, authentication, parse, the instance the secrets allow. Nothing is enqueued.
+pub fn admit(
+    source: Source,
+    config: &IngestConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: impl Into<Acceptance>,
+    request_id: &str,
+) -> Result<Admitted, IngestError> {
     let Acceptance { at: now, in_run } = now.into();
     if body.len() > config.max_body_bytes {
         return Err(IngestError::TooLarge {
@@ -322,27 +368,20 @@ pub async fn ingest_from(
         Source::Distribution => distribution::parse(body, &delivery)?,
         Source::Harbor => harbor::parse(body, &delivery)?,
     };
-    let pushes = match parsed {
-        ParsedEvent::Ignored { reason } => return Ok(Accepted::Ignored { reason }),
+    let mut pushes = match parsed {
+        ParsedEvent::Ignored { reason } => return Ok(Admitted::Ignored { reason }),
         ParsedEvent::Pushes(pushes) if pushes.is_empty() => {
-            return Ok(Accepted::Ignored {
+            return Ok(Admitted::Ignored {
                 reason: "event has no ref changes".to_string(),
             });
         }
         ParsedEvent::Pushes(pushes) => pushes,
     };
     check_instances(&scope, &pushes)?;
-    let mut pushes = pushes;
     for push in &mut pushes {
         push.accepted_in_run = in_run;
     }
-    queue
-        .publish_pushes(&pushes)
-        .await
-        .map_err(IngestError::EnqueueFailed)?;
-    Ok(Accepted::Enqueued {
-        keys: pushes.into_iter().map(|push| push.key).collect(),
-    })
+    Ok(Admitted::Pushes(pushes))
 }
 
 #[cfg(test)]
