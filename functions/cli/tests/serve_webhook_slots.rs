@@ -19,19 +19,24 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// One webhook slot; no clusters (what is accepted is routed to nobody).
 const ONE_SLOT: &str = "workers = 1\n\n[http]\nwebhook_concurrency = 1\n";
 
-/// A tag push to serve as GitLab sends it, from a task of its own.
-fn push(addr: SocketAddr, n: usize) -> tokio::task::JoinHandle<(u16, Value)> {
+/// `payload` to serve as GitLab sends a tag push hook, from a task of its own.
+fn send(addr: SocketAddr, payload: Value) -> tokio::task::JoinHandle<(u16, Value)> {
     tokio::spawn(async move {
         post_webhook(
             &http_client(),
             addr,
             "Tag Push Hook",
             WEBHOOK_TOKEN,
-            &tag_push(n),
+            &payload,
         )
         .await
         .unwrap()
     })
+}
+
+/// Tag push `n`, sent as [`send`] does.
+fn push(addr: SocketAddr, n: usize) -> tokio::task::JoinHandle<(u16, Value)> {
+    send(addr, tag_push(n))
 }
 
 async fn synced_commits(serve: &Serve) -> f64 {
@@ -133,35 +138,9 @@ async fn only_a_small_webhook_gives_its_slot_back_before_its_commit() {
 
         let mut waiting_push = tag_push(0);
         waiting_push["padding"] = Value::String("x".repeat(padding));
-        let waiting = tokio::spawn({
-            let addr = serve.addr;
-            async move {
-                post_webhook(
-                    &http_client(),
-                    addr,
-                    "Tag Push Hook",
-                    WEBHOOK_TOKEN,
-                    &waiting_push,
-                )
-                .await
-                .unwrap()
-            }
-        });
+        let waiting = send(serve.addr, waiting_push);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let malformed = tokio::spawn({
-            let addr = serve.addr;
-            async move {
-                post_webhook(
-                    &http_client(),
-                    addr,
-                    "Tag Push Hook",
-                    WEBHOOK_TOKEN,
-                    &Value::String("not an event".into()),
-                )
-                .await
-                .unwrap()
-            }
-        });
+        let malformed = send(serve.addr, Value::String("not an event".into()));
         tokio::time::sleep(Duration::from_millis(1000)).await;
         assert_eq!(
             malformed.is_finished(),
