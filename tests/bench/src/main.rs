@@ -53,6 +53,9 @@ pub struct Scale {
     pub load_secs: f64,
     /// Concurrent connections of the load generator.
     pub load_connections: usize,
+    /// Durable and ceiling loads run back to back after the first of each, for the median
+    /// ratio.
+    pub ratio_pairs: usize,
     /// Pushes timed one after another in the latency stage.
     pub latency_pushes: usize,
     /// The two cluster counts of the latency stage.
@@ -82,6 +85,7 @@ impl Scale {
             smoke: false,
             load_secs: 10.0,
             load_connections: 32,
+            ratio_pairs: 4,
             latency_pushes: 200,
             latency_clusters: [1, 20],
             burst_pushes: 100,
@@ -102,6 +106,7 @@ impl Scale {
             smoke: true,
             load_secs: 1.0,
             load_connections: 4,
+            ratio_pairs: 1,
             latency_pushes: 5,
             latency_clusters: [1, 2],
             burst_pushes: 10,
