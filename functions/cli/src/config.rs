@@ -30,8 +30,6 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DISPATCH_WORKERS: usize = 32;
 const MAX_DISPATCH_WORKERS: usize = 64;
 const MIB: u64 = 1024 * 1024;
-/// More worker threads than this is a typo: serve's work is bounded by its one queue writer.
-const MAX_WORKER_THREADS: i64 = 1024;
 /// A journal cap beyond 1 TiB is a typo, not a plan.
 const MAX_JOURNAL_MIB: i64 = 1024 * 1024;
 
@@ -79,9 +77,6 @@ pub struct ServeConfig {
     /// posted and changed paths come from the payload.
     pub gitlab: GitLabInstances,
     pub http: HttpLimits,
-    /// The async runtime's worker threads (`worker_threads`); `None`: see
-    /// [`ServeConfig::runtime_workers`].
-    pub worker_threads: Option<usize>,
 }
 
 /// One thing wrong with the configuration.
@@ -191,17 +186,6 @@ impl ServeConfig {
         self.clusters.push(entry);
         Ok(())
     }
-
-    /// The async runtime's worker threads on a machine with `cpus` CPUs: as configured, else
-    /// one fewer than the CPUs, at least one. The queue's writer thread commits every
-    /// acknowledged push, and while it waits for a CPU every webhook of its group waits
-    /// with it: as many workers as CPUs beside it made serve's CPU per push 46–52 µs
-    /// against 41–43 with one fewer, on two cores under the throughput load (BENCHMARKS.md,
-    /// "A CPU for the queue's writer").
-    pub fn runtime_workers(&self, cpus: usize) -> usize {
-        self.worker_threads
-            .unwrap_or_else(|| cpus.saturating_sub(1).max(1))
-    }
 }
 
 /// Only the data directory of a config file, for commands that need nothing else (and may
@@ -251,7 +235,6 @@ pub fn default_data_dir() -> PathBuf {
 
 const TOP_LEVEL: &[&str] = &[
     "listen",
-    "worker_threads",
     "data_dir",
     "journal_max_mib",
     "cluster_files",
@@ -347,9 +330,6 @@ impl Reader<'_> {
         let confirm = self.confirm(&table);
         let gitlab = self.gitlab(&table);
         let http = self.http(&table);
-        let worker_threads = self
-            .integer(&table, "", "worker_threads", (1, MAX_WORKER_THREADS))
-            .map(|threads| threads.unsigned_abs() as usize);
         Some(ServeConfig {
             file: self.file.clone(),
             listen: listen?,
@@ -362,7 +342,6 @@ impl Reader<'_> {
             confirm,
             gitlab,
             http,
-            worker_threads,
         })
     }
 

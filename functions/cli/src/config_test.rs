@@ -591,44 +591,6 @@ fn http_limits_have_defaults_and_are_read_and_checked() {
 }
 
 #[test]
-fn the_runtime_leaves_a_cpu_to_the_queue_writer_unless_told() {
-    let token = format!("[webhook]\ntokens = [\"{TOKEN}\"]\n");
-    let default = parse(&token).unwrap();
-    let three = parse(&format!("worker_threads = 3\n{token}")).unwrap();
-    for (why, config, cpus, workers) in [
-        ("one CPU: one worker, beside the writer", &default, 1, 1),
-        ("two CPUs: one for the writer", &default, 2, 1),
-        ("four CPUs", &default, 4, 3),
-        ("no CPU known is read as one", &default, 0, 1),
-        ("as configured, more than the CPUs", &three, 2, 3),
-        ("as configured, fewer than the CPUs", &three, 16, 3),
-    ] {
-        assert_eq!(config.runtime_workers(cpus), workers, "{why}");
-    }
-    for (why, line, words) in [
-        ("none", "worker_threads = 0", "out of range (1 to 1024)"),
-        (
-            "a typo",
-            "worker_threads = 10000",
-            "out of range (1 to 1024)",
-        ),
-        (
-            "a string",
-            "worker_threads = \"2\"",
-            "must be an integer, not string",
-        ),
-    ] {
-        let error = parse(&format!("{line}\n{token}")).unwrap_err();
-        let problem = error
-            .problems
-            .iter()
-            .find(|p| p.field == "worker_threads")
-            .unwrap_or_else(|| panic!("{why}: no problem for worker_threads in {error}"));
-        assert!(problem.problem.contains(words), "{why}: {problem}");
-    }
-}
-
-#[test]
 fn confirm_and_gitlab_mistakes_are_reported_by_field_without_the_token() {
     let text = format!(
         "[webhook]\ntokens = [\"{TOKEN}\"]\n\n[confirm]\ndeadline_secs = 5\nstatus_name = \"fluxrelay\"\nsummary_status = \"fluxrelay/x\"\nretries = 3\n\n\

@@ -439,9 +439,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     // HTTP clients' DNS lookups: more threads than this only queue on that writer, and
     // tokio's default of 512 let a burst of settles cost a thread, its stack and a malloc
     // arena each (105 threads, 60 MiB of RSS under the throughput benchmark).
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.runtime_workers(cpus))
         .max_blocking_threads(SERVE_BLOCKING_THREADS)
         .enable_all()
         .build()

@@ -235,7 +235,6 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         clusters = cluster_count,
         gitlab_instances = config.gitlab.instances.len(),
-        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "listening"
     );
 
