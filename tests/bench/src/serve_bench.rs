@@ -675,46 +675,45 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
             scale.latency_pushes
         ));
         let serve = ServeProcess::start(&setup.config(clusters), &[]);
-        // Push 0 is untimed: the first TLS connection and list are the cold path
-        // (the apiserver stage counts it), not the steady state.
+        let floor = Floor::connect(setup).await;
+        // Each push is followed by a floor round (the same number of concurrent POSTs
+        // straight through the same apiserver's service proxy to the same Receivers,
+        // nothing of fluxrelay), so both see the machine as it is at that moment. Each is
+        // followed by a pause in which it finishes its work (serve settles after the
+        // hits), counted with it. Push and round 0 are untimed: the first TLS connection
+        // and list are the cold path (the apiserver stage counts it), not the steady state.
         let mut samples = Vec::new();
+        let mut floor_samples = Vec::new();
+        let (mut machine, mut floor_machine) = (MachineCpu::default(), MachineCpu::default());
+        let mut serve_cpu = Duration::ZERO;
         let mut before = None;
         for n in 0..=scale.latency_pushes as u64 {
             if n == 1 {
-                before = Some((
-                    QueueWork::now(&client, &serve).await,
-                    MachineCpu::now(setup),
-                ));
+                before = Some(QueueWork::now(&client, &serve).await);
             }
             setup.receiver.clear();
             let sequence = 2_000_000 + (clusters as u64) * 100_000 + n;
+            let at_push = (MachineCpu::now(setup), ServeUsage::now(&serve));
             let sent = Instant::now();
             let status = post_push(&client, &serve, setup.push_body(sequence)).await;
             assert_eq!(status, 202, "latency push answered {status}");
-            let after = after_sha(sequence);
-            let deadline = sent + Duration::from_secs(30);
-            let hits = loop {
-                let hits = setup.hits_for(&after);
-                if hits.len() >= clusters {
-                    break hits;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "push {n}: {} of {clusters} Receivers hit within 30 s",
-                    hits.len()
-                );
-                tokio::time::sleep(Duration::from_micros(500)).await;
-            };
+            let hits = wait_for_hits(setup, &after_sha(sequence), clusters, sent, "push", n).await;
+            tokio::time::sleep(LATENCY_PAUSE).await;
+            let at_round = (MachineCpu::now(setup), ServeUsage::now(&serve));
+            let round = floor.round(setup, clusters, n).await;
+            tokio::time::sleep(LATENCY_PAUSE).await;
+            let after_round = MachineCpu::now(setup);
             if n > 0 {
                 samples.extend(hits.iter().map(|hit| hit.at.duration_since(sent)));
+                floor_samples.extend(round);
+                machine = machine.plus(&at_round.0.since(&at_push.0));
+                floor_machine = floor_machine.plus(&after_round.since(&at_round.0));
+                serve_cpu += at_round.1.since(&at_push.1).cpu;
             }
         }
-        let (work, machine) = match before {
-            Some((work, machine)) => (
-                QueueWork::now(&client, &serve).await.since(&work),
-                MachineCpu::now(setup).since(&machine),
-            ),
-            None => (QueueWork::default(), MachineCpu::default()),
+        let work = match before {
+            Some(work) => QueueWork::now(&client, &serve).await.since(&work),
+            None => QueueWork::default(),
         };
         drop(serve);
         let pushes = scale.latency_pushes.max(1) as f64;
@@ -728,7 +727,7 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
                 work.commits / pushes,
                 work.synced_commits / pushes,
                 work.writes / pushes,
-                ms(work.serve.cpu) / pushes
+                ms(serve_cpu) / pushes
             ),
         );
         let stats = Samples::from_durations(&samples);
@@ -747,10 +746,7 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
             "p50 ≤ 10 ms, p99 ≤ 50 ms",
             p50 <= 10.0 && p99 <= 50.0,
         );
-        // The floor, in the same run: the same number of concurrent POSTs straight through
-        // the same apiserver's service proxy to the same Receivers, nothing of fluxrelay.
-        let (floor, floor_machine) = floor_latency(setup, clusters, scale.latency_pushes).await;
-        let floor = Samples::from_durations(&floor);
+        let floor = Samples::from_durations(&floor_samples);
         let (floor_p50, floor_p99) = (floor.percentile(50.0), floor.percentile(99.0));
         report.judged(
             SECTION,
@@ -773,7 +769,7 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
             machine.per(scale.latency_pushes),
             floor_machine.per(scale.latency_pushes),
         );
-        let serve_ms = ms(work.serve.cpu) / pushes;
+        let serve_ms = ms(serve_cpu) / pushes;
         let extra = serve_ms + ms(per_push.total()) - ms(per_round.total());
         report.info(
             SECTION,
@@ -847,34 +843,37 @@ impl QueueWork {
     }
 }
 
-/// The latency floor for `clusters` clusters: per round, one POST to each cluster's
-/// Receiver at once, through the apiserver's service proxy with the dispatcher's token
-/// (the path dispatch takes), timed like fluxrelay's: from the start of the round to each
-/// Receiver hit. Round 0 is untimed (the first TLS connection).
-async fn floor_latency(
-    setup: &Setup,
-    clusters: usize,
-    rounds: usize,
-) -> (Vec<Duration>, MachineCpu) {
-    progress(format!(
-        "latency floor: {rounds} rounds of {clusters} concurrent POSTs through the service proxy"
-    ));
-    let client = fluxrelay_testkit::kube_env::client_from_kubeconfig(
-        &fluxrelay_testkit::kube_env::kubeconfig_yaml(
-            &setup.kube.server(),
-            &setup.kube.ca_pem(),
-            &json!({"token": setup.kube.dispatcher_token()}),
-            "floor",
-        ),
-    )
-    .await;
-    const PROXY: &str = "/api/v1/namespaces/flux-system/services/http:webhook-receiver:80/proxy";
-    let mut samples = Vec::new();
-    let mut before = MachineCpu::default();
-    for round in 0..=rounds as u64 {
-        if round == 1 {
-            before = MachineCpu::now(setup);
-        }
+/// Between a latency push or floor round and the next: long enough for serve to settle a
+/// push to 20 clusters after their hits (a few milliseconds), so neither measures the
+/// other's tail.
+const LATENCY_PAUSE: Duration = Duration::from_millis(20);
+
+/// The latency floor: one POST to each cluster's Receiver at once, through the apiserver's
+/// service proxy with the dispatcher's token (the path dispatch takes), on one warm kube
+/// client.
+struct Floor {
+    client: kube::Client,
+}
+
+impl Floor {
+    async fn connect(setup: &Setup) -> Floor {
+        let client = fluxrelay_testkit::kube_env::client_from_kubeconfig(
+            &fluxrelay_testkit::kube_env::kubeconfig_yaml(
+                &setup.kube.server(),
+                &setup.kube.ca_pem(),
+                &json!({"token": setup.kube.dispatcher_token()}),
+                "floor",
+            ),
+        )
+        .await;
+        Floor { client }
+    }
+
+    /// One round to the first `clusters` Receivers, timed like fluxrelay's pushes: from
+    /// the start of the round to each Receiver hit.
+    async fn round(&self, setup: &Setup, clusters: usize, round: u64) -> Vec<Duration> {
+        const PROXY: &str =
+            "/api/v1/namespaces/flux-system/services/http:webhook-receiver:80/proxy";
         setup.receiver.clear();
         let after = format!("f1{round:038x}");
         let body = json!({"after": after}).to_string();
@@ -886,32 +885,40 @@ async fn floor_latency(
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(kube::client::Body::from(body.clone().into_bytes()))
                 .expect("floor request");
-            let client = client.clone();
+            let client = self.client.clone();
             async move {
                 let response = client.send(request).await.expect("floor POST");
                 assert_eq!(response.status(), 200, "floor POST answered");
             }
         });
         futures_util::future::join_all(posts).await;
-        let deadline = sent + Duration::from_secs(30);
-        let hits = loop {
-            let hits = setup.hits_for(&after);
-            if hits.len() >= clusters {
-                break hits;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "floor round {round}: hits missing"
-            );
-            tokio::time::sleep(Duration::from_micros(500)).await;
-        };
-        if round > 0 {
-            samples.extend(hits.iter().map(|hit| hit.at.duration_since(sent)));
-        }
+        let hits = wait_for_hits(setup, &after, clusters, sent, "floor round", round).await;
+        hits.iter().map(|hit| hit.at.duration_since(sent)).collect()
     }
-    let machine = MachineCpu::now(setup).since(&before);
-    setup.receiver.clear();
-    (samples, machine)
+}
+
+/// The Receiver hits of `after`, once every one of `clusters` has one (30 s at most).
+async fn wait_for_hits(
+    setup: &Setup,
+    after: &str,
+    clusters: usize,
+    sent: Instant,
+    what: &str,
+    n: u64,
+) -> Vec<Hit> {
+    let deadline = sent + Duration::from_secs(30);
+    loop {
+        let hits = setup.hits_for(after);
+        if hits.len() >= clusters {
+            return hits;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} {n}: {} of {clusters} Receivers hit within 30 s",
+            hits.len()
+        );
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
 }
 
 /// The CPU (user + system) used so far by the other programs on the two cores: the
@@ -945,6 +952,14 @@ impl MachineCpu {
             apiserver: self.apiserver.saturating_sub(before.apiserver),
             etcd: self.etcd.saturating_sub(before.etcd),
             bench: self.bench.saturating_sub(before.bench),
+        }
+    }
+
+    fn plus(&self, more: &MachineCpu) -> MachineCpu {
+        MachineCpu {
+            apiserver: self.apiserver + more.apiserver,
+            etcd: self.etcd + more.etcd,
+            bench: self.bench + more.bench,
         }
     }
 
