@@ -686,6 +686,7 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
         let mut floor_samples = Vec::new();
         let (mut machine, mut floor_machine) = (MachineCpu::default(), MachineCpu::default());
         let mut serve_cpu = Duration::ZERO;
+        let mut serve_written = 0;
         let mut before = None;
         for n in 0..=scale.latency_pushes as u64 {
             if n == 1 {
@@ -708,7 +709,9 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
                 floor_samples.extend(round);
                 machine = machine.plus(&at_round.0.since(&at_push.0));
                 floor_machine = floor_machine.plus(&after_round.since(&at_round.0));
-                serve_cpu += at_round.1.since(&at_push.1).cpu;
+                let used = at_round.1.since(&at_push.1);
+                serve_cpu += used.cpu;
+                serve_written += used.written;
             }
         }
         let work = match before {
@@ -720,14 +723,15 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
         report.info(
             SECTION,
             &format!(
-                "{clusters} cluster(s): per push, the queue's transactions (of which fsynced) and writes; serve's CPU (user + system, wrapper's if wrapped)"
+                "{clusters} cluster(s): per push, the queue's transactions (of which fsynced) and writes; serve's CPU (user + system, wrapper's if wrapped) and bytes written"
             ),
             format!(
-                "{:.1} ({:.1}) transactions, {:.1} writes; {:.2} ms CPU",
+                "{:.1} ({:.1}) transactions, {:.1} writes; {:.2} ms CPU; {:.1} KiB written",
                 work.commits / pushes,
                 work.synced_commits / pushes,
                 work.writes / pushes,
-                ms(serve_cpu) / pushes
+                ms(serve_cpu) / pushes,
+                serve_written as f64 / 1024.0 / pushes
             ),
         );
         let stats = Samples::from_durations(&samples);
