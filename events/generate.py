@@ -132,7 +132,9 @@ def main():
     records = []
     for i, (cluster, p) in enumerate([("local-test", push), ("local-test", tag)], start=1):
         dispatch = {"v": 1, "cluster": cluster, "push": p}
-        dedup = hashlib.sha256(f"{cluster}|{p['key']}".encode()).hexdigest()
+        # Dispatch::dedup_id: the push's half, then the cluster's.
+        dedup = (hashlib.sha256(p["key"].encode()).hexdigest()[:32]
+                 + hashlib.sha256(f"{cluster}|{p['key']}".encode()).hexdigest()[:32])
         records.append(sqs_record(f"dispatch-msg-{i}", dispatch, cluster, dedup, "fluxrelay-dispatch.fifo"))
     write("dispatch-batch.json", {"Records": records})
 
