@@ -510,4 +510,39 @@ pub(crate) mod tests {
             "1360f2ba3f38a905a916788fffde0b66c66956e5a30e340bc0d0e11301b74e3a"
         );
     }
+
+    /// `events/generate.py` writes the sample SQS batches with its own copy of the ids'
+    /// rules: the samples must carry the ids the queues get.
+    #[test]
+    fn the_sample_batches_carry_the_ids_the_rules_give() {
+        let events = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events");
+        let records = |file: &str| -> Vec<serde_json::Value> {
+            let text = std::fs::read_to_string(events.join(file)).unwrap();
+            let batch: serde_json::Value = serde_json::from_str(&text).unwrap();
+            batch["Records"].as_array().unwrap().clone()
+        };
+        let ids = |record: &serde_json::Value| {
+            let attributes = &record["attributes"];
+            (
+                attributes["MessageGroupId"].as_str().unwrap().to_string(),
+                attributes["MessageDeduplicationId"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        };
+        let dispatches = records("dispatch-batch.json");
+        assert!(!dispatches.is_empty());
+        for record in &dispatches {
+            let dispatch = Dispatch::from_json(record["body"].as_str().unwrap()).unwrap();
+            let expected = (dispatch.group_id().to_string(), dispatch.dedup_id());
+            assert_eq!(ids(record), expected);
+        }
+        let pushes = records("route-batch.json");
+        assert!(!pushes.is_empty());
+        for record in &pushes {
+            let push = Push::from_json(record["body"].as_str().unwrap()).unwrap();
+            assert_eq!(ids(record).1, push.key);
+        }
+    }
 }
