@@ -116,6 +116,11 @@ impl Workers {
             &messages,
         )
         .await;
+        // The dispatches are committed and the intake's deletes only held: dispatch may
+        // take them now, its receive sharing a commit with the delete below rather than
+        // waiting behind it (a crash between them routes the push again: a duplicate
+        // trigger at worst).
+        self.dispatch_wake.notify_one();
         let entries = route_journal(&report);
         let settlements = report.messages.iter_mut().filter_map(|message| {
             let id = message.message_id.as_str();
@@ -131,7 +136,6 @@ impl Workers {
                 PathsSource::CompareFailed { .. } => self.metrics.confirm.record_compare("failed"),
             }
         }
-        self.dispatch_wake.notify_one();
         Ok(batch)
     }
 
