@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fluxrelay_adapters::embedded::{
-    DISPATCH_QUEUE, DeadLetterReason, Depth, EmbeddedQueue, INTAKE_QUEUE, JOURNAL_RETENTION,
-    JournalEntry, ManualClock, MessageRef, NewMessage, Receipt, Received, SendOutcome,
+    DEDUP_WINDOW, DISPATCH_QUEUE, DeadLetterReason, Depth, EmbeddedQueue, INTAKE_QUEUE,
+    JOURNAL_RETENTION, JournalEntry, ManualClock, MessageRef, NewMessage, Receipt, Received,
+    SendOutcome,
 };
 use fluxrelay_core::ports::{DispatchPublisher, PushPublisher};
 use fluxrelay_core::push::{Dispatch, Push};
@@ -306,6 +307,46 @@ fn the_same_dedup_id_is_accepted_again_five_minutes_after_the_first_enqueue() {
         queue.send("q", "a", "push-1", "after both").unwrap(),
         SendOutcome::Duplicate,
         "the window runs from the enqueue of the one delivered last"
+    );
+}
+
+/// The deduplication table stays small: an id is forgotten by the next send once its window
+/// has passed, and not a moment before.
+#[test]
+fn deduplication_ids_are_forgotten_once_their_window_has_passed() {
+    let file = TempQueueFile::new("dedup-prune");
+    let (queue, clock) = file.open_manual();
+    let ids = || -> Vec<String> {
+        let connection = rusqlite_connection(&file);
+        let mut statement = connection
+            .prepare("SELECT dedup_id FROM dedup ORDER BY dedup_id")
+            .unwrap();
+        statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let send_and_take = |id: &str| {
+        queue.send("q", "a", id, id).unwrap();
+        for message in queue.receive("q", 10, VISIBILITY).unwrap() {
+            queue.delete(&message.receipt).unwrap();
+        }
+    };
+    send_and_take("push-1");
+    clock.advance(DEDUP_WINDOW - Duration::from_millis(1));
+    send_and_take("push-2");
+    assert_eq!(
+        ids(),
+        ["push-1", "push-2"],
+        "push-1 is still within its window"
+    );
+    clock.advance(Duration::from_millis(1));
+    send_and_take("push-3");
+    assert_eq!(ids(), ["push-2", "push-3"], "push-1's window has passed");
+    assert_eq!(
+        queue.send("q", "a", "push-1", "push-1 again").unwrap(),
+        SendOutcome::Enqueued
     );
 }
 
