@@ -328,7 +328,7 @@ fn deduplication_ids_are_forgotten_once_their_window_has_passed() {
             .unwrap()
     };
     let send_and_take = |id: &str| {
-        queue.send("q", "a", id, id).unwrap();
+        send(&queue, "a", id);
         for message in queue.receive("q", 10, VISIBILITY).unwrap() {
             queue.delete(&message.receipt).unwrap();
         }
