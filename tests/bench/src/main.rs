@@ -56,6 +56,9 @@ pub struct Scale {
     /// Durable and ceiling loads run back to back after the first of each, for the median
     /// ratio.
     pub ratio_pairs: usize,
+    /// Connection counts of one more durable and one more ceiling load each: the two
+    /// throughputs as curves against the load's concurrency.
+    pub load_sweep: &'static [usize],
     /// Pushes timed one after another in the latency stage.
     pub latency_pushes: usize,
     /// The two cluster counts of the latency stage.
@@ -86,6 +89,7 @@ impl Scale {
             load_secs: 10.0,
             load_connections: 32,
             ratio_pairs: 4,
+            load_sweep: &[8, 16, 32, 64, 128],
             latency_pushes: 200,
             latency_clusters: [1, 20],
             burst_pushes: 100,
@@ -107,6 +111,7 @@ impl Scale {
             load_secs: 1.0,
             load_connections: 4,
             ratio_pairs: 1,
+            load_sweep: &[2, 8],
             latency_pushes: 5,
             latency_clusters: [1, 2],
             burst_pushes: 10,
@@ -163,6 +168,7 @@ fn main() -> ExitCode {
     let mut only: Option<Stage> = None;
     let mut out: Option<PathBuf> = None;
     let mut fleet_sizes: Option<&'static [usize]> = None;
+    let mut connections: Option<usize> = None;
     let mut sam = true;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
@@ -200,6 +206,20 @@ fn main() -> ExitCode {
                 };
                 fleet_sizes = Some(Vec::leak(sizes));
             }
+            // The throughput stage's load at this many connections (its default is 32).
+            "--connections" => {
+                let Some(count) = iter
+                    .next()
+                    .and_then(|count| count.parse().ok())
+                    .filter(|count: &usize| *count > 0)
+                else {
+                    eprintln!(
+                        "fluxrelay-bench: --connections takes a count of at least 1, e.g. 64"
+                    );
+                    return ExitCode::from(2);
+                };
+                connections = Some(count);
+            }
             // Measure the cargo build's Lambda binaries instead of `sam build`'s.
             "--no-sam-build" => sam = false,
             "--release-binaries" => {
@@ -207,7 +227,7 @@ fn main() -> ExitCode {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: fluxrelay-bench [--smoke] [--only throughput|latency|coalescing|lambdas|fleet] [--out DIR] [--release-binaries] [--no-sam-build] [--fleet-sizes N[,N…]]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)\n  --only: that stage alone (ingest throughput and its ceiling, latency and its floor, coalescing, or the Lambda\n          binaries' cold start, memory and size); report in DIR (default <target>/bench-only), BENCHMARKS.md untouched\n  --fleet-sizes: the fleet stage at these cluster counts only (e.g. --only fleet --fleet-sizes 1000)\n  --no-sam-build: a release run measures the Lambda binaries `sam build` makes (x86_64, cargo-lambda);\n          this measures the cargo build's instead"
+                    "usage: fluxrelay-bench [--smoke] [--only throughput|latency|coalescing|lambdas|fleet] [--out DIR] [--release-binaries] [--no-sam-build] [--fleet-sizes N[,N…]] [--connections N]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)\n  --only: that stage alone (ingest throughput and its ceiling, latency and its floor, coalescing, or the Lambda\n          binaries' cold start, memory and size); report in DIR (default <target>/bench-only), BENCHMARKS.md untouched\n  --fleet-sizes: the fleet stage at these cluster counts only (e.g. --only fleet --fleet-sizes 1000)\n  --connections: the throughput stage's durable and ceiling pairs at N connections (default 32; the curve\n          against connections is measured either way)\n  --no-sam-build: a release run measures the Lambda binaries `sam build` makes (x86_64, cargo-lambda);\n          this measures the cargo build's instead"
                 );
                 return ExitCode::SUCCESS;
             }
@@ -240,6 +260,9 @@ fn main() -> ExitCode {
     if let Some(sizes) = fleet_sizes {
         scale.fleet = sizes;
         scale.fleet_route_only = &[];
+    }
+    if let Some(count) = connections {
+        scale.load_connections = count;
     }
     let out = out.unwrap_or_else(|| {
         if smoke {

@@ -391,16 +391,21 @@ impl LoadRun {
     /// the CPU, below it by something that waits (the fsyncs).
     fn machine_usage(&self) -> String {
         let per_push = |cpu: Duration| cpu.as_secs_f64() * 1e6 / (self.accepted.max(1) as f64);
-        let all = self.serve.cpu + self.machine.total();
-        let seconds = self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
         format!(
             "this process {:.0} µs, kube-apiserver {:.0} µs, etcd {:.0} µs per push; all of them and serve {:.0} µs per push, {:.0} % of the 2 cores",
             per_push(self.machine.bench),
             per_push(self.machine.apiserver),
             per_push(self.machine.etcd),
-            per_push(all),
-            all.as_secs_f64() * 100.0 / (2.0 * seconds)
+            per_push(self.serve.cpu + self.machine.total()),
+            self.busy_percent()
         )
+    }
+
+    /// serve's and the other programs' CPU over the load, as a share of the two cores.
+    fn busy_percent(&self) -> f64 {
+        let all = self.serve.cpu + self.machine.total();
+        let seconds = self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        all.as_secs_f64() * 100.0 / (2.0 * seconds)
     }
 
     fn latency(&self) -> String {
@@ -552,6 +557,69 @@ pub async fn throughput(setup: &Setup, scale: &Scale, out: &Path, report: &mut R
     drop(serve);
     setup.receiver.clear();
     ceiling(setup, scale, &durable, report).await;
+    against_connections(setup, scale, out, report).await;
+}
+
+/// One durable and one ceiling load at each of `load_sweep`'s connection counts: how each
+/// throughput grows with the webhooks in flight. The ceiling is bound by the CPU once the
+/// cores are busy; the durable path by its commit cycle (the fsync and the writer's work),
+/// whose groups grow with what is in flight. A curve, so the ratio judged at
+/// `load_connections` is read as one point of it.
+async fn against_connections(setup: &Setup, scale: &Scale, out: &Path, report: &mut Report) {
+    const SECTION: &str = "Ingest throughput (serve)";
+    let (mut durable_points, mut ceiling_points) = (Vec::new(), Vec::new());
+    let mut rows = Vec::new();
+    for (index, &connections) in scale.load_sweep.iter().enumerate() {
+        progress(format!(
+            "throughput against connections: {connections} connections, durable and ceiling loads of {} s",
+            scale.load_secs
+        ));
+        let at = Scale {
+            load_connections: connections,
+            ..*scale
+        };
+        let sequence = 40_000_000 + 2_000_000 * index as u64;
+        let ceiling = load_only(setup, &at, Ingest::Ceiling, sequence).await;
+        let durable = load_only(setup, &at, Ingest::Durable, sequence + 1_000_000).await;
+        durable_points.push((connections as f64, durable.rate()));
+        ceiling_points.push((connections as f64, ceiling.rate()));
+        rows.push(format!(
+            "{connections}: {:.0} / {:.0} = {:.2} (p99 {:.1} / {:.1} ms; cores busy {:.0} / {:.0} %)",
+            durable.rate(),
+            ceiling.rate(),
+            durable.rate() / ceiling.rate().max(f64::MIN_POSITIVE),
+            durable.latencies.percentile(99.0),
+            ceiling.latencies.percentile(99.0),
+            durable.busy_percent(),
+            ceiling.busy_percent()
+        ));
+    }
+    report.info(
+        SECTION,
+        "against the load's connections: durable / ceiling pushes per second = ratio (p99 of the 202, durable / ceiling), one load each",
+        rows.join("; "),
+    );
+    let file = "throughput-connections.svg";
+    if let Err(error) = plot::lines(
+        &out.join(file),
+        "fluxrelay serve: pushes acknowledged per second against connections",
+        "concurrent connections of the load",
+        "202 per second",
+        &[
+            Series {
+                label: "durable".into(),
+                points: durable_points,
+            },
+            Series {
+                label: "ceiling (no queue)".into(),
+                points: ceiling_points,
+            },
+        ],
+    ) {
+        report.note(format!("throughput plot failed: {error}"));
+    } else {
+        report.plot("Throughput against connections", file);
+    }
 }
 
 /// The same load against the same binary and configuration started with
