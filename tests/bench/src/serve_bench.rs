@@ -593,6 +593,12 @@ async fn against_connections(setup: &Setup, scale: &Scale, out: &Path, report: &
             durable.busy_percent(),
             ceiling.busy_percent()
         ));
+        if durable.other + ceiling.other > 0 {
+            rows.push(format!(
+                "{connections}: {} / {} answers not 202",
+                durable.other, ceiling.other
+            ));
+        }
     }
     report.info(
         SECTION,
