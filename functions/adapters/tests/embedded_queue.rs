@@ -174,6 +174,31 @@ fn visibility_expiry_redelivers_with_receive_count_two() {
     assert_ne!(second[0].receipt, first[0].receipt);
 }
 
+/// How long a message has waited is read on the queue's own clock, the one that stamped its
+/// enqueue: route's hold-back under a burst ends by it (`route_pause`), so a test clock moves
+/// it and a clock that steps back reads no wait rather than a negative one.
+#[test]
+fn a_message_has_waited_since_its_first_enqueue_on_the_queues_clock() {
+    let file = TempQueueFile::new("waited");
+    let (queue, clock) = file.open_manual();
+    send(&queue, "a", "a1");
+    clock.advance(Duration::from_millis(4_999));
+    let received = queue.receive("q", 1, VISIBILITY).unwrap();
+    assert_eq!(queue.waited(&received[0]), Duration::from_millis(4_999));
+
+    // Received again after its lease ran out: still measured from the first enqueue.
+    clock.advance(VISIBILITY);
+    let again = queue.receive("q", 1, VISIBILITY).unwrap();
+    assert_eq!(again[0].receive_count, 2);
+    assert_eq!(
+        queue.waited(&again[0]),
+        Duration::from_millis(4_999) + VISIBILITY
+    );
+
+    clock.set(received[0].first_enqueued_at_ms - 1_000);
+    assert_eq!(queue.waited(&again[0]), Duration::ZERO);
+}
+
 #[test]
 fn change_visibility_zero_makes_the_message_visible_now() {
     let file = TempQueueFile::new("visible-now");

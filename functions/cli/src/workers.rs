@@ -88,17 +88,13 @@ impl Workers {
             .queue
             .receive_async(INTAKE_QUEUE, INTAKE_BATCH, INTAKE_VISIBILITY)
             .await?;
-        let now_ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-            .unwrap_or(i64::MAX);
         let batch = RouteBatch {
             received: received.len(),
             oldest_waited: received
                 .iter()
-                .map(|message| now_ms.saturating_sub(message.first_enqueued_at_ms))
+                .map(|message| self.queue.waited(message))
                 .max()
-                .map_or(Duration::ZERO, |ms| {
-                    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-                }),
+                .unwrap_or_default(),
         };
         if received.is_empty() {
             return Ok(batch);

@@ -685,6 +685,17 @@ impl EmbeddedQueue {
         store::dead_letter_count(&self.read(), queue)
     }
 
+    /// How long `message` has waited since it was first enqueued, on the clock that
+    /// stamped that enqueue; no wait when the clock reads earlier than the stamp.
+    pub fn waited(&self, message: &Received) -> Duration {
+        let waited = self
+            .inner
+            .clock
+            .now_millis()
+            .saturating_sub(message.first_enqueued_at_ms);
+        Duration::from_millis(u64::try_from(waited).unwrap_or(0))
+    }
+
     pub fn depth(&self, queue: &str) -> Result<Depth, QueueError> {
         let now = self.inner.clock.now_millis();
         store::depth(&self.read(), queue, now)
