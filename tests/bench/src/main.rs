@@ -227,7 +227,7 @@ fn main() -> ExitCode {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: fluxrelay-bench [--smoke] [--only throughput|latency|coalescing|lambdas|fleet] [--out DIR] [--release-binaries] [--no-sam-build] [--fleet-sizes N[,N…]] [--connections N]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)\n  --only: that stage alone (ingest throughput and its ceiling, latency and its floor, coalescing, or the Lambda\n          binaries' cold start, memory and size); report in DIR (default <target>/bench-only), BENCHMARKS.md untouched\n  --fleet-sizes: the fleet stage at these cluster counts only (e.g. --only fleet --fleet-sizes 1000)\n  --connections: the throughput stage's durable and ceiling pairs at N connections (default 32; the curve\n          against connections is measured either way)\n  --no-sam-build: a release run measures the Lambda binaries `sam build` makes (x86_64, cargo-lambda);\n          this measures the cargo build's instead"
+                    "usage: fluxrelay-bench [--smoke] [--only throughput|latency|coalescing|lambdas|fleet] [--out DIR] [--release-binaries] [--no-sam-build] [--fleet-sizes N[,N…]] [--connections N]\n  full (release): rewrites BENCHMARKS.md's generated section and docs/bench/*.svg\n  --smoke: every stage briefly; report in DIR (default <target>/bench-smoke)\n  --only: that stage alone (ingest throughput and its ceiling, latency and its floor, coalescing, or the Lambda\n          binaries' cold start, memory and size); report in DIR (default <target>/bench-only), BENCHMARKS.md untouched\n  --fleet-sizes: the fleet stage at these cluster counts only (e.g. --only fleet --fleet-sizes 1000)\n  --connections: with --only throughput, its loads at N connections (default 32) but the curve's, which\n          is measured at its own counts either way; a full run always judges the ratio at 32\n  --no-sam-build: a release run measures the Lambda binaries `sam build` makes (x86_64, cargo-lambda);\n          this measures the cargo build's instead"
                 );
                 return ExitCode::SUCCESS;
             }
@@ -236,6 +236,11 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+    }
+    // A full run rewrites BENCHMARKS.md, whose judged ratio is read at the default count.
+    if connections.is_some() && only != Some(Stage::Throughput) {
+        eprintln!("fluxrelay-bench: --connections goes with --only throughput");
+        return ExitCode::from(2);
     }
     if !in_private_namespace() {
         // What deploys is what SAM builds: a release run that measures Lambda binaries
