@@ -754,14 +754,16 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
         // straight through the same apiserver's service proxy to the same Receivers,
         // nothing of fluxrelay), so both see the machine as it is at that moment. Each is
         // followed by a pause in which it finishes its work (serve settles after the
-        // hits), counted with it. Push and round 0 are untimed: the first TLS connection
-        // and list are the cold path (the apiserver stage counts it), not the steady state.
+        // hits), counted with it. Push and round 0 stay out of the percentiles: the first
+        // TLS connections and lists are the cold path, not the steady state; their own row
+        // shows them (one sample each), and the apiserver stage counts their requests.
         let mut samples = Vec::new();
         let mut floor_samples = Vec::new();
         let (mut machine, mut floor_machine) = (MachineCpu::default(), MachineCpu::default());
         let mut serve_cpu = Duration::ZERO;
         let mut serve_written = 0;
         let mut before = None;
+        let mut cold = None;
         for n in 0..=scale.latency_pushes as u64 {
             if n == 1 {
                 before = Some(QueueWork::now(&client, &serve).await);
@@ -778,6 +780,10 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
             let round = floor.round(setup, clusters, n).await;
             tokio::time::sleep(LATENCY_PAUSE).await;
             let after_round = MachineCpu::now(setup);
+            if n == 0 {
+                let last_hit = hits.iter().map(|hit| hit.at.duration_since(sent)).max();
+                cold = last_hit.zip(round.iter().max().copied());
+            }
             if n > 0 {
                 samples.extend(hits.iter().map(|hit| hit.at.duration_since(sent)));
                 floor_samples.extend(round);
@@ -808,6 +814,15 @@ pub async fn latency(setup: &Setup, scale: &Scale, out: &Path, report: &mut Repo
                 serve_written as f64 / 1024.0 / pushes
             ),
         );
+        if let Some((push, round)) = cold {
+            report.info(
+                SECTION,
+                &format!(
+                    "{clusters} cluster(s): the first push after serve starts (left out of the percentiles: new TLS connections, the cluster's lists read), to its last Receiver hit; the floor's first round, on a new client"
+                ),
+                format!("fluxrelay {:.1} ms; floor {:.1} ms", ms(push), ms(round)),
+            );
+        }
         let stats = Samples::from_durations(&samples);
         let (p50, p95, p99) = (
             stats.percentile(50.0),
